@@ -1,0 +1,5 @@
+from .safe_load import allow_mmengine_checkpoints
+
+allow_mmengine_checkpoints()
+
+__all__ = ['allow_mmengine_checkpoints']

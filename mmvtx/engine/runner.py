@@ -1,0 +1,68 @@
+"""What ``tools/train.py`` and ``tools/test.py`` do to a config before building the Runner,
+for detection and segmentation configs alike (mm users' flags keep their meaning)."""
+import os.path as osp
+from typing import Optional
+
+from mmengine.config import Config
+from mmengine.logging import print_log
+
+
+def _default_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]):
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+
+
+def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = None,
+                      amp: bool = False, resume: Optional[str] = None,
+                      auto_scale_lr: bool = False, launcher: str = 'none') -> Config:
+    cfg.launcher = launcher
+    _default_work_dir(cfg, config_path, work_dir)
+    if amp:
+        wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if wrapper == 'AmpOptimWrapper':
+            print_log('AMP is already on in the config', logger='current')
+        else:
+            if wrapper != 'OptimWrapper':
+                raise ValueError(f'--amp needs OptimWrapper, the config has {wrapper}')
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if auto_scale_lr:
+        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
+            raise ValueError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
+        cfg.auto_scale_lr.enable = True
+    if resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif resume is not None:
+        cfg.resume = True
+        cfg.load_from = resume
+    return cfg
+
+
+def prepare_test_cfg(cfg: Config, config_path: str, checkpoint: str,
+                     work_dir: Optional[str] = None, show_dir: Optional[str] = None,
+                     out: Optional[str] = None, launcher: str = 'none') -> Config:
+    cfg.launcher = launcher
+    _default_work_dir(cfg, config_path, work_dir)
+    cfg.load_from = checkpoint
+    if show_dir is not None:
+        vis = cfg.default_hooks.get('visualization')
+        if vis is None:
+            raise ValueError('--show-dir needs default_hooks.visualization in the config')
+        vis.draw = True
+        vis.interval = 1
+        if vis.get('type', '').endswith('DetVisualizationHook'):
+            vis.test_out_dir = show_dir
+        else:  # mmseg's SegVisualizationHook writes under the visualizer's save_dir
+            cfg.visualizer.save_dir = show_dir
+            vis.show = False
+    if out is not None:
+        scope = cfg.get('default_scope', 'mmdet')
+        dump = dict(type='DumpDetResults' if scope == 'mmdet' else 'DumpResults',
+                    out_file_path=out)
+        evaluator = cfg.test_evaluator
+        cfg.test_evaluator = (list(evaluator) if isinstance(evaluator, (list, tuple))
+                              else [evaluator]) + [dump]
+    return cfg

@@ -1,0 +1,163 @@
+"""Safe loading of public checkpoints into mmvtx backbones.
+
+``load_state_dict_file`` reads ``.pth/.pt/.bin/.ckpt`` with ``torch.load(weights_only=True)``,
+``.safetensors`` with safetensors and ``.npz`` without pickle; it never unpickles arbitrary
+objects. ``load_backbone_checkpoint`` unwraps the container (``state_dict``/``model``/``module.``/
+``backbone.``), lets the backbone convert the names of whichever format it recognises, and
+loads the result, naming the missing, unexpected and mis-shaped keys if anything does not fit.
+"""
+import os
+import os.path as osp
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional, Sequence
+
+import numpy as np
+import torch
+from mmengine.logging import print_log
+from torch import nn
+
+CONTAINER_KEYS = ('state_dict', 'model', 'module', 'model_state', 'state_dict_ema', 'model_ema')
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint whose (converted) keys or shapes do not fit the model."""
+
+
+@dataclass
+class ConvertedCheckpoint:
+    """A state dict in mmvtx naming, the source format it came from, and the model keys it may
+    leave out (layers that the source format does not have, e.g. per-level output norms)."""
+    state_dict: Dict[str, torch.Tensor]
+    source: str
+    may_miss: Sequence[str] = field(default_factory=tuple)
+
+
+def _resolve_path(path: str) -> str:
+    if path.startswith(('http://', 'https://')):
+        # downloaded once into torch's hub cache, then read like a local file (never unpickled)
+        cache = osp.join(torch.hub.get_dir(), 'checkpoints')
+        os.makedirs(cache, exist_ok=True)
+        local = osp.join(cache, osp.basename(path.split('?')[0]))
+        if not osp.exists(local):
+            torch.hub.download_url_to_file(path, local, progress=True)
+        return local
+    path = osp.expanduser(path)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+    return path
+
+
+def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
+    """A flat ``name -> tensor`` dict from a checkpoint file, without unpickling objects."""
+    path = _resolve_path(path)
+    if path.endswith('.safetensors'):
+        from safetensors.torch import load_file
+        ckpt = load_file(path)
+    elif path.endswith('.npz'):
+        with np.load(path, allow_pickle=False) as npz:
+            ckpt = {k: torch.from_numpy(npz[k].copy()) for k in npz.files}
+    else:
+        try:
+            ckpt = torch.load(path, map_location='cpu', weights_only=True)
+        except Exception as e:  # noqa: BLE001 - re-raised with what a user needs
+            raise RuntimeError(
+                f'{path} could not be read with torch.load(weights_only=True): {e}\n'
+                'mmvtx never unpickles arbitrary objects. Save the bare state dict '
+                '(torch.save(model.state_dict(), ...)) or convert it with '
+                'tools/model_converters/*2mmvtx.py.') from e
+    return unwrap_state_dict(ckpt)
+
+
+def unwrap_state_dict(ckpt) -> Dict[str, torch.Tensor]:
+    """Takes the weights out of training checkpoints (``{'state_dict': ...}``, ``{'model': ...}``)
+    and strips DataParallel's ``module.`` prefix."""
+    while isinstance(ckpt, dict):
+        inner = next((ckpt[k] for k in CONTAINER_KEYS if isinstance(ckpt.get(k), dict)), None)
+        if inner is None:
+            break
+        ckpt = inner
+    if not isinstance(ckpt, dict):
+        raise CheckpointMismatchError(f'expected a state dict, got {type(ckpt).__name__}')
+    sd = {k: v for k, v in ckpt.items() if isinstance(v, torch.Tensor)}
+    if sd and all(k.startswith('module.') for k in sd):
+        sd = {k[len('module.'):]: v for k, v in sd.items()}
+    return sd
+
+
+def strip_prefix(sd: Dict[str, torch.Tensor], prefix: Optional[str]) -> Dict[str, torch.Tensor]:
+    """Keeps the keys under ``prefix`` (without it). ``None``: a whole detector/segmentor or
+    classifier checkpoint (``backbone.*``) is cut down to its backbone automatically."""
+    if prefix is None:
+        prefix = 'backbone.' if any(k.startswith('backbone.') for k in sd) else ''
+    if not prefix:
+        return sd
+    if not prefix.endswith('.'):
+        prefix += '.'
+    out = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    if not out:
+        raise CheckpointMismatchError(f'no key of the checkpoint starts with {prefix!r}')
+    return out
+
+
+def load_converted(model: nn.Module, converted: ConvertedCheckpoint, strict: bool = True):
+    """Copies ``converted`` into ``model``; raises :class:`CheckpointMismatchError` naming every
+    key that is missing (other than ``may_miss``), unexpected or of another shape."""
+    own = model.state_dict()
+    sd = converted.state_dict
+    missing = [k for k in own if k not in sd]
+    allowed = [k for k in missing if any(k == m or k.startswith(m + '.') for m in converted.may_miss)]
+    missing = [k for k in missing if k not in allowed]
+    unexpected = [k for k in sd if k not in own]
+    mis_shaped = [f'{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}'
+                  for k in sd if k in own and sd[k].shape != own[k].shape]
+    name = type(model).__name__
+    if strict and (missing or unexpected or mis_shaped):
+        lines = [f'{name}: the {converted.source} checkpoint does not fit the model.']
+        for title, keys in (('missing keys', missing), ('unexpected keys', unexpected),
+                            ('shape mismatches', mis_shaped)):
+            if keys:
+                lines.append(f'  {title} ({len(keys)}): ' + ', '.join(keys[:40]) +
+                             (' ...' if len(keys) > 40 else ''))
+        raise CheckpointMismatchError('\n'.join(lines))
+    with torch.no_grad():
+        for k, v in sd.items():
+            if k in own and own[k].shape == v.shape:
+                own[k].copy_(v.to(own[k].dtype))
+    msg = f'{name}: loaded {len(sd) - len(unexpected)} tensors from a {converted.source} checkpoint'
+    if allowed:
+        msg += f'; not in that format, kept at their init: {", ".join(sorted(allowed))}'
+    print_log(msg, logger='current')
+
+
+def _pretrained_cfg(init_cfg) -> Optional[dict]:
+    cfgs = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
+    for cfg in cfgs:
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+            return cfg
+    return None
+
+
+def load_backbone_checkpoint(model: nn.Module, checkpoint, prefix: Optional[str] = None,
+                             strict: bool = True) -> ConvertedCheckpoint:
+    """Loads a file path (or an in-memory state dict) of any format the model's
+    ``convert_state_dict`` knows into ``model``; returns what was loaded."""
+    sd = load_state_dict_file(checkpoint) if isinstance(checkpoint, str) else \
+        unwrap_state_dict(checkpoint)
+    converted = model.convert_state_dict(strip_prefix(sd, prefix))
+    load_converted(model, converted, strict=strict)
+    return converted
+
+
+def init_backbone_weights(model: nn.Module, default_init: Optional[Callable] = None):
+    """``init_weights`` of the mmvtx backbones: default init, then the ``Pretrained`` checkpoint
+    of ``init_cfg`` if there is one; other ``init_cfg`` types go to mmengine's initialisers."""
+    (default_init or model._default_init)()
+    init_cfg = model.init_cfg
+    pretrained = _pretrained_cfg(init_cfg)
+    if pretrained is not None:
+        load_backbone_checkpoint(model, pretrained['checkpoint'], prefix=pretrained.get('prefix'),
+                                 strict=pretrained.get('strict', True))
+    elif init_cfg:
+        from mmengine.model import initialize
+        initialize(model, init_cfg)
+    model._is_init = True

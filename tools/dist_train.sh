@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Distributed training through torchrun: bash tools/dist_train.sh CONFIG GPUS [train.py args]
+# Uses NCCL on GPUs and gloo on CPU-only machines (the config's env_cfg decides).
+set -e
+CONFIG=$1
+GPUS=$2
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+PORT=${PORT:-29500}
+MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
+DIR=$(dirname "$0")
+PYTHONPATH="$DIR/..":$PYTHONPATH \
+python -m torch.distributed.run \
+    --nnodes=$NNODES --node_rank=$NODE_RANK --master_addr=$MASTER_ADDR \
+    --nproc_per_node=$GPUS --master_port=$PORT \
+    "$DIR/train.py" "$CONFIG" --launcher pytorch "${@:3}"
