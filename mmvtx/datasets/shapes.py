@@ -24,7 +24,7 @@ SEG_CLASSES = ('background',) + CLASSES
 PALETTE = [(220, 20, 60), (0, 130, 255), (255, 190, 0)]
 SEG_PALETTE = [(0, 0, 0)] + PALETTE
 SPLITS = {'train': (400, 0), 'val': (100, 1)}  # scenes, seed
-VERSION = 1  # bump when the generator changes: the data are regenerated
+VERSION = 2  # bump when the generator changes: the data are regenerated
 
 
 def _shape_mask(kind: int, H: int, W: int, cx: float, cy: float, r: float,
@@ -45,15 +45,15 @@ def make_scene(rng: np.random.RandomState) -> Tuple[np.ndarray, List[Dict]]:
 
     Shapes are painted in order, later ones occluding earlier ones; a placement that would hide
     more than half of an earlier shape is drawn again, so every instance stays recognisable."""
-    H = int(rng.choice([224, 256, 288]))
-    W = int(rng.choice([256, 288, 320, 352]))
+    H = int(rng.choice([224, 256]))
+    W = int(rng.choice([256, 288, 320]))
     base = rng.randint(0, 256, 3)
     img = np.clip(base + rng.normal(0, 25, (H, W, 3)), 0, 255)
     instances: List[Dict] = []
     for _ in range(rng.randint(1, 5)):
         for _attempt in range(20):
             kind = rng.randint(3)
-            r = rng.uniform(0.09, 0.2) * min(H, W)
+            r = rng.uniform(0.12, 0.25) * min(H, W)
             cx, cy = rng.uniform(r * 0.6, W - r * 0.6), rng.uniform(r * 0.6, H - r * 0.6)
             full = _shape_mask(kind, H, W, cx, cy, r, rng.uniform(0, 2 * np.pi))
             if full.sum() < 150:

@@ -3,6 +3,8 @@
 mmengine's checkpoints hold its ``HistoryBuffer`` and numpy arrays/scalars in ``meta.message_hub``;
 torch >= 2.6 refuses to unpickle them by default, so ``--resume`` fails. Rather than turning the
 check off, this adds exactly those types to torch's allow-list of safe globals."""
+import pickle
+
 import numpy as np
 import torch
 
@@ -17,10 +19,24 @@ def _numpy_globals() -> list:
     return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype] + dtype_classes
 
 
+HISTORY_BUFFER_STATISTICS = {'min', 'max', 'current', 'mean'}
+
+
+def _history_buffer_getattr(obj, name: str):
+    """Stands in for ``builtins.getattr`` while unpickling: ``HistoryBuffer.__getstate__``
+    pickles its statistics methods as ``getattr(HistoryBuffer, 'mean')``. Only those lookups are
+    answered; any other use of getattr in a checkpoint is refused."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+    if obj is HistoryBuffer and name in (HISTORY_BUFFER_STATISTICS |
+                                         set(HistoryBuffer._statistics_methods)):
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(f'refused getattr({obj!r}, {name!r}) in a checkpoint')
+
+
 def allow_mmengine_checkpoints():
     """Adds mmengine's and numpy's checkpoint types to ``torch.serialization``'s safe globals."""
     add = getattr(torch.serialization, 'add_safe_globals', None)
     if add is None:  # torch < 2.4 loads them without an allow-list
         return
     from mmengine.logging.history_buffer import HistoryBuffer
-    add([HistoryBuffer] + _numpy_globals())
+    add([HistoryBuffer, (_history_buffer_getattr, 'builtins.getattr')] + _numpy_globals())

@@ -161,3 +161,35 @@ def init_backbone_weights(model: nn.Module, default_init: Optional[Callable] = N
         from mmengine.model import initialize
         initialize(model, init_cfg)
     model._is_init = True
+
+
+def rename_keys(sd: Dict[str, torch.Tensor], rules: Sequence) -> Dict[str, torch.Tensor]:
+    """Applies ``(old, new)`` substring replacements, in order, to every key."""
+    out = {}
+    for k, v in sd.items():
+        for old, new in rules:
+            k = k.replace(old, new)
+        out[k] = v
+    return out
+
+
+def merge_qkv(sd: Dict[str, torch.Tensor], parts: Sequence[str],
+              merged: str) -> Dict[str, torch.Tensor]:
+    """Concatenates separate query/key/value projections (keys containing ``parts[i]``, e.g.
+    ``.attention.q_proj.``) into one ``qkv`` projection (``merged``, e.g. ``.attn.qkv.``)."""
+    out, groups = {}, {}
+    for k, v in sd.items():
+        for i, tag in enumerate(parts):
+            if tag in k:
+                head, tail = k.split(tag, 1)
+                groups.setdefault((head, tail), [None] * len(parts))[i] = v
+                break
+        else:
+            out[k] = v
+    for (head, tail), tensors in groups.items():
+        if any(t is None for t in tensors):
+            missing = [p for p, t in zip(parts, tensors) if t is None]
+            raise CheckpointMismatchError(f'{head}: {missing} missing beside the other '
+                                          'attention projections')
+        out[f'{head}{merged}{tail}'] = torch.cat(tensors, 0)
+    return out

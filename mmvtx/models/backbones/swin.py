@@ -18,7 +18,8 @@ from torch import nn
 
 from mmvtx.registry import MODELS
 from ..layers import DropPath, Mlp, drop_path_rates, pad_hw, scaled_dot_product_attention
-from mmvtx.utils.checkpoint import CheckpointMismatchError, ConvertedCheckpoint
+from mmvtx.utils.checkpoint import (CheckpointMismatchError, ConvertedCheckpoint, merge_qkv,
+                                    rename_keys)
 from ..layers.init import init_transformer_weights, trunc_normal_
 from ..layers.pos_embed import resize_rel_pos_bias_table
 from .base import VisionBackbone
@@ -395,41 +396,42 @@ def detect_swin_format(sd: dict) -> str:
         + ', '.join(sorted(keys)[:8]))
 
 
+# transformers SwinModel/SwinBackbone names, as on the hub (4.x) and as in transformers 5.x
+HF_SWIN_RULES = (
+    ('embeddings.patch_embeddings.projection', 'patch_embed.proj'),
+    ('embeddings.norm', 'patch_embed.norm'),
+    ('encoder.layers.', 'stages.'),
+    ('layernorm_before', 'norm1'), ('layernorm_after', 'norm2'),
+    ('attention.self.relative_position_bias_table', 'attn.relative_position_bias_table'),
+    ('attention.relative_position_bias.relative_position_bias_table',
+     'attn.relative_position_bias_table'),
+    ('attention.output.dense', 'attn.proj'), ('attention.o_proj', 'attn.proj'),
+    ('intermediate.dense', 'mlp.fc1'), ('output.dense', 'mlp.fc2'),
+)
+
+
 def convert_swin(sd: dict, model: 'SwinTransformer') -> ConvertedCheckpoint:
     """Any public Swin checkpoint -> mmvtx names (window size resized to the model's)."""
     fmt = detect_swin_format(sd)
     last = len(model.stages) - 1
     out = {}
     if fmt == 'transformers':
-        sd = {k[len('swin.'):] if k.startswith('swin.') else k: v for k, v in sd.items()}
-        qkv = {}
+        sd = {k[len('swin.'):] if k.startswith('swin.') else k: v for k, v in sd.items()
+              if not k.startswith(('classifier.', 'pooler.'))}
+        sd = rename_keys(sd, HF_SWIN_RULES)
+        sd = merge_qkv(sd, ('.attention.self.query.', '.attention.self.key.',
+                            '.attention.self.value.'), '.attn.qkv.')
+        sd = merge_qkv(sd, ('.attention.q_proj.', '.attention.k_proj.', '.attention.v_proj.'),
+                       '.attn.qkv.')
         for k, v in sd.items():
-            if k.startswith(('classifier.', 'pooler.')) or k.endswith(
-                    ('relative_position_index', 'attn_mask')):
+            if k.endswith(('relative_position_index', 'attn_mask')):
                 continue
-            k = (k.replace('embeddings.patch_embeddings.projection', 'patch_embed.proj')
-                  .replace('embeddings.norm', 'patch_embed.norm')
-                  .replace('encoder.layers.', 'stages.')
-                  .replace('layernorm_before', 'norm1').replace('layernorm_after', 'norm2')
-                  .replace('attention.self.relative_position_bias_table',
-                           'attn.relative_position_bias_table')
-                  .replace('attention.output.dense', 'attn.proj')
-                  .replace('intermediate.dense', 'mlp.fc1').replace('output.dense', 'mlp.fc2'))
             if k.startswith('layernorm.'):
                 k = k.replace('layernorm.', f'norm{last}.')
             elif k.startswith('hidden_states_norms.stage'):
                 stage, rest = k[len('hidden_states_norms.stage'):].split('.', 1)
                 k = f'norm{int(stage) - 1}.{rest}'
-            for i, name in enumerate(('query', 'key', 'value')):
-                tag = f'.attention.self.{name}.'
-                if tag in k:
-                    prefix, param = k.split(tag)
-                    qkv.setdefault((prefix, param), [None] * 3)[i] = v
-                    break
-            else:
-                out[k] = v
-        for (prefix, param), parts in qkv.items():
-            out[f'{prefix}.attn.qkv.{param}'] = torch.cat(parts, 0)
+            out[k] = v
     elif fmt == 'mmdet':
         for k, v in sd.items():
             if k.endswith(('relative_position_index', 'attn_mask')):

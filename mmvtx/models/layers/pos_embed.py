@@ -15,3 +15,18 @@ def resize_rel_pos_bias_table(table: torch.Tensor, window_size: int) -> torch.Te
     grid = table.float().T.reshape(1, heads, src, src)
     grid = F.interpolate(grid, size=(dst, dst), mode='bicubic', align_corners=False)
     return grid.reshape(heads, dst * dst).T.to(table.dtype)
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, src_grid, dst_grid,
+                     num_extra_tokens: int = 1) -> torch.Tensor:
+    """``1 x (extra + h*w) x C`` position embedding from an ``h x w`` patch grid to another
+    (bicubic, in float32, as mmseg/timm/transformers); the extra ([CLS]) positions are kept."""
+    src_grid, dst_grid = tuple(src_grid), tuple(dst_grid)
+    if src_grid == dst_grid:
+        return pos_embed
+    extra, grid = pos_embed[:, :num_extra_tokens], pos_embed[:, num_extra_tokens:]
+    C = pos_embed.shape[-1]
+    grid = grid.reshape(1, src_grid[0], src_grid[1], C).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid.float(), size=dst_grid, mode='bicubic', align_corners=False)
+    grid = grid.to(pos_embed.dtype).flatten(2).transpose(1, 2)
+    return torch.cat([extra, grid], dim=1)

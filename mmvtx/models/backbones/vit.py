@@ -1,0 +1,420 @@
+"""Vision Transformer (Dosovitskiy et al., 2021) as a multi-scale backbone.
+
+As the seed notes' ViT part describes it: patch embedding by a convolution whose kernel and
+stride are the patch size, a [CLS] token prepended, a learned position embedding added (resized
+to the actual patch grid), N pre-norm encoder layers and a final LayerNorm. A plain ViT has a
+single stride-16 map; :class:`SimpleFeaturePyramid` (ViTDet) turns it into maps at strides 4, 8,
+16 and 32 (two 2x deconvolutions, one, identity, max-pool), either all from the last layer or
+each from a chosen intermediate layer (mmseg's UPerNet-ViT recipe takes layers 3/6/9/12).
+Optional window attention in all but a few global blocks (ViTDet) for high resolutions.
+"""
+import math
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from torch import nn
+
+from mmvtx.registry import MODELS
+from mmvtx.utils.checkpoint import (CheckpointMismatchError, ConvertedCheckpoint, merge_qkv,
+                                    rename_keys)
+from ..layers import DropPath, Mlp, drop_path_rates, pad_hw, scaled_dot_product_attention
+from ..layers.init import init_transformer_weights, trunc_normal_
+from ..layers.norm import LayerNorm2d
+from ..layers.pos_embed import resize_pos_embed
+from .base import VisionBackbone
+
+
+class PatchEmbed(nn.Module):
+    """Image -> patch tokens: a ``p x p`` convolution with stride ``p`` (inputs padded
+    bottom/right to a multiple of ``p``). Returns ``B x Hp x Wp x C``."""
+
+    def __init__(self, in_channels: int = 3, embed_dim: int = 768, patch_size: int = 16):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_channels, embed_dim, patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(pad_hw(x, self.patch_size)).permute(0, 2, 3, 1)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over a token sequence, through SDPA (no attention map kept)."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        # qkv with shape (3, B, heads, N, head_dim)
+        q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(
+            2, 0, 3, 1, 4).unbind(0)
+        x = scaled_dot_product_attention(q, k, v,
+                                         dropout_p=self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
+
+
+class EncoderLayer(nn.Module):
+    """Pre-norm transformer encoder layer: ``x + MSA(LN(x))``, then ``x + MLP(LN(x))``.
+
+    With ``window_size > 0`` the attention runs inside non-overlapping windows of the patch
+    map (ViTDet); the [CLS] token, if any, is not part of a windowed layer's input."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path: float = 0.0,
+                 window_size: int = 0, layer_norm_eps: float = 1e-6):
+        super().__init__()
+        self.window_size = window_size
+        self.norm1 = nn.LayerNorm(dim, eps=layer_norm_eps)
+        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop_rate, drop_rate)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim, eps=layer_norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.mlp_drop = nn.Dropout(drop_rate)
+
+    def _window_attention(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+        B, _, C = x.shape
+        H, W = hw
+        M = self.window_size
+        x = pad_hw(x.view(B, H, W, C), M, channels_last=True)
+        Hp, Wp = x.shape[1:3]
+        # windows with shape (B * nW, M * M, C)
+        x = x.view(B, Hp // M, M, Wp // M, M, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, M * M, C)
+        x = self.attn(x)
+        x = x.view(B, Hp // M, Wp // M, M, M, C).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, C)
+        return x[:, :H, :W].reshape(B, H * W, C)
+
+    def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+        y = self.norm1(x)
+        y = self._window_attention(y, hw) if self.window_size > 0 else self.attn(y)
+        x = x + self.drop_path(y)
+        return x + self.drop_path(self.mlp_drop(self.mlp(self.norm2(x))))
+
+
+class SimpleFeaturePyramid(nn.Module):
+    """ViTDet's simple feature pyramid over stride-16 maps: for strides 4, 8, 16, 32,
+    ConvT(2, 2) -> LN -> GELU -> ConvT(2, 2); ConvT(2, 2); identity; max-pool(2).
+    Output widths C/4, C/2, C, C."""
+
+    def __init__(self, dim: int, strides: Sequence[int] = (4, 8, 16, 32)):
+        super().__init__()
+        self.strides = tuple(strides)
+        self.channels = []
+        layers = []
+        for s in self.strides:
+            if s == 4:
+                layers.append(nn.Sequential(
+                    nn.ConvTranspose2d(dim, dim // 2, 2, stride=2), LayerNorm2d(dim // 2),
+                    nn.GELU(), nn.ConvTranspose2d(dim // 2, dim // 4, 2, stride=2)))
+                self.channels.append(dim // 4)
+            elif s == 8:
+                layers.append(nn.ConvTranspose2d(dim, dim // 2, 2, stride=2))
+                self.channels.append(dim // 2)
+            elif s == 16:
+                layers.append(nn.Identity())
+                self.channels.append(dim)
+            elif s == 32:
+                layers.append(nn.MaxPool2d(2, ceil_mode=True))
+                self.channels.append(dim)
+            else:
+                raise ValueError(f'SimpleFeaturePyramid: stride {s} is not one of 4, 8, 16, 32')
+        self.scales = nn.ModuleList(layers)
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, ...]:
+        """``feats``: one stride-16 ``B x C x h x w`` map per output level (the same one for
+        all levels in ViTDet's layout)."""
+        return tuple(layer(f) for layer, f in zip(self.scales, feats))
+
+
+@MODELS.register_module()
+class ViT(VisionBackbone):
+    """Vision Transformer backbone with a built-in simple feature pyramid.
+
+    Args:
+        arch: ``small`` (384/12/6), ``base`` (768/12/12), ``large`` (1024/24/16) or a dict with
+            ``embed_dims``, ``num_layers``, ``num_heads``; explicit arguments override it.
+        img_size: the pretraining size; the position embedding covers its patch grid and is
+            resized (bicubic, [CLS] position kept) to the grid of each input.
+        patch_size: kernel and stride of the patch embedding (16).
+        out_indices: which of the pyramid levels (strides 4, 8, 16, 32) to return.
+        feature_layers: ``None`` (ViTDet: every level from the last layer), or one encoder
+            layer index per level of ``out_indices`` (mmseg's UPerNet-ViT: ``(2, 5, 8, 11)``).
+        with_cls_token: prepend the [CLS] token (dropped from the maps).
+        output_cls_token: also return the final [CLS] token (``B x C``) after the maps.
+        window_size: >0 runs the layers not in ``global_attn_indexes`` with attention inside
+            ``window_size x window_size`` windows of the patch map (ViTDet: 14 with global
+            layers 2, 5, 8, 11); the [CLS] token is then not used.
+        final_norm: LayerNorm on the last layer's output.
+        frozen_stages: -1 none; 0 the patch embedding, [CLS] and position embedding; k also
+            the first k encoder layers.
+        drop_path_rate, with_cp, norm_eval, init_cfg: as in every mmvtx backbone.
+    """
+    arch_zoo = {
+        'small': dict(embed_dims=384, num_layers=12, num_heads=6),
+        'base': dict(embed_dims=768, num_layers=12, num_heads=12),
+        'large': dict(embed_dims=1024, num_layers=24, num_heads=16),
+    }
+    arch_aliases = {'s': 'small', 'b': 'base', 'l': 'large'}
+
+    def __init__(self, arch: Union[str, dict] = 'base', embed_dims: Optional[int] = None,
+                 num_layers: Optional[int] = None, num_heads: Optional[int] = None,
+                 img_size: int = 224, patch_size: int = 16, in_channels: int = 3,
+                 mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_rate: float = 0.0,
+                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.1,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 feature_layers: Optional[Sequence[int]] = None, with_cls_token: bool = True,
+                 output_cls_token: bool = False, window_size: int = 0,
+                 global_attn_indexes: Sequence[int] = (), final_norm: bool = True,
+                 layer_norm_eps: float = 1e-6, frozen_stages: int = -1, with_cp: bool = False,
+                 norm_eval: bool = False, init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        cfg = self.resolve_arch(arch)
+        for key, value in dict(embed_dims=embed_dims, num_layers=num_layers,
+                               num_heads=num_heads).items():
+            if value is not None:
+                cfg[key] = value
+        dim, depth, heads = cfg['embed_dims'], cfg['num_layers'], cfg['num_heads']
+        if dim % heads:
+            raise ValueError(f'ViT: embed_dims {dim} is not divisible by num_heads {heads}')
+        self.out_indices = self.check_out_indices(out_indices, 4)
+        if feature_layers is not None:
+            feature_layers = tuple(i % depth if i < 0 else i for i in feature_layers)
+            if len(feature_layers) != len(self.out_indices) or any(
+                    i >= depth for i in feature_layers):
+                raise ValueError(f'ViT: feature_layers {feature_layers} needs one layer index '
+                                 f'(< {depth}) per output level {self.out_indices}')
+        if window_size > 0 and output_cls_token:
+            raise ValueError('ViT: window attention drops the [CLS] token; '
+                             'output_cls_token needs window_size=0')
+        if output_cls_token and not with_cls_token:
+            raise ValueError('ViT: output_cls_token needs with_cls_token=True')
+        if frozen_stages > depth:
+            raise ValueError(f'frozen_stages={frozen_stages} but the model has {depth} layers')
+
+        self.arch_settings = dict(embed_dims=dim, num_layers=depth, num_heads=heads)
+        self.embed_dims = dim
+        self.patch_size = patch_size
+        self.pretrain_grid = (img_size // patch_size, img_size // patch_size)
+        self.feature_layers = feature_layers
+        self.with_cls_token = with_cls_token
+        self.output_cls_token = output_cls_token
+        self.window_size = window_size
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
+
+        self.patch_embed = PatchEmbed(in_channels, dim, patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if with_cls_token else None
+        num_pos = self.pretrain_grid[0] * self.pretrain_grid[1] + int(with_cls_token)
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_pos, dim))
+        self.pos_drop = nn.Dropout(drop_rate)
+        dpr = drop_path_rates(drop_path_rate, [depth])[0]
+        global_attn_indexes = set(global_attn_indexes)
+        self.blocks = nn.ModuleList([
+            EncoderLayer(dim, heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, dpr[i],
+                         window_size=0 if i in global_attn_indexes else window_size,
+                         layer_norm_eps=layer_norm_eps)
+            for i in range(depth)])
+        self.norm = nn.LayerNorm(dim, eps=layer_norm_eps) if final_norm else nn.Identity()
+        self.pyramid = SimpleFeaturePyramid(dim, [(4, 8, 16, 32)[i] for i in self.out_indices])
+        self._freeze_stages()
+
+    @property
+    def out_channels(self) -> Tuple[int, ...]:
+        return tuple(self.pyramid.channels)
+
+    def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Adds the position embedding, resized to the ``h x w`` grid of ``x`` (B x h x w x C);
+        returns the token sequence (with the [CLS] token first, if any)."""
+        B, h, w, C = x.shape
+        pos = resize_pos_embed(self.pos_embed, self.pretrain_grid, (h, w),
+                               num_extra_tokens=int(self.with_cls_token))
+        x = x.reshape(B, h * w, C)
+        if self.with_cls_token:
+            x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1)
+        return self.pos_drop(x + pos)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        if x.dim() != 4:
+            raise ValueError(f'ViT expects B x C x H x W, got {tuple(x.shape)}')
+        x = self.patch_embed(x)
+        B, h, w, C = x.shape
+        x = self._pos_embed(x)
+        n_extra = int(self.with_cls_token)
+        if self.window_size > 0 and n_extra:  # as ViTDet: windows hold patch tokens only
+            x, n_extra = x[:, 1:], 0
+        wanted = set(self.feature_layers) if self.feature_layers is not None else set()
+        last = len(self.blocks) - 1
+        maps = {}
+        for i, block in enumerate(self.blocks):
+            if self.with_cp and self.training and x.requires_grad:
+                x = cp.checkpoint(block, x, (h, w), use_reentrant=False)
+            else:
+                x = block(x, (h, w))
+            if i == last:
+                x = self.norm(x)
+            if i in wanted or (i == last and self.feature_layers is None):
+                maps[i] = x[:, n_extra:].transpose(1, 2).reshape(B, C, h, w)
+        layers = self.feature_layers or [last] * len(self.out_indices)
+        outs = self.pyramid([maps[i] for i in layers])
+        outs = tuple(o.contiguous() for o in outs)
+        if self.output_cls_token:
+            outs = outs + (x[:, 0],)
+        return outs
+
+    # -------------------------------------------------------------------- training behaviour
+    def _frozen_modules(self) -> list:
+        frozen = [self.patch_embed, self.pos_drop]
+        for i in range(self.frozen_stages):
+            frozen.append(self.blocks[i])
+        if self.frozen_stages == len(self.blocks):
+            frozen.append(self.norm)
+        return frozen
+
+    def _freeze_stages(self):
+        super()._freeze_stages()
+        if self.frozen_stages >= 0:
+            self.pos_embed.requires_grad = False
+            if self.cls_token is not None:
+                self.cls_token.requires_grad = False
+
+    def _default_init(self):
+        init_transformer_weights(self)
+        trunc_normal_(self.pos_embed, std=0.02)
+        if self.cls_token is not None:
+            trunc_normal_(self.cls_token, std=0.02)
+
+    def convert_state_dict(self, state_dict: dict) -> ConvertedCheckpoint:
+        return convert_vit(state_dict, self)
+
+
+# ------------------------------------------------------------------------- checkpoint formats
+def detect_vit_format(sd: dict) -> str:
+    keys = set(sd)
+    if any(k.startswith(('embeddings.patch_embeddings', 'vit.embeddings')) for k in keys):
+        return 'transformers'
+    if any('Transformer/encoderblock_0' in k for k in keys):
+        return 'jax'
+    if any(k.startswith('layers.') and '.attn.attn.in_proj_weight' in k for k in keys):
+        return 'mmseg'
+    if any(k.startswith('layers.') and '.attn.qkv.' in k for k in keys):
+        return 'mmpretrain'
+    if any(k.startswith('blocks.') for k in keys):
+        return 'timm'
+    raise CheckpointMismatchError(
+        'not a ViT checkpoint in a known format (timm/the JAX release, transformers ViTModel, '
+        'mmseg/mmpretrain VisionTransformer or mmvtx); first keys: ' + ', '.join(sorted(keys)[:8]))
+
+
+def _jax_to_timm(sd: dict) -> dict:
+    """The original JAX (``.npz``) layout -> timm's names and PyTorch layouts."""
+    out = {}
+    dim = sd['cls'].shape[-1]
+    for k, v in sd.items():
+        v = v.float()
+        if k == 'cls':
+            out['cls_token'] = v.reshape(1, 1, dim)
+        elif k == 'Transformer/posembed_input/pos_embedding':
+            out['pos_embed'] = v.reshape(1, -1, dim)
+        elif k == 'embedding/kernel':
+            out['patch_embed.proj.weight'] = v.permute(3, 2, 0, 1)
+        elif k == 'embedding/bias':
+            out['patch_embed.proj.bias'] = v
+        elif k.startswith('Transformer/encoder_norm/'):
+            out['norm.' + ('weight' if k.endswith('scale') else 'bias')] = v
+        elif k.startswith('Transformer/encoderblock_'):
+            i = int(k.split('/')[1].rsplit('_', 1)[1])
+            p = f'blocks.{i}.'
+            name = '/'.join(k.split('/')[2:])
+            param = 'weight' if name.endswith(('kernel', 'scale')) else 'bias'
+            if name.startswith('LayerNorm_0/'):
+                out[p + 'norm1.' + param] = v
+            elif name.startswith('LayerNorm_2/'):
+                out[p + 'norm2.' + param] = v
+            elif name.startswith('MlpBlock_3/Dense_'):
+                j = int(name.split('/')[1].split('_')[1])
+                out[p + f'mlp.fc{j + 1}.' + param] = v.T if param == 'weight' else v
+            elif name.startswith('MultiHeadDotProductAttention_1/'):
+                part = name.split('/')[1]
+                if part == 'out':
+                    out[p + 'attn.proj.' + param] = v.reshape(-1, dim).T if \
+                        param == 'weight' else v
+                else:
+                    out.setdefault(p + 'attn.qkv.' + param, {})[part] = \
+                        v.reshape(dim, -1).T if param == 'weight' else v.reshape(-1)
+    for k in [k for k, v in out.items() if isinstance(v, dict)]:
+        out[k] = torch.cat([out[k]['query'], out[k]['key'], out[k]['value']], 0)
+    return out
+
+
+# transformers ViTModel names, as on the hub (4.x) and as in transformers 5.x
+HF_VIT_RULES = (
+    ('embeddings.cls_token', 'cls_token'),
+    ('embeddings.position_embeddings', 'pos_embed'),
+    ('embeddings.patch_embeddings.projection', 'patch_embed.proj'),
+    ('encoder.layer.', 'blocks.'), ('layers.', 'blocks.'),
+    ('layernorm_before', 'norm1'), ('layernorm_after', 'norm2'),
+    ('attention.output.dense', 'attn.proj'), ('attention.o_proj', 'attn.proj'),
+    ('intermediate.dense', 'mlp.fc1'), ('output.dense', 'mlp.fc2'),
+)
+
+
+def convert_vit(sd: dict, model: 'ViT') -> ConvertedCheckpoint:
+    """Any public ViT checkpoint -> mmvtx names; the position embedding is resized from the
+    checkpoint's grid to the model's pretraining grid when they differ."""
+    fmt = detect_vit_format(sd)
+    out = {}
+    if fmt == 'jax':
+        sd, fmt_in = _jax_to_timm(sd), 'jax'
+        fmt = 'timm'
+    else:
+        fmt_in = fmt
+    if fmt == 'transformers':
+        sd = {k[len('vit.'):] if k.startswith('vit.') else k: v for k, v in sd.items()
+              if not k.startswith(('pooler.', 'classifier.', 'vit.pooler.'))}
+        sd = rename_keys(sd, HF_VIT_RULES)
+        sd = merge_qkv(sd, ('.attention.attention.query.', '.attention.attention.key.',
+                            '.attention.attention.value.'), '.attn.qkv.')
+        sd = merge_qkv(sd, ('.attention.q_proj.', '.attention.k_proj.', '.attention.v_proj.'),
+                       '.attn.qkv.')
+        out = {('norm.' + k[len('layernorm.'):] if k.startswith('layernorm.') else k): v
+               for k, v in sd.items()}
+    elif fmt in ('mmseg', 'mmpretrain'):
+        for k, v in sd.items():
+            if k.startswith(('head.', 'neck.')):
+                continue
+            k = (k.replace('patch_embed.projection', 'patch_embed.proj')
+                  .replace('layers.', 'blocks.')
+                  .replace('.ln1.', '.norm1.').replace('.ln2.', '.norm2.')
+                  .replace('attn.attn.in_proj_weight', 'attn.qkv.weight')
+                  .replace('attn.attn.in_proj_bias', 'attn.qkv.bias')
+                  .replace('attn.attn.out_proj', 'attn.proj')
+                  .replace('ffn.layers.0.0', 'mlp.fc1').replace('ffn.layers.1', 'mlp.fc2'))
+            if k.startswith(('ln1.', 'pre_norm.')) and not k.startswith('blocks'):
+                k = 'norm.' + k.split('.', 1)[1] if k.startswith('ln1.') else k
+            out[k] = v
+    else:  # timm / mmvtx
+        for k, v in sd.items():
+            if k.startswith(('head', 'fc_norm', 'pre_logits')):
+                continue
+            out[k] = v
+    if 'pos_embed' in out and out['pos_embed'].shape != model.pos_embed.shape:
+        n_extra = int(model.with_cls_token)
+        pos = out['pos_embed']
+        src_extra = pos.shape[1] - int(math.isqrt(pos.shape[1])) ** 2
+        if src_extra and not n_extra:
+            pos = pos[:, src_extra:]
+        side = math.isqrt(pos.shape[1] - n_extra)
+        out['pos_embed'] = resize_pos_embed(pos, (side, side), model.pretrain_grid, n_extra)
+    if 'cls_token' in out and model.cls_token is None:
+        out.pop('cls_token')
+    may_miss = ['pyramid'] + ([] if 'norm.weight' in out else ['norm'])
+    return ConvertedCheckpoint(out, fmt_in, may_miss)

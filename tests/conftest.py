@@ -1,0 +1,25 @@
+import os
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import mmvtx  # noqa: E402,F401  registers everything
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def jitter_(module: torch.nn.Module, std: float = 0.02) -> torch.nn.Module:
+    """Adds noise to every parameter and float buffer, so that no weight is at a trivial value
+    (zero bias tables, unit norms) that would hide a wrongly mapped key."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn_like(p) * std)
+    return module

@@ -1,0 +1,87 @@
+"""The embedded shapes data: deterministic, consistent between detection and segmentation, and
+readable by mmdet's and mmseg's own dataset classes."""
+import json
+import os.path as osp
+
+import cv2
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from mmvtx.datasets import make_scene, prepare_shapes
+from mmvtx.datasets.shapes import SPLITS
+
+
+@pytest.fixture(scope='module')
+def shapes_root(tmp_path_factory):
+    return prepare_shapes(str(tmp_path_factory.mktemp('data') / 'shapes'))
+
+
+def test_scenes_are_deterministic_and_varied():
+    a = [make_scene(np.random.RandomState(7)) for _ in range(2)]
+    assert np.array_equal(a[0][0], a[1][0])
+    rng = np.random.RandomState(0)
+    scenes = [make_scene(rng) for _ in range(30)]
+    sizes = {img.shape[:2] for img, _ in scenes}
+    assert any(h != w for h, w in sizes) and len(sizes) > 2
+    labels = {inst['label'] for _, insts in scenes for inst in insts}
+    assert labels == {0, 1, 2}
+    counts = [len(insts) for _, insts in scenes]
+    assert min(counts) >= 1 and max(counts) <= 4
+    for _, insts in scenes:
+        for inst in insts:  # occluded, but never more than half hidden
+            assert inst['mask'].sum() >= 0.5 * inst['area_full'] - 1
+
+
+def test_layout_and_annotations_agree(shapes_root):
+    for split, (num, _) in SPLITS.items():
+        with open(osp.join(shapes_root, 'annotations', f'instances_{split}.json')) as f:
+            coco = json.load(f)
+        assert len(coco['images']) == num
+        assert [c['name'] for c in coco['categories']] == ['circle', 'square', 'triangle']
+        by_image = {}
+        for ann in coco['annotations']:
+            by_image.setdefault(ann['image_id'], []).append(ann)
+        for info in coco['images'][:20]:
+            img = cv2.imread(osp.join(shapes_root, 'images', split, info['file_name']))
+            label = cv2.imread(osp.join(shapes_root, 'labels', split, info['file_name']),
+                               cv2.IMREAD_UNCHANGED)
+            assert img.shape[:2] == label.shape == (info['height'], info['width'])
+            rebuilt = np.zeros_like(label)
+            for ann in by_image[info['id']]:
+                m = mask_utils.decode(ann['segmentation']).astype(bool)
+                assert m.sum() == ann['area'] > 0
+                x, y, w, h = ann['bbox']
+                ys, xs = np.nonzero(m)
+                assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (x, y, x + w, y + h)
+                assert not rebuilt[m].any()  # visible masks do not overlap
+                rebuilt[m] = ann['category_id']
+            assert np.array_equal(rebuilt, label)
+
+
+def test_generation_is_idempotent_and_atomic(shapes_root, tmp_path):
+    stamp = [f for f in __import__('os').listdir(shapes_root) if f.startswith('.complete')]
+    assert stamp
+    before = osp.getmtime(osp.join(shapes_root, 'annotations', 'instances_val.json'))
+    prepare_shapes(shapes_root)
+    assert osp.getmtime(osp.join(shapes_root, 'annotations', 'instances_val.json')) == before
+    assert not [p for p in __import__('os').listdir(osp.dirname(shapes_root))
+                if p.startswith('.shapes-')]
+
+
+def test_mmdet_and_mmseg_datasets_read_it(shapes_root):
+    from mmdet.registry import DATASETS as DET
+    from mmseg.registry import DATASETS as SEG
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        det = DET.build(dict(type='mmvtx.ShapesDetDataset', data_root=shapes_root,
+                             ann_file='annotations/instances_val.json',
+                             data_prefix=dict(img='images/val/'), test_mode=True, pipeline=[]))
+    assert len(det) == SPLITS['val'][0]
+    assert det.metainfo['classes'] == ('circle', 'square', 'triangle')
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        seg = SEG.build(dict(type='mmvtx.ShapesSegDataset', data_root=shapes_root,
+                             data_prefix=dict(img_path='images/val', seg_map_path='labels/val'),
+                             pipeline=[]))
+    assert len(seg) == SPLITS['val'][0]
+    assert seg.metainfo['classes'] == ('background', 'circle', 'square', 'triangle')

@@ -1,0 +1,277 @@
+"""mmvtx.SwinTransformer against the seed's formula, mmdet's SwinTransformer and Hugging Face
+transformers' SwinModel / SwinBackbone (random weights, loaded through the public loading path)."""
+import math
+
+import pytest
+import torch
+from mmengine.registry import DefaultScope
+
+from mmvtx.models.backbones.swin import (SwinTransformer, get_relative_position_index,
+                                         shifted_window_mask, window_partition)
+from mmvtx.utils import CheckpointMismatchError, load_backbone_checkpoint
+from tests.conftest import jitter_
+
+TOL = 1e-4
+SIZES = [(224, 224), (200, 296)]  # square pretraining size; non-square, not a multiple of 32
+
+
+def seed_relative_position_index(window_size):
+    """The seed notes' code, verbatim in substance."""
+    coords_h = torch.arange(window_size)
+    coords_w = torch.arange(window_size)
+    coords = torch.stack(torch.meshgrid([coords_h, coords_w], indexing='ij'))
+    coords_flatten = torch.flatten(coords, 1)
+    relative_coords = coords_flatten[:, :, None] - coords_flatten[:, None, :]
+    x_coords = relative_coords[0, :, :]
+    y_coords = relative_coords[1, :, :]
+    x_coords += window_size - 1
+    y_coords += window_size - 1
+    x_coords *= 2 * window_size - 1
+    return x_coords + y_coords
+
+
+@pytest.mark.parametrize('window_size', [2, 7, 12])
+def test_relative_position_index_is_the_seed_formula(window_size):
+    ours = get_relative_position_index(window_size)
+    assert torch.equal(ours, seed_relative_position_index(window_size))
+    assert ours.min() == 0 and ours.max() == (2 * window_size - 1) ** 2 - 1
+    assert torch.equal(ours.diagonal(), torch.full((window_size ** 2,), ours[0, 0].item()))
+
+
+@pytest.mark.parametrize('H,W', [(14, 14), (21, 14), (7, 28)])
+def test_shift_mask_blocks_exactly_pairs_from_different_regions(H, W):
+    M, s = 7, 3
+    # where each token of the cyclically shifted map came from
+    ys, xs = torch.meshgrid(torch.arange(H), torch.arange(W), indexing='ij')
+    orig = torch.stack([ys, xs], -1)
+    rolled = torch.roll(orig, shifts=(-s, -s), dims=(0, 1))
+    src = window_partition(rolled[None].float(), M)[0]  # nW, N, 2
+    dst = window_partition(orig[None].float(), M)[0]  # shifted-frame positions
+    # two tokens were neighbours before the shift iff the roll did not wrap between them
+    d_src = (src[:, :, None] - src[:, None, :]).abs()
+    d_dst = (dst[:, :, None] - dst[:, None, :]).abs()
+    wrapped = (d_src != d_dst).any(-1)
+    mask = shifted_window_mask(H, W, M, s)
+    assert torch.equal(mask != 0, wrapped)
+    assert (mask[mask != 0] == -100.0).all()
+
+
+@pytest.mark.parametrize('H,W', [(1, 1), (1, 9), (9, 1), (3, 5), (31, 33), (33, 65),
+                                 (64, 64), (97, 131), (224, 160)])
+def test_output_shapes_any_size(H, W):
+    model = SwinTransformer(embed_dims=16, depths=(1, 2, 1, 2), num_heads=(1, 2, 4, 8)).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(2, 3, H, W))
+    assert len(outs) == 4
+    for i, (out, stride) in enumerate(zip(outs, (4, 8, 16, 32))):
+        assert out.shape == (2, 16 * 2 ** i, math.ceil(H / stride), math.ceil(W / stride))
+        assert out.is_contiguous() and torch.isfinite(out).all()
+
+
+def test_out_indices_and_channels():
+    model = SwinTransformer('tiny', out_indices=(1, 3)).eval()
+    assert model.out_channels == (192, 768)
+    outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [192, 768]
+    assert not hasattr(model, 'norm0')
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match='unknown arch'):
+        SwinTransformer('huge')
+    with pytest.raises(ValueError, match='out_indices'):
+        SwinTransformer('tiny', out_indices=(4,))
+    with pytest.raises(ValueError, match='divisible'):
+        SwinTransformer(embed_dims=10, num_heads=(3, 6, 12, 24))
+    with pytest.raises(ValueError, match='B x C x H x W'):
+        SwinTransformer(embed_dims=12, depths=(1, 1, 1, 1)).eval()(torch.randn(3, 32, 32))
+
+
+def test_presets_match_the_paper():
+    expected = {'tiny': (96, (2, 2, 6, 2), (3, 6, 12, 24), 27.5e6),
+                'small': (96, (2, 2, 18, 2), (3, 6, 12, 24), 48.8e6),
+                'base': (128, (2, 2, 18, 2), (4, 8, 16, 32), 86.7e6)}
+    for arch, (dim, depths, heads, params) in expected.items():
+        model = SwinTransformer(arch)
+        assert model.arch_settings == dict(embed_dims=dim, depths=depths, num_heads=heads)
+        n = sum(p.numel() for p in model.parameters())
+        assert abs(n - params) / params < 0.02, (arch, n)  # paper's counts include the head
+    model = SwinTransformer('tiny', depths=(2, 2, 2, 2), embed_dims=48)
+    assert model.arch_settings['embed_dims'] == 48 and model.arch_settings['depths'] == (2,) * 4
+
+
+# ----------------------------------------------------------------------------------- parity
+def _mmdet_swin():
+    from mmdet.models.backbones import SwinTransformer as MMDetSwin
+    ref = MMDetSwin(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7,
+                    drop_path_rate=0.0)
+    ref.eval()  # mmdet's train() returns None, so eval() cannot be chained
+    return jitter_(ref)
+
+
+@pytest.mark.parametrize('size', SIZES)
+def test_parity_with_mmdet(size):
+    ref = _mmdet_swin()
+    # mmdet shifts every SW-MSA block, also where a map fits in one window (7x7 at 224 px)
+    ours = SwinTransformer('tiny', drop_path_rate=0.0, always_shift=True).eval()
+    loaded = load_backbone_checkpoint(ours, ref.state_dict())
+    assert loaded.source == 'mmdet'
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        expected, got = ref(x), ours(x)
+    for e, g in zip(expected, got):
+        assert e.shape == g.shape
+        assert (e - g).abs().max() <= TOL
+
+
+def _hf_config(**kw):
+    from transformers import SwinConfig
+    return SwinConfig(image_size=224, patch_size=4, embed_dim=96, depths=[2, 2, 6, 2],
+                      num_heads=[3, 6, 12, 24], window_size=7, drop_path_rate=0.0,
+                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **kw)
+
+
+@pytest.mark.parametrize('size', SIZES)
+def test_parity_with_transformers_swin_backbone(size):
+    from transformers import SwinBackbone
+    ref = jitter_(SwinBackbone(_hf_config(out_features=['stage1', 'stage2', 'stage3',
+                                                        'stage4'])).eval())
+    ours = SwinTransformer('tiny', drop_path_rate=0.0).eval()
+    assert load_backbone_checkpoint(ours, ref.state_dict()).source == 'transformers'
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        expected, got = ref(x).feature_maps, ours(x)
+    assert len(expected) == len(got) == 4
+    for e, g in zip(expected, got):
+        assert e.shape == g.shape
+        assert (e - g).abs().max() <= TOL
+
+
+def test_parity_with_transformers_swin_model_final_norm():
+    from transformers import SwinModel
+    ref = jitter_(SwinModel(_hf_config()).eval())
+    ours = SwinTransformer('tiny', drop_path_rate=0.0).eval()
+    # SwinModel has only the final norm: the other output norms stay at their init
+    loaded = load_backbone_checkpoint(ours, ref.state_dict())
+    assert set(loaded.may_miss) >= {'norm0', 'norm1', 'norm2'}
+    x = torch.randn(1, 3, 200, 296)
+    with torch.no_grad():
+        expected = ref(x).last_hidden_state  # B, L, C
+        got = ours(x)[3]
+    assert (expected - got.flatten(2).transpose(1, 2)).abs().max() <= TOL
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def _build(init_cfg, **kw):
+    from mmvtx.registry import MODELS
+    model = MODELS.build(dict(type='SwinTransformer', arch='tiny', drop_path_rate=0.0,
+                              init_cfg=init_cfg, **kw))
+    model.init_weights()
+    return model.eval()
+
+
+def test_pretrained_init_cfg_reads_every_file_format(tmp_path):
+    from safetensors.torch import save_file
+    from transformers import SwinBackbone
+    ref = jitter_(SwinBackbone(_hf_config(out_features=['stage1', 'stage2', 'stage3',
+                                                        'stage4'])).eval())
+    sd = {k: v.contiguous() for k, v in ref.state_dict().items()}
+    save_file(sd, str(tmp_path / 'model.safetensors'))
+    torch.save(sd, tmp_path / 'pytorch_model.bin')
+    mmdet_ref = _mmdet_swin()
+    # a whole detector checkpoint as mmdet saves it: the backbone is found under 'backbone.'
+    torch.save({'meta': {'epoch': 12}, 'state_dict': {
+        **{f'backbone.{k}': v for k, v in mmdet_ref.state_dict().items()},
+        'neck.lateral_convs.0.conv.weight': torch.zeros(1)}}, tmp_path / 'mask_rcnn.pth')
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        expected = ref(x).feature_maps
+        for name in ('model.safetensors', 'pytorch_model.bin'):
+            got = _build(dict(type='Pretrained', checkpoint=str(tmp_path / name)))(x)
+            assert max((e - g).abs().max() for e, g in zip(expected, got)) <= TOL
+        got = _build(dict(type='Pretrained', checkpoint=str(tmp_path / 'mask_rcnn.pth')),
+                      always_shift=True)(x)
+        assert max((e - g).abs().max() for e, g in zip(mmdet_ref(x), got)) <= TOL
+
+
+def test_mismatch_names_missing_and_unexpected_keys():
+    ref = _mmdet_swin()
+    sd = dict(ref.state_dict())
+    sd.pop('stages.2.blocks.3.norm2.weight')
+    sd['stages.2.blocks.3.extra.weight'] = torch.zeros(3)
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_backbone_checkpoint(SwinTransformer('tiny'), sd)
+    assert 'stages.2.blocks.3.norm2.weight' in str(err.value)
+    assert 'stages.2.blocks.3.extra.weight' in str(err.value)
+    with pytest.raises(CheckpointMismatchError, match='shape'):
+        load_backbone_checkpoint(SwinTransformer('small'), ref.state_dict())
+    with pytest.raises(CheckpointMismatchError, match='not a Swin'):
+        load_backbone_checkpoint(SwinTransformer('tiny'), {'fc.weight': torch.zeros(2)})
+
+
+def test_loading_never_unpickles_objects(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ('unpickled!',))
+    torch.save({'state_dict': {'x': torch.zeros(1)}, 'evil': Payload()}, tmp_path / 'bad.pth')
+    with pytest.raises(RuntimeError, match='weights_only'):
+        _build(dict(type='Pretrained', checkpoint=str(tmp_path / 'bad.pth')))
+    with pytest.raises(FileNotFoundError):
+        _build(dict(type='Pretrained', checkpoint=str(tmp_path / 'missing.pth')))
+
+
+def test_relative_position_tables_resized_for_another_window():
+    ref = _mmdet_swin()
+    model = SwinTransformer('tiny', window_size=12)
+    load_backbone_checkpoint(model, ref.state_dict())
+    table = model.stages[0].blocks[0].attn.relative_position_bias_table
+    assert table.shape == (23 * 23, 3)
+    src = ref.stages[0].blocks[0].attn.w_msa.relative_position_bias_table
+    # the centre (offset 0, 0) and the corners of the offset grid keep their values
+    assert torch.allclose(table[11 * 23 + 11], src[6 * 13 + 6], atol=0.02)
+    assert model(torch.randn(1, 3, 96, 96))[3].shape == (1, 768, 3, 3)
+
+
+# ------------------------------------------------------------------------ training options
+def test_frozen_stages_and_train_returns_self():
+    model = SwinTransformer('tiny', frozen_stages=1)
+    assert model.train() is model
+    for m in (model.patch_embed, model.stages[0], model.norm0):
+        assert not m.training
+        assert all(not p.requires_grad for p in m.parameters())
+    assert model.stages[1].training
+    assert all(p.requires_grad for p in model.stages[1].parameters())
+    with pytest.raises(ValueError, match='frozen_stages'):
+        SwinTransformer('tiny', frozen_stages=5)
+
+
+def test_with_cp_matches_plain_forward_and_backward():
+    torch.manual_seed(1)
+    plain = SwinTransformer(embed_dims=24, depths=(2, 2, 2, 2), drop_path_rate=0.0)
+    ckpt = SwinTransformer(embed_dims=24, depths=(2, 2, 2, 2), drop_path_rate=0.0, with_cp=True)
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 70, 90, requires_grad=True)
+    grads = []
+    for model in (plain, ckpt):
+        model.train()
+        sum(o.square().mean() for o in model(x)).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_drop_path_rises_linearly():
+    model = SwinTransformer('tiny', drop_path_rate=0.2)
+    rates = [b.drop_path.p for s in model.stages for b in s.blocks]
+    assert rates[0] == 0 and abs(rates[-1] - 0.2) < 1e-9
+    assert all(b > a for a, b in zip(rates, rates[1:]))
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
+def test_resolves_from_mmdet_and_mmseg_configs(scope):
+    import importlib
+    registry = importlib.import_module(f'{scope}.registry').MODELS
+    with DefaultScope.overwrite_default_scope(scope):
+        model = registry.build(dict(type='mmvtx.SwinTransformer', arch='tiny'))
+        bare = registry.get('SwinTransformer')
+    assert isinstance(model, SwinTransformer)
+    assert bare is not None and bare is not SwinTransformer  # mmdet's/mmseg's own stays theirs

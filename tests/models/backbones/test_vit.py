@@ -1,0 +1,179 @@
+"""mmvtx.ViT against Hugging Face transformers' ViTModel and mmseg's VisionTransformer (random
+weights loaded through the public loading path), shapes of the pyramid, window attention."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmvtx.models.backbones.vit import ViT
+from mmvtx.utils import CheckpointMismatchError, load_backbone_checkpoint
+from tests.conftest import jitter_
+
+TOL = 1e-4
+SMALL = dict(embed_dims=192, num_layers=4, num_heads=3)
+
+
+def _hf_vit():
+    from transformers import ViTConfig, ViTModel
+    cfg = ViTConfig(hidden_size=192, num_hidden_layers=4, num_attention_heads=3,
+                    intermediate_size=768, image_size=224, patch_size=16, layer_norm_eps=1e-6,
+                    hidden_act='gelu', hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return jitter_(ViTModel(cfg, add_pooling_layer=False).eval())
+
+
+def _as_map(tokens, size):
+    B, N, C = tokens.shape
+    h, w = math.ceil(size[0] / 16), math.ceil(size[1] / 16)
+    return tokens.transpose(1, 2).reshape(B, C, h, w)
+
+
+@pytest.mark.parametrize('size', [(224, 224), (160, 256), (200, 296)])
+def test_parity_with_transformers_vit(size):
+    ref = _hf_vit()
+    ours = ViT(**SMALL, out_indices=(2,), output_cls_token=True, drop_path_rate=0.0).eval()
+    assert load_backbone_checkpoint(ours, ref.state_dict()).source == 'transformers'
+    x = torch.randn(2, 3, *size)
+    # transformers does not pad: give it the zero-padded image that mmvtx pads to inside
+    ph, pw = -size[0] % 16, -size[1] % 16
+    with torch.no_grad():
+        expected = ref(F.pad(x, (0, pw, 0, ph)), interpolate_pos_encoding=True).last_hidden_state
+        feat, cls = ours(x)
+    assert (_as_map(expected[:, 1:], size) - feat).abs().max() <= TOL
+    assert (expected[:, 0] - cls).abs().max() <= TOL
+
+
+def _mmseg_vit(**kw):
+    from mmseg.models.backbones import VisionTransformer
+    ref = VisionTransformer(img_size=224, patch_size=16, embed_dims=192, num_layers=4,
+                            num_heads=3, mlp_ratio=4, out_indices=(1, 3), qkv_bias=True,
+                            drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
+                            with_cls_token=True, norm_cfg=dict(type='LN', eps=1e-6),
+                            final_norm=True, interpolate_mode='bicubic', **kw)
+    ref.eval()
+    return jitter_(ref)
+
+
+@pytest.mark.parametrize('size', [(224, 224), (200, 296)])
+def test_parity_with_mmseg_vit_intermediate_layers(size):
+    ref = _mmseg_vit()
+    # levels at strides 16 and 32 taken from layers 1 and 3, as mmseg's out_indices=(1, 3)
+    ours = ViT(**SMALL, out_indices=(2, 3), feature_layers=(1, 3), drop_path_rate=0.0).eval()
+    assert load_backbone_checkpoint(ours, ref.state_dict()).source == 'mmseg'
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        e1, e3 = ref(x)
+        o16, o32 = ours(x)
+    assert e1.shape == o16.shape
+    assert (e1 - o16).abs().max() <= TOL
+    assert (F.max_pool2d(e3, 2, ceil_mode=True) - o32).abs().max() <= TOL
+
+
+@pytest.mark.parametrize('H,W', [(1, 1), (15, 17), (33, 65), (64, 64), (97, 131), (224, 160)])
+def test_pyramid_shapes_and_strides(H, W):
+    model = ViT(embed_dims=64, num_layers=2, num_heads=2).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(2, 3, H, W))
+    h, w = math.ceil(H / 16), math.ceil(W / 16)
+    expected = [(16, 4 * h, 4 * w), (32, 2 * h, 2 * w), (64, h, w),
+                (64, math.ceil(h / 2), math.ceil(w / 2))]
+    assert [tuple(o.shape[1:]) for o in outs] == expected
+    assert model.out_channels == (16, 32, 64, 64)
+    for o, s in zip(outs, (4, 8, 16, 32)):  # ceil(H / stride), padded to whole patches
+        assert abs(o.shape[2] - math.ceil(H / s)) <= 16 // s and o.shape[2] >= math.ceil(H / s)
+
+
+def test_window_attention_covering_the_map_equals_global():
+    glob_model = ViT(**SMALL, with_cls_token=False, drop_path_rate=0.0).eval()
+    win_model = ViT(**SMALL, with_cls_token=False, window_size=14, global_attn_indexes=(1,),
+                    drop_path_rate=0.0).eval()
+    jitter_(glob_model)
+    win_model.load_state_dict(glob_model.state_dict())
+    x = torch.randn(1, 3, 224, 224)  # a 14 x 14 map: one window is the whole map
+    with torch.no_grad():
+        for a, b in zip(glob_model(x), win_model(x)):
+            assert (a - b).abs().max() <= 1e-5
+        # smaller windows do change the result, and any size still works
+        small = ViT(**SMALL, with_cls_token=False, window_size=4, global_attn_indexes=(3,),
+                    drop_path_rate=0.0).eval()
+        small.load_state_dict(glob_model.state_dict())
+        assert (glob_model(x)[2] - small(x)[2]).abs().max() > 1e-3
+        assert small(torch.randn(1, 3, 150, 90))[2].shape == (1, 192, 10, 6)
+
+
+def test_position_embedding_resized_from_another_pretraining_size():
+    ref = _hf_vit()
+    ours = ViT(**SMALL, img_size=384, drop_path_rate=0.0)  # 24 x 24 grid from a 14 x 14 one
+    load_backbone_checkpoint(ours, ref.state_dict())
+    assert ours.pos_embed.shape == (1, 1 + 24 * 24, 192)
+    assert torch.equal(ours.pos_embed[:, 0], ref.state_dict()['embeddings.position_embeddings'][:, 0])
+
+
+def test_jax_npz_checkpoint_matches_transformers(tmp_path):
+    """The original JAX release's layout (written here from the transformers weights)."""
+    import numpy as np
+    ref = _hf_vit()
+    sd = {k: v.numpy() for k, v in ref.state_dict().items()}
+    dim, heads = 192, 3
+    npz = {'cls': sd['embeddings.cls_token'],
+           'Transformer/posembed_input/pos_embedding': sd['embeddings.position_embeddings'],
+           'embedding/kernel': sd['embeddings.patch_embeddings.projection.weight'].transpose(
+               2, 3, 1, 0),
+           'embedding/bias': sd['embeddings.patch_embeddings.projection.bias'],
+           'Transformer/encoder_norm/scale': sd['layernorm.weight'],
+           'Transformer/encoder_norm/bias': sd['layernorm.bias']}
+    for i in range(4):
+        p, q = f'layers.{i}.', f'Transformer/encoderblock_{i}/'
+        npz[q + 'LayerNorm_0/scale'] = sd[p + 'layernorm_before.weight']
+        npz[q + 'LayerNorm_0/bias'] = sd[p + 'layernorm_before.bias']
+        npz[q + 'LayerNorm_2/scale'] = sd[p + 'layernorm_after.weight']
+        npz[q + 'LayerNorm_2/bias'] = sd[p + 'layernorm_after.bias']
+        for j, name in enumerate(('fc1', 'fc2')):
+            npz[q + f'MlpBlock_3/Dense_{j}/kernel'] = sd[p + f'mlp.{name}.weight'].T
+            npz[q + f'MlpBlock_3/Dense_{j}/bias'] = sd[p + f'mlp.{name}.bias']
+        a = q + 'MultiHeadDotProductAttention_1/'
+        for jax_name, hf in (('query', 'q_proj'), ('key', 'k_proj'), ('value', 'v_proj')):
+            npz[a + f'{jax_name}/kernel'] = sd[p + f'attention.{hf}.weight'].T.reshape(
+                dim, heads, dim // heads)
+            npz[a + f'{jax_name}/bias'] = sd[p + f'attention.{hf}.bias'].reshape(heads, -1)
+        npz[a + 'out/kernel'] = sd[p + 'attention.o_proj.weight'].T.reshape(heads, -1, dim)
+        npz[a + 'out/bias'] = sd[p + 'attention.o_proj.bias']
+    np.savez(tmp_path / 'ViT.npz', **npz)
+    ours = ViT(**SMALL, out_indices=(2,), drop_path_rate=0.0,
+               init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'ViT.npz')))
+    ours.init_weights()
+    ours.eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        expected = ref(x).last_hidden_state
+        assert (_as_map(expected[:, 1:], (224, 224)) - ours(x)[0]).abs().max() <= TOL
+
+
+def test_bad_arguments_and_checkpoints():
+    with pytest.raises(ValueError, match='feature_layers'):
+        ViT(**SMALL, feature_layers=(1, 2))
+    with pytest.raises(ValueError, match='CLS'):
+        ViT(**SMALL, window_size=7, output_cls_token=True)
+    with pytest.raises(CheckpointMismatchError, match='not a ViT'):
+        load_backbone_checkpoint(ViT(**SMALL), {'conv.weight': torch.zeros(1)})
+
+
+def test_frozen_stages():
+    model = ViT(**SMALL, frozen_stages=2).train()
+    assert not model.pos_embed.requires_grad and not model.cls_token.requires_grad
+    assert not any(p.requires_grad for p in model.blocks[1].parameters())
+    assert not model.blocks[1].training and model.blocks[2].training
+    assert all(p.requires_grad for p in model.blocks[2].parameters())
+
+
+def test_with_cp_matches_plain():
+    plain = ViT(**SMALL, drop_path_rate=0.0)
+    ckpt = ViT(**SMALL, drop_path_rate=0.0, with_cp=True)
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 3, 64, 80)
+    grads = []
+    for m in (plain, ckpt):
+        m.train()
+        sum(o.square().mean() for o in m(x)).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)

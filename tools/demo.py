@@ -1,0 +1,129 @@
+"""The README's demo: train Mask R-CNN on the embedded shapes scenes, evaluate bbox/segm mAP
+on its val split with mmdet's CocoMetric, and draw the predictions on a few val images.
+
+    python tools/demo.py [--model swin|vit|cvt] [--retrain]
+
+Interrupted? Run it again: it resumes from the last checkpoint in work_dirs/demo_<model>/.
+A finished run is not trained again (unless --retrain): it is evaluated and drawn.
+"""
+import argparse
+import glob
+import os
+import os.path as osp
+import sys
+import time
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+from mmengine.config import Config  # noqa: E402
+from mmengine.hooks import Hook  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+import mmvtx  # noqa: E402,F401
+from mmvtx.datasets import prepare_shapes  # noqa: E402
+from mmvtx.engine.runner import prepare_train_cfg  # noqa: E402
+
+CONFIGS = {
+    'swin': 'configs/swin/mask-rcnn_swin-mini-p4-w7_fpn_600i_shapes.py',
+    'vit': 'configs/vit/mask-rcnn_vit-mini-p16_sfp_600i_shapes.py',
+    'cvt': 'configs/cvt/mask-rcnn_cvt-mini_fpn_600i_shapes.py',
+}
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+class KeepMetrics(Hook):
+    """Keeps the metrics of the last validation/test run."""
+
+    def __init__(self):
+        self.metrics = {}
+
+    def after_val_epoch(self, runner, metrics=None):
+        self.metrics = dict(metrics or {})
+
+    def after_test_epoch(self, runner, metrics=None):
+        self.metrics = dict(metrics or {})
+
+
+def draw_predictions(model, cfg, out_dir: str, num: int = 6, score_thr: float = 0.5) -> list:
+    """Draws the predicted masks/boxes of the first ``num`` val images; returns the files
+    (one per image and a grid ``predictions.png`` of all of them)."""
+    import cv2
+    import mmcv
+    from mmdet.apis import inference_detector
+    from mmdet.registry import VISUALIZERS
+    model.cfg = cfg
+    visualizer = VISUALIZERS.build(dict(type='DetLocalVisualizer', name='demo_vis'))
+    visualizer.dataset_meta = dict(classes=mmvtx.datasets.CLASSES,
+                                   palette=mmvtx.datasets.shapes.PALETTE)
+    files, tiles = [], []
+    images = sorted(glob.glob(osp.join(cfg.val_dataloader.dataset.data_root, 'images/val/*.png')))
+    os.makedirs(out_dir, exist_ok=True)
+    for path in images[:num]:
+        result = inference_detector(model, path)
+        img = mmcv.imread(path, channel_order='rgb')
+        out_file = osp.join(out_dir, 'pred_' + osp.basename(path))
+        visualizer.add_datasample(osp.basename(path), img, data_sample=result, draw_gt=False,
+                                  pred_score_thr=score_thr, out_file=out_file)
+        files.append(out_file)
+        tiles.append(cv2.resize(cv2.imread(out_file), (320, 256)))
+    if tiles:
+        cols = 3
+        while len(tiles) % cols:
+            tiles.append(np.zeros_like(tiles[0]))
+        rows = [np.concatenate(tiles[i:i + cols], 1) for i in range(0, len(tiles), cols)]
+        grid = osp.join(out_dir, 'predictions.png')
+        cv2.imwrite(grid, np.concatenate(rows, 0))
+        files.append(grid)
+    return files
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--model', choices=sorted(CONFIGS), default='swin')
+    parser.add_argument('--config', help='another shapes detection config')
+    parser.add_argument('--work-dir')
+    parser.add_argument('--retrain', action='store_true', help='train again from scratch')
+    parser.add_argument('--num-images', type=int, default=6)
+    args = parser.parse_args(argv)
+    os.chdir(ROOT)
+    start = time.time()
+    config = args.config or CONFIGS[args.model]
+    work_dir = args.work_dir or f'work_dirs/demo_{args.model}'
+    cfg = Config.fromfile(config)
+    prepare_shapes(cfg.train_dataloader.dataset.data_root)
+    max_iters = cfg.train_cfg.max_iters
+    final = osp.join(work_dir, f'iter_{max_iters}.pth')
+    done = osp.exists(final) and not args.retrain
+    partial = osp.exists(osp.join(work_dir, 'last_checkpoint')) and not args.retrain
+    prepare_train_cfg(cfg, config, work_dir=work_dir, resume='auto' if partial and not done
+                      else None)
+    if done:
+        cfg.load_from = final
+    runner = Runner.from_cfg(cfg)
+    keep = KeepMetrics()
+    runner.register_hook(keep, priority='LOWEST')
+    if done:
+        print(f'[demo] {final} exists: evaluating it (--retrain trains again)')
+        runner.test()
+    else:
+        runner.train()
+    train_time = time.time() - start
+    files = draw_predictions(runner.model, cfg, osp.join('outputs', f'demo_{args.model}'),
+                             num=args.num_images)
+    m = keep.metrics
+    print('\n' + '=' * 72)
+    print(f'[demo] Mask R-CNN + {args.model} on shapes ({config})')
+    print(f'[demo] bbox mAP {m.get("coco/bbox_mAP", float("nan")):.3f}   '
+          f'segm mAP {m.get("coco/segm_mAP", float("nan")):.3f}   '
+          f'(bbox mAP@50 {m.get("coco/bbox_mAP_50", float("nan")):.3f}, '
+          f'segm mAP@50 {m.get("coco/segm_mAP_50", float("nan")):.3f})')
+    print(f'[demo] {time.time() - start:.0f} s in all ({train_time:.0f} s train + eval); '
+          f'checkpoint and logs in {work_dir}')
+    print(f'[demo] predictions drawn: {files[-1] if files else "none"}')
+    print('=' * 72)
+    return m
+
+
+if __name__ == '__main__':
+    main()
