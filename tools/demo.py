@@ -25,9 +25,9 @@ from mmvtx.datasets import prepare_shapes  # noqa: E402
 from mmvtx.engine.runner import prepare_train_cfg  # noqa: E402
 
 CONFIGS = {
-    'swin': 'configs/swin/mask-rcnn_swin-mini-p4-w7_fpn_600i_shapes.py',
-    'vit': 'configs/vit/mask-rcnn_vit-mini-p16_sfp_600i_shapes.py',
-    'cvt': 'configs/cvt/mask-rcnn_cvt-mini_fpn_600i_shapes.py',
+    'swin': 'configs/swin/mask-rcnn_swin-mini-p4-w7_fpn_700i_shapes.py',
+    'vit': 'configs/vit/mask-rcnn_vit-mini-p16_sfp_700i_shapes.py',
+    'cvt': 'configs/cvt/mask-rcnn_cvt-mini_fpn_700i_shapes.py',
 }
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 

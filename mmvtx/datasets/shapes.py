@@ -24,7 +24,16 @@ SEG_CLASSES = ('background',) + CLASSES
 PALETTE = [(220, 20, 60), (0, 130, 255), (255, 190, 0)]
 SEG_PALETTE = [(0, 0, 0)] + PALETTE
 SPLITS = {'train': (400, 0), 'val': (100, 1)}  # scenes, seed
-VERSION = 2  # bump when the generator changes: the data are regenerated
+VERSION = 4  # bump when the generator changes: the data are regenerated
+
+
+MIN_VISIBLE = 0.7  # an occluded shape keeps at least this part of its area in view
+CLASS_HUES = (15.0, 215.0, 95.0)  # degrees: circle, square, triangle
+
+
+def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
+    hsv = np.array([[[(h % 360) / 2, s * 255, v * 255]]], np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float64)
 
 
 def _shape_mask(kind: int, H: int, W: int, cx: float, cy: float, r: float,
@@ -44,11 +53,12 @@ def make_scene(rng: np.random.RandomState) -> Tuple[np.ndarray, List[Dict]]:
     """One scene: an RGB image and its instances (``label`` in 0..2, visible ``mask``).
 
     Shapes are painted in order, later ones occluding earlier ones; a placement that would hide
-    more than half of an earlier shape is drawn again, so every instance stays recognisable."""
+    more than 30% of an earlier shape is drawn again, so every instance stays recognisable."""
     H = int(rng.choice([224, 256]))
     W = int(rng.choice([256, 288, 320]))
-    base = rng.randint(0, 256, 3)
-    img = np.clip(base + rng.normal(0, 25, (H, W, 3)), 0, 255)
+    # a greyish background of random tint, with noise
+    base = _hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0.0, 0.3), rng.uniform(0.25, 0.9))
+    img = np.clip(base + rng.normal(0, 15, (H, W, 3)), 0, 255)
     instances: List[Dict] = []
     for _ in range(rng.randint(1, 5)):
         for _attempt in range(20):
@@ -58,13 +68,15 @@ def make_scene(rng: np.random.RandomState) -> Tuple[np.ndarray, List[Dict]]:
             full = _shape_mask(kind, H, W, cx, cy, r, rng.uniform(0, 2 * np.pi))
             if full.sum() < 150:
                 continue
-            if all((inst['mask'] & ~full).sum() >= 0.5 * inst['area_full'] for inst in instances):
+            if all((inst['mask'] & ~full).sum() >= MIN_VISIBLE * inst['area_full']
+                   for inst in instances):
                 break
         else:
             continue
-        color = rng.randint(0, 256, 3)
-        while np.abs(color - base).sum() < 150:
-            color = rng.randint(0, 256, 3)
+        # saturated colours from the class's own family of hues (circles red-orange, squares
+        # blue, triangles green-yellow), random within it
+        color = _hsv_to_rgb(CLASS_HUES[kind] + rng.uniform(-25, 25), rng.uniform(0.55, 1.0),
+                            rng.uniform(0.55, 1.0))
         img[full] = np.clip(color + rng.normal(0, 12, (int(full.sum()), 3)), 0, 255)
         for inst in instances:
             inst['mask'] &= ~full

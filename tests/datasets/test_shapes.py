@@ -29,8 +29,8 @@ def test_scenes_are_deterministic_and_varied():
     counts = [len(insts) for _, insts in scenes]
     assert min(counts) >= 1 and max(counts) <= 4
     for _, insts in scenes:
-        for inst in insts:  # occluded, but never more than half hidden
-            assert inst['mask'].sum() >= 0.5 * inst['area_full'] - 1
+        for inst in insts:  # occluded, but never more than 30% hidden
+            assert inst['mask'].sum() >= 0.7 * inst['area_full'] - 1
 
 
 def test_layout_and_annotations_agree(shapes_root):

@@ -13,8 +13,8 @@ import time
 import pytest
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-DET_CFG = osp.join(ROOT, 'configs/swin/mask-rcnn_swin-mini-p4-w7_fpn_600i_shapes.py')
-SEG_CFG = osp.join(ROOT, 'configs/swin/upernet_swin-mini-p4-w7_1500i_shapes-256x256.py')
+DET_CFG = osp.join(ROOT, 'configs/swin/mask-rcnn_swin-mini-p4-w7_fpn_700i_shapes.py')
+SEG_CFG = osp.join(ROOT, 'configs/swin/upernet_swin-mini-p4-w7_1000i_shapes-256x256.py')
 
 
 def small_config(tmp_path, base: str, kind: str, iters: int, ckpt_interval: int,

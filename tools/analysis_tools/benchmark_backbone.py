@@ -6,13 +6,13 @@ against its reference implementation, same weights and input, in one run.
 
 Timing alternates the two models step by step (so that both see the same machine state) and
 reports the median. Peak memory: on CUDA ``max_memory_allocated``; on the CPU the rise of the
-process's peak resident set during one step, each model measured in a fresh subprocess.
+process's peak resident set (VmHWM, reset just before) during one step, each model in a
+fresh subprocess with large allocations served by mmap so that frees are seen at once.
 """
 import argparse
 import json
 import os
 import os.path as osp
-import resource
 import statistics
 import subprocess
 import sys
@@ -37,10 +37,32 @@ def build_pair(model: str):
         ref.init_weights()
         ours = SwinTransformer('tiny', drop_path_rate=0.0, always_shift=True)
         name = "mmdet's SwinTransformer (Swin-T)"
+    elif model == 'vit':
+        from mmseg.models.backbones import VisionTransformer as Ref
+        from mmvtx.models.backbones.vit import ViT
+        ref = Ref(img_size=512, patch_size=16, embed_dims=768, num_layers=12, num_heads=12,
+                  out_indices=(11,), drop_path_rate=0.0, final_norm=True,
+                  norm_cfg=dict(type='LN', eps=1e-6), interpolate_mode='bicubic')
+        ours = ViT('base', img_size=512, out_indices=(2,), drop_path_rate=0.0)
+        name = "mmseg's VisionTransformer (ViT-B/16, last layer)"
+    elif model == 'cvt':
+        from transformers import CvtConfig, CvtModel
+        from mmvtx.models.backbones.cvt import CvT
+        ref = CvtModel(CvtConfig(drop_path_rate=[0.0] * 3), add_pooling_layer=False)
+        ref.forward = _hf_hidden_states(ref.forward)
+        ours = CvT('13', out_indices=(0, 1, 2), drop_path_rate=0.0)
+        name = "transformers' CvtModel (CvT-13, all three stages)"
     else:
-        raise ValueError(f'no benchmark pair for {model!r} yet')
+        raise ValueError(f'no benchmark pair for {model!r}')
     load_backbone_checkpoint(ours, ref.state_dict())
     return ours, ref, name
+
+
+def _hf_hidden_states(forward):
+    """transformers' CvtModel returning its three stage maps, like the backbones do."""
+    def wrapped(x):
+        return tuple(forward(x, output_hidden_states=True).hidden_states)
+    return wrapped
 
 
 def outputs_of(out):
@@ -68,16 +90,20 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def rss_kib() -> int:
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') // 1024
+def proc_status_kib(field: str) -> int:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(f'{field} not in /proc/self/status')
 
 
 def measure_memory_worker(args):
     """Runs in a subprocess: peak memory (MiB) of one step of ``args.which``."""
     torch.manual_seed(0)
     ours, ref, _ = build_pair(args.model)
-    model = (ours if args.which == 'ours' else ref).train()
+    model = ours if args.which == 'ours' else ref
+    model.train()  # not chained: mmdet's train() returns None
     del ours, ref
     device = torch.device(args.device)
     model.to(device)
@@ -89,16 +115,22 @@ def measure_memory_worker(args):
         sync(device)
         peak = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
     else:
-        base = rss_kib()
+        import gc
+        gc.collect()
+        with open('/proc/self/clear_refs', 'w') as f:  # resets the peak (VmHWM) to now
+            f.write('5')
+        base = proc_status_kib('VmRSS')
         step(model, x, args.amp)
-        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+        peak = (proc_status_kib('VmHWM') - base) / 1024
     print(json.dumps({'peak_mib': peak}))
 
 
 def measure_memory(args, which: str) -> float:
     cmd = [sys.executable, __file__, '--model', args.model, '--input', args.input,
            '--device', args.device, '--memory-worker', which] + (['--amp'] if args.amp else [])
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    # large blocks straight from mmap, so that freed memory leaves the resident set at once
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536')
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])['peak_mib']
 
 

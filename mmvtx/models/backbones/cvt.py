@@ -22,7 +22,7 @@ from torch import nn
 from mmvtx.registry import MODELS
 from mmvtx.utils.checkpoint import (CheckpointMismatchError, ConvertedCheckpoint, rename_keys)
 from mmvtx.utils.logging import log_once
-from ..layers import DropPath, drop_path_rates, pad_hw, scaled_dot_product_attention
+from ..layers import DropPath, Mlp, drop_path_rates, pad_hw, scaled_dot_product_attention
 from ..layers.init import init_transformer_weights, trunc_normal_
 from .base import VisionBackbone
 
@@ -35,17 +35,6 @@ class QuickGELU(nn.Module):
 
 
 ACTIVATIONS = {'gelu': nn.GELU, 'quick_gelu': QuickGELU}
-
-
-class CvtMlp(nn.Module):
-    def __init__(self, dim: int, hidden: int, act: str = 'gelu'):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = ACTIVATIONS[act]()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class ConvTokenEmbedding(nn.Module):
@@ -131,7 +120,7 @@ class CvtBlock(nn.Module):
                                   proj_drop=drop_rate)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = CvtMlp(dim, int(dim * mlp_ratio), act)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), ACTIVATIONS[act])
         self.mlp_drop = nn.Dropout(drop_rate)
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int], num_cls: int) -> torch.Tensor:
@@ -261,7 +250,7 @@ class CvT(VisionBackbone):
     def set_activation(self, act: str):
         """Switches every MLP activation (``gelu`` or ``quick_gelu``)."""
         for m in self.modules():
-            if isinstance(m, CvtMlp):
+            if isinstance(m, Mlp):
                 m.act = ACTIVATIONS[act]()
 
     # -------------------------------------------------------------------- training behaviour

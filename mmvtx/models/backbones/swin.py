@@ -22,6 +22,7 @@ from mmvtx.utils.checkpoint import (CheckpointMismatchError, ConvertedCheckpoint
                                     rename_keys)
 from ..layers.init import init_transformer_weights, trunc_normal_
 from ..layers.pos_embed import resize_rel_pos_bias_table
+from ..layers.recompute import biased_attention
 from .base import VisionBackbone
 
 # Value the authors (and mmdet, timm, transformers) put on attention logits between tokens that
@@ -151,12 +152,14 @@ class WindowMSA(nn.Module):
         # qkv with shape (3, B, nW, heads, N, head_dim)
         qkv = self.qkv(x).view(B, nW, N, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)
-        attn_mask = self.relative_position_bias()  # heads, N, N
-        if mask is not None:
-            attn_mask = attn_mask + mask.unsqueeze(1)  # nW, heads, N, N
-        x = scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask.to(q.dtype), scale=self.scale,
-            dropout_p=self.attn_drop if self.training else 0.0)
+        bias = self.relative_position_bias()  # heads, N, N
+        mask = mask.unsqueeze(1) if mask is not None else None  # nW, 1, N, N
+        if self.attn_drop > 0 and self.training:
+            attn_mask = bias if mask is None else bias + mask
+            x = scaled_dot_product_attention(q, k, v, attn_mask=attn_mask.to(q.dtype),
+                                             scale=self.scale, dropout_p=self.attn_drop)
+        else:  # no probability map is kept for backward
+            x = biased_attention(q, k, v, bias, mask, scale=self.scale)
         x = x.transpose(2, 3).reshape(B, nW, N, C)
         return self.proj_drop(self.proj(x))
 

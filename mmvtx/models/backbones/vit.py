@@ -392,6 +392,7 @@ def convert_vit(sd: dict, model: 'ViT') -> ConvertedCheckpoint:
             if k.startswith(('head.', 'neck.')):
                 continue
             k = (k.replace('patch_embed.projection', 'patch_embed.proj')
+                  .replace('ffn.layers.0.0', 'mlp.fc1').replace('ffn.layers.1', 'mlp.fc2')
                   .replace('layers.', 'blocks.')
                   .replace('.ln1.', '.norm1.').replace('.ln2.', '.norm2.')
                   .replace('attn.attn.in_proj_weight', 'attn.qkv.weight')

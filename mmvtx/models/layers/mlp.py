@@ -1,8 +1,13 @@
 from torch import nn
 
+from .recompute import gelu_linear
+
 
 class Mlp(nn.Module):
-    """The transformer feed-forward network: Linear -> activation -> Linear."""
+    """The transformer feed-forward network: Linear -> activation -> Linear.
+
+    With (exact) GELU, training keeps only the first Linear's output for backward
+    (:func:`gelu_linear`), not the activation's output as well."""
 
     def __init__(self, dim: int, hidden_dim: int, act_layer=nn.GELU):
         super().__init__()
@@ -11,4 +16,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_dim, dim)
 
     def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
+        h = self.fc1(x)
+        if type(self.act) is nn.GELU and self.act.approximate == 'none':
+            return gelu_linear(h, self.fc2.weight, self.fc2.bias)
+        return self.fc2(self.act(h))

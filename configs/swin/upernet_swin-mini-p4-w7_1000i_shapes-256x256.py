@@ -14,7 +14,7 @@ model = dict(
                      norm_cfg=norm_cfg, pool_scales=(1, 2, 3)),
     auxiliary_head=dict(in_channels=192, channels=32, num_classes=4, norm_cfg=norm_cfg))
 
-max_iters = 1500
+max_iters = 1000
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
