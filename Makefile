@@ -11,7 +11,7 @@ demo: setup
 	$(PY) tools/demo.py --model $(MODEL)
 
 test: setup
-	$(PY) -m pytest tests -q -x --durations=10
+	$(PY) -m pytest tests -q --durations=15
 
 bench: setup
 	$(PY) tools/analysis_tools/benchmark_backbone.py

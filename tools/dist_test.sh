@@ -7,5 +7,5 @@ GPUS=$3
 PORT=${PORT:-29500}
 DIR=$(dirname "$0")
 PYTHONPATH="$DIR/..":$PYTHONPATH \
-python -m torch.distributed.run --nproc_per_node=$GPUS --master_port=$PORT \
+${PYTHON:-python} -m torch.distributed.run --nproc_per_node=$GPUS --master_port=$PORT \
     "$DIR/test.py" "$CONFIG" "$CHECKPOINT" --launcher pytorch "${@:4}"

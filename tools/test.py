@@ -14,7 +14,7 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmvtx  # noqa: E402,F401
-from mmvtx.engine.runner import prepare_test_cfg  # noqa: E402
+from mmvtx.engine.runner import init_cpu_distributed, prepare_test_cfg  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -43,8 +43,14 @@ def main(argv=None):
         cfg.merge_from_dict(args.cfg_options)
     prepare_test_cfg(cfg, args.config, args.checkpoint, work_dir=args.work_dir,
                      show_dir=args.show_dir, out=args.out, launcher=args.launcher)
+    own_group = init_cpu_distributed(cfg, args.launcher)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
-    return runner.test()
+    metrics = runner.test()
+    if own_group:
+        import torch.distributed as dist
+        dist.barrier()
+        dist.destroy_process_group()
+    return metrics
 
 
 if __name__ == '__main__':

@@ -66,3 +66,25 @@ def prepare_test_cfg(cfg: Config, config_path: str, checkpoint: str,
         cfg.test_evaluator = (list(evaluator) if isinstance(evaluator, (list, tuple))
                               else [evaluator]) + [dump]
     return cfg
+
+
+def init_cpu_distributed(cfg: Config, launcher: str) -> bool:
+    """mmengine's ``init_dist`` calls ``torch.cuda.set_device``, which fails without a GPU.
+    On a CPU-only machine started by torchrun (``--launcher pytorch``) the process group is set
+    up here with gloo, so that the Runner finds it ready, and DDP is told to use no device ids.
+    Returns whether it did so."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+    if launcher != 'pytorch' or torch.cuda.is_available() or dist.is_initialized():
+        return False
+    dist.init_process_group(backend='gloo', rank=int(os.environ['RANK']),
+                            world_size=int(os.environ['WORLD_SIZE']))
+    wrapper = dict(cfg.get('model_wrapper_cfg') or {})
+    wrapper.setdefault('type', 'MMDistributedDataParallel')
+    wrapper.setdefault('broadcast_buffers', False)
+    wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
+    wrapper['device_ids'] = None  # CPU modules
+    cfg.model_wrapper_cfg = wrapper
+    return True

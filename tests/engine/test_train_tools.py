@@ -17,11 +17,26 @@ DET_CFG = osp.join(ROOT, 'configs/swin/mask-rcnn_swin-mini-p4-w7_fpn_700i_shapes
 SEG_CFG = osp.join(ROOT, 'configs/swin/upernet_swin-mini-p4-w7_1000i_shapes-256x256.py')
 
 
+SMALL_BACKBONES = {  # backbone overrides of the shapes configs, and their output widths
+    'swin': (dict(embed_dims=24, depths=(2, 2, 2, 2)), [24, 48, 96, 192]),
+    'vit': (dict(embed_dims=64, num_layers=2, num_heads=2), [16, 32, 64, 64]),
+    'cvt': (dict(embed_dims=(16, 48, 96), depths=(1, 1, 2), num_heads=(1, 3, 6)),
+            [16, 48, 96, 96]),
+}
+DET_CFGS = {'swin': DET_CFG,
+            'vit': osp.join(ROOT, 'configs/vit/mask-rcnn_vit-mini-p16_sfp_700i_shapes.py'),
+            'cvt': osp.join(ROOT, 'configs/cvt/mask-rcnn_cvt-mini_fpn_700i_shapes.py')}
+SEG_CFGS = {'swin': SEG_CFG,
+            'vit': osp.join(ROOT, 'configs/vit/upernet_vit-mini-p16_1000i_shapes-256x256.py'),
+            'cvt': osp.join(ROOT, 'configs/cvt/upernet_cvt-mini_1000i_shapes-256x256.py')}
+
+
 def small_config(tmp_path, base: str, kind: str, iters: int, ckpt_interval: int,
-                 with_cp: bool = False) -> str:
+                 with_cp: bool = False, arch: str = 'swin') -> str:
     """A config that inherits a shapes config and shrinks the backbone and the schedule."""
     data_root = osp.join(ROOT, 'data', 'shapes') + '/'
-    backbone = dict(embed_dims=24, depths=(2, 2, 2, 2), with_cp=with_cp)
+    backbone, widths = SMALL_BACKBONES[arch]
+    backbone = dict(backbone, with_cp=with_cp)
     lines = [f'_base_ = {base!r}', f'max_iters = {iters}',
              f'train_cfg = dict(max_iters={iters}, val_interval={iters})',
              f'param_scheduler = [dict(type="LinearLR", start_factor=0.1, by_epoch=False, '
@@ -30,7 +45,7 @@ def small_config(tmp_path, base: str, kind: str, iters: int, ckpt_interval: int,
              f'by_epoch=False, interval={ckpt_interval}, max_keep_ckpts=3))',
              'log_processor = dict(window_size=5)']
     if kind == 'det':
-        lines += [f'model = dict(backbone={backbone!r}, neck=dict(in_channels=[24, 48, 96, 192]))',
+        lines += [f'model = dict(backbone={backbone!r}, neck=dict(in_channels={widths!r}))',
                   f'train_dataloader = dict(batch_size=2, dataset=dict(data_root={data_root!r}))',
                   f'val_dataloader = dict(dataset=dict(data_root={data_root!r}, indices=12))',
                   'test_dataloader = val_dataloader',
@@ -38,19 +53,19 @@ def small_config(tmp_path, base: str, kind: str, iters: int, ckpt_interval: int,
                   '"annotations/instances_val.json")',
                   'test_evaluator = val_evaluator']
     else:
-        lines += [f'model = dict(backbone={backbone!r}, decode_head=dict(in_channels=[24, 48, 96, '
-                  '192]), auxiliary_head=dict(in_channels=96))',
+        lines += [f'model = dict(backbone={backbone!r}, decode_head=dict(in_channels={widths!r}),'
+                  f' auxiliary_head=dict(in_channels={widths[2]}))',
                   f'train_dataloader = dict(batch_size=2, dataset=dict(data_root={data_root!r}))',
                   f'val_dataloader = dict(dataset=dict(data_root={data_root!r}, indices=8))',
                   'test_dataloader = val_dataloader']
-    path = tmp_path / f'{kind}_small.py'
+    path = tmp_path / f'{kind}_{arch}_small.py'
     path.write_text('\n'.join(lines) + '\n')
     return str(path)
 
 
 def run_tool(args, cwd, timeout=600, **kw):
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS',
-                                                                          '2'))
+    env = dict(os.environ, PYTHONPATH=ROOT, PYTHON=sys.executable,
+               OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '2'))
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout, **kw)
 
@@ -141,3 +156,17 @@ def test_dist_train_runs_ddp_on_gloo_with_checkpointing(tmp_path):
     log = out.stdout + out.stderr
     assert 'Distributed launcher: pytorch' in log and 'GPU number: 2' in log
     assert osp.exists(osp.join(work, 'iter_6.pth'))
+
+
+@pytest.mark.parametrize('arch', ['vit', 'cvt'])
+def test_vit_and_cvt_train_in_mask_rcnn_and_upernet(tmp_path, arch):
+    for kind, base, key in (('det', DET_CFGS[arch], 'coco/bbox_mAP'),
+                            ('seg', SEG_CFGS[arch], 'mIoU')):
+        cfg = small_config(tmp_path, base, kind, iters=30, ckpt_interval=30, arch=arch)
+        work = str(tmp_path / f'work_{kind}')
+        out = run_tool([sys.executable, osp.join(ROOT, 'tools/train.py'), cfg, '--work-dir',
+                        work], cwd=str(tmp_path))
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        records = scalars(work)
+        assert_loss_went_down(records)
+        assert [r[key] for r in records if key in r], records[-1]

@@ -426,10 +426,14 @@ def convert_swin(sd: dict, model: 'SwinTransformer') -> ConvertedCheckpoint:
                             '.attention.self.value.'), '.attn.qkv.')
         sd = merge_qkv(sd, ('.attention.q_proj.', '.attention.k_proj.', '.attention.v_proj.'),
                        '.attn.qkv.')
+        # SwinBackbone has per-stage output norms and, unused, SwinModel's final one
+        has_stage_norms = any(k.startswith('hidden_states_norms.') for k in sd)
         for k, v in sd.items():
             if k.endswith(('relative_position_index', 'attn_mask')):
                 continue
             if k.startswith('layernorm.'):
+                if has_stage_norms:
+                    continue
                 k = k.replace('layernorm.', f'norm{last}.')
             elif k.startswith('hidden_states_norms.stage'):
                 stage, rest = k[len('hidden_states_norms.stage'):].split('.', 1)

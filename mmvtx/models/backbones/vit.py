@@ -402,6 +402,10 @@ def convert_vit(sd: dict, model: 'ViT') -> ConvertedCheckpoint:
             if k.startswith(('ln1.', 'pre_norm.')) and not k.startswith('blocks'):
                 k = 'norm.' + k.split('.', 1)[1] if k.startswith('ln1.') else k
             out[k] = v
+        if 'patch_embed.proj.bias' not in out and 'patch_embed.proj.weight' in out:
+            # mmseg's ViT has no bias in its patch embedding (patch_bias=False): a zero bias
+            out['patch_embed.proj.bias'] = out['patch_embed.proj.weight'].new_zeros(
+                out['patch_embed.proj.weight'].shape[0])
     else:  # timm / mmvtx
         for k, v in sd.items():
             if k.startswith(('head', 'fc_norm', 'pre_logits')):

@@ -136,7 +136,9 @@ def test_parity_with_transformers_swin_backbone(size):
     from transformers import SwinBackbone
     ref = jitter_(SwinBackbone(_hf_config(out_features=['stage1', 'stage2', 'stage3',
                                                         'stage4'])).eval())
-    ours = SwinTransformer('tiny', drop_path_rate=0.0).eval()
+    # transformers' SwinBackbone partitions and shifts at every size (always_partition=True),
+    # like mmdet; its SwinModel follows the authors' rule (next test)
+    ours = SwinTransformer('tiny', drop_path_rate=0.0, always_shift=True).eval()
     assert load_backbone_checkpoint(ours, ref.state_dict()).source == 'transformers'
     x = torch.randn(2, 3, *size)
     with torch.no_grad():
@@ -187,7 +189,8 @@ def test_pretrained_init_cfg_reads_every_file_format(tmp_path):
     with torch.no_grad():
         expected = ref(x).feature_maps
         for name in ('model.safetensors', 'pytorch_model.bin'):
-            got = _build(dict(type='Pretrained', checkpoint=str(tmp_path / name)))(x)
+            got = _build(dict(type='Pretrained', checkpoint=str(tmp_path / name)),
+                         always_shift=True)(x)
             assert max((e - g).abs().max() for e, g in zip(expected, got)) <= TOL
         got = _build(dict(type='Pretrained', checkpoint=str(tmp_path / 'mask_rcnn.pth')),
                       always_shift=True)(x)
@@ -203,8 +206,9 @@ def test_mismatch_names_missing_and_unexpected_keys():
         load_backbone_checkpoint(SwinTransformer('tiny'), sd)
     assert 'stages.2.blocks.3.norm2.weight' in str(err.value)
     assert 'stages.2.blocks.3.extra.weight' in str(err.value)
-    with pytest.raises(CheckpointMismatchError, match='shape'):
-        load_backbone_checkpoint(SwinTransformer('small'), ref.state_dict())
+    with pytest.raises(CheckpointMismatchError, match='shape mismatches'):
+        load_backbone_checkpoint(SwinTransformer('tiny', embed_dims=128, num_heads=(4, 8, 16, 32)),
+                                 ref.state_dict())
     with pytest.raises(CheckpointMismatchError, match='not a Swin'):
         load_backbone_checkpoint(SwinTransformer('tiny'), {'fc.weight': torch.zeros(2)})
 
