@@ -9,7 +9,8 @@ model = dict(
         arch='13',
         embed_dims=(32, 96, 192),
         depths=(1, 2, 4),
-        drop_path_rate=0.1),
+        drop_path_rate=0.1,
+        out_norms=True),
     neck=dict(in_channels=[32, 96, 192, 192]))
 # CvT from scratch diverged at lr 1e-3 after the 50-iteration warmup (loss spike at ~100
 # iterations, then a dead network): half the rate and a longer warmup.

@@ -24,6 +24,7 @@ from mmvtx.utils.checkpoint import (CheckpointMismatchError, ConvertedCheckpoint
 from mmvtx.utils.logging import log_once
 from ..layers import DropPath, Mlp, drop_path_rates, pad_hw, scaled_dot_product_attention
 from ..layers.init import init_transformer_weights, trunc_normal_
+from ..layers.norm import LayerNorm2d
 from .base import VisionBackbone
 
 
@@ -170,6 +171,8 @@ class CvT(VisionBackbone):
             loaded, so that the converted model computes what its source computed.
         out_indices: levels (strides 4, 8, 16, 32) to return.
         output_cls_token: also return the last stage's [CLS] token (``B x C``) after the maps.
+        out_norms: a LayerNorm on each returned map (new layers, kept at their init when a
+            released checkpoint loads); the raw stage maps otherwise, as the released models.
         frozen_stages: -1 none; 0 the first token embedding; k also the first k stages.
         drop_path_rate, with_cp, norm_eval (BatchNorm of the projections in eval mode),
         init_cfg: as in every mmvtx backbone.
@@ -192,6 +195,7 @@ class CvT(VisionBackbone):
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, drop_path_rate: float = 0.1, act: str = 'auto',
                  out_indices: Sequence[int] = (0, 1, 2, 3), output_cls_token: bool = False,
+                 out_norms: bool = False,
                  frozen_stages: int = -1, with_cp: bool = False, norm_eval: bool = False,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
@@ -228,6 +232,9 @@ class CvT(VisionBackbone):
                      act='quick_gelu' if act == 'quick_gelu' else 'gelu')
             for i in range(3)])
         self.num_features = (dims[0], dims[1], dims[2], dims[2])
+        # optional LayerNorm on each returned map (as Swin's outputs), not in the released models
+        self.out_norms = nn.ModuleList([LayerNorm2d(self.num_features[i]) for i in range(3)]) \
+            if out_norms else None
         self._freeze_stages()
 
     @property
@@ -242,6 +249,8 @@ class CvT(VisionBackbone):
         for i, stage in enumerate(self.stages[:last_stage + 1]):
             x, cls = stage(x)
             maps.append(x)
+        if self.out_norms is not None:
+            maps = [norm(m) for norm, m in zip(self.out_norms, maps)]
         if 3 in self.out_indices:
             maps.append(F.max_pool2d(maps[2], 2, ceil_mode=True))
         outs = tuple(maps[i] for i in self.out_indices)
@@ -324,4 +333,4 @@ def convert_cvt(sd: dict) -> ConvertedCheckpoint:
     elif fmt == 'official':
         sd = {'stages.' + k[len('stage'):]: v for k, v in sd.items()
               if k.startswith('stage')}
-    return ConvertedCheckpoint(dict(sd), fmt, ())
+    return ConvertedCheckpoint(dict(sd), fmt, ('out_norms',))
