@@ -15,7 +15,8 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmvtx  # noqa: E402,F401  registers models/datasets, lets --resume load safely
-from mmvtx.engine.runner import init_cpu_distributed, prepare_train_cfg  # noqa: E402
+from mmvtx.engine.runner import (finish_cpu_distributed, init_cpu_distributed,  # noqa: E402
+                                 prepare_train_cfg)
 
 
 def parse_args(argv=None):
@@ -49,10 +50,7 @@ def main(argv=None):
     own_group = init_cpu_distributed(cfg, args.launcher)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     runner.train()
-    if own_group:  # a clean exit: gloo aborts a process that ends with the group open
-        import torch.distributed as dist
-        dist.barrier()
-        dist.destroy_process_group()
+    finish_cpu_distributed(own_group)
 
 
 if __name__ == '__main__':

@@ -88,3 +88,12 @@ def init_cpu_distributed(cfg: Config, launcher: str) -> bool:
     wrapper['device_ids'] = None  # CPU modules
     cfg.model_wrapper_cfg = wrapper
     return True
+
+
+def finish_cpu_distributed(own_group: bool):
+    """Closes the process group that :func:`init_cpu_distributed` opened: gloo aborts a
+    process that ends with it open."""
+    if own_group:
+        import torch.distributed as dist
+        dist.barrier()
+        dist.destroy_process_group()

@@ -9,7 +9,7 @@ loads the result, naming the missing, unexpected and mis-shaped keys if anything
 import os
 import os.path as osp
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -148,10 +148,10 @@ def load_backbone_checkpoint(model: nn.Module, checkpoint, prefix: Optional[str]
     return converted
 
 
-def init_backbone_weights(model: nn.Module, default_init: Optional[Callable] = None):
+def init_backbone_weights(model: nn.Module):
     """``init_weights`` of the mmvtx backbones: default init, then the ``Pretrained`` checkpoint
     of ``init_cfg`` if there is one; other ``init_cfg`` types go to mmengine's initialisers."""
-    (default_init or model._default_init)()
+    model._default_init()
     init_cfg = model.init_cfg
     pretrained = _pretrained_cfg(init_cfg)
     if pretrained is not None:

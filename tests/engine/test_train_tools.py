@@ -39,8 +39,8 @@ def small_config(tmp_path, base: str, kind: str, iters: int, ckpt_interval: int,
     backbone = dict(backbone, with_cp=with_cp)
     lines = [f'_base_ = {base!r}', f'max_iters = {iters}',
              f'train_cfg = dict(max_iters={iters}, val_interval={iters})',
-             f'param_scheduler = [dict(type="LinearLR", start_factor=0.1, by_epoch=False, '
-             f'begin=0, end=5)]',
+             'param_scheduler = [dict(type="LinearLR", start_factor=0.1, by_epoch=False, '
+             'begin=0, end=5)]',
              f'default_hooks = dict(logger=dict(interval=5), checkpoint=dict('
              f'by_epoch=False, interval={ckpt_interval}, max_keep_ckpts=3))',
              'log_processor = dict(window_size=5)']

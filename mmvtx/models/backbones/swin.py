@@ -12,7 +12,6 @@ shift, mask) is worked out once per stage and input size, not once per block.
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from torch import nn
 
