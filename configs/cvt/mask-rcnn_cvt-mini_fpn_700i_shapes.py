@@ -9,14 +9,5 @@ model = dict(
         arch='13',
         embed_dims=(32, 96, 192),
         depths=(1, 2, 4),
-        drop_path_rate=0.1,
-        out_norms=True),
+        drop_path_rate=0.1),
     neck=dict(in_channels=[32, 96, 192, 192]))
-# CvT from scratch diverged at lr 1e-3 after the 50-iteration warmup (loss spike at ~100
-# iterations, then a dead network): half the rate and a longer warmup.
-optim_wrapper = dict(optimizer=dict(lr=5e-4))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
-    dict(type='CosineAnnealingLR', by_epoch=False, begin=100, end={{_base_.max_iters}},
-         eta_min=1e-5),
-]

@@ -253,7 +253,9 @@ class CvT(VisionBackbone):
             maps = [norm(m) for norm, m in zip(self.out_norms, maps)]
         if 3 in self.out_indices:
             maps.append(F.max_pool2d(maps[2], 2, ceil_mode=True))
-        outs = tuple(maps[i] for i in self.out_indices)
+        # contiguous NCHW: the stage maps are channels-last views of the token sequence, and
+        # mmcv's CPU RoIAlign reads its input as contiguous NCHW whatever its strides
+        outs = tuple(maps[i].contiguous() for i in self.out_indices)
         return outs + ((cls,) if self.output_cls_token else ())
 
     def set_activation(self, act: str):
