@@ -6,8 +6,9 @@ import pytest
 import torch
 from mmengine.registry import DefaultScope
 
-from mmvtx.models.backbones.swin import (SwinTransformer, get_relative_position_index,
-                                         shifted_window_mask, window_partition)
+from mmvtx.models.backbones.swin import (SwinTransformer, convert_swin,
+                                         get_relative_position_index, shifted_window_mask,
+                                         window_partition, window_token_index)
 from mmvtx.utils import CheckpointMismatchError, load_backbone_checkpoint
 from tests.conftest import jitter_
 
@@ -100,6 +101,21 @@ def test_presets_match_the_paper():
     assert model.arch_settings['embed_dims'] == 48 and model.arch_settings['depths'] == (2,) * 4
 
 
+@pytest.mark.parametrize('H,W,shift', [(14, 14, 3), (9, 16, 3), (16, 9, 0), (5, 3, 3), (7, 7, 0)])
+def test_window_gather_is_pad_roll_partition_and_back(H, W, shift):
+    """The one-gather tiling equals zero-padding, the cyclic shift and the window partition
+    written out step by step (the seed's order), and its inverse restores the map."""
+    M = 7
+    tokens = torch.arange(1, H * W + 1, dtype=torch.float32).view(1, H, W, 1)
+    padded = torch.nn.functional.pad(tokens, (0, 0, 0, -W % M, 0, -H % M))
+    expected = window_partition(torch.roll(padded, (-shift, -shift), (1, 2)), M).reshape(-1)
+    index, inverse, pad_slots = window_token_index(H, W, M, shift)
+    got = tokens.reshape(-1)[index]
+    got[pad_slots] = 0
+    assert torch.equal(got, expected)
+    assert torch.equal(got[inverse], tokens.reshape(-1))
+
+
 # ----------------------------------------------------------------------------------- parity
 def _mmdet_swin():
     from mmdet.models.backbones import SwinTransformer as MMDetSwin
@@ -122,6 +138,26 @@ def test_parity_with_mmdet(size):
     for e, g in zip(expected, got):
         assert e.shape == g.shape
         assert (e - g).abs().max() <= TOL
+
+
+@pytest.mark.parametrize('size', [(200, 296)])
+def test_training_gradients_match_mmdet(size):
+    """Train-mode backward against mmdet's (autograd through its pad/roll/partition), at a
+    size that pads every stage: every parameter's gradient, mapped to our names."""
+    ref = _mmdet_swin()
+    ref.train()  # returns None in mmdet
+    ours = SwinTransformer('tiny', drop_path_rate=0.0, always_shift=True).train()
+    load_backbone_checkpoint(ours, ref.state_dict())
+    x = torch.randn(2, 3, *size)
+    weights = None
+    for model in (ref, ours):
+        outs = model(x)
+        weights = weights or [torch.randn_like(o) for o in outs]
+        sum((o * w).sum() for o, w in zip(outs, weights)).backward()
+    expected = convert_swin({k: p.grad for k, p in ref.named_parameters()}, ours).state_dict
+    for name, p in ours.named_parameters():
+        scale = expected[name].abs().max().item()
+        assert (p.grad - expected[name]).abs().max().item() <= 1e-4 * max(scale, 1.0), name
 
 
 def _hf_config(**kw):
