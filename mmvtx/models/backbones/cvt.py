@@ -260,9 +260,16 @@ class CvT(VisionBackbone):
 
     def set_activation(self, act: str):
         """Switches every MLP activation (``gelu`` or ``quick_gelu``)."""
+        cls = ACTIVATIONS[act]
         for m in self.modules():
-            if isinstance(m, Mlp):
-                m.act = ACTIVATIONS[act]()
+            if isinstance(m, Mlp) and type(m.act) is not cls:
+                new = cls()
+                # this runs while a checkpoint loads inside mmengine's init_weights, which
+                # tags every module with _params_init_info and deletes the tag from every
+                # module at the end: a module made in between must carry the tag too
+                if hasattr(m.act, '_params_init_info'):
+                    new._params_init_info = m.act._params_init_info
+                m.act = new
 
     # -------------------------------------------------------------------- training behaviour
     def _frozen_modules(self) -> list:
