@@ -3,8 +3,9 @@
 * :func:`biased_attention`: attention with an additive bias that needs a gradient (Swin's
   relative position bias). PyTorch's fused CPU/GPU kernels give no gradient for ``attn_mask``
   and fall back to the math path, which keeps every ``heads x N x N`` probability map for
-  backward. Here the forward runs the fused kernel without autograd and the backward recomputes
-  the probabilities of one call at a time, so no map outlives its block.
+  backward. Here the forward runs the fused kernel (``F.scaled_dot_product_attention`` with
+  bias + mask as ``attn_mask``) without autograd, and the backward recomputes the probabilities
+  of one call at a time (in float32, also under AMP), so no map outlives its block.
 * :func:`gelu_linear`: ``linear(gelu(h))`` that keeps ``h`` only, not ``gelu(h)`` as well (the
   MLP's widest activation), recomputing the GELU (elementwise) in backward.
 """
@@ -26,7 +27,9 @@ class _BiasedAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, bias, mask, scale):
-        out = torch.matmul(_probs(q, k, bias, mask, scale).to(v.dtype), v)
+        attn_mask = bias if mask is None else bias + mask
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask.to(q.dtype),
+                                             scale=scale)
         ctx.save_for_backward(q, k, v, bias, mask)
         ctx.scale = scale
         return out
