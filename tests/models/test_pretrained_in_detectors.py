@@ -6,6 +6,7 @@ import os.path as osp
 
 import torch
 from mmengine.config import Config
+from mmengine.registry import DefaultScope
 
 from mmvtx.models.backbones.cvt import CvT, QuickGELU
 from tests.conftest import jitter_
@@ -25,9 +26,12 @@ def _build(config: str, registry_scope: str, backbone: dict, neck_key: str, widt
     else:
         from mmseg.registry import MODELS
         from mmseg.utils import register_all_modules
-    register_all_modules(init_default_scope=True)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
+    register_all_modules(init_default_scope=False)
+    # the scope only while building: a default scope left behind would change what bare
+    # type names resolve to in the tests that run after this one
+    with DefaultScope.overwrite_default_scope(registry_scope):
+        model = MODELS.build(cfg.model)
+        model.init_weights()
     return model.eval()
 
 
