@@ -101,21 +101,25 @@ def window_token_index(H: int, W: int, window_size: int, shift_size: int):
     return slots.clamp(min=0), inverse, (slots < 0).nonzero().squeeze(1)
 
 
+def _fill_pad_slots(out: torch.Tensor, pad_slots: torch.Tensor, fill: Optional[torch.Tensor]):
+    if pad_slots.numel():
+        if fill is None:
+            out.index_fill_(1, pad_slots, 0)
+        else:
+            B, K, D = out.shape[0], pad_slots.numel(), out.shape[-1]
+            out.index_copy_(1, pad_slots, fill.to(out.dtype).expand(B, K, D))
+    return out
+
+
 class _TokensToWindows(torch.autograd.Function):
-    """``B x L x D`` tokens -> ``B x P x D`` window slots (padded slots hold ``fill``)."""
+    """``B x L x D`` tokens -> ``B x P x D`` window slots (padded slots hold ``fill``); the
+    backward is the inverse gather, not a scatter-add (every token sits in one slot)."""
 
     @staticmethod
     def forward(ctx, tokens, index, inverse, pad_slots, fill):
-        out = tokens.index_select(1, index)
-        if pad_slots.numel():
-            B, K, D = out.shape[0], pad_slots.numel(), out.shape[-1]
-            if fill is None:
-                out.index_fill_(1, pad_slots, 0)
-            else:
-                out.index_copy_(1, pad_slots, fill.to(out.dtype).expand(B, K, D))
         ctx.save_for_backward(inverse, pad_slots)
         ctx.fill_dtype = None if fill is None else fill.dtype
-        return out
+        return _fill_pad_slots(tokens.index_select(1, index), pad_slots, fill)
 
     @staticmethod
     def backward(ctx, grad):
@@ -138,10 +142,26 @@ class _WindowsToTokens(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         index, pad_slots = ctx.saved_tensors
-        grad_windows = grad.index_select(1, index)
-        if pad_slots.numel():
-            grad_windows.index_fill_(1, pad_slots, 0)
-        return grad_windows, None, None, None
+        return _fill_pad_slots(grad.index_select(1, index), pad_slots, None), None, None, None
+
+
+def tokens_to_windows(tokens: torch.Tensor, gather: tuple,
+                      fill: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Tokens (``B x H*W x D``) into the slots of :func:`window_token_index` ``gather``;
+    plain tensor ops where no gradient is needed (inference, export)."""
+    index, inverse, pad_slots = gather
+    if torch.is_grad_enabled() and (tokens.requires_grad or (
+            fill is not None and fill.requires_grad)):
+        return _TokensToWindows.apply(tokens, index, inverse, pad_slots, fill)
+    return _fill_pad_slots(tokens.index_select(1, index), pad_slots, fill)
+
+
+def windows_to_tokens(windows: torch.Tensor, gather: tuple) -> torch.Tensor:
+    """The inverse of :func:`tokens_to_windows` (``B x P x D`` -> ``B x H*W x D``)."""
+    index, inverse, pad_slots = gather
+    if torch.is_grad_enabled() and windows.requires_grad:
+        return _WindowsToTokens.apply(windows, index, inverse, pad_slots)
+    return windows.index_select(1, inverse)
 
 
 class StageGeometry:
@@ -248,17 +268,17 @@ class SwinBlock(nn.Module):
     def forward(self, x: torch.Tensor, geo: StageGeometry) -> torch.Tensor:
         B, H, W, C = x.shape
         shift = geo.shift_size if self.shifted else 0
-        index, inverse, pad_slots = geo.gathers[shift]
+        gather = geo.gathers[shift]
         attn = self.attn
         # The qkv and output projections are per token, so they run on the H x W tokens only;
         # pad -> cyclic shift -> window partition is one gather of the projected tokens, where
         # padded slots get the projection of a zero token (its bias), as if norm1's output had
         # been zero-padded; the reverse shift and the crop are the inverse gather.
         qkv = F.linear(self.norm1(x), attn.qkv.weight, attn.qkv.bias).view(B, H * W, 3 * C)
-        windows = _TokensToWindows.apply(qkv, index, inverse, pad_slots, attn.qkv.bias)
+        windows = tokens_to_windows(qkv, gather, attn.qkv.bias)
         N = geo.window_size ** 2
         y = attn.attend(windows.view(B, -1, N, 3 * C), geo.mask if shift else None)
-        y = _WindowsToTokens.apply(y.view(B, -1, C), index, inverse, pad_slots)
+        y = windows_to_tokens(y.view(B, -1, C), gather)
         x = x + self.drop_path(attn.proj_drop(attn.proj(y)).view(B, H, W, C))
         return x + self.drop_path(self.mlp_drop(self.mlp(self.norm2(x))))
 
