@@ -9,7 +9,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 class VisionBackbone(BaseModule):
     """Base of :class:`SwinTransformer`, :class:`ViT` and :class:`CvT`.
 
-    Subclasses define ``arch_zoo`` (preset name -> settings), ``_frozen_modules()``,
+    Subclasses define ``arch_zoo`` (preset name -> settings), ``num_features`` (channels per
+    level; or override ``out_channels``), ``_frozen_modules()``,
     ``_default_init()`` and ``convert_state_dict()`` (any public checkpoint layout -> ours)."""
     arch_zoo: dict = {}
     arch_aliases: dict = {}
@@ -37,6 +38,16 @@ class VisionBackbone(BaseModule):
             raise ValueError(f'{cls.__name__}: out_indices {tuple(out_indices)} must be distinct '
                              f'indices in [0, {num_levels})')
         return out
+
+    @property
+    def out_channels(self) -> Tuple[int, ...]:
+        """Channels of the returned maps (``num_features`` of the ``out_indices`` levels)."""
+        return tuple(self.num_features[i] for i in self.out_indices)
+
+    def check_input(self, x) -> None:
+        if x.dim() != 4:
+            raise ValueError(f'{type(self).__name__} expects B x C x H x W, '
+                             f'got {tuple(x.shape)}')
 
     def _frozen_modules(self) -> Sequence:
         raise NotImplementedError

@@ -237,13 +237,8 @@ class CvT(VisionBackbone):
             if out_norms else None
         self._freeze_stages()
 
-    @property
-    def out_channels(self) -> Tuple[int, ...]:
-        return tuple(self.num_features[i] for i in self.out_indices)
-
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        if x.dim() != 4:
-            raise ValueError(f'CvT expects B x C x H x W, got {tuple(x.shape)}')
+        self.check_input(x)
         maps, cls = [], None
         last_stage = min(self.out_indices[-1], 2) if not self.output_cls_token else 2
         for i, stage in enumerate(self.stages[:last_stage + 1]):

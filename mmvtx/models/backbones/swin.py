@@ -165,15 +165,12 @@ def windows_to_tokens(windows: torch.Tensor, gather: tuple) -> torch.Tensor:
 
 
 class StageGeometry:
-    """How a stage tiles its ``H x W`` map: padded size, shift, the SW-MSA mask and the token
-    gathers of the W-MSA and SW-MSA blocks. Computed once per stage and input size and shared
-    by all the stage's blocks."""
+    """How a stage tiles its map: window size, shift, the SW-MSA mask and the token gathers of
+    the W-MSA and SW-MSA blocks. Computed once per stage and input size and shared by all the
+    stage's blocks."""
 
-    def __init__(self, H: int, W: int, window_size: int, shift_size: int,
-                 mask: Optional[torch.Tensor], gathers: Dict[int, tuple]):
-        self.H, self.W = H, W
-        self.Hp = H + (-H % window_size)
-        self.Wp = W + (-W % window_size)
+    def __init__(self, window_size: int, shift_size: int, mask: Optional[torch.Tensor],
+                 gathers: Dict[int, tuple]):
         self.window_size = window_size
         self.shift_size = shift_size
         self.mask = mask  # nW x N x N or None
@@ -334,7 +331,7 @@ class SwinStage(nn.Module):
             gathers = {s: tuple(t.to(device) for t in window_token_index(H, W, M, s))
                        for s in shifts}
             cached = self._geometry[key] = (mask, gathers)
-        return StageGeometry(H, W, M, shift, *cached)
+        return StageGeometry(M, shift, *cached)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         geo = self.geometry(x.shape[1], x.shape[2], x.device)
@@ -426,13 +423,8 @@ class SwinTransformer(VisionBackbone):
             self.add_module(f'norm{i}', nn.LayerNorm(dims[i]))
         self._freeze_stages()
 
-    @property
-    def out_channels(self) -> Tuple[int, ...]:
-        return tuple(self.num_features[i] for i in self.out_indices)
-
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        if x.dim() != 4:
-            raise ValueError(f'{type(self).__name__} expects B x C x H x W, got {tuple(x.shape)}')
+        self.check_input(x)
         x = self.pos_drop(self.patch_embed(x))
         outs = []
         for i, stage in enumerate(self.stages):

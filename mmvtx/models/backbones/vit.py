@@ -242,8 +242,7 @@ class ViT(VisionBackbone):
         return self.pos_drop(x + pos)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        if x.dim() != 4:
-            raise ValueError(f'ViT expects B x C x H x W, got {tuple(x.shape)}')
+        self.check_input(x)
         x = self.patch_embed(x)
         B, h, w, C = x.shape
         x = self._pos_embed(x)
