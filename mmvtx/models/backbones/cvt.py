@@ -22,7 +22,8 @@ from torch import nn
 from mmvtx.registry import MODELS
 from mmvtx.utils.checkpoint import (CheckpointMismatchError, ConvertedCheckpoint, rename_keys)
 from mmvtx.utils.logging import log_once
-from ..layers import DropPath, Mlp, drop_path_rates, pad_hw, scaled_dot_product_attention
+from ..layers import (DropPath, Linear, Mlp, drop_path_rates, pad_hw,
+                      scaled_dot_product_attention)
 from ..layers.init import init_transformer_weights, trunc_normal_
 from ..layers.norm import LayerNorm2d
 from .base import VisionBackbone
@@ -84,11 +85,11 @@ class ConvAttention(nn.Module):
         self.conv_proj_q = ConvProjection(dim, kernel_size, stride_q)
         self.conv_proj_k = ConvProjection(dim, kernel_size, stride_kv)
         self.conv_proj_v = ConvProjection(dim, kernel_size, stride_kv)
-        self.proj_q = nn.Linear(dim, dim, bias=qkv_bias)
-        self.proj_k = nn.Linear(dim, dim, bias=qkv_bias)
-        self.proj_v = nn.Linear(dim, dim, bias=qkv_bias)
+        self.proj_q = Linear(dim, dim, bias=qkv_bias)
+        self.proj_k = Linear(dim, dim, bias=qkv_bias)
+        self.proj_v = Linear(dim, dim, bias=qkv_bias)
         self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int], num_cls: int) -> torch.Tensor:

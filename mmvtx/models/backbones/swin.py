@@ -15,12 +15,13 @@ projections of padded tokens (8-72% more tokens per stage at 512x512) or three c
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from torch import nn
 
 from mmvtx.registry import MODELS
-from ..layers import DropPath, Mlp, drop_path_rates, pad_hw, scaled_dot_product_attention
+from ..layers import (DropPath, Linear, Mlp, drop_path_rates, pad_hw,
+                      scaled_dot_product_attention)
+from ..layers.linear import linear
 from mmvtx.utils.checkpoint import (CheckpointMismatchError, ConvertedCheckpoint, merge_qkv,
                                     rename_keys)
 from ..layers.init import init_transformer_weights, trunc_normal_
@@ -213,9 +214,9 @@ class WindowMSA(nn.Module):
             torch.zeros((2 * window_size - 1) ** 2, num_heads))
         self.register_buffer('relative_position_index',
                              get_relative_position_index(window_size).view(-1), persistent=False)
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def relative_position_bias(self) -> torch.Tensor:
@@ -271,7 +272,7 @@ class SwinBlock(nn.Module):
         # pad -> cyclic shift -> window partition is one gather of the projected tokens, where
         # padded slots get the projection of a zero token (its bias), as if norm1's output had
         # been zero-padded; the reverse shift and the crop are the inverse gather.
-        qkv = F.linear(self.norm1(x), attn.qkv.weight, attn.qkv.bias).view(B, H * W, 3 * C)
+        qkv = linear(self.norm1(x), attn.qkv.weight, attn.qkv.bias).view(B, H * W, 3 * C)
         windows = tokens_to_windows(qkv, gather, attn.qkv.bias)
         N = geo.window_size ** 2
         y = attn.attend(windows.view(B, -1, N, 3 * C), geo.mask if shift else None)
@@ -287,7 +288,7 @@ class PatchMerging(nn.Module):
     def __init__(self, dim: int, out_dim: Optional[int] = None):
         super().__init__()
         self.norm = nn.LayerNorm(4 * dim)
-        self.reduction = nn.Linear(4 * dim, out_dim or 2 * dim, bias=False)
+        self.reduction = Linear(4 * dim, out_dim or 2 * dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = pad_hw(x, 2, channels_last=True)

@@ -18,7 +18,8 @@ from torch import nn
 from mmvtx.registry import MODELS
 from mmvtx.utils.checkpoint import (CheckpointMismatchError, ConvertedCheckpoint, merge_qkv,
                                     rename_keys)
-from ..layers import DropPath, Mlp, drop_path_rates, pad_hw, scaled_dot_product_attention
+from ..layers import (DropPath, Linear, Mlp, drop_path_rates, pad_hw,
+                      scaled_dot_product_attention)
 from ..layers.init import init_transformer_weights, trunc_normal_
 from ..layers.norm import LayerNorm2d
 from ..layers.pos_embed import resize_pos_embed
@@ -46,9 +47,9 @@ class Attention(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
 from torch import nn
 
+from .linear import Linear
 from .recompute import gelu_linear
 
 
@@ -11,9 +12,9 @@ class Mlp(nn.Module):
 
     def __init__(self, dim: int, hidden_dim: int, act_layer=nn.GELU):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.fc1 = Linear(dim, hidden_dim)
         self.act = act_layer()
-        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.fc2 = Linear(hidden_dim, dim)
 
     def forward(self, x):
         h = self.fc1(x)

@@ -14,6 +14,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .linear import linear, linear_backward
+
 
 def _probs(q, k, bias, mask, scale):
     """softmax(q k^T * scale + bias + mask) in float32."""
@@ -82,20 +84,19 @@ class _GeluLinear(torch.autograd.Function):
     def forward(ctx, h, weight, bias):
         ctx.save_for_backward(h, weight)
         ctx.has_bias = bias is not None
-        return F.linear(F.gelu(h), weight, bias)
+        return linear(F.gelu(h), weight, bias)
 
     @staticmethod
     def backward(ctx, grad_out):
         h, weight = ctx.saved_tensors
-        g = F.gelu(h)
-        grad_weight = grad_out.reshape(-1, grad_out.shape[-1]).t().mm(
-            g.reshape(-1, g.shape[-1])) if ctx.needs_input_grad[1] else None
-        del g
-        grad_bias = grad_out.reshape(-1, grad_out.shape[-1]).sum(0) \
-            if ctx.has_bias and ctx.needs_input_grad[2] else None
-        grad_h = None
-        if ctx.needs_input_grad[0]:
-            grad_h = torch.ops.aten.gelu_backward(grad_out.matmul(weight), h)
+        need_h, need_w, need_b = ctx.needs_input_grad
+        grad_h = grad_weight = grad_bias = None
+        if need_w or (need_b and ctx.has_bias):
+            _, grad_weight, grad_bias = linear_backward(
+                grad_out, F.gelu(h), weight, (False, need_w, need_b and ctx.has_bias))
+        if need_h:  # the input gradient reads only the input's shape: h stands in for gelu(h)
+            grad_g, _, _ = linear_backward(grad_out, h, weight, (True, False, False))
+            grad_h = torch.ops.aten.gelu_backward(grad_g, h)
         return grad_h, grad_weight, grad_bias
 
 
@@ -104,5 +105,5 @@ def gelu_linear(h: torch.Tensor, weight: torch.Tensor,
     """``F.linear(F.gelu(h), weight, bias)`` keeping only ``h`` for backward."""
     if not torch.is_grad_enabled() or h.dtype not in (torch.float32, torch.float64) or not (
             h.requires_grad or weight.requires_grad):
-        return F.linear(F.gelu(h), weight, bias)
+        return linear(F.gelu(h), weight, bias)
     return _GeluLinear.apply(h, weight, bias)
