@@ -3,7 +3,7 @@
 * :func:`biased_attention`: attention with an additive bias that needs a gradient (Swin's
   relative position bias). PyTorch's fused CPU/GPU kernels give no gradient for ``attn_mask``
   and fall back to the math path, which keeps every ``heads x N x N`` probability map for
-  backward. Here the forward runs the fused kernel (``F.scaled_dot_product_attention`` with
+  backward. Here the forward runs the fused kernel (``scaled_dot_product_attention`` with
   bias + mask as ``attn_mask``) without autograd, and the backward recomputes the probabilities
   of one call at a time (in float32, also under AMP), so no map outlives its block.
 * :func:`gelu_linear`: ``linear(gelu(h))`` that keeps ``h`` only, not ``gelu(h)`` as well (the
@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .attention import scaled_dot_product_attention
 from .linear import linear, linear_backward
 
 
@@ -30,8 +31,8 @@ class _BiasedAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, bias, mask, scale):
         attn_mask = bias if mask is None else bias + mask
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask.to(q.dtype),
-                                             scale=scale)
+        out = scaled_dot_product_attention(q, k, v, attn_mask=attn_mask.to(q.dtype),
+                                           scale=scale)
         ctx.save_for_backward(q, k, v, bias, mask)
         ctx.scale = scale
         return out
@@ -73,8 +74,8 @@ def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: to
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     if not torch.is_grad_enabled() or not (q.requires_grad or bias.requires_grad):
         attn_mask = bias if mask is None else bias + mask
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask.to(q.dtype),
-                                              scale=scale)
+        return scaled_dot_product_attention(q, k, v, attn_mask=attn_mask.to(q.dtype),
+                                            scale=scale)
     return _BiasedAttention.apply(q, k, v, bias, mask, scale)
 
 
