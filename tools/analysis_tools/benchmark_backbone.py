@@ -8,6 +8,13 @@ Timing alternates the two models step by step (so that both see the same machine
 reports the median. Peak memory: on CUDA ``max_memory_allocated``; on the CPU the rise of the
 process's peak resident set (VmHWM, reset just before) during one step, each model in a
 fresh subprocess with large allocations served by mmap so that frees are seen at once.
+
+On the CPU, glibc's allocator hands blocks over 32 MiB back to the OS when they are freed, so
+every large tensor of a step pays page faults again (at Swin-T stage 1 they cost more than the
+GEMM writing the tensor). ``--reuse-memory`` re-runs the timing with glibc told to keep such
+blocks (``GLIBC_TUNABLES`` mmap/trim thresholds): both models gain, and the ratio compares
+compute, not page faults. ``MMVTX_ONEDNN_LINEAR=0`` times mmvtx with its linear maps on
+``F.linear`` (MKL) instead of oneDNN (``mmvtx/models/layers/linear.py``).
 """
 import argparse
 import json
@@ -22,6 +29,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import torch  # noqa: E402
 
+REUSE_MEMORY = 'glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=17179869184'
 DEFAULT_INPUT = {'swin': '2x3x512x512', 'vit': '2x3x512x512', 'cvt': '1x3x800x800'}
 
 
@@ -130,6 +138,7 @@ def measure_memory(args, which: str) -> float:
            '--device', args.device, '--memory-worker', which] + (['--amp'] if args.amp else [])
     # large blocks straight from mmap, so that freed memory leaves the resident set at once
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536')
+    env.pop('GLIBC_TUNABLES', None)
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])['peak_mib']
 
@@ -142,8 +151,13 @@ def main():
     parser.add_argument('--amp', action='store_true')
     parser.add_argument('--steps', type=int, default=5, help='timed steps per model')
     parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--reuse-memory', action='store_true',
+                        help='time with glibc keeping large freed blocks (no page-fault noise)')
     parser.add_argument('--memory-worker', dest='which', help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.reuse_memory and os.environ.get('GLIBC_TUNABLES') != REUSE_MEMORY:
+        env = dict(os.environ, GLIBC_TUNABLES=REUSE_MEMORY)  # read by glibc at start only
+        os.execve(sys.executable, [sys.executable, osp.abspath(__file__)] + sys.argv[1:], env)
     args.input = args.input or DEFAULT_INPUT[args.model]
     args.shape = [int(v) for v in args.input.lower().split('x')]
     if args.which:
@@ -172,7 +186,9 @@ def main():
     m_ours, m_ref = measure_memory(args, 'ours'), measure_memory(args, 'ref')
     print(f'{args.model}: mmvtx vs {ref_name}, input {args.input}, {args.device}'
           f'{" AMP" if args.amp else " fp32"}, torch {torch.__version__}, '
-          f'{torch.get_num_threads()} threads')
+          f'{torch.get_num_threads()} threads'
+          f'{", large blocks reused" if os.environ.get("GLIBC_TUNABLES") == REUSE_MEMORY else ""}'
+          f'{", mmvtx linear on F.linear" if os.environ.get("MMVTX_ONEDNN_LINEAR") == "0" else ""}')
     print(f'  max |output diff| (train mode, same weights): {diff:.2e}')
     print(f'  train step (fwd+bwd) median of {args.steps}: mmvtx {t_ours:.3f} s, '
           f'reference {t_ref:.3f} s, ratio {t_ours / t_ref:.2f}x')

@@ -11,6 +11,8 @@ shift, mask) is worked out once per stage and input size, not once per block. Th
 qkv and output projections run on the real tokens only, and pad + shift + partition (and back)
 is one gather (:func:`window_token_index`): the same result as padding first, without the
 projections of padded tokens (8-72% more tokens per stage at 512x512) or three copies.
+On CPU the linear maps run through oneDNN (:mod:`..layers.linear`), the window attention
+through PyTorch's fused kernel folded to 4-D (:func:`..layers.scaled_dot_product_attention`).
 """
 from typing import Dict, Optional, Sequence, Tuple, Union
 

@@ -1,10 +1,11 @@
 """Per-token linear maps run through oneDNN on CPU.
 
-On CPU, ``F.linear`` in float32 calls the BLAS of PyTorch's x86 wheels, MKL. On AMD CPUs MKL's
-sgemm does not take its AVX-512 kernels; oneDNN, which PyTorch already uses for convolutions,
-does. Measured on this project's 2-core AMD EPYC (Zen 5), forward + backward of the
-transformers' token GEMMs: ``F.linear`` 126-203 GF/s, the same GEMM as a 1x1 convolution
-175-375 GF/s (1.35x at Swin-T stage 1, 1.8x at stages 2-4). A linear map applied to every token
+On CPU, ``F.linear`` in float32 calls the BLAS of PyTorch's x86 wheels, MKL, which on AMD CPUs
+runs generic x86 code (``MKL_VERBOSE`` names no AVX-512 on this project's AMD EPYC, and no MKL
+variable changes that); oneDNN, which PyTorch already uses for convolutions, runs AVX-512.
+Measured on that 2-core machine, forward + backward of the transformers' token GEMMs:
+``F.linear`` 126-203 GF/s, the same GEMM as a 1x1 convolution 164-375 GF/s (1.35x at Swin-T
+stage 1, 1.8x at stages 2-4). A linear map applied to every token
 *is* a 1x1 convolution of the ``M x K`` token matrix read as channels-last ``K x M/n x 1``
 images, without a copy either way, so :func:`linear` calls ``F.conv2d`` on that view. Values
 equal ``F.linear`` up to float32 rounding (summation order); gradients come from oneDNN's
@@ -12,7 +13,7 @@ convolution backward.
 
 Used for float32 CPU tensors outside autocast; everything else (CUDA, bf16/fp16, autocast,
 float64) calls ``F.linear``. ``MMVTX_ONEDNN_LINEAR=0`` in the environment (or
-``set_onednn_linear(False)``) turns it off, e.g. on an Intel CPU where MKL is as fast.
+``set_onednn_linear(False)``) turns it off, e.g. on an Intel CPU if MKL proves faster there.
 """
 import os
 from typing import Optional, Tuple
