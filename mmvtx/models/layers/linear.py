@@ -32,12 +32,19 @@ def set_onednn_linear(enabled: bool) -> bool:
     return previous
 
 
+def _cpu_autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled('cpu')
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
+
+
 def uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether :func:`linear` takes the oneDNN (1x1 convolution) path for these tensors."""
     return (_enabled and x.device.type == 'cpu' and x.dtype == torch.float32
             and weight.dtype == torch.float32 and x.numel() > 0
             and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-            and not torch.is_autocast_enabled('cpu'))
+            and not _cpu_autocast())
 
 
 def _batch_split(m: int) -> int:
