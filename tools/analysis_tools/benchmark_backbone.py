@@ -3,6 +3,7 @@ against its reference implementation, same weights and input, in one run.
 
     python tools/analysis_tools/benchmark_backbone.py --model swin              # vs mmdet's Swin-T
     python tools/analysis_tools/benchmark_backbone.py --model swin --device cuda --amp
+    python tools/analysis_tools/benchmark_backbone.py --model swin --inference  # no-grad forward
 
 Timing alternates the two models step by step (so that both see the same machine state) and
 reports the median. Peak memory: on CUDA ``max_memory_allocated``; on the CPU the rise of the
@@ -83,9 +84,14 @@ def outputs_of(out):
     return [o for o in out if isinstance(o, torch.Tensor)]
 
 
-def step(model, x, amp: bool):
+def step(model, x, amp: bool, inference: bool = False):
+    """One training step (forward + backward), or with ``inference`` one no-grad forward."""
     with torch.autocast(x.device.type, enabled=amp, dtype=torch.bfloat16 if
                         x.device.type == 'cpu' else torch.float16):
+        if inference:
+            with torch.no_grad():
+                outputs_of(model(x))
+            return
         outs = outputs_of(model(x))
     loss = sum(o.float().square().mean() for o in outs)
     loss.backward()
@@ -111,7 +117,7 @@ def measure_memory_worker(args):
     torch.manual_seed(0)
     ours, ref, _ = build_pair(args.model)
     model = ours if args.which == 'ours' else ref
-    model.train()  # not chained: mmdet's train() returns None
+    model.train(not args.inference)  # not chained: mmdet's train() returns None
     del ours, ref
     device = torch.device(args.device)
     model.to(device)
@@ -119,7 +125,7 @@ def measure_memory_worker(args):
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        step(model, x, args.amp)
+        step(model, x, args.amp, args.inference)
         sync(device)
         peak = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
     else:
@@ -128,14 +134,15 @@ def measure_memory_worker(args):
         with open('/proc/self/clear_refs', 'w') as f:  # resets the peak (VmHWM) to now
             f.write('5')
         base = proc_status_kib('VmRSS')
-        step(model, x, args.amp)
+        step(model, x, args.amp, args.inference)
         peak = (proc_status_kib('VmHWM') - base) / 1024
     print(json.dumps({'peak_mib': peak}))
 
 
 def measure_memory(args, which: str) -> float:
     cmd = [sys.executable, __file__, '--model', args.model, '--input', args.input,
-           '--device', args.device, '--memory-worker', which] + (['--amp'] if args.amp else [])
+           '--device', args.device, '--memory-worker', which] + (['--amp'] if args.amp else []) + (
+               ['--inference'] if args.inference else [])
     # large blocks straight from mmap, so that freed memory leaves the resident set at once
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536')
     env.pop('GLIBC_TUNABLES', None)
@@ -151,6 +158,8 @@ def main():
     parser.add_argument('--amp', action='store_true')
     parser.add_argument('--steps', type=int, default=5, help='timed steps per model')
     parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--inference', action='store_true',
+                        help='time a no-grad forward in eval mode instead of a training step')
     parser.add_argument('--reuse-memory', action='store_true',
                         help='time with glibc keeping large freed blocks (no page-fault noise)')
     parser.add_argument('--memory-worker', dest='which', help=argparse.SUPPRESS)
@@ -166,8 +175,8 @@ def main():
     device = torch.device(args.device)
     torch.manual_seed(0)
     ours, ref, ref_name = build_pair(args.model)
-    ours.to(device).train()
-    ref.to(device).train()
+    ours.to(device).train(not args.inference)
+    ref.to(device).train(not args.inference)
     x = torch.randn(*args.shape, device=device)
     with torch.no_grad():
         diff = max((a.float() - b.float()).abs().max().item()
@@ -178,7 +187,7 @@ def main():
                                                                            ('ref', ref)):
             sync(device)
             t = time.perf_counter()
-            step(model, x, args.amp)
+            step(model, x, args.amp, args.inference)
             sync(device)
             if i >= args.warmup:
                 times[which].append(time.perf_counter() - t)
@@ -189,11 +198,14 @@ def main():
           f'{torch.get_num_threads()} threads'
           f'{", large blocks reused" if os.environ.get("GLIBC_TUNABLES") == REUSE_MEMORY else ""}'
           f'{", mmvtx linear on F.linear" if os.environ.get("MMVTX_ONEDNN_LINEAR") == "0" else ""}')
-    print(f'  max |output diff| (train mode, same weights): {diff:.2e}')
-    print(f'  train step (fwd+bwd) median of {args.steps}: mmvtx {t_ours:.3f} s, '
+    what = 'inference (no-grad forward, eval mode)' if args.inference else 'train step (fwd+bwd)'
+    print(f'  max |output diff| ({"eval" if args.inference else "train"} mode, same weights): '
+          f'{diff:.2e}')
+    print(f'  {what} median of {args.steps}: mmvtx {t_ours:.3f} s, '
           f'reference {t_ref:.3f} s, ratio {t_ours / t_ref:.2f}x')
-    print(f'  peak memory of a step: mmvtx {m_ours:.0f} MiB, reference {m_ref:.0f} MiB, '
-          f'ratio {m_ours / m_ref:.2f}x')
+    print(f'  peak memory of {"a forward" if args.inference else "a step"}: '
+          f'mmvtx {m_ours:.0f} MiB, reference {m_ref:.0f} MiB, '
+          f'ratio {f"{m_ours / m_ref:.2f}x" if m_ref > 0 else "n/a"}')
 
 
 if __name__ == '__main__':

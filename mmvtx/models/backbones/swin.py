@@ -266,21 +266,31 @@ class SwinBlock(nn.Module):
         self.mlp_drop = nn.Dropout(drop_rate)
 
     def forward(self, x: torch.Tensor, geo: StageGeometry) -> torch.Tensor:
+        x = x + self.drop_path(self.window_attention(self.norm1(x), geo))
+        return x + self.drop_path(self.mlp_drop(self.mlp(self.norm2(x))))
+
+    def window_attention(self, x: torch.Tensor, geo: StageGeometry) -> torch.Tensor:
+        """(S)W-MSA of the normed ``B x H x W x C`` map, output projection included.
+
+        The qkv and output projections are per token, so they run on the H x W tokens only;
+        pad -> cyclic shift -> window partition is one gather of the projected tokens, where
+        padded slots get the projection of a zero token (its bias), as if norm1's output had
+        been zero-padded; the reverse shift and the crop are the inverse gather. Each
+        intermediate is dropped as soon as it is used (autograd keeps what backward needs), so
+        inference holds one of them at a time."""
         B, H, W, C = x.shape
         shift = geo.shift_size if self.shifted else 0
         gather = geo.gathers[shift]
         attn = self.attn
-        # The qkv and output projections are per token, so they run on the H x W tokens only;
-        # pad -> cyclic shift -> window partition is one gather of the projected tokens, where
-        # padded slots get the projection of a zero token (its bias), as if norm1's output had
-        # been zero-padded; the reverse shift and the crop are the inverse gather.
-        qkv = linear(self.norm1(x), attn.qkv.weight, attn.qkv.bias).view(B, H * W, 3 * C)
+        qkv = linear(x, attn.qkv.weight, attn.qkv.bias).view(B, H * W, 3 * C)
+        del x
         windows = tokens_to_windows(qkv, gather, attn.qkv.bias)
+        del qkv
         N = geo.window_size ** 2
         y = attn.attend(windows.view(B, -1, N, 3 * C), geo.mask if shift else None)
+        del windows
         y = windows_to_tokens(y.view(B, -1, C), gather)
-        x = x + self.drop_path(attn.proj_drop(attn.proj(y)).view(B, H, W, C))
-        return x + self.drop_path(self.mlp_drop(self.mlp(self.norm2(x))))
+        return attn.proj_drop(attn.proj(y)).view(B, H, W, C)
 
 
 class PatchMerging(nn.Module):

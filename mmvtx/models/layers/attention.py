@@ -16,32 +16,56 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
 
     Inputs may have more than one leading dim (Swin's ``B x nW x heads x N x d``). PyTorch's
     fused kernels take 4-D inputs only and send anything else to the math path (2-3x slower
-    forward at Swin's windows on CPU), so such calls are folded to 4-D: the leading dims the
-    mask varies over join the heads, the others form the batch, and the mask becomes a
-    ``1 x groups x N x L`` view (no per-batch copy of it). A mask that requires grad also sends
-    PyTorch to the math path, even where grad mode is off (inference, a custom autograd
-    Function's forward); there it is detached."""
+    forward at Swin's windows on CPU), so such calls are folded to 4-D, whichever of two ways
+    copies less: every leading dim into the batch (q/k/v stay views where their strides allow;
+    a mask that varies over only some leading dims is expanded over the others), or the
+    leading dims the mask varies over into the heads (the mask stays a view, q/k/v are copied).
+    For Swin's SW-MSA (mask per window, shared by the batch) the first copies ``B x nW x heads
+    x N x N`` mask values instead of three ``B x nW x heads x N x d`` tensors. A mask that
+    requires grad also sends PyTorch to the math path, even where grad mode is off (inference,
+    a custom autograd Function's forward); there it is detached."""
     if attn_mask is not None and attn_mask.requires_grad and not torch.is_grad_enabled():
         attn_mask = attn_mask.detach()
     if q.dim() <= 4:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale,
                                               dropout_p=dropout_p)
     lead, (heads, N) = q.shape[:-3], q.shape[-3:-1]
-    L = k.shape[-2]
-    split = len(lead)  # lead[:split] -> batch, lead[split:] + heads -> groups
+    L, n = k.shape[-2], len(lead)
+    split = n  # lead[:split] -> batch; lead[split:] join the heads
     if attn_mask is not None:
         mask = attn_mask
         while mask.dim() > 3 and mask.shape[0] == 1:
             mask = mask[0]
-        split = len(lead) - (mask.dim() - 3)
-        if split < 0 or tuple(mask.shape[:-3]) != tuple(lead[split:]):
-            mask, split = attn_mask.expand(*lead, heads, N, L), 0
-        attn_mask = mask.expand(*mask.shape[:-3], heads, N, L).reshape(1, -1, N, L)
+        mask = mask.expand(*mask.shape[:-3], heads, N, L)
+        varies = n - (mask.dim() - 3)  # the mask has lead[varies:] (and broadcasts over the rest)
+        if varies < 0 or tuple(mask.shape[:-3]) != tuple(lead[varies:]):
+            mask, varies = mask.expand(*lead, heads, N, L), 0
+        if 0 < varies < n:  # e.g. Swin's per-window mask, shared by the batch
+            into_batch = math.prod(lead[:varies]) * mask.numel() + _copied(q, k, v, n=lead)
+            into_heads = _copied(q, k, v, n=lead[:varies])
+            split = varies if into_heads < into_batch else n
+        if split < n:
+            attn_mask = mask.reshape(1, -1, N, L)
+        elif varies == n:  # one mask for every leading index
+            attn_mask = mask.reshape(1, heads, N, L)
+        else:
+            attn_mask = mask.expand(*lead, heads, N, L).reshape(-1, heads, N, L)
     batch = math.prod(lead[:split])
-
-    def fold(t):
-        return t.reshape(batch, -1, t.shape[-2], t.shape[-1])
-
-    out = F.scaled_dot_product_attention(fold(q), fold(k), fold(v), attn_mask=attn_mask,
-                                         scale=scale, dropout_p=dropout_p)
+    out = F.scaled_dot_product_attention(_fold(q, batch), _fold(k, batch), _fold(v, batch),
+                                         attn_mask=attn_mask, scale=scale, dropout_p=dropout_p)
     return out.view(*lead, heads, N, v.shape[-1])
+
+
+def _fold(t: torch.Tensor, batch: int) -> torch.Tensor:
+    return t.reshape(batch, -1, t.shape[-2], t.shape[-1])
+
+
+def _copied(*tensors: torch.Tensor, n) -> int:
+    """Elements copied by folding ``tensors`` to a batch of ``prod(n)`` (0 where a view)."""
+    copied = 0
+    for t in tensors:
+        try:
+            t.view(math.prod(n), -1, t.shape[-2], t.shape[-1])
+        except RuntimeError:
+            copied += t.numel()
+    return copied

@@ -1,0 +1,24 @@
+"""tools/analysis_tools/benchmark_backbone.py runs end to end (training step and inference,
+memory subprocesses included) and reports outputs equal to the reference's."""
+import os.path as osp
+import re
+import subprocess
+import sys
+
+import pytest
+
+SCRIPT = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
+                  'tools', 'analysis_tools', 'benchmark_backbone.py')
+
+
+@pytest.mark.parametrize('extra', [[], ['--inference']])
+def test_benchmark_script_reports_ratios(extra):
+    out = subprocess.run(
+        [sys.executable, SCRIPT, '--model', 'swin', '--input', '1x3x64x96', '--steps', '1',
+         '--warmup', '0'] + extra, check=True, capture_output=True, text=True).stdout
+    diff = float(re.search(r'max \|output diff\| \(\w+ mode, same weights\): (\S+)', out)[1])
+    assert diff <= 1e-4, out
+    what = 'inference' if extra else 'train step'
+    time_ratio = re.search(what + r'.* ratio (\S+)x', out)
+    assert time_ratio and float(time_ratio[1]) > 0, out
+    assert re.search(r'peak memory of .* MiB, ratio', out), out
