@@ -41,8 +41,8 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
         if varies < 0 or tuple(mask.shape[:-3]) != tuple(lead[varies:]):
             mask, varies = mask.expand(*lead, heads, N, L), 0
         if 0 < varies < n:  # e.g. Swin's per-window mask, shared by the batch
-            into_batch = math.prod(lead[:varies]) * mask.numel() + _copied(q, k, v, n=lead)
-            into_heads = _copied(q, k, v, n=lead[:varies])
+            into_batch = math.prod(lead[:varies]) * mask.numel() + _copied(q, k, v, batch_dims=lead)
+            into_heads = _copied(q, k, v, batch_dims=lead[:varies])
             split = varies if into_heads < into_batch else n
         if split < n:
             attn_mask = mask.reshape(1, -1, N, L)
@@ -60,12 +60,12 @@ def _fold(t: torch.Tensor, batch: int) -> torch.Tensor:
     return t.reshape(batch, -1, t.shape[-2], t.shape[-1])
 
 
-def _copied(*tensors: torch.Tensor, n) -> int:
-    """Elements copied by folding ``tensors`` to a batch of ``prod(n)`` (0 where a view)."""
+def _copied(*tensors: torch.Tensor, batch_dims) -> int:
+    """Elements copied by folding ``tensors`` to a batch of ``prod(batch_dims)`` (0 for views)."""
     copied = 0
     for t in tensors:
         try:
-            t.view(math.prod(n), -1, t.shape[-2], t.shape[-1])
+            t.view(math.prod(batch_dims), -1, t.shape[-2], t.shape[-1])
         except RuntimeError:
             copied += t.numel()
     return copied
