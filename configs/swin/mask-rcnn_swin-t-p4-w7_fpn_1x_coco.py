@@ -1,4 +1,6 @@
 # Mask R-CNN Swin-T 1x COCO: mmdet 42.7 box / 39.3 mask AP; paper 43.7 / 39.8 (see README.md).
+# Twin: mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py, equal outside the backbone but for the
+# differences README.md lists (tests/configs/test_recipe_fidelity.py checks it).
 _base_ = [
     '../_base_/models/mask-rcnn_swin-t-p4-w7_fpn.py',
     '../_base_/datasets/coco_instance.py',
@@ -11,6 +13,7 @@ model = dict(
     backbone=dict(
         arch='tiny',
         drop_path_rate=0.2,
+        always_shift=True,  # mmdet's Swin shifts every SW-MSA block (the authors' weights load)
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=[96, 192, 384, 768]))
 # 8 GPUs x 2 images; AdamW lr 1e-4, wd 0.05, none on relative position tables and norms

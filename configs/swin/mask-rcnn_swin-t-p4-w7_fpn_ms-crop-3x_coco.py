@@ -1,4 +1,6 @@
 # Mask R-CNN Swin-T 3x multi-scale + crop COCO: mmdet 46.0 box / 41.6 mask AP (paper 46.0 / 41.6).
+# Twin: mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py (fp32; mmdet's amp-ms-crop-3x twin
+# reaches 46.0 / 41.7 in 7.8 GB instead of 10.2).
 _base_ = './mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'
 train_pipeline = [
     dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),

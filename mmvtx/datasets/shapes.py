@@ -14,7 +14,7 @@ import os
 import os.path as osp
 import shutil
 import tempfile
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -49,13 +49,24 @@ def _shape_mask(kind: int, H: int, W: int, cx: float, cy: float, r: float,
     return mask.astype(bool)
 
 
-def make_scene(rng: np.random.RandomState) -> Tuple[np.ndarray, List[Dict]]:
+def make_scene(rng: np.random.RandomState,
+               size: Optional[Tuple[int, int]] = None) -> Tuple[np.ndarray, List[Dict]]:
     """One scene: an RGB image and its instances (``label`` in 0..2, visible ``mask``).
 
     Shapes are painted in order, later ones occluding earlier ones; a placement that would hide
-    more than 30% of an earlier shape is drawn again, so every instance stays recognisable."""
-    H = int(rng.choice([224, 256]))
-    W = int(rng.choice([256, 288, 320]))
+    more than 30% of an earlier shape is drawn again, so every instance stays recognisable.
+
+    Args:
+        rng: the random stream the scene is drawn from.
+        size: ``(H, W)`` of the image. Left out, the size is drawn from ``rng`` among the
+            shapes dataset's sizes (224 or 256 by 256..320), exactly as the dataset always has;
+            given, nothing is drawn for it and shape sizes scale with ``min(H, W)``.
+    """
+    if size is None:
+        H = int(rng.choice([224, 256]))
+        W = int(rng.choice([256, 288, 320]))
+    else:
+        H, W = (int(s) for s in size)
     # a greyish background of random tint, with noise
     base = _hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0.0, 0.3), rng.uniform(0.25, 0.9))
     img = np.clip(base + rng.normal(0, 15, (H, W, 3)), 0, 255)

@@ -1,8 +1,10 @@
 """What ``tools/train.py`` and ``tools/test.py`` do to a config before building the Runner,
 for detection and segmentation configs alike (mm users' flags keep their meaning)."""
+import logging
 import os.path as osp
 from typing import Optional
 
+import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
 
@@ -19,6 +21,18 @@ def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = N
                       auto_scale_lr: bool = False, launcher: str = 'none') -> Config:
     cfg.launcher = launcher
     _default_work_dir(cfg, config_path, work_dir)
+    cuda = torch.cuda.is_available()
+    if amp and not cuda:
+        raise ValueError('--amp needs a CUDA GPU (mmengine\'s AmpOptimWrapper); '
+                         'none is available here')
+    if not cuda and cfg.optim_wrapper.get('type') == 'AmpOptimWrapper':
+        # a GPU recipe with AMP built in (e.g. ViTDet's), run on a CPU: train in fp32
+        cfg.optim_wrapper.type = 'OptimWrapper'
+        for key in ('loss_scale', 'dtype', 'use_fsdp'):
+            cfg.optim_wrapper.pop(key, None)
+        print_log('the config trains with AMP (AmpOptimWrapper), which needs a CUDA GPU; '
+                  'none is available, so it trains in fp32', logger='current',
+                  level=logging.WARNING)
     if amp:
         wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if wrapper == 'AmpOptimWrapper':

@@ -6,6 +6,7 @@ objects. ``load_backbone_checkpoint`` unwraps the container (``state_dict``/``mo
 ``backbone.``), lets the backbone convert the names of whichever format it recognises, and
 loads the result, naming the missing, unexpected and mis-shaped keys if anything does not fit.
 """
+import logging
 import os
 import os.path as osp
 from dataclasses import dataclass, field
@@ -32,19 +33,31 @@ class ConvertedCheckpoint:
     may_miss: Sequence[str] = field(default_factory=tuple)
 
 
+def checkpoint_cache_dir() -> str:
+    """Where URLs of ``init_cfg`` are downloaded to and bare file names are also looked up:
+    torch's hub cache, ``$TORCH_HOME/hub/checkpoints`` (``~/.cache/torch/hub/checkpoints``)."""
+    return osp.join(torch.hub.get_dir(), 'checkpoints')
+
+
 def _resolve_path(path: str) -> str:
     if path.startswith(('http://', 'https://')):
         # downloaded once into torch's hub cache, then read like a local file (never unpickled)
-        cache = osp.join(torch.hub.get_dir(), 'checkpoints')
+        cache = checkpoint_cache_dir()
         os.makedirs(cache, exist_ok=True)
         local = osp.join(cache, osp.basename(path.split('?')[0]))
         if not osp.exists(local):
             torch.hub.download_url_to_file(path, local, progress=True)
         return local
     path = osp.expanduser(path)
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'checkpoint not found: {path}')
-    return path
+    if osp.isfile(path):
+        return path
+    cached = osp.join(checkpoint_cache_dir(), path)
+    if osp.dirname(path) == '' and osp.isfile(cached):
+        # a release published without a direct URL (e.g. the CvT authors'), named by its file
+        # name in a config and put into the hub cache by hand
+        return cached
+    where = path if osp.dirname(path) else f'{path} (looked in {os.getcwd()} and {cached})'
+    raise FileNotFoundError(f'checkpoint not found: {where}')
 
 
 def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
@@ -99,7 +112,8 @@ def strip_prefix(sd: Dict[str, torch.Tensor], prefix: Optional[str]) -> Dict[str
     return out
 
 
-def load_converted(model: nn.Module, converted: ConvertedCheckpoint, strict: bool = True):
+def load_converted(model: nn.Module, converted: ConvertedCheckpoint, strict: bool = True,
+                   origin: str = ''):
     """Copies ``converted`` into ``model``; raises :class:`CheckpointMismatchError` naming every
     key that is missing (other than ``may_miss``), unexpected or of another shape."""
     own = model.state_dict()
@@ -124,6 +138,8 @@ def load_converted(model: nn.Module, converted: ConvertedCheckpoint, strict: boo
             if k in own and own[k].shape == v.shape:
                 own[k].copy_(v.to(own[k].dtype))
     msg = f'{name}: loaded {len(sd) - len(unexpected)} tensors from a {converted.source} checkpoint'
+    if origin:
+        msg += f' ({origin})'
     if allowed:
         msg += f'; not in that format, kept at their init: {", ".join(sorted(allowed))}'
     print_log(msg, logger='current')
@@ -144,7 +160,15 @@ def load_backbone_checkpoint(model: nn.Module, checkpoint, prefix: Optional[str]
     sd = load_state_dict_file(checkpoint) if isinstance(checkpoint, str) else \
         unwrap_state_dict(checkpoint)
     converted = model.convert_state_dict(strip_prefix(sd, prefix))
-    load_converted(model, converted, strict=strict)
+    origin = _resolve_path(checkpoint) if isinstance(checkpoint, str) else ''
+    load_converted(model, converted, strict=strict, origin=origin)
+    if origin:
+        from mmvtx.utils.standin import is_standin_checkpoint
+        if is_standin_checkpoint(origin):
+            print_log(f'{origin} is a STAND-IN with random weights (written by '
+                      'tools/misc/make_standin_checkpoints.py), not the released model: '
+                      'delete it and let the real file be downloaded to fine-tune for real',
+                      logger='current', level=logging.WARNING)
     return converted
 
 

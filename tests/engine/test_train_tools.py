@@ -63,9 +63,9 @@ def small_config(tmp_path, base: str, kind: str, iters: int, ckpt_interval: int,
     return str(path)
 
 
-def run_tool(args, cwd, timeout=600, **kw):
+def run_tool(args, cwd, timeout=600, env_extra=None, **kw):
     env = dict(os.environ, PYTHONPATH=ROOT, PYTHON=sys.executable,
-               OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '2'))
+               OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '2'), **(env_extra or {}))
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout, **kw)
 

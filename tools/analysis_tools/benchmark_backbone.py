@@ -18,17 +18,17 @@ compute, not page faults. ``MMVTX_ONEDNN_LINEAR=0`` times mmvtx with its linear 
 ``F.linear`` (MKL) instead of oneDNN (``mmvtx/models/layers/linear.py``).
 """
 import argparse
-import json
 import os
 import os.path as osp
 import statistics
-import subprocess
 import sys
-import time
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import torch  # noqa: E402
+
+from mmvtx.utils.benchmark import (alternate_timing, peak_memory_mib, report_peak,  # noqa: E402
+                                   run_memory_worker)
 
 REUSE_MEMORY = 'glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=17179869184'
 DEFAULT_INPUT = {'swin': '2x3x512x512', 'vit': '2x3x512x512', 'cvt': '1x3x800x800'}
@@ -99,19 +99,6 @@ def step(model, x, amp: bool, inference: bool = False):
         p.grad = None
 
 
-def sync(device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
-
-
-def proc_status_kib(field: str) -> int:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise RuntimeError(f'{field} not in /proc/self/status')
-
-
 def measure_memory_worker(args):
     """Runs in a subprocess: peak memory (MiB) of one step of ``args.which``."""
     torch.manual_seed(0)
@@ -122,32 +109,14 @@ def measure_memory_worker(args):
     device = torch.device(args.device)
     model.to(device)
     x = torch.randn(*args.shape, device=device)
-    if device.type == 'cuda':
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        step(model, x, args.amp, args.inference)
-        sync(device)
-        peak = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
-    else:
-        import gc
-        gc.collect()
-        with open('/proc/self/clear_refs', 'w') as f:  # resets the peak (VmHWM) to now
-            f.write('5')
-        base = proc_status_kib('VmRSS')
-        step(model, x, args.amp, args.inference)
-        peak = (proc_status_kib('VmHWM') - base) / 1024
-    print(json.dumps({'peak_mib': peak}))
+    report_peak(peak_memory_mib(lambda: step(model, x, args.amp, args.inference), device))
 
 
 def measure_memory(args, which: str) -> float:
     cmd = [sys.executable, __file__, '--model', args.model, '--input', args.input,
            '--device', args.device, '--memory-worker', which] + (['--amp'] if args.amp else []) + (
                ['--inference'] if args.inference else [])
-    # large blocks straight from mmap, so that freed memory leaves the resident set at once
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536')
-    env.pop('GLIBC_TUNABLES', None)
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
-    return json.loads(out.strip().splitlines()[-1])['peak_mib']
+    return run_memory_worker(cmd)
 
 
 def main():
@@ -181,16 +150,9 @@ def main():
     with torch.no_grad():
         diff = max((a.float() - b.float()).abs().max().item()
                    for a, b in zip(outputs_of(ref(x)), outputs_of(ours(x))))
-    times = {'ours': [], 'ref': []}
-    for i in range(args.warmup + args.steps):
-        for which, model in (('ref', ref), ('ours', ours)) if i % 2 else (('ours', ours),
-                                                                           ('ref', ref)):
-            sync(device)
-            t = time.perf_counter()
-            step(model, x, args.amp, args.inference)
-            sync(device)
-            if i >= args.warmup:
-                times[which].append(time.perf_counter() - t)
+    times = alternate_timing({'ours': lambda: step(ours, x, args.amp, args.inference),
+                              'ref': lambda: step(ref, x, args.amp, args.inference)},
+                             args.steps, args.warmup, device)
     t_ours, t_ref = statistics.median(times['ours']), statistics.median(times['ref'])
     m_ours, m_ref = measure_memory(args, 'ours'), measure_memory(args, 'ref')
     print(f'{args.model}: mmvtx vs {ref_name}, input {args.input}, {args.device}'

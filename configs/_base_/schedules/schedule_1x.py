@@ -9,9 +9,11 @@ param_scheduler = [
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.05),
-    # no weight decay on relative position tables and norms, as the Swin recipes
+    # no weight decay on position embeddings, relative position tables and norms, as the Swin
+    # recipes (mmvtx's Swin has no absolute position embedding; the key is kept as mmdet's)
     paramwise_cfg=dict(
         custom_keys={
+            'absolute_pos_embed': dict(decay_mult=0.),
             'relative_position_bias_table': dict(decay_mult=0.),
             'norm': dict(decay_mult=0.),
         }))

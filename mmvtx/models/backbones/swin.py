@@ -29,11 +29,15 @@ from mmvtx.utils.checkpoint import (CheckpointMismatchError, ConvertedCheckpoint
 from ..layers.init import init_transformer_weights, trunc_normal_
 from ..layers.pos_embed import resize_rel_pos_bias_table
 from ..layers.recompute import biased_attention
+from mmvtx.utils.logging import log_once
 from .base import VisionBackbone
 
 # Value the authors (and mmdet, timm, transformers) put on attention logits between tokens that
 # came from different regions of the cyclically shifted map.
 SHIFT_MASK_VALUE = -100.0
+# Codebases whose Swin shifts every SW-MSA block, even where a map is no larger than a window
+# (the authors, timm and transformers SwinModel skip the shift there).
+ALWAYS_SHIFTING_SOURCES = ('mmdet/mmseg/mmpretrain', 'transformers SwinBackbone')
 
 
 # ----------------------------------------------------------------------------- geometry helpers
@@ -373,9 +377,12 @@ class SwinTransformer(VisionBackbone):
         out_indices: stages whose (LayerNorm-ed) output is returned.
         frozen_stages: -1 none; 0 the patch embedding; k also the first k stages (with their
             patch merging and output norms), in eval mode and without gradient.
-        always_shift: shift every SW-MSA block, even where the map is no larger than a window
-            (mmdet's behaviour). By default, as in the authors' code and transformers, a stage
-            whose map has ``min(H, W) <= M`` does not shift.
+        always_shift: ``True`` shifts every SW-MSA block, even where the map is no larger than
+            a window (mmdet, mmseg, mmpretrain and transformers ``SwinBackbone``); ``False``
+            follows the authors' rule (also timm's and transformers ``SwinModel``'s): a stage
+            whose map has ``min(H, W) <= M`` does not shift. ``None`` (default): the rule of
+            the codebase the loaded checkpoint comes from, the authors' rule when none is
+            loaded; the log says which rule was taken. At 224x224 the two differ in stage 4.
         with_cp: activation checkpointing of each block (non-reentrant, DDP-safe).
         norm_eval: keep BatchNorm layers (none in Swin itself) in eval mode while training.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` loads the authors', timm,
@@ -395,7 +402,8 @@ class SwinTransformer(VisionBackbone):
                  window_size: int = 7, patch_size: int = 4, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.1, out_indices: Sequence[int] = (0, 1, 2, 3),
-                 frozen_stages: int = -1, always_shift: bool = False, with_cp: bool = False,
+                 frozen_stages: int = -1, always_shift: Optional[bool] = None,
+                 with_cp: bool = False,
                  norm_eval: bool = False, init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         cfg = self.resolve_arch(arch)
@@ -422,13 +430,15 @@ class SwinTransformer(VisionBackbone):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.with_cp = with_cp
+        self.always_shift = always_shift  # None: follow the loaded checkpoint
 
         self.patch_embed = PatchEmbed(in_channels, dims[0], patch_size)
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = drop_path_rates(drop_path_rate, depths)
         self.stages = nn.ModuleList([
             SwinStage(dims[i], depths[i], num_heads[i], window_size, dpr[i],
-                      downsample=i < num_stages - 1, with_cp=with_cp, always_shift=always_shift,
+                      downsample=i < num_stages - 1, with_cp=with_cp,
+                      always_shift=bool(always_shift),
                       mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_rate=drop_rate,
                       attn_drop_rate=attn_drop_rate)
             for i in range(num_stages)])
@@ -463,8 +473,39 @@ class SwinTransformer(VisionBackbone):
             for block in stage.blocks:
                 trunc_normal_(block.attn.relative_position_bias_table, std=0.02)
 
+    @property
+    def shifts_every_block(self) -> bool:
+        """The shift rule in use: True = every SW-MSA block shifts (mmdet's rule)."""
+        return self.stages[0].always_shift
+
+    def set_shift_rule(self, always_shift: bool):
+        for stage in self.stages:
+            stage.always_shift = bool(always_shift)
+            stage._geometry.clear()
+
     def convert_state_dict(self, state_dict: dict) -> ConvertedCheckpoint:
-        return convert_swin(state_dict, self)
+        converted = convert_swin(state_dict, self)
+        source = converted.source
+        if source == 'mmdet':  # mmdet, mmseg and mmpretrain share one layout and one rule
+            source = 'mmdet/mmseg/mmpretrain'
+        elif source == 'transformers':
+            backbone = any(k.startswith('hidden_states_norms.') for k in state_dict)
+            source = 'transformers SwinBackbone' if backbone else 'transformers SwinModel'
+        always = source in ALWAYS_SHIFTING_SOURCES
+        if self.always_shift is None:
+            self.set_shift_rule(always)
+            if source == 'mmvtx':
+                rule = ('the authors\' rule (an mmvtx checkpoint does not record the rule it '
+                        'was trained with; set always_shift=True if that was mmdet\'s)')
+            else:
+                rule = (f'{source}\'s rule: ' + ('every SW-MSA block shifts' if always else
+                        'no shift where a map is no larger than a window'))
+            log_once(f'SwinTransformer: {source} checkpoint, so {rule} (always_shift=None; '
+                     'set always_shift to choose)')
+        elif bool(self.always_shift) != always and source != 'mmvtx':
+            log_once(f'SwinTransformer: always_shift={self.always_shift} set explicitly, '
+                     f'unlike the {source} checkpoint\'s codebase', 'WARNING')
+        return converted
 
 
 # ------------------------------------------------------------------------- checkpoint formats
@@ -557,6 +598,9 @@ def convert_swin(sd: dict, model: 'SwinTransformer') -> ConvertedCheckpoint:
             out[k] = v
     else:
         out = {k: v for k, v in sd.items() if not k.endswith('relative_position_index')}
+    if last not in model.out_indices and fmt != 'mmvtx':
+        # the release's final norm belongs to a last stage this model does not return
+        out = {k: v for k, v in out.items() if not k.startswith(f'norm{last}.')}
     for k, v in out.items():
         if k.endswith('relative_position_bias_table'):
             out[k] = resize_rel_pos_bias_table(v, model.window_size)

@@ -244,6 +244,7 @@ class ViT(VisionBackbone):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         self.check_input(x)
+        H, W = x.shape[-2:]
         x = self.patch_embed(x)
         B, h, w, C = x.shape
         x = self._pos_embed(x)
@@ -264,7 +265,10 @@ class ViT(VisionBackbone):
                 maps[i] = x[:, n_extra:].transpose(1, 2).reshape(B, C, h, w)
         layers = self.feature_layers or [last] * len(self.out_indices)
         outs = self.pyramid([maps[i] for i in layers])
-        outs = tuple(o.contiguous() for o in outs)
+        # the deconvolutions upsample the padded stride-16 grid: crop each level to the
+        # ceil(H / stride) x ceil(W / stride) of the contract (a no-op where 16 divides H, W)
+        outs = tuple(o[..., :-(-H // s), :-(-W // s)].contiguous()
+                     for o, s in zip(outs, self.pyramid.strides))
         if self.output_cls_token:
             outs = outs + (x[:, 0],)
         return outs
@@ -410,14 +414,22 @@ def convert_vit(sd: dict, model: 'ViT') -> ConvertedCheckpoint:
             if k.startswith(('head', 'fc_norm', 'pre_logits')):
                 continue
             out[k] = v
+    if 'dist_token' in out:
+        raise CheckpointMismatchError(
+            'ViT: a distilled DeiT checkpoint (dist_token, two extra positions) is not '
+            'supported; use the non-distilled release')
     if 'pos_embed' in out and out['pos_embed'].shape != model.pos_embed.shape:
         n_extra = int(model.with_cls_token)
         pos = out['pos_embed']
-        src_extra = pos.shape[1] - int(math.isqrt(pos.shape[1])) ** 2
-        if src_extra and not n_extra:
-            pos = pos[:, src_extra:]
-        side = math.isqrt(pos.shape[1] - n_extra)
+        src_extra = pos.shape[1] - int(math.isqrt(pos.shape[1])) ** 2  # [CLS] slot or none
+        side = math.isqrt(pos.shape[1] - src_extra)
+        if src_extra > n_extra:  # the model has no [CLS]: drop its position
+            pos = pos[:, src_extra - n_extra:]
+        elif src_extra < n_extra:  # the checkpoint has no [CLS] position: a zero one
+            pos = torch.cat([pos.new_zeros(1, n_extra - src_extra, pos.shape[2]), pos], 1)
         out['pos_embed'] = resize_pos_embed(pos, (side, side), model.pretrain_grid, n_extra)
+    if isinstance(model.norm, nn.Identity):  # final_norm=False: the release's norm is unused
+        out = {k: v for k, v in out.items() if not k.startswith('norm.')}
     if 'cls_token' in out and model.cls_token is None:
         out.pop('cls_token')
     may_miss = ['pyramid'] + ([] if 'norm.weight' in out else ['norm'])

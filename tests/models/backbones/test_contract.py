@@ -22,15 +22,16 @@ BACKBONES = {
 
 @pytest.mark.parametrize('name', sorted(BACKBONES))
 @pytest.mark.parametrize('train', [True, False])
-def test_maps_are_contiguous_nchw_at_strides_4_to_32(name, train):
+@pytest.mark.parametrize('H,W', [(96, 160), (1, 1), (37, 83), (129, 50)])
+def test_maps_are_contiguous_nchw_at_strides_4_to_32(name, train, H, W):
     model = BACKBONES[name]().train(train)
-    x = torch.randn(2, 3, 96, 160)
+    x = torch.randn(2, 3, H, W)
     with torch.no_grad():
         outs = model(x)
     assert len(outs) == 4
     for level, out in enumerate(outs):
-        stride = 4 * 2 ** level
-        assert out.shape[:1] == (2,) and out.shape[2:] == (96 // stride, 160 // stride)
+        stride = 4 * 2 ** level  # exactly ceil(H / stride): the backbones are interchangeable
+        assert out.shape[:1] == (2,) and out.shape[2:] == (-(-H // stride), -(-W // stride))
         assert out.is_contiguous(), (name, level, out.stride())
 
 

@@ -199,6 +199,64 @@ def test_parity_with_transformers_swin_model_final_norm():
     assert (expected - got.flatten(2).transpose(1, 2)).abs().max() <= TOL
 
 
+# ------------------------------------------------------------------------- the shift rule
+def _authors_layout(model):
+    """An mmvtx Swin's weights in the authors' release names (layers.i, merging at the end of
+    a stage, one final norm)."""
+    last = len(model.stages) - 1
+    sd = {}
+    for k, v in model.state_dict().items():
+        if k.startswith(f'norm{last}.'):
+            sd['norm.' + k.split('.', 1)[1]] = v
+        elif not k.startswith('norm'):
+            sd[k.replace('stages.', 'layers.')] = v
+    return {'model': sd}
+
+
+@pytest.mark.parametrize('size', [(224, 224), (160, 288)])  # stage 4 fits one window in both
+def test_shift_rule_follows_the_checkpoint(tmp_path, size):
+    """always_shift=None takes the rule of the codebase the checkpoint comes from; an explicit
+    value always wins (and then differs from that codebase where a map fits in a window)."""
+    from transformers import SwinModel
+    mmdet_ref = _mmdet_swin()
+    hf_ref = jitter_(SwinModel(_hf_config()).eval())
+    torch.save(mmdet_ref.state_dict(), tmp_path / 'mmdet.pth')
+    torch.save(hf_ref.state_dict(), tmp_path / 'hf.bin')
+    authors = SwinTransformer('tiny', drop_path_rate=0.0)
+    load_backbone_checkpoint(authors, hf_ref.state_dict())
+    torch.save(_authors_layout(authors), tmp_path / 'swin_tiny_patch4_window7_224.pth')
+    x = torch.randn(1, 3, *size)
+    # SwinModel, as the authors' code, shrinks the window to a smaller map's side, which only
+    # runs at its pretraining size; elsewhere the authors' rule is checked on the HF weights
+    # loaded into mmvtx (whose parity with SwinModel at 224 the first case shows)
+    native = size == (224, 224)
+    with torch.no_grad():
+        mmdet_out = mmdet_ref(x)
+        authors_out = authors.eval()(x)
+        hf_out = hf_ref(x).last_hidden_state if native else \
+            authors_out[3].flatten(2).transpose(1, 2)
+        for name, shifts in (('mmdet.pth', True), ('hf.bin', False),
+                             ('swin_tiny_patch4_window7_224.pth', False)):
+            model = _build(dict(type='Pretrained', checkpoint=str(tmp_path / name)))
+            assert model.shifts_every_block is shifts, name
+            got = model(x)
+            if name == 'mmdet.pth':
+                assert max((e - g).abs().max() for e, g in zip(mmdet_out, got)) <= TOL
+            elif name == 'hf.bin':
+                assert (hf_out - got[3].flatten(2).transpose(1, 2)).abs().max() <= TOL
+            else:
+                assert max((e - g).abs().max() for e, g in zip(authors_out, got)) <= TOL
+        # explicit settings win, and the last stage then differs from the source codebase
+        forced = _build(dict(type='Pretrained', checkpoint=str(tmp_path / 'mmdet.pth')),
+                        always_shift=False)
+        assert not forced.shifts_every_block
+        assert (forced(x)[3] - mmdet_out[3]).abs().max() > 1e-3
+        forced = _build(dict(type='Pretrained', checkpoint=str(tmp_path / 'hf.bin')),
+                        always_shift=True)
+        assert forced.shifts_every_block
+        assert (forced(x)[3].flatten(2).transpose(1, 2) - hf_out).abs().max() > 1e-3
+
+
 # ---------------------------------------------------------------------------- checkpoints
 def _build(init_cfg, **kw):
     from mmvtx.registry import MODELS

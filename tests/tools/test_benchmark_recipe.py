@@ -1,0 +1,50 @@
+"""tools/analysis_tools/benchmark_recipe.py runs both recipe pairs end to end (stand-in data, the
+recipes' own pipelines, memory subprocesses included) and reports every loss term of mmvtx's model
+equal to the mmdet/mmseg model's within the script's stated tolerance."""
+import os.path as osp
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+SCRIPT = osp.join(ROOT, 'tools', 'analysis_tools', 'benchmark_recipe.py')
+RTOL, ATOL = 1e-5, 1e-7  # the script's LOSS_RTOL / LOSS_ATOL
+NUMBER = r'[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?|nan|inf'
+
+
+def loss_terms(out: str):
+    """``{term: (mmvtx, reference)}`` from the first (fp32) loss table."""
+    table = out.split('losses (fp32', 1)[1].split('loss agreement:', 1)[0]
+    return {m[1]: (float(m[2]), float(m[3])) for m in re.finditer(
+        rf'^  (\S+) +({NUMBER}) +({NUMBER}) +\S+ +\S+$', table, re.M)}
+
+
+@pytest.mark.parametrize('preset, loss_names, size', [
+    ('mask-rcnn', {'loss_rpn_cls', 'loss_rpn_bbox', 'loss_cls', 'loss_bbox', 'loss_mask'},
+     r'1x3x\d+x\d+'),
+    ('upernet', {'decode.loss_ce', 'aux.loss_ce'}, '1x3x512x512'),
+])
+def test_recipe_benchmark_losses_agree(preset, loss_names, size, tmp_path):
+    out = subprocess.run(
+        [sys.executable, SCRIPT, '--preset', preset, '--batch-size', '1', '--repeats', '1',
+         '--warmup', '0', '--data-root', str(tmp_path)],
+        check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    assert 'the reference recipe\'s pipeline gives the same samples' in out, out
+    terms = loss_terms(out)
+    assert loss_names <= set(terms), out
+    for name, (ours, ref) in terms.items():
+        assert abs(ours - ref) <= RTOL * abs(ref) + ATOL, f'{name}: {ours} vs {ref}\n{out}'
+    assert re.search(r'tolerance rel 1e-05 \(\+ abs 1e-07\): within', out), out
+    if preset == 'mask-rcnn':  # the 1333x800 pipeline: a long side of 1333 or a short of 800
+        h, w = map(int, re.search(r'inputs 1x3x(\d+)x(\d+)', out).groups())
+        assert 800 <= max(h, w) <= 1344 and min(h, w) <= 800, out
+        assert re.search(r'RPN proposals: .* same boxes in the same order', out), out
+        assert 'sampled RoIs: the same' in out, out
+    else:
+        assert re.search(rf'inputs {size}\b', out), out
+    time_row = re.search(r'\| time, median of 1 \| (\S+) s \| (\S+) s \| (\S+)x \|', out)
+    assert time_row and float(time_row[3]) > 0, out
+    memory_row = re.search(r'\| peak memory \| (\S+) MiB \| (\S+) MiB \| (\S+)x \|', out)
+    assert memory_row and float(memory_row[3]) > 0, out
