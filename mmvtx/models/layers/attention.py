@@ -26,6 +26,10 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     a custom autograd Function's forward); there it is detached."""
     if attn_mask is not None and attn_mask.requires_grad and not torch.is_grad_enabled():
         attn_mask = attn_mask.detach()
+    if attn_mask is None and q.dim() == 4:
+        groups = _split_queries(q, k, v)
+        if groups > 1:  # a few long heads, training on CPU
+            return _attention_split_queries(q, k, v, groups, scale, dropout_p)
     if q.dim() <= 4:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale,
                                               dropout_p=dropout_p)
@@ -69,3 +73,37 @@ def _copied(*tensors: torch.Tensor, batch_dims) -> int:
         except RuntimeError:
             copied += t.numel()
     return copied
+
+
+
+# --------------------------------------------------------------------------------------------
+# PyTorch's fused CPU attention backward divides its work by (batch, head) pair: with fewer
+# pairs than threads it leaves cores idle, and with a single pair and long sequences it is
+# several times slower still (CvT's first stage has one head: 53,400 queries x 13,350 keys at
+# 1333x800 took minutes per step on 2 cores). Queries attend independently of one another, so
+# such a call is split into groups of queries that become extra heads over the same keys and
+# values (copied per group, a quarter of the queries' size or less); autograd sums the keys'
+# and values' gradients over the groups. Exact; the fused kernels run both ways.
+SPLIT_QUERIES_MIN = 1 << 20  # queries x keys of a pair below which the call is left alone
+
+
+def _split_queries(q, k, v) -> int:
+    """Groups to split the queries of a training call into (1: none)."""
+    pairs, threads = q.shape[0] * q.shape[1], torch.get_num_threads()
+    if (q.device.type != 'cpu' or q.dim() != 4 or pairs >= threads
+            or q.shape[-2] * k.shape[-2] < SPLIT_QUERIES_MIN or not torch.is_grad_enabled()
+            or not (q.requires_grad or k.requires_grad or v.requires_grad)):
+        return 1
+    return max(2, -(-threads // pairs))
+
+
+def _attention_split_queries(q, k, v, groups, scale, dropout_p):
+    B, H, N, d = q.shape
+    pad = -N % groups
+    q = F.pad(q, (0, 0, 0, pad)) if pad else q
+    q = q.reshape(B, H * groups, (N + pad) // groups, d)
+    k = k.unsqueeze(2).expand(B, H, groups, *k.shape[-2:]).reshape(B, H * groups, -1, d)
+    v = v.unsqueeze(2).expand(B, H, groups, *v.shape[-2:]).reshape(B, H * groups, -1,
+                                                                   v.shape[-1])
+    out = F.scaled_dot_product_attention(q, k, v, scale=scale, dropout_p=dropout_p)
+    return out.view(B, H, N + pad, -1)[:, :, :N]

@@ -46,3 +46,27 @@ def test_swin_windows_run_the_fused_kernel(mask_shape):
     names = {e.key for e in prof.key_averages()}
     assert 'aten::_scaled_dot_product_flash_attention_for_cpu' in names, names
     assert (out.double() - _reference(q, k, v, mask, 32 ** -0.5)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize('pairs,N,L', [((1, 1), 1030, 1024), ((1, 1), 1025, 1500),
+                                       ((2, 1), 2048, 600)])
+def test_few_long_heads_split_their_queries(pairs, N, L, monkeypatch):
+    """A training call with fewer (batch, head) pairs than threads (CvT's one-head first stage)
+    runs as groups of queries over the same keys: same values and gradients as the formula
+    (odd query counts padded and cropped), and the fused backward sees the extra heads."""
+    monkeypatch.setattr(torch, 'get_num_threads', lambda: 4)
+    torch.manual_seed(0)
+    q = torch.randn(*pairs, N, 16, requires_grad=True)
+    k, v = (torch.randn(*pairs, L, 16, requires_grad=True) for _ in range(2))
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                record_shapes=True) as prof:
+        out = scaled_dot_product_attention(q, k, v, scale=0.25)
+        grads = torch.autograd.grad(out, (q, k, v), torch.ones_like(out))
+    ref = _reference(q, k, v, None, 0.25)
+    assert out.shape == (*pairs, N, 16) and (out.double() - ref).abs().max() < 1e-5
+    for a, b in zip(grads, torch.autograd.grad(ref, (q, k, v), torch.ones_like(ref))):
+        assert (a.double() - b).abs().max() < 1e-4 * max(1.0, b.abs().max().item())
+    groups = -(-4 // (pairs[0] * pairs[1]))
+    shapes = [e.input_shapes[0] for e in prof.key_averages(group_by_input_shape=True)
+              if e.key == 'aten::_scaled_dot_product_flash_attention_for_cpu_backward']
+    assert shapes and shapes[0][:2] == [pairs[0], pairs[1] * groups], shapes

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The GPU check, in one go (about 6 minutes on one H100): what a user runs first on a GPU box,
+# on stand-in data and stand-in weights (no network), each step bounded by a timeout so that a
+# failure still leaves the others' results.
+#   1. the real Swin-T Mask R-CNN recipe through tools/train.py with --amp (40 iterations, then its
+#      val loop with CocoMetric), and mmdet's own twin recipe through the same tool;
+#   2. the real UPerNet Swin-T recipe through tools/train.py with --amp (40 iterations + val);
+#   3. one training iteration of our recipe against mmdet's / mmseg's, same weights, same batch:
+#      losses side by side, time and peak memory (benchmark_recipe.py, AMP);
+#   4. backbone training steps against the references (benchmark_backbone.py, fp32 and AMP).
+# Every output goes to OUT_DIR (default work_dirs/device_check), with a summary in summary.txt.
+#
+#   bash tools/analysis_tools/device_check.sh [OUT_DIR] [--quick]
+# --quick: a dry run of the same steps with few iterations and small sizes (works on a CPU).
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+OUT=${1:-$ROOT/work_dirs/device_check}
+QUICK=${2:-}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+export PYTHONUNBUFFERED=1 PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
+SCRATCH=$(mktemp -d)
+export TORCH_HOME=$SCRATCH/torch_home  # stand-in weights never reach the real hub cache
+SUMMARY=$OUT/summary.txt
+: > "$SUMMARY"
+note() { echo "== $*" | tee -a "$SUMMARY"; }
+
+if [[ $QUICK == --quick ]]; then
+  ITERS=2; NTRAIN=2; REPEATS=1; LIMIT=900; AMP=""
+  DEV=$($PY -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')
+  BACKBONE_RUNS=("swin 1x3x224x224")
+else
+  ITERS=40; NTRAIN=16; REPEATS=10; LIMIT=150; AMP=--amp; DEV=cuda
+  BACKBONE_RUNS=("swin 2x3x800x1344" "swin 2x3x512x512" "vit 2x3x512x512" "cvt 1x3x800x1344")
+fi
+[[ $DEV == cuda ]] || AMP=""
+note "device: $($PY -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "torch", torch.__version__)')"
+
+cd "$SCRATCH"
+$PY "$ROOT/tools/dataset_converters/make_standin_data.py" coco --num-train $NTRAIN --num-val 4 >/dev/null
+$PY "$ROOT/tools/dataset_converters/make_standin_data.py" ade20k --num-train $NTRAIN --num-val 4 >/dev/null
+DET=$ROOT/configs/swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py
+SEG=$ROOT/configs/swin/upernet_swin-t-p4-w7_4xb4-160k_ade20k-512x512.py
+$PY "$ROOT/tools/misc/make_standin_checkpoints.py" "$DET" "$SEG" >/dev/null 2>&1
+
+# iteration time and memory from the training log's last record (mmengine logs both)
+log_figures() {
+  $PY - "$1" <<'PY'
+import glob, json, statistics, sys
+recs = [json.loads(l) for f in glob.glob(sys.argv[1] + '/*/vis_data/scalars.json') for l in open(f)]
+train = [r for r in recs if 'loss' in r]
+times = [r['time'] for r in train[len(train) // 2:]]  # the second half: past the warm-up
+mem = max((r.get('memory', 0) for r in train), default=0)
+metric = {k: round(v, 4) for r in recs for k, v in r.items() if k.startswith('coco/bbox_mAP') or k == 'mIoU'}
+print(f'{len(train)} iterations logged, median iteration {statistics.median(times):.3f} s '
+      f'(second half), peak memory {mem} MiB, last loss {train[-1]["loss"]:.4f}, val {metric}'
+      if train else 'no training record')
+PY
+}
+
+train_recipe() {  # name config extra-cfg-options...
+  local name=$1 cfg=$2; shift 2
+  note "tools/train.py $(basename "$cfg") $AMP"
+  (timeout $LIMIT $PY "$ROOT/tools/train.py" "$cfg" $AMP --work-dir "$SCRATCH/$name" \
+     --cfg-options default_hooks.logger.interval=1 val_dataloader.dataset.indices=4 "$@" \
+     > "$OUT/train_$name.log" 2>&1 && echo "   finished") | tee -a "$SUMMARY" \
+     || echo "   FAILED (see train_$name.log)" | tee -a "$SUMMARY"
+  log_figures "$SCRATCH/$name" | sed 's/^/   /' | tee -a "$SUMMARY"
+}
+
+EPOCHS=$(( ITERS * 2 / NTRAIN )); (( EPOCHS < 1 )) && EPOCHS=1
+train_recipe det_mmvtx "$DET" train_cfg.max_epochs=$EPOCHS train_cfg.val_begin=$EPOCHS
+train_recipe det_mmdet "mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py" \
+  train_cfg.max_epochs=$EPOCHS train_cfg.val_begin=$EPOCHS
+train_recipe seg_mmvtx "$SEG" train_cfg.max_iters=$ITERS train_cfg.val_interval=$ITERS
+cd "$ROOT"
+
+for preset in mask-rcnn upernet; do
+  note "benchmark_recipe.py --preset $preset --device $DEV $AMP"
+  timeout $LIMIT $PY tools/analysis_tools/benchmark_recipe.py --preset $preset --device $DEV $AMP \
+    --repeats $REPEATS --data-root "$SCRATCH/bench_$preset" > "$OUT/recipe_$preset.txt" 2>&1 \
+    || echo "   FAILED (see recipe_$preset.txt)" | tee -a "$SUMMARY"
+  tail -n 25 "$OUT/recipe_$preset.txt" | sed 's/^/   /' | tee -a "$SUMMARY"
+done
+
+for run in "${BACKBONE_RUNS[@]}"; do
+  set -- $run
+  for amp in "" $AMP; do
+    note "benchmark_backbone.py --model $1 --input $2 --device $DEV $amp"
+    timeout $LIMIT $PY tools/analysis_tools/benchmark_backbone.py --model $1 --input $2 \
+      --device $DEV $amp > "$OUT/backbone_$1_$2${amp:+_amp}.txt" 2>&1 \
+      || echo "   FAILED" | tee -a "$SUMMARY"
+    tail -n 6 "$OUT/backbone_$1_$2${amp:+_amp}.txt" | sed 's/^/   /' | tee -a "$SUMMARY"
+  done
+done
+rm -rf "$SCRATCH"
