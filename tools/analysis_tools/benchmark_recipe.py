@@ -33,6 +33,10 @@ the same tensors or not, and every other recipe difference outside the backbone 
    scores (common at random initialisation) can come out in either order from backbones that
    agree to 1e-6, which changes the RoIs the sampler draws: mmvtx's RoI head is therefore given
    the reference's proposals, and the RoI losses it gets on its own proposals are printed beside.
+   Gradients at random initialisation agree less closely than losses (about 1e-4 of their norm):
+   ReLU masks and BatchNorm's mean subtraction amplify rounding. That is their noise floor: the
+   reference against itself with its backbone maps perturbed by 1e-6 (relative, random) differs
+   as much (Mask R-CNN 1.2e-4 backbone / 4.5e-5 neck and heads; UPerNet 5.5e-5 / 2.2e-5).
 2. One training iteration (forward, loss, backward, and with ``--optim-step`` the recipe's
    optimizer step) of each model on its own proposals, the two alternated, median of
    ``--repeats``; peak memory of one iteration of each model in a fresh subprocess (the way
@@ -42,6 +46,7 @@ import argparse
 import contextlib
 import copy
 import importlib
+import importlib.util
 import io
 import os
 import os.path as osp
@@ -81,8 +86,13 @@ def load_config(path: str):
     """A config file, or ``mmdet::``/``mmseg::`` path inside an installed package."""
     from mmengine.config import Config
     if '::' in path:
-        from mmengine.hub import get_config
-        return get_config(path, pretrained=False)
+        package, rel = path.split('::', 1)
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
+            raise SystemExit(f'{path}: {package} is not installed')
+        # the configs that pip installs with the package (what mmengine.hub.get_config reads,
+        # without its attempt to pip-install a package it does not find by distribution name)
+        path = osp.join(osp.dirname(spec.origin), '.mim', 'configs', rel)
     if not osp.isfile(path) and osp.isfile(osp.join(ROOT, path)):
         path = osp.join(ROOT, path)
     return Config.fromfile(path)
@@ -354,11 +364,12 @@ class Iteration:
         self.optim_wrapper.zero_grad()
         return log_vars
 
-    def check(self, shared: Optional[dict] = None) -> dict:
+    def check(self, shared: Optional[dict] = None, step: bool = True) -> dict:
         """The same iteration in float32 (TF32 off), recording the losses, the backbone's maps,
         the gradients and a detector's proposals and samples. With ``shared`` (the reference's
         record) a detector's RoI head is given the reference's proposals (see
-        :func:`recording_detector`)."""
+        :func:`recording_detector`). ``step=False``: no optimizer step even with
+        ``--optim-step`` (the weights stay those both models started from)."""
         record = {}
         tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
@@ -375,7 +386,7 @@ class Iteration:
         record['losses'] = {k: v.item() for k, v in log_vars.items()}
         record['grads'] = {k: p.grad.detach().clone() for k, p in self.model.named_parameters()
                            if p.grad is not None}
-        if self.optim_step:
+        if self.optim_step and step:
             self.optim_wrapper.optimizer.step()  # unscaled float32 gradients: the plain step
         self.optim_wrapper.zero_grad()
         return record
@@ -532,11 +543,15 @@ def compare_maps_and_grads(ours, a: dict, b: dict):
             k for k in ref_grads if keep(k) and k not in a['grads']]
         diff2 = sum((a['grads'][k] - ref_grads[k]).double().square().sum().item() for k in keys)
         norm2 = sum(ref_grads[k].double().square().sum().item() for k in keys)
+        largest = max((ref_grads[k].abs().max().item() for k in keys), default=0.0)
         worst = max(((relative_diff(a['grads'][k], ref_grads[k]), k) for k in keys),
-                    default=(0.0, '-'))
+                    default=(0.0, None))
+        where = '' if worst[1] is None else (
+            f' ({worst[1]}, whose max |grad| is '
+            f'{ref_grads[worst[1]].abs().max().item() / largest:.0e} of the largest)')
         lines.append(f'gradients, {part} ({len(keys)} tensors): |diff| / |grad| '
-                     f'{(diff2 / norm2) ** 0.5 if norm2 else 0.0:.1e} over all of them, '
-                     f'worst tensor {worst[0]:.1e} in max |diff| / max |grad| ({worst[1]})'
+                     f'{(diff2 / norm2) ** 0.5 if norm2 else 0.0:.1e} over all of them; '
+                     f'worst tensor: max |diff| / max |grad| {worst[0]:.1e}{where}'
                      + (f'; UNMATCHED {unmatched[:5]}' if unmatched else ''))
     return lines
 
@@ -688,7 +703,7 @@ def run(args):
              f'; shift rule: {"every SW-MSA block shifts" if rule else "the authors"}')
           + '), neck and heads copied; drop path 0; head dropout '
           + ('off' if args.no_dropout else 'as configured, same seed before each forward'))
-    print('recipe differences outside the backbone: ' + ('none' if not diffs else ''))
+    print('recipe differences outside the backbone:' + ('' if diffs else ' none'))
     for line in diffs:
         print(f'  {line}')
 
@@ -696,8 +711,8 @@ def run(args):
                   'ref': Iteration(ref, s['ref_cfg'], data, args)}
     # the reference first: a detector's RoI head in mmvtx's check is given its proposals
     if args.amp:  # the check in float32 first, then the reduced-precision losses and timing
-        checks = {'ref': iterations['ref'].check()}
-        checks['ours'] = iterations['ours'].check(checks['ref'])
+        checks = {'ref': iterations['ref'].check(step=False)}
+        checks['ours'] = iterations['ours'].check(checks['ref'], step=False)
         amp_vars = {which: {k: v.item() for k, v in it.losses(amp=True)[1].items()}
                     for which, it in iterations.items()}
         times = alternate_timing(iterations, args.repeats, args.warmup, device)
