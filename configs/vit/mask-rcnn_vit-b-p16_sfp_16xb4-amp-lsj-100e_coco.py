@@ -25,6 +25,7 @@ model = dict(
         window_size=14,
         global_attn_indexes=(2, 5, 8, 11),
         with_cls_token=False,
+        final_norm=False,  # detectron2's ViT has none (MAE's norm.* is then left out)
         with_cp=False,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=[192, 384, 768, 768]),
@@ -49,7 +50,8 @@ train_pipeline = [
 test_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
     dict(type='Resize', scale=image_size, keep_ratio=True),
-    dict(type='Pad', size=image_size, pad_val=dict(img=(103.53, 116.28, 123.675))),
+    dict(type='mmvtx.PadKeepImgShape', size=image_size,
+         pad_val=dict(img=(103.53, 116.28, 123.675))),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='PackDetInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
