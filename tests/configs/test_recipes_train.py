@@ -60,12 +60,10 @@ def standin_workdir(tmp_path_factory):
     return root, str(torch_home)
 
 
-# Resuming is proven on one recipe of each kind of loop (epoch-based detection; iteration-based
-# detection with AMP in the recipe and the layer-decay optimizer; iteration-based segmentation):
-# a second process per recipe would double the suite's time, and the checkpoint a recipe
-# writes differs between recipes of one kind only in the weights.
+# Resuming is proven on one recipe of each kind of loop (epoch-based detection, iteration-based
+# segmentation): a second process per recipe would double the suite's time, and the checkpoints
+# recipes write differ in their weights and parameter groups, which every resume restores alike.
 RESUMED = ('mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py',
-           'mask-rcnn_vit-b-p16_sfp_16xb4-amp-lsj-100e_coco.py',
            'upernet_swin-t-p4-w7_4xb4-160k_ade20k-512x512.py')
 
 

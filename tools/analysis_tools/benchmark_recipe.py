@@ -648,6 +648,8 @@ def parse_args(argv=None):
                         help='set every head\'s dropout_ratio to 0 (default: as configured, '
                         'drawn identically)')
     parser.add_argument('--repeats', type=int, default=3, help='timed iterations per model')
+    parser.add_argument('--no-memory', action='store_true',
+                        help='skip the peak-memory subprocesses (one more iteration per model)')
     parser.add_argument('--warmup', type=int, default=1,
                         help='untimed iterations per model before the timed ones; without --amp '
                         'the first iteration is the float32 check (timed if --warmup 0, with '
@@ -738,16 +740,22 @@ def run(args):
     # 2. time and memory of one iteration
     t_ours, t_ref = statistics.median(times['ours']), statistics.median(times['ref'])
     del iterations, ours, ref, s, checks
-    m_ours = run_memory_worker(worker_command(args, 'ours'))
-    m_ref = run_memory_worker(worker_command(args, 'ref'))
+    if args.no_memory:
+        m_ours = m_ref = None
+    else:
+        m_ours = run_memory_worker(worker_command(args, 'ours'))
+        m_ref = run_memory_worker(worker_command(args, 'ref'))
     what = 'forward + loss + backward' + (' + optimizer step' if args.optim_step else '')
     print(f'one training iteration ({what}), {precision}, batch {describe_batch(data)}:')
     print('| | mmvtx | reference | mmvtx / reference |')
     print('|---|---|---|---|')
     print(f'| time, median of {args.repeats} | {t_ours:.3f} s | {t_ref:.3f} s | '
           f'{t_ours / t_ref:.2f}x |')
-    print(f'| peak memory | {m_ours:.0f} MiB | {m_ref:.0f} MiB | '
-          f'{f"{m_ours / m_ref:.2f}x" if m_ref > 0 else "n/a"} |')
+    if m_ours is None:
+        print('| peak memory | not measured (--no-memory) | | |')
+    else:
+        print(f'| peak memory | {m_ours:.0f} MiB | {m_ref:.0f} MiB | '
+              f'{f"{m_ours / m_ref:.2f}x" if m_ref > 0 else "n/a"} |')
 
 
 if __name__ == '__main__':
