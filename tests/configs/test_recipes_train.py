@@ -26,7 +26,6 @@ import re
 import sys
 
 import pytest
-import torch
 from mmengine.config import Config
 
 from tests.engine.test_train_tools import ROOT, run_tool
