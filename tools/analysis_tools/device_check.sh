@@ -17,7 +17,9 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${1:-$ROOT/work_dirs/device_check}
 QUICK=${2:-}
 PY=${PYTHON:-python3}
-[[ $PY == */* ]] && PY=$(realpath "$PY")  # the steps run from a scratch directory
+# the steps run from a scratch directory: an absolute path (not resolved through symlinks, so a
+# venv's python stays the venv's)
+[[ $PY == */* ]] && PY=$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 export PYTHONUNBUFFERED=1 PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
@@ -72,7 +74,8 @@ train_recipe() {  # name config extra-cfg-options...
 
 EPOCHS=$(( ITERS * 2 / NTRAIN )); (( EPOCHS < 1 )) && EPOCHS=1
 train_recipe det_mmvtx "$DET" train_cfg.max_epochs=$EPOCHS train_cfg.val_begin=$EPOCHS
-train_recipe det_mmdet "mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py" \
+MMDET_DET=$($PY -c 'import mmdet, os.path as p; print(p.join(p.dirname(mmdet.__file__), ".mim", "configs", "swin", "mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py"))')
+train_recipe det_mmdet "$MMDET_DET" \
   train_cfg.max_epochs=$EPOCHS train_cfg.val_begin=$EPOCHS
 train_recipe seg_mmvtx "$SEG" train_cfg.max_iters=$ITERS train_cfg.val_interval=$ITERS
 cd "$ROOT"
