@@ -129,29 +129,42 @@ def test_parameter_counts_are_the_papers(name, millions):
 
 
 # -------------------------------------------------------------------------------------- Swin
-def _hf_swin_to_authors(sd):
-    """transformers ``SwinForImageClassification`` names (4.x and 5.x) -> the authors'."""
+def _rename_hf_shapes(sd, prefix, rules, qkv):
+    """``{release name: shape}`` of a transformers state dict: ``prefix`` dropped, the ``rules``
+    substitutions applied, the final ``layernorm`` named ``norm`` and the query/key/value
+    projections matched by ``qkv`` merged into one ``attn.qkv`` of three times the rows."""
     out = {}
     for k, shape in _shapes(sd).items():
-        k = re.sub(r'^swin\.', '', k)
-        for old, new in (('embeddings.patch_embeddings.projection', 'patch_embed.proj'),
-                         ('embeddings.norm', 'patch_embed.norm'), ('encoder.layers.', 'layers.'),
-                         ('layernorm_before', 'norm1'), ('layernorm_after', 'norm2'),
-                         ('attention.relative_position_bias.relative_position_bias_table',
-                          'attn.relative_position_bias_table'),
-                         ('attention.self.relative_position_bias_table',
-                          'attn.relative_position_bias_table'),
-                         ('attention.output.dense', 'attn.proj'), ('attention.o_proj', 'attn.proj'),
-                         ('intermediate.dense', 'mlp.fc1'), ('output.dense', 'mlp.fc2'),
-                         ('classifier', 'head')):
+        k = re.sub(prefix, '', k)
+        for old, new in rules:
             k = k.replace(old, new)
         k = re.sub(r'^layernorm\.', 'norm.', k)
-        m = re.search(r'attention\.(self\.)?(query|key|value|q_proj|k_proj|v_proj)\.', k)
+        m = re.search(qkv, k)
         if m:
             k = k[:m.start()] + 'attn.qkv.' + k[m.end():]
             shape = (shape[0] * 3,) + shape[1:] if k not in out else out[k]
         out[k] = shape
     return out
+
+
+HF_SWIN_TO_AUTHORS = (
+    ('embeddings.patch_embeddings.projection', 'patch_embed.proj'),
+    ('embeddings.norm', 'patch_embed.norm'), ('encoder.layers.', 'layers.'),
+    ('layernorm_before', 'norm1'), ('layernorm_after', 'norm2'),
+    ('attention.relative_position_bias.relative_position_bias_table',
+     'attn.relative_position_bias_table'),
+    ('attention.self.relative_position_bias_table',
+     'attn.relative_position_bias_table'),
+    ('attention.output.dense', 'attn.proj'), ('attention.o_proj', 'attn.proj'),
+    ('intermediate.dense', 'mlp.fc1'), ('output.dense', 'mlp.fc2'),
+    ('classifier', 'head'),
+)
+
+
+def _hf_swin_to_authors(sd):
+    """transformers ``SwinForImageClassification`` names (4.x and 5.x) -> the authors'."""
+    return _rename_hf_shapes(sd, r'^swin\.', HF_SWIN_TO_AUTHORS,
+                             r'attention\.(self\.)?(query|key|value|q_proj|k_proj|v_proj)\.')
 
 
 @pytest.mark.parametrize('name', [
@@ -257,26 +270,21 @@ def test_swin_standin_loads_through_the_recipe(cache):
 
 
 # --------------------------------------------------------------------------------------- ViT
+HF_VIT_TO_TIMM = (
+    ('embeddings.cls_token', 'cls_token'),
+    ('embeddings.position_embeddings', 'pos_embed'),
+    ('embeddings.patch_embeddings.projection', 'patch_embed.proj'),
+    ('encoder.layer.', 'blocks.'), ('layers.', 'blocks.'),
+    ('layernorm_before', 'norm1'), ('layernorm_after', 'norm2'),
+    ('attention.output.dense', 'attn.proj'), ('attention.o_proj', 'attn.proj'),
+    ('intermediate.dense', 'mlp.fc1'), ('output.dense', 'mlp.fc2'),
+    ('classifier', 'head'),
+)
+
+
 def _hf_vit_to_timm(sd):
-    out = {}
-    for k, shape in _shapes(sd).items():
-        k = re.sub(r'^vit\.', '', k)
-        for old, new in (('embeddings.cls_token', 'cls_token'),
-                         ('embeddings.position_embeddings', 'pos_embed'),
-                         ('embeddings.patch_embeddings.projection', 'patch_embed.proj'),
-                         ('encoder.layer.', 'blocks.'), ('layers.', 'blocks.'),
-                         ('layernorm_before', 'norm1'), ('layernorm_after', 'norm2'),
-                         ('attention.output.dense', 'attn.proj'), ('attention.o_proj', 'attn.proj'),
-                         ('intermediate.dense', 'mlp.fc1'), ('output.dense', 'mlp.fc2'),
-                         ('classifier', 'head')):
-            k = k.replace(old, new)
-        k = re.sub(r'^layernorm\.', 'norm.', k)
-        m = re.search(r'attention\.(attention\.)?(query|key|value|q_proj|k_proj|v_proj)\.', k)
-        if m:
-            k = k[:m.start()] + 'attn.qkv.' + k[m.end():]
-            shape = (shape[0] * 3,) + shape[1:] if k not in out else out[k]
-        out[k] = shape
-    return out
+    return _rename_hf_shapes(sd, r'^vit\.', HF_VIT_TO_TIMM,
+                             r'attention\.(attention\.)?(query|key|value|q_proj|k_proj|v_proj)\.')
 
 
 @pytest.mark.parametrize('name', [
