@@ -157,10 +157,9 @@ def load_backbone_checkpoint(model: nn.Module, checkpoint, prefix: Optional[str]
                              strict: bool = True) -> ConvertedCheckpoint:
     """Loads a file path (or an in-memory state dict) of any format the model's
     ``convert_state_dict`` knows into ``model``; returns what was loaded."""
-    sd = load_state_dict_file(checkpoint) if isinstance(checkpoint, str) else \
-        unwrap_state_dict(checkpoint)
-    converted = model.convert_state_dict(strip_prefix(sd, prefix))
     origin = _resolve_path(checkpoint) if isinstance(checkpoint, str) else ''
+    sd = load_state_dict_file(origin) if origin else unwrap_state_dict(checkpoint)
+    converted = model.convert_state_dict(strip_prefix(sd, prefix))
     load_converted(model, converted, strict=strict, origin=origin)
     if origin:
         from mmvtx.utils.standin import is_standin_checkpoint
