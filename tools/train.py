@@ -3,47 +3,32 @@
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--cfg-options k=v]
     bash tools/dist_train.sh CONFIG GPUS [...]          # DDP through torchrun
 """
-import argparse
-import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-import mmvtx  # noqa: E402,F401  registers models/datasets, lets --resume load safely
+import mmvtx  # noqa: E402,F401  registers models/datasets/hooks
 from mmvtx.engine.runner import (finish_cpu_distributed, init_cpu_distributed,  # noqa: E402
-                                 prepare_train_cfg)
+                                 load_config, parse_tool_args, prepare_train_cfg, tool_parser)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Train a detector or a segmentor')
-    parser.add_argument('config', help='train config file path')
-    parser.add_argument('--work-dir', help='where to save logs and checkpoints')
+    parser = tool_parser('Train a detector or a segmentor')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by the actual total batch size')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from CKPT, or from the latest checkpoint in the work dir')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, e.g. train_cfg.max_iters=100')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_tool_args(parser, argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args)
     prepare_train_cfg(cfg, args.config, work_dir=args.work_dir, amp=args.amp,
                       resume=args.resume, auto_scale_lr=args.auto_scale_lr,
                       launcher=args.launcher)

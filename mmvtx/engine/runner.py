@@ -1,15 +1,58 @@
 """What ``tools/train.py`` and ``tools/test.py`` do to a config before building the Runner,
 for detection and segmentation configs alike (mm users' flags keep their meaning)."""
+import argparse
 import logging
+import os
 import os.path as osp
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
 
+def tool_parser(description: str) -> argparse.ArgumentParser:
+    """The options ``tools/train.py`` and ``tools/test.py`` share (the config, ``--work-dir``,
+    ``--cfg-options``, ``--launcher``, ``--local-rank``); each tool adds its own."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('--work-dir', help='where to save logs, checkpoints and metrics')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, e.g. train_cfg.max_iters=100')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser
+
+
+def parse_tool_args(parser: argparse.ArgumentParser,
+                    argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parses ``argv`` and sets ``LOCAL_RANK`` from ``--local-rank`` when the launcher did not."""
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """The config of ``args.config`` with ``--cfg-options`` merged in."""
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    return cfg
+
+
+def _add_safe_load_hook(cfg: Config):
+    """mmengine resumes/loads checkpoints with ``torch.load(weights_only=True)`` under torch >=
+    2.6: the hook allow-lists the types its checkpoints hold, at the start of the run."""
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(str(h.get('type', '')).endswith('SafeCheckpointLoadHook') for h in hooks):
+        hooks.append(dict(type='mmvtx.SafeCheckpointLoadHook'))
+    cfg.custom_hooks = hooks
+
+
 def _default_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]):
+    _add_safe_load_hook(cfg)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:

@@ -1,12 +1,20 @@
 """Let mmengine 0.10.7 resume under torch >= 2.6 while ``torch.load`` keeps ``weights_only=True``.
 
 mmengine's checkpoints hold its ``HistoryBuffer`` and numpy arrays/scalars in ``meta.message_hub``;
-torch >= 2.6 refuses to unpickle them by default, so ``--resume`` fails. Rather than turning the
-check off, this adds exactly those types to torch's allow-list of safe globals."""
+torch >= 2.6 refuses to unpickle them by default, so ``--resume`` (and ``load_from``) fails.
+Rather than turning the check off, :func:`allow_mmengine_checkpoints` adds exactly those types to
+torch's allow-list of safe globals. Importing mmvtx changes nothing: the allow-list is extended
+at the start of a run, before mmengine resumes or loads a checkpoint, by
+:class:`SafeCheckpointLoadHook` (which ``tools/train.py``, ``tools/test.py`` and the demo add to
+every run; with other tools, add ``custom_hooks=[dict(type='mmvtx.SafeCheckpointLoadHook')]``).
+"""
 import pickle
 
 import numpy as np
 import torch
+from mmengine.hooks import Hook
+
+from mmvtx.registry import HOOKS
 
 
 def _numpy_globals() -> list:
@@ -40,3 +48,13 @@ def allow_mmengine_checkpoints():
         return
     from mmengine.logging.history_buffer import HistoryBuffer
     add([HistoryBuffer, (_history_buffer_getattr, 'builtins.getattr')] + _numpy_globals())
+
+
+@HOOKS.register_module()
+class SafeCheckpointLoadHook(Hook):
+    """Calls :func:`allow_mmengine_checkpoints` in ``before_run``, which mmengine's Runner calls
+    before it resumes or loads a checkpoint (train, val and test alike)."""
+    priority = 'VERY_HIGH'
+
+    def before_run(self, runner) -> None:
+        allow_mmengine_checkpoints()

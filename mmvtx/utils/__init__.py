@@ -1,5 +1,5 @@
-from .checkpoint import (CheckpointMismatchError, ConvertedCheckpoint, init_backbone_weights,
-                         load_backbone_checkpoint, load_state_dict_file)
+from .checkpoint import (CheckpointMismatchError, ConvertedCheckpoint, load_backbone_checkpoint,
+                         load_state_dict_file)
 
-__all__ = ['CheckpointMismatchError', 'ConvertedCheckpoint', 'init_backbone_weights',
-           'load_backbone_checkpoint', 'load_state_dict_file']
+__all__ = ['CheckpointMismatchError', 'ConvertedCheckpoint', 'load_backbone_checkpoint',
+           'load_state_dict_file']

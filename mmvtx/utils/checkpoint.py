@@ -1,16 +1,17 @@
-"""Safe loading of public checkpoints into mmvtx backbones.
+"""Checkpoint files and state dicts, for the backbones' pretrained loading
+(:meth:`mmvtx.models.backbones.base.VisionBackbone.load_pretrained`).
 
 ``load_state_dict_file`` reads ``.pth/.pt/.bin/.ckpt`` with ``torch.load(weights_only=True)``,
 ``.safetensors`` with safetensors and ``.npz`` without pickle; it never unpickles arbitrary
-objects. ``load_backbone_checkpoint`` unwraps the container (``state_dict``/``model``/``module.``/
-``backbone.``), lets the backbone convert the names of whichever format it recognises, and
-loads the result, naming the missing, unexpected and mis-shaped keys if anything does not fit.
+objects. ``unwrap_state_dict``/``strip_prefix`` take the weights out of their container
+(``state_dict``/``model``/``module.``/``backbone.``), ``detect_format`` tells a layout by its
+key names, ``rename_keys``/``merge_qkv`` convert names, and ``load_converted`` copies the result
+into a model, naming the missing, unexpected and mis-shaped keys if anything does not fit.
 """
-import logging
 import os
 import os.path as osp
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -39,7 +40,9 @@ def checkpoint_cache_dir() -> str:
     return osp.join(torch.hub.get_dir(), 'checkpoints')
 
 
-def _resolve_path(path: str) -> str:
+def resolve_checkpoint_path(path: str) -> str:
+    """A local file for ``path``: a URL is downloaded once into :func:`checkpoint_cache_dir`; a
+    bare file name not in the working directory is looked up there too."""
     if path.startswith(('http://', 'https://')):
         # downloaded once into torch's hub cache, then read like a local file (never unpickled)
         cache = checkpoint_cache_dir()
@@ -62,7 +65,7 @@ def _resolve_path(path: str) -> str:
 
 def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
     """A flat ``name -> tensor`` dict from a checkpoint file, without unpickling objects."""
-    path = _resolve_path(path)
+    path = resolve_checkpoint_path(path)
     if path.endswith('.safetensors'):
         from safetensors.torch import load_file
         ckpt = load_file(path)
@@ -145,45 +148,44 @@ def load_converted(model: nn.Module, converted: ConvertedCheckpoint, strict: boo
     print_log(msg, logger='current')
 
 
-def _pretrained_cfg(init_cfg) -> Optional[dict]:
-    cfgs = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
-    for cfg in cfgs:
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            return cfg
-    return None
+def read_checkpoint(checkpoint) -> Dict[str, torch.Tensor]:
+    """A flat ``name -> tensor`` dict from a checkpoint file path or an in-memory checkpoint."""
+    if isinstance(checkpoint, str):
+        return load_state_dict_file(checkpoint)
+    return unwrap_state_dict(checkpoint)
 
 
 def load_backbone_checkpoint(model: nn.Module, checkpoint, prefix: Optional[str] = None,
                              strict: bool = True) -> ConvertedCheckpoint:
-    """Loads a file path (or an in-memory state dict) of any format the model's
-    ``convert_state_dict`` knows into ``model``; returns what was loaded."""
-    origin = _resolve_path(checkpoint) if isinstance(checkpoint, str) else ''
-    sd = load_state_dict_file(origin) if origin else unwrap_state_dict(checkpoint)
-    converted = model.convert_state_dict(strip_prefix(sd, prefix))
-    load_converted(model, converted, strict=strict, origin=origin)
-    if origin:
-        from mmvtx.utils.standin import is_standin_checkpoint
-        if is_standin_checkpoint(origin):
-            print_log(f'{origin} is a STAND-IN with random weights (written by '
-                      'tools/misc/make_standin_checkpoints.py), not the released model: '
-                      'delete it and let the real file be downloaded to fine-tune for real',
-                      logger='current', level=logging.WARNING)
-    return converted
+    """``model.load_pretrained(checkpoint, prefix, strict)``: loads a file path (or an in-memory
+    state dict) of any layout the backbone's ``convert_state_dict`` knows; returns what was
+    loaded."""
+    return model.load_pretrained(checkpoint, prefix=prefix, strict=strict)
 
 
-def init_backbone_weights(model: nn.Module):
-    """``init_weights`` of the mmvtx backbones: default init, then the ``Pretrained`` checkpoint
-    of ``init_cfg`` if there is one; other ``init_cfg`` types go to mmengine's initialisers."""
-    model._default_init()
-    init_cfg = model.init_cfg
-    pretrained = _pretrained_cfg(init_cfg)
-    if pretrained is not None:
-        load_backbone_checkpoint(model, pretrained['checkpoint'], prefix=pretrained.get('prefix'),
-                                 strict=pretrained.get('strict', True))
-    elif init_cfg:
-        from mmengine.model import initialize
-        initialize(model, init_cfg)
-    model._is_init = True
+@dataclass(frozen=True)
+class KeyRule:
+    """A checkpoint is in layout ``layout`` if one of its keys starts with one of ``prefixes``
+    (any key when empty) and contains every string of ``contains``."""
+    layout: str
+    prefixes: Tuple[str, ...] = ()
+    contains: Tuple[str, ...] = ()
+
+    def matches(self, key: str) -> bool:
+        return ((not self.prefixes or key.startswith(self.prefixes))
+                and all(c in key for c in self.contains))
+
+
+def detect_format(sd: Dict[str, torch.Tensor], rules: Sequence[KeyRule], what: str,
+                  known: str) -> str:
+    """The layout of the first rule that one of ``sd``'s keys matches; otherwise a
+    :class:`CheckpointMismatchError` naming ``what`` the model is, the ``known`` layouts and the
+    checkpoint's first keys."""
+    for rule in rules:
+        if any(rule.matches(k) for k in sd):
+            return rule.layout
+    raise CheckpointMismatchError(f'not a {what} checkpoint in a known format ({known}); '
+                                  'first keys: ' + ', '.join(sorted(sd)[:8]))
 
 
 def rename_keys(sd: Dict[str, torch.Tensor], rules: Sequence) -> Dict[str, torch.Tensor]:

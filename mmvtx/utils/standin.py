@@ -411,7 +411,7 @@ RELEASE_PATTERNS: List[Tuple['re.Pattern', Callable]] = [
 
 def standin_checkpoint_name(checkpoint: str) -> str:
     """The file name a checkpoint (URL, bare file name or path) is stored under: the basename,
-    without a URL's query, as :func:`mmvtx.utils.checkpoint._resolve_path` caches it."""
+    without a URL's query, as :func:`mmvtx.utils.checkpoint.resolve_checkpoint_path` caches it."""
     if not isinstance(checkpoint, str) or not checkpoint:
         raise ValueError(f'not a checkpoint name: {checkpoint!r}')
     name = checkpoint.split('?')[0] if checkpoint.startswith(('http://', 'https://')) \

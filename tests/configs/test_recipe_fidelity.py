@@ -163,7 +163,7 @@ def _pretrained(model: dict, bb: dict) -> bool:
                 any(isinstance(c, dict) and c.get('type') == 'Pretrained' for c in inits))
 
 
-# the options every mmvtx backbone has, with the same meaning (DESIGN.md's backbone contract)
+# the options every mmvtx backbone has, with the same meaning in all three
 COMMON_OPTIONS = ('pretrained', 'drop_path_rate', 'out_indices', 'frozen_stages', 'with_cp',
                   'norm_eval')
 FAMILIES = {'mmvtx.SwinTransformer': 'swin', 'SwinTransformer': 'swin', 'mmvtx.ViT': 'vit',

@@ -48,7 +48,6 @@ import copy
 import importlib
 import importlib.util
 import io
-import os
 import os.path as osp
 import random
 import shutil

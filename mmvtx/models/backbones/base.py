@@ -1,33 +1,55 @@
-"""What the three backbones share: presets, ``out_indices`` checks, ``frozen_stages`` and
-``norm_eval`` in ``train()``, and weight initialisation / pretrained loading."""
-from typing import Sequence, Tuple
+"""What the three backbones share: presets and their overrides, argument checks, ``frozen_stages``
+and ``norm_eval`` in ``train()``, activation checkpointing of blocks, and weight initialisation
+with pretrained loading."""
+import logging
+from typing import Optional, Sequence, Tuple
 
+import torch
+import torch.utils.checkpoint as cp
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
+from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmvtx.utils.checkpoint import (ConvertedCheckpoint, load_converted, read_checkpoint,
+                                    resolve_checkpoint_path, strip_prefix)
+
+
+def forward_block(block: nn.Module, x: torch.Tensor, *args, with_cp: bool = False):
+    """``block(x, *args)``, under activation checkpointing (non-reentrant, so DDP-safe) when
+    ``with_cp`` and the block trains with a gradient flowing in."""
+    if with_cp and block.training and x.requires_grad:
+        return cp.checkpoint(block, x, *args, use_reentrant=False)
+    return block(x, *args)
 
 
 class VisionBackbone(BaseModule):
     """Base of :class:`SwinTransformer`, :class:`ViT` and :class:`CvT`.
 
     Subclasses define ``arch_zoo`` (preset name -> settings), ``num_features`` (channels per
-    level; or override ``out_channels``), ``_frozen_modules()``,
-    ``_default_init()`` and ``convert_state_dict()`` (any public checkpoint layout -> ours)."""
+    level; or override ``out_channels``), ``_frozen_modules()``, ``_default_init()`` and
+    ``convert_state_dict()`` (any public checkpoint layout -> ours)."""
     arch_zoo: dict = {}
     arch_aliases: dict = {}
     frozen_stages: int = -1
     norm_eval: bool = False
 
+    # ------------------------------------------------------------------------ settings
     @classmethod
-    def resolve_arch(cls, arch) -> dict:
-        """A copy of a preset's settings by (case-insensitive) name, or of the user's dict."""
+    def resolve_arch(cls, arch, **overrides) -> dict:
+        """A copy of a preset's settings by (case-insensitive) name, or of the user's dict, with
+        the ``overrides`` that are not None (explicit arguments win over the preset)."""
         if isinstance(arch, dict):
-            return dict(arch)
-        key = str(arch).lower()
-        key = cls.arch_aliases.get(key, key)
-        if key not in cls.arch_zoo:
-            raise ValueError(f'{cls.__name__}: unknown arch {arch!r}; presets are '
-                             f'{sorted(cls.arch_zoo)} or a dict')
-        return dict(cls.arch_zoo[key])
+            cfg = dict(arch)
+        else:
+            key = str(arch).lower()
+            key = cls.arch_aliases.get(key, key)
+            if key not in cls.arch_zoo:
+                raise ValueError(f'{cls.__name__}: unknown arch {arch!r}; presets are '
+                                 f'{sorted(cls.arch_zoo)} or a dict')
+            cfg = dict(cls.arch_zoo[key])
+        cfg.update({k: v for k, v in overrides.items() if v is not None})
+        return cfg
 
     @classmethod
     def check_out_indices(cls, out_indices, num_levels: int) -> Tuple[int, ...]:
@@ -39,6 +61,19 @@ class VisionBackbone(BaseModule):
                              f'indices in [0, {num_levels})')
         return out
 
+    @classmethod
+    def check_heads(cls, widths: Sequence[int], num_heads: Sequence[int]):
+        """Every stage's width must split evenly into its heads."""
+        for d, h in zip(widths, num_heads):
+            if d % h:
+                raise ValueError(f'{cls.__name__}: width {d} is not divisible by its {h} heads')
+
+    @classmethod
+    def check_frozen_stages(cls, frozen_stages: int, num_stages: int, unit: str = 'stages'):
+        if frozen_stages > num_stages:
+            raise ValueError(f'{cls.__name__}: frozen_stages={frozen_stages} but the model has '
+                             f'{num_stages} {unit}')
+
     @property
     def out_channels(self) -> Tuple[int, ...]:
         """Channels of the returned maps (``num_features`` of the ``out_indices`` levels)."""
@@ -49,6 +84,7 @@ class VisionBackbone(BaseModule):
             raise ValueError(f'{type(self).__name__} expects B x C x H x W, '
                              f'got {tuple(x.shape)}')
 
+    # ------------------------------------------------------------------------ training behaviour
     def _frozen_modules(self) -> Sequence:
         raise NotImplementedError
 
@@ -69,14 +105,46 @@ class VisionBackbone(BaseModule):
                     m.eval()
         return self
 
+    # ------------------------------------------------------------------------ weights
     def _default_init(self):
         raise NotImplementedError
 
-    def convert_state_dict(self, state_dict: dict) -> dict:
+    def convert_state_dict(self, state_dict: dict) -> ConvertedCheckpoint:
+        """Any public checkpoint layout of this architecture -> this model's names."""
         raise NotImplementedError
 
+    def load_pretrained(self, checkpoint, prefix: Optional[str] = None,
+                        strict: bool = True) -> ConvertedCheckpoint:
+        """Loads a checkpoint file (path, URL or bare file name in the hub cache) or an
+        in-memory state dict, in any layout :meth:`convert_state_dict` knows; ``prefix``
+        selects a sub-dict (``None``: a whole detector's ``backbone.*`` automatically). Raises
+        :class:`~mmvtx.utils.checkpoint.CheckpointMismatchError` naming every missing,
+        unexpected and mis-shaped key. Returns what was loaded."""
+        origin = resolve_checkpoint_path(checkpoint) if isinstance(checkpoint, str) else ''
+        state_dict = read_checkpoint(origin if origin else checkpoint)
+        converted = self.convert_state_dict(strip_prefix(state_dict, prefix))
+        load_converted(self, converted, strict=strict, origin=origin)
+        if origin:
+            from mmvtx.utils.standin import is_standin_checkpoint
+            if is_standin_checkpoint(origin):
+                print_log(f'{origin} is a STAND-IN with random weights (written by '
+                          'tools/misc/make_standin_checkpoints.py), not the released model: '
+                          'delete it and let the real file be downloaded to fine-tune for real',
+                          logger='current', level=logging.WARNING)
+        return converted
+
     def init_weights(self):
-        """Default (truncated-normal) init, or the checkpoint of ``init_cfg=dict(type=
-        'Pretrained', checkpoint=...)`` converted from whichever public format it is in."""
-        from mmvtx.utils.checkpoint import init_backbone_weights
-        init_backbone_weights(self)
+        """The papers' default init (truncated normal), then the checkpoint of ``init_cfg=dict(
+        type='Pretrained', checkpoint=...)`` converted from whichever public layout it is in;
+        other ``init_cfg`` types go to mmengine's initialisers."""
+        self._default_init()
+        cfgs = self.init_cfg if isinstance(self.init_cfg, (list, tuple)) else [self.init_cfg]
+        pretrained = next((c for c in cfgs if isinstance(c, dict)
+                           and c.get('type') == 'Pretrained'), None)
+        if pretrained is not None:
+            self.load_pretrained(pretrained['checkpoint'], prefix=pretrained.get('prefix'),
+                                 strict=pretrained.get('strict', True))
+        elif self.init_cfg:
+            from mmengine.model import initialize
+            initialize(self, self.init_cfg)
+        self._is_init = True

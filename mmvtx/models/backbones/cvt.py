@@ -1,6 +1,6 @@
 """CvT, the Convolutional vision Transformer (Wu et al., 2021), as a multi-scale backbone.
 
-As the seed notes' CvT part describes it: each of three stages starts with a convolutional token
+As the paper describes it: each of three stages starts with a convolutional token
 embedding (:class:`ConvTokenEmbedding`: an overlapping convolution on the 2-D token map, kernel 7
 stride 4 first, then kernel 3 stride 2, followed by LayerNorm), and its blocks use a
 convolutional projection for attention (:class:`ConvProjection`: depthwise 3x3 convolution +
@@ -16,27 +16,16 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 from torch import nn
 
 from mmvtx.registry import MODELS
-from mmvtx.utils.checkpoint import (CheckpointMismatchError, ConvertedCheckpoint, rename_keys)
+from mmvtx.utils.checkpoint import ConvertedCheckpoint, KeyRule, detect_format, rename_keys
 from mmvtx.utils.logging import log_once
-from ..layers import (DropPath, Linear, Mlp, drop_path_rates, pad_hw,
-                      scaled_dot_product_attention)
+from ..layers import DropPath, Linear, Mlp, attention, drop_path_rates, pad_hw
 from ..layers.init import init_transformer_weights, trunc_normal_
+from ..layers.mlp import Activation
 from ..layers.norm import LayerNorm2d
-from .base import VisionBackbone
-
-
-class QuickGELU(nn.Module):
-    """``x * sigmoid(1.702 x)``: the activation of the authors' released CvT models."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
-
-
-ACTIVATIONS = {'gelu': nn.GELU, 'quick_gelu': QuickGELU}
+from .base import VisionBackbone, forward_block
 
 
 class ConvTokenEmbedding(nn.Module):
@@ -105,8 +94,8 @@ class ConvAttention(nn.Module):
         q = self.proj_q(q).view(B, -1, heads, hd).transpose(1, 2)
         k = self.proj_k(k).view(B, -1, heads, hd).transpose(1, 2)
         v = self.proj_v(v).view(B, -1, heads, hd).transpose(1, 2)
-        x = scaled_dot_product_attention(q, k, v, scale=self.scale,
-                                         dropout_p=self.attn_drop if self.training else 0.0)
+        x = attention(q, k, v, scale=self.scale,
+                      dropout_p=self.attn_drop if self.training else 0.0)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
 
 
@@ -122,7 +111,7 @@ class CvtBlock(nn.Module):
                                   proj_drop=drop_rate)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), ACTIVATIONS[act])
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act)
         self.mlp_drop = nn.Dropout(drop_rate)
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int], num_cls: int) -> torch.Tensor:
@@ -151,10 +140,7 @@ class CvtStage(nn.Module):
             x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1)
             num_cls = 1
         for block in self.blocks:
-            if self.with_cp and self.training and x.requires_grad:
-                x = cp.checkpoint(block, x, (H, W), num_cls, use_reentrant=False)
-            else:
-                x = block(x, (H, W), num_cls)
+            x = forward_block(block, x, (H, W), num_cls, with_cp=self.with_cp)
         cls = x[:, 0] if num_cls else None
         return x[:, num_cls:].transpose(1, 2).reshape(B, C, H, W), cls
 
@@ -200,22 +186,16 @@ class CvT(VisionBackbone):
                  frozen_stages: int = -1, with_cp: bool = False, norm_eval: bool = False,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
-        cfg = self.resolve_arch(str(arch) if isinstance(arch, int) else arch)
-        for key, value in dict(embed_dims=embed_dims, depths=depths,
-                               num_heads=num_heads).items():
-            if value is not None:
-                cfg[key] = value
+        cfg = self.resolve_arch(str(arch) if isinstance(arch, int) else arch,
+                                embed_dims=embed_dims, depths=depths, num_heads=num_heads)
         dims, depths, heads = (tuple(cfg[k]) for k in ('embed_dims', 'depths', 'num_heads'))
         if not len(dims) == len(depths) == len(heads) == 3:
             raise ValueError(f'CvT has three stages: embed_dims {dims}, depths {depths}, '
                              f'num_heads {heads}')
-        for d, h in zip(dims, heads):
-            if d % h:
-                raise ValueError(f'CvT: stage width {d} is not divisible by its {h} heads')
-        if act not in ('auto', 'gelu', 'quick_gelu'):
+        self.check_heads(dims, heads)
+        if act not in ('auto',) + Activation.NAMES:
             raise ValueError(f"CvT: act must be 'auto', 'gelu' or 'quick_gelu', not {act!r}")
-        if frozen_stages > 3:
-            raise ValueError(f'frozen_stages={frozen_stages} but CvT has 3 stages')
+        self.check_frozen_stages(frozen_stages, 3)
         self.arch_settings = dict(embed_dims=dims, depths=depths, num_heads=heads)
         self.act = act
         self.out_indices = self.check_out_indices(out_indices, 4)
@@ -255,17 +235,12 @@ class CvT(VisionBackbone):
         return outs + ((cls,) if self.output_cls_token else ())
 
     def set_activation(self, act: str):
-        """Switches every MLP activation (``gelu`` or ``quick_gelu``)."""
-        cls = ACTIVATIONS[act]
+        """Sets every MLP activation (``gelu`` or ``quick_gelu``); modules stay as they are."""
+        if act not in Activation.NAMES:
+            raise ValueError(f'CvT: activation must be one of {Activation.NAMES}, not {act!r}')
         for m in self.modules():
-            if isinstance(m, Mlp) and type(m.act) is not cls:
-                new = cls()
-                # this runs while a checkpoint loads inside mmengine's init_weights, which
-                # tags every module with _params_init_info and deletes the tag from every
-                # module at the end: a module made in between must carry the tag too
-                if hasattr(m.act, '_params_init_info'):
-                    new._params_init_info = m.act._params_init_info
-                m.act = new
+            if isinstance(m, Activation):
+                m.name = act
 
     # -------------------------------------------------------------------- training behaviour
     def _frozen_modules(self) -> list:
@@ -315,17 +290,15 @@ HF_CVT_RULES = (
 )
 
 
+CVT_FORMATS = (
+    KeyRule('transformers', prefixes=('encoder.stages.', 'cvt.encoder.stages.')),
+    KeyRule('official', prefixes=('stage0.',)),
+    KeyRule('mmvtx', prefixes=('stages.0.patch_embed',)),
+)
+
+
 def detect_cvt_format(sd: dict) -> str:
-    keys = set(sd)
-    if any(k.startswith(('encoder.stages.', 'cvt.encoder.stages.')) for k in keys):
-        return 'transformers'
-    if any(k.startswith('stage0.') for k in keys):
-        return 'official'
-    if any(k.startswith('stages.0.patch_embed') for k in keys):
-        return 'mmvtx'
-    raise CheckpointMismatchError(
-        'not a CvT checkpoint in a known format (microsoft/CvT, transformers CvtModel or '
-        'mmvtx); first keys: ' + ', '.join(sorted(keys)[:8]))
+    return detect_format(sd, CVT_FORMATS, 'CvT', 'microsoft/CvT, transformers CvtModel or mmvtx')
 
 
 def convert_cvt(sd: dict) -> ConvertedCheckpoint:

@@ -1,50 +1,41 @@
 """Swin Transformer (Liu et al., 2021) as a multi-scale backbone.
 
-Read top to bottom like the paper (and the seed notes' Swin part):
-patch partition + linear embedding (:class:`PatchEmbed`) -> stages of :class:`SwinBlock` that
-alternate W-MSA and SW-MSA (cyclic shift by M/2, attention mask, reverse cyclic shift) with a
-relative position bias (:func:`get_relative_position_index`) -> :class:`PatchMerging` between
-stages -> a LayerNorm on each output, returned as NCHW maps at strides 4, 8, 16, 32.
+Read top to bottom like the paper: patch partition + linear embedding (:class:`PatchEmbed`) ->
+stages of :class:`SwinBlock` that alternate W-MSA and SW-MSA (:class:`WindowMSA`: cyclic shift by
+M/2, attention mask, reverse cyclic shift) with a relative position bias
+(:func:`get_relative_position_index`) -> :class:`PatchMerging` between stages -> a LayerNorm on
+each output, returned as NCHW maps at strides 4, 8, 16, 32.
 
-Tensors stay channels-last (``B x H x W x C``) inside the network; window geometry (padding,
-shift, mask) is worked out once per stage and input size, not once per block. The per-token
-qkv and output projections run on the real tokens only, and pad + shift + partition (and back)
-is one gather (:func:`window_token_index`): the same result as padding first, without the
-projections of padded tokens (8-72% more tokens per stage at 512x512) or three copies.
-On CPU the linear maps run through oneDNN (:mod:`..layers.linear`), the window attention
-through PyTorch's fused kernel folded to 4-D (:func:`..layers.scaled_dot_product_attention`).
+Tensors stay channels-last (``B x H x W x C``) inside the network; the window geometry
+(padding, shift, mask; :mod:`..layers.window`) is worked out once per stage and input size, not
+once per block.
 """
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
-import torch.utils.checkpoint as cp
 from torch import nn
 
 from mmvtx.registry import MODELS
-from ..layers import (DropPath, Linear, Mlp, drop_path_rates, pad_hw,
-                      scaled_dot_product_attention)
-from ..layers.linear import linear
-from mmvtx.utils.checkpoint import (CheckpointMismatchError, ConvertedCheckpoint, merge_qkv,
+from mmvtx.utils.checkpoint import (ConvertedCheckpoint, KeyRule, detect_format, merge_qkv,
                                     rename_keys)
+from mmvtx.utils.logging import log_once
+from ..layers import DropPath, Linear, Mlp, PatchEmbed, attention, drop_path_rates, pad_hw
 from ..layers.init import init_transformer_weights, trunc_normal_
 from ..layers.pos_embed import resize_rel_pos_bias_table
-from ..layers.recompute import biased_attention
-from mmvtx.utils.logging import log_once
-from .base import VisionBackbone
+from ..layers.window import (WindowGeometry, WindowGeometryCache, tokens_to_windows,
+                             windows_to_tokens)
+from .base import VisionBackbone, forward_block
 
-# Value the authors (and mmdet, timm, transformers) put on attention logits between tokens that
-# came from different regions of the cyclically shifted map.
-SHIFT_MASK_VALUE = -100.0
 # Codebases whose Swin shifts every SW-MSA block, even where a map is no larger than a window
 # (the authors, timm and transformers SwinModel skip the shift there).
 ALWAYS_SHIFTING_SOURCES = ('mmdet/mmseg/mmpretrain', 'transformers SwinBackbone')
 
 
-# ----------------------------------------------------------------------------- geometry helpers
+# --------------------------------------------------------------------- relative position bias
 def get_relative_position_index(window_size: int) -> torch.Tensor:
     """Index into the ``(2M-1)^2`` bias table for every pair of tokens of an ``M x M`` window.
 
-    The seed's code: relative (dy, dx) of each pair, shifted to be non-negative, then
+    As in the authors' code: relative (dy, dx) of each pair, shifted to be non-negative, then
     ``(dy + M - 1) * (2M - 1) + (dx + M - 1)``. Returns an ``M^2 x M^2`` long tensor."""
     coords_h = torch.arange(window_size)
     coords_w = torch.arange(window_size)
@@ -56,164 +47,35 @@ def get_relative_position_index(window_size: int) -> torch.Tensor:
     return y_coords * (2 * window_size - 1) + x_coords
 
 
-def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
-    """``B x H x W x C`` (H, W multiples of M) -> ``B x nW x M*M x C`` windows, row-major."""
-    B, H, W, C = x.shape
-    x = x.view(B, H // window_size, window_size, W // window_size, window_size, C)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(B, -1, window_size * window_size, C)
-
-
-def shifted_window_regions(H: int, W: int, window_size: int, shift_size: int) -> torch.Tensor:
-    """Region label of each token of the cyclically shifted ``H x W`` map, as ``nW x M*M``.
-
-    After a cyclic shift by ``s`` the bottom and right strips of width ``s`` hold tokens that
-    came from the opposite border; the slices ``[0, H-M), [H-M, H-s), [H-s, H)`` (and likewise
-    for W) cut the map into nine regions whose tokens were neighbours before the shift."""
-    labels = torch.zeros(H, W, dtype=torch.long)
-    cuts_h = (slice(0, -window_size), slice(-window_size, -shift_size), slice(-shift_size, None))
-    cuts_w = (slice(0, -window_size), slice(-window_size, -shift_size), slice(-shift_size, None))
-    region = 0
-    for h in cuts_h:
-        for w in cuts_w:
-            labels[h, w] = region
-            region += 1
-    return window_partition(labels[None, :, :, None], window_size)[0, ..., 0]
-
-
-def shifted_window_mask(H: int, W: int, window_size: int, shift_size: int) -> torch.Tensor:
-    """Additive SW-MSA mask, ``nW x N x N``: 0 within a region, -100 across regions."""
-    regions = shifted_window_regions(H, W, window_size, shift_size)
-    blocked = regions[:, :, None] != regions[:, None, :]
-    return torch.zeros(blocked.shape).masked_fill_(blocked, SHIFT_MASK_VALUE)
-
-
-def window_token_index(H: int, W: int, window_size: int, shift_size: int):
-    """The pad -> cyclic shift -> window partition of an ``H x W`` token map as one gather.
-
-    Returns ``(index, inverse, pad_slots)``: slot ``j`` of the windows (``nW * M*M`` slots,
-    windows and their tokens row-major, as :func:`window_partition` of the zero-padded
-    ``Hp x Wp`` map rolled by ``-shift``) holds token ``index[j]`` (``r * W + c``) unless ``j``
-    is in ``pad_slots``; token ``t`` sits in slot ``inverse[t]``, which also undoes the
-    partition, the shift and the padding in one gather."""
-    M = window_size
-    Hp, Wp = H + (-H % M), W + (-W % M)
-    rows = (torch.arange(Hp) + shift_size) % Hp  # roll by -s: row i of the result is row i+s
-    cols = (torch.arange(Wp) + shift_size) % Wp
-    source = rows[:, None] * W + cols[None, :]
-    source[(rows[:, None] >= H) | (cols[None, :] >= W)] = -1  # padding
-    slots = window_partition(source[None, :, :, None], M).reshape(-1)
-    real = (slots >= 0).nonzero().squeeze(1)
-    inverse = torch.empty(H * W, dtype=torch.long)
-    inverse[slots[real]] = real
-    return slots.clamp(min=0), inverse, (slots < 0).nonzero().squeeze(1)
-
-
-def _fill_pad_slots(out: torch.Tensor, pad_slots: torch.Tensor, fill: Optional[torch.Tensor]):
-    if pad_slots.numel():
-        if fill is None:
-            out.index_fill_(1, pad_slots, 0)
-        else:
-            B, K, D = out.shape[0], pad_slots.numel(), out.shape[-1]
-            out.index_copy_(1, pad_slots, fill.to(out.dtype).expand(B, K, D))
-    return out
-
-
-class _TokensToWindows(torch.autograd.Function):
-    """``B x L x D`` tokens -> ``B x P x D`` window slots (padded slots hold ``fill``); the
-    backward is the inverse gather, not a scatter-add (every token sits in one slot)."""
-
-    @staticmethod
-    def forward(ctx, tokens, index, inverse, pad_slots, fill):
-        ctx.save_for_backward(inverse, pad_slots)
-        ctx.fill_dtype = None if fill is None else fill.dtype
-        return _fill_pad_slots(tokens.index_select(1, index), pad_slots, fill)
-
-    @staticmethod
-    def backward(ctx, grad):
-        inverse, pad_slots = ctx.saved_tensors
-        grad_tokens = grad.index_select(1, inverse) if ctx.needs_input_grad[0] else None
-        grad_fill = None
-        if ctx.needs_input_grad[4]:
-            grad_fill = grad.index_select(1, pad_slots).sum((0, 1)).to(ctx.fill_dtype)
-        return grad_tokens, None, None, None, grad_fill
-
-
-class _WindowsToTokens(torch.autograd.Function):
-    """``B x P x D`` window slots -> ``B x L x D`` tokens (padded slots dropped)."""
-
-    @staticmethod
-    def forward(ctx, windows, index, inverse, pad_slots):
-        ctx.save_for_backward(index, pad_slots)
-        return windows.index_select(1, inverse)
-
-    @staticmethod
-    def backward(ctx, grad):
-        index, pad_slots = ctx.saved_tensors
-        return _fill_pad_slots(grad.index_select(1, index), pad_slots, None), None, None, None
-
-
-def tokens_to_windows(tokens: torch.Tensor, gather: tuple,
-                      fill: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Tokens (``B x H*W x D``) into the slots of :func:`window_token_index` ``gather``;
-    plain tensor ops where no gradient is needed (inference, export)."""
-    index, inverse, pad_slots = gather
-    if torch.is_grad_enabled() and (tokens.requires_grad or (
-            fill is not None and fill.requires_grad)):
-        return _TokensToWindows.apply(tokens, index, inverse, pad_slots, fill)
-    return _fill_pad_slots(tokens.index_select(1, index), pad_slots, fill)
-
-
-def windows_to_tokens(windows: torch.Tensor, gather: tuple) -> torch.Tensor:
-    """The inverse of :func:`tokens_to_windows` (``B x P x D`` -> ``B x H*W x D``)."""
-    index, inverse, pad_slots = gather
-    if torch.is_grad_enabled() and windows.requires_grad:
-        return _WindowsToTokens.apply(windows, index, inverse, pad_slots)
-    return windows.index_select(1, inverse)
-
-
-class StageGeometry:
-    """How a stage tiles its map: window size, shift, the SW-MSA mask and the token gathers of
-    the W-MSA and SW-MSA blocks. Computed once per stage and input size and shared by all the
-    stage's blocks."""
-
-    def __init__(self, window_size: int, shift_size: int, mask: Optional[torch.Tensor],
-                 gathers: Dict[int, tuple]):
-        self.window_size = window_size
-        self.shift_size = shift_size
-        self.mask = mask  # nW x N x N or None
-        self.gathers = gathers  # shift -> (index, inverse, pad_slots)
-
-
 # ------------------------------------------------------------------------------------ modules
-class PatchEmbed(nn.Module):
-    """Patch partition + linear embedding: a ``p x p`` convolution with stride ``p`` (inputs
-    padded bottom/right to a multiple of ``p``), then LayerNorm. Returns ``B x H x W x C``."""
-
-    def __init__(self, in_channels: int = 3, embed_dim: int = 96, patch_size: int = 4,
-                 norm: bool = True):
-        super().__init__()
-        self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_channels, embed_dim, patch_size, stride=patch_size)
-        self.norm = nn.LayerNorm(embed_dim) if norm else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.proj(pad_hw(x, self.patch_size))
-        return self.norm(x.permute(0, 2, 3, 1))
-
-
 class WindowMSA(nn.Module):
-    """Window multi-head self-attention with a relative position bias.
+    """Window multi-head self-attention with a relative position bias: W-MSA, or SW-MSA with
+    ``shifted=True``.
 
-    ``Attention(Q, K, V) = SoftMax(Q K^T / sqrt(d) + B) V`` (the seed's formula 10.2), with ``B``
-    gathered from a ``(2M-1)^2 x heads`` table, plus the shift mask in SW-MSA blocks; both go to
-    :func:`scaled_dot_product_attention` as one additive ``attn_mask``."""
+    Inside each ``M x M`` window, ``Attention(Q, K, V) = SoftMax(Q K^T / sqrt(d) + B) V`` (the
+    paper's formula (4)), ``B`` gathered from a ``(2M-1)^2 x heads`` table by
+    :func:`get_relative_position_index`. SW-MSA first rolls the map by ``-M/2`` (the cyclic
+    shift) so that the windows straddle the previous layer's window borders, adds the mask
+    that keeps tokens brought together from opposite borders apart (-100 across the nine
+    regions, :func:`..layers.window.shifted_window_mask`), and rolls the result back (the
+    reverse shift). A map that is not a multiple of ``M`` is zero-padded first and cropped
+    after.
 
-    def __init__(self, dim: int, num_heads: int, window_size: int, qkv_bias: bool = True,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0):
+    ``forward`` takes the normed ``B x H x W x C`` map: the qkv projection runs on its H x W
+    tokens (it is per token); pad -> cyclic shift -> window partition is then one gather of the
+    projected tokens (padded slots get the projection of a zero token: the qkv bias), the
+    attention runs per window, and the inverse gather is the reverse shift and the crop,
+    before the output projection (per token again). Same result as padding, rolling and
+    partitioning the input, without projecting padded tokens or copying the map three times.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window_size: int, shifted: bool = False,
+                 qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
         super().__init__()
         self.dim = dim
         self.num_heads = num_heads
         self.window_size = window_size
+        self.shifted = shifted
         self.head_dim = dim // num_heads
         self.scale = self.head_dim ** -0.5
         self.relative_position_bias_table = nn.Parameter(
@@ -231,27 +93,32 @@ class WindowMSA(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index]
         return bias.view(N, N, self.num_heads).permute(2, 0, 1)
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``x``: ``B x nW x N x C`` windows; ``mask``: ``nW x N x N`` additive or None."""
-        return self.proj_drop(self.proj(self.attend(self.qkv(x), mask)))
+    def forward(self, x: torch.Tensor, geo: WindowGeometry) -> torch.Tensor:
+        """``x``: the normed ``B x H x W x C`` map; ``geo``: its stage's window geometry.
+        Returns ``B x H x W x C`` (output projection included)."""
+        B, H, W, C = x.shape
+        shift = geo.shift_size if self.shifted else 0
+        gather = geo.gathers[shift]
+        qkv = self.qkv(x).view(B, H * W, 3 * C)
+        windows = tokens_to_windows(qkv, gather, self.qkv.bias)  # pad, shift, partition
+        del qkv  # each intermediate goes once used: inference holds one at a time
+        y = self.attend(windows.view(B, -1, geo.tokens_per_window, 3 * C),
+                        geo.mask if shift else None)
+        del windows
+        y = windows_to_tokens(y.view(B, -1, C), gather)  # reverse shift, crop
+        return self.proj_drop(self.proj(y)).view(B, H, W, C)
 
     def attend(self, qkv: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Attention of ``B x nW x N x 3C`` projected windows -> ``B x nW x N x C`` (before the
-        output projection, which is per token and so runs after the windows are undone)."""
+        """Attention within each window: ``B x nW x N x 3C`` projected windows (``mask``:
+        ``nW x N x N`` additive or None) -> ``B x nW x N x C``."""
         B, nW, N, C3 = qkv.shape
-        C = C3 // 3
         # qkv with shape (3, B, nW, heads, N, head_dim)
         q, k, v = qkv.view(B, nW, N, 3, self.num_heads, self.head_dim).permute(
             3, 0, 1, 4, 2, 5).unbind(0)
-        bias = self.relative_position_bias()  # heads, N, N
         mask = mask.unsqueeze(1) if mask is not None else None  # nW, 1, N, N
-        if self.attn_drop > 0 and self.training:
-            attn_mask = bias if mask is None else bias + mask
-            x = scaled_dot_product_attention(q, k, v, attn_mask=attn_mask.to(q.dtype),
-                                             scale=self.scale, dropout_p=self.attn_drop)
-        else:  # no probability map is kept for backward
-            x = biased_attention(q, k, v, bias, mask, scale=self.scale)
-        return x.transpose(2, 3).reshape(B, nW, N, C)
+        x = attention(q, k, v, bias=self.relative_position_bias(), mask=mask, scale=self.scale,
+                      dropout_p=self.attn_drop if self.training else 0.0)
+        return x.transpose(2, 3).reshape(B, nW, N, C3 // 3)
 
 
 class SwinBlock(nn.Module):
@@ -259,42 +126,23 @@ class SwinBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, window_size: int = 7, shifted: bool = False,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_rate: float = 0.0,
-                 attn_drop_rate: float = 0.0, drop_path: float = 0.0, act_layer=nn.GELU):
+                 attn_drop_rate: float = 0.0, drop_path: float = 0.0, act: str = 'gelu'):
         super().__init__()
-        self.shifted = shifted
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowMSA(dim, num_heads, window_size, qkv_bias, attn_drop_rate, drop_rate)
+        self.attn = WindowMSA(dim, num_heads, window_size, shifted, qkv_bias, attn_drop_rate,
+                              drop_rate)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act)
         self.mlp_drop = nn.Dropout(drop_rate)
 
-    def forward(self, x: torch.Tensor, geo: StageGeometry) -> torch.Tensor:
-        x = x + self.drop_path(self.window_attention(self.norm1(x), geo))
+    @property
+    def shifted(self) -> bool:
+        return self.attn.shifted
+
+    def forward(self, x: torch.Tensor, geo: WindowGeometry) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), geo))
         return x + self.drop_path(self.mlp_drop(self.mlp(self.norm2(x))))
-
-    def window_attention(self, x: torch.Tensor, geo: StageGeometry) -> torch.Tensor:
-        """(S)W-MSA of the normed ``B x H x W x C`` map, output projection included.
-
-        The qkv and output projections are per token, so they run on the H x W tokens only;
-        pad -> cyclic shift -> window partition is one gather of the projected tokens, where
-        padded slots get the projection of a zero token (its bias), as if norm1's output had
-        been zero-padded; the reverse shift and the crop are the inverse gather. Each
-        intermediate is dropped as soon as it is used (autograd keeps what backward needs), so
-        inference holds one of them at a time."""
-        B, H, W, C = x.shape
-        shift = geo.shift_size if self.shifted else 0
-        gather = geo.gathers[shift]
-        attn = self.attn
-        qkv = linear(x, attn.qkv.weight, attn.qkv.bias).view(B, H * W, 3 * C)
-        del x
-        windows = tokens_to_windows(qkv, gather, attn.qkv.bias)
-        del qkv
-        N = geo.window_size ** 2
-        y = attn.attend(windows.view(B, -1, N, 3 * C), geo.mask if shift else None)
-        del windows
-        y = windows_to_tokens(y.view(B, -1, C), gather)
-        return attn.proj_drop(attn.proj(y)).view(B, H, W, C)
 
 
 class PatchMerging(nn.Module):
@@ -329,34 +177,20 @@ class SwinStage(nn.Module):
             SwinBlock(dim, num_heads, window_size, shifted=i % 2 == 1,
                       drop_path=drop_paths[i], **block_kwargs) for i in range(depth)])
         self.downsample = PatchMerging(dim) if downsample else None
-        self._geometry: Dict[tuple, tuple] = {}
+        self.geometry_cache = WindowGeometryCache()
 
-    def geometry(self, H: int, W: int, device: torch.device) -> StageGeometry:
+    def geometry(self, H: int, W: int, device: torch.device) -> WindowGeometry:
         M = self.window_size
         shift = M // 2
         if not self.always_shift and min(H, W) <= M:
             shift = 0  # the authors' rule: a map no larger than a window is not shifted
-        key = (H, W, shift, str(device))
-        cached = self._geometry.get(key)
-        if cached is None:
-            if len(self._geometry) > 16:
-                self._geometry.clear()
-            mask = None
-            if shift and len(self.blocks) > 1:
-                mask = shifted_window_mask(H + (-H % M), W + (-W % M), M, shift).to(device)
-            shifts = {0, shift} if len(self.blocks) > 1 else {0}
-            gathers = {s: tuple(t.to(device) for t in window_token_index(H, W, M, s))
-                       for s in shifts}
-            cached = self._geometry[key] = (mask, gathers)
-        return StageGeometry(M, shift, *cached)
+        return self.geometry_cache.get(H, W, M, shift, device,
+                                       with_shifted=len(self.blocks) > 1)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         geo = self.geometry(x.shape[1], x.shape[2], x.device)
         for block in self.blocks:
-            if self.with_cp and self.training and x.requires_grad:
-                x = cp.checkpoint(block, x, geo, use_reentrant=False)
-            else:
-                x = block(x, geo)
+            x = forward_block(block, x, geo, with_cp=self.with_cp)
         return x, (self.downsample(x) if self.downsample is not None else None)
 
 
@@ -406,21 +240,15 @@ class SwinTransformer(VisionBackbone):
                  with_cp: bool = False,
                  norm_eval: bool = False, init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
-        cfg = self.resolve_arch(arch)
-        for key, value in dict(embed_dims=embed_dims, depths=depths, num_heads=num_heads).items():
-            if value is not None:
-                cfg[key] = value
+        cfg = self.resolve_arch(arch, embed_dims=embed_dims, depths=depths, num_heads=num_heads)
         depths, num_heads = tuple(cfg['depths']), tuple(cfg['num_heads'])
         if len(depths) != len(num_heads):
             raise ValueError(f'depths {depths} and num_heads {num_heads} differ in length')
         num_stages = len(depths)
         out_indices = self.check_out_indices(out_indices, num_stages)
         dims = [cfg['embed_dims'] * 2 ** i for i in range(num_stages)]
-        for d, h in zip(dims, num_heads):
-            if d % h:
-                raise ValueError(f'stage width {d} is not divisible by its {h} heads')
-        if frozen_stages > num_stages:
-            raise ValueError(f'frozen_stages={frozen_stages} but the model has {num_stages} stages')
+        self.check_heads(dims, num_heads)
+        self.check_frozen_stages(frozen_stages, num_stages)
 
         self.arch_settings = dict(embed_dims=cfg['embed_dims'], depths=depths, num_heads=num_heads)
         self.embed_dims = cfg['embed_dims']
@@ -432,7 +260,7 @@ class SwinTransformer(VisionBackbone):
         self.with_cp = with_cp
         self.always_shift = always_shift  # None: follow the loaded checkpoint
 
-        self.patch_embed = PatchEmbed(in_channels, dims[0], patch_size)
+        self.patch_embed = PatchEmbed(in_channels, dims[0], patch_size, norm=True)
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = drop_path_rates(drop_path_rate, depths)
         self.stages = nn.ModuleList([
@@ -481,7 +309,7 @@ class SwinTransformer(VisionBackbone):
     def set_shift_rule(self, always_shift: bool):
         for stage in self.stages:
             stage.always_shift = bool(always_shift)
-            stage._geometry.clear()
+            stage.geometry_cache.clear()
 
     def convert_state_dict(self, state_dict: dict) -> ConvertedCheckpoint:
         converted = convert_swin(state_dict, self)
@@ -518,21 +346,21 @@ def _unfold_to_official(w: torch.Tensor) -> torch.Tensor:
     return w[..., [0, 2, 1, 3], :].reshape(*w.shape[:-2], 4 * C)
 
 
+SWIN_FORMATS = (
+    KeyRule('transformers', prefixes=('embeddings.patch_embeddings', 'swin.embeddings')),
+    KeyRule('mmdet', contains=('.attn.w_msa.',)),
+    KeyRule('mmvtx', prefixes=('stages.',), contains=('.attn.qkv.',)),
+    # the authors merge patches at the end of a stage, timm at the start of the next one
+    KeyRule('official', prefixes=('layers.0.downsample.reduction.weight',)),
+    KeyRule('timm', prefixes=('layers.',), contains=('.downsample.',)),
+    KeyRule('official', prefixes=('layers.',)),
+)
+
+
 def detect_swin_format(sd: dict) -> str:
-    keys = set(sd)
-    if any(k.startswith(('embeddings.patch_embeddings', 'swin.embeddings')) for k in keys):
-        return 'transformers'
-    if any('.attn.w_msa.' in k for k in keys):
-        return 'mmdet'
-    if any(k.startswith('stages.') and '.attn.qkv.' in k for k in keys):
-        return 'mmvtx'
-    if any(k.startswith('layers.') for k in keys):
-        return 'timm' if 'layers.0.downsample.reduction.weight' not in keys and any(
-            '.downsample.' in k for k in keys) else 'official'
-    raise CheckpointMismatchError(
-        'not a Swin Transformer checkpoint in a known format (the authors\' release, timm, '
-        'transformers SwinModel/SwinBackbone, mmdet/mmseg/mmpretrain or mmvtx); first keys: '
-        + ', '.join(sorted(keys)[:8]))
+    return detect_format(sd, SWIN_FORMATS, 'Swin Transformer',
+                         "the authors' release, timm, transformers SwinModel/SwinBackbone, "
+                         'mmdet/mmseg/mmpretrain or mmvtx')
 
 
 # transformers SwinModel/SwinBackbone names, as on the hub (4.x) and as in transformers 5.x
@@ -546,6 +374,13 @@ HF_SWIN_RULES = (
      'attn.relative_position_bias_table'),
     ('attention.output.dense', 'attn.proj'), ('attention.o_proj', 'attn.proj'),
     ('intermediate.dense', 'mlp.fc1'), ('output.dense', 'mlp.fc2'),
+)
+
+
+# mmdet/mmseg/mmpretrain SwinTransformer names
+MMDET_SWIN_RULES = (
+    ('patch_embed.projection', 'patch_embed.proj'), ('attn.w_msa.', 'attn.'),
+    ('ffn.layers.0.0', 'mlp.fc1'), ('ffn.layers.1', 'mlp.fc2'),
 )
 
 
@@ -576,12 +411,9 @@ def convert_swin(sd: dict, model: 'SwinTransformer') -> ConvertedCheckpoint:
                 k = f'norm{int(stage) - 1}.{rest}'
             out[k] = v
     elif fmt == 'mmdet':
-        for k, v in sd.items():
+        for k, v in rename_keys(sd, MMDET_SWIN_RULES).items():
             if k.endswith(('relative_position_index', 'attn_mask')):
                 continue
-            k = (k.replace('patch_embed.projection', 'patch_embed.proj')
-                  .replace('attn.w_msa.', 'attn.')
-                  .replace('ffn.layers.0.0', 'mlp.fc1').replace('ffn.layers.1', 'mlp.fc2'))
             if '.downsample.' in k:
                 v = _unfold_to_official(v)
             out[k] = v

@@ -1,46 +1,38 @@
 """Vision Transformer (Dosovitskiy et al., 2021) as a multi-scale backbone.
 
-As the seed notes' ViT part describes it: patch embedding by a convolution whose kernel and
+As the paper describes it: patch embedding by a convolution whose kernel and
 stride are the patch size, a [CLS] token prepended, a learned position embedding added (resized
 to the actual patch grid), N pre-norm encoder layers and a final LayerNorm. A plain ViT has a
 single stride-16 map; :class:`SimpleFeaturePyramid` (ViTDet) turns it into maps at strides 4, 8,
 16 and 32 (two 2x deconvolutions, one, identity, max-pool), either all from the last layer or
 each from a chosen intermediate layer (mmseg's UPerNet-ViT recipe takes layers 3/6/9/12).
-Optional window attention in all but a few global blocks (ViTDet) for high resolutions.
+Optional window attention in all but a few global blocks (ViTDet) for high resolutions, on the
+window geometry Swin uses (:mod:`..layers.window`; no shift).
 """
 import math
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
-import torch.utils.checkpoint as cp
 from torch import nn
 
 from mmvtx.registry import MODELS
-from mmvtx.utils.checkpoint import (CheckpointMismatchError, ConvertedCheckpoint, merge_qkv,
-                                    rename_keys)
-from ..layers import (DropPath, Linear, Mlp, drop_path_rates, pad_hw,
-                      scaled_dot_product_attention)
+from mmvtx.utils.checkpoint import (CheckpointMismatchError, ConvertedCheckpoint, KeyRule,
+                                    detect_format, merge_qkv, rename_keys)
+from ..layers import DropPath, Linear, Mlp, PatchEmbed, attention, drop_path_rates
 from ..layers.init import init_transformer_weights, trunc_normal_
 from ..layers.norm import LayerNorm2d
 from ..layers.pos_embed import resize_pos_embed
-from .base import VisionBackbone
-
-
-class PatchEmbed(nn.Module):
-    """Image -> patch tokens: a ``p x p`` convolution with stride ``p`` (inputs padded
-    bottom/right to a multiple of ``p``). Returns ``B x Hp x Wp x C``."""
-
-    def __init__(self, in_channels: int = 3, embed_dim: int = 768, patch_size: int = 16):
-        super().__init__()
-        self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_channels, embed_dim, patch_size, stride=patch_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(pad_hw(x, self.patch_size)).permute(0, 2, 3, 1)
+from ..layers.window import (WindowGeometry, WindowGeometryCache, tokens_to_windows,
+                             windows_to_tokens)
+from .base import VisionBackbone, forward_block
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention over a token sequence, through SDPA (no attention map kept)."""
+    """Multi-head self-attention over a token sequence, or within the windows of a patch map
+    (ViTDet): ``forward(x, geo)`` with a :class:`WindowGeometry` gathers the projected tokens of
+    the ``h x w`` map into ``M x M`` windows (the map zero-padded to multiples of ``M``, as
+    ViTDet pads: padded slots get the projection of a zero token and take part as keys), attends
+    per window and gathers back before the output projection."""
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
                  proj_drop: float = 0.0):
@@ -52,14 +44,23 @@ class Attention(nn.Module):
         self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, C = x.shape
-        # qkv with shape (3, B, heads, N, head_dim)
-        q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(
+    def forward(self, x: torch.Tensor, geo: Optional[WindowGeometry] = None) -> torch.Tensor:
+        """``x``: ``B x L x C`` tokens (with ``geo``: the ``h*w`` patch tokens of its map)."""
+        B, L, C = x.shape
+        qkv = self.qkv(x)
+        if geo is not None:
+            gather = geo.gathers[0]
+            qkv = tokens_to_windows(qkv, gather, self.qkv.bias)
+            qkv = qkv.view(-1, geo.tokens_per_window, 3 * C)  # (B * nW) windows
+        b, n = qkv.shape[:2]
+        # qkv with shape (3, b, heads, n, head_dim)
+        q, k, v = qkv.view(b, n, 3, self.num_heads, self.head_dim).permute(
             2, 0, 3, 1, 4).unbind(0)
-        x = scaled_dot_product_attention(q, k, v,
-                                         dropout_p=self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
+        y = attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        y = y.transpose(1, 2).reshape(b, n, C)
+        if geo is not None:
+            y = windows_to_tokens(y.view(B, -1, C), geo.gathers[0])
+        return self.proj_drop(self.proj(y))
 
 
 class EncoderLayer(nn.Module):
@@ -80,22 +81,9 @@ class EncoderLayer(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.mlp_drop = nn.Dropout(drop_rate)
 
-    def _window_attention(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
-        B, _, C = x.shape
-        H, W = hw
-        M = self.window_size
-        x = pad_hw(x.view(B, H, W, C), M, channels_last=True)
-        Hp, Wp = x.shape[1:3]
-        # windows with shape (B * nW, M * M, C)
-        x = x.view(B, Hp // M, M, Wp // M, M, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, M * M, C)
-        x = self.attn(x)
-        x = x.view(B, Hp // M, Wp // M, M, M, C).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, C)
-        return x[:, :H, :W].reshape(B, H * W, C)
-
-    def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
-        y = self.norm1(x)
-        y = self._window_attention(y, hw) if self.window_size > 0 else self.attn(y)
-        x = x + self.drop_path(y)
+    def forward(self, x: torch.Tensor, geo: Optional[WindowGeometry] = None) -> torch.Tensor:
+        """``geo``: the window geometry of the patch map, for a windowed layer."""
+        x = x + self.drop_path(self.attn(self.norm1(x), geo if self.window_size > 0 else None))
         return x + self.drop_path(self.mlp_drop(self.mlp(self.norm2(x))))
 
 
@@ -176,14 +164,10 @@ class ViT(VisionBackbone):
                  layer_norm_eps: float = 1e-6, frozen_stages: int = -1, with_cp: bool = False,
                  norm_eval: bool = False, init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
-        cfg = self.resolve_arch(arch)
-        for key, value in dict(embed_dims=embed_dims, num_layers=num_layers,
-                               num_heads=num_heads).items():
-            if value is not None:
-                cfg[key] = value
+        cfg = self.resolve_arch(arch, embed_dims=embed_dims, num_layers=num_layers,
+                                num_heads=num_heads)
         dim, depth, heads = cfg['embed_dims'], cfg['num_layers'], cfg['num_heads']
-        if dim % heads:
-            raise ValueError(f'ViT: embed_dims {dim} is not divisible by num_heads {heads}')
+        self.check_heads([dim], [heads])
         self.out_indices = self.check_out_indices(out_indices, 4)
         if feature_layers is not None:
             feature_layers = tuple(i % depth if i < 0 else i for i in feature_layers)
@@ -196,8 +180,7 @@ class ViT(VisionBackbone):
                              'output_cls_token needs window_size=0')
         if output_cls_token and not with_cls_token:
             raise ValueError('ViT: output_cls_token needs with_cls_token=True')
-        if frozen_stages > depth:
-            raise ValueError(f'frozen_stages={frozen_stages} but the model has {depth} layers')
+        self.check_frozen_stages(frozen_stages, depth, 'layers')
 
         self.arch_settings = dict(embed_dims=dim, num_layers=depth, num_heads=heads)
         self.embed_dims = dim
@@ -225,6 +208,7 @@ class ViT(VisionBackbone):
             for i in range(depth)])
         self.norm = nn.LayerNorm(dim, eps=layer_norm_eps) if final_norm else nn.Identity()
         self.pyramid = SimpleFeaturePyramid(dim, [(4, 8, 16, 32)[i] for i in self.out_indices])
+        self.geometry_cache = WindowGeometryCache()
         self._freeze_stages()
 
     @property
@@ -254,11 +238,12 @@ class ViT(VisionBackbone):
         wanted = set(self.feature_layers) if self.feature_layers is not None else set()
         last = len(self.blocks) - 1
         maps = {}
+        geo = None
+        if self.window_size > 0:
+            geo = self.geometry_cache.get(h, w, self.window_size, 0, x.device,
+                                          with_shifted=False)
         for i, block in enumerate(self.blocks):
-            if self.with_cp and self.training and x.requires_grad:
-                x = cp.checkpoint(block, x, (h, w), use_reentrant=False)
-            else:
-                x = block(x, (h, w))
+            x = forward_block(block, x, geo, with_cp=self.with_cp)
             if i == last:
                 x = self.norm(x)
             if i in wanted or (i == last and self.feature_layers is None):
@@ -300,21 +285,18 @@ class ViT(VisionBackbone):
 
 
 # ------------------------------------------------------------------------- checkpoint formats
+VIT_FORMATS = (
+    KeyRule('transformers', prefixes=('embeddings.patch_embeddings', 'vit.embeddings')),
+    KeyRule('jax', contains=('Transformer/encoderblock_0',)),
+    KeyRule('mmseg', prefixes=('layers.',), contains=('.attn.attn.in_proj_weight',)),
+    KeyRule('mmpretrain', prefixes=('layers.',), contains=('.attn.qkv.',)),
+    KeyRule('timm', prefixes=('blocks.',)),
+)
+
+
 def detect_vit_format(sd: dict) -> str:
-    keys = set(sd)
-    if any(k.startswith(('embeddings.patch_embeddings', 'vit.embeddings')) for k in keys):
-        return 'transformers'
-    if any('Transformer/encoderblock_0' in k for k in keys):
-        return 'jax'
-    if any(k.startswith('layers.') and '.attn.attn.in_proj_weight' in k for k in keys):
-        return 'mmseg'
-    if any(k.startswith('layers.') and '.attn.qkv.' in k for k in keys):
-        return 'mmpretrain'
-    if any(k.startswith('blocks.') for k in keys):
-        return 'timm'
-    raise CheckpointMismatchError(
-        'not a ViT checkpoint in a known format (timm/the JAX release, transformers ViTModel, '
-        'mmseg/mmpretrain VisionTransformer or mmvtx); first keys: ' + ', '.join(sorted(keys)[:8]))
+    return detect_format(sd, VIT_FORMATS, 'ViT', 'timm/the JAX release, transformers ViTModel, '
+                         'mmseg/mmpretrain VisionTransformer or mmvtx')
 
 
 def _jax_to_timm(sd: dict) -> dict:
@@ -370,6 +352,16 @@ HF_VIT_RULES = (
 )
 
 
+# mmseg/mmpretrain VisionTransformer names (mmseg: nn.MultiheadAttention's in_proj/out_proj)
+MMSEG_VIT_RULES = (
+    ('patch_embed.projection', 'patch_embed.proj'),
+    ('ffn.layers.0.0', 'mlp.fc1'), ('ffn.layers.1', 'mlp.fc2'),
+    ('layers.', 'blocks.'), ('.ln1.', '.norm1.'), ('.ln2.', '.norm2.'),
+    ('attn.attn.in_proj_weight', 'attn.qkv.weight'), ('attn.attn.in_proj_bias', 'attn.qkv.bias'),
+    ('attn.attn.out_proj', 'attn.proj'),
+)
+
+
 def convert_vit(sd: dict, model: 'ViT') -> ConvertedCheckpoint:
     """Any public ViT checkpoint -> mmvtx names; the position embedding is resized from the
     checkpoint's grid to the model's pretraining grid when they differ."""
@@ -391,19 +383,11 @@ def convert_vit(sd: dict, model: 'ViT') -> ConvertedCheckpoint:
         out = {('norm.' + k[len('layernorm.'):] if k.startswith('layernorm.') else k): v
                for k, v in sd.items()}
     elif fmt in ('mmseg', 'mmpretrain'):
-        for k, v in sd.items():
+        for k, v in rename_keys(sd, MMSEG_VIT_RULES).items():
             if k.startswith(('head.', 'neck.')):
                 continue
-            k = (k.replace('patch_embed.projection', 'patch_embed.proj')
-                  .replace('ffn.layers.0.0', 'mlp.fc1').replace('ffn.layers.1', 'mlp.fc2')
-                  .replace('layers.', 'blocks.')
-                  .replace('.ln1.', '.norm1.').replace('.ln2.', '.norm2.')
-                  .replace('attn.attn.in_proj_weight', 'attn.qkv.weight')
-                  .replace('attn.attn.in_proj_bias', 'attn.qkv.bias')
-                  .replace('attn.attn.out_proj', 'attn.proj')
-                  .replace('ffn.layers.0.0', 'mlp.fc1').replace('ffn.layers.1', 'mlp.fc2'))
-            if k.startswith(('ln1.', 'pre_norm.')) and not k.startswith('blocks'):
-                k = 'norm.' + k.split('.', 1)[1] if k.startswith('ln1.') else k
+            if k.startswith('ln1.'):  # the final norm (final_norm=True)
+                k = 'norm.' + k[len('ln1.'):]
             out[k] = v
         if 'patch_embed.proj.bias' not in out and 'patch_embed.proj.weight' in out:
             # mmseg's ViT has no bias in its patch embedding (patch_bias=False): a zero bias

@@ -1,7 +1,9 @@
-from .attention import scaled_dot_product_attention
+from .attention import attention, scaled_dot_product_attention
 from .drop_path import DropPath, drop_path_rates
 from .linear import Linear
-from .mlp import Mlp
+from .mlp import Activation, Mlp
 from .padding import pad_hw
+from .patch_embed import PatchEmbed
 
-__all__ = ['scaled_dot_product_attention', 'DropPath', 'drop_path_rates', 'Linear', 'Mlp', 'pad_hw']
+__all__ = ['attention', 'scaled_dot_product_attention', 'DropPath', 'drop_path_rates', 'Linear',
+           'Activation', 'Mlp', 'pad_hw', 'PatchEmbed']

@@ -1,19 +1,16 @@
-"""Per-token linear maps run through oneDNN on CPU.
+"""Per-token linear maps through oneDNN on CPU.
 
-On CPU, ``F.linear`` in float32 calls the BLAS of PyTorch's x86 wheels, MKL, which on AMD CPUs
-runs generic x86 code (``MKL_VERBOSE`` names no AVX-512 on this project's AMD EPYC, and no MKL
-variable changes that); oneDNN, which PyTorch already uses for convolutions, runs AVX-512.
-Measured on that 2-core machine, forward + backward of the transformers' token GEMMs:
-``F.linear`` 126-203 GF/s, the same GEMM as a 1x1 convolution 164-375 GF/s (1.35x at Swin-T
-stage 1, 1.8x at stages 2-4). A linear map applied to every token
-*is* a 1x1 convolution of the ``M x K`` token matrix read as channels-last ``K x M/n x 1``
-images, without a copy either way, so :func:`linear` calls ``F.conv2d`` on that view. Values
-equal ``F.linear`` up to float32 rounding (summation order); gradients come from oneDNN's
-convolution backward.
+A linear map applied to every token *is* a 1x1 convolution of the ``M x K`` token matrix read
+as channels-last ``K x M/n x 1`` images, without a copy either way, so :func:`linear` can call
+``F.conv2d`` on that view: PyTorch then runs oneDNN (its convolution backend, AVX-512) instead
+of the BLAS its x86 wheels call for ``F.linear`` (MKL, which runs generic x86 code on AMD
+CPUs). Values equal ``F.linear`` up to float32 rounding (summation order); gradients come from
+oneDNN's convolution backward. The README gives the GEMM rates measured on each machine.
 
 Used for float32 CPU tensors outside autocast; everything else (CUDA, bf16/fp16, autocast,
-float64) calls ``F.linear``. ``MMVTX_ONEDNN_LINEAR=0`` in the environment (or
-``set_onednn_linear(False)``) turns it off, e.g. on an Intel CPU if MKL proves faster there.
+float64) calls ``F.linear``. Whether a module uses it is decided when the module is built, from
+``MMVTX_ONEDNN_LINEAR`` (``0`` turns it off, e.g. on an Intel CPU where MKL runs AVX-512 too)
+or the ``onednn`` argument of :class:`Linear`; nothing changes behind a built model's back.
 """
 import os
 from typing import Optional, Tuple
@@ -22,14 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_enabled = os.environ.get('MMVTX_ONEDNN_LINEAR', '1') not in ('0', 'false', 'False', '')
-
-
-def set_onednn_linear(enabled: bool) -> bool:
-    """Turns the oneDNN path on or off; returns the previous setting."""
-    global _enabled
-    previous, _enabled = _enabled, bool(enabled)
-    return previous
+def onednn_linear_default() -> bool:
+    """The ``MMVTX_ONEDNN_LINEAR`` setting (on unless ``0``/``false``), read when a module is
+    built."""
+    return os.environ.get('MMVTX_ONEDNN_LINEAR', '1') not in ('0', 'false', 'False', '')
 
 
 def _cpu_autocast() -> bool:
@@ -39,9 +32,9 @@ def _cpu_autocast() -> bool:
         return torch.is_autocast_cpu_enabled()
 
 
-def uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+def uses_onednn(x: torch.Tensor, weight: torch.Tensor, onednn: bool = True) -> bool:
     """Whether :func:`linear` takes the oneDNN (1x1 convolution) path for these tensors."""
-    return (_enabled and x.device.type == 'cpu' and x.dtype == torch.float32
+    return (onednn and x.device.type == 'cpu' and x.dtype == torch.float32
             and weight.dtype == torch.float32 and x.numel() > 0
             and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
             and not _cpu_autocast())
@@ -70,21 +63,22 @@ def _from_image(y: torch.Tensor, lead: Tuple[int, ...]) -> torch.Tensor:
     return y.permute(0, 2, 3, 1).reshape(*lead, y.shape[1])
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor,
-           bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``F.linear(x, weight, bias)``, through oneDNN for float32 CPU tensors."""
-    if not uses_onednn(x, weight):
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+           onednn: bool = True) -> torch.Tensor:
+    """``F.linear(x, weight, bias)``, through oneDNN for float32 CPU tensors (unless
+    ``onednn=False``)."""
+    if not uses_onednn(x, weight, onednn):
         return F.linear(x, weight, bias)
     y = F.conv2d(_as_image(x), weight.reshape(*weight.shape, 1, 1), bias)
     return _from_image(y, x.shape[:-1])
 
 
 def linear_backward(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
-                    output_mask: Tuple[bool, bool, bool]):
+                    output_mask: Tuple[bool, bool, bool], onednn: bool = True):
     """Gradients of ``linear(x, weight, bias)`` w.r.t. (x, weight, bias), each only where
     ``output_mask`` asks (else None); for hand-written autograd Functions."""
     need_x, need_w, need_b = output_mask
-    if uses_onednn(x, weight) and grad_out.dtype == torch.float32:
+    if uses_onednn(x, weight, onednn) and grad_out.dtype == torch.float32:
         gx, gw, gb = torch.ops.aten.convolution_backward(
             _as_image(grad_out), _as_image(x), weight.reshape(*weight.shape, 1, 1),
             [weight.shape[0]] if need_b else None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
@@ -99,7 +93,13 @@ def linear_backward(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tenso
 
 
 class Linear(nn.Linear):
-    """``nn.Linear`` (same parameters, same state-dict keys) whose forward is :func:`linear`."""
+    """``nn.Linear`` (same parameters, same state-dict keys) whose forward is :func:`linear`;
+    ``onednn=None`` takes ``MMVTX_ONEDNN_LINEAR`` at construction."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 onednn: Optional[bool] = None, **kwargs):
+        super().__init__(in_features, out_features, bias=bias, **kwargs)
+        self.onednn = onednn_linear_default() if onednn is None else bool(onednn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
+        return linear(x, self.weight, self.bias, self.onednn)

@@ -5,6 +5,32 @@ from .linear import Linear
 from .recompute import gelu_linear
 
 
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    """``x * sigmoid(1.702 x)``, the GELU approximation of the CvT authors' released models."""
+    return x * torch.sigmoid(1.702 * x)
+
+
+class Activation(nn.Module):
+    """The MLP's activation by name: ``gelu`` (exact) or ``quick_gelu``.
+
+    The name is an attribute, not a choice of module class, so a backbone can follow the
+    checkpoint it loads (CvT: the authors' release computes QuickGELU) by setting
+    ``act.name`` without replacing modules."""
+    NAMES = ('gelu', 'quick_gelu')
+
+    def __init__(self, name: str = 'gelu'):
+        super().__init__()
+        if name not in self.NAMES:
+            raise ValueError(f'activation must be one of {self.NAMES}, not {name!r}')
+        self.name = name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return quick_gelu(x) if self.name == 'quick_gelu' else torch.nn.functional.gelu(x)
+
+    def extra_repr(self) -> str:
+        return self.name
+
+
 class Mlp(nn.Module):
     """The transformer feed-forward network: Linear -> activation -> Linear.
 
@@ -12,16 +38,16 @@ class Mlp(nn.Module):
     (:func:`gelu_linear`), not the activation's output as well; without grad (inference) the
     GELU runs in place on the first Linear's output."""
 
-    def __init__(self, dim: int, hidden_dim: int, act_layer=nn.GELU):
+    def __init__(self, dim: int, hidden_dim: int, act: str = 'gelu'):
         super().__init__()
         self.fc1 = Linear(dim, hidden_dim)
-        self.act = act_layer()
+        self.act = Activation(act)
         self.fc2 = Linear(hidden_dim, dim)
 
     def forward(self, x):
         h = self.fc1(x)
-        if type(self.act) is nn.GELU and self.act.approximate == 'none':
+        if self.act.name == 'gelu':
             if not torch.is_grad_enabled():  # h is this call's own: GELU in place
                 return self.fc2(torch.ops.aten.gelu_(h))
-            return gelu_linear(h, self.fc2.weight, self.fc2.bias)
+            return gelu_linear(h, self.fc2.weight, self.fc2.bias, self.fc2.onednn)
         return self.fc2(self.act(h))

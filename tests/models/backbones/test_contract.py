@@ -1,4 +1,4 @@
-"""What every mmvtx backbone promises the mmdet/mmseg necks and heads (DESIGN.md's interface):
+"""What every mmvtx backbone promises the mmdet/mmseg necks and heads:
 a tuple of contiguous NCHW maps at strides 4/8/16/32, in train and eval mode alike.
 
 Contiguity is not cosmetic: mmcv's CPU RoIAlign reads its input as contiguous NCHW memory
@@ -48,3 +48,31 @@ def test_roi_align_reads_the_maps_as_they_are(name):
         want = roi_align(out.clone(memory_format=torch.contiguous_format), rois, (7, 7), scale,
                          2, 'avg', True)
         torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('name', ['swin', 'vit', 'vit_windowed', 'cvt'])
+def test_attention_runs_through_its_modules(name):
+    """Forward hooks (FLOP counters, LoRA or quantisation wrappers) see every attention module
+    and its qkv and output projections: each is called through ``nn.Module.__call__`` once per
+    block and forward."""
+    from mmvtx.models.backbones.cvt import ConvAttention
+    from mmvtx.models.backbones.swin import WindowMSA
+    from mmvtx.models.backbones.vit import Attention
+    model = {'swin': lambda: SwinTransformer('tiny', depths=(2, 2, 2, 2)),
+             'vit': lambda: ViT(embed_dims=64, num_layers=2, num_heads=2),
+             'vit_windowed': lambda: ViT(embed_dims=64, num_layers=2, num_heads=2, window_size=4,
+                                         global_attn_indexes=(1,), with_cls_token=False),
+             'cvt': lambda: CvT('13')}[name]()
+    attn_types = (WindowMSA, Attention, ConvAttention)
+    calls = {}
+    for mod_name, m in model.named_modules():
+        if isinstance(m, attn_types) or mod_name.endswith(('attn.qkv', 'attn.proj',
+                                                            'attn.proj_q')):
+            m.register_forward_hook(lambda m, i, o, n=mod_name: calls.__setitem__(
+                n, calls.get(n, 0) + 1))
+    model(torch.randn(1, 3, 64, 96))
+    expected = [n for n, m in model.named_modules() if isinstance(m, attn_types)]
+    assert expected and all(calls.get(n) == 1 for n in expected)
+    projections = [n for n in calls if not n.endswith('attn')]
+    assert len(projections) == 2 * len(expected)  # qkv (or q/k/v) and the output projection
+    assert set(calls.values()) == {1}

@@ -1,4 +1,4 @@
-"""mmvtx.SwinTransformer against the seed's formula, mmdet's SwinTransformer and Hugging Face
+"""mmvtx.SwinTransformer against the paper's formulas, mmdet's SwinTransformer and Hugging Face
 transformers' SwinModel / SwinBackbone (random weights, loaded through the public loading path)."""
 import math
 
@@ -7,8 +7,9 @@ import torch
 from mmengine.registry import DefaultScope
 
 from mmvtx.models.backbones.swin import (SwinTransformer, convert_swin,
-                                         get_relative_position_index, shifted_window_mask,
-                                         window_partition, window_token_index)
+                                         get_relative_position_index)
+from mmvtx.models.layers.window import (shifted_window_mask, window_partition,
+                                        window_token_index)
 from mmvtx.utils import CheckpointMismatchError, load_backbone_checkpoint
 from tests.conftest import jitter_
 
@@ -16,8 +17,8 @@ TOL = 1e-4
 SIZES = [(224, 224), (200, 296)]  # square pretraining size; non-square, not a multiple of 32
 
 
-def seed_relative_position_index(window_size):
-    """The seed notes' code, verbatim in substance."""
+def authors_relative_position_index(window_size):
+    """The authors' relative position index code, step by step."""
     coords_h = torch.arange(window_size)
     coords_w = torch.arange(window_size)
     coords = torch.stack(torch.meshgrid([coords_h, coords_w], indexing='ij'))
@@ -32,9 +33,9 @@ def seed_relative_position_index(window_size):
 
 
 @pytest.mark.parametrize('window_size', [2, 7, 12])
-def test_relative_position_index_is_the_seed_formula(window_size):
+def test_relative_position_index_is_the_authors_formula(window_size):
     ours = get_relative_position_index(window_size)
-    assert torch.equal(ours, seed_relative_position_index(window_size))
+    assert torch.equal(ours, authors_relative_position_index(window_size))
     assert ours.min() == 0 and ours.max() == (2 * window_size - 1) ** 2 - 1
     assert torch.equal(ours.diagonal(), torch.full((window_size ** 2,), ours[0, 0].item()))
 
@@ -104,7 +105,7 @@ def test_presets_match_the_paper():
 @pytest.mark.parametrize('H,W,shift', [(14, 14, 3), (9, 16, 3), (16, 9, 0), (5, 3, 3), (7, 7, 0)])
 def test_window_gather_is_pad_roll_partition_and_back(H, W, shift):
     """The one-gather tiling equals zero-padding, the cyclic shift and the window partition
-    written out step by step (the seed's order), and its inverse restores the map."""
+    written out step by step (pad, roll, partition), and its inverse restores the map."""
     M = 7
     tokens = torch.arange(1, H * W + 1, dtype=torch.float32).view(1, H, W, 1)
     padded = torch.nn.functional.pad(tokens, (0, 0, 0, -W % M, 0, -H % M))

@@ -175,3 +175,31 @@ def test_with_cp_matches_plain():
         sum(o.square().mean() for o in m(x)).backward()
         grads.append(torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None]))
     assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_window_attention_pads_and_crops_as_vitdet():
+    """A windowed layer on a map that is not a multiple of the window: ViTDet zero-pads the
+    normed map, attends within each window (padded tokens included as keys, no mask) and crops.
+    The one-gather implementation gives the same values and gradients."""
+    from torch.nn import functional as F
+
+    from mmvtx.models.backbones.vit import EncoderLayer
+    from mmvtx.models.layers.window import WindowGeometryCache, window_partition
+    torch.manual_seed(0)
+    layer = EncoderLayer(32, 4, window_size=4)
+    jitter_(layer)
+    B, h, w, C, M = 2, 7, 5, 32, 4
+    x = torch.randn(B, h * w, C, requires_grad=True)
+    geo = WindowGeometryCache().get(h, w, M, 0, x.device, with_shifted=False)
+    ours = layer.attn(layer.norm1(x), geo)
+
+    y = F.pad(layer.norm1(x).view(B, h, w, C), (0, 0, 0, -w % M, 0, -h % M))
+    Hp, Wp = y.shape[1:3]
+    y = layer.attn(window_partition(y, M).reshape(-1, M * M, C))  # every window, global path
+    y = y.view(B, Hp // M, Wp // M, M, M, C).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, C)
+    ref = y[:, :h, :w].reshape(B, h * w, C)
+    assert (ours - ref).abs().max() <= 1e-5
+    g = torch.randn_like(ours)
+    params = [x] + list(layer.attn.parameters())
+    for a, b in zip(torch.autograd.grad(ours, params, g), torch.autograd.grad(ref, params, g)):
+        assert (a - b).abs().max() <= 1e-4

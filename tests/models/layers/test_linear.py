@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmvtx.models.layers.linear import Linear, linear, set_onednn_linear, uses_onednn
+from mmvtx.models.layers.linear import Linear, linear, uses_onednn
 from mmvtx.models.layers.recompute import gelu_linear
 
 
@@ -87,13 +87,22 @@ def test_other_cases_call_f_linear():
     with torch.autocast('cpu', dtype=torch.bfloat16):
         assert not uses_onednn(x, w)
         assert linear(x, w, b).dtype == torch.bfloat16  # autocast's linear, as nn.Linear
-    previous = set_onednn_linear(False)
-    try:
-        assert not uses_onednn(x, w)
-        assert torch.equal(linear(x, w, b), F.linear(x, w, b))
-    finally:
-        set_onednn_linear(previous)
-    assert uses_onednn(x, w) == previous
+    assert not uses_onednn(x, w, onednn=False)
+    assert torch.equal(linear(x, w, b, onednn=False), F.linear(x, w, b))
+
+
+def test_onednn_switch_is_read_when_a_module_is_built(monkeypatch):
+    """``MMVTX_ONEDNN_LINEAR`` decides for the modules built while it is set; changing it later
+    changes no built module (no global state read on every call)."""
+    x = torch.randn(4, 6, 8)
+    monkeypatch.setenv('MMVTX_ONEDNN_LINEAR', '0')
+    off = Linear(8, 5)
+    monkeypatch.setenv('MMVTX_ONEDNN_LINEAR', '1')
+    on = Linear(8, 5)
+    assert (off.onednn, on.onednn) == (False, True)
+    assert torch.equal(off(x), F.linear(x, off.weight, off.bias))
+    monkeypatch.setenv('MMVTX_ONEDNN_LINEAR', '0')
+    assert on.onednn and Linear(8, 5, onednn=True).onednn
 
 
 def test_linear_module_is_an_nn_linear():

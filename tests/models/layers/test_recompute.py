@@ -3,7 +3,12 @@ against the plain autograd path."""
 import torch
 import torch.nn.functional as F
 
-from mmvtx.models.layers.recompute import biased_attention, gelu_linear
+from mmvtx.models.layers.attention import attention
+from mmvtx.models.layers.recompute import gelu_linear
+
+
+def biased_attention(q, k, v, bias, mask=None, scale=None):
+    return attention(q, k, v, bias=bias, mask=mask, scale=scale)
 
 
 def _qkv(*shape):

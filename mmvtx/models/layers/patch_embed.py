@@ -1,0 +1,22 @@
+import torch
+from torch import nn
+
+from .padding import pad_hw
+
+
+class PatchEmbed(nn.Module):
+    """Image -> patch tokens (ViT's patch embedding, Swin's patch partition + linear embedding):
+    a ``p x p`` convolution with stride ``p`` on the input padded bottom/right to a multiple of
+    ``p``, then LayerNorm over channels if ``norm`` (Swin). Returns ``B x H/p x W/p x C``
+    (channels-last)."""
+
+    def __init__(self, in_channels: int = 3, embed_dim: int = 768, patch_size: int = 16,
+                 norm: bool = False):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_channels, embed_dim, patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(embed_dim) if norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(pad_hw(x, self.patch_size))
+        return self.norm(x.permute(0, 2, 3, 1))

@@ -1,0 +1,187 @@
+"""Window geometry: how a token map is cut into ``M x M`` windows, with or without Swin's
+cyclic shift, and the attention mask of shifted windows.
+
+Swin (and ViTDet's window blocks) pad the ``H x W`` map bottom/right to multiples of ``M``,
+Swin's SW-MSA rolls it by ``-M/2`` (the cyclic shift) and both partition it into windows;
+afterwards the windows are merged, rolled back (the reverse shift) and cropped. Those three
+steps are a permutation of the tokens plus some padding slots, so here they are one gather
+(:func:`window_token_index`) and their inverse the inverse gather: no padded copy, no rolled
+copy, no partitioned copy. :func:`tokens_to_windows` and :func:`windows_to_tokens` apply them
+with gradients that are gathers too (every token sits in exactly one slot).
+
+Tokens that the cyclic shift brought together from opposite borders of the map must not attend
+to each other: :func:`shifted_window_mask` gives the additive ``nW x N x N`` mask of the Swin
+paper (0 within one of the nine regions, -100 across). :class:`WindowGeometryCache` works all of
+this out once per input size and hands it to every block of a stage.
+"""
+from typing import Dict, Optional, Tuple
+
+import torch
+
+# Value the Swin authors (and mmdet, timm, transformers) put on attention logits between tokens
+# that came from different regions of the cyclically shifted map.
+SHIFT_MASK_VALUE = -100.0
+
+
+def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
+    """``B x H x W x C`` (H, W multiples of M) -> ``B x nW x M*M x C`` windows, row-major."""
+    B, H, W, C = x.shape
+    x = x.view(B, H // window_size, window_size, W // window_size, window_size, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(B, -1, window_size * window_size, C)
+
+
+def shifted_window_regions(H: int, W: int, window_size: int, shift_size: int) -> torch.Tensor:
+    """Region label of each token of the cyclically shifted ``H x W`` map, as ``nW x M*M``.
+
+    After a cyclic shift by ``s`` the bottom and right strips of width ``s`` hold tokens that
+    came from the opposite border; the slices ``[0, H-M), [H-M, H-s), [H-s, H)`` (and likewise
+    for W) cut the map into nine regions whose tokens were neighbours before the shift."""
+    labels = torch.zeros(H, W, dtype=torch.long)
+    cuts = (slice(0, -window_size), slice(-window_size, -shift_size), slice(-shift_size, None))
+    region = 0
+    for h in cuts:
+        for w in cuts:
+            labels[h, w] = region
+            region += 1
+    return window_partition(labels[None, :, :, None], window_size)[0, ..., 0]
+
+
+def shifted_window_mask(H: int, W: int, window_size: int, shift_size: int) -> torch.Tensor:
+    """Additive SW-MSA mask of a padded ``H x W`` map, ``nW x N x N``: 0 within a region, -100
+    across regions."""
+    regions = shifted_window_regions(H, W, window_size, shift_size)
+    blocked = regions[:, :, None] != regions[:, None, :]
+    return torch.zeros(blocked.shape).masked_fill_(blocked, SHIFT_MASK_VALUE)
+
+
+def window_token_index(H: int, W: int, window_size: int, shift_size: int):
+    """The pad -> cyclic shift -> window partition of an ``H x W`` token map as one gather.
+
+    Returns ``(index, inverse, pad_slots)``: slot ``j`` of the windows (``nW * M*M`` slots,
+    windows and their tokens row-major, as :func:`window_partition` of the zero-padded
+    ``Hp x Wp`` map rolled by ``-shift``) holds token ``index[j]`` (``r * W + c``) unless ``j``
+    is in ``pad_slots``; token ``t`` sits in slot ``inverse[t]``, which also undoes the
+    partition, the shift (the reverse cyclic shift) and the padding in one gather."""
+    M = window_size
+    Hp, Wp = H + (-H % M), W + (-W % M)
+    rows = (torch.arange(Hp) + shift_size) % Hp  # roll by -s: row i of the result is row i+s
+    cols = (torch.arange(Wp) + shift_size) % Wp
+    source = rows[:, None] * W + cols[None, :]
+    source[(rows[:, None] >= H) | (cols[None, :] >= W)] = -1  # padding
+    slots = window_partition(source[None, :, :, None], M).reshape(-1)
+    real = (slots >= 0).nonzero().squeeze(1)
+    inverse = torch.empty(H * W, dtype=torch.long)
+    inverse[slots[real]] = real
+    return slots.clamp(min=0), inverse, (slots < 0).nonzero().squeeze(1)
+
+
+def _fill_pad_slots(out: torch.Tensor, pad_slots: torch.Tensor, fill: Optional[torch.Tensor]):
+    if pad_slots.numel():
+        if fill is None:
+            out.index_fill_(1, pad_slots, 0)
+        else:
+            B, K, D = out.shape[0], pad_slots.numel(), out.shape[-1]
+            out.index_copy_(1, pad_slots, fill.to(out.dtype).expand(B, K, D))
+    return out
+
+
+class _TokensToWindows(torch.autograd.Function):
+    """``B x L x D`` tokens -> ``B x P x D`` window slots (padded slots hold ``fill``); the
+    backward is the inverse gather, not a scatter-add (every token sits in one slot)."""
+
+    @staticmethod
+    def forward(ctx, tokens, index, inverse, pad_slots, fill):
+        ctx.save_for_backward(inverse, pad_slots)
+        ctx.fill_dtype = None if fill is None else fill.dtype
+        return _fill_pad_slots(tokens.index_select(1, index), pad_slots, fill)
+
+    @staticmethod
+    def backward(ctx, grad):
+        inverse, pad_slots = ctx.saved_tensors
+        grad_tokens = grad.index_select(1, inverse) if ctx.needs_input_grad[0] else None
+        grad_fill = None
+        if ctx.needs_input_grad[4]:
+            grad_fill = grad.index_select(1, pad_slots).sum((0, 1)).to(ctx.fill_dtype)
+        return grad_tokens, None, None, None, grad_fill
+
+
+class _WindowsToTokens(torch.autograd.Function):
+    """``B x P x D`` window slots -> ``B x L x D`` tokens (padded slots dropped)."""
+
+    @staticmethod
+    def forward(ctx, windows, index, inverse, pad_slots):
+        ctx.save_for_backward(index, pad_slots)
+        return windows.index_select(1, inverse)
+
+    @staticmethod
+    def backward(ctx, grad):
+        index, pad_slots = ctx.saved_tensors
+        return _fill_pad_slots(grad.index_select(1, index), pad_slots, None), None, None, None
+
+
+def tokens_to_windows(tokens: torch.Tensor, gather: tuple,
+                      fill: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Tokens (``B x H*W x D``) into the slots of :func:`window_token_index` ``gather``; padded
+    slots hold ``fill`` (a ``D`` vector) or zeros. Plain tensor ops where no gradient is needed
+    (inference, export)."""
+    index, inverse, pad_slots = gather
+    if torch.is_grad_enabled() and (tokens.requires_grad or (
+            fill is not None and fill.requires_grad)):
+        return _TokensToWindows.apply(tokens, index, inverse, pad_slots, fill)
+    return _fill_pad_slots(tokens.index_select(1, index), pad_slots, fill)
+
+
+def windows_to_tokens(windows: torch.Tensor, gather: tuple) -> torch.Tensor:
+    """The inverse of :func:`tokens_to_windows` (``B x P x D`` -> ``B x H*W x D``)."""
+    index, inverse, pad_slots = gather
+    if torch.is_grad_enabled() and windows.requires_grad:
+        return _WindowsToTokens.apply(windows, index, inverse, pad_slots)
+    return windows.index_select(1, inverse)
+
+
+class WindowGeometry:
+    """How a map of one size is tiled: window size ``M``, the shift of SW-MSA blocks, the
+    SW-MSA mask (``nW x N x N`` or None) and the token gathers by shift (0 for W-MSA)."""
+
+    def __init__(self, window_size: int, shift_size: int, mask: Optional[torch.Tensor],
+                 gathers: Dict[int, tuple]):
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.mask = mask
+        self.gathers = gathers
+
+    @property
+    def tokens_per_window(self) -> int:
+        return self.window_size ** 2
+
+
+class WindowGeometryCache:
+    """The :class:`WindowGeometry` of each input size, computed on first use and kept (up to
+    ``max_sizes`` sizes; detection batches vary in size) so that all blocks of a stage and all
+    steps at one size share it."""
+
+    def __init__(self, max_sizes: int = 16):
+        self.max_sizes = max_sizes
+        self._cache: Dict[Tuple, WindowGeometry] = {}
+
+    def clear(self):
+        self._cache.clear()
+
+    def get(self, H: int, W: int, window_size: int, shift_size: int, device: torch.device,
+            with_shifted: bool = True) -> WindowGeometry:
+        """Geometry of an ``H x W`` map; ``with_shifted=False`` leaves out the shifted gather and
+        the mask (a stage of one block, or ViTDet's unshifted windows)."""
+        key = (H, W, window_size, shift_size, with_shifted, str(device))
+        geo = self._cache.get(key)
+        if geo is None:
+            if len(self._cache) >= self.max_sizes:
+                self._cache.clear()
+            M = window_size
+            shifts = {0, shift_size} if with_shifted else {0}
+            mask = None
+            if shift_size and with_shifted:
+                mask = shifted_window_mask(H + (-H % M), W + (-W % M), M, shift_size).to(device)
+            gathers = {s: tuple(t.to(device) for t in window_token_index(H, W, M, s))
+                       for s in shifts}
+            geo = self._cache[key] = WindowGeometry(M, shift_size, mask, gathers)
+        return geo
