@@ -12,6 +12,9 @@
 #
 #   bash tools/analysis_tools/device_check.sh [OUT_DIR] [--quick]
 # --quick: a dry run of the same steps with few iterations and small sizes (works on a CPU).
+# STEPS="..." runs only the named steps (default: all, in this order): det_mmvtx det_mmdet
+# seg_mmvtx recipe_mask-rcnn recipe_upernet backbone; BACKBONES="swin 2x3x800x1344 ..." (model
+# and input pairs) replaces the backbone runs; ITERS=N the training iterations of steps 1-2.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${1:-$ROOT/work_dirs/device_check}
@@ -34,8 +37,14 @@ if [[ $QUICK == --quick ]]; then
   DEV=$($PY -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')
   BACKBONE_RUNS=("swin 1x3x224x224")
 else
-  ITERS=40; NTRAIN=16; REPEATS=10; LIMIT=120; AMP=--amp; DEV=cuda
+  ITERS=${ITERS:-40}; NTRAIN=16; REPEATS=10; LIMIT=120; AMP=--amp; DEV=cuda
   BACKBONE_RUNS=("swin 2x3x800x1344" "vit 2x3x512x512" "cvt 1x3x800x1344")
+fi
+STEPS=" ${STEPS:-det_mmvtx det_mmdet seg_mmvtx recipe_mask-rcnn recipe_upernet backbone} "
+want() { [[ $STEPS == *" $1 "* ]]; }
+if [[ -n ${BACKBONES:-} ]]; then
+  BACKBONE_RUNS=(); set -- $BACKBONES
+  while (( $# >= 2 )); do BACKBONE_RUNS+=("$1 $2"); shift 2; done
 fi
 [[ $DEV == cuda ]] || AMP=""
 note "device: $($PY -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "torch", torch.__version__)')"
@@ -64,6 +73,7 @@ PY
 
 train_recipe() {  # name config extra-cfg-options...
   local name=$1 cfg=$2; shift 2
+  want "$name" || return 0
   note "tools/train.py $(basename "$cfg") $AMP"
   (timeout $LIMIT $PY "$ROOT/tools/train.py" "$cfg" $AMP --work-dir "$SCRATCH/$name" \
      --cfg-options default_hooks.logger.interval=1 val_dataloader.dataset.indices=4 "$@" \
@@ -81,6 +91,7 @@ train_recipe seg_mmvtx "$SEG" train_cfg.max_iters=$ITERS train_cfg.val_interval=
 cd "$ROOT"
 
 for preset in mask-rcnn upernet; do
+  want "recipe_$preset" || continue
   note "benchmark_recipe.py --preset $preset --device $DEV $AMP"
   timeout $(( LIMIT * 3 / 4 )) $PY tools/analysis_tools/benchmark_recipe.py --preset $preset --device $DEV $AMP \
     --repeats $REPEATS --data-root "$SCRATCH/bench_$preset" > "$OUT/recipe_$preset.txt" 2>&1 \
@@ -88,6 +99,7 @@ for preset in mask-rcnn upernet; do
   tail -n 25 "$OUT/recipe_$preset.txt" | sed 's/^/   /' | tee -a "$SUMMARY"
 done
 
+want backbone || BACKBONE_RUNS=()
 for run in "${BACKBONE_RUNS[@]}"; do
   set -- $run
   for amp in "" $AMP; do
