@@ -56,7 +56,8 @@ DET=$ROOT/configs/swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py
 SEG=$ROOT/configs/swin/upernet_swin-t-p4-w7_4xb4-160k_ade20k-512x512.py
 $PY "$ROOT/tools/misc/make_standin_checkpoints.py" "$DET" "$SEG" >/dev/null 2>&1
 
-# iteration time and memory from the training log's last record (mmengine logs both)
+# iteration time and memory from the training log (mmengine logs both; window_size=1 makes its
+# "time" the iteration's own, not a running mean over up to 50 iterations as mmdet's default)
 log_figures() {
   $PY - "$1" <<'PY'
 import glob, json, statistics, sys
@@ -76,7 +77,8 @@ train_recipe() {  # name config extra-cfg-options...
   want "$name" || return 0
   note "tools/train.py $(basename "$cfg") $AMP"
   (timeout $LIMIT $PY "$ROOT/tools/train.py" "$cfg" $AMP --work-dir "$SCRATCH/$name" \
-     --cfg-options default_hooks.logger.interval=1 val_dataloader.dataset.indices=4 "$@" \
+     --cfg-options default_hooks.logger.interval=1 log_processor.window_size=1 \
+     val_dataloader.dataset.indices=4 "$@" \
      > "$OUT/train_$name.log" 2>&1 && echo "   finished") | tee -a "$SUMMARY" \
      || echo "   FAILED (see train_$name.log)" | tee -a "$SUMMARY"
   log_figures "$SCRATCH/$name" | sed 's/^/   /' | tee -a "$SUMMARY"
@@ -104,7 +106,7 @@ for run in "${BACKBONE_RUNS[@]}"; do
   set -- $run
   for amp in "" $AMP; do
     note "benchmark_backbone.py --model $1 --input $2 --device $DEV $amp"
-    timeout $(( LIMIT / 2 )) $PY tools/analysis_tools/benchmark_backbone.py --model $1 --input $2 \
+    timeout $LIMIT $PY tools/analysis_tools/benchmark_backbone.py --model $1 --input $2 \
       --device $DEV $amp > "$OUT/backbone_$1_$2${amp:+_amp}.txt" 2>&1 \
       || echo "   FAILED" | tee -a "$SUMMARY"
     tail -n 6 "$OUT/backbone_$1_$2${amp:+_amp}.txt" | sed 's/^/   /' | tee -a "$SUMMARY"
