@@ -14,8 +14,9 @@ On the CPU, glibc's allocator hands blocks over 32 MiB back to the OS when they 
 every large tensor of a step pays page faults again (at Swin-T stage 1 they cost more than the
 GEMM writing the tensor). ``--reuse-memory`` re-runs the timing with glibc told to keep such
 blocks (``GLIBC_TUNABLES`` mmap/trim thresholds): both models gain, and the ratio compares
-compute, not page faults. ``MMVTX_ONEDNN_LINEAR=0`` times mmvtx with its linear maps on
-``F.linear`` (MKL) instead of oneDNN (``mmvtx/models/layers/linear.py``).
+compute, not page faults. ``MMVTX_ONEDNN_LINEAR=0``/``1`` times mmvtx with its linear maps on
+``F.linear`` (MKL) or through oneDNN (default: oneDNN on AMD CPUs only;
+``mmvtx/models/layers/linear.py``); the header line says which.
 """
 import argparse
 import os
@@ -154,13 +155,15 @@ def main():
     times = alternate_timing({'ours': lambda: step(ours, x, args.amp, args.inference),
                               'ref': lambda: step(ref, x, args.amp, args.inference)},
                              args.steps, args.warmup, device)
+    from mmvtx.models.layers.linear import cpu_vendor, onednn_linear_default
     t_ours, t_ref = statistics.median(times['ours']), statistics.median(times['ref'])
     m_ours, m_ref = measure_memory(args, 'ours'), measure_memory(args, 'ref')
     print(f'{args.model}: mmvtx vs {ref_name}, input {args.input}, {args.device}'
           f'{" AMP" if args.amp else " fp32"}, torch {torch.__version__}, '
           f'{torch.get_num_threads()} threads'
           f'{", large blocks reused" if os.environ.get("GLIBC_TUNABLES") == REUSE_MEMORY else ""}'
-          f'{", mmvtx linear on F.linear" if os.environ.get("MMVTX_ONEDNN_LINEAR") == "0" else ""}')
+          + (f'{", mmvtx linear through oneDNN" if onednn_linear_default() else ""}'
+             f' ({cpu_vendor() or "unknown"} CPU)' if args.device == 'cpu' else ''))
     what = 'inference (no-grad forward, eval mode)' if args.inference else 'train step (fwd+bwd)'
     print(f'  max |output diff| ({"eval" if args.inference else "train"} mode, same weights): '
           f'{diff:.2e}')

@@ -8,10 +8,12 @@ CPUs). Values equal ``F.linear`` up to float32 rounding (summation order); gradi
 oneDNN's convolution backward. The README gives the GEMM rates measured on each machine.
 
 Used for float32 CPU tensors outside autocast; everything else (CUDA, bf16/fp16, autocast,
-float64) calls ``F.linear``. Whether a module uses it is decided when the module is built, from
-``MMVTX_ONEDNN_LINEAR`` (``0`` turns it off, e.g. on an Intel CPU where MKL runs AVX-512 too)
-or the ``onednn`` argument of :class:`Linear`; nothing changes behind a built model's back.
+float64) calls ``F.linear``. Whether a module uses it is decided when the module is built: the
+``onednn`` argument of :class:`Linear`, else ``MMVTX_ONEDNN_LINEAR`` (``1`` on, ``0`` off), else
+on for AMD CPUs only (on Intel CPUs MKL runs its AVX-512 kernels and was the faster of the two;
+the README has both machines' figures). Nothing changes behind a built model's back.
 """
+import functools
 import os
 from typing import Optional, Tuple
 
@@ -19,10 +21,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+@functools.lru_cache(maxsize=None)
+def cpu_vendor() -> str:
+    """The CPU's vendor id (``AuthenticAMD``, ``GenuineIntel``, ...; ``''`` if unknown)."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('vendor_id'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return ''
+
+
 def onednn_linear_default() -> bool:
-    """The ``MMVTX_ONEDNN_LINEAR`` setting (on unless ``0``/``false``), read when a module is
-    built."""
-    return os.environ.get('MMVTX_ONEDNN_LINEAR', '1') not in ('0', 'false', 'False', '')
+    """Whether a :class:`Linear` built now takes the oneDNN path: ``MMVTX_ONEDNN_LINEAR`` if set
+    (``0``/``false``/empty: off), else on for AMD CPUs only."""
+    env = os.environ.get('MMVTX_ONEDNN_LINEAR')
+    if env is not None:
+        return env not in ('0', 'false', 'False', '')
+    return cpu_vendor() == 'AuthenticAMD'
 
 
 def _cpu_autocast() -> bool:

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmvtx.models.layers import linear as L
 from mmvtx.models.layers.linear import Linear, linear, uses_onednn
 from mmvtx.models.layers.recompute import gelu_linear
 
@@ -103,6 +104,12 @@ def test_onednn_switch_is_read_when_a_module_is_built(monkeypatch):
     assert torch.equal(off(x), F.linear(x, off.weight, off.bias))
     monkeypatch.setenv('MMVTX_ONEDNN_LINEAR', '0')
     assert on.onednn and Linear(8, 5, onednn=True).onednn
+    # unset: on for AMD CPUs only (MKL runs generic code there, its AVX-512 kernels on Intel)
+    monkeypatch.delenv('MMVTX_ONEDNN_LINEAR')
+    monkeypatch.setattr(L, 'cpu_vendor', lambda: 'GenuineIntel')
+    assert not Linear(8, 5).onednn
+    monkeypatch.setattr(L, 'cpu_vendor', lambda: 'AuthenticAMD')
+    assert Linear(8, 5).onednn
 
 
 def test_linear_module_is_an_nn_linear():
