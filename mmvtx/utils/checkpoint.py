@@ -148,6 +148,23 @@ def load_converted(model: nn.Module, converted: ConvertedCheckpoint, strict: boo
     print_log(msg, logger='current')
 
 
+def check_finite(sd: Dict[str, torch.Tensor], origin: str = ''):
+    """Raises :class:`CheckpointMismatchError` naming every floating-point tensor of ``sd`` that
+    holds NaN or infinite values (a diverged or corrupted run's weights)."""
+    bad = []
+    for k, v in sd.items():
+        if v.is_floating_point() or v.is_complex():
+            n = v.numel() - int(torch.isfinite(v).sum())
+            if n:
+                bad.append(f'{k} ({n} of {v.numel()})')
+    if bad:
+        raise CheckpointMismatchError(
+            f'{origin or "the checkpoint"} holds non-finite values (NaN/inf) in {len(bad)} '
+            f'tensor(s): ' + ', '.join(bad[:20]) + (' ...' if len(bad) > 20 else '') +
+            '\nIt was probably saved after training diverged. To load it anyway, set '
+            "allow_nonfinite=True in init_cfg=dict(type='Pretrained', ...).")
+
+
 def read_checkpoint(checkpoint) -> Dict[str, torch.Tensor]:
     """A flat ``name -> tensor`` dict from a checkpoint file path or an in-memory checkpoint."""
     if isinstance(checkpoint, str):
@@ -156,11 +173,12 @@ def read_checkpoint(checkpoint) -> Dict[str, torch.Tensor]:
 
 
 def load_backbone_checkpoint(model: nn.Module, checkpoint, prefix: Optional[str] = None,
-                             strict: bool = True) -> ConvertedCheckpoint:
-    """``model.load_pretrained(checkpoint, prefix, strict)``: loads a file path (or an in-memory
-    state dict) of any layout the backbone's ``convert_state_dict`` knows; returns what was
-    loaded."""
-    return model.load_pretrained(checkpoint, prefix=prefix, strict=strict)
+                             strict: bool = True,
+                             allow_nonfinite: bool = False) -> ConvertedCheckpoint:
+    """``model.load_pretrained(...)``: loads a file path (or an in-memory state dict) of any
+    layout the backbone's ``convert_state_dict`` knows; returns what was loaded."""
+    return model.load_pretrained(checkpoint, prefix=prefix, strict=strict,
+                                 allow_nonfinite=allow_nonfinite)
 
 
 @dataclass(frozen=True)

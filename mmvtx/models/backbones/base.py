@@ -2,6 +2,7 @@
 and ``norm_eval`` in ``train()``, activation checkpointing of blocks, and weight initialisation
 with pretrained loading."""
 import logging
+import numbers
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -11,8 +12,8 @@ from mmengine.model import BaseModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmvtx.utils.checkpoint import (ConvertedCheckpoint, load_converted, read_checkpoint,
-                                    resolve_checkpoint_path, strip_prefix)
+from mmvtx.utils.checkpoint import (ConvertedCheckpoint, check_finite, load_converted,
+                                    read_checkpoint, resolve_checkpoint_path, strip_prefix)
 
 
 def forward_block(block: nn.Module, x: torch.Tensor, *args, with_cp: bool = False):
@@ -41,6 +42,15 @@ class VisionBackbone(BaseModule):
         the ``overrides`` that are not None (explicit arguments win over the preset)."""
         if isinstance(arch, dict):
             cfg = dict(arch)
+            keys = set(next(iter(cls.arch_zoo.values())))
+            unknown = sorted(set(cfg) - keys)
+            missing = sorted(keys - set(cfg) - {k for k, v in overrides.items() if v is not None})
+            if unknown or missing:
+                raise ValueError(f'{cls.__name__}: arch dict {arch} ' + '; '.join(
+                    ([f'has unknown keys {unknown}'] if unknown else []) +
+                    ([f'lacks {missing}'] if missing else [])) + f'; its keys are {sorted(keys)}')
+        elif not isinstance(arch, (str, int)) or isinstance(arch, bool):
+            raise ValueError(f'{cls.__name__}: arch={arch!r} must be a preset name or a dict')
         else:
             key = str(arch).lower()
             key = cls.arch_aliases.get(key, key)
@@ -53,26 +63,71 @@ class VisionBackbone(BaseModule):
 
     @classmethod
     def check_out_indices(cls, out_indices, num_levels: int) -> Tuple[int, ...]:
-        if isinstance(out_indices, int):
+        if isinstance(out_indices, numbers.Integral) and not isinstance(out_indices, bool):
             out_indices = (out_indices,)
+        if isinstance(out_indices, (str, bytes)) or not isinstance(out_indices, Sequence) or any(
+                isinstance(i, bool) or not isinstance(i, numbers.Integral) or i < -num_levels
+                for i in out_indices):
+            raise ValueError(f'{cls.__name__}: out_indices={out_indices!r} must be distinct '
+                             f'integer indices in [0, {num_levels})')
         out = tuple(sorted(i % num_levels if i < 0 else i for i in out_indices))
         if not out or any(i >= num_levels for i in out) or len(set(out)) != len(out):
             raise ValueError(f'{cls.__name__}: out_indices {tuple(out_indices)} must be distinct '
                              f'indices in [0, {num_levels})')
         return out
 
+    # Argument checks: each names the argument, its value and what is allowed.
+    @classmethod
+    def check_int(cls, name: str, value, low: int = 1, high: Optional[int] = None) -> int:
+        if (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low
+                or (high is not None and value > high)):
+            allowed = f'[{low}, {high}]' if high is not None else f'>= {low}'
+            raise ValueError(f'{cls.__name__}: {name}={value!r} must be an integer {allowed}')
+        return int(value)
+
+    @classmethod
+    def check_ints(cls, name: str, values, length: Optional[int] = None,
+                   low: int = 1) -> Tuple[int, ...]:
+        """A non-empty sequence of integers >= ``low`` (of ``length`` entries if given)."""
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values or (
+                length is not None and len(values) != length):
+            what = f'{length} integers' if length is not None else 'a non-empty sequence'
+            raise ValueError(f'{cls.__name__}: {name}={values!r} must be {what}')
+        return tuple(cls.check_int(f'{name}[{i}]', v, low) for i, v in enumerate(values))
+
+    @classmethod
+    def check_rate(cls, name: str, value) -> float:
+        """A probability of dropping, in [0, 1)."""
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+            raise ValueError(f'{cls.__name__}: {name}={value!r} must be a number in [0, 1)')
+        return float(value)
+
+    @classmethod
+    def check_positive(cls, name: str, value) -> float:
+        if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0
+                or value == float('inf')):
+            raise ValueError(f'{cls.__name__}: {name}={value!r} must be a finite number > 0')
+        return float(value)
+
+    @classmethod
+    def check_rates(cls, **rates):
+        for name, value in rates.items():
+            cls.check_rate(name, value)
+
     @classmethod
     def check_heads(cls, widths: Sequence[int], num_heads: Sequence[int]):
         """Every stage's width must split evenly into its heads."""
         for d, h in zip(widths, num_heads):
             if d % h:
-                raise ValueError(f'{cls.__name__}: width {d} is not divisible by its {h} heads')
+                raise ValueError(f'{cls.__name__}: a width of {d} is not divisible by '
+                                 f'num_heads={h}')
 
     @classmethod
     def check_frozen_stages(cls, frozen_stages: int, num_stages: int, unit: str = 'stages'):
+        cls.check_int('frozen_stages', frozen_stages, -1)
         if frozen_stages > num_stages:
             raise ValueError(f'{cls.__name__}: frozen_stages={frozen_stages} but the model has '
-                             f'{num_stages} {unit}')
+                             f'{num_stages} {unit} (allowed: -1 to {num_stages})')
 
     @property
     def out_channels(self) -> Tuple[int, ...]:
@@ -113,16 +168,19 @@ class VisionBackbone(BaseModule):
         """Any public checkpoint layout of this architecture -> this model's names."""
         raise NotImplementedError
 
-    def load_pretrained(self, checkpoint, prefix: Optional[str] = None,
-                        strict: bool = True) -> ConvertedCheckpoint:
+    def load_pretrained(self, checkpoint, prefix: Optional[str] = None, strict: bool = True,
+                        allow_nonfinite: bool = False) -> ConvertedCheckpoint:
         """Loads a checkpoint file (path, URL or bare file name in the hub cache) or an
         in-memory state dict, in any layout :meth:`convert_state_dict` knows; ``prefix``
         selects a sub-dict (``None``: a whole detector's ``backbone.*`` automatically). Raises
         :class:`~mmvtx.utils.checkpoint.CheckpointMismatchError` naming every missing,
-        unexpected and mis-shaped key. Returns what was loaded."""
+        unexpected and mis-shaped key, and every tensor with NaN/inf values unless
+        ``allow_nonfinite``. Returns what was loaded."""
         origin = resolve_checkpoint_path(checkpoint) if isinstance(checkpoint, str) else ''
-        state_dict = read_checkpoint(origin if origin else checkpoint)
-        converted = self.convert_state_dict(strip_prefix(state_dict, prefix))
+        state_dict = strip_prefix(read_checkpoint(origin if origin else checkpoint), prefix)
+        if not allow_nonfinite:
+            check_finite(state_dict, origin)
+        converted = self.convert_state_dict(state_dict)
         load_converted(self, converted, strict=strict, origin=origin)
         if origin:
             from mmvtx.utils.standin import is_standin_checkpoint
@@ -143,7 +201,8 @@ class VisionBackbone(BaseModule):
                            and c.get('type') == 'Pretrained'), None)
         if pretrained is not None:
             self.load_pretrained(pretrained['checkpoint'], prefix=pretrained.get('prefix'),
-                                 strict=pretrained.get('strict', True))
+                                 strict=pretrained.get('strict', True),
+                                 allow_nonfinite=pretrained.get('allow_nonfinite', False))
         elif self.init_cfg:
             from mmengine.model import initialize
             initialize(self, self.init_cfg)

@@ -188,10 +188,12 @@ class CvT(VisionBackbone):
         super().__init__(init_cfg=init_cfg)
         cfg = self.resolve_arch(str(arch) if isinstance(arch, int) else arch,
                                 embed_dims=embed_dims, depths=depths, num_heads=num_heads)
-        dims, depths, heads = (tuple(cfg[k]) for k in ('embed_dims', 'depths', 'num_heads'))
-        if not len(dims) == len(depths) == len(heads) == 3:
-            raise ValueError(f'CvT has three stages: embed_dims {dims}, depths {depths}, '
-                             f'num_heads {heads}')
+        dims, depths, heads = (self.check_ints(k, cfg[k], length=3)
+                               for k in ('embed_dims', 'depths', 'num_heads'))
+        self.check_int('in_channels', in_channels)
+        self.check_positive('mlp_ratio', mlp_ratio)
+        self.check_rates(drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
+                         drop_path_rate=drop_path_rate)
         self.check_heads(dims, heads)
         if act not in ('auto',) + Activation.NAMES:
             raise ValueError(f"CvT: act must be 'auto', 'gelu' or 'quick_gelu', not {act!r}")

@@ -241,14 +241,26 @@ class SwinTransformer(VisionBackbone):
                  norm_eval: bool = False, init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         cfg = self.resolve_arch(arch, embed_dims=embed_dims, depths=depths, num_heads=num_heads)
-        depths, num_heads = tuple(cfg['depths']), tuple(cfg['num_heads'])
+        depths = self.check_ints('depths', cfg['depths'])
+        num_heads = self.check_ints('num_heads', cfg['num_heads'])
         if len(depths) != len(num_heads):
-            raise ValueError(f'depths {depths} and num_heads {num_heads} differ in length')
+            raise ValueError(f'SwinTransformer: depths {depths} and num_heads {num_heads} differ '
+                             'in length (one entry per stage)')
         num_stages = len(depths)
         out_indices = self.check_out_indices(out_indices, num_stages)
-        dims = [cfg['embed_dims'] * 2 ** i for i in range(num_stages)]
+        dims = [self.check_int('embed_dims', cfg['embed_dims']) * 2 ** i
+                for i in range(num_stages)]
         self.check_heads(dims, num_heads)
         self.check_frozen_stages(frozen_stages, num_stages)
+        for name, value in dict(in_channels=in_channels, window_size=window_size,
+                                patch_size=patch_size).items():
+            self.check_int(name, value)
+        self.check_positive('mlp_ratio', mlp_ratio)
+        self.check_rates(drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
+                         drop_path_rate=drop_path_rate)
+        if always_shift not in (None, True, False):
+            raise ValueError(f'SwinTransformer: always_shift={always_shift!r} must be None, True '
+                             'or False')
 
         self.arch_settings = dict(embed_dims=cfg['embed_dims'], depths=depths, num_heads=num_heads)
         self.embed_dims = cfg['embed_dims']

@@ -166,10 +166,25 @@ class ViT(VisionBackbone):
         super().__init__(init_cfg=init_cfg)
         cfg = self.resolve_arch(arch, embed_dims=embed_dims, num_layers=num_layers,
                                 num_heads=num_heads)
-        dim, depth, heads = cfg['embed_dims'], cfg['num_layers'], cfg['num_heads']
+        dim, depth, heads = (self.check_int(k, cfg[k]) for k in ('embed_dims', 'num_layers',
+                                                                  'num_heads'))
         self.check_heads([dim], [heads])
+        for name, value in dict(in_channels=in_channels, patch_size=patch_size).items():
+            self.check_int(name, value)
+        self.check_int('img_size', img_size, patch_size)  # the pretraining grid: >= 1 patch
+        self.check_int('window_size', window_size, 0)
+        self.check_positive('mlp_ratio', mlp_ratio)
+        self.check_positive('layer_norm_eps', layer_norm_eps)
+        self.check_rates(drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
+                         drop_path_rate=drop_path_rate)
+        if global_attn_indexes and window_size == 0:
+            raise ValueError(f'ViT: global_attn_indexes={tuple(global_attn_indexes)} needs '
+                             'window_size > 0 (without windows every layer is global)')
+        for i in global_attn_indexes:
+            self.check_int('global_attn_indexes[...]', i, 0, depth - 1)
         self.out_indices = self.check_out_indices(out_indices, 4)
         if feature_layers is not None:
+            feature_layers = self.check_ints('feature_layers', feature_layers, low=-depth)
             feature_layers = tuple(i % depth if i < 0 else i for i in feature_layers)
             if len(feature_layers) != len(self.out_indices) or any(
                     i >= depth for i in feature_layers):
@@ -250,9 +265,12 @@ class ViT(VisionBackbone):
                 maps[i] = x[:, n_extra:].transpose(1, 2).reshape(B, C, h, w)
         layers = self.feature_layers or [last] * len(self.out_indices)
         outs = self.pyramid([maps[i] for i in layers])
-        # the deconvolutions upsample the padded stride-16 grid: crop each level to the
-        # ceil(H / stride) x ceil(W / stride) of the contract (a no-op where 16 divides H, W)
-        outs = tuple(o[..., :-(-H // s), :-(-W // s)].contiguous()
+        # the deconvolutions upsample the padded patch grid: crop each level to the
+        # ceil(H / stride) x ceil(W / stride) of the contract (a no-op where the patch size
+        # divides H, W). The levels are 4x, 2x, 1x and 0.5x the patch grid: strides 4, 8, 16, 32
+        # for 16-pixel patches, p/4, p/2, p, 2p for others (stride * p / 16)
+        p = self.patch_size
+        outs = tuple(o[..., :-(-H * 16 // (s * p)), :-(-W * 16 // (s * p))].contiguous()
                      for o, s in zip(outs, self.pyramid.strides))
         if self.output_cls_token:
             outs = outs + (x[:, 0],)

@@ -76,3 +76,25 @@ def test_attention_runs_through_its_modules(name):
     projections = [n for n in calls if not n.endswith('attn')]
     assert len(projections) == 2 * len(expected)  # qkv (or q/k/v) and the output projection
     assert set(calls.values()) == {1}
+
+
+@pytest.mark.parametrize('cls, kwargs', [(SwinTransformer, dict(depths=(1, 1, 1, 1))),
+                                         (ViT, dict(embed_dims=64, num_layers=2, num_heads=2)),
+                                         (CvT, dict())])
+def test_non_finite_weights_are_refused_by_name(tmp_path, cls, kwargs):
+    """A checkpoint saved after a run diverged (NaN/inf weights) is refused through init_cfg,
+    naming its tensors; ``allow_nonfinite=True`` loads it anyway."""
+    from mmvtx.utils import CheckpointMismatchError
+    sd = cls(**kwargs).state_dict()
+    names = [k for k, v in sd.items() if v.is_floating_point()][:2]
+    sd[names[0]].view(-1)[0] = float('nan')
+    sd[names[1]].view(-1)[-1] = float('-inf')
+    path = str(tmp_path / 'diverged.pth')
+    torch.save(sd, path)
+    model = cls(**kwargs, init_cfg=dict(type='Pretrained', checkpoint=path))
+    with pytest.raises(CheckpointMismatchError, match='non-finite') as err:
+        model.init_weights()
+    assert all(f'{n} (1 of ' in str(err.value) for n in names) and path in str(err.value)
+    model = cls(**kwargs, init_cfg=dict(type='Pretrained', checkpoint=path, allow_nonfinite=True))
+    model.init_weights()
+    assert torch.isnan(model.state_dict()[names[0]]).any()
