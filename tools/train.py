@@ -22,7 +22,11 @@ def parse_args(argv=None):
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by the actual total batch size')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
-                        help='resume from CKPT, or from the latest checkpoint in the work dir')
+                        help='resume from CKPT, or from the newest complete checkpoint in the '
+                        'work dir')
+    parser.add_argument('--deterministic', action='store_true',
+                        help='deterministic kernels (cuDNN, torch.use_deterministic_algorithms): '
+                        'bit-identical GPU runs, slower')
     return parse_tool_args(parser, argv)
 
 
@@ -31,7 +35,7 @@ def main(argv=None):
     cfg = load_config(args)
     prepare_train_cfg(cfg, args.config, work_dir=args.work_dir, amp=args.amp,
                       resume=args.resume, auto_scale_lr=args.auto_scale_lr,
-                      launcher=args.launcher)
+                      launcher=args.launcher, deterministic=args.deterministic)
     own_group = init_cpu_distributed(cfg, args.launcher)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     runner.train()

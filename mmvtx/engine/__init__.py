@@ -1,5 +1,7 @@
 from .layer_decay import LayerDecayOptimWrapperConstructor
+from .reliability import AtomicLocalBackend, ExactResumeHook, find_resume_checkpoint
 from .safe_load import SafeCheckpointLoadHook, allow_mmengine_checkpoints
 
-__all__ = ['allow_mmengine_checkpoints', 'LayerDecayOptimWrapperConstructor',
+__all__ = ['allow_mmengine_checkpoints', 'AtomicLocalBackend', 'ExactResumeHook',
+           'find_resume_checkpoint', 'LayerDecayOptimWrapperConstructor',
            'SafeCheckpointLoadHook']

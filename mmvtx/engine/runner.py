@@ -42,17 +42,17 @@ def load_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def _add_safe_load_hook(cfg: Config):
-    """mmengine resumes/loads checkpoints with ``torch.load(weights_only=True)`` under torch >=
-    2.6: the hook allow-lists the types its checkpoints hold, at the start of the run."""
+def _add_hook(cfg: Config, name: str):
     hooks = list(cfg.get('custom_hooks') or [])
-    if not any(str(h.get('type', '')).endswith('SafeCheckpointLoadHook') for h in hooks):
-        hooks.append(dict(type='mmvtx.SafeCheckpointLoadHook'))
+    if not any(str(h.get('type', '')).split('.')[-1] == name for h in hooks):
+        hooks.append(dict(type=f'mmvtx.{name}'))
     cfg.custom_hooks = hooks
 
 
 def _default_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]):
-    _add_safe_load_hook(cfg)
+    # mmengine resumes/loads checkpoints with torch.load(weights_only=True) under torch >= 2.6:
+    # the hook allow-lists the types its checkpoints hold, at the start of the run
+    _add_hook(cfg, 'SafeCheckpointLoadHook')
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:
@@ -61,9 +61,22 @@ def _default_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]):
 
 def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = None,
                       amp: bool = False, resume: Optional[str] = None,
-                      auto_scale_lr: bool = False, launcher: str = 'none') -> Config:
+                      auto_scale_lr: bool = False, launcher: str = 'none',
+                      deterministic: bool = False) -> Config:
     cfg.launcher = launcher
     _default_work_dir(cfg, config_path, work_dir)
+    # a resumed run continues exactly as the uninterrupted one; checkpoints written atomically
+    _add_hook(cfg, 'ExactResumeHook')
+    ckpt_hook = (cfg.get('default_hooks') or {}).get('checkpoint')
+    if ckpt_hook is not None and not ckpt_hook.get('backend_args') and not ckpt_hook.get(
+            'file_client_args') and not str(ckpt_hook.get('out_dir') or '').count('://'):
+        from .reliability import ATOMIC_BACKEND
+        ckpt_hook.backend_args = dict(backend=ATOMIC_BACKEND)
+    if deterministic:
+        randomness = dict(cfg.get('randomness') or {})
+        randomness.setdefault('seed', 0)
+        randomness['deterministic'] = True
+        cfg.randomness = randomness
     cuda = torch.cuda.is_available()
     if amp and not cuda:
         raise ValueError('--amp needs a CUDA GPU (mmengine\'s AmpOptimWrapper); '
@@ -90,8 +103,15 @@ def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = N
             raise ValueError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
         cfg.auto_scale_lr.enable = True
     if resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = None
+        from .reliability import find_resume_checkpoint, remove_partial_writes
+        if osp.isdir(cfg.work_dir):
+            remove_partial_writes(cfg.work_dir)
+        found = find_resume_checkpoint(cfg.work_dir)
+        cfg.resume = found is not None
+        cfg.load_from = found
+        if found is None:
+            print_log(f'--resume: no complete checkpoint in {cfg.work_dir}; training from the '
+                      'start', logger='current', level=logging.WARNING)
     elif resume is not None:
         cfg.resume = True
         cfg.load_from = resume

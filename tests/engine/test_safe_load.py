@@ -45,10 +45,11 @@ def test_the_tools_add_the_hook_to_every_run():
     from mmengine.config import Config
 
     from mmvtx.engine.runner import prepare_test_cfg, prepare_train_cfg
-    for prepare, args in ((prepare_train_cfg, ()), (prepare_test_cfg, ('ckpt.pth',))):
+    for prepare, args, last in ((prepare_train_cfg, (), ['mmvtx.ExactResumeHook']),
+                                (prepare_test_cfg, ('ckpt.pth',), [])):
         cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper'), custom_hooks=[
             dict(type='EMAHook')]))
         prepare(cfg, 'configs/x.py', *args)
         prepare(cfg, 'configs/x.py', *args)  # twice: still one hook
         types = [h['type'] for h in cfg.custom_hooks]
-        assert types == ['EMAHook', 'mmvtx.SafeCheckpointLoadHook']
+        assert types == ['EMAHook', 'mmvtx.SafeCheckpointLoadHook'] + last
