@@ -39,6 +39,7 @@ def main(argv=None):
     own_group = init_cpu_distributed(cfg, args.launcher)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     runner.train()
+    del runner  # DDP and its process group references go before the group closes
     finish_cpu_distributed(own_group)
 
 

@@ -14,17 +14,17 @@ import time
 import pytest
 import torch
 
-from tests.engine.test_train_tools import (DET_CFG, ROOT, SEG_CFG, run_tool, shapes_data,  # noqa: F401
-                                           small_config)
+from tests.engine.test_train_tools import shapes_data  # noqa: F401  (the data, once)
+from tests.engine.test_train_tools import DET_CFG, ROOT, SEG_CFG, run_tool, small_config
 
 ITERS = 6
 
 
-def exact_config(tmp_path, kind: str, workers: int) -> str:
+def exact_config(tmp_path, kind: str, workers: int, with_cp: bool = False) -> str:
     """A small shapes config, checkpoint every 2 iterations, every iteration's loss logged
     unsmoothed, drop path on, ``workers`` DataLoader workers."""
     path = small_config(tmp_path, DET_CFG if kind == 'det' else SEG_CFG, kind, iters=ITERS,
-                        ckpt_interval=2)
+                        ckpt_interval=2, with_cp=with_cp)
     with open(path, 'a') as f:
         f.write("default_hooks['logger']['interval'] = 1\n"
                 "log_processor['window_size'] = 1\n"
@@ -38,21 +38,49 @@ def train_cmd(cfg, work):
     return [sys.executable, osp.join(ROOT, 'tools/train.py'), cfg, '--work-dir', work]
 
 
-def start(cmd, cwd):
-    return subprocess.Popen(cmd, cwd=cwd, env=dict(os.environ, PYTHONPATH=ROOT),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+def start(cmd, cwd, **env):
+    """The command in the background, with the environment ``run_tool`` gives (thread count
+    included: float results depend on it)."""
+    return subprocess.Popen(cmd, cwd=cwd, env=dict(
+        os.environ, PYTHONPATH=ROOT, PYTHON=sys.executable,
+        OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '2'), **env),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _descendants(pid: int) -> list:
+    """Every process below ``pid`` (torchrun starts its workers in sessions of their own, so
+    killing the launcher's process group would leave them running)."""
+    children = {}
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            try:
+                with open(f'/proc/{entry}/stat') as f:
+                    ppid = int(f.read().rsplit(')', 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
 
 
 def kill_when(proc, ready, timeout=300.0, poll=0.002):
-    """SIGKILLs the process group as soon as ``ready()``; returns False if it ended first."""
+    """SIGKILLs the process and all its descendants as soon as ``ready()`` (as a cluster's
+    scheduler does); returns False if the process ended first."""
     deadline = time.time() + timeout
     while not ready():
         if proc.poll() is not None:
             return False
         assert time.time() < deadline, 'the run never reached the point to kill it at'
         time.sleep(poll)
-    os.killpg(proc.pid, signal.SIGKILL)
+    for pid in [proc.pid] + _descendants(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.wait()
     return True
 
@@ -89,21 +117,35 @@ def assert_same_tensors(a, b, where=''):
         assert a == b, where
 
 
-@pytest.mark.parametrize('kind, workers', [('seg', 0), ('seg', 2), ('det', 0)])
-def test_killed_run_resumes_bit_identical(tmp_path, kind, workers):
+def _tmp_files(work):
+    return glob.glob(osp.join(work, '.iter_*.tmp'))
+
+
+@pytest.mark.parametrize('kind, workers, while_saving', [('seg', 2, True), ('det', 0, False)])
+def test_killed_run_resumes_bit_identical(tmp_path, kind, workers, while_saving):
+    """Killed after its first checkpoint (the segmentor: while writing its second one, if the
+    write is caught in progress), resumed, and compared with an uninterrupted run."""
     cfg = exact_config(tmp_path, kind, workers)
     whole, killed = str(tmp_path / 'whole'), str(tmp_path / 'killed')
     out = run_tool(train_cmd(cfg, whole), cwd=str(tmp_path))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
     proc = start(train_cmd(cfg, killed), str(tmp_path))
-    # killed inside iteration 3 or 4: after the first checkpoint, before the second
-    assert kill_when(proc, lambda: osp.exists(osp.join(killed, 'iter_2.pth'))), \
-        'the run ended before it could be killed'
+    first = osp.join(killed, 'iter_2.pth')
+    if while_saving:  # a save takes milliseconds: poll fast, give up once iter_4 is complete
+        ready = lambda: _tmp_files(killed) and osp.exists(first) or osp.exists(  # noqa: E731
+            osp.join(killed, 'iter_4.pth'))
+        assert kill_when(proc, ready, poll=0.0005), 'the run ended before it could be killed'
+    else:
+        assert kill_when(proc, lambda: osp.exists(first)), 'the run ended before it was killed'
     assert not osp.exists(osp.join(killed, f'iter_{ITERS}.pth'))
+    from mmvtx.engine.reliability import is_complete_checkpoint
+    saved = glob.glob(osp.join(killed, 'iter_*.pth'))
+    assert saved and all(is_complete_checkpoint(p) for p in saved), saved  # nothing partial
     out = run_tool(train_cmd(cfg, killed) + ['--resume'], cwd=str(tmp_path))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert 'resumed' in out.stdout + out.stderr
+    assert not _tmp_files(killed)  # the interrupted write's temporary file was removed
 
     a, b = load(osp.join(whole, f'iter_{ITERS}.pth')), load(osp.join(killed, f'iter_{ITERS}.pth'))
     assert_same_tensors(a['state_dict'], b['state_dict'], 'state_dict')
@@ -113,25 +155,46 @@ def test_killed_run_resumes_bit_identical(tmp_path, kind, workers):
     assert la == lb
 
 
-def test_a_kill_while_saving_loses_nothing(tmp_path):
-    """Killed while a checkpoint file is being written (its temporary file exists): no partial
-    checkpoint is left under the real name, and ``--resume`` continues from a complete one."""
-    cfg = exact_config(tmp_path, 'seg', 0)
-    work = str(tmp_path / 'work')
-    caught = False
-    for attempt in range(5):  # a save takes milliseconds: try until one is caught mid-write
-        proc = start(train_cmd(cfg, work) + (['--resume'] if attempt else []), str(tmp_path))
-        caught = kill_when(proc, lambda: bool(glob.glob(osp.join(work, '.iter_*.tmp'))),
-                           poll=0.0005)
-        if caught:
-            break
-    assert caught, 'no save was caught in progress in 5 runs'
-    from mmvtx.engine.reliability import find_resume_checkpoint, is_complete_checkpoint
-    saved = glob.glob(osp.join(work, 'iter_*.pth'))
-    assert all(is_complete_checkpoint(p) for p in saved), saved
-    for p in saved:
-        load(p)
-    out = run_tool(train_cmd(cfg, work) + ['--resume'], cwd=str(tmp_path))
+def test_resume_takes_the_newest_complete_checkpoint(tmp_path):
+    """A truncated checkpoint (a write cut off by a kill, saved by a tool without atomic writes)
+    and a ``last_checkpoint`` pointing at it are passed over."""
+    from mmvtx.engine.reliability import find_resume_checkpoint, remove_partial_writes
+    for step in (2, 4):
+        torch.save({'step': torch.tensor(step)}, tmp_path / f'iter_{step}.pth')
+    data = (tmp_path / 'iter_4.pth').read_bytes()
+    (tmp_path / 'iter_6.pth').write_bytes(data[:len(data) // 2])
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_6.pth'))
+    (tmp_path / '.iter_8.pth.abc.tmp').write_bytes(data[:10])
+    assert find_resume_checkpoint(str(tmp_path)) == str(tmp_path / 'iter_4.pth')
+    (tmp_path / 'last_checkpoint').write_text('')
+    assert find_resume_checkpoint(str(tmp_path)) == str(tmp_path / 'iter_4.pth')
+    assert remove_partial_writes(str(tmp_path)) == [str(tmp_path / '.iter_8.pth.abc.tmp')]
+    assert find_resume_checkpoint(str(tmp_path / 'nothing')) is None
+
+
+def test_killed_ddp_run_resumes_bit_identical(tmp_path):
+    """The same with 2 processes on gloo (tools/dist_train.sh) and activation checkpointing
+    (non-reentrant, DDP-safe): each rank draws its own streams, and the resumed pair ends where
+    the uninterrupted pair ends."""
+    cfg = exact_config(tmp_path, 'seg', 0, with_cp=True)
+    whole, killed = str(tmp_path / 'whole'), str(tmp_path / 'killed')
+    port = str(29500 + os.getpid() % 1000)
+
+    def dist(work):
+        return ['bash', osp.join(ROOT, 'tools/dist_train.sh'), cfg, '2', '--work-dir', work]
+
+    out = run_tool(dist(whole), cwd=str(tmp_path), env_extra=dict(PORT=port))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert find_resume_checkpoint(work) == osp.join(work, f'iter_{ITERS}.pth')
-    assert not glob.glob(osp.join(work, '.*.tmp'))
+    log = out.stdout + out.stderr
+    assert 'Distributed launcher: pytorch' in log and 'GPU number: 2' in log
+    # the process group closes after DDP is freed (else gloo may abort at interpreter exit)
+    assert 'still referenced while its process group closes' not in log
+    proc = start(dist(killed), str(tmp_path), PORT=port)
+    assert kill_when(proc, lambda: osp.exists(osp.join(killed, 'iter_2.pth')))
+    assert not osp.exists(osp.join(killed, f'iter_{ITERS}.pth'))
+    out = run_tool(dist(killed) + ['--resume'], cwd=str(tmp_path), env_extra=dict(PORT=port))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    a, b = load(osp.join(whole, f'iter_{ITERS}.pth')), load(osp.join(killed, f'iter_{ITERS}.pth'))
+    assert_same_tensors(a['state_dict'], b['state_dict'], 'state_dict')
+    assert_same_tensors(a['optimizer'], b['optimizer'], 'optimizer')
+    assert losses(whole) == losses(killed)

@@ -147,17 +147,6 @@ def test_upernet_trains_and_is_evaluated_by_mmseg(tmp_path):
     assert miou and 0.0 <= miou[-1] <= 100.0
 
 
-def test_dist_train_runs_ddp_on_gloo_with_checkpointing(tmp_path):
-    cfg = small_config(tmp_path, SEG_CFG, 'seg', iters=6, ckpt_interval=6, with_cp=True)
-    work = str(tmp_path / 'work')
-    out = run_tool(['bash', osp.join(ROOT, 'tools/dist_train.sh'), cfg, '2', '--work-dir', work],
-                   cwd=str(tmp_path), timeout=600)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    log = out.stdout + out.stderr
-    assert 'Distributed launcher: pytorch' in log and 'GPU number: 2' in log
-    assert osp.exists(osp.join(work, 'iter_6.pth'))
-
-
 @pytest.mark.parametrize('arch', ['vit', 'cvt'])
 def test_vit_and_cvt_train_in_mask_rcnn_and_upernet(tmp_path, arch):
     for kind, base, key in (('det', DET_CFGS[arch], 'coco/bbox_mAP'),
