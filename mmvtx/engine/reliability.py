@@ -19,6 +19,7 @@ the rank and the iteration, so that a resumed run continues exactly as the unint
   replayed: the hook says so when such a run resumes.
 """
 import glob
+import logging
 import hashlib
 import os
 import os.path as osp
@@ -190,7 +191,7 @@ class ExactResumeHook(Hook):
                 print_log('resumed with persistent DataLoader workers in an epoch-based loop: '
                           'their random streams restart here, so data augmentation will differ '
                           'from the uninterrupted run (set train_dataloader.persistent_workers='
-                          'False for an exact resume)', logger='current', level='WARNING')
+                          'False for an exact resume)', logger='current', level=logging.WARNING)
             loop.dataloader = _ReseedingLoader(loader, runner, self._seed, self._rank)
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
