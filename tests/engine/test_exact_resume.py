@@ -20,9 +20,11 @@ from tests.engine.test_train_tools import DET_CFG, ROOT, SEG_CFG, run_tool, smal
 ITERS = 6
 
 
-def exact_config(tmp_path, kind: str, workers: int, with_cp: bool = False) -> str:
+def exact_config(tmp_path, kind: str, workers: int, with_cp: bool = False,
+                 epochs: bool = False) -> str:
     """A small shapes config, checkpoint every 2 iterations, every iteration's loss logged
-    unsmoothed, drop path on, ``workers`` DataLoader workers."""
+    unsmoothed, drop path on, ``workers`` DataLoader workers; with ``epochs``, an epoch-based
+    loop of 3 epochs of 2 iterations, checkpoint every epoch."""
     path = small_config(tmp_path, DET_CFG if kind == 'det' else SEG_CFG, kind, iters=ITERS,
                         ckpt_interval=2, with_cp=with_cp)
     with open(path, 'a') as f:
@@ -31,6 +33,13 @@ def exact_config(tmp_path, kind: str, workers: int, with_cp: bool = False) -> st
                 "model['backbone']['drop_path_rate'] = 0.2\n"
                 f"train_dataloader.update(num_workers={workers}, "
                 f"persistent_workers={workers > 0})\n")
+        if epochs:
+            f.write(f"train_cfg = dict(_delete_=True, type='EpochBasedTrainLoop', "
+                    f"max_epochs={ITERS // 2}, val_interval={ITERS})\n"
+                    "train_dataloader.update(sampler=dict(_delete_=True, type='DefaultSampler', "
+                    "shuffle=True))\n"
+                    "train_dataloader['dataset']['indices'] = 4\n"
+                    "default_hooks['checkpoint'].update(by_epoch=True, interval=1)\n")
     return path
 
 
@@ -121,33 +130,36 @@ def _tmp_files(work):
     return glob.glob(osp.join(work, '.iter_*.tmp'))
 
 
-@pytest.mark.parametrize('kind, workers, while_saving', [('seg', 2, True), ('det', 0, False)])
-def test_killed_run_resumes_bit_identical(tmp_path, kind, workers, while_saving):
-    """Killed after its first checkpoint (the segmentor: while writing its second one, if the
-    write is caught in progress), resumed, and compared with an uninterrupted run."""
-    cfg = exact_config(tmp_path, kind, workers)
+@pytest.mark.parametrize('kind, workers, epochs', [('seg', 2, False), ('det', 0, True)])
+def test_killed_run_resumes_bit_identical(tmp_path, kind, workers, epochs):
+    """Killed after its first checkpoint (the iteration-based segmentor: while writing its
+    second one, if the write is caught in progress; the detector: in an epoch-based loop),
+    resumed, and compared with an uninterrupted run."""
+    cfg = exact_config(tmp_path, kind, workers, epochs=epochs)
+    last = f'epoch_{ITERS // 2}.pth' if epochs else f'iter_{ITERS}.pth'
+    while_saving = not epochs
     whole, killed = str(tmp_path / 'whole'), str(tmp_path / 'killed')
     out = run_tool(train_cmd(cfg, whole), cwd=str(tmp_path))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
     proc = start(train_cmd(cfg, killed), str(tmp_path))
-    first = osp.join(killed, 'iter_2.pth')
+    first = osp.join(killed, 'epoch_1.pth' if epochs else 'iter_2.pth')
     if while_saving:  # a save takes milliseconds: poll fast, give up once iter_4 is complete
         ready = lambda: _tmp_files(killed) and osp.exists(first) or osp.exists(  # noqa: E731
             osp.join(killed, 'iter_4.pth'))
         assert kill_when(proc, ready, poll=0.0005), 'the run ended before it could be killed'
     else:
         assert kill_when(proc, lambda: osp.exists(first)), 'the run ended before it was killed'
-    assert not osp.exists(osp.join(killed, f'iter_{ITERS}.pth'))
+    assert not osp.exists(osp.join(killed, last))
     from mmvtx.engine.reliability import is_complete_checkpoint
-    saved = glob.glob(osp.join(killed, 'iter_*.pth'))
+    saved = glob.glob(osp.join(killed, '*_*.pth'))
     assert saved and all(is_complete_checkpoint(p) for p in saved), saved  # nothing partial
     out = run_tool(train_cmd(cfg, killed) + ['--resume'], cwd=str(tmp_path))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert 'resumed' in out.stdout + out.stderr
     assert not _tmp_files(killed)  # the interrupted write's temporary file was removed
 
-    a, b = load(osp.join(whole, f'iter_{ITERS}.pth')), load(osp.join(killed, f'iter_{ITERS}.pth'))
+    a, b = load(osp.join(whole, last)), load(osp.join(killed, last))
     assert_same_tensors(a['state_dict'], b['state_dict'], 'state_dict')
     assert_same_tensors(a['optimizer'], b['optimizer'], 'optimizer')
     la, lb = losses(whole), losses(killed)
