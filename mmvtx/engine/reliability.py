@@ -27,7 +27,7 @@ import random
 import re
 import tempfile
 import zipfile
-from typing import Optional, Union
+from typing import Optional
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ from mmvtx.registry import HOOKS
 ATOMIC_BACKEND = 'mmvtx_atomic'
 
 
-def atomic_write(data: Union[bytes, str], path: str):
+def atomic_write(data: bytes, path: str):
     """Writes ``data`` to ``path`` so that ``path`` holds either its old content or all of the
     new one, whenever the process is killed."""
     directory = osp.dirname(osp.abspath(path))
@@ -48,7 +48,7 @@ def atomic_write(data: Union[bytes, str], path: str):
     fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=directory)
     try:
         with os.fdopen(fd, 'wb') as f:
-            f.write(data.encode() if isinstance(data, str) else data)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -49,9 +49,11 @@ def _add_hook(cfg: Config, name: str):
     cfg.custom_hooks = hooks
 
 
-def _default_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]):
-    # mmengine resumes/loads checkpoints with torch.load(weights_only=True) under torch >= 2.6:
-    # the hook allow-lists the types its checkpoints hold, at the start of the run
+def _prepare_common(cfg: Config, config_path: str, work_dir: Optional[str], launcher: str):
+    """What training and testing set alike: the launcher, the work dir (``./work_dirs/NAME``
+    by default) and the hook that lets mmengine load its checkpoints with
+    ``torch.load(weights_only=True)`` under torch >= 2.6."""
+    cfg.launcher = launcher
     _add_hook(cfg, 'SafeCheckpointLoadHook')
     if work_dir is not None:
         cfg.work_dir = work_dir
@@ -63,13 +65,12 @@ def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = N
                       amp: bool = False, resume: Optional[str] = None,
                       auto_scale_lr: bool = False, launcher: str = 'none',
                       deterministic: bool = False) -> Config:
-    cfg.launcher = launcher
-    _default_work_dir(cfg, config_path, work_dir)
+    _prepare_common(cfg, config_path, work_dir, launcher)
     # a resumed run continues exactly as the uninterrupted one; checkpoints written atomically
     _add_hook(cfg, 'ExactResumeHook')
     ckpt_hook = (cfg.get('default_hooks') or {}).get('checkpoint')
     if ckpt_hook is not None and not ckpt_hook.get('backend_args') and not ckpt_hook.get(
-            'file_client_args') and not str(ckpt_hook.get('out_dir') or '').count('://'):
+            'file_client_args') and '://' not in str(ckpt_hook.get('out_dir') or ''):
         from .reliability import ATOMIC_BACKEND
         ckpt_hook.backend_args = dict(backend=ATOMIC_BACKEND)
     if deterministic:
@@ -121,8 +122,7 @@ def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = N
 def prepare_test_cfg(cfg: Config, config_path: str, checkpoint: str,
                      work_dir: Optional[str] = None, show_dir: Optional[str] = None,
                      out: Optional[str] = None, launcher: str = 'none') -> Config:
-    cfg.launcher = launcher
-    _default_work_dir(cfg, config_path, work_dir)
+    _prepare_common(cfg, config_path, work_dir, launcher)
     cfg.load_from = checkpoint
     if show_dir is not None:
         vis = cfg.default_hooks.get('visualization')

@@ -63,16 +63,17 @@ class VisionBackbone(BaseModule):
 
     @classmethod
     def check_out_indices(cls, out_indices, num_levels: int) -> Tuple[int, ...]:
+        """Sorted, non-negative level indices; negative ones count from the last level."""
+        given = out_indices
         if isinstance(out_indices, numbers.Integral) and not isinstance(out_indices, bool):
             out_indices = (out_indices,)
-        if isinstance(out_indices, (str, bytes)) or not isinstance(out_indices, Sequence) or any(
-                isinstance(i, bool) or not isinstance(i, numbers.Integral) or i < -num_levels
-                for i in out_indices):
-            raise ValueError(f'{cls.__name__}: out_indices={out_indices!r} must be distinct '
-                             f'integer indices in [0, {num_levels})')
-        out = tuple(sorted(i % num_levels if i < 0 else i for i in out_indices))
-        if not out or any(i >= num_levels for i in out) or len(set(out)) != len(out):
-            raise ValueError(f'{cls.__name__}: out_indices {tuple(out_indices)} must be distinct '
+        valid = (isinstance(out_indices, Sequence) and not isinstance(out_indices, (str, bytes))
+                 and len(out_indices) > 0 and all(
+                     isinstance(i, numbers.Integral) and not isinstance(i, bool)
+                     and -num_levels <= i < num_levels for i in out_indices))
+        out = tuple(sorted(i % num_levels for i in out_indices)) if valid else ()
+        if not valid or len(set(out)) != len(out):
+            raise ValueError(f'{cls.__name__}: out_indices={given!r} must be distinct integer '
                              f'indices in [0, {num_levels})')
         return out
 

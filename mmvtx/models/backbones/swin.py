@@ -136,10 +136,6 @@ class SwinBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act)
         self.mlp_drop = nn.Dropout(drop_rate)
 
-    @property
-    def shifted(self) -> bool:
-        return self.attn.shifted
-
     def forward(self, x: torch.Tensor, geo: WindowGeometry) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), geo))
         return x + self.drop_path(self.mlp_drop(self.mlp(self.norm2(x))))

@@ -59,7 +59,7 @@ class Attention(nn.Module):
         y = attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
         y = y.transpose(1, 2).reshape(b, n, C)
         if geo is not None:
-            y = windows_to_tokens(y.view(B, -1, C), geo.gathers[0])
+            y = windows_to_tokens(y.view(B, -1, C), gather)
         return self.proj_drop(self.proj(y))
 
 
