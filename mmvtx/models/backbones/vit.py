@@ -7,21 +7,27 @@ single stride-16 map; :class:`SimpleFeaturePyramid` (ViTDet) turns it into maps 
 16 and 32 (two 2x deconvolutions, one, identity, max-pool), either all from the last layer or
 each from a chosen intermediate layer (mmseg's UPerNet-ViT recipe takes layers 3/6/9/12).
 Optional window attention in all but a few global blocks (ViTDet) for high resolutions, on the
-window geometry Swin uses (:mod:`..layers.window`; no shift).
+window geometry Swin uses (:mod:`..layers.window`; no shift), and the options of the ViT families
+released since (ViTDet/SAM relative positions, DINOv2/DINOv3 registers, LayerScale, SwiGLU,
+rotary positions), each a preset of :class:`ViT`.
 """
 import math
+import re
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mmvtx.registry import MODELS
 from mmvtx.utils.checkpoint import (CheckpointMismatchError, ConvertedCheckpoint, KeyRule,
                                     detect_format, merge_qkv, rename_keys)
-from ..layers import DropPath, Linear, Mlp, PatchEmbed, attention, drop_path_rates
+from ..layers import (DropPath, LayerScale, Linear, Mlp, PatchEmbed, SwiGLU, attention,
+                      drop_path_rates)
 from ..layers.init import init_transformer_weights, trunc_normal_
 from ..layers.norm import LayerNorm2d
 from ..layers.pos_embed import resize_pos_embed
+from ..layers.position import Rope2d, apply_rope, decomposed_rel_pos
 from ..layers.window import (WindowGeometry, WindowGeometryCache, tokens_to_windows,
                              windows_to_tokens)
 from .base import VisionBackbone, forward_block
@@ -32,31 +38,65 @@ class Attention(nn.Module):
     (ViTDet): ``forward(x, geo)`` with a :class:`WindowGeometry` gathers the projected tokens of
     the ``h x w`` map into ``M x M`` windows (the map zero-padded to multiples of ``M``, as
     ViTDet pads: padded slots get the projection of a zero token and take part as keys), attends
-    per window and gathers back before the output projection."""
+    per window and gathers back before the output projection.
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0):
+    ``qkv_bias='qv'``: biases on queries and values only (DINOv3; its released key bias is
+    masked to zero — with rotary positions a key bias would not cancel in the softmax).
+    ``rel_pos_size=(h, w)``: ViTDet's decomposed relative position tables ``rel_pos_h`` /
+    ``rel_pos_w`` (``2h-1`` / ``2w-1`` rows of ``head_dim``) learned for an ``h x w`` grid (the
+    window, or the pretraining patch grid in global blocks), zero-initialised as ViTDet does when
+    the pretrained weights have none, and interpolated to other grids."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias=True, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0, rel_pos_size: Optional[Tuple[int, int]] = None):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
+        self.qkv = Linear(dim, dim * 3, bias=qkv_bias is True)
+        if qkv_bias == 'qv':
+            self.q_bias = nn.Parameter(torch.zeros(dim))
+            self.v_bias = nn.Parameter(torch.zeros(dim))
+        else:
+            self.q_bias = self.v_bias = None
+        if rel_pos_size is not None:
+            self.rel_pos_h = nn.Parameter(torch.zeros(2 * rel_pos_size[0] - 1, self.head_dim))
+            self.rel_pos_w = nn.Parameter(torch.zeros(2 * rel_pos_size[1] - 1, self.head_dim))
+        else:
+            self.rel_pos_h = self.rel_pos_w = None
         self.attn_drop = attn_drop
         self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: torch.Tensor, geo: Optional[WindowGeometry] = None) -> torch.Tensor:
-        """``x``: ``B x L x C`` tokens (with ``geo``: the ``h*w`` patch tokens of its map)."""
+    def _qkv_bias(self) -> Optional[torch.Tensor]:
+        if self.q_bias is None:
+            return self.qkv.bias
+        return torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias])
+
+    def forward(self, x: torch.Tensor, geo: Optional[WindowGeometry] = None,
+                hw: Optional[Tuple[int, int]] = None, rope=None) -> torch.Tensor:
+        """``x``: ``B x L x C`` tokens (with ``geo``: the ``h*w`` patch tokens of its map);
+        ``hw``: the patch grid (for relative positions in a global block); ``rope``: the
+        ``(cos, sin)`` of the patch tokens (the last ``h*w`` of ``x``)."""
         B, L, C = x.shape
         qkv = self.qkv(x)
+        if self.q_bias is not None:
+            qkv = qkv + self._qkv_bias()
         if geo is not None:
             gather = geo.gathers[0]
-            qkv = tokens_to_windows(qkv, gather, self.qkv.bias)
+            qkv = tokens_to_windows(qkv, gather, self._qkv_bias())
             qkv = qkv.view(-1, geo.tokens_per_window, 3 * C)  # (B * nW) windows
         b, n = qkv.shape[:2]
         # qkv with shape (3, b, heads, n, head_dim)
         q, k, v = qkv.view(b, n, 3, self.num_heads, self.head_dim).permute(
             2, 0, 3, 1, 4).unbind(0)
-        y = attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        rel_pos = None
+        if self.rel_pos_h is not None:
+            grid = (geo.window_size, geo.window_size) if geo is not None else hw
+            rel_pos = decomposed_rel_pos(q, grid, self.rel_pos_h, self.rel_pos_w)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        y = attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0,
+                      rel_pos=rel_pos)
         y = y.transpose(1, 2).reshape(b, n, C)
         if geo is not None:
             y = windows_to_tokens(y.view(B, -1, C), gather)
@@ -64,27 +104,38 @@ class Attention(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """Pre-norm transformer encoder layer: ``x + MSA(LN(x))``, then ``x + MLP(LN(x))``.
+    """Pre-norm transformer encoder layer: ``x + MSA(LN(x))``, then ``x + MLP(LN(x))``, each
+    branch scaled per channel by LayerScale (``ls1``/``ls2``) if ``layer_scale_init``.
 
     With ``window_size > 0`` the attention runs inside non-overlapping windows of the patch
     map (ViTDet); the [CLS] token, if any, is not part of a windowed layer's input."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias=True,
                  drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path: float = 0.0,
-                 window_size: int = 0, layer_norm_eps: float = 1e-6):
+                 window_size: int = 0, layer_norm_eps: float = 1e-6,
+                 rel_pos_size: Optional[Tuple[int, int]] = None,
+                 layer_scale_init: Optional[float] = None, mlp_type: str = 'gelu',
+                 mlp_hidden_dims: Optional[int] = None):
         super().__init__()
         self.window_size = window_size
         self.norm1 = nn.LayerNorm(dim, eps=layer_norm_eps)
-        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop_rate, drop_rate)
+        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop_rate, drop_rate,
+                              rel_pos_size=rel_pos_size)
+        self.ls1 = LayerScale(dim, layer_scale_init) if layer_scale_init else nn.Identity()
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=layer_norm_eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        hidden = mlp_hidden_dims or int(dim * mlp_ratio)
+        self.mlp = SwiGLU(dim, hidden) if mlp_type == 'swiglu' else Mlp(dim, hidden)
         self.mlp_drop = nn.Dropout(drop_rate)
+        self.ls2 = LayerScale(dim, layer_scale_init) if layer_scale_init else nn.Identity()
 
-    def forward(self, x: torch.Tensor, geo: Optional[WindowGeometry] = None) -> torch.Tensor:
-        """``geo``: the window geometry of the patch map, for a windowed layer."""
-        x = x + self.drop_path(self.attn(self.norm1(x), geo if self.window_size > 0 else None))
-        return x + self.drop_path(self.mlp_drop(self.mlp(self.norm2(x))))
+    def forward(self, x: torch.Tensor, geo: Optional[WindowGeometry] = None,
+                hw: Optional[Tuple[int, int]] = None, rope=None) -> torch.Tensor:
+        """``geo``: the window geometry of the patch map, for a windowed layer; ``hw``, ``rope``:
+        see :class:`Attention`."""
+        y = self.attn(self.norm1(x), geo if self.window_size > 0 else None, hw, rope)
+        x = x + self.drop_path(self.ls1(y))
+        return x + self.drop_path(self.ls2(self.mlp_drop(self.mlp(self.norm2(x)))))
 
 
 class SimpleFeaturePyramid(nn.Module):
@@ -122,63 +173,180 @@ class SimpleFeaturePyramid(nn.Module):
         return tuple(layer(f) for layer, f in zip(self.scales, feats))
 
 
+# ViTDet's global blocks by depth (the same for SAM's image encoders)
+_GLOBAL_BLOCKS = {12: (2, 5, 8, 11), 24: (5, 11, 17, 23), 32: (7, 15, 23, 31)}
+_SIZES = {'s': 'small', 'b': 'base', 'l': 'large', 'h': 'huge', 'g': 'giant'}
+
+
+def _family_presets() -> dict:
+    """``<family>-<size>`` -> settings: the architectures whose released weights dense-prediction
+    users fine-tune (see the class docstring)."""
+    vitdet = dict(img_size=224, rel_pos_img_size=1024, with_cls_token=False, window_size=14,
+                  use_rel_pos=True, final_norm=False)
+    sam = dict(vitdet, img_size=1024)
+    dinov2 = dict(patch_size=14, img_size=518, layer_scale_init=1e-5, feature_norm=True,
+                  interpolate_offset=0.1)
+    dinov2_reg = dict(dinov2, num_register_tokens=4, interpolate_antialias=True,
+                      interpolate_offset=0.0)
+    dinov3 = dict(pos_embed='rope', rope_theta=100.0, num_register_tokens=4,
+                  layer_scale_init=1e-5, layer_norm_eps=1e-5, qkv_bias='qv', feature_norm=True)
+    deit3 = dict(layer_scale_init=1e-4)
+    families = {'vitdet': (vitdet, 'blh'), 'sam': (sam, 'blh'), 'dinov2': (dinov2, 'sblg'),
+                'dinov2-reg': (dinov2_reg, 'sblg'), 'dinov3': (dinov3, 'sbl'),
+                'deit3': (deit3, 'sblh')}
+    presets = {}
+    for family, (settings, sizes) in families.items():
+        for size in sizes:
+            cfg = dict(settings, arch=_SIZES[size])
+            if family in ('vitdet', 'sam'):
+                cfg['global_attn_indexes'] = _GLOBAL_BLOCKS[ViT.arch_zoo[_SIZES[size]]['num_layers']]
+            if family.startswith('dinov2') and size == 'g':  # ViT-g/14: SwiGLU, 4096 hidden
+                cfg.update(mlp_type='swiglu', mlp_hidden_dims=4096)
+            presets[f'{family}-{size}'] = cfg
+    return presets
+
+
 @MODELS.register_module()
 class ViT(VisionBackbone):
     """Vision Transformer backbone with a built-in simple feature pyramid.
 
+    The plain ViT (Dosovitskiy et al.) and the variants whose weights dense-prediction users
+    bring today, as presets of one class (``arch='<family>-<s|b|l|h|g>'``; explicit arguments
+    override a preset):
+
+    * ``vitdet-*`` (Li et al. 2022, with MAE weights): no [CLS], window attention 14 with global
+      blocks (2/5/8/11 for B), decomposed relative positions (zero when the weights have none),
+      224-pixel absolute position embedding resized to the input, no final norm.
+    * ``sam-*``: SAM's image encoder (the same architecture at 1024 pixels). SAM's neck (two
+      convolutions to 256 channels for the mask decoder) is not loaded: the pyramid replaces it.
+    * ``dinov2-*`` / ``dinov2-reg-*``: patch 14 at 518 pixels, LayerScale, 4 register tokens
+      (dropped from the maps), SwiGLU for ViT-g, DINOv2's own position-embedding resampling
+      (offset 0.1 for the first release, antialiased for the register release, as the authors
+      load them).
+    * ``dinov3-*``: rotary position embedding (no absolute one), 4 storage (register) tokens,
+      LayerScale, query/value biases only, LayerNorm eps 1e-5.
+    * ``deit3-*``: LayerScale (DeiT-III).
+
+    Patch sizes other than 16 (DINOv2's 14) keep their native token grid through the encoder;
+    the map handed to the pyramid is then resampled bilinearly, pixel-aligned (cell centres at
+    ``(i + 0.5) p`` mapped to ``(j + 0.5) 16``), to the stride-16 grid ``ceil(H/16) x ceil(W/16)``,
+    so every backbone's maps are at strides 4/8/16/32.
+
     Args:
-        arch: ``small`` (384/12/6), ``base`` (768/12/12), ``large`` (1024/24/16) or a dict with
-            ``embed_dims``, ``num_layers``, ``num_heads``; explicit arguments override it.
+        arch: ``small`` (384/12/6), ``base`` (768/12/12), ``large`` (1024/24/16), ``huge``
+            (1280/32/16), ``giant`` (1536/40/24), a family preset above, or a dict with
+            ``embed_dims``, ``num_layers``, ``num_heads``.
         img_size: the pretraining size; the position embedding covers its patch grid and is
-            resized (bicubic, [CLS] position kept) to the grid of each input.
+            resized (bicubic) to the grid of each input.
         patch_size: kernel and stride of the patch embedding (16).
         out_indices: which of the pyramid levels (strides 4, 8, 16, 32) to return.
         feature_layers: ``None`` (ViTDet: every level from the last layer), or one encoder
             layer index per level of ``out_indices`` (mmseg's UPerNet-ViT: ``(2, 5, 8, 11)``).
+        feature_norm: apply the final LayerNorm to the intermediate ``feature_layers`` too
+            (DINOv2/DINOv3's ``get_intermediate_layers(norm=True)``).
         with_cls_token: prepend the [CLS] token (dropped from the maps).
         output_cls_token: also return the final [CLS] token (``B x C``) after the maps.
+        num_register_tokens: register/storage tokens after the [CLS] token (no position
+            embedding; dropped from the maps).
+        pos_embed: ``'learned'`` absolute position embedding, ``'rope'`` (rotary, DINOv3,
+            ``rope_theta``) or ``'none'``.
+        interpolate_antialias, interpolate_offset: how the position embedding is resampled
+            (DINOv2's arguments of the same names).
         window_size: >0 runs the layers not in ``global_attn_indexes`` with attention inside
             ``window_size x window_size`` windows of the patch map (ViTDet: 14 with global
             layers 2, 5, 8, 11); the [CLS] token is then not used.
+        use_rel_pos: ViTDet's decomposed relative positions in every block, learned for the
+            window (windowed blocks) or the ``rel_pos_img_size`` patch grid (global blocks;
+            default ``img_size``).
+        layer_scale_init: LayerScale on both residual branches, initialised to this value
+            (``None``/0: none).
+        qkv_bias: ``True``, ``False`` or ``'qv'`` (no key bias).
+        mlp_type: ``'gelu'`` MLP or ``'swiglu'``; ``mlp_hidden_dims`` overrides
+            ``embed_dims * mlp_ratio``.
         final_norm: LayerNorm on the last layer's output.
-        frozen_stages: -1 none; 0 the patch embedding, [CLS] and position embedding; k also
-            the first k encoder layers.
+        frozen_stages: -1 none; 0 the patch embedding, [CLS], register and position embedding;
+            k also the first k encoder layers.
         drop_path_rate, with_cp, norm_eval, init_cfg: as in every mmvtx backbone.
     """
     arch_zoo = {
         'small': dict(embed_dims=384, num_layers=12, num_heads=6),
         'base': dict(embed_dims=768, num_layers=12, num_heads=12),
         'large': dict(embed_dims=1024, num_layers=24, num_heads=16),
+        'huge': dict(embed_dims=1280, num_layers=32, num_heads=16),
+        'giant': dict(embed_dims=1536, num_layers=40, num_heads=24),
     }
-    arch_aliases = {'s': 'small', 'b': 'base', 'l': 'large'}
+    arch_aliases = {'s': 'small', 'b': 'base', 'l': 'large', 'h': 'huge', 'g': 'giant'}
+    # the settings a family preset may set, with their values outside presets
+    defaults = dict(img_size=224, patch_size=16, mlp_ratio=4.0, qkv_bias=True,
+                    with_cls_token=True, window_size=0, global_attn_indexes=(),
+                    final_norm=True, layer_norm_eps=1e-6, use_rel_pos=False,
+                    rel_pos_img_size=None, num_register_tokens=0, layer_scale_init=None,
+                    mlp_type='gelu', mlp_hidden_dims=None, pos_embed='learned',
+                    rope_theta=100.0, interpolate_antialias=False, interpolate_offset=0.0,
+                    feature_norm=False)
 
     def __init__(self, arch: Union[str, dict] = 'base', embed_dims: Optional[int] = None,
                  num_layers: Optional[int] = None, num_heads: Optional[int] = None,
-                 img_size: int = 224, patch_size: int = 16, in_channels: int = 3,
-                 mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_rate: float = 0.0,
-                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.1,
-                 out_indices: Sequence[int] = (0, 1, 2, 3),
-                 feature_layers: Optional[Sequence[int]] = None, with_cls_token: bool = True,
-                 output_cls_token: bool = False, window_size: int = 0,
-                 global_attn_indexes: Sequence[int] = (), final_norm: bool = True,
-                 layer_norm_eps: float = 1e-6, frozen_stages: int = -1, with_cp: bool = False,
-                 norm_eval: bool = False, init_cfg: Optional[dict] = None):
+                 img_size: Optional[int] = None, patch_size: Optional[int] = None,
+                 in_channels: int = 3, mlp_ratio: Optional[float] = None, qkv_bias=None,
+                 drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.1, out_indices: Sequence[int] = (0, 1, 2, 3),
+                 feature_layers: Optional[Sequence[int]] = None,
+                 feature_norm: Optional[bool] = None, with_cls_token: Optional[bool] = None,
+                 output_cls_token: bool = False, num_register_tokens: Optional[int] = None,
+                 pos_embed: Optional[str] = None, rope_theta: Optional[float] = None,
+                 interpolate_antialias: Optional[bool] = None,
+                 interpolate_offset: Optional[float] = None, window_size: Optional[int] = None,
+                 global_attn_indexes: Optional[Sequence[int]] = None,
+                 use_rel_pos: Optional[bool] = None, rel_pos_img_size: Optional[int] = None,
+                 layer_scale_init: Optional[float] = None, mlp_type: Optional[str] = None,
+                 mlp_hidden_dims: Optional[int] = None, final_norm: Optional[bool] = None,
+                 layer_norm_eps: Optional[float] = None, frozen_stages: int = -1,
+                 with_cp: bool = False, norm_eval: bool = False, init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
+        given = dict(img_size=img_size, patch_size=patch_size, mlp_ratio=mlp_ratio,
+                     qkv_bias=qkv_bias, with_cls_token=with_cls_token, window_size=window_size,
+                     global_attn_indexes=global_attn_indexes, final_norm=final_norm,
+                     layer_norm_eps=layer_norm_eps, use_rel_pos=use_rel_pos,
+                     rel_pos_img_size=rel_pos_img_size, num_register_tokens=num_register_tokens,
+                     layer_scale_init=layer_scale_init, mlp_type=mlp_type,
+                     mlp_hidden_dims=mlp_hidden_dims, pos_embed=pos_embed,
+                     rope_theta=rope_theta, interpolate_antialias=interpolate_antialias,
+                     interpolate_offset=interpolate_offset, feature_norm=feature_norm)
+        preset = {}
+        if isinstance(arch, str) and arch.lower() in self.presets:
+            preset = dict(self.presets[arch.lower()])
+            arch = preset.pop('arch')
+        opt = {k: (given[k] if given[k] is not None else preset.get(k, v))
+               for k, v in self.defaults.items()}
+        self.preset_settings = opt
         cfg = self.resolve_arch(arch, embed_dims=embed_dims, num_layers=num_layers,
                                 num_heads=num_heads)
         dim, depth, heads = (self.check_int(k, cfg[k]) for k in ('embed_dims', 'num_layers',
                                                                   'num_heads'))
         self.check_heads([dim], [heads])
+        patch_size, img_size, window_size = opt['patch_size'], opt['img_size'], opt['window_size']
         for name, value in dict(in_channels=in_channels, patch_size=patch_size).items():
             self.check_int(name, value)
         self.check_int('img_size', img_size, patch_size)  # the pretraining grid: >= 1 patch
         self.check_int('window_size', window_size, 0)
-        self.check_positive('mlp_ratio', mlp_ratio)
-        self.check_positive('layer_norm_eps', layer_norm_eps)
+        self.check_int('num_register_tokens', opt['num_register_tokens'], 0)
+        self.check_positive('mlp_ratio', opt['mlp_ratio'])
+        self.check_positive('layer_norm_eps', opt['layer_norm_eps'])
+        if opt['mlp_hidden_dims'] is not None:
+            self.check_int('mlp_hidden_dims', opt['mlp_hidden_dims'])
+        if opt['layer_scale_init']:
+            self.check_positive('layer_scale_init', opt['layer_scale_init'])
+        for name, allowed in (('qkv_bias', (True, False, 'qv')), ('mlp_type', ('gelu', 'swiglu')),
+                              ('pos_embed', ('learned', 'rope', 'none'))):
+            if not any(opt[name] is a or opt[name] == a and type(opt[name]) is type(a)
+                       for a in allowed):
+                raise ValueError(f'ViT: {name}={opt[name]!r} must be one of {allowed}')
         self.check_rates(drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
                          drop_path_rate=drop_path_rate)
+        global_attn_indexes = tuple(opt['global_attn_indexes'])
         if global_attn_indexes and window_size == 0:
-            raise ValueError(f'ViT: global_attn_indexes={tuple(global_attn_indexes)} needs '
+            raise ValueError(f'ViT: global_attn_indexes={global_attn_indexes} needs '
                              'window_size > 0 (without windows every layer is global)')
         for i in global_attn_indexes:
             self.check_int('global_attn_indexes[...]', i, 0, depth - 1)
@@ -190,11 +358,21 @@ class ViT(VisionBackbone):
                     i >= depth for i in feature_layers):
                 raise ValueError(f'ViT: feature_layers {feature_layers} needs one layer index '
                                  f'(< {depth}) per output level {self.out_indices}')
+        with_cls_token, n_reg = opt['with_cls_token'], opt['num_register_tokens']
         if window_size > 0 and output_cls_token:
             raise ValueError('ViT: window attention drops the [CLS] token; '
                              'output_cls_token needs window_size=0')
         if output_cls_token and not with_cls_token:
             raise ValueError('ViT: output_cls_token needs with_cls_token=True')
+        if window_size > 0 and (n_reg or opt['pos_embed'] == 'rope'):
+            raise ValueError(f'ViT: window_size={window_size} cannot be combined with register '
+                             'tokens or rotary positions (global-attention models)')
+        if opt['use_rel_pos'] and window_size == 0 and (with_cls_token or n_reg):
+            raise ValueError('ViT: use_rel_pos (relative positions on the patch grid) needs '
+                             'with_cls_token=False and no register tokens')
+        if opt['pos_embed'] == 'rope' and (dim // heads) % 4:
+            raise ValueError(f'ViT: pos_embed=rope needs a head dimension divisible by 4, '
+                             f'got {dim // heads}')
         self.check_frozen_stages(frozen_stages, depth, 'layers')
 
         self.arch_settings = dict(embed_dims=dim, num_layers=depth, num_heads=heads)
@@ -202,26 +380,49 @@ class ViT(VisionBackbone):
         self.patch_size = patch_size
         self.pretrain_grid = (img_size // patch_size, img_size // patch_size)
         self.feature_layers = feature_layers
+        self.feature_norm = opt['feature_norm']
         self.with_cls_token = with_cls_token
+        self.num_register_tokens = n_reg
         self.output_cls_token = output_cls_token
         self.window_size = window_size
+        self.interpolate = dict(antialias=opt['interpolate_antialias'],
+                                offset=opt['interpolate_offset'])
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.with_cp = with_cp
 
         self.patch_embed = PatchEmbed(in_channels, dim, patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if with_cls_token else None
-        num_pos = self.pretrain_grid[0] * self.pretrain_grid[1] + int(with_cls_token)
-        self.pos_embed = nn.Parameter(torch.zeros(1, num_pos, dim))
+        self.register_tokens = nn.Parameter(torch.zeros(1, n_reg, dim)) if n_reg else None
+        if opt['pos_embed'] == 'learned':
+            num_pos = self.pretrain_grid[0] * self.pretrain_grid[1] + int(with_cls_token)
+            self.pos_embed = nn.Parameter(torch.zeros(1, num_pos, dim))
+        else:
+            self.pos_embed = None
+        self.rope = Rope2d(dim // heads, opt['rope_theta']) if opt['pos_embed'] == 'rope' \
+            else None
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = drop_path_rates(drop_path_rate, [depth])[0]
         global_attn_indexes = set(global_attn_indexes)
+        rel_grid = (opt['rel_pos_img_size'] or img_size) // patch_size
+
+        def rel_pos_size(i):
+            if not opt['use_rel_pos']:
+                return None
+            if window_size > 0 and i not in global_attn_indexes:
+                return (window_size, window_size)
+            return (rel_grid, rel_grid)
+
         self.blocks = nn.ModuleList([
-            EncoderLayer(dim, heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, dpr[i],
+            EncoderLayer(dim, heads, opt['mlp_ratio'], opt['qkv_bias'], drop_rate,
+                         attn_drop_rate, dpr[i],
                          window_size=0 if i in global_attn_indexes else window_size,
-                         layer_norm_eps=layer_norm_eps)
+                         layer_norm_eps=opt['layer_norm_eps'], rel_pos_size=rel_pos_size(i),
+                         layer_scale_init=opt['layer_scale_init'] or None,
+                         mlp_type=opt['mlp_type'], mlp_hidden_dims=opt['mlp_hidden_dims'])
             for i in range(depth)])
-        self.norm = nn.LayerNorm(dim, eps=layer_norm_eps) if final_norm else nn.Identity()
+        self.norm = nn.LayerNorm(dim, eps=opt['layer_norm_eps']) if opt['final_norm'] \
+            else nn.Identity()
         self.pyramid = SimpleFeaturePyramid(dim, [(4, 8, 16, 32)[i] for i in self.out_indices])
         self.geometry_cache = WindowGeometryCache()
         self._freeze_stages()
@@ -230,26 +431,37 @@ class ViT(VisionBackbone):
     def out_channels(self) -> Tuple[int, ...]:
         return tuple(self.pyramid.channels)
 
-    def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Adds the position embedding, resized to the ``h x w`` grid of ``x`` (B x h x w x C);
-        returns the token sequence (with the [CLS] token first, if any)."""
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patch tokens: [CLS] and registers."""
+        return int(self.with_cls_token) + self.num_register_tokens
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch tokens of ``x`` (B x h x w x C) -> the token sequence: [CLS], position
+        embedding (resized to ``h x w``) added to [CLS] and patches, then the register tokens
+        inserted after [CLS] (DINOv2's order)."""
         B, h, w, C = x.shape
-        pos = resize_pos_embed(self.pos_embed, self.pretrain_grid, (h, w),
-                               num_extra_tokens=int(self.with_cls_token))
         x = x.reshape(B, h * w, C)
         if self.with_cls_token:
             x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1)
-        return self.pos_drop(x + pos)
+        if self.pos_embed is not None:
+            x = x + resize_pos_embed(self.pos_embed, self.pretrain_grid, (h, w),
+                                     num_extra_tokens=int(self.with_cls_token),
+                                     **self.interpolate)
+        if self.register_tokens is not None:
+            n = int(self.with_cls_token)
+            x = torch.cat([x[:, :n], self.register_tokens.expand(B, -1, -1), x[:, n:]], dim=1)
+        return self.pos_drop(x)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         self.check_input(x)
         H, W = x.shape[-2:]
         x = self.patch_embed(x)
         B, h, w, C = x.shape
-        x = self._pos_embed(x)
-        n_extra = int(self.with_cls_token)
+        x = self._embed(x)
+        n_extra = self.num_prefix_tokens
         if self.window_size > 0 and n_extra:  # as ViTDet: windows hold patch tokens only
-            x, n_extra = x[:, 1:], 0
+            x, n_extra = x[:, n_extra:], 0
         wanted = set(self.feature_layers) if self.feature_layers is not None else set()
         last = len(self.blocks) - 1
         maps = {}
@@ -257,24 +469,34 @@ class ViT(VisionBackbone):
         if self.window_size > 0:
             geo = self.geometry_cache.get(h, w, self.window_size, 0, x.device,
                                           with_shifted=False)
+        rope = self.rope(h, w, x.dtype) if self.rope is not None else None
         for i, block in enumerate(self.blocks):
-            x = forward_block(block, x, geo, with_cp=self.with_cp)
+            x = forward_block(block, x, geo, (h, w), rope, with_cp=self.with_cp)
             if i == last:
                 x = self.norm(x)
             if i in wanted or (i == last and self.feature_layers is None):
-                maps[i] = x[:, n_extra:].transpose(1, 2).reshape(B, C, h, w)
+                y = self.norm(x) if self.feature_norm and i != last else x
+                maps[i] = y[:, n_extra:].transpose(1, 2).reshape(B, C, h, w)
         layers = self.feature_layers or [last] * len(self.out_indices)
-        outs = self.pyramid([maps[i] for i in layers])
-        # the deconvolutions upsample the padded patch grid: crop each level to the
-        # ceil(H / stride) x ceil(W / stride) of the contract (a no-op where the patch size
-        # divides H, W). The levels are 4x, 2x, 1x and 0.5x the patch grid: strides 4, 8, 16, 32
-        # for 16-pixel patches, p/4, p/2, p, 2p for others (stride * p / 16)
-        p = self.patch_size
-        outs = tuple(o[..., :-(-H * 16 // (s * p)), :-(-W * 16 // (s * p))].contiguous()
+        feats = [self._to_stride16(maps[i], H, W) for i in layers]
+        outs = self.pyramid(feats)
+        # the deconvolutions upsample the padded stride-16 grid: crop each level to the
+        # ceil(H / stride) x ceil(W / stride) of the contract (a no-op where 16 divides H, W)
+        outs = tuple(o[..., :-(-H // s), :-(-W // s)].contiguous()
                      for o, s in zip(outs, self.pyramid.strides))
         if self.output_cls_token:
             outs = outs + (x[:, 0],)
         return outs
+
+    def _to_stride16(self, feat: torch.Tensor, H: int, W: int) -> torch.Tensor:
+        """The ``B x C x h x w`` patch map resampled to ``ceil(H/16) x ceil(W/16)`` where the
+        patch size is not 16: bilinear with the scale ``p / 16`` so that cell centres stay at
+        their pixel positions (``F.interpolate(size=...)`` would stretch the padded extent)."""
+        p = self.patch_size
+        if p == 16:
+            return feat
+        size = [-(-H // 16), -(-W // 16)]
+        return torch.ops.aten.upsample_bilinear2d(feat, size, False, p / 16, p / 16)
 
     # -------------------------------------------------------------------- training behaviour
     def _frozen_modules(self) -> list:
@@ -288,15 +510,22 @@ class ViT(VisionBackbone):
     def _freeze_stages(self):
         super()._freeze_stages()
         if self.frozen_stages >= 0:
-            self.pos_embed.requires_grad = False
-            if self.cls_token is not None:
-                self.cls_token.requires_grad = False
+            for p in (self.pos_embed, self.cls_token, self.register_tokens):
+                if p is not None:
+                    p.requires_grad = False
 
     def _default_init(self):
         init_transformer_weights(self)
-        trunc_normal_(self.pos_embed, std=0.02)
-        if self.cls_token is not None:
-            trunc_normal_(self.cls_token, std=0.02)
+        for p in (self.pos_embed, self.cls_token, self.register_tokens):
+            if p is not None:
+                trunc_normal_(p, std=0.02)
+        for m in self.modules():
+            if isinstance(m, LayerScale):
+                nn.init.constant_(m.gamma, m.init_value)
+            elif isinstance(m, Attention):
+                for p in (m.q_bias, m.v_bias, m.rel_pos_h, m.rel_pos_w):
+                    if p is not None:  # ViTDet zero-initialises the relative positions
+                        nn.init.zeros_(p)
 
     def convert_state_dict(self, state_dict: dict) -> ConvertedCheckpoint:
         return convert_vit(state_dict, self)
@@ -304,16 +533,30 @@ class ViT(VisionBackbone):
 
 # ------------------------------------------------------------------------- checkpoint formats
 VIT_FORMATS = (
+    KeyRule('sam', prefixes=('blocks.',), contains=('.mlp.lin1.',)),
+    KeyRule('transformers-sam', prefixes=('layers.',), contains=('.layer_norm1.',)),
+    KeyRule('transformers-vitdet', prefixes=('embeddings.projection.',)),
+    KeyRule('transformers-dinov3', prefixes=('embeddings.patch_embeddings.weight',)),
+    KeyRule('transformers-dinov2', contains=('.layer_scale1.lambda1',)),
     KeyRule('transformers', prefixes=('embeddings.patch_embeddings', 'vit.embeddings')),
     KeyRule('jax', contains=('Transformer/encoderblock_0',)),
     KeyRule('mmseg', prefixes=('layers.',), contains=('.attn.attn.in_proj_weight',)),
     KeyRule('mmpretrain', prefixes=('layers.',), contains=('.attn.qkv.',)),
+    KeyRule('dinov3', prefixes=('storage_tokens',)),
+    KeyRule('dinov3', contains=('.attn.qkv.bias_mask',)),
+    KeyRule('deit3', prefixes=('blocks.',), contains=('.gamma_1',)),
     KeyRule('timm', prefixes=('blocks.',)),
 )
+# wrappers around a ViT's weights: SAM's whole model (authors', transformers), detectron2's
+# ViTDet backbone (``backbone.net.``, ``backbone.`` already cut), transformers' task models
+_WRAPPERS = ('image_encoder.', 'vision_encoder.', 'net.', 'dinov2.', 'dinov2_with_registers.')
 
 
 def detect_vit_format(sd: dict) -> str:
-    return detect_format(sd, VIT_FORMATS, 'ViT', 'timm/the JAX release, transformers ViTModel, '
+    return detect_format(sd, VIT_FORMATS, 'ViT', 'timm/the JAX release/DeiT-III/MAE/detectron2 '
+                         'ViTDet, SAM (authors, transformers SamVisionModel), DINOv2 (authors, '
+                         'transformers Dinov2Model/WithRegisters), DINOv3 (authors, transformers '
+                         'DINOv3ViTModel), transformers ViTModel/VitDetBackbone, '
                          'mmseg/mmpretrain VisionTransformer or mmvtx')
 
 
@@ -358,16 +601,74 @@ def _jax_to_timm(sd: dict) -> dict:
     return out
 
 
-# transformers ViTModel names, as on the hub (4.x) and as in transformers 5.x
+# transformers ViTModel names, as on the hub (4.x) and as in transformers 5.x; also the
+# encoder layers of Dinov2Model / Dinov2WithRegistersModel (LayerScale, SwiGLU), 4.x and 5.x
 HF_VIT_RULES = (
     ('embeddings.cls_token', 'cls_token'),
+    ('embeddings.register_tokens', 'register_tokens'),
     ('embeddings.position_embeddings', 'pos_embed'),
     ('embeddings.patch_embeddings.projection', 'patch_embed.proj'),
     ('encoder.layer.', 'blocks.'), ('layers.', 'blocks.'),
     ('layernorm_before', 'norm1'), ('layernorm_after', 'norm2'),
     ('attention.output.dense', 'attn.proj'), ('attention.o_proj', 'attn.proj'),
     ('intermediate.dense', 'mlp.fc1'), ('output.dense', 'mlp.fc2'),
+    ('layer_scale1.lambda1', 'ls1.gamma'), ('layer_scale2.lambda1', 'ls2.gamma'),
+    ('mlp.weights_in', 'mlp.w12'), ('mlp.weights_out', 'mlp.w3'), ('mlp.down_proj', 'mlp.w3'),
 )
+# transformers DINOv3ViTModel (5.x puts the layers under model.)
+HF_DINOV3_RULES = (
+    ('embeddings.cls_token', 'cls_token'), ('embeddings.register_tokens', 'register_tokens'),
+    ('embeddings.patch_embeddings', 'patch_embed.proj'), ('model.layer.', 'blocks.'),
+    ('layer.', 'blocks.'), ('attention.o_proj', 'attn.proj'),
+    ('attention.q_proj.bias', 'attn.q_bias'), ('attention.v_proj.bias', 'attn.v_bias'),
+    ('layer_scale1.lambda1', 'ls1.gamma'), ('layer_scale2.lambda1', 'ls2.gamma'),
+)
+# transformers VitDetBackbone / VitDetModel
+HF_VITDET_RULES = (
+    ('embeddings.position_embeddings', 'pos_embed'), ('embeddings.projection', 'patch_embed.proj'),
+    ('encoder.layer.', 'blocks.'), ('.attention.', '.attn.'),
+)
+# SAM's image encoder: the authors' names (mlp.lin1/lin2) and transformers SamVisionModel's
+SAM_RULES = (
+    ('patch_embed.projection', 'patch_embed.proj'), ('layers.', 'blocks.'),
+    ('layer_norm1', 'norm1'), ('layer_norm2', 'norm2'),
+    ('mlp.lin1', 'mlp.fc1'), ('mlp.lin2', 'mlp.fc2'),
+)
+# the DeiT-III authors' LayerScale names, DINOv2/v3 and timm register token names
+LAYER_SCALE_RULES = (('.gamma_1', '.ls1.gamma'), ('.gamma_2', '.ls2.gamma'),
+                     ('storage_tokens', 'register_tokens'), ('reg_token', 'register_tokens'))
+# what no backbone keeps: classifier heads, MAE's decoder, mask tokens of the self-supervised
+# objectives, SAM's neck (the pyramid replaces it), DINOv3's RoPE periods (computed),
+# detectron2's simple feature pyramid
+_DROPPED = ('head', 'fc_norm', 'pre_logits', 'decoder', 'mask_token', 'embeddings.mask_token',
+            'neck.', 'rope_embed.',
+            'rope_embeddings.', 'local_cls_norm', 'simfp_', 'pooler.', 'classifier.')
+
+
+def _unwrap(sd: dict) -> dict:
+    for prefix in _WRAPPERS:
+        if any(k.startswith(prefix) for k in sd) and not any(
+                k.startswith(('blocks.', 'layers.', 'encoder.', 'embeddings.')) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    return sd
+
+
+def _merge_parts(sd: dict, parts: Sequence[str], merged: str) -> dict:
+    """``...{part}...`` tensors concatenated along dim 0 into ``...{merged}...``."""
+    out, groups = {}, {}
+    for k, v in sd.items():
+        tag = next((t for t in parts if t in k), None)
+        if tag is None:
+            out[k] = v
+        else:
+            head, tail = k.split(tag, 1)
+            groups.setdefault((head, tail), {})[tag] = v
+    for (head, tail), got in groups.items():
+        if len(got) != len(parts):
+            raise CheckpointMismatchError(f'{head}: {sorted(set(parts) - set(got))} missing '
+                                          f'beside {sorted(got)}')
+        out[f'{head}{merged}{tail}'] = torch.cat([got[t] for t in parts], 0)
+    return out
 
 
 # mmseg/mmpretrain VisionTransformer names (mmseg: nn.MultiheadAttention's in_proj/out_proj)
@@ -382,57 +683,119 @@ MMSEG_VIT_RULES = (
 
 def convert_vit(sd: dict, model: 'ViT') -> ConvertedCheckpoint:
     """Any public ViT checkpoint -> mmvtx names; the position embedding is resized from the
-    checkpoint's grid to the model's pretraining grid when they differ."""
+    checkpoint's grid to the model's pretraining grid when they differ, ViTDet's relative
+    position tables to the model's grids."""
+    sd = _unwrap(sd)
     fmt = detect_vit_format(sd)
-    out = {}
     if fmt == 'jax':
         sd, fmt_in = _jax_to_timm(sd), 'jax'
         fmt = 'timm'
     else:
         fmt_in = fmt
-    if fmt == 'transformers':
-        sd = {k[len('vit.'):] if k.startswith('vit.') else k: v for k, v in sd.items()
-              if not k.startswith(('pooler.', 'classifier.', 'vit.pooler.'))}
+    if fmt == 'transformers' or fmt == 'transformers-dinov2':
+        sd = {k[len('vit.'):] if k.startswith('vit.') else k: v for k, v in sd.items()}
         sd = rename_keys(sd, HF_VIT_RULES)
+        sd = _merge_parts(sd, ('.mlp.gate_proj.', '.mlp.up_proj.'), '.mlp.w12.')
         sd = merge_qkv(sd, ('.attention.attention.query.', '.attention.attention.key.',
                             '.attention.attention.value.'), '.attn.qkv.')
         sd = merge_qkv(sd, ('.attention.q_proj.', '.attention.k_proj.', '.attention.v_proj.'),
                        '.attn.qkv.')
-        out = {('norm.' + k[len('layernorm.'):] if k.startswith('layernorm.') else k): v
-               for k, v in sd.items()}
+        sd = {('norm.' + k[len('layernorm.'):] if k.startswith('layernorm.') else k): v
+              for k, v in sd.items()}
+    elif fmt == 'transformers-dinov3':
+        sd = rename_keys(sd, HF_DINOV3_RULES)
+        if any('.mlp.gate_proj.' in k for k in sd):  # the gated MLP (SwiGLU) of ViT-H+/7B
+            sd = _merge_parts(sd, ('.mlp.gate_proj.', '.mlp.up_proj.'), '.mlp.w12.')
+            sd = rename_keys(sd, (('mlp.down_proj', 'mlp.w3'),))
+        else:
+            sd = rename_keys(sd, (('mlp.up_proj', 'mlp.fc1'), ('mlp.down_proj', 'mlp.fc2')))
+        sd = _merge_parts(sd, ('.attention.q_proj.', '.attention.k_proj.', '.attention.v_proj.'),
+                          '.attn.qkv.')
+    elif fmt == 'transformers-vitdet':
+        sd = rename_keys(sd, HF_VITDET_RULES)
+    elif fmt in ('sam', 'transformers-sam'):
+        sd = rename_keys(sd, SAM_RULES)
     elif fmt in ('mmseg', 'mmpretrain'):
+        out = {}
         for k, v in rename_keys(sd, MMSEG_VIT_RULES).items():
-            if k.startswith(('head.', 'neck.')):
-                continue
             if k.startswith('ln1.'):  # the final norm (final_norm=True)
                 k = 'norm.' + k[len('ln1.'):]
             out[k] = v
-        if 'patch_embed.proj.bias' not in out and 'patch_embed.proj.weight' in out:
+        sd = out
+        if 'patch_embed.proj.bias' not in sd and 'patch_embed.proj.weight' in sd:
             # mmseg's ViT has no bias in its patch embedding (patch_bias=False): a zero bias
-            out['patch_embed.proj.bias'] = out['patch_embed.proj.weight'].new_zeros(
-                out['patch_embed.proj.weight'].shape[0])
-    else:  # timm / mmvtx
-        for k, v in sd.items():
-            if k.startswith(('head', 'fc_norm', 'pre_logits')):
-                continue
-            out[k] = v
+            sd['patch_embed.proj.bias'] = sd['patch_embed.proj.weight'].new_zeros(
+                sd['patch_embed.proj.weight'].shape[0])
+    sd = rename_keys(sd, LAYER_SCALE_RULES)
+    # DINOv2's training checkpoints group the blocks in chunks: blocks.<chunk>.<i>.
+    sd = {re.sub(r'^blocks\.\d+\.(\d+)\.', r'blocks.\1.', k): v for k, v in sd.items()}
+    sd = _merge_parts(sd, ('.mlp.w1.', '.mlp.w2.'), '.mlp.w12.')  # DINOv3's unfused SwiGLU
+    out = {k: v for k, v in sd.items() if not k.startswith(_DROPPED)}
     if 'dist_token' in out:
         raise CheckpointMismatchError(
             'ViT: a distilled DeiT checkpoint (dist_token, two extra positions) is not '
             'supported; use the non-distilled release')
-    if 'pos_embed' in out and out['pos_embed'].shape != model.pos_embed.shape:
-        n_extra = int(model.with_cls_token)
-        pos = out['pos_embed']
-        src_extra = pos.shape[1] - int(math.isqrt(pos.shape[1])) ** 2  # [CLS] slot or none
-        side = math.isqrt(pos.shape[1] - src_extra)
-        if src_extra > n_extra:  # the model has no [CLS]: drop its position
-            pos = pos[:, src_extra - n_extra:]
-        elif src_extra < n_extra:  # the checkpoint has no [CLS] position: a zero one
-            pos = torch.cat([pos.new_zeros(1, n_extra - src_extra, pos.shape[2]), pos], 1)
-        out['pos_embed'] = resize_pos_embed(pos, (side, side), model.pretrain_grid, n_extra)
+    _convert_qkv_bias(out, model)
+    _convert_pos_embed(out, model)
+    _convert_rel_pos(out, model)
     if isinstance(model.norm, nn.Identity):  # final_norm=False: the release's norm is unused
         out = {k: v for k, v in out.items() if not k.startswith('norm.')}
     if 'cls_token' in out and model.cls_token is None:
         out.pop('cls_token')
     may_miss = ['pyramid'] + ([] if 'norm.weight' in out else ['norm'])
+    if not any('.rel_pos_' in k for k in out):  # ViTDet: zero-initialised without them
+        may_miss += [f'blocks.{i}.attn.rel_pos_{a}' for i in range(len(model.blocks))
+                     for a in 'hw']
     return ConvertedCheckpoint(out, fmt_in, may_miss)
+
+
+def _convert_qkv_bias(out: dict, model: 'ViT'):
+    """DINOv3's masked key bias applied; a fused ``qkv.bias`` split into the query and value
+    biases of a ``qkv_bias='qv'`` model, or those joined (zero key bias) for a plain one."""
+    for k in [k for k in out if k.endswith('.attn.qkv.bias_mask')]:
+        mask = out.pop(k)
+        bias = k[:-len('_mask')]
+        if bias in out:
+            out[bias] = out[bias] * mask.to(out[bias].dtype)
+    qv_model = model.blocks[0].attn.q_bias is not None
+    for k in [k for k in out if k.endswith('.attn.qkv.bias')]:
+        if qv_model:
+            q, _, v = out.pop(k).chunk(3)
+            out[k[:-len('qkv.bias')] + 'q_bias'], out[k[:-len('qkv.bias')] + 'v_bias'] = q, v
+    for k in [k for k in out if k.endswith('.attn.q_bias')]:
+        if not qv_model:
+            head = k[:-len('q_bias')]
+            q, v = out.pop(k), out.pop(head + 'v_bias')
+            out[head + 'qkv.bias'] = torch.cat([q, torch.zeros_like(q), v])
+
+
+def _convert_pos_embed(out: dict, model: 'ViT'):
+    if 'pos_embed' not in out:
+        return
+    pos = out['pos_embed']
+    if pos.dim() == 4:  # SAM: 1 x h x w x C, no [CLS] slot
+        pos = pos.flatten(1, 2)
+    if model.pos_embed is None or pos.shape == model.pos_embed.shape:
+        out['pos_embed'] = pos
+        return
+    n_extra = int(model.with_cls_token)
+    src_extra = pos.shape[1] - int(math.isqrt(pos.shape[1])) ** 2  # [CLS] slot or none
+    side = math.isqrt(pos.shape[1] - src_extra)
+    if src_extra > n_extra:  # the model has no [CLS]: drop its position
+        pos = pos[:, src_extra - n_extra:]
+    elif src_extra < n_extra:  # the checkpoint has no [CLS] position: a zero one
+        pos = torch.cat([pos.new_zeros(1, n_extra - src_extra, pos.shape[2]), pos], 1)
+    out['pos_embed'] = resize_pos_embed(pos, (side, side), model.pretrain_grid, n_extra)
+
+
+def _convert_rel_pos(out: dict, model: 'ViT'):
+    """Relative position tables learned for another grid, resized (linear, as ViTDet does at
+    run time) to the model's."""
+    own = model.state_dict()
+    for k in [k for k in out if '.attn.rel_pos_' in k]:
+        if k in own and out[k].shape[0] != own[k].shape[0] and out[k].shape[1] == own[k].shape[1]:
+            out[k] = F.interpolate(out[k].t().unsqueeze(0).float(), size=own[k].shape[0],
+                                   mode='linear')[0].t().to(out[k].dtype)
+
+
+ViT.presets = _family_presets()

@@ -16,7 +16,7 @@ the choice of kernel lives here and nowhere else.
   bias as an ``attn_mask`` (PyTorch's math path when the bias needs a gradient).
 """
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -24,19 +24,29 @@ import torch.nn.functional as F
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
               bias: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None,
-              scale: Optional[float] = None, dropout_p: float = 0.0) -> torch.Tensor:
-    """``softmax(q k^T * scale + bias + mask) v`` (``... x heads x N x d`` inputs).
+              scale: Optional[float] = None, dropout_p: float = 0.0,
+              rel_pos: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+    """``softmax(q k^T * scale + bias + mask + rel_pos) v`` (``... x heads x N x d`` inputs).
 
     ``bias`` (may need a gradient) and ``mask`` (may not) broadcast against the ``... x N x L``
-    logits; ``scale`` defaults to ``d ** -0.5``. ``dropout_p`` is applied to the probabilities
-    (pass 0 outside training)."""
+    logits; ``scale`` defaults to ``d ** -0.5``. ``rel_pos = (rel_h, rel_w)`` is a decomposed
+    relative position term (ViTDet, after MViTv2): ``... x N x kh`` and ``... x N x kw`` for
+    keys on a ``kh x kw`` grid, adding ``rel_h[n, i] + rel_w[n, j]`` to the logit of query ``n``
+    and key ``(i, j)``; it is expanded to ``N x L`` only a block of queries at a time, and its
+    gradient is the row/column sum of the logits' gradient. ``dropout_p`` is applied to the
+    probabilities (pass 0 outside training)."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    if bias is None:
+    if bias is None and rel_pos is None:
         return scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
                                             dropout_p=dropout_p)
-    if dropout_p == 0 and torch.is_grad_enabled() and (q.requires_grad or bias.requires_grad):
-        return _BiasedAttention.apply(q, k, v, bias, mask, scale)
-    attn_mask = bias if mask is None else bias + mask
+    rel_h, rel_w = rel_pos if rel_pos is not None else (None, None)
+    needs_grad = q.requires_grad or k.requires_grad or v.requires_grad or any(
+        t is not None and t.requires_grad for t in (bias, rel_h, rel_w))
+    if dropout_p == 0 and torch.is_grad_enabled() and needs_grad:
+        return _BiasedAttention.apply(q, k, v, bias, rel_h, rel_w, mask, scale)
+    if dropout_p == 0:  # no gradient: the fused kernel a block of queries at a time
+        return _biased_forward(q, k, v, bias, rel_h, rel_w, mask, scale)
+    attn_mask = _logit_terms(bias, rel_h, rel_w, mask, q.shape[-2], None)
     return scaled_dot_product_attention(q, k, v, attn_mask=attn_mask.to(q.dtype), scale=scale,
                                         dropout_p=dropout_p)
 
@@ -145,50 +155,124 @@ def _attention_split_queries(q, k, v, groups, scale, dropout_p):
 
 
 # --------------------------------------------------------------------------------------------
-# A bias that needs a gradient: fused forward, probabilities recomputed in backward.
-def _probs(q, k, bias, mask, scale):
-    """softmax(q k^T * scale + bias + mask) in float32."""
-    attn = torch.matmul(q * scale, k.transpose(-2, -1))
-    attn = attn.to(torch.promote_types(attn.dtype, torch.float32))
-    attn += bias if mask is None else bias + mask
-    return attn.softmax(dim=-1)
+# A bias that needs a gradient: fused forward, probabilities recomputed in backward, both a block
+# of queries at a time so that no more than BLOCK_LOGITS logits exist at once (ViTDet's global
+# blocks at 1024 px have 12 x 4096 x 4096 of them per image).
+BLOCK_LOGITS = 1 << 25
+
+
+def _query_blocks(q: torch.Tensor, L: int):
+    """Slices of the query dim so that each block has at most BLOCK_LOGITS logits."""
+    N = q.shape[-2]
+    per_row = max(1, q[..., :1, :1].numel() * L)
+    rows = max(1, min(N, BLOCK_LOGITS // per_row))
+    return [slice(i, min(N, i + rows)) for i in range(0, N, rows)]
+
+
+def _rows(t: Optional[torch.Tensor], rows: Optional[slice], N: int):
+    """The query rows ``rows`` of a logit term (one that broadcasts over queries is kept)."""
+    if t is None or rows is None or t.dim() < 2 or t.shape[-2] != N:
+        return t
+    return t[..., rows, :]
+
+
+def _logit_terms(bias, rel_h, rel_w, mask, N: int, rows: Optional[slice]) -> torch.Tensor:
+    """``bias + rel_pos + mask`` for the query rows ``rows`` (None: all), at least float32."""
+    out = None
+    if rel_h is not None:
+        rh, rw = _rows(rel_h, rows, N), _rows(rel_w, rows, N)
+        dtype = torch.promote_types(rh.dtype, torch.float32)
+        out = (rh.to(dtype).unsqueeze(-1) + rw.to(dtype).unsqueeze(-2)).flatten(-2)
+    for t in (bias, mask):
+        t = _rows(t, rows, N)
+        if t is not None:
+            out = t if out is None else out + t
+    return out
+
+
+def _biased_forward(q, k, v, bias, rel_h, rel_w, mask, scale):
+    N, L = q.shape[-2], k.shape[-2]
+    blocks = _query_blocks(q, L)
+    outs = []
+    for rows in blocks:
+        attn_mask = _logit_terms(bias, rel_h, rel_w, mask, N, rows if len(blocks) > 1 else None)
+        qr = q[..., rows, :] if len(blocks) > 1 else q
+        outs.append(scaled_dot_product_attention(qr, k, v, attn_mask=attn_mask.to(q.dtype),
+                                                 scale=scale))
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-2)
+
+
+def _sum_to(grad: torch.Tensor, shape) -> torch.Tensor:
+    """``grad`` summed over the dims a tensor of ``shape`` was broadcast along."""
+    lead = grad.dim() - len(shape)
+    if lead:
+        grad = grad.sum(dim=tuple(range(lead)))
+    dims = tuple(d for d, n in enumerate(shape) if n == 1 and grad.shape[d] != 1)
+    return grad.sum(dim=dims, keepdim=True) if dims else grad
 
 
 class _BiasedAttention(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, q, k, v, bias, mask, scale):
-        attn_mask = bias if mask is None else bias + mask
-        out = scaled_dot_product_attention(q, k, v, attn_mask=attn_mask.to(q.dtype),
-                                           scale=scale)
-        ctx.save_for_backward(q, k, v, bias, mask)
+    def forward(ctx, q, k, v, bias, rel_h, rel_w, mask, scale):
+        with torch.no_grad():
+            out = _biased_forward(q, k, v, bias, rel_h, rel_w, mask, scale)
+        ctx.save_for_backward(q, k, v, bias, rel_h, rel_w, mask)
         ctx.scale = scale
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, bias, mask = ctx.saved_tensors
-        scale = ctx.scale
-        # probabilities and their gradient in float32, GEMMs in the inputs' dtype (AMP)
-        p32 = _probs(q, k, bias, mask, scale)
-        p = p32.to(q.dtype)
+        q, k, v, bias, rel_h, rel_w, mask = ctx.saved_tensors
+        scale, need = ctx.scale, ctx.needs_input_grad
+        N, L = q.shape[-2], k.shape[-2]
         grad_out = grad_out.to(q.dtype)
-        grad_v = torch.matmul(p.transpose(-2, -1), grad_out) if ctx.needs_input_grad[2] else None
-        del p
-        grad_p = torch.matmul(grad_out, v.transpose(-2, -1)).to(p32.dtype)
-        # softmax backward, fused: dS = P * (dP - sum(dP * P))
-        grad_s32 = torch.ops.aten._softmax_backward_data(grad_p, p32, -1, p32.dtype)
-        del p32, grad_p
-        grad_s = grad_s32.to(q.dtype)
-        grad_q = torch.matmul(grad_s, k) * scale if ctx.needs_input_grad[0] else None
-        grad_k = torch.matmul(grad_s.transpose(-2, -1), q * scale) \
-            if ctx.needs_input_grad[1] else None
+        grad_q = torch.empty_like(q) if need[0] else None
+        grad_k = torch.zeros_like(k) if need[1] else None
+        grad_v = torch.zeros_like(v) if need[2] else None
         grad_bias = None
-        if ctx.needs_input_grad[3]:
-            lead = grad_s32.dim() - bias.dim()
-            grad_bias = grad_s32.sum(dim=tuple(range(lead))) if lead else grad_s32
-            for d in range(bias.dim()):  # dims the bias broadcast over
-                if bias.shape[d] == 1 and grad_bias.shape[d] != 1:
-                    grad_bias = grad_bias.sum(dim=d, keepdim=True)
+        grad_rh = torch.empty_like(rel_h) if need[4] else None
+        grad_rw = torch.empty_like(rel_w) if need[5] else None
+        blocks = _query_blocks(q, L)
+        for rows in blocks:
+            one = len(blocks) == 1
+            qr = q if one else q[..., rows, :]
+            gor = grad_out if one else grad_out[..., rows, :]
+            # probabilities and their gradient in float32, GEMMs in the inputs' dtype (AMP)
+            logits = torch.matmul(qr * scale, k.transpose(-2, -1))
+            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+            logits += _logit_terms(bias, rel_h, rel_w, mask, N, None if one else rows)
+            p32 = logits.softmax(dim=-1)
+            del logits
+            p = p32.to(q.dtype)
+            if grad_v is not None:
+                grad_v += _sum_to(torch.matmul(p.transpose(-2, -1), gor), v.shape)
+            del p
+            grad_p = torch.matmul(gor, v.transpose(-2, -1)).to(p32.dtype)
+            # softmax backward, fused: dS = P * (dP - sum(dP * P))
+            grad_s32 = torch.ops.aten._softmax_backward_data(grad_p, p32, -1, p32.dtype)
+            del p32, grad_p
+            grad_s = grad_s32.to(q.dtype)
+            if grad_q is not None:
+                grad_q[..., rows, :] = torch.matmul(grad_s, k) * scale
+            if grad_k is not None:
+                grad_k += _sum_to(torch.matmul(grad_s.transpose(-2, -1), qr * scale), k.shape)
+            del grad_s
+            if need[3]:
+                g = _sum_to(grad_s32, bias.shape)
+                if bias.shape[-2] == N and not one:
+                    if grad_bias is None:
+                        grad_bias = torch.zeros(bias.shape, dtype=g.dtype, device=g.device)
+                    grad_bias[..., rows, :] = g
+                else:
+                    grad_bias = g if grad_bias is None else grad_bias + g
+            if grad_rh is not None or grad_rw is not None:
+                g = grad_s32.unflatten(-1, (rel_h.shape[-1], rel_w.shape[-1]))
+                if grad_rh is not None:
+                    grad_rh[..., rows, :] = g.sum(-1)
+                if grad_rw is not None:
+                    grad_rw[..., rows, :] = g.sum(-2)
+            del grad_s32
+        if grad_bias is not None:
             grad_bias = grad_bias.to(bias.dtype)
-        return grad_q, grad_k, grad_v, grad_bias, None, None
+        return grad_q, grad_k, grad_v, grad_bias, grad_rh, grad_rw, None, None

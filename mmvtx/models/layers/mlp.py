@@ -51,3 +51,31 @@ class Mlp(nn.Module):
                 return self.fc2(torch.ops.aten.gelu_(h))
             return gelu_linear(h, self.fc2.weight, self.fc2.bias, self.fc2.onednn)
         return self.fc2(self.act(h))
+
+
+class SwiGLU(nn.Module):
+    """Gated feed-forward network (DINOv2's ViT-g, DINOv3's larger models):
+    ``w3(silu(x W1) * x W2)``, ``w12`` holding ``W1`` and ``W2`` stacked (the DINOv2 authors'
+    fused layout)."""
+
+    def __init__(self, dim: int, hidden_dim: int):
+        super().__init__()
+        self.w12 = Linear(dim, 2 * hidden_dim)
+        self.w3 = Linear(hidden_dim, dim)
+
+    def forward(self, x):
+        x1, x2 = self.w12(x).chunk(2, dim=-1)
+        return self.w3(torch.nn.functional.silu(x1) * x2)
+
+
+class LayerScale(nn.Module):
+    """Per-channel scaling of a residual branch (Touvron et al. 2021, CaiT; DeiT-III, DINOv2,
+    DINOv3), initialised to ``init_value``."""
+
+    def __init__(self, dim: int, init_value: float = 1e-5):
+        super().__init__()
+        self.init_value = init_value
+        self.gamma = nn.Parameter(torch.full((dim,), float(init_value)))
+
+    def forward(self, x):
+        return x * self.gamma

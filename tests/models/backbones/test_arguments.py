@@ -38,19 +38,29 @@ def swin_cfgs(draw):
 def vit_cfgs(draw):
     layers = draw(st.integers(1, 3))
     window = draw(st.sampled_from([0, 0, 2, 3, 5]))
-    patch = draw(st.sampled_from([4, 8, 16]))
+    patch = draw(st.sampled_from([4, 8, 14, 16]))
     out = _subset(draw, 4)
-    cfg = dict(embed_dims=draw(st.sampled_from([16, 32])), num_layers=layers,
-               num_heads=draw(st.sampled_from([1, 2, 4])), patch_size=patch,
+    dims, heads = draw(st.sampled_from([16, 32])), draw(st.sampled_from([1, 2, 4]))
+    cls_token = draw(st.booleans())
+    registers = 0 if window else draw(st.sampled_from([0, 0, 1, 4]))
+    rope = not window and (dims // heads) % 4 == 0 and draw(st.booleans())
+    cfg = dict(embed_dims=dims, num_layers=layers, num_heads=heads, patch_size=patch,
                img_size=patch * draw(st.integers(1, 4)), window_size=window,
                global_attn_indexes=tuple(draw(st.sets(st.integers(0, layers - 1))))
                if window else (),
-               with_cls_token=draw(st.booleans()), out_indices=out,
+               with_cls_token=cls_token, out_indices=out,
                feature_layers=draw(st.one_of(st.none(), st.tuples(
                    *[st.integers(-layers, layers - 1)] * len(out)))),
+               feature_norm=draw(st.booleans()),
+               num_register_tokens=registers, pos_embed='rope' if rope else draw(
+                   st.sampled_from(['learned', 'none'])),
+               use_rel_pos=(window > 0 or not (cls_token or registers)) and draw(st.booleans()),
+               layer_scale_init=draw(st.sampled_from([None, 1e-5, 0.1])),
+               mlp_type=draw(st.sampled_from(['gelu', 'swiglu'])),
+               qkv_bias=draw(st.sampled_from([True, False, 'qv'])),
                drop_path_rate=draw(st.floats(0, 0.5)), frozen_stages=draw(st.integers(-1, layers)),
                with_cp=draw(st.booleans()))
-    strides = [(4, 8, 16, 32)[i] * patch / 16 for i in out]
+    strides = [(4, 8, 16, 32)[i] for i in out]  # whatever the patch size
     return ViT, cfg, strides
 
 
@@ -101,7 +111,9 @@ VIT_BAD = [('patch_size', 0), ('img_size', 0), ('img_size', 8), ('window_size', 
            ('drop_path_rate', 1), ('attn_drop_rate', -0.5), ('layer_norm_eps', 0),
            ('global_attn_indexes', (12,)), ('feature_layers', (0, 1, 2, 12)),
            ('feature_layers', (0, 1)), ('frozen_stages', 13), ('out_indices', (5,)),
-           ('arch', 'giant')]
+           ('arch', 'titan'), ('qkv_bias', 'k'), ('mlp_type', 'relu'), ('pos_embed', 'sine'),
+           ('num_register_tokens', -1), ('layer_scale_init', -1e-5), ('mlp_hidden_dims', 0),
+           ('use_rel_pos', True)]
 CVT_BAD = [('depths', (1, 2)), ('depths', (1, 0, 10)), ('embed_dims', (64, 192, 0)),
            ('num_heads', (1, 3, 7)), ('drop_path_rate', 2), ('mlp_ratio', float('inf')),
            ('act', 'relu'), ('frozen_stages', 4), ('out_indices', (-5,)), ('in_channels', 0),

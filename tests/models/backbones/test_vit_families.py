@@ -1,0 +1,471 @@
+"""The ViT families as presets of mmvtx.ViT, against their independent implementations in
+transformers (random weights through the public loading path, every returned level, at the
+native size and at a non-square size): ViTDet (VitDetBackbone: window + global blocks, relative
+positions), SAM's image encoder (SamVisionModel), DINOv2 (Dinov2Model, with SwiGLU),
+DINOv2 with registers, DINOv3 (DINOv3ViTModel), DeiT-III; the authors' release layouts written
+from the same weights load to the same outputs. Relative-position gradients against the math
+formula in float64."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmvtx.models.backbones.vit import ViT
+from mmvtx.utils import load_backbone_checkpoint
+from tests.conftest import jitter_
+
+TOL = 1e-4
+DIMS = dict(embed_dims=128, num_layers=4, num_heads=4)
+
+
+def _levels(model, stride16_maps, H, W):
+    """What the model must return given the reference's stride-16 map(s): the pyramid applied
+    to them, cropped to ceil(H / s) (the pyramid is mmvtx's own, the maps are the reference's)."""
+    with torch.no_grad():
+        outs = model.pyramid(stride16_maps)
+    return [o[..., :math.ceil(H / s), :math.ceil(W / s)]
+            for o, s in zip(outs, model.pyramid.strides)]
+
+
+def _assert_levels(ours, expected):
+    assert len(ours) == len(expected)
+    for o, e in zip(ours, expected):
+        assert o.shape == e.shape and o.is_contiguous()
+        assert (o - e).abs().max() <= TOL, (o - e).abs().max()
+
+
+def _tokens_to_map(tokens, h, w):
+    B, N, C = tokens.shape
+    return tokens.transpose(1, 2).reshape(B, C, h, w)
+
+
+# --------------------------------------------------------------------------------- ViTDet
+def _hf_vitdet():
+    from transformers import VitDetBackbone, VitDetConfig
+    cfg = VitDetConfig(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, mlp_ratio=4,
+                       image_size=128, pretrain_image_size=224, patch_size=16, window_size=4,
+                       window_block_indices=[0, 2], use_relative_position_embeddings=True,
+                       use_absolute_position_embeddings=True, drop_path_rate=0.0,
+                       layer_norm_eps=1e-6, out_features=['stage4'])
+    return jitter_(VitDetBackbone(cfg).eval())
+
+
+def _vitdet(**kw):
+    return ViT('vitdet-b', **DIMS, img_size=224, rel_pos_img_size=128, window_size=4,
+               global_attn_indexes=(1, 3), drop_path_rate=0.0, **kw).eval()
+
+
+def _detectron2_layout(hf_sd):
+    """The detectron2 ViTDet / MAE names (timm's), as in detectron2's model_final checkpoints
+    (``backbone.net.``), written from the transformers weights."""
+    out = {}
+    for k, v in hf_sd.items():
+        k = (k.replace('embeddings.position_embeddings', 'pos_embed')
+             .replace('embeddings.projection', 'patch_embed.proj')
+             .replace('encoder.layer.', 'blocks.').replace('.attention.', '.attn.'))
+        out['backbone.net.' + k] = v.clone()
+    out['backbone.simfp_2.0.weight'] = torch.zeros(1)  # detectron2's own pyramid: not read
+    return out
+
+
+@pytest.mark.parametrize('size', [(128, 128), (96, 160)])
+def test_vitdet_matches_transformers(size):
+    ref = _hf_vitdet()
+    ours = _vitdet()
+    assert load_backbone_checkpoint(ours, ref.state_dict()).source == 'transformers-vitdet'
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        expected = ref(x).feature_maps[-1]
+        outs = ours(x)
+    _assert_levels(outs, _levels(ours, [expected] * 4, *size))
+    # the same weights in detectron2's layout
+    d2 = _vitdet()
+    assert load_backbone_checkpoint(d2, _detectron2_layout(ref.state_dict())).source == 'timm'
+    d2.pyramid.load_state_dict(ours.pyramid.state_dict())  # not part of any release
+    with torch.no_grad():
+        _assert_levels(d2(x), outs)
+
+
+def test_vitdet_with_mae_weights_zero_initialises_relative_positions():
+    """MAE's release has no rel_pos tables (and a [CLS] position, a decoder, a final norm):
+    ViTDet starts the tables at zero, which must equal the same model without relative
+    positions."""
+    plain = ViT('base', **DIMS, img_size=224, with_cls_token=False, window_size=4,
+                global_attn_indexes=(1, 3), final_norm=False, drop_path_rate=0.0).eval()
+    mae = {k: v for k, v in jitter_(ViT(**DIMS, img_size=224)).state_dict().items()
+           if not k.startswith('pyramid')}
+    mae['decoder_embed.weight'] = torch.zeros(4, 4)
+    mae['mask_token'] = torch.zeros(1, 1, 4)
+    ours = _vitdet()
+    ours.init_weights()
+    load_backbone_checkpoint(ours, {'model': mae})
+    load_backbone_checkpoint(plain, {'model': mae})
+    plain.pyramid.load_state_dict(ours.pyramid.state_dict())
+    assert all(b.attn.rel_pos_h.abs().max() == 0 for b in ours.blocks)
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        _assert_levels(ours(x), plain(x))
+
+
+def test_relative_position_tables_resized_on_load():
+    ref = _hf_vitdet()
+    ours = ViT('vitdet-b', **DIMS, img_size=224, rel_pos_img_size=256, window_size=4,
+               global_attn_indexes=(1, 3), drop_path_rate=0.0)
+    load_backbone_checkpoint(ours, ref.state_dict())
+    assert ours.blocks[1].attn.rel_pos_h.shape == (31, 32)  # 2 * 256/16 - 1
+    assert ours.blocks[0].attn.rel_pos_h.shape == (7, 32)  # the window's: unchanged
+
+
+# ------------------------------------------------------------------------------------ SAM
+def _hf_sam():
+    from transformers import SamVisionConfig, SamVisionModel
+    cfg = SamVisionConfig(hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+                          image_size=128, patch_size=16, window_size=4,
+                          global_attn_indexes=(1, 3), mlp_dim=512, output_channels=32)
+    ref = SamVisionModel(cfg).eval()
+    with torch.no_grad():
+        for n, p in ref.named_parameters():
+            p.add_(torch.randn_like(p) * (0.02 if 'pos_embed' not in n else 0.5))
+    return ref
+
+
+def _sam_authors_layout(hf_sd):
+    """segment-anything's names (``image_encoder.``, ``mlp.lin1``, 1 x h x w x C position
+    embedding), with a stand-in for the rest of SAM."""
+    out = {'prompt_encoder.point_embeddings.0.weight': torch.zeros(1, 256)}
+    for k, v in hf_sd.items():
+        k = (k.replace('vision_encoder.', 'image_encoder.')
+             .replace('patch_embed.projection', 'patch_embed.proj').replace('layers.', 'blocks.')
+             .replace('layer_norm1', 'norm1').replace('layer_norm2', 'norm2'))
+        out[k] = v.clone()
+    return out
+
+
+def test_sam_image_encoder_matches_transformers():
+    ref = _hf_sam()
+    ours = ViT('sam-b', **DIMS, img_size=128, window_size=4, global_attn_indexes=(1, 3),
+               drop_path_rate=0.0).eval()
+    assert load_backbone_checkpoint(ours, ref.state_dict()).source == 'transformers-sam'
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        last = ref(x, output_hidden_states=True).hidden_states[-1]  # before SAM's neck
+        outs = ours(x)
+    _assert_levels(outs, _levels(ours, [last.permute(0, 3, 1, 2)] * 4, 128, 128))
+    authors = ViT('sam-b', **DIMS, img_size=128, window_size=4, global_attn_indexes=(1, 3),
+                  drop_path_rate=0.0).eval()
+    assert load_backbone_checkpoint(authors, _sam_authors_layout(ref.state_dict())).source \
+        == 'sam'
+    authors.pyramid.load_state_dict(ours.pyramid.state_dict())  # not part of any release
+    with torch.no_grad():
+        _assert_levels(authors(x), outs)
+        # SAM's encoder is fixed to 1024 px (here 128); mmvtx resizes its position embedding
+        assert authors(torch.randn(1, 3, 96, 160))[2].shape == (1, 128, 6, 10)
+
+
+# --------------------------------------------------------------------------------- DINOv2
+def _hf_dinov2(registers=0, **kw):
+    if registers:
+        from transformers import Dinov2WithRegistersConfig as Config
+        from transformers import Dinov2WithRegistersModel as Model
+        kw['num_register_tokens'] = registers
+    else:
+        from transformers import Dinov2Config as Config
+        from transformers import Dinov2Model as Model
+    kw.setdefault('patch_size', 14)
+    cfg = Config(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, image_size=112,
+                 layer_norm_eps=1e-6, drop_path_rate=0.0, **kw)
+    ref = Model(cfg).eval()
+    return jitter_(ref)
+
+
+def _dinov2_authors_layout(hf_sd):
+    """facebookresearch/dinov2 names (timm's, ls1.gamma, mlp.w12/w3 for SwiGLU,
+    register_tokens)."""
+    sd = {k: v.clone() for k, v in hf_sd.items()}
+    out = {}
+    for k, v in sd.items():
+        k = (k.replace('embeddings.cls_token', 'cls_token')
+             .replace('embeddings.mask_token', 'mask_token')
+             .replace('embeddings.register_tokens', 'register_tokens')
+             .replace('embeddings.position_embeddings', 'pos_embed')
+             .replace('embeddings.patch_embeddings.projection', 'patch_embed.proj')
+             .replace('encoder.layer.', 'blocks.').replace('attention.o_proj', 'attn.proj')
+             .replace('layer_scale1.lambda1', 'ls1.gamma')
+             .replace('layer_scale2.lambda1', 'ls2.gamma').replace('layernorm.', 'norm.')
+             .replace('mlp.down_proj', 'mlp.w3'))
+        out[k] = v
+    for k in [k for k in out if '.attention.q_proj.' in k]:
+        head, tail = k.split('.attention.q_proj.')
+        out[f'{head}.attn.qkv.{tail}'] = torch.cat([out.pop(f'{head}.attention.{p}_proj.{tail}')
+                                                    for p in 'qkv'])
+    for k in [k for k in out if '.mlp.gate_proj.' in k]:
+        head, tail = k.split('.mlp.gate_proj.')
+        out[f'{head}.mlp.w12.{tail}'] = torch.cat([out.pop(k),
+                                                   out.pop(f'{head}.mlp.up_proj.{tail}')])
+    out['mask_token'] = out['mask_token'].reshape(1, -1)
+    return out
+
+
+def _dinov2_expected(ours, ref, x, registers, layers):
+    """DINOv2's maps as its own backbone defines them (the final LayerNorm on each chosen
+    layer's patch tokens), at the native stride 14, then mmvtx's documented stride-16
+    resampling and pyramid."""
+    H, W = x.shape[-2:]
+    with torch.no_grad():
+        hidden = ref(x, output_hidden_states=True).hidden_states
+        maps = [_tokens_to_map(ref.layernorm(hidden[i + 1])[:, 1 + registers:], H // 14, W // 14)
+                for i in layers]
+        maps = [ours._to_stride16(m, H, W) for m in maps]
+    return _levels(ours, maps, H, W)
+
+
+@pytest.mark.parametrize('registers,size', [(0, (112, 112)), (0, (98, 154)),
+                                            (4, (112, 112)), (4, (98, 154))])
+def test_dinov2_matches_transformers(registers, size):
+    ref = _hf_dinov2(registers)
+    arch = 'dinov2-reg-b' if registers else 'dinov2-b'
+    # transformers resamples the position embedding without DINOv2's 0.1 offset
+    ours = ViT(arch, **DIMS, img_size=112, feature_layers=(0, 1, 2, 3),
+               interpolate_offset=0.0, drop_path_rate=0.0).eval()
+    assert load_backbone_checkpoint(ours, ref.state_dict()).source == 'transformers-dinov2'
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        outs = ours(x)
+    _assert_levels(outs, _dinov2_expected(ours, ref, x, registers, (0, 1, 2, 3)))
+    authors = ViT(arch, **DIMS, img_size=112, feature_layers=(0, 1, 2, 3),
+                  interpolate_offset=0.0, drop_path_rate=0.0).eval()
+    assert load_backbone_checkpoint(authors, _dinov2_authors_layout(ref.state_dict())).source \
+        == 'timm'
+    authors.pyramid.load_state_dict(ours.pyramid.state_dict())  # not part of any release
+    with torch.no_grad():
+        _assert_levels(authors(x), outs)
+
+
+def test_dinov2_swiglu_matches_transformers():
+    ref = _hf_dinov2(use_swiglu_ffn=True)
+    hidden = ref.encoder.layer[0].mlp.down_proj.in_features  # DINOv2's 2/3 rule, rounded to 8
+    ours = ViT('dinov2-g', **DIMS, img_size=112, mlp_hidden_dims=hidden, interpolate_offset=0.0,
+               out_indices=(2,), drop_path_rate=0.0).eval()
+    load_backbone_checkpoint(ours, ref.state_dict())
+    x = torch.randn(1, 3, 126, 98)
+    with torch.no_grad():
+        _assert_levels(ours(x), _dinov2_expected(ours, ref, x, 0, (3,)))
+    authors = ViT('dinov2-g', **DIMS, img_size=112, mlp_hidden_dims=hidden,
+                  interpolate_offset=0.0, out_indices=(2,), drop_path_rate=0.0).eval()
+    load_backbone_checkpoint(authors, _dinov2_authors_layout(ref.state_dict()))
+    authors.pyramid.load_state_dict(ours.pyramid.state_dict())
+    with torch.no_grad():
+        _assert_levels(authors(x), ours(x))
+
+
+def test_dinov2_position_offset_as_the_authors_resample():
+    """DINOv2's first release resamples its position embedding with scale (n + 0.1) / N; the
+    preset does, transformers does not: the two differ off the native size only."""
+    ref = _hf_dinov2()
+    ours = ViT('dinov2-b', **DIMS, img_size=112, drop_path_rate=0.0).eval()
+    load_backbone_checkpoint(ours, ref.state_dict())
+    pos = ours.pos_embed[:, 1:].reshape(1, 8, 8, -1).permute(0, 3, 1, 2)
+    authors = F.interpolate(pos, scale_factor=((11 + 0.1) / 8, (7 + 0.1) / 8), mode='bicubic')
+    from mmvtx.models.layers.pos_embed import resize_pos_embed
+    got = resize_pos_embed(ours.pos_embed, (8, 8), (11, 7), 1, offset=0.1)[:, 1:]
+    assert torch.allclose(got, authors.flatten(2).transpose(1, 2), atol=1e-6)
+    x = torch.randn(1, 3, 112, 112)
+    with torch.no_grad():
+        _assert_levels(ours(x), _dinov2_expected(ours, ref, x, 0, (3,) * 4))
+
+
+def test_stride14_map_resampled_pixel_aligned():
+    """A map whose value is the pixel x of each cell centre ((j + 0.5) * 14) becomes the pixel x
+    of the stride-16 cell centres ((i + 0.5) * 16) inside the covered extent."""
+    ours = ViT('dinov2-s', embed_dims=8, num_layers=1, num_heads=2, img_size=112)
+    H, W = 100, 300
+    w = math.ceil(W / 14)
+    x_centres = ((torch.arange(w) + 0.5) * 14).expand(1, 1, 4, w)
+    out = ours._to_stride16(x_centres.clone(), H, W)
+    assert out.shape[-2:] == (math.ceil(H / 16), math.ceil(W / 16))
+    inside = (torch.arange(out.shape[-1]) + 0.5) * 16 <= (w - 0.5) * 14
+    assert torch.allclose(out[0, 0, 0, inside], ((torch.arange(out.shape[-1]) + 0.5) * 16)[inside],
+                          atol=1e-4)
+
+
+# --------------------------------------------------------------------------------- DINOv3
+def _hf_dinov3(**kw):
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+    cfg = DINOv3ViTConfig(hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+                          intermediate_size=512, patch_size=16, image_size=224,
+                          num_register_tokens=4, layerscale_value=1e-5, **kw)
+    return jitter_(DINOv3ViTModel(cfg).eval())
+
+
+def _dinov3_authors_layout(hf_sd):
+    """facebookresearch/dinov3 names: storage_tokens, fused qkv with a key bias masked by
+    ``bias_mask`` (random here: it must be masked), rope periods, ls1.gamma."""
+    out = {}
+    for k, v in hf_sd.items():
+        k = (k.replace('embeddings.cls_token', 'cls_token')
+             .replace('embeddings.mask_token', 'mask_token')
+             .replace('embeddings.register_tokens', 'storage_tokens')
+             .replace('embeddings.patch_embeddings', 'patch_embed.proj')
+             .replace('model.layer.', 'blocks.').replace('attention.o_proj', 'attn.proj')
+             .replace('layer_scale1.lambda1', 'ls1.gamma')
+             .replace('layer_scale2.lambda1', 'ls2.gamma')
+             .replace('mlp.up_proj', 'mlp.fc1').replace('mlp.down_proj', 'mlp.fc2'))
+        out[k] = v.clone()
+    for k in [k for k in out if '.attention.q_proj.weight' in k]:
+        head = k.split('.attention.')[0]
+        out[f'{head}.attn.qkv.weight'] = torch.cat(
+            [out.pop(f'{head}.attention.{p}_proj.weight') for p in 'qkv'])
+        q, v = out.pop(f'{head}.attention.q_proj.bias'), out.pop(f'{head}.attention.v_proj.bias')
+        out[f'{head}.attn.qkv.bias'] = torch.cat([q, torch.randn_like(q), v])
+        out[f'{head}.attn.qkv.bias_mask'] = torch.cat([torch.ones_like(q), torch.zeros_like(q),
+                                                       torch.ones_like(v)])
+    out['rope_embed.periods'] = torch.ones(8)
+    return out
+
+
+@pytest.mark.parametrize('size', [(128, 128), (96, 160)])
+def test_dinov3_matches_transformers(size):
+    ref = _hf_dinov3()
+    ours = ViT('dinov3-b', **DIMS, feature_layers=(0, 1, 2, 3), drop_path_rate=0.0).eval()
+    assert load_backbone_checkpoint(ours, ref.state_dict()).source == 'transformers-dinov3'
+    x = torch.randn(2, 3, *size)
+    H, W = size
+    with torch.no_grad():
+        hidden = ref(x, output_hidden_states=True).hidden_states
+        maps = [_tokens_to_map(ref.norm(hidden[i + 1])[:, 5:], H // 16, W // 16)
+                for i in range(4)]
+        outs = ours(x)
+    _assert_levels(outs, _levels(ours, maps, H, W))
+    authors = ViT('dinov3-b', **DIMS, feature_layers=(0, 1, 2, 3), drop_path_rate=0.0).eval()
+    assert load_backbone_checkpoint(authors, _dinov3_authors_layout(ref.state_dict())).source \
+        == 'dinov3'
+    authors.pyramid.load_state_dict(ours.pyramid.state_dict())  # not part of any release
+    with torch.no_grad():
+        _assert_levels(authors(x), outs)
+
+
+def test_dinov3_gated_mlp_matches_transformers():
+    ref = _hf_dinov3(use_gated_mlp=True, hidden_act='silu')  # as the ViT-H+ release
+    ours = ViT('dinov3-b', **DIMS, mlp_type='swiglu', mlp_hidden_dims=512, out_indices=(2,),
+               drop_path_rate=0.0).eval()
+    load_backbone_checkpoint(ours, ref.state_dict())
+    x = torch.randn(1, 3, 80, 112)
+    with torch.no_grad():
+        last = ref(x).last_hidden_state[:, 5:]
+        _assert_levels(ours(x), _levels(ours, [_tokens_to_map(last, 5, 7)], 80, 112))
+
+
+# -------------------------------------------------------------------------------- DeiT-III
+@pytest.mark.parametrize('size', [(112, 112), (96, 160)])
+def test_deit3_authors_layout_matches_a_layer_scale_vit(size):
+    """DeiT-III's release (timm names, LayerScale as gamma_1/gamma_2) is a ViT with LayerScale:
+    the same weights in transformers' Dinov2Model (which is exactly that, at patch 16) give the
+    same maps; timm's own names (ls1.gamma) load too."""
+    ref = jitter_(_hf_dinov2(patch_size=16).eval())
+    authors = _dinov2_authors_layout(ref.state_dict())
+    authors = {k.replace('.ls1.gamma', '.gamma_1').replace('.ls2.gamma', '.gamma_2'): v
+               for k, v in authors.items() if k != 'mask_token'}
+    authors['head.weight'] = torch.zeros(10, 128)
+    ours = ViT('deit3-b', **DIMS, img_size=112, out_indices=(2,), drop_path_rate=0.0).eval()
+    assert load_backbone_checkpoint(ours, authors).source == 'deit3'
+    x = torch.randn(2, 3, *size)
+    H, W = size
+    with torch.no_grad():
+        last = ref(x).last_hidden_state[:, 1:]
+        _assert_levels(ours(x), _levels(ours, [_tokens_to_map(last, H // 16, W // 16)], H, W))
+    timm = {k.replace('.gamma_1', '.ls1.gamma').replace('.gamma_2', '.ls2.gamma'): v
+            for k, v in authors.items()}
+    assert load_backbone_checkpoint(ours, timm).source == 'timm'
+
+
+# ----------------------------------------------------------- relative position gradients
+def _rel_pos_reference(attn, x, hw):
+    """ViTDet's attention written out in float64: logits + q.R_h + q.R_w, softmax, values."""
+    from mmvtx.models.layers.position import rel_pos_for
+    B, N, C = x.shape
+    heads, d = attn.num_heads, attn.head_dim
+    qkv = F.linear(x, attn.qkv.weight, attn.qkv.bias).view(B, N, 3, heads, d)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)
+    logits = (q * d ** -0.5) @ k.transpose(-2, -1)
+    h, w = hw
+    Rh, Rw = rel_pos_for(h, attn.rel_pos_h), rel_pos_for(w, attn.rel_pos_w)
+    r_q = q.reshape(B, heads, h, w, d)
+    rel_h = torch.einsum('bnhwc,hkc->bnhwk', r_q, Rh)
+    rel_w = torch.einsum('bnhwc,wkc->bnhwk', r_q, Rw)
+    logits = (logits.view(B, heads, h, w, h, w) + rel_h[..., None] +
+              rel_w[..., None, :]).view(B, heads, N, N)
+    y = (logits.softmax(-1) @ v).transpose(1, 2).reshape(B, N, C)
+    return F.linear(y, attn.proj.weight, attn.proj.bias)
+
+
+@pytest.mark.parametrize('table,hw,blocks', [(7, (7, 5), 1), (5, (6, 9), 1), (9, (8, 8), 3)])
+def test_rel_pos_gradients_match_the_formula(table, hw, blocks, monkeypatch):
+    """Training-mode values and gradients (input, projections, both tables) of the attention
+    with decomposed relative positions, whose bias gradient comes from the recomputing
+    backward, equal autograd through the formula in float64; tables interpolated when
+    learned for another size (5 -> 6 x 9); queries split in blocks (``blocks`` > 1)."""
+    import sys
+
+    from mmvtx.models.backbones.vit import Attention
+    attention_mod = sys.modules['mmvtx.models.layers.attention']
+    torch.manual_seed(0)
+    attn = Attention(32, 4, rel_pos_size=((table + 1) // 2, (table + 1) // 2)).double().train()
+    jitter_(attn, 0.5)
+    N = hw[0] * hw[1]
+    if blocks > 1:  # at most ~N / blocks query rows of logits at a time
+        monkeypatch.setattr(attention_mod, 'BLOCK_LOGITS', 2 * 4 * N * (N // blocks))
+    x = torch.randn(2, N, 32, dtype=torch.float64, requires_grad=True)
+    ours = attn(x, hw=hw)
+    ref = _rel_pos_reference(attn, x, hw)
+    assert (ours - ref).abs().max() < 1e-10
+    params = [x, attn.rel_pos_h, attn.rel_pos_w, attn.qkv.weight, attn.proj.weight]
+    g = torch.randn_like(ours)
+    for a, b in zip(torch.autograd.grad(ours, params, g), torch.autograd.grad(ref, params, g)):
+        assert (a - b).abs().max() < 1e-10
+
+
+# ------------------------------------------------------------------------------ contract
+FAMILIES = ['vitdet-b', 'sam-b', 'dinov2-b', 'dinov2-reg-g', 'dinov3-b', 'deit3-b']
+
+
+@pytest.mark.parametrize('arch', FAMILIES)
+@pytest.mark.parametrize('H,W', [(1, 1), (33, 65), (97, 131)])
+def test_family_shapes_and_gradients(arch, H, W):
+    kw = dict(embed_dims=32, num_layers=2, num_heads=2, drop_path_rate=0.0)
+    if arch.startswith(('vitdet', 'sam')):
+        kw.update(window_size=3, global_attn_indexes=(1,), img_size=64)
+    if arch.startswith('dinov2'):
+        kw.update(img_size=56, mlp_hidden_dims=48 if arch.endswith('g') else None)
+    model = ViT(arch, **kw).train()
+    jitter_(model)
+    x = torch.randn(2, 3, H, W, requires_grad=True)
+    outs = model(x)
+    assert [tuple(o.shape) for o in outs] == [
+        (2, c, math.ceil(H / s), math.ceil(W / s)) for c, s in
+        zip((8, 16, 32, 32), (4, 8, 16, 32))]
+    assert all(o.is_contiguous() for o in outs)
+    sum(o.square().mean() for o in outs).backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_family_presets_and_bad_values():
+    m = ViT('dinov2-reg-b')
+    assert (m.patch_size, m.num_register_tokens, m.pretrain_grid) == (14, 4, (37, 37))
+    assert isinstance(m.blocks[0].ls1.gamma, torch.nn.Parameter)
+    m = ViT('vitdet-l', num_layers=24)
+    assert [i for i, b in enumerate(m.blocks) if b.window_size == 0] == [5, 11, 17, 23]
+    assert m.blocks[5].attn.rel_pos_h.shape == (127, 64)
+    assert m.blocks[0].attn.rel_pos_h.shape == (27, 64)
+    m = ViT('dinov3-l')
+    assert m.pos_embed is None and m.blocks[0].attn.q_bias is not None
+    m = ViT('dinov2-g')
+    assert m.blocks[0].mlp.w12.out_features == 2 * 4096
+    with pytest.raises(ValueError, match='qkv_bias'):
+        ViT('base', qkv_bias='kv')
+    with pytest.raises(ValueError, match='use_rel_pos'):
+        ViT('base', use_rel_pos=True)  # global attention over a [CLS] token
+    with pytest.raises(ValueError, match='window_size'):
+        ViT('dinov3-b', window_size=7)
+    with pytest.raises(ValueError, match='unknown arch'):
+        ViT('dinov4-b')
