@@ -1,6 +1,6 @@
-# ViTDet-style Mask R-CNN with ViT-B/16 (MAE ImageNet-1k weights): window attention 14 with
-# global blocks 2/5/8/11, the simple feature pyramid, LSJ 1024, layer decay 0.7, drop path 0.1,
-# 64 images a step (16 GPUs x 4), mixed precision, 184375 iterations (100 epochs).
+# ViTDet Mask R-CNN with ViT-B/16 (MAE ImageNet-1k weights): window attention 14 with global
+# blocks 2/5/8/11, decomposed relative positions, the simple feature pyramid, LSJ 1024, layer
+# decay 0.7, drop path 0.1, 64 images a step (16 GPUs x 4), mixed precision, 184375 iterations (100 epochs).
 # Published (detectron2 ViTDet): 51.6 box / 45.9 mask AP. Twin: detectron2's
 # projects/ViTDet/configs/COCO/mask_rcnn_vitdet_b_100ep.py, written out in mmdet's vocabulary in
 # tests/configs/twins/detectron2_vitdet_mask-rcnn_vit-b_100ep.py; README.md lists the differences.
@@ -19,11 +19,15 @@ model = dict(
     backbone=dict(
         _delete_=True,
         type='mmvtx.ViT',
-        arch='base',
-        img_size=224,
+        arch='vitdet-b',  # the preset spells out below what it sets
+        img_size=224,  # MAE's 14x14 position table, resized to each input's grid
         drop_path_rate=0.1,
         window_size=14,
         global_attn_indexes=(2, 5, 8, 11),
+        # decomposed relative positions in every block, learned for the window (14) or the
+        # 64x64 grid of 1024 px (global blocks); MAE has none: they start at zero, as ViTDet's
+        use_rel_pos=True,
+        rel_pos_img_size=1024,
         with_cls_token=False,
         final_norm=False,  # detectron2's ViT has none (MAE's norm.* is then left out)
         with_cp=False,

@@ -10,7 +10,7 @@ from torch import nn
 from mmvtx.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
 BLOCK = re.compile(r'^backbone\.(?:stages\.\d+\.)?blocks\.\d+\.')
-NO_DECAY = ('pos_embed', 'cls_token', 'relative_position_bias_table')
+NO_DECAY = ('pos_embed', 'cls_token', 'register_tokens', 'relative_position_bias_table')
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -19,8 +19,9 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     ``decay_rate ** (N + 1 - layer_id)``: the embeddings get ``layer_id`` 0, block ``i`` gets
     ``i + 1`` (patch merging / token embedding between stages share the preceding block's id),
     and everything outside the backbone (neck, heads) ``N + 1``, i.e. the full rate.
-    Biases, norms, position embeddings, [CLS] tokens and relative position tables get no
-    weight decay.
+    Biases, norms, position embeddings, [CLS] and register tokens and Swin's relative position
+    bias tables get no weight decay (ViTDet's decomposed relative position tables do, as in
+    detectron2).
 
     ``paramwise_cfg=dict(layer_decay_rate=0.7)``; e.g. ViTDet's ViT-B recipe."""
 

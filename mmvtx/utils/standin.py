@@ -24,6 +24,8 @@ published ones):
 - DeiT, facebookresearch/deit: ``deit_{tiny,small,base}_patch16_{224,384}-<8 hex>.pth``
 - CvT, microsoft/CvT: ``CvT-{13,21}-{224x224,384x384}-IN-{1k,22k}.pth``,
   ``CvT-w24-384x384-IN-22k.pth``
+- DINOv2, facebookresearch/dinov2: ``dinov2_vit{s,b,l,g}14[_reg4]_pretrain.pth``
+- DINOv3, facebookresearch/dinov3: ``dinov3_vit{s,b,l}16_pretrain_lvd1689m-<8 hex>.pth``
 """
 import json
 import os
@@ -54,7 +56,7 @@ class TensorSpec:
     ``bn_mean`` (N(0, 0.1)), ``bn_var`` (U(0.5, 1.5), positive), ``count`` (an int64 scalar),
     or an exact value: ``rel_index`` (Swin's relative position index of an ``M x M`` window),
     ``attn_mask`` (Swin's shifted-window mask), ``sincos`` (MAE's fixed 2-D sin-cos position
-    embedding)."""
+    embedding), ``rope_periods``, ``bias_mask`` (DINOv3's buffers)."""
     shape: Tuple[int, ...]
     init: str = 'weight'
     args: tuple = ()
@@ -77,6 +79,12 @@ def _materialise(key: str, spec: TensorSpec, seed: int) -> torch.Tensor:
         return swin_relative_position_index(*spec.args)
     if spec.init == 'attn_mask':
         return swin_attn_mask(*spec.args)
+    if spec.init == 'rope_periods':  # DINOv3's RoPE periods buffer
+        head_dim, base = spec.args
+        return base ** (2 * torch.arange(head_dim // 4, dtype=torch.float32) / (head_dim // 2))
+    if spec.init == 'bias_mask':  # DINOv3's key-bias mask: 1 for q and v, 0 for k
+        C = spec.args[0]
+        return torch.cat([torch.ones(C), torch.zeros(C), torch.ones(C)])
     if spec.init == 'sincos':
         return mae_sincos_pos_embed(*spec.args)
     g = _generator(seed, key)
@@ -229,6 +237,49 @@ def vit_layout(embed_dims: int, num_layers: int, num_heads: int, patch_size: int
     return out
 
 
+def dino_layout(embed_dims: int, num_layers: int, patch_size: int, grid: int,
+                registers: int = 0, swiglu_hidden: int = 0, dinov3_heads: int = 0
+                ) -> 'OrderedDict[str, TensorSpec]':
+    """facebookresearch/dinov2 (``grid``: 37, learned position embedding with a [CLS] slot,
+    ``register_tokens``) and facebookresearch/dinov3 (``dinov3_heads``: RoPE periods, 4
+    ``storage_tokens``, key bias masked by ``bias_mask``, no position embedding) backbones as
+    their hub files hold them: ``mask_token``, LayerScale ``ls1/ls2.gamma``, ``mlp.fc1/fc2`` or
+    the fused SwiGLU ``mlp.w12/w3``, final ``norm``, no head."""
+    C = embed_dims
+    out = OrderedDict()
+    out['cls_token'] = TensorSpec((1, 1, C))
+    if dinov3_heads:
+        out['storage_tokens'] = TensorSpec((1, registers, C))
+    else:
+        out['pos_embed'] = TensorSpec((1, 1 + grid * grid, C))
+        if registers:
+            out['register_tokens'] = TensorSpec((1, registers, C))
+    out['mask_token'] = TensorSpec((1, C))
+    out['patch_embed.proj.weight'] = TensorSpec((C, 3, patch_size, patch_size))
+    out['patch_embed.proj.bias'] = TensorSpec((C,), 'bias')
+    if dinov3_heads:
+        out['rope_embed.periods'] = TensorSpec((C // dinov3_heads // 4,), 'rope_periods',
+                                               (C // dinov3_heads, 100.0))
+    for i in range(num_layers):
+        p = f'blocks.{i}.'
+        _norm(out, p + 'norm1', C)
+        _linear(out, p + 'attn.qkv', 3 * C, C)
+        if dinov3_heads:
+            out[p + 'attn.qkv.bias_mask'] = TensorSpec((3 * C,), 'bias_mask', (C,))
+        _linear(out, p + 'attn.proj', C, C)
+        out[p + 'ls1.gamma'] = TensorSpec((C,), 'bias')
+        _norm(out, p + 'norm2', C)
+        if swiglu_hidden:
+            _linear(out, p + 'mlp.w12', 2 * swiglu_hidden, C)
+            _linear(out, p + 'mlp.w3', C, swiglu_hidden)
+        else:
+            _linear(out, p + 'mlp.fc1', 4 * C, C)
+            _linear(out, p + 'mlp.fc2', C, 4 * C)
+        out[p + 'ls2.gamma'] = TensorSpec((C,), 'bias')
+    _norm(out, 'norm', C)
+    return out
+
+
 CVT_PATCH = ((7, 4), (3, 2), (3, 2))  # (kernel, stride) of each stage's ConvEmbed
 
 
@@ -280,8 +331,9 @@ SWIN_ARCHS = {  # embed_dims, depths, num_heads (the authors' configs/swin/*.yam
 }
 VIT_ARCHS = {  # embed_dims, num_layers, num_heads
     'tiny': (192, 12, 3), 'small': (384, 12, 6), 'base': (768, 12, 12),
-    'large': (1024, 24, 16), 'huge': (1280, 32, 16),
+    'large': (1024, 24, 16), 'huge': (1280, 32, 16), 'giant': (1536, 40, 24),
 }
+DINO_SIZES = {'s': 'small', 'b': 'base', 'l': 'large', 'g': 'giant'}
 MAE_PATCH = {'base': 16, 'large': 16, 'huge': 14}  # MAE's ViT-H is /14
 CVT_ARCHS = {  # embed_dims, depths, num_heads (microsoft/CvT experiments/imagenet/cvt/*.yaml)
     '13': ((64, 192, 384), (1, 2, 10), (1, 3, 6)),
@@ -309,6 +361,14 @@ PUBLISHED = {
     **{n: f'https://dl.fbaipublicfiles.com/deit/{n}' for n in (
         'deit_tiny_patch16_224-a1311bcf.pth', 'deit_small_patch16_224-cd65a155.pth',
         'deit_base_patch16_224-b5f2ef4d.pth', 'deit_base_patch16_384-8de9b5d1.pth')},
+    **{f'dinov2_vit{s}14{r}_pretrain.pth':
+       f'https://dl.fbaipublicfiles.com/dinov2/dinov2_vit{s}14/dinov2_vit{s}14{r}_pretrain.pth'
+       for s in 'sblg' for r in ('', '_reg4')},
+    # facebookresearch/dinov3: URLs are sent per user after a request form, no public URL
+    **{n: None for n in (
+        'dinov3_vits16_pretrain_lvd1689m-08c60483.pth',
+        'dinov3_vitb16_pretrain_lvd1689m-73cec8be.pth',
+        'dinov3_vitl16_pretrain_lvd1689m-8aa4cbdd.pth')},
     # microsoft/CvT: OneDrive folder of the README's model zoo, no direct URL
     **{n: None for n in (
         'CvT-13-224x224-IN-1k.pth', 'CvT-13-384x384-IN-1k.pth', 'CvT-21-224x224-IN-1k.pth',
@@ -400,12 +460,36 @@ def _cvt(m) -> Release:
         f'CvT-{arch.upper() if arch == "w24" else arch} {size}px, {data} (1000 classes)')
 
 
+def _dinov2(m) -> Release:
+    arch, reg = DINO_SIZES[m.group(1)], bool(m.group(2))
+    C, depth, heads = VIT_ARCHS[arch]
+    swiglu = 4096 if arch == 'giant' else 0
+    return Release(
+        m.group(0), 'dinov2', 'facebookresearch/dinov2', None,
+        lambda: dino_layout(C, depth, 14, 37, registers=4 if reg else 0, swiglu_hidden=swiglu),
+        dict(type='mmvtx.ViT', arch=f'dinov2{"-reg" if reg else ""}-{m.group(1)}'),
+        f'DINOv2 ViT-{m.group(1).upper()}/14{" with 4 registers" if reg else ""}, '
+        'self-supervised on LVD-142M (no head)')
+
+
+def _dinov3(m) -> Release:
+    arch = DINO_SIZES[m.group(1)]
+    C, depth, heads = VIT_ARCHS[arch]
+    return Release(
+        m.group(0), 'dinov3', 'facebookresearch/dinov3', None,
+        lambda: dino_layout(C, depth, 16, 0, registers=4, dinov3_heads=heads),
+        dict(type='mmvtx.ViT', arch=f'dinov3-{m.group(1)}'),
+        f'DINOv3 ViT-{m.group(1).upper()}/16 distilled, self-supervised on LVD-1689M (no head)')
+
+
 RELEASE_PATTERNS: List[Tuple['re.Pattern', Callable]] = [
     (re.compile(r'swin_(tiny|small|base|large)_patch4_window(7|12)_(224|384)'
                 r'(_22k|_22kto1k|_22kto1k_finetune)?\.pth'), _swin),
     (re.compile(r'mae_pretrain_vit_(base|large|huge)\.pth'), _mae),
     (re.compile(r'deit_(tiny|small|base)_patch16_(224|384)-([0-9a-f]{8})\.pth'), _deit),
     (re.compile(r'CvT-(13|21|w24)-(224x224|384x384)-IN-(1k|22k)\.pth'), _cvt),
+    (re.compile(r'dinov2_vit([sblg])14(_reg4)?_pretrain\.pth'), _dinov2),
+    (re.compile(r'dinov3_vit([sbl])16_pretrain_lvd1689m-([0-9a-f]{8})\.pth'), _dinov3),
 ]
 
 
@@ -432,7 +516,9 @@ def find_release(checkpoint: str) -> Release:
         'for it. Known: Swin (swin_{tiny,small,base,large}_patch4_window{7,12}_{224,384}'
         '[_22k|_22kto1k|_22kto1k_finetune].pth), MAE (mae_pretrain_vit_{base,large,huge}.pth), '
         'DeiT (deit_{tiny,small,base}_patch16_{224,384}-<hash>.pth), CvT '
-        '(CvT-{13,21}-{224x224,384x384}-IN-{1k,22k}.pth, CvT-w24-384x384-IN-22k.pth).')
+        '(CvT-{13,21}-{224x224,384x384}-IN-{1k,22k}.pth, CvT-w24-384x384-IN-22k.pth), DINOv2 '
+        '(dinov2_vit{s,b,l,g}14[_reg4]_pretrain.pth), DINOv3 '
+        '(dinov3_vit{s,b,l}16_pretrain_lvd1689m-<hash>.pth).')
 
 
 def known_releases() -> List[Release]:

@@ -193,10 +193,14 @@ def backbone_options(cfg: dict) -> dict:
             'qkv_bias', 'drop_rate', 'attn_drop_rate', 'drop_path_rate', 'out_indices',
             'frozen_stages', 'with_cp')})
     if t == 'mmvtx.ViT':
-        return dict(common, **_mmvtx_arch('ViT', b), use_rel_pos=False,  # not implemented yet
+        from mmvtx.models.backbones import ViT
+        arch, opt = ViT.resolve_settings(b['arch'], **{
+            k: raw.get(k) for k in ViT.defaults if raw.get(k) is not None})
+        b = dict(b, **opt, arch=arch)
+        return dict(common, **_mmvtx_arch('ViT', b),
                     pos_embed_grid=b['img_size'] // b['patch_size'], **{k: b[k] for k in (
                         'patch_size', 'mlp_ratio', 'qkv_bias', 'drop_rate', 'attn_drop_rate',
-                        'drop_path_rate', 'feature_layers', 'window_size',
+                        'drop_path_rate', 'feature_layers', 'window_size', 'use_rel_pos',
                         'global_attn_indexes', 'with_cls_token', 'final_norm', 'layer_norm_eps',
                         'frozen_stages', 'with_cp', 'norm_eval')})
     if t == 'VisionTransformer':  # mmseg's: out_indices are layer indices

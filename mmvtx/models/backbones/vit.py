@@ -313,12 +313,7 @@ class ViT(VisionBackbone):
                      mlp_hidden_dims=mlp_hidden_dims, pos_embed=pos_embed,
                      rope_theta=rope_theta, interpolate_antialias=interpolate_antialias,
                      interpolate_offset=interpolate_offset, feature_norm=feature_norm)
-        preset = {}
-        if isinstance(arch, str) and arch.lower() in self.presets:
-            preset = dict(self.presets[arch.lower()])
-            arch = preset.pop('arch')
-        opt = {k: (given[k] if given[k] is not None else preset.get(k, v))
-               for k, v in self.defaults.items()}
+        arch, opt = self.resolve_settings(arch, **given)
         self.preset_settings = opt
         cfg = self.resolve_arch(arch, embed_dims=embed_dims, num_layers=num_layers,
                                 num_heads=num_heads)
@@ -426,6 +421,21 @@ class ViT(VisionBackbone):
         self.pyramid = SimpleFeaturePyramid(dim, [(4, 8, 16, 32)[i] for i in self.out_indices])
         self.geometry_cache = WindowGeometryCache()
         self._freeze_stages()
+
+    @classmethod
+    def resolve_settings(cls, arch, **given) -> Tuple[Union[str, dict], dict]:
+        """``(size arch, settings)``: a family preset's name resolved to its size preset and
+        the :attr:`defaults` settings it sets, then the ``given`` ones that are not None."""
+        preset = {}
+        if isinstance(arch, str) and arch.lower() in cls.presets:
+            preset = dict(cls.presets[arch.lower()])
+            arch = preset.pop('arch')
+        unknown = sorted(set(given) - set(cls.defaults))
+        if unknown:
+            raise TypeError(f'ViT: not a preset setting: {unknown}')
+        opt = {k: (given[k] if given.get(k) is not None else preset.get(k, v))
+               for k, v in cls.defaults.items()}
+        return arch, opt
 
     @property
     def out_channels(self) -> Tuple[int, ...]:
