@@ -91,7 +91,7 @@ def _assert_same(file_sd, model, pairs):
 def test_table_of_releases_and_name_matching():
     releases = S.known_releases()
     assert len({r.name for r in releases}) == len(releases) == len(S.PUBLISHED)
-    assert {r.family for r in releases} == {'swin', 'mae', 'deit', 'cvt'}
+    assert {r.family for r in releases} == {'swin', 'mae', 'deit', 'cvt', 'dinov2', 'dinov3'}
     for r in releases:
         assert r.published
         assert S.find_release(r.url or r.name).name == r.name
@@ -119,10 +119,13 @@ def test_table_of_releases_and_name_matching():
     ('deit_tiny_patch16_224-a1311bcf.pth', 5.7), ('deit_small_patch16_224-cd65a155.pth', 22),
     ('deit_base_patch16_224-b5f2ef4d.pth', 86), ('mae_pretrain_vit_large.pth', 304),
     ('mae_pretrain_vit_huge.pth', 632), ('CvT-13-224x224-IN-1k.pth', 20),
-    ('CvT-21-224x224-IN-1k.pth', 32), ('CvT-w24-384x384-IN-22k.pth', 277)])
+    ('CvT-21-224x224-IN-1k.pth', 32), ('CvT-w24-384x384-IN-22k.pth', 277),
+    ('dinov2_vitb14_pretrain.pth', 86), ('dinov2_vitl14_reg4_pretrain.pth', 304),
+    ('dinov3_vitb16_pretrain_lvd1689m-73cec8be.pth', 86),
+    ('dinov3_vitl16_pretrain_lvd1689m-8aa4cbdd.pth', 300)])
 def test_parameter_counts_are_the_papers(name, millions):
-    """Swin / ViT / DeiT / CvT papers (with the 1000-class head; MAE's files have none: 1-2M
-    less than ViT-L/H's counts)."""
+    """Swin / ViT / DeiT / CvT / DINOv2 / DINOv3 papers (with the 1000-class head; MAE's and
+    DINO's files have none: 1-2M less than ViT-L/H's counts)."""
     n = sum(int(np.prod(s)) for s in _params_of(S.find_release(name)).values())
     assert abs(n / 1e6 - millions) / millions < 0.02, (name, n)
 

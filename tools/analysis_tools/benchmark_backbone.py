@@ -4,6 +4,8 @@ against its reference implementation, same weights and input, in one run.
     python tools/analysis_tools/benchmark_backbone.py --model swin              # vs mmdet's Swin-T
     python tools/analysis_tools/benchmark_backbone.py --model swin --device cuda --amp
     python tools/analysis_tools/benchmark_backbone.py --model swin --inference  # no-grad forward
+    python tools/analysis_tools/benchmark_backbone.py --model vitdet  # vs transformers' ViTDet-B
+    python tools/analysis_tools/benchmark_backbone.py --model dinov2  # vs transformers' DINOv2-B
 
 Timing alternates the two models step by step (so that both see the same machine state) and
 reports the median. Peak memory: on CUDA ``max_memory_allocated``; on the CPU the rise of the
@@ -32,7 +34,8 @@ from mmvtx.utils.benchmark import (alternate_timing, peak_memory_mib, report_pea
                                    run_memory_worker)
 
 REUSE_MEMORY = 'glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=17179869184'
-DEFAULT_INPUT = {'swin': '2x3x512x512', 'vit': '2x3x512x512', 'cvt': '1x3x800x800'}
+DEFAULT_INPUT = {'swin': '2x3x512x512', 'vit': '2x3x512x512', 'cvt': '1x3x800x800',
+                 'vitdet': '1x3x1024x1024', 'dinov2': '2x3x518x518'}
 
 
 def build_pair(model: str):
@@ -62,10 +65,41 @@ def build_pair(model: str):
         ref.forward = _hf_hidden_states(ref.forward)
         ours = CvT('13', out_indices=(0, 1, 2), drop_path_rate=0.0)
         name = "transformers' CvtModel (CvT-13, all three stages)"
+    elif model == 'vitdet':
+        from transformers import VitDetBackbone, VitDetConfig
+        from mmvtx.models.backbones.vit import ViT
+        ref = VitDetBackbone(VitDetConfig(
+            hidden_size=768, num_hidden_layers=12, num_attention_heads=12, image_size=1024,
+            pretrain_image_size=224, patch_size=16, window_size=14,
+            window_block_indices=[0, 1, 3, 4, 6, 7, 9, 10], use_relative_position_embeddings=True,
+            drop_path_rate=0.0, out_features=['stage12']))
+        ours = ViT('vitdet-b', out_indices=(2,), drop_path_rate=0.0)
+        name = "transformers' VitDetBackbone (ViTDet-B: window 14, global 2/5/8/11, rel. pos.)"
+    elif model == 'dinov2':
+        from transformers import Dinov2Config, Dinov2Model
+        from mmvtx.models.backbones.vit import ViT
+        ref = Dinov2Model(Dinov2Config(hidden_size=768, num_hidden_layers=12,
+                                       num_attention_heads=12, image_size=518, patch_size=14,
+                                       drop_path_rate=0.0))
+        # transformers resamples the position table without DINOv2's 0.1 offset
+        ours = ViT('dinov2-b', out_indices=(2,), interpolate_offset=0.0, drop_path_rate=0.0)
+        ref.forward = _stride16_map(ref.forward, 14, ours._to_stride16)
+        name = "transformers' Dinov2Model (DINOv2-B/14, last layer)"
     else:
         raise ValueError(f'no benchmark pair for {model!r}')
     load_backbone_checkpoint(ours, ref.state_dict())
     return ours, ref, name
+
+
+def _stride16_map(forward, patch, resample):
+    """transformers' Dinov2Model returning its final patch tokens as a map resampled to the
+    stride-16 grid by mmvtx's resampling (the same cheap op on both sides, so that the outputs
+    compare and the times stay fair)."""
+    def wrapped(x):
+        tokens = forward(x).last_hidden_state[:, 1:]
+        h, w = x.shape[-2] // patch, x.shape[-1] // patch
+        return resample(tokens.transpose(1, 2).reshape(x.shape[0], -1, h, w), *x.shape[-2:])
+    return wrapped
 
 
 def _hf_hidden_states(forward):
@@ -122,9 +156,11 @@ def measure_memory(args, which: str) -> float:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--model', choices=['swin', 'vit', 'cvt'], default='swin')
+    parser.add_argument('--model', choices=['swin', 'vit', 'cvt', 'vitdet', 'dinov2'],
+                        default='swin')
     parser.add_argument('--input', help='BxCxHxW (default: 2x3x512x512 for Swin and ViT, '
-                        '1x3x800x800 for CvT)')
+                        '1x3x800x800 for CvT, 1x3x1024x1024 for ViTDet, 2x3x518x518 for '
+                        'DINOv2)')
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--amp', action='store_true')
     parser.add_argument('--steps', type=int, default=5, help='timed steps per model')
