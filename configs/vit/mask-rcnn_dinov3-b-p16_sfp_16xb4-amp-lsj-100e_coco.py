@@ -10,6 +10,5 @@ model = dict(
         type='mmvtx.ViT',
         arch='dinov3-b',
         drop_path_rate=0.1,
-        with_cp=True,
         init_cfg=dict(type='Pretrained',
                       checkpoint='dinov3_vitb16_pretrain_lvd1689m-73cec8be.pth')))

@@ -73,10 +73,12 @@ class Attention(nn.Module):
         return torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias])
 
     def forward(self, x: torch.Tensor, geo: Optional[WindowGeometry] = None,
-                hw: Optional[Tuple[int, int]] = None, rope=None) -> torch.Tensor:
+                hw: Optional[Tuple[int, int]] = None, rope=None,
+                out_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``x``: ``B x L x C`` tokens (with ``geo``: the ``h*w`` patch tokens of its map);
         ``hw``: the patch grid (for relative positions in a global block); ``rope``: the
-        ``(cos, sin)`` of the patch tokens (the last ``h*w`` of ``x``)."""
+        ``(cos, sin)`` of the patch tokens (the last ``h*w`` of ``x``); ``out_scale``: the
+        block's LayerScale, folded into the output projection."""
         B, L, C = x.shape
         qkv = self.qkv(x)
         if self.q_bias is not None:
@@ -100,12 +102,13 @@ class Attention(nn.Module):
         y = y.transpose(1, 2).reshape(b, n, C)
         if geo is not None:
             y = windows_to_tokens(y.view(B, -1, C), gather)
-        return self.proj_drop(self.proj(y))
+        return self.proj_drop(self.proj(y, out_scale))
 
 
 class EncoderLayer(nn.Module):
     """Pre-norm transformer encoder layer: ``x + MSA(LN(x))``, then ``x + MLP(LN(x))``, each
-    branch scaled per channel by LayerScale (``ls1``/``ls2``) if ``layer_scale_init``.
+    branch scaled per channel by LayerScale (``ls1``/``ls2``) if ``layer_scale_init`` (folded
+    into the branch's last linear map: the same values, less memory kept for backward).
 
     With ``window_size > 0`` the attention runs inside non-overlapping windows of the patch
     map (ViTDet); the [CLS] token, if any, is not part of a windowed layer's input."""
@@ -133,9 +136,12 @@ class EncoderLayer(nn.Module):
                 hw: Optional[Tuple[int, int]] = None, rope=None) -> torch.Tensor:
         """``geo``: the window geometry of the patch map, for a windowed layer; ``hw``, ``rope``:
         see :class:`Attention`."""
-        y = self.attn(self.norm1(x), geo if self.window_size > 0 else None, hw, rope)
-        x = x + self.drop_path(self.ls1(y))
-        return x + self.drop_path(self.ls2(self.mlp_drop(self.mlp(self.norm2(x)))))
+        ls1, ls2 = (self.ls1.gamma, self.ls2.gamma) if isinstance(self.ls1, LayerScale) \
+            else (None, None)
+        y = self.attn(self.norm1(x), geo if self.window_size > 0 else None, hw, rope,
+                      out_scale=ls1)
+        x = x + self.drop_path(y)
+        return x + self.drop_path(self.mlp_drop(self.mlp(self.norm2(x), out_scale=ls2)))
 
 
 class SimpleFeaturePyramid(nn.Module):

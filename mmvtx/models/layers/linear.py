@@ -119,5 +119,15 @@ class Linear(nn.Linear):
         super().__init__(in_features, out_features, bias=bias, **kwargs)
         self.onednn = onednn_linear_default() if onednn is None else bool(onednn)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias, self.onednn)
+    def forward(self, x: torch.Tensor, out_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``out_scale``: per-output-channel factors (LayerScale) folded into the weight and
+        bias, so that autograd keeps the (small) scaled weight, not the scaled output."""
+        return linear(x, *scaled_weight(self.weight, self.bias, out_scale), self.onednn)
+
+
+def scaled_weight(weight: torch.Tensor, bias: Optional[torch.Tensor],
+                  out_scale: Optional[torch.Tensor]):
+    """``(weight, bias)`` with each output channel multiplied by ``out_scale`` (if given)."""
+    if out_scale is None:
+        return weight, bias
+    return weight * out_scale[:, None], (bias * out_scale if bias is not None else None)

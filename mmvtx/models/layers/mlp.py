@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from .linear import Linear
+from .linear import Linear, scaled_weight
 from .recompute import gelu_linear
 
 
@@ -44,13 +44,15 @@ class Mlp(nn.Module):
         self.act = Activation(act)
         self.fc2 = Linear(hidden_dim, dim)
 
-    def forward(self, x):
+    def forward(self, x, out_scale=None):
+        """``out_scale``: LayerScale of the branch, folded into ``fc2``."""
         h = self.fc1(x)
         if self.act.name == 'gelu':
             if not torch.is_grad_enabled():  # h is this call's own: GELU in place
-                return self.fc2(torch.ops.aten.gelu_(h))
-            return gelu_linear(h, self.fc2.weight, self.fc2.bias, self.fc2.onednn)
-        return self.fc2(self.act(h))
+                return self.fc2(torch.ops.aten.gelu_(h), out_scale)
+            return gelu_linear(h, *scaled_weight(self.fc2.weight, self.fc2.bias, out_scale),
+                               self.fc2.onednn)
+        return self.fc2(self.act(h), out_scale)
 
 
 class SwiGLU(nn.Module):
@@ -63,14 +65,16 @@ class SwiGLU(nn.Module):
         self.w12 = Linear(dim, 2 * hidden_dim)
         self.w3 = Linear(hidden_dim, dim)
 
-    def forward(self, x):
+    def forward(self, x, out_scale=None):
         x1, x2 = self.w12(x).chunk(2, dim=-1)
-        return self.w3(torch.nn.functional.silu(x1) * x2)
+        return self.w3(torch.nn.functional.silu(x1) * x2, out_scale)
 
 
 class LayerScale(nn.Module):
     """Per-channel scaling of a residual branch (Touvron et al. 2021, CaiT; DeiT-III, DINOv2,
-    DINOv3), initialised to ``init_value``."""
+    DINOv3), initialised to ``init_value``. The ViT folds ``gamma`` into the branch's last
+    linear map (``out_scale``) rather than calling this module, so that training does not keep
+    the branch output for ``gamma``'s gradient."""
 
     def __init__(self, dim: int, init_value: float = 1e-5):
         super().__init__()

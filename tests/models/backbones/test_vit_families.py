@@ -469,3 +469,48 @@ def test_family_presets_and_bad_values():
         ViT('dinov3-b', window_size=7)
     with pytest.raises(ValueError, match='unknown arch'):
         ViT('dinov4-b')
+
+
+# ------------------------------------------------------------- transformers hub (4.x) names
+def _to_hub_names(sd, dinov3=False):
+    """transformers 5.x names -> the names of the checkpoints on the hub (transformers 4.x):
+    DINOv2's query/key/value under ``attention.attention``, ``attention.output.dense``, the
+    fused SwiGLU ``weights_in``/``weights_out``; DINOv3's layers without ``model.``."""
+    out = {}
+    for k, v in sd.items():
+        if dinov3:
+            out[k.replace('model.layer.', 'layer.')] = v
+            continue
+        k = (k.replace('attention.q_proj', 'attention.attention.query')
+             .replace('attention.k_proj', 'attention.attention.key')
+             .replace('attention.v_proj', 'attention.attention.value')
+             .replace('attention.o_proj', 'attention.output.dense')
+             .replace('mlp.down_proj', 'mlp.weights_out'))
+        out[k] = v
+    for k in [k for k in out if '.mlp.gate_proj.' in k]:
+        head, tail = k.split('.mlp.gate_proj.')
+        out[f'{head}.mlp.weights_in.{tail}'] = torch.cat(
+            [out.pop(k), out.pop(f'{head}.mlp.up_proj.{tail}')])
+    return out
+
+
+@pytest.mark.parametrize('kind', ['dinov2', 'dinov2-swiglu', 'dinov3'])
+def test_hub_names_load_to_the_same_model(kind):
+    if kind == 'dinov3':
+        ref, arch, kw = _hf_dinov3(), 'dinov3-b', {}
+    else:
+        swiglu = kind.endswith('swiglu')
+        ref = _hf_dinov2(use_swiglu_ffn=swiglu)
+        arch, kw = 'dinov2-b', dict(img_size=112)
+        if swiglu:
+            kw.update(mlp_type='swiglu',
+                      mlp_hidden_dims=ref.encoder.layer[0].mlp.down_proj.in_features)
+    a, b = (ViT(arch, **DIMS, **kw, drop_path_rate=0.0) for _ in range(2))
+    load_backbone_checkpoint(a, ref.state_dict())
+    hub = _to_hub_names(ref.state_dict(), dinov3=kind == 'dinov3')
+    assert set(hub) != set(ref.state_dict())
+    load_backbone_checkpoint(b, hub)
+    sa, sb = a.state_dict(), b.state_dict()
+    for k in sa:
+        if not k.startswith('pyramid'):
+            assert torch.equal(sa[k], sb[k]), k
