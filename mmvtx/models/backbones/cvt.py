@@ -24,7 +24,7 @@ from mmvtx.utils.logging import log_once
 from ..layers import DropPath, Linear, Mlp, attention, drop_path_rates, pad_hw
 from ..layers.init import init_transformer_weights, trunc_normal_
 from ..layers.mlp import Activation
-from ..layers.norm import LayerNorm2d
+from ..layers.norm import LayerNorm, LayerNorm2d
 from .base import VisionBackbone, forward_block
 
 
@@ -37,7 +37,7 @@ class ConvTokenEmbedding(nn.Module):
         super().__init__()
         self.stride = stride
         self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size, stride, padding)
-        self.norm = nn.LayerNorm(embed_dim)
+        self.norm = LayerNorm(embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.proj(pad_hw(x, self.stride))
@@ -106,11 +106,11 @@ class CvtBlock(nn.Module):
                  drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path: float = 0.0,
                  act: str = 'gelu'):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = LayerNorm(dim)
         self.attn = ConvAttention(dim, num_heads, qkv_bias, attn_drop=attn_drop_rate,
                                   proj_drop=drop_rate)
         self.drop_path = DropPath(drop_path)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act)
         self.mlp_drop = nn.Dropout(drop_rate)
 

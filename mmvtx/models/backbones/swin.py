@@ -21,6 +21,7 @@ from mmvtx.utils.checkpoint import (ConvertedCheckpoint, KeyRule, detect_format,
 from mmvtx.utils.logging import log_once
 from ..layers import DropPath, Linear, Mlp, PatchEmbed, attention, drop_path_rates, pad_hw
 from ..layers.init import init_transformer_weights, trunc_normal_
+from ..layers.norm import LayerNorm
 from ..layers.pos_embed import resize_rel_pos_bias_table
 from ..layers.window import (WindowGeometry, WindowGeometryCache, tokens_to_windows,
                              windows_to_tokens)
@@ -128,11 +129,11 @@ class SwinBlock(nn.Module):
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, drop_path: float = 0.0, act: str = 'gelu'):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = LayerNorm(dim)
         self.attn = WindowMSA(dim, num_heads, window_size, shifted, qkv_bias, attn_drop_rate,
                               drop_rate)
         self.drop_path = DropPath(drop_path)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act)
         self.mlp_drop = nn.Dropout(drop_rate)
 
@@ -147,7 +148,7 @@ class PatchMerging(nn.Module):
 
     def __init__(self, dim: int, out_dim: Optional[int] = None):
         super().__init__()
-        self.norm = nn.LayerNorm(4 * dim)
+        self.norm = LayerNorm(4 * dim)
         self.reduction = Linear(4 * dim, out_dim or 2 * dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -279,7 +280,7 @@ class SwinTransformer(VisionBackbone):
                       attn_drop_rate=attn_drop_rate)
             for i in range(num_stages)])
         for i in out_indices:
-            self.add_module(f'norm{i}', nn.LayerNorm(dims[i]))
+            self.add_module(f'norm{i}', LayerNorm(dims[i]))
         self._freeze_stages()
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:

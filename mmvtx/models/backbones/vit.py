@@ -25,7 +25,7 @@ from mmvtx.utils.checkpoint import (CheckpointMismatchError, ConvertedCheckpoint
 from ..layers import (DropPath, LayerScale, Linear, Mlp, PatchEmbed, SwiGLU, attention,
                       drop_path_rates)
 from ..layers.init import init_transformer_weights, trunc_normal_
-from ..layers.norm import LayerNorm2d
+from ..layers.norm import LayerNorm, LayerNorm2d
 from ..layers.pos_embed import resize_pos_embed
 from ..layers.position import Rope2d, apply_rope, decomposed_rel_pos
 from ..layers.window import (WindowGeometry, WindowGeometryCache, tokens_to_windows,
@@ -121,12 +121,12 @@ class EncoderLayer(nn.Module):
                  mlp_hidden_dims: Optional[int] = None):
         super().__init__()
         self.window_size = window_size
-        self.norm1 = nn.LayerNorm(dim, eps=layer_norm_eps)
+        self.norm1 = LayerNorm(dim, eps=layer_norm_eps)
         self.attn = Attention(dim, num_heads, qkv_bias, attn_drop_rate, drop_rate,
                               rel_pos_size=rel_pos_size)
         self.ls1 = LayerScale(dim, layer_scale_init) if layer_scale_init else nn.Identity()
         self.drop_path = DropPath(drop_path)
-        self.norm2 = nn.LayerNorm(dim, eps=layer_norm_eps)
+        self.norm2 = LayerNorm(dim, eps=layer_norm_eps)
         hidden = mlp_hidden_dims or int(dim * mlp_ratio)
         self.mlp = SwiGLU(dim, hidden) if mlp_type == 'swiglu' else Mlp(dim, hidden)
         self.mlp_drop = nn.Dropout(drop_rate)
@@ -189,7 +189,7 @@ def _family_presets() -> dict:
     users fine-tune (see the class docstring)."""
     vitdet = dict(img_size=224, rel_pos_img_size=1024, with_cls_token=False, window_size=14,
                   use_rel_pos=True, final_norm=False)
-    sam = dict(vitdet, img_size=1024)
+    sam = dict(vitdet, img_size=1024, rel_pos_img_size=None)  # tables of its own grid
     dinov2 = dict(patch_size=14, img_size=518, layer_scale_init=1e-5, feature_norm=True,
                   interpolate_offset=0.1)
     dinov2_reg = dict(dinov2, num_register_tokens=4, interpolate_antialias=True,
@@ -422,7 +422,7 @@ class ViT(VisionBackbone):
                          layer_scale_init=opt['layer_scale_init'] or None,
                          mlp_type=opt['mlp_type'], mlp_hidden_dims=opt['mlp_hidden_dims'])
             for i in range(depth)])
-        self.norm = nn.LayerNorm(dim, eps=opt['layer_norm_eps']) if opt['final_norm'] \
+        self.norm = LayerNorm(dim, eps=opt['layer_norm_eps']) if opt['final_norm'] \
             else nn.Identity()
         self.pyramid = SimpleFeaturePyramid(dim, [(4, 8, 16, 32)[i] for i in self.out_indices])
         self.geometry_cache = WindowGeometryCache()

@@ -1,6 +1,7 @@
 import torch
 from torch import nn
 
+from .norm import LayerNorm
 from .padding import pad_hw
 
 
@@ -15,7 +16,7 @@ class PatchEmbed(nn.Module):
         super().__init__()
         self.patch_size = patch_size
         self.proj = nn.Conv2d(in_channels, embed_dim, patch_size, stride=patch_size)
-        self.norm = nn.LayerNorm(embed_dim) if norm else nn.Identity()
+        self.norm = LayerNorm(embed_dim) if norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.proj(pad_hw(x, self.patch_size))
