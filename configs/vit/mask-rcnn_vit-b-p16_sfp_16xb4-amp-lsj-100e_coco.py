@@ -1,6 +1,7 @@
 # ViTDet Mask R-CNN with ViT-B/16 (MAE ImageNet-1k weights): window attention 14 with global
 # blocks 2/5/8/11, decomposed relative positions, the simple feature pyramid, LSJ 1024, layer
-# decay 0.7, drop path 0.1, 64 images a step (16 GPUs x 4), mixed precision, 184375 iterations (100 epochs).
+# decay 0.7, drop path 0.1, 64 images a step (16 GPUs x 4), mixed precision, 184375 iterations
+# (100 epochs).
 # Published (detectron2 ViTDet): 51.6 box / 45.9 mask AP. Twin: detectron2's
 # projects/ViTDet/configs/COCO/mask_rcnn_vitdet_b_100ep.py, written out in mmdet's vocabulary in
 # tests/configs/twins/detectron2_vitdet_mask-rcnn_vit-b_100ep.py; README.md lists the differences.

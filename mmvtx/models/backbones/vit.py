@@ -205,7 +205,8 @@ def _family_presets() -> dict:
         for size in sizes:
             cfg = dict(settings, arch=_SIZES[size])
             if family in ('vitdet', 'sam'):
-                cfg['global_attn_indexes'] = _GLOBAL_BLOCKS[ViT.arch_zoo[_SIZES[size]]['num_layers']]
+                depth = ViT.arch_zoo[_SIZES[size]]['num_layers']
+                cfg['global_attn_indexes'] = _GLOBAL_BLOCKS[depth]
             if family.startswith('dinov2') and size == 'g':  # ViT-g/14: SwiGLU, 4096 hidden
                 cfg.update(mlp_type='swiglu', mlp_hidden_dims=4096)
             presets[f'{family}-{size}'] = cfg
