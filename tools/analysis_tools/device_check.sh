@@ -38,7 +38,8 @@ if [[ $QUICK == --quick ]]; then
   BACKBONE_RUNS=("swin 1x3x224x224")
 else
   ITERS=${ITERS:-40}; NTRAIN=16; REPEATS=10; LIMIT=120; AMP=--amp; DEV=cuda
-  BACKBONE_RUNS=("swin 2x3x800x1344" "vit 2x3x512x512" "cvt 1x3x800x1344")
+  BACKBONE_RUNS=("swin 2x3x800x1344" "vit 2x3x512x512" "cvt 1x3x800x1344" "vitdet 1x3x1024x1024"
+                 "dinov2 2x3x518x518")
 fi
 STEPS=" ${STEPS:-det_mmvtx det_mmdet seg_mmvtx recipe_mask-rcnn recipe_upernet backbone} "
 want() { [[ $STEPS == *" $1 "* ]]; }
