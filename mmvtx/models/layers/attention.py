@@ -109,16 +109,20 @@ def _fold(t: torch.Tensor, batch: int) -> torch.Tensor:
     return t.reshape(batch, -1, t.shape[-2], t.shape[-1])
 
 
-def _copied(*tensors: torch.Tensor, batch_dims) -> int:
-    """Elements copied by folding ``tensors`` to a batch of ``prod(batch_dims)`` (0 for views)."""
-    copied = 0
-    for t in tensors:
-        try:
-            t.view(math.prod(batch_dims), -1, t.shape[-2], t.shape[-1])
-        except RuntimeError:
-            copied += t.numel()
-    return copied
+def _mergeable(t: torch.Tensor, start: int, end: int) -> bool:
+    """Whether dims ``[start, end)`` of ``t`` can be merged into one by ``view`` (PyTorch's
+    rule: each dim's stride is the next one's stride times its size; size-1 dims aside). Read
+    from the strides, not by trying the view, so that ``torch.compile`` can trace it."""
+    dims = [d for d in range(start, end) if t.shape[d] != 1]
+    return all(t.stride(a) == t.stride(b) * t.shape[b] for a, b in zip(dims, dims[1:]))
 
+
+def _copied(*tensors: torch.Tensor, batch_dims) -> int:
+    """Elements copied by folding ``tensors`` (``*lead x heads x N x d``) to a batch of
+    ``prod(batch_dims)`` (the leading ``len(batch_dims)`` dims; 0 for views)."""
+    n = len(batch_dims)
+    return sum(t.numel() for t in tensors
+               if not (_mergeable(t, 0, n) and _mergeable(t, n, t.dim() - 2)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,9 +137,12 @@ SPLIT_QUERIES_MIN = 1 << 20  # queries x keys of a pair below which the call is 
 
 
 def _split_queries(q, k, v) -> int:
-    """Groups to split the queries of a training call into (1: none)."""
+    """Groups to split the queries of a training call into (1: none; always under
+    ``torch.compile``, whose generated kernels are not PyTorch's eager backward)."""
+    if torch.compiler.is_compiling() or q.device.type != 'cpu':
+        return 1
     pairs, threads = q.shape[0] * q.shape[1], torch.get_num_threads()
-    if (q.device.type != 'cpu' or q.dim() != 4 or pairs >= threads
+    if (q.dim() != 4 or pairs >= threads
             or q.shape[-2] * k.shape[-2] < SPLIT_QUERIES_MIN or not torch.is_grad_enabled()
             or not (q.requires_grad or k.requires_grad or v.requires_grad)):
         return 1

@@ -66,13 +66,15 @@ def window_token_index(H: int, W: int, window_size: int, shift_size: int):
     Hp, Wp = H + (-H % M), W + (-W % M)
     rows = (torch.arange(Hp) + shift_size) % Hp  # roll by -s: row i of the result is row i+s
     cols = (torch.arange(Wp) + shift_size) % Wp
-    source = rows[:, None] * W + cols[None, :]
-    source[(rows[:, None] >= H) | (cols[None, :] >= W)] = -1  # padding
+    source = torch.where((rows[:, None] >= H) | (cols[None, :] >= W), -1,
+                         rows[:, None] * W + cols[None, :])  # -1: padding
     slots = window_partition(source[None, :, :, None], M).reshape(-1)
-    real = (slots >= 0).nonzero().squeeze(1)
-    inverse = torch.empty(H * W, dtype=torch.long)
-    inverse[slots[real]] = real
-    return slots.clamp(min=0), inverse, (slots < 0).nonzero().squeeze(1)
+    # real slots first, then padded ones, each in slot order (a stable sort: shapes known from
+    # H, W alone, so torch.compile traces it without data-dependent sizes)
+    order = torch.argsort((slots < 0).to(torch.int8), stable=True)
+    real, pad_slots = order[:H * W], order[H * W:]
+    inverse = torch.empty(H * W, dtype=torch.long).index_copy_(0, slots[real], real)
+    return slots.clamp(min=0), inverse, pad_slots
 
 
 def _fill_pad_slots(out: torch.Tensor, pad_slots: torch.Tensor, fill: Optional[torch.Tensor]):

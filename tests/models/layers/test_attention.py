@@ -1,6 +1,8 @@
 """scaled_dot_product_attention folds inputs with several leading dims (Swin's
 B x nW x heads x N x d) to the 4-D calls PyTorch's fused kernel takes, for every way a mask can
 broadcast, with the same values and gradients as the plain formula."""
+import math
+
 import pytest
 import torch
 
@@ -70,3 +72,67 @@ def test_few_long_heads_split_their_queries(pairs, N, L, monkeypatch):
     shapes = [e.input_shapes[0] for e in prof.key_averages(group_by_input_shape=True)
               if e.key == 'aten::_scaled_dot_product_flash_attention_for_cpu_backward']
     assert shapes and shapes[0][:2] == [pairs[0], pairs[1] * groups], shapes
+
+
+def test_copy_count_reads_strides_as_view_does():
+    """The fold's copy count decides from strides whether ``view`` would work (traceable by
+    torch.compile); it agrees with trying the view, for permuted, sliced and expanded inputs."""
+    from mmvtx.models.layers.attention import _copied
+    torch.manual_seed(0)
+    base = torch.randn(2, 3, 4, 5, 6)
+    cases = [base, base.transpose(0, 1), base.permute(1, 0, 2, 3, 4), base[:, 1:],
+             base.transpose(1, 2), base.expand(2, 3, 4, 5, 6), base[:, :1].expand(2, 3, 4, 5, 6),
+             torch.randn(2, 1, 4, 5, 6).transpose(1, 2), base.unbind(0)[0].unsqueeze(0)]
+    for t in cases:
+        for k in range(0, 3):
+            lead = t.shape[:k]
+            try:
+                t.view(math.prod(lead), -1, t.shape[-2], t.shape[-1])
+                expected = 0
+            except RuntimeError:
+                expected = t.numel()
+            assert _copied(t, batch_dims=lead) == expected, (t.shape, t.stride(), k)
+
+
+@pytest.mark.parametrize('name', ['swin', 'vit', 'vitdet', 'dinov2-reg', 'dinov3', 'cvt'])
+def test_backbones_compile_without_graph_breaks(name):
+    """``torch.compile`` captures each backbone's training step as one graph (no graph break:
+    window geometry, attention kernel choice and the custom autograd functions all trace), and
+    the compiled step (dynamo + AOT autograd, eager backend: the tracing, not inductor's code
+    generation) gives the same outputs and gradients."""
+    from mmvtx.models.backbones import CvT, SwinTransformer, ViT
+    make = {
+        'swin': lambda: SwinTransformer(arch=dict(embed_dims=32, depths=(2, 2, 2, 2),
+                                                  num_heads=(1, 2, 4, 8)), window_size=4,
+                                        drop_path_rate=0.0),
+        'vit': lambda: ViT(embed_dims=64, num_layers=2, num_heads=4, drop_path_rate=0.0),
+        'vitdet': lambda: ViT('vitdet-b', embed_dims=64, num_layers=2, num_heads=4,
+                              window_size=3, global_attn_indexes=(1,), img_size=64,
+                              rel_pos_img_size=64, drop_path_rate=0.0),
+        'dinov2-reg': lambda: ViT('dinov2-reg-b', embed_dims=64, num_layers=2, num_heads=4,
+                                  img_size=56, drop_path_rate=0.0),
+        'dinov3': lambda: ViT('dinov3-b', embed_dims=64, num_layers=2, num_heads=4,
+                              drop_path_rate=0.0),
+        'cvt': lambda: CvT(arch=dict(embed_dims=(16, 32, 64), depths=(1, 1, 1),
+                                     num_heads=(1, 2, 4)), drop_path_rate=0.0),
+    }[name]
+    torch.manual_seed(0)
+    model = make().train()
+    x = torch.randn(2, 3, 96, 128)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(model)(x)
+    assert explained.graph_break_count == 0, [str(r.reason)[:200]
+                                              for r in explained.break_reasons]
+    torch.manual_seed(1)
+    ref = model(x)
+    sum(o.square().mean() for o in ref).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    torch._dynamo.reset()
+    torch.manual_seed(1)
+    outs = torch.compile(model, backend='aot_eager')(x)
+    sum(o.square().mean() for o in outs).backward()
+    for a, b in zip(outs, ref):
+        assert (a - b).abs().max() <= 1e-5
+    for n, g in grads.items():
+        assert (model.get_parameter(n).grad - g).abs().max() <= 1e-4, n
