@@ -16,7 +16,6 @@ import re
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mmvtx.registry import MODELS
@@ -27,7 +26,8 @@ from ..layers import (DropPath, LayerScale, Linear, Mlp, PatchEmbed, SwiGLU, att
 from ..layers.init import init_transformer_weights, trunc_normal_
 from ..layers.norm import LayerNorm, LayerNorm2d
 from ..layers.pos_embed import resize_pos_embed
-from ..layers.position import Rope2d, apply_rope, decomposed_rel_pos
+from ..layers.position import (Rope2d, apply_rope, decomposed_rel_pos,
+                              resize_rel_pos_table)
 from ..layers.window import (WindowGeometry, WindowGeometryCache, tokens_to_windows,
                              windows_to_tokens)
 from .base import VisionBackbone, forward_block
@@ -670,24 +670,6 @@ def _unwrap(sd: dict) -> dict:
     return sd
 
 
-def _merge_parts(sd: dict, parts: Sequence[str], merged: str) -> dict:
-    """``...{part}...`` tensors concatenated along dim 0 into ``...{merged}...``."""
-    out, groups = {}, {}
-    for k, v in sd.items():
-        tag = next((t for t in parts if t in k), None)
-        if tag is None:
-            out[k] = v
-        else:
-            head, tail = k.split(tag, 1)
-            groups.setdefault((head, tail), {})[tag] = v
-    for (head, tail), got in groups.items():
-        if len(got) != len(parts):
-            raise CheckpointMismatchError(f'{head}: {sorted(set(parts) - set(got))} missing '
-                                          f'beside {sorted(got)}')
-        out[f'{head}{merged}{tail}'] = torch.cat([got[t] for t in parts], 0)
-    return out
-
-
 # mmseg/mmpretrain VisionTransformer names (mmseg: nn.MultiheadAttention's in_proj/out_proj)
 MMSEG_VIT_RULES = (
     ('patch_embed.projection', 'patch_embed.proj'),
@@ -712,7 +694,7 @@ def convert_vit(sd: dict, model: 'ViT') -> ConvertedCheckpoint:
     if fmt == 'transformers' or fmt == 'transformers-dinov2':
         sd = {k[len('vit.'):] if k.startswith('vit.') else k: v for k, v in sd.items()}
         sd = rename_keys(sd, HF_VIT_RULES)
-        sd = _merge_parts(sd, ('.mlp.gate_proj.', '.mlp.up_proj.'), '.mlp.w12.')
+        sd = merge_qkv(sd, ('.mlp.gate_proj.', '.mlp.up_proj.'), '.mlp.w12.')
         sd = merge_qkv(sd, ('.attention.attention.query.', '.attention.attention.key.',
                             '.attention.attention.value.'), '.attn.qkv.')
         sd = merge_qkv(sd, ('.attention.q_proj.', '.attention.k_proj.', '.attention.v_proj.'),
@@ -722,11 +704,11 @@ def convert_vit(sd: dict, model: 'ViT') -> ConvertedCheckpoint:
     elif fmt == 'transformers-dinov3':
         sd = rename_keys(sd, HF_DINOV3_RULES)
         if any('.mlp.gate_proj.' in k for k in sd):  # the gated MLP (SwiGLU) of ViT-H+/7B
-            sd = _merge_parts(sd, ('.mlp.gate_proj.', '.mlp.up_proj.'), '.mlp.w12.')
+            sd = merge_qkv(sd, ('.mlp.gate_proj.', '.mlp.up_proj.'), '.mlp.w12.')
             sd = rename_keys(sd, (('mlp.down_proj', 'mlp.w3'),))
         else:
             sd = rename_keys(sd, (('mlp.up_proj', 'mlp.fc1'), ('mlp.down_proj', 'mlp.fc2')))
-        sd = _merge_parts(sd, ('.attention.q_proj.', '.attention.k_proj.', '.attention.v_proj.'),
+        sd = merge_qkv(sd, ('.attention.q_proj.', '.attention.k_proj.', '.attention.v_proj.'),
                           '.attn.qkv.')
     elif fmt == 'transformers-vitdet':
         sd = rename_keys(sd, HF_VITDET_RULES)
@@ -746,7 +728,7 @@ def convert_vit(sd: dict, model: 'ViT') -> ConvertedCheckpoint:
     sd = rename_keys(sd, LAYER_SCALE_RULES)
     # DINOv2's training checkpoints group the blocks in chunks: blocks.<chunk>.<i>.
     sd = {re.sub(r'^blocks\.\d+\.(\d+)\.', r'blocks.\1.', k): v for k, v in sd.items()}
-    sd = _merge_parts(sd, ('.mlp.w1.', '.mlp.w2.'), '.mlp.w12.')  # DINOv3's unfused SwiGLU
+    sd = merge_qkv(sd, ('.mlp.w1.', '.mlp.w2.'), '.mlp.w12.')  # DINOv3's unfused SwiGLU
     out = {k: v for k, v in sd.items() if not k.startswith(_DROPPED)}
     if 'dist_token' in out:
         raise CheckpointMismatchError(
@@ -808,11 +790,10 @@ def _convert_pos_embed(out: dict, model: 'ViT'):
 def _convert_rel_pos(out: dict, model: 'ViT'):
     """Relative position tables learned for another grid, resized (linear, as ViTDet does at
     run time) to the model's."""
-    own = model.state_dict()
+    own = dict(model.named_parameters())
     for k in [k for k in out if '.attn.rel_pos_' in k]:
-        if k in own and out[k].shape[0] != own[k].shape[0] and out[k].shape[1] == own[k].shape[1]:
-            out[k] = F.interpolate(out[k].t().unsqueeze(0).float(), size=own[k].shape[0],
-                                   mode='linear')[0].t().to(out[k].dtype)
+        if k in own and out[k].shape[1] == own[k].shape[1]:
+            out[k] = resize_rel_pos_table(out[k].float(), own[k].shape[0]).to(out[k].dtype)
 
 
 ViT.presets = _family_presets()

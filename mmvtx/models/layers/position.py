@@ -10,13 +10,19 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def resize_rel_pos_table(table: torch.Tensor, length: int) -> torch.Tensor:
+    """A ``L x d`` relative position table resized to ``length`` rows by linear interpolation
+    (ViTDet), in its own dtype; unchanged when it has that length."""
+    if table.shape[0] == length:
+        return table
+    return F.interpolate(table.t().unsqueeze(0), size=length, mode='linear')[0].t()
+
+
 def rel_pos_for(size: int, table: torch.Tensor) -> torch.Tensor:
     """``size x size x d`` embeddings of the offsets ``i - j`` between ``size`` query and key
     positions along one axis, from a ``(2m - 1) x d`` table learned for ``m`` positions: the
     table is resized by linear interpolation (ViTDet) when ``m != size``."""
-    length = 2 * size - 1
-    if table.shape[0] != length:
-        table = F.interpolate(table.t().unsqueeze(0), size=length, mode='linear')[0].t()
+    table = resize_rel_pos_table(table, 2 * size - 1)
     idx = torch.arange(size, device=table.device)
     return table[idx[:, None] - idx[None, :] + (size - 1)]
 
