@@ -100,22 +100,8 @@ def test_backbones_compile_without_graph_breaks(name):
     window geometry, attention kernel choice and the custom autograd functions all trace), and
     the compiled step (dynamo + AOT autograd, eager backend: the tracing, not inductor's code
     generation) gives the same outputs and gradients."""
-    from mmvtx.models.backbones import CvT, SwinTransformer, ViT
-    make = {
-        'swin': lambda: SwinTransformer(arch=dict(embed_dims=32, depths=(2, 2, 2, 2),
-                                                  num_heads=(1, 2, 4, 8)), window_size=4,
-                                        drop_path_rate=0.0),
-        'vit': lambda: ViT(embed_dims=64, num_layers=2, num_heads=4, drop_path_rate=0.0),
-        'vitdet': lambda: ViT('vitdet-b', embed_dims=64, num_layers=2, num_heads=4,
-                              window_size=3, global_attn_indexes=(1,), img_size=64,
-                              rel_pos_img_size=64, drop_path_rate=0.0),
-        'dinov2-reg': lambda: ViT('dinov2-reg-b', embed_dims=64, num_layers=2, num_heads=4,
-                                  img_size=56, drop_path_rate=0.0),
-        'dinov3': lambda: ViT('dinov3-b', embed_dims=64, num_layers=2, num_heads=4,
-                              drop_path_rate=0.0),
-        'cvt': lambda: CvT(arch=dict(embed_dims=(16, 32, 64), depths=(1, 1, 1),
-                                     num_heads=(1, 2, 4)), drop_path_rate=0.0),
-    }[name]
+    from tests.models.backbones.test_autocast import MODELS
+    make = MODELS[name]
     torch.manual_seed(0)
     model = make().train()
     x = torch.randn(2, 3, 96, 128)
