@@ -18,7 +18,14 @@ GEMM writing the tensor). ``--reuse-memory`` re-runs the timing with glibc told 
 blocks (``GLIBC_TUNABLES`` mmap/trim thresholds): both models gain, and the ratio compares
 compute, not page faults. ``MMVTX_ONEDNN_LINEAR=0``/``1`` times mmvtx with its linear maps on
 ``F.linear`` (MKL) or through oneDNN (default: oneDNN on AMD CPUs only;
-``mmvtx/models/layers/linear.py``); the header line says which.
+``mmvtx/models/layers/linear.py``); the header line says which. ``MMVTX_BIAS_GRAD=sdpa`` or
+``recompute`` picks how Swin's relative position bias is trained (default: ``sdpa`` on CUDA,
+``recompute`` on the CPU; ``mmvtx/models/layers/attention.py``).
+
+The FLOPs of each model's step are counted from the operators it runs
+(``torch.utils.flop_counter``, fused attention included: ``mmvtx/utils/flops.py``) and turned
+into achieved TFLOP/s; on a GPU whose dense fp16/bf16 peak is known (H100, H200: 989 TFLOP/s)
+with ``--amp`` also into model FLOP utilisation (MFU).
 """
 import argparse
 import os
@@ -32,6 +39,7 @@ import torch  # noqa: E402
 
 from mmvtx.utils.benchmark import (alternate_timing, peak_memory_mib, report_peak,  # noqa: E402
                                    run_memory_worker)
+from mmvtx.utils.flops import count_flops  # noqa: E402
 
 REUSE_MEMORY = 'glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=17179869184'
 DEFAULT_INPUT = {'swin': '2x3x512x512', 'vit': '2x3x512x512', 'cvt': '1x3x800x800',
@@ -117,6 +125,18 @@ def outputs_of(out):
     if hasattr(out, 'last_hidden_state'):
         return [out.last_hidden_state]
     return [o for o in out if isinstance(o, torch.Tensor)]
+
+
+# dense (no sparsity) fp16/bf16 tensor-core peaks, NVIDIA's data sheets (SXM parts)
+DENSE_HALF_PEAK_TFLOPS = {'H100': 989.0, 'H200': 989.0, 'A100': 312.0}
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU family of ``device`` (``'H100'``) or '' (CPU, unknown)."""
+    if device.type != 'cuda':
+        return ''
+    name = torch.cuda.get_device_name(device)
+    return next((k for k in DENSE_HALF_PEAK_TFLOPS if k in name), '')
 
 
 def step(model, x, amp: bool, inference: bool = False):
@@ -205,6 +225,16 @@ def main():
           f'{diff:.2e}')
     print(f'  {what} median of {args.steps}: mmvtx {t_ours:.3f} s, '
           f'reference {t_ref:.3f} s, ratio {t_ours / t_ref:.2f}x')
+    flops = {name: count_flops(lambda: step(model, x, args.amp, args.inference)).total
+             for name, model in (('ours', ours), ('ref', ref))}
+    peak = DENSE_HALF_PEAK_TFLOPS.get(device_name(device)) if args.amp else None
+    rate = {name: flops[name] / t / 1e12 for name, t in (('ours', t_ours), ('ref', t_ref))}
+    print(f'  FLOPs of {"a forward" if args.inference else "a step"} '
+          f'(torch.utils.flop_counter): mmvtx {flops["ours"] / 1e9:.1f} G, reference '
+          f'{flops["ref"] / 1e9:.1f} G; achieved mmvtx {rate["ours"]:.2f} TFLOP/s, reference '
+          f'{rate["ref"]:.2f} TFLOP/s' + (
+              f'; MFU (of {peak:.0f} TFLOP/s dense half) mmvtx {rate["ours"] / peak:.1%}, '
+              f'reference {rate["ref"] / peak:.1%}' if peak else ''))
     print(f'  peak memory of {"a forward" if args.inference else "a step"}: '
           f'mmvtx {m_ours:.0f} MiB, reference {m_ref:.0f} MiB, '
           f'ratio {f"{m_ours / m_ref:.2f}x" if m_ref > 0 else "n/a"}')

@@ -7,7 +7,8 @@
 #   2. the real UPerNet Swin-T recipe through tools/train.py with --amp (40 iterations + val);
 #   3. one training iteration of our recipe against mmdet's / mmseg's, same weights, same batch:
 #      losses side by side, time and peak memory (benchmark_recipe.py, AMP);
-#   4. backbone training steps against the references (benchmark_backbone.py, fp32 and AMP).
+#   4. backbone training steps against the references (benchmark_backbone.py, fp32 and AMP;
+#      Swin with AMP also with MMVTX_BIAS_GRAD=recompute), with FLOPs and MFU.
 # Every output goes to OUT_DIR (default work_dirs/device_check), with a summary in summary.txt.
 #
 #   bash tools/analysis_tools/device_check.sh [OUT_DIR] [--quick]
@@ -105,12 +106,17 @@ done
 want backbone || BACKBONE_RUNS=()
 for run in "${BACKBONE_RUNS[@]}"; do
   set -- $run
-  for amp in "" $AMP; do
-    note "benchmark_backbone.py --model $1 --input $2 --device $DEV $amp"
-    timeout $LIMIT $PY tools/analysis_tools/benchmark_backbone.py --model $1 --input $2 \
-      --device $DEV $amp > "$OUT/backbone_$1_$2${amp:+_amp}.txt" 2>&1 \
+  # Swin with AMP twice: its bias gradient through the fused kernel (auto: sdpa on CUDA) and
+  # through mmvtx's recomputing backward, to see which the default should be
+  variants=("" $AMP); [[ $1 == swin ]] && variants+=("$AMP:recompute")
+  for variant in "${variants[@]}"; do
+    amp=${variant%%:*}; kernel=${variant#*:}; [[ $variant == *:* ]] || kernel=auto
+    tag=$1_$2${amp:+_amp}${kernel/auto/}
+    note "MMVTX_BIAS_GRAD=$kernel benchmark_backbone.py --model $1 --input $2 --device $DEV $amp"
+    MMVTX_BIAS_GRAD=$kernel timeout $LIMIT $PY tools/analysis_tools/benchmark_backbone.py \
+      --model $1 --input $2 --device $DEV $amp > "$OUT/backbone_$tag.txt" 2>&1 \
       || echo "   FAILED" | tee -a "$SUMMARY"
-    tail -n 6 "$OUT/backbone_$1_$2${amp:+_amp}.txt" | sed 's/^/   /' | tee -a "$SUMMARY"
+    tail -n 7 "$OUT/backbone_$tag.txt" | sed 's/^/   /' | tee -a "$SUMMARY"
   done
 done
 rm -rf "$SCRATCH"

@@ -6,16 +6,24 @@ the choice of kernel lives here and nowhere else.
   ``attn_mask``. Inputs with more than one leading dim are folded to the 4-D shape the fused
   kernels take (:func:`scaled_dot_product_attention`); a CPU training call with fewer
   (batch, head) pairs than threads is split by queries (:func:`_attention_split_queries`).
-* A bias that needs a gradient (Swin's relative position bias while training): the fused
-  kernels return no gradient for ``attn_mask`` and PyTorch then takes its math path, which
-  keeps every ``heads x N x N`` probability map for backward. Here the forward still runs the
-  fused kernel, without autograd, and the backward recomputes the probabilities of one call
-  (in float32, also under AMP) and returns the bias gradient (:class:`_BiasedAttention`).
-  Exact in value and gradient.
+* A bias that needs a gradient (Swin's relative position bias while training), chosen by
+  :func:`bias_grad_kernel`:
+
+  - ``'recompute'`` (CPU): PyTorch's fused CPU kernel returns no gradient for ``attn_mask``
+    and PyTorch then takes its math path, which keeps every ``heads x N x N`` probability map
+    for backward. Here the forward still runs the fused kernel, without autograd, and the
+    backward recomputes the probabilities of one call (in float32, also under AMP) and returns
+    the bias gradient (:class:`_BiasedAttention`). Exact in value and gradient.
+  - ``'sdpa'`` (CUDA): the bias (plus the shift mask) goes to ``F.scaled_dot_product_attention``
+    as an ``attn_mask`` that requires grad; on CUDA PyTorch's memory-efficient kernel takes it
+    and returns its gradient from its own fused backward (on CPU the same call takes the math
+    path: that is how the route is tested here). ViTDet's decomposed term stays on
+    ``'recompute'``: expanded, it would be a ``heads x N x N`` tensor per image and block.
 * Dropout on the attention probabilities while training: the fused kernel's dropout, with the
   bias as an ``attn_mask`` (PyTorch's math path when the bias needs a gradient).
 """
 import math
+import os
 from typing import Optional, Tuple
 
 import torch
@@ -43,12 +51,31 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     needs_grad = q.requires_grad or k.requires_grad or v.requires_grad or any(
         t is not None and t.requires_grad for t in (bias, rel_h, rel_w))
     if dropout_p == 0 and torch.is_grad_enabled() and needs_grad:
+        if rel_pos is None and bias_grad_kernel(q) == 'sdpa':
+            attn_mask = _logit_terms(bias, None, None, mask, q.shape[-2], None)
+            return scaled_dot_product_attention(q, k, v, attn_mask=attn_mask.to(q.dtype),
+                                                scale=scale)
         return _BiasedAttention.apply(q, k, v, bias, rel_h, rel_w, mask, scale)
     if dropout_p == 0:  # no gradient: the fused kernel a block of queries at a time
         return _biased_forward(q, k, v, bias, rel_h, rel_w, mask, scale)
     attn_mask = _logit_terms(bias, rel_h, rel_w, mask, q.shape[-2], None)
     return scaled_dot_product_attention(q, k, v, attn_mask=attn_mask.to(q.dtype), scale=scale,
                                         dropout_p=dropout_p)
+
+
+BIAS_GRAD_KERNELS = ('auto', 'sdpa', 'recompute')
+
+
+def bias_grad_kernel(q: torch.Tensor) -> str:
+    """How a bias that needs a gradient is trained: ``MMVTX_BIAS_GRAD`` (``'sdpa'``,
+    ``'recompute'``, default ``'auto'``: ``'sdpa'`` on CUDA, ``'recompute'`` elsewhere); see
+    the module's docstring. Read at every call, so a benchmark can compare the two."""
+    choice = os.environ.get('MMVTX_BIAS_GRAD', 'auto')
+    if choice not in BIAS_GRAD_KERNELS:
+        raise ValueError(f'MMVTX_BIAS_GRAD={choice!r}: expected one of {BIAS_GRAD_KERNELS}')
+    if choice == 'auto':
+        return 'sdpa' if q.device.type == 'cuda' else 'recompute'
+    return choice
 
 
 def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

@@ -122,3 +122,65 @@ def test_backbones_compile_without_graph_breaks(name):
         assert (a - b).abs().max() <= 1e-5
     for n, g in grads.items():
         assert (model.get_parameter(n).grad - g).abs().max() <= 1e-4, n
+
+
+@pytest.mark.parametrize('kernel', ['sdpa', 'recompute'])
+@pytest.mark.parametrize('mask_shape', [None, (NW, 1, N, N)])
+def test_bias_gradient_kernels_match_the_formula(kernel, mask_shape, monkeypatch):
+    """Both ways of training a bias (Swin's relative position bias, a permuted view of its
+    table, plus the shift mask per window) give the formula's values and gradients for q, k, v
+    and the table. ``'sdpa'`` is the CUDA route (the memory-efficient kernel's own bias
+    gradient); on CPU the same call runs PyTorch's math path, which checks the route's
+    mask composition, folding and broadcasting."""
+    from mmvtx.models.layers.attention import attention
+    monkeypatch.setenv('MMVTX_BIAS_GRAD', kernel)
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(B, NW, HEADS, N, D, requires_grad=True) for _ in range(3))
+    table = torch.randn(N, N, HEADS, requires_grad=True)
+    bias = table.permute(2, 0, 1)
+    mask = (torch.rand(mask_shape) < 0.3) * -100.0 if mask_shape else None
+    out = attention(q, k, v, bias=bias, mask=mask, scale=0.3)
+    ref = _reference(q, k, v, bias + (0 if mask is None else mask), 0.3)
+    assert out.shape == (B, NW, HEADS, N, D)
+    assert (out.double() - ref).abs().max() < 1e-5
+    g = torch.randn_like(out)
+    inputs = (q, k, v, table)
+    for a, b in zip(torch.autograd.grad(out, inputs, g), torch.autograd.grad(ref, inputs, g)):
+        assert (a.double() - b).abs().max() < 1e-4
+
+
+def test_bias_gradient_kernel_choice(monkeypatch):
+    from mmvtx.models.layers.attention import bias_grad_kernel
+    q = torch.zeros(1)
+    assert bias_grad_kernel(q) == 'recompute'  # auto, on CPU
+    assert bias_grad_kernel(torch.zeros(1, device='meta')) == 'recompute'
+    monkeypatch.setenv('MMVTX_BIAS_GRAD', 'sdpa')
+    assert bias_grad_kernel(q) == 'sdpa'
+    monkeypatch.setenv('MMVTX_BIAS_GRAD', 'flash')
+    with pytest.raises(ValueError, match="MMVTX_BIAS_GRAD='flash'"):
+        bias_grad_kernel(q)
+
+
+def test_swin_trains_the_same_through_both_bias_kernels(monkeypatch):
+    """A whole Swin (shifted windows, padding) gives the same loss gradients for every
+    parameter through either bias-gradient kernel."""
+    from mmvtx.models.backbones import SwinTransformer
+    torch.manual_seed(0)
+    model = SwinTransformer(embed_dims=32, depths=(2, 2), num_heads=(2, 4), window_size=4,
+                            out_indices=(0, 1))
+    for p in model.parameters():  # non-zero tables
+        if p.dim() == 2 and p.shape[-1] in (2, 4):
+            torch.nn.init.normal_(p, std=0.5)
+    x = torch.randn(2, 3, 52, 60)
+    weights = [torch.randn(2, 32, 13, 15), torch.randn(2, 64, 7, 8)]  # outputs are normed:
+    grads = {}                                                         # a random projection
+    for kernel in ('sdpa', 'recompute'):
+        monkeypatch.setenv('MMVTX_BIAS_GRAD', kernel)
+        model.zero_grad()
+        sum((o * w).sum() for o, w in zip(model(x), weights)).backward()
+        grads[kernel] = {n: p.grad.clone() for n, p in model.named_parameters()}
+    tables = [n for n in grads['sdpa'] if 'relative_position_bias_table' in n]
+    assert len(tables) == 4
+    for n, g in grads['sdpa'].items():
+        ref = grads['recompute'][n]
+        assert (g - ref).abs().max() <= 1e-4 * ref.abs().max(), n
