@@ -1,6 +1,7 @@
 """Train a detector or a segmentor from a config (the config's ``default_scope`` decides).
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--cfg-options k=v]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--compile [BACKEND]]
+                                 [--cfg-options k=v]
     bash tools/dist_train.sh CONFIG GPUS [...]          # DDP through torchrun
 """
 import os.path as osp
@@ -27,6 +28,9 @@ def parse_args(argv=None):
     parser.add_argument('--deterministic', action='store_true',
                         help='deterministic kernels (cuDNN, torch.use_deterministic_algorithms): '
                         'bit-identical GPU runs, slower')
+    parser.add_argument('--compile', nargs='?', const='inductor', metavar='BACKEND',
+                        help='torch.compile the backbone (default backend: inductor; '
+                        'aot_eager traces without code generation)')
     return parse_tool_args(parser, argv)
 
 
@@ -35,7 +39,8 @@ def main(argv=None):
     cfg = load_config(args)
     prepare_train_cfg(cfg, args.config, work_dir=args.work_dir, amp=args.amp,
                       resume=args.resume, auto_scale_lr=args.auto_scale_lr,
-                      launcher=args.launcher, deterministic=args.deterministic)
+                      launcher=args.launcher, deterministic=args.deterministic,
+                      compile=args.compile)
     own_group = init_cpu_distributed(cfg, args.launcher)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     runner.train()

@@ -1,7 +1,9 @@
+from .compile import CompileModelHook, compile_hook_cfg
 from .layer_decay import LayerDecayOptimWrapperConstructor
 from .reliability import AtomicLocalBackend, ExactResumeHook, find_resume_checkpoint
 from .safe_load import SafeCheckpointLoadHook, allow_mmengine_checkpoints
 
-__all__ = ['allow_mmengine_checkpoints', 'AtomicLocalBackend', 'ExactResumeHook',
+__all__ = ['allow_mmengine_checkpoints', 'AtomicLocalBackend', 'CompileModelHook',
+           'compile_hook_cfg', 'ExactResumeHook',
            'find_resume_checkpoint', 'LayerDecayOptimWrapperConstructor',
            'SafeCheckpointLoadHook']

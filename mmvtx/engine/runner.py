@@ -64,8 +64,15 @@ def _prepare_common(cfg: Config, config_path: str, work_dir: Optional[str], laun
 def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = None,
                       amp: bool = False, resume: Optional[str] = None,
                       auto_scale_lr: bool = False, launcher: str = 'none',
-                      deterministic: bool = False) -> Config:
+                      deterministic: bool = False, compile: Optional[str] = None) -> Config:
+    """``compile``: a ``torch.compile`` backend; compiles the backbone (``--compile``, see
+    :mod:`mmvtx.engine.compile`)."""
     _prepare_common(cfg, config_path, work_dir, launcher)
+    if compile:
+        from .compile import compile_hook_cfg
+        hooks = [h for h in cfg.get('custom_hooks') or []
+                 if str(h.get('type', '')).split('.')[-1] != 'CompileModelHook']
+        cfg.custom_hooks = hooks + [compile_hook_cfg(compile)]
     # a resumed run continues exactly as the uninterrupted one; checkpoints written atomically
     _add_hook(cfg, 'ExactResumeHook')
     ckpt_hook = (cfg.get('default_hooks') or {}).get('checkpoint')

@@ -164,13 +164,17 @@ def measure_memory_worker(args):
     device = torch.device(args.device)
     model.to(device)
     x = torch.randn(*args.shape, device=device)
+    if args.compile and args.which == 'ours':
+        model.compile(backend=args.compile)
+        step(model, x, args.amp, args.inference)  # compiles; the measured step runs the code
     report_peak(peak_memory_mib(lambda: step(model, x, args.amp, args.inference), device))
 
 
 def measure_memory(args, which: str) -> float:
     cmd = [sys.executable, __file__, '--model', args.model, '--input', args.input,
            '--device', args.device, '--memory-worker', which] + (['--amp'] if args.amp else []) + (
-               ['--inference'] if args.inference else [])
+               ['--inference'] if args.inference else []) + (
+               ['--compile', args.compile] if args.compile else [])
     return run_memory_worker(cmd)
 
 
@@ -189,6 +193,9 @@ def main():
                         help='time a no-grad forward in eval mode instead of a training step')
     parser.add_argument('--reuse-memory', action='store_true',
                         help='time with glibc keeping large freed blocks (no page-fault noise)')
+    parser.add_argument('--compile', nargs='?', const='inductor', metavar='BACKEND',
+                        help='torch.compile the mmvtx model (the reference stays eager); the '
+                        'compile time is reported apart from the timed steps')
     parser.add_argument('--memory-worker', dest='which', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.reuse_memory and os.environ.get('GLIBC_TUNABLES') != REUSE_MEMORY:
@@ -205,6 +212,15 @@ def main():
     ours.to(device).train(not args.inference)
     ref.to(device).train(not args.inference)
     x = torch.randn(*args.shape, device=device)
+    flops = {name: count_flops(lambda: step(model, x, args.amp, args.inference)).total
+             for name, model in (('ours', ours), ('ref', ref))}  # eager (before compiling)
+    compile_s = None
+    if args.compile:
+        import time
+        ours.compile(backend=args.compile)
+        start = time.perf_counter()
+        step(ours, x, args.amp, args.inference)
+        compile_s = time.perf_counter() - start
     with torch.no_grad():
         diff = max((a.float() - b.float()).abs().max().item()
                    for a, b in zip(outputs_of(ref(x)), outputs_of(ours(x))))
@@ -221,12 +237,13 @@ def main():
           + (f'{", mmvtx linear through oneDNN" if onednn_linear_default() else ""}'
              f' ({cpu_vendor() or "unknown"} CPU)' if args.device == 'cpu' else ''))
     what = 'inference (no-grad forward, eval mode)' if args.inference else 'train step (fwd+bwd)'
+    if compile_s is not None:
+        print(f'  mmvtx compiled with torch.compile(backend={args.compile!r}): compile and first '
+              f'step {compile_s:.1f} s (not in the timings below)')
     print(f'  max |output diff| ({"eval" if args.inference else "train"} mode, same weights): '
           f'{diff:.2e}')
     print(f'  {what} median of {args.steps}: mmvtx {t_ours:.3f} s, '
           f'reference {t_ref:.3f} s, ratio {t_ours / t_ref:.2f}x')
-    flops = {name: count_flops(lambda: step(model, x, args.amp, args.inference)).total
-             for name, model in (('ours', ours), ('ref', ref))}
     peak = DENSE_HALF_PEAK_TFLOPS.get(device_name(device)) if args.amp else None
     rate = {name: flops[name] / t / 1e12 for name, t in (('ours', t_ours), ('ref', t_ref))}
     print(f'  FLOPs of {"a forward" if args.inference else "a step"} '

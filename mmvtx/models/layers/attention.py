@@ -44,6 +44,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     gradient is the row/column sum of the logits' gradient. ``dropout_p`` is applied to the
     probabilities (pass 0 outside training)."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
+    if _RECORDERS:  # analysis tools: also keep the probabilities (outputs unchanged)
+        _RECORDERS[-1].add(q, k, bias, mask, scale, rel_pos)
     if bias is None and rel_pos is None:
         return scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
                                             dropout_p=dropout_p)
@@ -61,6 +63,37 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     attn_mask = _logit_terms(bias, rel_h, rel_w, mask, q.shape[-2], None)
     return scaled_dot_product_attention(q, k, v, attn_mask=attn_mask.to(q.dtype), scale=scale,
                                         dropout_p=dropout_p)
+
+
+_RECORDERS: list = []
+
+
+class AttentionRecorder:
+    """While active (``with AttentionRecorder() as rec:``), every :func:`attention` call also
+    stores its probabilities ``softmax(q k^T * scale + bias + mask + rel_pos)`` (float32, on
+    the CPU, ``... x heads x N x L``) in ``rec.calls`` as ``(rec.context, probs)``; whoever
+    drives the recorder sets ``context`` (e.g. from a forward pre-hook naming the module) before
+    each call. For analysis tools: the computation and outputs of the model are unchanged."""
+
+    def __init__(self):
+        self.calls = []
+        self.context = None
+
+    def __enter__(self):
+        _RECORDERS.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        _RECORDERS.remove(self)
+
+    def add(self, q, k, bias, mask, scale, rel_pos):
+        with torch.no_grad():
+            logits = torch.matmul(q.float() * scale, k.float().transpose(-2, -1))
+            rel_h, rel_w = rel_pos if rel_pos is not None else (None, None)
+            terms = _logit_terms(bias, rel_h, rel_w, mask, q.shape[-2], None)
+            if terms is not None:
+                logits = logits + terms.float()
+            self.calls.append((self.context, logits.softmax(-1).cpu()))
 
 
 BIAS_GRAD_KERNELS = ('auto', 'sdpa', 'recompute')
@@ -196,8 +229,12 @@ BLOCK_LOGITS = 1 << 25
 
 
 def _query_blocks(q: torch.Tensor, L: int):
-    """Slices of the query dim so that each block has at most BLOCK_LOGITS logits."""
+    """Slices of the query dim so that each block has at most BLOCK_LOGITS logits (one block
+    while compiling: the block count would be a guard on the input size, and inductor plans
+    the memory of the graph itself)."""
     N = q.shape[-2]
+    if torch.compiler.is_compiling():
+        return [slice(0, N)]
     per_row = max(1, q[..., :1, :1].numel() * L)
     rows = max(1, min(N, BLOCK_LOGITS // per_row))
     return [slice(i, min(N, i + rows)) for i in range(0, N, rows)]

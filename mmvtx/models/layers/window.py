@@ -18,6 +18,8 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from .padding import padded
+
 # Value the Swin authors (and mmdet, timm, transformers) put on attention logits between tokens
 # that came from different regions of the cyclically shifted map.
 SHIFT_MASK_VALUE = -100.0
@@ -63,7 +65,7 @@ def window_token_index(H: int, W: int, window_size: int, shift_size: int):
     is in ``pad_slots``; token ``t`` sits in slot ``inverse[t]``, which also undoes the
     partition, the shift (the reverse cyclic shift) and the padding in one gather."""
     M = window_size
-    Hp, Wp = H + (-H % M), W + (-W % M)
+    Hp, Wp = padded(H, M), padded(W, M)
     rows = (torch.arange(Hp) + shift_size) % Hp  # roll by -s: row i of the result is row i+s
     cols = (torch.arange(Wp) + shift_size) % Wp
     source = torch.where((rows[:, None] >= H) | (cols[None, :] >= W), -1,
@@ -78,7 +80,9 @@ def window_token_index(H: int, W: int, window_size: int, shift_size: int):
 
 
 def _fill_pad_slots(out: torch.Tensor, pad_slots: torch.Tensor, fill: Optional[torch.Tensor]):
-    if pad_slots.numel():
+    # with no padded slot a no-op; not branched on while compiling, so that maps with and
+    # without padding share one graph
+    if torch.compiler.is_compiling() or pad_slots.numel():
         if fill is None:
             out.index_fill_(1, pad_slots, 0)
         else:
@@ -173,6 +177,8 @@ class WindowGeometryCache:
             with_shifted: bool = True) -> WindowGeometry:
         """Geometry of an ``H x W`` map; ``with_shifted=False`` leaves out the shifted gather and
         the mask (a stage of one block, or ViTDet's unshifted windows)."""
+        if torch.compiler.is_compiling():  # sizes may be symbolic: no cache, opaque ops
+            return _traced_geometry(H, W, window_size, shift_size, device, with_shifted)
         key = (H, W, window_size, shift_size, with_shifted, str(device))
         geo = self._cache.get(key)
         if geo is None:
@@ -182,8 +188,50 @@ class WindowGeometryCache:
             shifts = {0, shift_size} if with_shifted else {0}
             mask = None
             if shift_size and with_shifted:
-                mask = shifted_window_mask(H + (-H % M), W + (-W % M), M, shift_size).to(device)
+                mask = shifted_window_mask(padded(H, M), padded(W, M), M, shift_size).to(device)
             gathers = {s: tuple(t.to(device) for t in window_token_index(H, W, M, s))
                        for s in shifts}
             geo = self._cache[key] = WindowGeometry(M, shift_size, mask, gathers)
         return geo
+
+
+# --------------------------------------------------------------------------------------------
+# Under torch.compile the geometry is built by two custom ops whose outputs' sizes are given in
+# closed form (their fake implementations): traced through, the index arithmetic of
+# window_token_index and shifted_window_regions on symbolic sizes makes sympy expressions that
+# took minutes to simplify when a size first changed (automatic dynamic shapes).
+@torch.library.custom_op('mmvtx::window_token_index', mutates_args=())
+def _window_token_index_op(H: int, W: int, window_size: int, shift_size: int,
+                           device: torch.device) -> Tuple[torch.Tensor, torch.Tensor,
+                                                          torch.Tensor]:
+    # fresh tensors: inductor assumes a custom op's outputs are aligned (slices of one sort are not)
+    return tuple(t.to(device).clone() for t in window_token_index(H, W, window_size, shift_size))
+
+
+@_window_token_index_op.register_fake
+def _(H, W, window_size, shift_size, device):
+    slots = padded(H, window_size) * padded(W, window_size)
+    return (torch.empty(slots, dtype=torch.long, device=device),
+            torch.empty(H * W, dtype=torch.long, device=device),
+            torch.empty(slots - H * W, dtype=torch.long, device=device))
+
+
+@torch.library.custom_op('mmvtx::shifted_window_mask', mutates_args=())
+def _shifted_window_mask_op(H: int, W: int, window_size: int, shift_size: int,
+                            device: torch.device) -> torch.Tensor:
+    return shifted_window_mask(H, W, window_size, shift_size).to(device)
+
+
+@_shifted_window_mask_op.register_fake
+def _(H, W, window_size, shift_size, device):
+    N = window_size * window_size
+    return torch.empty((H // window_size) * (W // window_size), N, N, device=device)
+
+
+def _traced_geometry(H, W, M: int, shift_size: int, device, with_shifted: bool):
+    shifts = {0, shift_size} if with_shifted else {0}
+    mask = None
+    if shift_size and with_shifted:
+        mask = _shifted_window_mask_op(padded(H, M), padded(W, M), M, shift_size, device)
+    gathers = {s: _window_token_index_op(H, W, M, s, device) for s in shifts}
+    return WindowGeometry(M, shift_size, mask, gathers)

@@ -184,3 +184,38 @@ def test_swin_trains_the_same_through_both_bias_kernels(monkeypatch):
     for n, g in grads['sdpa'].items():
         ref = grads['recompute'][n]
         assert (g - ref).abs().max() <= 1e-4 * ref.abs().max(), n
+
+
+@pytest.mark.parametrize('name', ['swin', 'vitdet'])
+def test_compiled_backbone_does_not_recompile_for_every_size(name):
+    """Detection batches change size: with PyTorch's automatic dynamic shapes the first size
+    compiles a static graph and the first change one symbolic graph, which later sizes of the
+    same kind (padding in every stage, several windows, batch > 1) reuse; the compiled
+    outputs equal eager ones at each size. Windows are built by opaque custom ops while
+    compiling (``mmvtx::window_token_index``, ``mmvtx::shifted_window_mask``)."""
+    from mmvtx.models.backbones import SwinTransformer, ViT
+    torch.manual_seed(0)
+    model = (SwinTransformer(arch=dict(embed_dims=32, depths=(2, 2), num_heads=(1, 2)),
+                             window_size=4, out_indices=(0, 1), drop_path_rate=0.0)
+             if name == 'swin' else
+             ViT('vitdet-b', embed_dims=64, num_layers=2, num_heads=4, window_size=3,
+                 global_attn_indexes=(1,), img_size=64, rel_pos_img_size=64,
+                 drop_path_rate=0.0)).train()
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return torch._dynamo.lookup_backend('aot_eager')(gm, example_inputs)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend=backend)
+    for i, size in enumerate([(2, 3, 100, 132), (2, 3, 116, 148), (2, 3, 132, 100),
+                              (2, 3, 148, 180)]):
+        x = torch.randn(size)
+        outs = compiled(x)
+        sum(o.square().mean() for o in outs).backward()
+        with torch.no_grad():
+            for a, b in zip(outs, model(x)):
+                assert a.shape == b.shape and (a - b).abs().max() <= 1e-5
+        assert len(graphs) == min(i + 1, 2), (size, len(graphs))
+    torch._dynamo.reset()

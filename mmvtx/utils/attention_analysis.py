@@ -1,0 +1,190 @@
+"""Where the attention of each head goes, in image pixels: the mean attention distance of the ViT
+paper (Dosovitskiy et al. 2021, Figure 7: the attention-weighted distance between a query's
+position and its keys' positions, averaged over queries and images), for ViT, Swin and CvT.
+
+Every attention call of the three backbones goes through ``layers/attention.py::attention``;
+an :class:`~mmvtx.models.layers.attention.AttentionRecorder` keeps each call's probabilities,
+and a forward pre-hook on each attention module says which layer made the call and how its
+queries and keys sit on the image:
+
+* ViT (``Attention``): the patch tokens on the patch grid (stride = patch size); [CLS],
+  register and storage tokens are left out as queries and keys, and each query's weights over
+  the patch tokens are renormalised to sum to 1 (where in the image it looks). ViTDet's window
+  blocks: positions of the window slots, as Swin's without shift.
+* Swin (``WindowMSA``): queries and keys are the slots of the windows of the padded map; with
+  shifted windows (SW-MSA) each slot is mapped back through the reverse cyclic shift to its
+  image position, so a window that wraps around the border measures true distances (the
+  shift mask gives ~0 weight across the wrap). Padded slots are kept as keys (they take part
+  in the attention) and left out as queries.
+* CvT (``ConvAttention``): queries on the stage's token grid (stride s), keys and values on the
+  grid of the stride-2 convolutional projection: key ``(i, j)`` is centred on query-grid
+  position ``(2i, 2j)``. [CLS] is left out as for ViT.
+
+A token ``(i, j)`` of a grid with stride ``s`` sits at pixel ``((i + 0.5) s, (j + 0.5) s)``.
+"""
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from mmvtx.models.layers.attention import AttentionRecorder
+
+
+@dataclass
+class AttentionCall:
+    """One attention call: ``probs`` (``... x heads x Nq x Nk``), the pixel positions of its
+    queries (``... x Nq x 2``, broadcasting against the leading dims of ``probs``) and keys,
+    and which queries are real (``... x Nq`` bool, or None for all)."""
+    layer: str
+    kind: str
+    probs: torch.Tensor
+    q_pos: torch.Tensor
+    k_pos: torch.Tensor
+    q_valid: Optional[torch.Tensor] = None
+
+
+def grid_positions(h: int, w: int, stride: float, step: int = 1) -> torch.Tensor:
+    """Pixel centres of an ``h x w`` token grid, row-major, ``h*w x 2`` as (y, x); ``step``:
+    the grid samples every ``step``-th token of a finer grid with ``stride``."""
+    ii, jj = torch.meshgrid(torch.arange(h), torch.arange(w), indexing='ij')
+    pos = torch.stack([ii.flatten(), jj.flatten()], -1).float() * step
+    return (pos + 0.5) * stride
+
+
+def window_slot_positions(H: int, W: int, window_size: int, shift_size: int,
+                          stride: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Pixel positions of the window slots of an ``H x W`` map (``nW x M*M x 2``: the padded map
+    cyclically shifted by ``-shift_size`` and partitioned, each slot mapped back to where its
+    token sits before the shift) and whether a slot is a real token (``nW x M*M``)."""
+    from mmvtx.models.layers.padding import padded
+    from mmvtx.models.layers.window import window_partition
+    M = window_size
+    Hp, Wp = padded(H, M), padded(W, M)
+    rows = (torch.arange(Hp) + shift_size) % Hp
+    cols = (torch.arange(Wp) + shift_size) % Wp
+    grid = torch.stack(torch.meshgrid(rows, cols, indexing='ij'), -1).float()  # Hp x Wp x 2
+    slots = window_partition(grid[None], M)[0]  # nW x N x 2
+    valid = (slots[..., 0] < H) & (slots[..., 1] < W)
+    return (slots + 0.5) * stride, valid
+
+
+def mean_attention_distance(probs: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor,
+                            q_valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per head (``heads``): the mean over queries (and every leading dim) of
+    ``sum_k p(q, k) |pos(q) - pos(k)|``. ``probs``: ``*lead x heads x Nq x Nk``; positions
+    ``*lead' x N x 2`` broadcasting against ``lead``; ``q_valid`` ``*lead' x Nq``."""
+    dist = torch.cdist(q_pos.double(), k_pos.double())  # *lead' x Nq x Nk
+    per_query = (probs.double() * dist.unsqueeze(-3)).sum(-1)  # *lead x heads x Nq
+    heads = probs.shape[-3]
+    per_query = per_query.movedim(-2, -1)  # *lead x Nq x heads
+    if q_valid is None:
+        return per_query.reshape(-1, heads).mean(0)
+    weight = q_valid.to(per_query.dtype).unsqueeze(-1).expand(per_query.shape)
+    return (per_query * weight).reshape(-1, heads).sum(0) / weight.reshape(-1, heads).sum(0)
+
+
+def _renormalised(probs: torch.Tensor, prefix: int) -> torch.Tensor:
+    probs = probs[..., prefix:, prefix:]
+    return probs / probs.sum(-1, keepdim=True).clamp_min(1e-12)
+
+
+def backbone_kind(backbone: nn.Module) -> str:
+    name = type(backbone).__name__
+    kinds = {'ViT': 'vit', 'SwinTransformer': 'swin', 'CvT': 'cvt'}
+    if name not in kinds:
+        raise ValueError(f'attention analysis covers mmvtx.ViT, mmvtx.SwinTransformer and '
+                         f'mmvtx.CvT; got {name}')
+    return kinds[name]
+
+
+def _layer_strides(backbone: nn.Module) -> dict:
+    """Attention module name -> (kind, stride in pixels of its query grid)."""
+    kind = backbone_kind(backbone)
+    out = {}
+    if kind == 'vit':
+        for i, layer in enumerate(backbone.blocks):
+            out[f"blocks.{i}.attn"] = ('vit', backbone.patch_size)
+    elif kind == 'swin':
+        p = backbone.patch_embed.patch_size
+        for i, stage in enumerate(backbone.stages):
+            for j, _ in enumerate(stage.blocks):
+                out[f'stages.{i}.blocks.{j}.attn'] = ('swin', p * 2 ** i)
+    else:
+        stride = 1
+        for i, stage in enumerate(backbone.stages):
+            stride *= backbone.patch_strides[i]
+            for j, _ in enumerate(stage.blocks):
+                out[f'stages.{i}.blocks.{j}.attn'] = ('cvt', stride)
+    return out
+
+
+def record_attention(backbone: nn.Module, images: torch.Tensor) -> List[AttentionCall]:
+    """Runs ``backbone`` (eval mode, no grad) on ``images`` (``B x 3 x H x W``, normalised) and
+    returns every attention call with the pixel positions of its queries and keys."""
+    strides = _layer_strides(backbone)
+    modules = dict(backbone.named_modules())
+    missing = [n for n in strides if n not in modules]
+    if missing:
+        raise RuntimeError(f'{type(backbone).__name__} has no attention module {missing[0]}')
+    handles = []
+    recorder = AttentionRecorder()
+
+    def pre_hook(name):
+        def hook(module, args, kwargs):
+            recorder.context = (name, module, args, kwargs)
+        return hook
+
+    for name in strides:
+        handles.append(modules[name].register_forward_pre_hook(pre_hook(name), with_kwargs=True))
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad(), recorder:
+            backbone(images)
+    finally:
+        for h in handles:
+            h.remove()
+        backbone.train(was_training)
+    calls = []
+    for (name, module, args, kwargs), probs in recorder.calls:
+        kind, stride = strides[name]
+        calls.append(_positions(name, kind, stride, module, args, kwargs, probs))
+    return calls
+
+
+def _positions(name, kind, stride, module, args, kwargs, probs) -> AttentionCall:
+    x = args[0]
+    if kind == 'swin':
+        geo = args[1] if len(args) > 1 else kwargs['geo']
+        B, H, W, _ = x.shape
+        shift = geo.shift_size if module.shifted else 0
+        pos, valid = window_slot_positions(H, W, geo.window_size, shift, stride)
+        return AttentionCall(name, kind, probs, pos, pos, valid)
+    if kind == 'vit':
+        geo = args[1] if len(args) > 1 else kwargs.get('geo')
+        h, w = args[2] if len(args) > 2 else kwargs['hw']
+        if geo is not None:  # ViTDet's window blocks: B*nW windows
+            pos, valid = window_slot_positions(h, w, geo.window_size, 0, stride)
+            probs = probs.unflatten(0, (-1, pos.shape[0]))
+            return AttentionCall(name, kind, probs, pos, pos, valid)
+        prefix = probs.shape[-1] - h * w
+        pos = grid_positions(h, w, stride)
+        return AttentionCall(name, kind, _renormalised(probs, prefix), pos, pos)
+    # cvt
+    h, w = args[1] if len(args) > 1 else kwargs['hw']
+    num_cls = args[2] if len(args) > 2 else kwargs['num_cls']
+    kh, kw = -(-h // 2), -(-w // 2)
+    if probs.shape[-1] - num_cls != kh * kw:
+        raise RuntimeError(f'{name}: {probs.shape[-1] - num_cls} keys, expected {kh}x{kw}')
+    probs = probs[..., num_cls:, num_cls:]
+    probs = probs / probs.sum(-1, keepdim=True).clamp_min(1e-12)
+    return AttentionCall(name, kind, probs, grid_positions(h, w, stride),
+                         grid_positions(kh, kw, stride, step=2))
+
+
+def attention_distances(calls: List[AttentionCall]) -> List[Tuple[str, int, torch.Tensor]]:
+    """``(layer name, layer index, per-head mean distance in pixels)`` for every call, in
+    call order."""
+    return [(c.layer, i, mean_attention_distance(c.probs, c.q_pos, c.k_pos, c.q_valid))
+            for i, c in enumerate(calls)]
