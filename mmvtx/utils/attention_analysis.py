@@ -42,6 +42,8 @@ class AttentionCall:
     q_pos: torch.Tensor
     k_pos: torch.Tensor
     q_valid: Optional[torch.Tensor] = None
+    q_stride: float = 1.0  # pixels between neighbouring queries
+    k_stride: float = 1.0  # pixels between neighbouring keys
 
 
 def grid_positions(h: int, w: int, stride: float, step: int = 1) -> torch.Tensor:
@@ -160,17 +162,18 @@ def _positions(name, kind, stride, module, args, kwargs, probs) -> AttentionCall
         B, H, W, _ = x.shape
         shift = geo.shift_size if module.shifted else 0
         pos, valid = window_slot_positions(H, W, geo.window_size, shift, stride)
-        return AttentionCall(name, kind, probs, pos, pos, valid)
+        return AttentionCall(name, kind, probs, pos, pos, valid, stride, stride)
     if kind == 'vit':
         geo = args[1] if len(args) > 1 else kwargs.get('geo')
         h, w = args[2] if len(args) > 2 else kwargs['hw']
         if geo is not None:  # ViTDet's window blocks: B*nW windows
             pos, valid = window_slot_positions(h, w, geo.window_size, 0, stride)
             probs = probs.unflatten(0, (-1, pos.shape[0]))
-            return AttentionCall(name, kind, probs, pos, pos, valid)
+            return AttentionCall(name, kind, probs, pos, pos, valid, stride, stride)
         prefix = probs.shape[-1] - h * w
         pos = grid_positions(h, w, stride)
-        return AttentionCall(name, kind, _renormalised(probs, prefix), pos, pos)
+        return AttentionCall(name, kind, _renormalised(probs, prefix), pos, pos, None, stride,
+                             stride)
     # cvt
     h, w = args[1] if len(args) > 1 else kwargs['hw']
     num_cls = args[2] if len(args) > 2 else kwargs['num_cls']
@@ -180,7 +183,7 @@ def _positions(name, kind, stride, module, args, kwargs, probs) -> AttentionCall
     probs = probs[..., num_cls:, num_cls:]
     probs = probs / probs.sum(-1, keepdim=True).clamp_min(1e-12)
     return AttentionCall(name, kind, probs, grid_positions(h, w, stride),
-                         grid_positions(kh, kw, stride, step=2))
+                         grid_positions(kh, kw, stride, step=2), None, stride, 2 * stride)
 
 
 def attention_distances(calls: List[AttentionCall]) -> List[Tuple[str, int, torch.Tensor]]:
@@ -188,3 +191,23 @@ def attention_distances(calls: List[AttentionCall]) -> List[Tuple[str, int, torc
     call order."""
     return [(c.layer, i, mean_attention_distance(c.probs, c.q_pos, c.k_pos, c.q_valid))
             for i, c in enumerate(calls)]
+
+
+def build_backbone(config: str, checkpoint=None):
+    """The backbone of ``config`` (a detector's or segmentor's ``model.backbone``, or the model
+    itself), with ``checkpoint``'s weights; and the config."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    from mmengine.runner import load_checkpoint
+
+    import mmvtx  # noqa: F401  registers the backbones
+    from mmvtx.engine.safe_load import allow_mmengine_checkpoints
+    cfg = Config.fromfile(config)
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    model = MODELS.build(cfg.model)
+    if checkpoint:
+        allow_mmengine_checkpoints()
+        load_checkpoint(model, checkpoint, map_location='cpu', strict=False,
+                        revise_keys=[(r'^module\.', '')])
+    backbone = getattr(model, 'backbone', model)
+    return backbone.eval(), cfg

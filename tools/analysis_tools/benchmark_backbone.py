@@ -131,7 +131,7 @@ def outputs_of(out):
 DENSE_HALF_PEAK_TFLOPS = {'H100': 989.0, 'H200': 989.0, 'A100': 312.0}
 
 
-def device_name(device: torch.device) -> str:
+def gpu_family(device: torch.device) -> str:
     """The GPU family of ``device`` (``'H100'``) or '' (CPU, unknown)."""
     if device.type != 'cuda':
         return ''
@@ -244,7 +244,7 @@ def main():
           f'{diff:.2e}')
     print(f'  {what} median of {args.steps}: mmvtx {t_ours:.3f} s, '
           f'reference {t_ref:.3f} s, ratio {t_ours / t_ref:.2f}x')
-    peak = DENSE_HALF_PEAK_TFLOPS.get(device_name(device)) if args.amp else None
+    peak = DENSE_HALF_PEAK_TFLOPS.get(gpu_family(device)) if args.amp else None
     rate = {name: flops[name] / t / 1e12 for name, t in (('ours', t_ours), ('ref', t_ref))}
     print(f'  FLOPs of {"a forward" if args.inference else "a step"} '
           f'(torch.utils.flop_counter): mmvtx {flops["ours"] / 1e9:.1f} G, reference '

@@ -1,0 +1,175 @@
+"""tools/analysis_tools/{attention_distance,draw_windows,cost_vs_resolution}.py: end to end on
+shapes configs with a checkpoint (small sizes), the pictures' mask is the backbone's own, and
+FLOPs counted from the operators match the papers' figures."""
+import csv
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TOOLS = osp.join(ROOT, 'tools', 'analysis_tools')
+CONFIGS = {
+    'swin': 'configs/swin/mask-rcnn_swin-mini-p4-w7_fpn_700i_shapes.py',
+    'cvt': 'configs/cvt/upernet_cvt-mini_1000i_shapes-256x256.py',
+    'vitdet': 'configs/vit/mask-rcnn_vitdet-mini-p16_sfp_700i_shapes.py',
+}
+
+
+def _run(args, **kw):
+    out = subprocess.run([sys.executable] + args, capture_output=True, text=True,
+                         cwd=ROOT, **kw)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out.stdout
+
+
+def _checkpoint(config: str, path: str, seed: int) -> str:
+    """A checkpoint of the config's whole model (mmengine's layout), random weights."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+
+    import mmvtx  # noqa: F401
+    cfg = Config.fromfile(osp.join(ROOT, config))
+    init_default_scope(cfg.default_scope)
+    torch.manual_seed(seed)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    torch.save({'meta': {'seed': seed}, 'state_dict': model.state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope='module')
+def images(tmp_path_factory):
+    from mmvtx.datasets import prepare_shapes
+    root = osp.join(ROOT, 'data', 'shapes')
+    prepare_shapes(root)
+    folder = tmp_path_factory.mktemp('imgs')
+    import shutil
+    for i in range(3):
+        shutil.copy(osp.join(root, 'images', 'val', f'{i:06d}.png'), folder)
+    return str(folder)
+
+
+def _distances(csv_path):
+    with open(csv_path) as f:
+        return [(r['layer'], int(r['head']), float(r['mean_distance_px']))
+                for r in csv.DictReader(f)]
+
+
+@pytest.mark.parametrize('kind', list(CONFIGS))
+def test_attention_distance_tool_end_to_end(kind, images, tmp_path):
+    ckpt = _checkpoint(CONFIGS[kind], str(tmp_path / 'model.pth'), seed=1)
+    out_dir = str(tmp_path / 'out')
+    _run([osp.join(TOOLS, 'attention_distance.py'), CONFIGS[kind], ckpt, '--images', images,
+          '--size', '96', '128', '--query', '40', '70', '--out-dir', out_dir])
+    for name in ('attention_distance.csv', 'attention_distance.png', 'attention_query.png'):
+        assert osp.getsize(osp.join(out_dir, name)) > 1000 or name.endswith('.csv'), name
+    rows = _distances(osp.join(out_dir, 'attention_distance.csv'))
+    assert rows and all(0 <= d <= (96 ** 2 + 128 ** 2) ** 0.5 for _, _, d in rows)
+    layers = {layer for layer, _, _ in rows}
+    assert len(layers) >= 4
+    # the checkpoint's weights are the ones analysed: another checkpoint, other distances
+    other = _checkpoint(CONFIGS[kind], str(tmp_path / 'other.pth'), seed=2)
+    _run([osp.join(TOOLS, 'attention_distance.py'), CONFIGS[kind], other, '--images', images,
+          '--size', '96', '128', '--out-dir', str(tmp_path / 'out2')])
+    assert _distances(osp.join(tmp_path, 'out2', 'attention_distance.csv')) != rows
+
+
+def test_attention_distance_tool_names_bad_inputs(tmp_path):
+    out = subprocess.run([sys.executable, osp.join(TOOLS, 'attention_distance.py'),
+                          CONFIGS['swin'], '--images', str(tmp_path), '--size', '64'],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode != 0 and f'--images {tmp_path}: no image' in out.stderr
+    out = subprocess.run([sys.executable, osp.join(TOOLS, 'attention_distance.py'),
+                          CONFIGS['swin'], '--images', str(tmp_path), '--size', '64',
+                          '--query', '70', '3'], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode != 0 and '--query [70, 3]: outside the 64x64 image' in out.stderr
+
+
+@pytest.mark.parametrize('H,W,M', [(14, 14, 7), (10, 13, 4), (9, 9, 3)])
+def test_drawn_mask_is_the_backbones_and_matches_the_regions(H, W, M):
+    """The mask drawn is the one Swin's SW-MSA blocks use (the stage's own geometry), and it
+    is exactly 'blocked across the drawn regions' in every window."""
+    sys.path.insert(0, TOOLS)
+    try:
+        from draw_windows import window_figures
+    finally:
+        sys.path.remove(TOOLS)
+    from mmvtx.models.backbones.swin import SwinStage
+    from mmvtx.models.layers.window import window_partition
+    (Hp, Wp), window_id, regions, mask = window_figures(H, W, M, M // 2)
+    stage = SwinStage(32, 2, 2, M, drop_paths=[0.0, 0.0], downsample=False)
+    own = stage.geometry(H, W, torch.device('cpu')).mask
+    assert torch.equal(mask, own)
+    labels = window_partition(regions[None, :, :, None], M)[0, ..., 0]  # nW x N
+    blocked = labels[:, :, None] != labels[:, None, :]
+    assert torch.equal(mask, blocked.float() * -100.0)
+    assert window_id.max() + 1 == (Hp // M) * (Wp // M) == mask.shape[0]
+
+
+def test_draw_windows_tool_end_to_end(tmp_path):
+    ckpt = _checkpoint(CONFIGS['swin'], str(tmp_path / 'model.pth'), seed=1)
+    _run([osp.join(TOOLS, 'draw_windows.py'), '--map', '10', '13', '--window', '4',
+          '--config', CONFIGS['swin'], '--checkpoint', ckpt, '--block', 'stages.1.blocks.1',
+          '--head', '1', '--out', str(tmp_path / 'w')])
+    for name in ('windows.png', 'relative_position.png'):
+        assert osp.getsize(tmp_path / 'w' / name) > 1000
+    out = subprocess.run([sys.executable, osp.join(TOOLS, 'draw_windows.py'), '--window', '4',
+                          '--shift', '4', '--out', str(tmp_path / 'w')],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode != 0 and '--shift 4: must be in [0, window=4)' in out.stderr
+
+
+def _cost_tool():
+    sys.path.insert(0, TOOLS)
+    try:
+        import cost_vs_resolution
+    finally:
+        sys.path.remove(TOOLS)
+    return cost_vs_resolution
+
+
+def test_preset_flops_match_the_papers():
+    """Params and FLOPs of every preset with a published figure, counted from the operators
+    at 224x224: FLOPs within 3 %, params within 5 % (published counts include the
+    classifier)."""
+    tool = _cost_tool()
+    for name, (pub_params, pub_gflops, _) in tool.PUBLISHED.items():
+        n, (gmacs, ) = tool.preset_figures(name)
+        assert abs(gmacs / pub_gflops - 1) < 0.03, (name, gmacs, pub_gflops)
+        assert abs(n / pub_params - 1) < 0.05, (name, n, pub_params)
+
+
+@pytest.mark.parametrize('name', ['swin-t', 'vit-b', 'cvt-13'])
+def test_flop_counter_sees_every_attention_call(name):
+    """Fused CPU attention counted by mmvtx's mapping gives the FLOPs of PyTorch's math path
+    (plain matrix products, which the counter always saw) — no attention call is missed."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from mmvtx.utils.flops import count_flops
+    model = _cost_tool().build(name).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        fused = count_flops(lambda: model(x))
+        with sdpa_kernel(SDPBackend.MATH):
+            math_path = count_flops(lambda: model(x))
+    assert fused.attention > 0
+    assert fused.total == math_path.total
+
+
+def test_cost_vs_resolution_tool_end_to_end(tmp_path):
+    out = _run([osp.join(TOOLS, 'cost_vs_resolution.py'), '--models', 'cvt-13',
+                'mmdet-swin-t', '--sizes', '64', '96', '--out-dir', str(tmp_path)])
+    assert osp.getsize(tmp_path / 'cost_vs_resolution.png') > 1000
+    with open(tmp_path / 'cost_vs_resolution.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert [(r['model'], r['size']) for r in rows] == [
+        ('cvt-13', '64'), ('cvt-13', '96'), ('mmdet-swin-t', '64'), ('mmdet-swin-t', '96')]
+    assert all(float(r['gflops']) > 0 and float(r['time_s']) > 0 and float(r['memory_mib']) > 0
+               for r in rows)
+    assert 'exponent cvt-13         gflops     k = ' in out
+    bad = subprocess.run([sys.executable, osp.join(TOOLS, 'cost_vs_resolution.py'), '--models',
+                          'swin-x'], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode != 0 and "--models 'swin-x'" in bad.stderr

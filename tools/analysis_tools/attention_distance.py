@@ -1,0 +1,187 @@
+"""Mean attention distance of every head of every layer (the ViT paper's Figure 7), and where
+one query pixel attends, for a config's backbone (mmvtx ViT, Swin or CvT, alone or inside a
+detector or segmentor) on a folder of images.
+
+    python tools/analysis_tools/attention_distance.py CONFIG [CHECKPOINT] --images DIR \\
+        [--size 224] [--max-images 8] [--out-dir DIR] [--query Y X]
+
+Writes ``attention_distance.csv`` (layer, layer index, head, distance in pixels),
+``attention_distance.png`` (one dot per head over the layers: the ViT paper's scatter) and,
+with ``--query Y X`` (a pixel of the resized first image), ``attention_query.png``: for every
+layer (rows) and head (columns), the attention weights of the query token at that pixel over
+the image (Swin: within the query's window, through the shift mask in SW-MSA blocks, so the
+picture shows which tokens a shifted window may see; CvT: on the stride-2 key grid). Definitions and the
+mapping of windows and shifted windows to image positions: ``mmvtx/utils/attention_analysis.py``.
+Without CHECKPOINT the model's random initialisation is analysed (a baseline: random heads
+already differ from uniform attention).
+"""
+import argparse
+import csv
+import glob
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
+
+
+def load_images(folder: str, cfg, size, max_images: int) -> torch.Tensor:
+    """The first ``max_images`` images of ``folder`` resized to ``size`` (h, w), normalised with
+    the config's data preprocessor (mean, std, BGR -> RGB): ``B x 3 x h x w``."""
+    import mmcv
+    paths = sorted(p for p in glob.glob(osp.join(folder, '*')) if p.lower().endswith(IMAGE_EXTS))
+    if not paths:
+        raise FileNotFoundError(f'--images {folder}: no image ({", ".join(IMAGE_EXTS)}) there')
+    pre = cfg.model.get('data_preprocessor') or {}
+    mean = torch.tensor(pre.get('mean', [123.675, 116.28, 103.53])).view(3, 1, 1)
+    std = torch.tensor(pre.get('std', [58.395, 57.12, 57.375])).view(3, 1, 1)
+    out = []
+    for path in paths[:max_images]:
+        img = mmcv.imread(path, channel_order='rgb' if pre.get('bgr_to_rgb', True) else 'bgr')
+        img = mmcv.imresize(img, (size[1], size[0]))
+        out.append((torch.from_numpy(img).permute(2, 0, 1).float() - mean) / std)
+    return torch.stack(out), paths[:max_images]
+
+
+def write_distance_outputs(rows, kind: str, out_dir: str, title: str):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    with open(osp.join(out_dir, 'attention_distance.csv'), 'w', newline='') as f:
+        w = csv.writer(f)
+        w.writerow(['layer', 'layer_index', 'head', 'mean_distance_px'])
+        for name, index, dist in rows:
+            for h, d in enumerate(dist.tolist()):
+                w.writerow([name, index, h, f'{d:.3f}'])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    stages = sorted({name.split('.blocks')[0] for name, _, _ in rows}, key=lambda s: (len(s), s))
+    cmap = plt.get_cmap('viridis', max(2, len(stages)))
+    for s, stage in enumerate(stages):
+        pts = [(i, d) for name, i, dist in rows if name.split('.blocks')[0] == stage
+               for d in dist.tolist()]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14, alpha=0.8,
+                   color=cmap(s), label=stage if kind != 'vit' else None)
+    ax.set_xlabel('layer (network depth)')
+    ax.set_ylabel('mean attention distance (pixels)')
+    ax.set_title(title)
+    if kind != 'vit':
+        ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    png = osp.join(out_dir, 'attention_distance.png')
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
+
+
+def query_maps(calls, image_index: int, pixel, size):
+    """For every call: ``heads x h x w`` maps (at the query grid's resolution) of the weights
+    that the query token nearest to ``pixel`` (y, x) of image ``image_index`` puts on each key
+    (a key of a coarser grid, CvT's, fills the cells it covers)."""
+    target = torch.tensor(pixel, dtype=torch.float32) + 0.5
+    out = []
+    for c in calls:
+        probs = c.probs.reshape(-1, *c.probs.shape[-3:])  # (images [x windows]) x heads x Nq x Nk
+        if c.q_pos.dim() == 3:  # windows: positions per window
+            valid = c.q_valid if c.q_valid is not None else torch.ones(c.q_pos.shape[:2], bool)
+            d = (c.q_pos - target).norm(dim=-1).masked_fill(~valid, float('inf'))
+            w, n = divmod(int(d.argmin()), c.q_pos.shape[1])
+            p = probs[image_index * c.q_pos.shape[0] + w, :, n]
+            keys = c.k_pos[w]
+        else:
+            n = int((c.q_pos - target).norm(dim=-1).argmin())
+            p, keys = probs[image_index, :, n], c.k_pos
+        h, w_ = -(-size[0] // int(c.q_stride)), -(-size[1] // int(c.q_stride))
+        canvas = torch.zeros(p.shape[0], h, w_)
+        cell = (keys / c.q_stride).floor().long()
+        inside = (cell[:, 0] < h) & (cell[:, 1] < w_)  # padded slots lie outside
+        step = max(1, round(c.k_stride / c.q_stride))
+        for dy in range(step):
+            for dx in range(step):
+                yy = (cell[inside, 0] + dy).clamp(max=h - 1)
+                xx = (cell[inside, 1] + dx).clamp(max=w_ - 1)
+                canvas[:, yy, xx] = p[:, inside]
+        out.append((c.layer, canvas))
+    return out
+
+
+def draw_query_maps(maps, image: np.ndarray, pixel, out_file: str, max_heads: int = 8):
+    import cv2
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    heads = min(max_heads, max(m.shape[0] for _, m in maps))
+    fig, axes = plt.subplots(len(maps), heads, figsize=(1.6 * heads, 1.6 * len(maps)),
+                             squeeze=False)
+    for r, (layer, m) in enumerate(maps):
+        for h in range(heads):
+            ax = axes[r][h]
+            ax.axis('off')
+            if h >= m.shape[0]:
+                continue
+            heat = cv2.resize(m[h].numpy(), (image.shape[1], image.shape[0]),
+                              interpolation=cv2.INTER_NEAREST)
+            ax.imshow(image)
+            ax.imshow(heat / max(heat.max(), 1e-12), cmap='inferno', alpha=0.6)
+            ax.plot(pixel[1], pixel[0], 'c+', markersize=6)
+            if h == 0:
+                ax.set_title(layer, fontsize=6, loc='left')
+    fig.tight_layout()
+    fig.savefig(out_file, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('config')
+    parser.add_argument('checkpoint', nargs='?')
+    parser.add_argument('--images', required=True, help='folder of images')
+    parser.add_argument('--size', type=int, nargs='+', default=[224],
+                        help='resize to S (square) or H W (default 224)')
+    parser.add_argument('--max-images', type=int, default=8)
+    parser.add_argument('--out-dir', default='work_dirs/attention_distance')
+    parser.add_argument('--query', type=int, nargs=2, metavar=('Y', 'X'),
+                        help='also draw where this pixel of the first image attends')
+    args = parser.parse_args(argv)
+    if len(args.size) not in (1, 2) or min(args.size) < 16:
+        parser.error(f'--size {args.size}: give S or H W, each >= 16')
+    size = (args.size[0], args.size[-1])
+    if args.query and not (0 <= args.query[0] < size[0] and 0 <= args.query[1] < size[1]):
+        parser.error(f'--query {args.query}: outside the {size[0]}x{size[1]} image')
+    from mmvtx.utils.attention_analysis import (attention_distances, backbone_kind,
+                                                build_backbone, record_attention)
+    backbone, cfg = build_backbone(args.config, args.checkpoint)
+    kind = backbone_kind(backbone)
+    images, paths = load_images(args.images, cfg, size, args.max_images)
+    os.makedirs(args.out_dir, exist_ok=True)
+    rows = None
+    for i in range(len(images)):  # one image at a time: the probabilities of one pass
+        calls = record_attention(backbone, images[i:i + 1])
+        dists = attention_distances(calls)
+        if rows is None:
+            rows = [[name, index, dist / len(images)] for name, index, dist in dists]
+        else:
+            for row, (_, _, dist) in zip(rows, dists):
+                row[2] = row[2] + dist / len(images)
+        if i == 0 and args.query:
+            import mmcv
+            img = mmcv.imresize(mmcv.imread(paths[0], channel_order='rgb'), (size[1], size[0]))
+            draw_query_maps(query_maps(calls, 0, args.query, size), img, args.query,
+                            osp.join(args.out_dir, 'attention_query.png'))
+        del calls
+    title = (f'{type(backbone).__name__} ({osp.basename(args.config)}), {len(images)} '
+             f'image(s) at {size[0]}x{size[1]}')
+    png = write_distance_outputs(rows, kind, args.out_dir, title)
+    for name, index, dist in rows:
+        print(f'{name:28s} ' + ' '.join(f'{d:7.1f}' for d in dist.tolist()))
+    print(f'wrote {osp.join(args.out_dir, "attention_distance.csv")}, {png}'
+          + (f', {osp.join(args.out_dir, "attention_query.png")}' if args.query else ''))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,164 @@
+"""Draw Swin's windows, the cyclic shift, the nine regions and the SW-MSA attention mask for a
+map size and window size, and the relative position index and one head's relative position
+bias (from a config and checkpoint, or the table's initialisation).
+
+    python tools/analysis_tools/draw_windows.py --map 14 14 --window 7 [--shift 3] \\
+        [--config CONFIG [--checkpoint CKPT] --block stages.0.blocks.1 --head 0] [--out DIR]
+
+Writes ``windows.png`` (the padded token map tiled into windows; the same map after the cyclic
+shift by ``-shift``, coloured by the nine regions of the Swin paper, with the windows it is cut
+into; the ``nW x N x N`` mask, 0 within a region and -100 across) and
+``relative_position.png`` (the ``N x N`` relative position index into the
+``(2M-1)^2``-row bias table, and one head's ``N x N`` bias ``B``). The mask and the index come
+from the functions the backbone itself uses (``mmvtx/models/layers/window.py``,
+``relative_position_index`` of ``mmvtx/models/backbones/swin.py``).
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def window_figures(H: int, W: int, M: int, shift: int):
+    """What the pictures show, from the backbone's own functions: the padded map size, the
+    window id of every token (unshifted), the region of every token of the shifted map, and the
+    SW-MSA mask (``nW x N x N``, or None without shift)."""
+    from mmvtx.models.layers.padding import padded
+    from mmvtx.models.layers.window import WindowGeometryCache
+    Hp, Wp = padded(H, M), padded(W, M)
+    window_id = (torch.arange(Hp)[:, None] // M) * (Wp // M) + torch.arange(Wp)[None] // M
+    regions = torch.zeros(Hp, Wp, dtype=torch.long)
+    if shift:
+        cuts = (slice(0, -M), slice(-M, -shift), slice(-shift, None))
+        for i, h in enumerate(cuts):
+            for j, w in enumerate(cuts):
+                regions[h, w] = 3 * i + j
+    geo = WindowGeometryCache().get(H, W, M, shift, torch.device('cpu'))
+    return (Hp, Wp), window_id, regions, geo.mask
+
+
+def draw_windows(H, W, M, shift, out_file):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    (Hp, Wp), window_id, regions, mask = window_figures(H, W, M, shift)
+    panels = 3 if mask is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 4.4), squeeze=False)
+    ax = axes[0][0]
+    ax.imshow(window_id % 10, cmap='tab10', vmin=0, vmax=9, alpha=0.55)
+    if Hp > H or Wp > W:
+        ax.add_patch(plt.Rectangle((-0.5, H - 0.5), Wp, Hp - H, hatch='//', fill=False,
+                                   color='grey'))
+        ax.add_patch(plt.Rectangle((W - 0.5, -0.5), Wp - W, Hp, hatch='//', fill=False,
+                                   color='grey'))
+    for t in range(0, Hp + 1, M):
+        ax.axhline(t - 0.5, color='k', lw=1.5)
+    for t in range(0, Wp + 1, M):
+        ax.axvline(t - 0.5, color='k', lw=1.5)
+    ax.set_title(f'{H}x{W} tokens (padded {Hp}x{Wp}), {Hp // M * (Wp // M)} windows of {M}x{M}'
+                 '\nW-MSA', fontsize=8)
+    if mask is not None:
+        ax = axes[0][1]
+        ax.imshow(regions, cmap='tab10', vmin=0, vmax=9, alpha=0.6)
+        for r in range(9):
+            ys, xs = np.nonzero((regions == r).numpy())
+            if len(ys):
+                ax.text(xs.mean(), ys.mean(), str(r), ha='center', va='center', fontsize=10,
+                        weight='bold')
+        for t in range(0, Hp + 1, M):
+            ax.axhline(t - 0.5, color='k', lw=1.5)
+        for t in range(0, Wp + 1, M):
+            ax.axvline(t - 0.5, color='k', lw=1.5)
+        ax.set_title(f'after the cyclic shift by -{shift}: nine regions\nSW-MSA windows '
+                     '(rolled back by +shift after attention)', fontsize=8)
+        ax = axes[0][2]
+        nW, N = mask.shape[0], mask.shape[1]
+        cols = Wp // M
+        grid = torch.full(((nW + cols - 1) // cols * (N + 2), cols * (N + 2)), float('nan'))
+        for w in range(nW):
+            r, c = divmod(w, cols)
+            grid[r * (N + 2):r * (N + 2) + N, c * (N + 2):c * (N + 2) + N] = mask[w]
+        ax.imshow(grid, cmap='gray', vmin=-100, vmax=0)
+        ax.set_title(f'attention mask, {nW} x {N} x {N}\n(white 0: same region; black -100)',
+                     fontsize=8)
+    for a in axes[0]:
+        a.set_xticks([])
+        a.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(out_file, dpi=120)
+    plt.close(fig)
+
+
+def draw_relative_position(M, table, out_file, title):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from mmvtx.models.backbones.swin import get_relative_position_index
+    index = get_relative_position_index(M).view(M * M, M * M)
+    bias = table[index.view(-1)].view(M * M, M * M)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.3))
+    im = axes[0].imshow(index, cmap='viridis')
+    axes[0].set_title(f'relative position index ({M * M} x {M * M}) into the '
+                      f'{(2 * M - 1) ** 2}-row table', fontsize=8)
+    fig.colorbar(im, ax=axes[0], fraction=0.046)
+    im = axes[1].imshow(bias.detach(), cmap='RdBu_r')
+    axes[1].set_title(title, fontsize=8)
+    fig.colorbar(im, ax=axes[1], fraction=0.046)
+    for a in axes:
+        a.set_xlabel('key token of the window')
+        a.set_ylabel('query token')
+    fig.tight_layout()
+    fig.savefig(out_file, dpi=120)
+    plt.close(fig)
+    return index, bias
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--map', type=int, nargs=2, default=[14, 14], metavar=('H', 'W'),
+                        help='token map size (default 14 14: Swin stage 3 at 224)')
+    parser.add_argument('--window', type=int, default=7)
+    parser.add_argument('--shift', type=int, help='default: window // 2')
+    parser.add_argument('--config', help='a config with an mmvtx Swin (for its bias table)')
+    parser.add_argument('--checkpoint')
+    parser.add_argument('--block', default='stages.0.blocks.1', help='block of the table')
+    parser.add_argument('--head', type=int, default=0)
+    parser.add_argument('--out', default='work_dirs/windows')
+    args = parser.parse_args(argv)
+    H, W = args.map
+    M = args.window
+    shift = M // 2 if args.shift is None else args.shift
+    if min(H, W) < 1 or M < 1:
+        parser.error(f'--map {H} {W} --window {M}: sizes must be >= 1')
+    if not 0 <= shift < M:
+        parser.error(f'--shift {shift}: must be in [0, window={M})')
+    os.makedirs(args.out, exist_ok=True)
+    draw_windows(H, W, M, shift, osp.join(args.out, 'windows.png'))
+    if args.config:
+        from mmvtx.utils.attention_analysis import build_backbone
+        backbone, _ = build_backbone(args.config, args.checkpoint)
+        attn = dict(backbone.named_modules()).get(args.block + '.attn')
+        if attn is None or not hasattr(attn, 'relative_position_bias_table'):
+            raise ValueError(f'--block {args.block}: not a Swin block of {args.config}')
+        if not 0 <= args.head < attn.num_heads:
+            raise ValueError(f'--head {args.head}: the block has {attn.num_heads} heads')
+        M = attn.window_size
+        table = attn.relative_position_bias_table[:, args.head]
+        title = (f'bias B of head {args.head}, {args.block} '
+                 f'({"checkpoint" if args.checkpoint else "initialisation"})')
+    else:
+        torch.manual_seed(0)
+        table = torch.randn((2 * M - 1) ** 2) * 0.02
+        title = 'bias B of a randomly initialised table (pass --config for a model\'s)'
+    draw_relative_position(M, table, osp.join(args.out, 'relative_position.png'), title)
+    print(f'wrote {osp.join(args.out, "windows.png")}, '
+          f'{osp.join(args.out, "relative_position.png")}')
+
+
+if __name__ == '__main__':
+    main()
