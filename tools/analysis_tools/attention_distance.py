@@ -132,7 +132,7 @@ def draw_query_maps(maps, image: np.ndarray, pixel, out_file: str, max_heads: in
             if h == 0:
                 ax.set_title(layer, fontsize=6, loc='left')
     fig.tight_layout()
-    fig.savefig(out_file, dpi=110)
+    fig.savefig(out_file, dpi=90)
     plt.close(fig)
 
 
@@ -147,6 +147,8 @@ def main(argv=None):
     parser.add_argument('--out-dir', default='work_dirs/attention_distance')
     parser.add_argument('--query', type=int, nargs=2, metavar=('Y', 'X'),
                         help='also draw where this pixel of the first image attends')
+    parser.add_argument('--max-heads', type=int, default=8,
+                        help='heads drawn per layer with --query (default 8)')
     args = parser.parse_args(argv)
     if len(args.size) not in (1, 2) or min(args.size) < 16:
         parser.error(f'--size {args.size}: give S or H W, each >= 16')
@@ -172,7 +174,7 @@ def main(argv=None):
             import mmcv
             img = mmcv.imresize(mmcv.imread(paths[0], channel_order='rgb'), (size[1], size[0]))
             draw_query_maps(query_maps(calls, 0, args.query, size), img, args.query,
-                            osp.join(args.out_dir, 'attention_query.png'))
+                            osp.join(args.out_dir, 'attention_query.png'), args.max_heads)
         del calls
     title = (f'{type(backbone).__name__} ({osp.basename(args.config)}), {len(images)} '
              f'image(s) at {size[0]}x{size[1]}')
