@@ -195,19 +195,35 @@ def attention_distances(calls: List[AttentionCall]) -> List[Tuple[str, int, torc
 
 def build_backbone(config: str, checkpoint=None):
     """The backbone of ``config`` (a detector's or segmentor's ``model.backbone``, or the model
-    itself), with ``checkpoint``'s weights; and the config."""
+    itself), with ``checkpoint``'s weights (mmengine's layout, a DDP ``module.`` prefix
+    allowed; every backbone weight must be there); and the config."""
+    import re
+
     from mmengine.config import Config
-    from mmengine.registry import MODELS, init_default_scope
-    from mmengine.runner import load_checkpoint
+    from mmengine.registry import MODELS, DefaultScope
+    from mmengine.runner.checkpoint import _load_checkpoint
 
     import mmvtx  # noqa: F401  registers the backbones
     from mmvtx.engine.safe_load import allow_mmengine_checkpoints
     cfg = Config.fromfile(config)
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model = MODELS.build(cfg.model)
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmdet')):
+        model = MODELS.build(cfg.model)
     if checkpoint:
         allow_mmengine_checkpoints()
-        load_checkpoint(model, checkpoint, map_location='cpu', strict=False,
-                        revise_keys=[(r'^module\.', '')])
+        ckpt = _load_checkpoint(checkpoint, map_location='cpu')
+        state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
+        state = {re.sub(r'^module\.', '', k): v for k, v in state.items()}
+        own = model.state_dict()
+        bad = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+        if bad:
+            raise ValueError(f'{checkpoint}: {len(bad)} tensors do not fit the model of {config}, '
+                             f'e.g. {bad[0]}: {tuple(state[bad[0]].shape)} in the file, '
+                             f'{tuple(own[bad[0]].shape)} in the model')
+        missing = model.load_state_dict(state, strict=False).missing_keys
+        prefix = 'backbone.' if hasattr(model, 'backbone') else ''
+        missing = [k for k in missing if k.startswith(prefix)]
+        if missing:
+            raise ValueError(f'{checkpoint}: {len(missing)} weights of the backbone of {config} '
+                             f'are not in it, e.g. {missing[:3]}')
     backbone = getattr(model, 'backbone', model)
     return backbone.eval(), cfg

@@ -28,13 +28,13 @@ def _run(args, **kw):
 def _checkpoint(config: str, path: str, seed: int) -> str:
     """A checkpoint of the config's whole model (mmengine's layout), random weights."""
     from mmengine.config import Config
-    from mmengine.registry import MODELS, init_default_scope
+    from mmengine.registry import MODELS, DefaultScope
 
     import mmvtx  # noqa: F401
     cfg = Config.fromfile(osp.join(ROOT, config))
-    init_default_scope(cfg.default_scope)
     torch.manual_seed(seed)
-    model = MODELS.build(cfg.model)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):  # not left set for others
+        model = MODELS.build(cfg.model)
     model.init_weights()
     torch.save({'meta': {'seed': seed}, 'state_dict': model.state_dict()}, path)
     return path
@@ -86,6 +86,12 @@ def test_attention_distance_tool_names_bad_inputs(tmp_path):
                           CONFIGS['swin'], '--images', str(tmp_path), '--size', '64',
                           '--query', '70', '3'], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode != 0 and '--query [70, 3]: outside the 64x64 image' in out.stderr
+    # a checkpoint of another model: refused, naming the missing backbone weights
+    wrong = _checkpoint(CONFIGS['cvt'], str(tmp_path / 'cvt.pth'), seed=1)
+    out = subprocess.run([sys.executable, osp.join(TOOLS, 'attention_distance.py'),
+                          CONFIGS['swin'], wrong, '--images', str(tmp_path), '--size', '64'],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode != 0 and 'do not fit the model of' in out.stderr
 
 
 @pytest.mark.parametrize('H,W,M', [(14, 14, 7), (10, 13, 4), (9, 9, 3)])
