@@ -180,9 +180,7 @@ def _positions(name, kind, stride, module, args, kwargs, probs) -> AttentionCall
     kh, kw = -(-h // 2), -(-w // 2)
     if probs.shape[-1] - num_cls != kh * kw:
         raise RuntimeError(f'{name}: {probs.shape[-1] - num_cls} keys, expected {kh}x{kw}')
-    probs = probs[..., num_cls:, num_cls:]
-    probs = probs / probs.sum(-1, keepdim=True).clamp_min(1e-12)
-    return AttentionCall(name, kind, probs, grid_positions(h, w, stride),
+    return AttentionCall(name, kind, _renormalised(probs, num_cls), grid_positions(h, w, stride),
                          grid_positions(kh, kw, stride, step=2), None, stride, 2 * stride)
 
 

@@ -43,10 +43,12 @@ ATTENTION_OPS = frozenset({
 
 @dataclass
 class FlopCount:
-    """FLOPs of one call, in total and per operator (``{'aten.mm': n, ...}``)."""
+    """FLOPs of one call, in total, per operator (``{'aten.mm': n, ...}``) and per module
+    (``{'ViT.pyramid': n, ...}``, names as PyTorch's counter gives them)."""
     total: int
     by_op: Dict[str, int] = field(default_factory=dict)
     attention: int = 0  # the part in fused attention kernels
+    by_module: Dict[str, int] = field(default_factory=dict)
 
     @property
     def gmacs(self) -> float:
@@ -60,8 +62,10 @@ def count_flops(fn: Callable[[], object]) -> FlopCount:
     counter = flop_counter.FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION)
     with counter:
         fn()
-    counts = counter.get_flop_counts().get('Global', {})
+    per_module = counter.get_flop_counts()
+    counts = per_module.get('Global', {})
     by_op = {str(op): int(n) for op, n in counts.items()}
     attention = sum(int(n) for op, n in counts.items()
                     if getattr(op, 'overloadpacket', op) in ATTENTION_OPS or op in ATTENTION_OPS)
-    return FlopCount(int(counter.get_total_flops()), by_op, attention)
+    by_module = {name: int(sum(ops.values())) for name, ops in per_module.items()}
+    return FlopCount(int(counter.get_total_flops()), by_op, attention, by_module)

@@ -62,15 +62,11 @@ def build(name: str):
 
 def encoder_flops(model, x) -> tuple:
     """``(total, part of ViT's simple feature pyramid)`` forward FLOPs (2 per multiply-add)."""
-    from torch.utils import flop_counter
-
-    from mmvtx.utils.flops import CPU_ATTENTION
-    counter = flop_counter.FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION)
-    with torch.no_grad(), counter:
-        model(x)
-    counts = counter.get_flop_counts()
-    pyramid = sum(sum(v.values()) for k, v in counts.items() if k.endswith('.pyramid'))
-    return counter.get_total_flops(), pyramid
+    from mmvtx.utils.flops import count_flops
+    with torch.no_grad():
+        counted = count_flops(lambda: model(x))
+    pyramid = sum(n for name, n in counted.by_module.items() if name.endswith('.pyramid'))
+    return counted.total, pyramid
 
 
 def params(model, exclude: str = 'pyramid.') -> int:

@@ -29,17 +29,20 @@ def window_figures(H: int, W: int, M: int, shift: int):
     window id of every token (unshifted), the region of every token of the shifted map, and the
     SW-MSA mask (``nW x N x N``, or None without shift)."""
     from mmvtx.models.layers.padding import padded
-    from mmvtx.models.layers.window import WindowGeometryCache
+    from mmvtx.models.layers.window import WindowGeometryCache, shifted_region_map
     Hp, Wp = padded(H, M), padded(W, M)
     window_id = (torch.arange(Hp)[:, None] // M) * (Wp // M) + torch.arange(Wp)[None] // M
-    regions = torch.zeros(Hp, Wp, dtype=torch.long)
-    if shift:
-        cuts = (slice(0, -M), slice(-M, -shift), slice(-shift, None))
-        for i, h in enumerate(cuts):
-            for j, w in enumerate(cuts):
-                regions[h, w] = 3 * i + j
+    regions = shifted_region_map(Hp, Wp, M, shift) if shift else torch.zeros(Hp, Wp,
+                                                                             dtype=torch.long)
     geo = WindowGeometryCache().get(H, W, M, shift, torch.device('cpu'))
     return (Hp, Wp), window_id, regions, geo.mask
+
+
+def _window_lines(ax, Hp, Wp, M):
+    for t in range(0, Hp + 1, M):
+        ax.axhline(t - 0.5, color='k', lw=1.5)
+    for t in range(0, Wp + 1, M):
+        ax.axvline(t - 0.5, color='k', lw=1.5)
 
 
 def draw_windows(H, W, M, shift, out_file):
@@ -56,10 +59,7 @@ def draw_windows(H, W, M, shift, out_file):
                                    color='grey'))
         ax.add_patch(plt.Rectangle((W - 0.5, -0.5), Wp - W, Hp, hatch='//', fill=False,
                                    color='grey'))
-    for t in range(0, Hp + 1, M):
-        ax.axhline(t - 0.5, color='k', lw=1.5)
-    for t in range(0, Wp + 1, M):
-        ax.axvline(t - 0.5, color='k', lw=1.5)
+    _window_lines(ax, Hp, Wp, M)
     ax.set_title(f'{H}x{W} tokens (padded {Hp}x{Wp}), {Hp // M * (Wp // M)} windows of {M}x{M}'
                  '\nW-MSA', fontsize=8)
     if mask is not None:
@@ -70,10 +70,7 @@ def draw_windows(H, W, M, shift, out_file):
             if len(ys):
                 ax.text(xs.mean(), ys.mean(), str(r), ha='center', va='center', fontsize=10,
                         weight='bold')
-        for t in range(0, Hp + 1, M):
-            ax.axhline(t - 0.5, color='k', lw=1.5)
-        for t in range(0, Wp + 1, M):
-            ax.axvline(t - 0.5, color='k', lw=1.5)
+        _window_lines(ax, Hp, Wp, M)
         ax.set_title(f'after the cyclic shift by -{shift}: nine regions\nSW-MSA windows '
                      '(rolled back by +shift after attention)', fontsize=8)
         ax = axes[0][2]

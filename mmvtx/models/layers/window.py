@@ -32,8 +32,8 @@ def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
     return x.permute(0, 1, 3, 2, 4, 5).reshape(B, -1, window_size * window_size, C)
 
 
-def shifted_window_regions(H: int, W: int, window_size: int, shift_size: int) -> torch.Tensor:
-    """Region label of each token of the cyclically shifted ``H x W`` map, as ``nW x M*M``.
+def shifted_region_map(H: int, W: int, window_size: int, shift_size: int) -> torch.Tensor:
+    """Region label (0-8) of each token of the cyclically shifted ``H x W`` map, ``H x W``.
 
     After a cyclic shift by ``s`` the bottom and right strips of width ``s`` hold tokens that
     came from the opposite border; the slices ``[0, H-M), [H-M, H-s), [H-s, H)`` (and likewise
@@ -45,6 +45,12 @@ def shifted_window_regions(H: int, W: int, window_size: int, shift_size: int) ->
         for w in cuts:
             labels[h, w] = region
             region += 1
+    return labels
+
+
+def shifted_window_regions(H: int, W: int, window_size: int, shift_size: int) -> torch.Tensor:
+    """:func:`shifted_region_map` partitioned into windows, ``nW x M*M``."""
+    labels = shifted_region_map(H, W, window_size, shift_size)
     return window_partition(labels[None, :, :, None], window_size)[0, ..., 0]
 
 
@@ -178,21 +184,36 @@ class WindowGeometryCache:
         """Geometry of an ``H x W`` map; ``with_shifted=False`` leaves out the shifted gather and
         the mask (a stage of one block, or ViTDet's unshifted windows)."""
         if torch.compiler.is_compiling():  # sizes may be symbolic: no cache, opaque ops
-            return _traced_geometry(H, W, window_size, shift_size, device, with_shifted)
+            return _build_geometry(H, W, window_size, shift_size, device, with_shifted,
+                                   _window_token_index_op, _shifted_window_mask_op)
         key = (H, W, window_size, shift_size, with_shifted, str(device))
         geo = self._cache.get(key)
         if geo is None:
             if len(self._cache) >= self.max_sizes:
                 self._cache.clear()
-            M = window_size
-            shifts = {0, shift_size} if with_shifted else {0}
-            mask = None
-            if shift_size and with_shifted:
-                mask = shifted_window_mask(padded(H, M), padded(W, M), M, shift_size).to(device)
-            gathers = {s: tuple(t.to(device) for t in window_token_index(H, W, M, s))
-                       for s in shifts}
-            geo = self._cache[key] = WindowGeometry(M, shift_size, mask, gathers)
+            geo = self._cache[key] = _build_geometry(H, W, window_size, shift_size, device,
+                                                     with_shifted, _token_index_on, _mask_on)
         return geo
+
+
+def _token_index_on(H, W, window_size, shift_size, device):
+    return tuple(t.to(device) for t in window_token_index(H, W, window_size, shift_size))
+
+
+def _mask_on(H, W, window_size, shift_size, device):
+    return shifted_window_mask(H, W, window_size, shift_size).to(device)
+
+
+def _build_geometry(H, W, M: int, shift_size: int, device, with_shifted: bool, token_index,
+                    mask_of) -> WindowGeometry:
+    """The geometry from ``token_index`` / ``mask_of`` (eager functions, or the custom ops
+    below while compiling)."""
+    shifts = {0, shift_size} if with_shifted else {0}
+    mask = None
+    if shift_size and with_shifted:
+        mask = mask_of(padded(H, M), padded(W, M), M, shift_size, device)
+    gathers = {s: token_index(H, W, M, s, device) for s in shifts}
+    return WindowGeometry(M, shift_size, mask, gathers)
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,7 +226,7 @@ def _window_token_index_op(H: int, W: int, window_size: int, shift_size: int,
                            device: torch.device) -> Tuple[torch.Tensor, torch.Tensor,
                                                           torch.Tensor]:
     # fresh tensors: inductor assumes a custom op's outputs are aligned (slices of one sort are not)
-    return tuple(t.to(device).clone() for t in window_token_index(H, W, window_size, shift_size))
+    return tuple(t.clone() for t in _token_index_on(H, W, window_size, shift_size, device))
 
 
 @_window_token_index_op.register_fake
@@ -219,19 +240,10 @@ def _(H, W, window_size, shift_size, device):
 @torch.library.custom_op('mmvtx::shifted_window_mask', mutates_args=())
 def _shifted_window_mask_op(H: int, W: int, window_size: int, shift_size: int,
                             device: torch.device) -> torch.Tensor:
-    return shifted_window_mask(H, W, window_size, shift_size).to(device)
+    return _mask_on(H, W, window_size, shift_size, device)
 
 
 @_shifted_window_mask_op.register_fake
 def _(H, W, window_size, shift_size, device):
     N = window_size * window_size
     return torch.empty((H // window_size) * (W // window_size), N, N, device=device)
-
-
-def _traced_geometry(H, W, M: int, shift_size: int, device, with_shifted: bool):
-    shifts = {0, shift_size} if with_shifted else {0}
-    mask = None
-    if shift_size and with_shifted:
-        mask = _shifted_window_mask_op(padded(H, M), padded(W, M), M, shift_size, device)
-    gathers = {s: _window_token_index_op(H, W, M, s, device) for s in shifts}
-    return WindowGeometry(M, shift_size, mask, gathers)
