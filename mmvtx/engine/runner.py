@@ -42,11 +42,14 @@ def load_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def _add_hook(cfg: Config, name: str):
+def _add_hook(cfg: Config, name: str, hook: Optional[dict] = None, replace: bool = False):
+    """Adds ``hook`` (default ``dict(type='mmvtx.NAME')``) to ``custom_hooks`` unless a hook of
+    type ``NAME`` (any scope) is there; ``replace=True`` puts ``hook`` in its place instead."""
     hooks = list(cfg.get('custom_hooks') or [])
-    if not any(str(h.get('type', '')).split('.')[-1] == name for h in hooks):
-        hooks.append(dict(type=f'mmvtx.{name}'))
-    cfg.custom_hooks = hooks
+    others = [h for h in hooks if str(h.get('type', '')).split('.')[-1] != name]
+    if len(others) < len(hooks) and not replace:
+        return
+    cfg.custom_hooks = others + [hook or dict(type=f'mmvtx.{name}')]
 
 
 def _prepare_common(cfg: Config, config_path: str, work_dir: Optional[str], launcher: str):
@@ -70,9 +73,7 @@ def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = N
     _prepare_common(cfg, config_path, work_dir, launcher)
     if compile:
         from .compile import compile_hook_cfg
-        hooks = [h for h in cfg.get('custom_hooks') or []
-                 if str(h.get('type', '')).split('.')[-1] != 'CompileModelHook']
-        cfg.custom_hooks = hooks + [compile_hook_cfg(compile)]
+        _add_hook(cfg, 'CompileModelHook', compile_hook_cfg(compile), replace=True)
     # a resumed run continues exactly as the uninterrupted one; checkpoints written atomically
     _add_hook(cfg, 'ExactResumeHook')
     ckpt_hook = (cfg.get('default_hooks') or {}).get('checkpoint')
