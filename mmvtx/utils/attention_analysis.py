@@ -59,14 +59,8 @@ def window_slot_positions(H: int, W: int, window_size: int, shift_size: int,
     """Pixel positions of the window slots of an ``H x W`` map (``nW x M*M x 2``: the padded map
     cyclically shifted by ``-shift_size`` and partitioned, each slot mapped back to where its
     token sits before the shift) and whether a slot is a real token (``nW x M*M``)."""
-    from mmvtx.models.layers.padding import padded
-    from mmvtx.models.layers.window import window_partition
-    M = window_size
-    Hp, Wp = padded(H, M), padded(W, M)
-    rows = (torch.arange(Hp) + shift_size) % Hp
-    cols = (torch.arange(Wp) + shift_size) % Wp
-    grid = torch.stack(torch.meshgrid(rows, cols, indexing='ij'), -1).float()  # Hp x Wp x 2
-    slots = window_partition(grid[None], M)[0]  # nW x N x 2
+    from mmvtx.models.layers.window import window_slot_coords
+    slots = window_slot_coords(H, W, window_size, shift_size).float()  # nW x N x 2
     valid = (slots[..., 0] < H) & (slots[..., 1] < W)
     return (slots + 0.5) * stride, valid
 

@@ -62,6 +62,18 @@ def shifted_window_mask(H: int, W: int, window_size: int, shift_size: int) -> to
     return torch.zeros(blocked.shape).masked_fill_(blocked, SHIFT_MASK_VALUE)
 
 
+def window_slot_coords(H: int, W: int, window_size: int, shift_size: int) -> torch.Tensor:
+    """``nW x M*M x 2``: the (row, col) on the zero-padded ``Hp x Wp`` map of the token in each
+    window slot, windows and their slots row-major as :func:`window_partition` of the padded
+    map rolled by ``-shift_size``; a row ``>= H`` or column ``>= W`` is padding."""
+    M = window_size
+    Hp, Wp = padded(H, M), padded(W, M)
+    rows = (torch.arange(Hp) + shift_size) % Hp  # roll by -s: row i of the result is row i+s
+    cols = (torch.arange(Wp) + shift_size) % Wp
+    grid = torch.stack(torch.meshgrid(rows, cols, indexing='ij'), -1)  # Hp x Wp x 2
+    return window_partition(grid[None], M)[0]
+
+
 def window_token_index(H: int, W: int, window_size: int, shift_size: int):
     """The pad -> cyclic shift -> window partition of an ``H x W`` token map as one gather.
 
@@ -70,13 +82,9 @@ def window_token_index(H: int, W: int, window_size: int, shift_size: int):
     ``Hp x Wp`` map rolled by ``-shift``) holds token ``index[j]`` (``r * W + c``) unless ``j``
     is in ``pad_slots``; token ``t`` sits in slot ``inverse[t]``, which also undoes the
     partition, the shift (the reverse cyclic shift) and the padding in one gather."""
-    M = window_size
-    Hp, Wp = padded(H, M), padded(W, M)
-    rows = (torch.arange(Hp) + shift_size) % Hp  # roll by -s: row i of the result is row i+s
-    cols = (torch.arange(Wp) + shift_size) % Wp
-    source = torch.where((rows[:, None] >= H) | (cols[None, :] >= W), -1,
-                         rows[:, None] * W + cols[None, :])  # -1: padding
-    slots = window_partition(source[None, :, :, None], M).reshape(-1)
+    coords = window_slot_coords(H, W, window_size, shift_size).reshape(-1, 2)
+    rows, cols = coords[:, 0], coords[:, 1]
+    slots = torch.where((rows >= H) | (cols >= W), -1, rows * W + cols)  # -1: padding
     # real slots first, then padded ones, each in slot order (a stable sort: shapes known from
     # H, W alone, so torch.compile traces it without data-dependent sizes)
     order = torch.argsort((slots < 0).to(torch.int8), stable=True)
