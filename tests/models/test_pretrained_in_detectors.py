@@ -68,7 +68,8 @@ def test_mask_rcnn_cvt_fine_tunes_from_the_authors_checkpoint(tmp_path):
     init_weights runs (new modules made in the middle of mmengine's bookkeeping)."""
     source = CvT(**LAYOUTS['small'], drop_path_rate=0.0, act='quick_gelu').eval()
     jitter_(source)
-    torch.save({'stage' + k[len('stages.'):]: v for k, v in source.state_dict().items()},
+    torch.save({'stage' + k[len('stages.'):]: v for k, v in source.state_dict().items()
+                if k.startswith('stages.')},
                tmp_path / 'CvT-small-224x224-IN-1k.pth')
     model = _mask_rcnn_cvt(str(tmp_path / 'CvT-small-224x224-IN-1k.pth'))
     assert model.backbone.stages[2].blocks[-1].mlp.act.name == 'quick_gelu'

@@ -12,8 +12,9 @@ from mmengine.model import BaseModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmvtx.utils.checkpoint import (ConvertedCheckpoint, check_finite, load_converted,
-                                    read_checkpoint, resolve_checkpoint_path, strip_prefix)
+from mmvtx.utils.checkpoint import (CheckpointMismatchError, ConvertedCheckpoint, check_finite,
+                                    load_converted, read_checkpoint, resolve_checkpoint_path,
+                                    strip_prefix)
 
 
 def forward_block(block: nn.Module, x: torch.Tensor, *args, with_cp: bool = False):
@@ -160,6 +161,73 @@ class VisionBackbone(BaseModule):
                 if isinstance(m, _BatchNorm):
                     m.eval()
         return self
+
+    # ------------------------------------------------------------------------ checkpoint-chosen settings
+    # A setting that follows the codebase of the checkpoint loaded unless set explicitly (Swin's
+    # shift rule, CvT's activation) is kept in an int8 buffer (an index into its choices), so
+    # that a run's own checkpoint brings it back wherever it is loaded: ``tools/test.py``,
+    # ``--resume``, mmengine's ``load_checkpoint``, ``init_cfg`` (a checkpoint converted by
+    # ``tools/model_converters``). A checkpoint without the buffer leaves the setting as it is.
+    def _register_setting(self, name: str, choices: Tuple[str, ...], value: str,
+                          explicit: bool):
+        if '_settings' not in self.__dict__:
+            self._settings = {}
+            self.register_load_state_dict_post_hook(VisionBackbone._restore_settings)
+        self._settings[name] = (tuple(choices), explicit)
+        self.register_buffer(name, torch.tensor(choices.index(value), dtype=torch.int8))
+        self._apply_setting(name, value)
+
+    def _apply_setting(self, name: str, value: str):
+        raise NotImplementedError
+
+    def get_setting(self, name: str) -> str:
+        choices, _ = self._settings[name]
+        index = int(getattr(self, name))
+        if not 0 <= index < len(choices):
+            raise CheckpointMismatchError(f'{type(self).__name__}: the checkpoint sets {name}='
+                                          f'{index}, not an index into {choices}')
+        return choices[index]
+
+    def recorded_setting(self, name: str, converted: ConvertedCheckpoint) -> Optional[str]:
+        """The setting an mmvtx checkpoint being converted records (popped from it), or None."""
+        recorded = converted.state_dict.pop(name, None)
+        if recorded is None:
+            return None
+        choices, _ = self._settings[name]
+        index = int(recorded)
+        if not 0 <= index < len(choices):
+            raise CheckpointMismatchError(f'{type(self).__name__}: the checkpoint sets {name}='
+                                          f'{index}, not an index into {choices}')
+        return choices[index]
+
+    def set_setting(self, name: str, value: str):
+        choices, _ = self._settings[name]
+        if value not in choices:
+            raise ValueError(f'{type(self).__name__}: {name}={value!r} must be one of {choices}')
+        getattr(self, name).fill_(choices.index(value))
+        self._apply_setting(name, value)
+
+    def setting_explicit(self, name: str) -> bool:
+        return self._settings[name][1]
+
+    @staticmethod
+    def _restore_settings(module: 'VisionBackbone', incompatible_keys=None):
+        for name, (choices, explicit) in module._settings.items():
+            applied = module._applied_setting(name)
+            loaded = module.get_setting(name)
+            if loaded == applied:
+                continue
+            if explicit:  # the user's argument wins over the checkpoint's record
+                print_log(f'{type(module).__name__}: the checkpoint was trained with {name}='
+                          f'{loaded!r}; keeping the {applied!r} set explicitly',
+                          logger='current', level=logging.WARNING)
+                module.set_setting(name, applied)
+            else:
+                module.set_setting(name, loaded)
+
+    def _applied_setting(self, name: str) -> str:
+        """The value the modules compute with (the buffer may just have been overwritten)."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------------ weights
     def _default_init(self):

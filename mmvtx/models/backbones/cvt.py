@@ -155,7 +155,9 @@ class CvT(VisionBackbone):
             ``depths``, ``num_heads``; explicit arguments override it.
         act: ``gelu`` (transformers), ``quick_gelu`` (the authors' released models), or
             ``auto``: GELU, switched to QuickGELU when a checkpoint in the authors' naming is
-            loaded, so that the converted model computes what its source computed.
+            loaded, so that the converted model computes what its source computed. The
+            activation in use is kept in the ``mlp_act`` buffer, so the run's own checkpoints
+            bring it back (``tools/test.py``, ``--resume``).
         out_indices: levels (strides 4, 8, 16, 32) to return.
         output_cls_token: also return the last stage's [CLS] token (``B x C``) after the maps.
         out_norms: a LayerNorm on each returned map (new layers, kept at their init when a
@@ -218,6 +220,9 @@ class CvT(VisionBackbone):
         # optional LayerNorm on each returned map (as Swin's outputs), not in the released models
         self.out_norms = nn.ModuleList([LayerNorm2d(self.num_features[i]) for i in range(3)]) \
             if out_norms else None
+        self._register_setting('mlp_act', Activation.NAMES,
+                               'quick_gelu' if act == 'quick_gelu' else 'gelu',
+                               explicit=act != 'auto')
         self._freeze_stages()
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
@@ -238,11 +243,15 @@ class CvT(VisionBackbone):
 
     def set_activation(self, act: str):
         """Sets every MLP activation (``gelu`` or ``quick_gelu``); modules stay as they are."""
-        if act not in Activation.NAMES:
-            raise ValueError(f'CvT: activation must be one of {Activation.NAMES}, not {act!r}')
+        self.set_setting('mlp_act', act)
+
+    def _apply_setting(self, name: str, value: str):
         for m in self.modules():
             if isinstance(m, Activation):
-                m.name = act
+                m.name = value
+
+    def _applied_setting(self, name: str) -> str:
+        return next(m.name for m in self.modules() if isinstance(m, Activation))
 
     # -------------------------------------------------------------------- training behaviour
     def _frozen_modules(self) -> list:
@@ -256,12 +265,17 @@ class CvT(VisionBackbone):
 
     def convert_state_dict(self, state_dict: dict) -> ConvertedCheckpoint:
         converted = convert_cvt(state_dict)
+        act = self.recorded_setting('mlp_act', converted) or (
+            'quick_gelu' if converted.source == 'official' else 'gelu')
         if self.act == 'auto':
-            act = 'quick_gelu' if converted.source == 'official' else 'gelu'
             self.set_activation(act)
             if act == 'quick_gelu':
-                log_once('CvT: checkpoint in the authors\' naming: using their QuickGELU '
+                log_once(f'CvT: {converted.source} checkpoint: using the authors\' QuickGELU '
                          'activation (act="auto")')
+        elif self.act != act:
+            log_once(f'CvT: act={self.act!r} set explicitly, unlike the {converted.source} '
+                     f'checkpoint ({act})', 'WARNING')
+        converted.state_dict['mlp_act'] = self.mlp_act.clone()
         return converted
 
 

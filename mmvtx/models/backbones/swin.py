@@ -30,6 +30,9 @@ from .base import VisionBackbone, forward_block
 # Codebases whose Swin shifts every SW-MSA block, even where a map is no larger than a window
 # (the authors, timm and transformers SwinModel skip the shift there).
 ALWAYS_SHIFTING_SOURCES = ('mmdet/mmseg/mmpretrain', 'transformers SwinBackbone')
+# values of the ``shift_rule`` setting: the authors' (no shift where a stage's map is no larger
+# than a window) and "every SW-MSA block shifts"
+SHIFT_RULES = ('authors', 'always')
 
 
 # --------------------------------------------------------------------- relative position bias
@@ -214,6 +217,8 @@ class SwinTransformer(VisionBackbone):
             whose map has ``min(H, W) <= M`` does not shift. ``None`` (default): the rule of
             the codebase the loaded checkpoint comes from, the authors' rule when none is
             loaded; the log says which rule was taken. At 224x224 the two differ in stage 4.
+            The rule in use is kept in the ``shift_rule`` buffer, so the run's own checkpoints
+            bring it back (``tools/test.py``, ``--resume``).
         with_cp: activation checkpointing of each block (non-reentrant, DDP-safe).
         norm_eval: keep BatchNorm layers (none in Swin itself) in eval mode while training.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` loads the authors', timm,
@@ -281,6 +286,8 @@ class SwinTransformer(VisionBackbone):
             for i in range(num_stages)])
         for i in out_indices:
             self.add_module(f'norm{i}', LayerNorm(dims[i]))
+        self._register_setting('shift_rule', SHIFT_RULES, SHIFT_RULES[bool(always_shift)],
+                               explicit=always_shift is not None)
         self._freeze_stages()
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
@@ -316,9 +323,15 @@ class SwinTransformer(VisionBackbone):
         return self.stages[0].always_shift
 
     def set_shift_rule(self, always_shift: bool):
+        self.set_setting('shift_rule', SHIFT_RULES[bool(always_shift)])
+
+    def _apply_setting(self, name: str, value: str):
         for stage in self.stages:
-            stage.always_shift = bool(always_shift)
+            stage.always_shift = value == 'always'
             stage.geometry_cache.clear()
+
+    def _applied_setting(self, name: str) -> str:
+        return SHIFT_RULES[self.shifts_every_block]
 
     def convert_state_dict(self, state_dict: dict) -> ConvertedCheckpoint:
         converted = convert_swin(state_dict, self)
@@ -328,20 +341,25 @@ class SwinTransformer(VisionBackbone):
         elif source == 'transformers':
             backbone = any(k.startswith('hidden_states_norms.') for k in state_dict)
             source = 'transformers SwinBackbone' if backbone else 'transformers SwinModel'
-        always = source in ALWAYS_SHIFTING_SOURCES
+        recorded = self.recorded_setting('shift_rule', converted)
+        if recorded is not None:
+            always = recorded == 'always'
+            origin = 'as recorded in the checkpoint'
+        else:
+            always = source in ALWAYS_SHIFTING_SOURCES
+            origin = (f'{source}\'s rule' if source != 'mmvtx' else
+                      'the authors\' rule (this mmvtx checkpoint does not record its rule; set '
+                      'always_shift=True if it was trained with mmdet\'s)')
+        rule = 'every SW-MSA block shifts' if always else \
+            'no shift where a map is no larger than a window'
         if self.always_shift is None:
             self.set_shift_rule(always)
-            if source == 'mmvtx':
-                rule = ('the authors\' rule (an mmvtx checkpoint does not record the rule it '
-                        'was trained with; set always_shift=True if that was mmdet\'s)')
-            else:
-                rule = (f'{source}\'s rule: ' + ('every SW-MSA block shifts' if always else
-                        'no shift where a map is no larger than a window'))
-            log_once(f'SwinTransformer: {source} checkpoint, so {rule} (always_shift=None; '
-                     'set always_shift to choose)')
-        elif bool(self.always_shift) != always and source != 'mmvtx':
-            log_once(f'SwinTransformer: always_shift={self.always_shift} set explicitly, '
-                     f'unlike the {source} checkpoint\'s codebase', 'WARNING')
+            log_once(f'SwinTransformer: {source} checkpoint: {rule}, {origin} (always_shift='
+                     'None; set always_shift to choose)')
+        elif bool(self.always_shift) != always and (recorded is not None or source != 'mmvtx'):
+            log_once(f'SwinTransformer: always_shift={self.always_shift} set explicitly, unlike '
+                     f'the {source} checkpoint ({rule}, {origin})', 'WARNING')
+        converted.state_dict['shift_rule'] = self.shift_rule.clone()
         return converted
 
 

@@ -49,15 +49,24 @@ def test_parity_with_transformers_cvt(layout, size):
     assert torch.equal(got[3], torch.nn.functional.max_pool2d(got[2], 2, ceil_mode=True))
 
 
-def test_authors_naming_loads_to_the_same_outputs_with_quick_gelu(tmp_path):
+def authors_checkpoint(tmp_path):
+    """A small CvT's random weights written in the authors' layout (QuickGELU in their code),
+    and the same weights in an mmvtx CvT with GELU."""
     ref = _hf_cvt('small')
     gelu = CvT(**LAYOUTS['small'], drop_path_rate=0.0).eval()
     load_backbone_checkpoint(gelu, ref.state_dict())
     # the authors' checkpoint layout: stage{i}.patch_embed / blocks / cls_token, plus a head
-    official = {'stage' + k[len('stages.'):]: v for k, v in gelu.state_dict().items()}
+    official = {'stage' + k[len('stages.'):]: v for k, v in gelu.state_dict().items()
+                if k.startswith('stages.')}
     official.update({'norm.weight': torch.ones(48), 'norm.bias': torch.zeros(48),
                      'head.weight': torch.zeros(10, 48), 'head.bias': torch.zeros(10)})
-    torch.save(official, tmp_path / 'CvT-small-224x224-IN-1k.pth')
+    path = tmp_path / 'CvT-small-224x224-IN-1k.pth'
+    torch.save(official, path)
+    return str(path), gelu
+
+
+def test_authors_naming_loads_to_the_same_outputs_with_quick_gelu(tmp_path):
+    _, gelu = authors_checkpoint(tmp_path)
     auto = CvT(**LAYOUTS['small'], drop_path_rate=0.0, init_cfg=dict(
         type='Pretrained', checkpoint=str(tmp_path / 'CvT-small-224x224-IN-1k.pth')))
     auto.init_weights()

@@ -209,7 +209,7 @@ def _authors_layout(model):
     for k, v in model.state_dict().items():
         if k.startswith(f'norm{last}.'):
             sd['norm.' + k.split('.', 1)[1]] = v
-        elif not k.startswith('norm'):
+        elif not k.startswith('norm') and k != 'shift_rule':  # not in the authors' layout
             sd[k.replace('stages.', 'layers.')] = v
     return {'model': sd}
 

@@ -1,0 +1,104 @@
+"""Settings a backbone takes from the checkpoint it starts from (Swin's shift rule from an
+mmdet checkpoint, CvT's QuickGELU from the authors') come back with the run's own checkpoint,
+wherever it is loaded: mmengine's ``load_checkpoint`` (what ``tools/test.py`` and ``--resume``
+do, on a whole detector), and ``init_cfg`` on the mmvtx layout. Without that, a model trained
+with one network would be evaluated with another."""
+import logging
+
+import pytest
+import torch
+from mmengine.runner import load_checkpoint
+from torch import nn
+
+from mmvtx.models.backbones import CvT, SwinTransformer, base
+from tests.models.backbones.test_cvt import LAYOUTS, authors_checkpoint
+from tests.models.backbones.test_swin import _mmdet_swin
+
+
+def _swin(**kw):
+    return SwinTransformer('tiny', drop_path_rate=0.0, **kw)
+
+
+def _cvt(**kw):
+    return CvT(**LAYOUTS['small'], drop_path_rate=0.0, **kw)
+
+
+def _mmdet_checkpoint(tmp_path):
+    path = tmp_path / 'mmdet_swin.pth'
+    torch.save(_mmdet_swin().state_dict(), path)
+    return str(path)
+
+
+# backbone, its source checkpoint, the setting, its value after that checkpoint, the argument
+# that sets the other value explicitly
+CASES = {
+    'swin': (_swin, _mmdet_checkpoint, 'shift_rule', 'always', dict(always_shift=False)),
+    'cvt': (_cvt, lambda p: authors_checkpoint(p)[0], 'mlp_act', 'quick_gelu', dict(act='gelu')),
+}
+
+
+class Detector(nn.Module):  # what mmengine saves: the whole model, backbone under backbone.
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_the_runs_checkpoint_brings_back_the_setting(tmp_path, name, monkeypatch):
+    build, source, setting, value, explicit = CASES[name]
+    trained = build(init_cfg=dict(type='Pretrained', checkpoint=source(tmp_path)))
+    trained.init_weights()
+    assert trained.get_setting(setting) == value
+    run_ckpt = tmp_path / 'epoch_1.pth'
+    torch.save({'meta': {}, 'state_dict': Detector(trained).state_dict()}, run_ckpt)
+    x = torch.randn(1, 3, 160, 224)  # Swin: stage 4 fits in one window, where the rules differ
+    with torch.no_grad():
+        expected = trained.eval()(x)
+        default = build().eval()
+        assert default.get_setting(setting) != value
+        # tools/test.py / --resume: mmengine's load_checkpoint on the whole model
+        model = Detector(build())
+        load_checkpoint(model, str(run_ckpt), map_location='cpu', strict=True)
+        assert model.backbone.get_setting(setting) == value
+        got = model.backbone.eval()(x)
+        assert all(torch.equal(e, g) for e, g in zip(expected, got))
+        # the same file through init_cfg (the mmvtx layout, cut to backbone.)
+        via_init = build(init_cfg=dict(type='Pretrained', checkpoint=str(run_ckpt)))
+        via_init.init_weights()
+        assert via_init.get_setting(setting) == value
+        got = via_init.eval()(x)
+        assert all(torch.equal(e, g) for e, g in zip(expected, got))
+        # an explicit argument wins over the record, with a warning
+        forced = Detector(build(**explicit))
+        logged = []
+        monkeypatch.setattr(base, 'print_log', lambda msg, **kw: logged.append((msg, kw)))
+        load_checkpoint(forced, str(run_ckpt), map_location='cpu', strict=True)
+        assert forced.backbone.get_setting(setting) != value
+        assert any(f'trained with {setting}={value!r}' in msg and kw['level'] == logging.WARNING
+                   for msg, kw in logged), logged
+        got = forced.backbone.eval()(x)
+        assert max((e - g).abs().max() for e, g in zip(expected, got)) > 1e-3
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_a_checkpoint_without_the_record_leaves_the_setting(tmp_path, name):
+    """Checkpoints written before the setting was recorded still load (strict), unchanged."""
+    build, source, setting, value, _ = CASES[name]
+    trained = build(init_cfg=dict(type='Pretrained', checkpoint=source(tmp_path)))
+    trained.init_weights()
+    old = {f'backbone.{k}': v for k, v in trained.state_dict().items() if k != setting}
+    model = Detector(build())
+    before = model.backbone.get_setting(setting)
+    model.load_state_dict(old, strict=False)
+    assert model.backbone.get_setting(setting) == before
+    torch.save({'state_dict': old}, tmp_path / 'old.pth')
+    via_init = build(init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'old.pth')))
+    via_init.init_weights()  # strict: the missing record is not an error
+
+
+def test_a_bad_record_is_refused_by_name():
+    model = Detector(_cvt())
+    sd = model.state_dict()
+    sd['backbone.mlp_act'] = torch.tensor(7, dtype=torch.int8)
+    with pytest.raises(Exception, match='mlp_act=7'):
+        model.load_state_dict(sd)
