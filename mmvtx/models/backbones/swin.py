@@ -303,7 +303,7 @@ class SwinTransformer(VisionBackbone):
         return tuple(outs)
 
     def _frozen_modules(self) -> list:
-        frozen = [self.patch_embed]
+        frozen = [self.patch_embed, self.pos_drop]
         for i in range(self.frozen_stages):
             frozen.append(self.stages[i])
             if i in self.out_indices:

@@ -360,6 +360,10 @@ class ViT(VisionBackbone):
                     i >= depth for i in feature_layers):
                 raise ValueError(f'ViT: feature_layers {feature_layers} needs one layer index '
                                  f'(< {depth}) per output level {self.out_indices}')
+            # paired with out_indices as given, then put in the order of the sorted levels
+            levels = [i % 4 for i in ((out_indices,) if isinstance(out_indices, int)
+                                      else out_indices)]
+            feature_layers = tuple(layer for _, layer in sorted(zip(levels, feature_layers)))
         with_cls_token, n_reg = opt['with_cls_token'], opt['num_register_tokens']
         if window_size > 0 and output_cls_token:
             raise ValueError('ViT: window attention drops the [CLS] token; '

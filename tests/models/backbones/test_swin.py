@@ -344,6 +344,16 @@ def test_frozen_stages_and_train_returns_self():
         SwinTransformer('tiny', frozen_stages=5)
 
 
+def test_frozen_levels_give_the_same_maps_in_train_mode():
+    """Frozen = eval: the dropout after the patch embedding too (as mmdet's drop_after_pos)."""
+    model = SwinTransformer(embed_dims=24, depths=(1, 1, 1, 1), num_heads=(1, 2, 3, 4),
+                            drop_rate=0.3, frozen_stages=1, out_indices=(0,)).train()
+    assert not model.pos_drop.training
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x)[0], model(x)[0])
+
+
 def test_with_cp_matches_plain_forward_and_backward():
     torch.manual_seed(1)
     plain = SwinTransformer(embed_dims=24, depths=(2, 2, 2, 2), drop_path_rate=0.0)

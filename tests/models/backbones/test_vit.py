@@ -69,6 +69,18 @@ def test_parity_with_mmseg_vit_intermediate_layers(size):
     assert (F.max_pool2d(e3, 2, ceil_mode=True) - o32).abs().max() <= TOL
 
 
+def test_feature_layers_follow_out_indices_in_the_order_given():
+    """out_indices=(3, -3) with feature_layers=(3, 0): level 3 from layer 3, level 1 from
+    layer 0, whatever order the levels were listed in."""
+    a = ViT(**SMALL, out_indices=(3, -3), feature_layers=(3, 0), drop_path_rate=0.0).eval()
+    b = ViT(**SMALL, out_indices=(1, 3), feature_layers=(0, 3), drop_path_rate=0.0).eval()
+    b.load_state_dict(a.state_dict())
+    assert a.out_indices == b.out_indices == (1, 3) and a.feature_layers == (0, 3)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert all(torch.equal(u, v) for u, v in zip(a(x), b(x)))
+
+
 @pytest.mark.parametrize('H,W', [(1, 1), (15, 17), (33, 65), (64, 64), (97, 131), (224, 160)])
 def test_pyramid_shapes_and_strides(H, W):
     model = ViT(embed_dims=64, num_layers=2, num_heads=2).eval()
