@@ -8,6 +8,7 @@ objects. ``unwrap_state_dict``/``strip_prefix`` take the weights out of their co
 key names, ``rename_keys``/``merge_qkv`` convert names, and ``load_converted`` copies the result
 into a model, naming the missing, unexpected and mis-shaped keys if anything does not fit.
 """
+import logging
 import os
 import os.path as osp
 from dataclasses import dataclass, field
@@ -128,24 +129,31 @@ def load_converted(model: nn.Module, converted: ConvertedCheckpoint, strict: boo
     mis_shaped = [f'{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}'
                   for k in sd if k in own and sd[k].shape != own[k].shape]
     name = type(model).__name__
-    if strict and (missing or unexpected or mis_shaped):
-        lines = [f'{name}: the {converted.source} checkpoint does not fit the model.']
-        for title, keys in (('missing keys', missing), ('unexpected keys', unexpected),
-                            ('shape mismatches', mis_shaped)):
-            if keys:
-                lines.append(f'  {title} ({len(keys)}): ' + ', '.join(keys[:40]) +
-                             (' ...' if len(keys) > 40 else ''))
-        raise CheckpointMismatchError('\n'.join(lines))
+    lines = []
+    for title, keys in (('missing keys', missing), ('unexpected keys', unexpected),
+                        ('shape mismatches', mis_shaped)):
+        if keys:
+            lines.append(f'  {title} ({len(keys)}): ' + ', '.join(keys[:40]) +
+                         (' ...' if len(keys) > 40 else ''))
+    if strict and lines:
+        raise CheckpointMismatchError('\n'.join(
+            [f'{name}: the {converted.source} checkpoint does not fit the model.'] + lines))
+    copied = 0
     with torch.no_grad():
         for k, v in sd.items():
             if k in own and own[k].shape == v.shape:
                 own[k].copy_(v.to(own[k].dtype))
-    msg = f'{name}: loaded {len(sd) - len(unexpected)} tensors from a {converted.source} checkpoint'
+                copied += 1
+    msg = f'{name}: loaded {copied} tensors from a {converted.source} checkpoint'
     if origin:
         msg += f' ({origin})'
     if allowed:
         msg += f'; not in that format, kept at their init: {", ".join(sorted(allowed))}'
     print_log(msg, logger='current')
+    if lines:  # strict=False: say what was not loaded
+        print_log('\n'.join([f'{name}: strict=False, so these were skipped (the model keeps '
+                              'its init there):'] + lines), logger='current',
+                  level=logging.WARNING)
 
 
 def check_finite(sd: Dict[str, torch.Tensor], origin: str = ''):

@@ -261,18 +261,23 @@ class VisionBackbone(BaseModule):
         return converted
 
     def init_weights(self):
-        """The papers' default init (truncated normal), then the checkpoint of ``init_cfg=dict(
-        type='Pretrained', checkpoint=...)`` converted from whichever public layout it is in;
-        other ``init_cfg`` types go to mmengine's initialisers."""
+        """The papers' default init (truncated normal), then, as mmengine orders a list of
+        ``init_cfg``, the other types through mmengine's initialisers and last the checkpoint of
+        ``dict(type='Pretrained', checkpoint=...)``, converted from whichever public layout it
+        is in."""
         self._default_init()
         cfgs = self.init_cfg if isinstance(self.init_cfg, (list, tuple)) else [self.init_cfg]
-        pretrained = next((c for c in cfgs if isinstance(c, dict)
-                           and c.get('type') == 'Pretrained'), None)
-        if pretrained is not None:
-            self.load_pretrained(pretrained['checkpoint'], prefix=pretrained.get('prefix'),
-                                 strict=pretrained.get('strict', True),
-                                 allow_nonfinite=pretrained.get('allow_nonfinite', False))
-        elif self.init_cfg:
+        cfgs = [c for c in cfgs if c]
+        pretrained = [c for c in cfgs if isinstance(c, dict) and c.get('type') == 'Pretrained']
+        others = [c for c in cfgs if c not in pretrained]
+        if others:  # as mmengine: the other initialisers first, a checkpoint over them
             from mmengine.model import initialize
-            initialize(self, self.init_cfg)
+            initialize(self, others)
+        for cfg in pretrained:
+            if not cfg.get('checkpoint'):
+                raise ValueError(f"{type(self).__name__}: init_cfg={cfg!r} names no checkpoint;"
+                                 " set checkpoint='a path, URL or released file name'")
+            self.load_pretrained(cfg['checkpoint'], prefix=cfg.get('prefix'),
+                                 strict=cfg.get('strict', True),
+                                 allow_nonfinite=cfg.get('allow_nonfinite', False))
         self._is_init = True

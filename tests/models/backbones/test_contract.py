@@ -98,3 +98,52 @@ def test_non_finite_weights_are_refused_by_name(tmp_path, cls, kwargs):
     model = cls(**kwargs, init_cfg=dict(type='Pretrained', checkpoint=path, allow_nonfinite=True))
     model.init_weights()
     assert torch.isnan(model.state_dict()[names[0]]).any()
+
+
+LOADERS = [(SwinTransformer, dict(depths=(1, 1, 1, 1))),
+           (ViT, dict(embed_dims=64, num_layers=2, num_heads=2)),
+           (CvT, dict(embed_dims=(16, 48, 96), depths=(1, 1, 2), num_heads=(1, 3, 6)))]
+
+
+@pytest.mark.parametrize('cls, kwargs', LOADERS)
+def test_a_list_of_init_cfg_applies_every_entry(tmp_path, cls, kwargs):
+    """As mmengine: the other initialisers, then the checkpoint over them; an entry for layers
+    the checkpoint does not hold (here every LayerNorm's bias, zeroed in the file) keeps it."""
+    source = cls(**kwargs)
+    sd = source.state_dict()
+    path = str(tmp_path / 'source.pth')
+    torch.save(sd, path)
+    model = cls(**kwargs, init_cfg=[
+        dict(type='Pretrained', checkpoint=path),
+        dict(type='Constant', layer='Linear', val=0.5, bias=0.25)])
+    model.init_weights()
+    own = model.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in sd.items())  # the checkpoint won
+    # without the checkpoint, the Constant entry alone is applied
+    model = cls(**kwargs, init_cfg=[dict(type='Constant', layer='Linear', val=0.5, bias=0.25)])
+    model.init_weights()
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all((m.weight == 0.5).all() for m in linears)
+    with pytest.raises(ValueError, match='names no checkpoint'):
+        cls(**kwargs, init_cfg=dict(type='Pretrained')).init_weights()
+
+
+@pytest.mark.parametrize('cls, kwargs', LOADERS)
+def test_strict_false_says_what_it_skipped(tmp_path, cls, kwargs, monkeypatch):
+    from mmvtx.utils import checkpoint
+    sd = cls(**kwargs).state_dict()
+    dropped, extra = next(k for k in sd if '.' in k), 'not_a_weight'
+    reshaped = [k for k, v in sd.items() if v.dim() == 2][0]
+    sd = {k: v for k, v in sd.items() if k != dropped}
+    sd[extra] = torch.zeros(3)
+    sd[reshaped] = torch.zeros(sd[reshaped].shape[0] + 1, sd[reshaped].shape[1])
+    torch.save(sd, tmp_path / 'partial.pth')
+    logged = []
+    monkeypatch.setattr(checkpoint, 'print_log', lambda msg, **kw: logged.append(msg))
+    model = cls(**kwargs, init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'partial.pth'),
+                                        strict=False))
+    model.init_weights()
+    text = '\n'.join(logged)
+    # every tensor of the model but the missing and the mis-shaped one
+    assert f'loaded {len(model.state_dict()) - 2} tensors' in text, text
+    assert all(k in text for k in (dropped, extra, reshaped)), text
