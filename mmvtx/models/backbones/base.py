@@ -98,6 +98,17 @@ class VisionBackbone(BaseModule):
         return tuple(cls.check_int(f'{name}[{i}]', v, low) for i, v in enumerate(values))
 
     @classmethod
+    def check_size(cls, name: str, value, low: int = 1) -> Tuple[int, int]:
+        """A side (``int``) or ``(h, w)`` of integers >= ``low``, as ``(h, w)``."""
+        if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+            if len(value) != 2:
+                raise ValueError(f'{cls.__name__}: {name}={value!r} must be an integer or '
+                                 '(h, w)')
+            return tuple(cls.check_int(f'{name}[{i}]', v, low) for i, v in enumerate(value))
+        side = cls.check_int(name, value, low)
+        return side, side
+
+    @classmethod
     def check_rate(cls, name: str, value) -> float:
         """A probability of dropping, in [0, 1)."""
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:

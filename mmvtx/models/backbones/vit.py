@@ -243,8 +243,8 @@ class ViT(VisionBackbone):
         arch: ``small`` (384/12/6), ``base`` (768/12/12), ``large`` (1024/24/16), ``huge``
             (1280/32/16), ``giant`` (1536/40/24), a family preset above, or a dict with
             ``embed_dims``, ``num_layers``, ``num_heads``.
-        img_size: the pretraining size; the position embedding covers its patch grid and is
-            resized (bicubic) to the grid of each input.
+        img_size: the pretraining size (a side or ``(h, w)``); the position embedding covers its
+            patch grid and is resized (bicubic) to the grid of each input.
         patch_size: kernel and stride of the patch embedding (16).
         out_indices: which of the pyramid levels (strides 4, 8, 16, 32) to return.
         feature_layers: ``None`` (ViTDet: every level from the last layer), or one encoder
@@ -294,7 +294,7 @@ class ViT(VisionBackbone):
 
     def __init__(self, arch: Union[str, dict] = 'base', embed_dims: Optional[int] = None,
                  num_layers: Optional[int] = None, num_heads: Optional[int] = None,
-                 img_size: Optional[int] = None, patch_size: Optional[int] = None,
+                 img_size: Union[int, Sequence[int], None] = None, patch_size: Optional[int] = None,
                  in_channels: int = 3, mlp_ratio: Optional[float] = None, qkv_bias=None,
                  drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.1, out_indices: Sequence[int] = (0, 1, 2, 3),
@@ -305,7 +305,8 @@ class ViT(VisionBackbone):
                  interpolate_antialias: Optional[bool] = None,
                  interpolate_offset: Optional[float] = None, window_size: Optional[int] = None,
                  global_attn_indexes: Optional[Sequence[int]] = None,
-                 use_rel_pos: Optional[bool] = None, rel_pos_img_size: Optional[int] = None,
+                 use_rel_pos: Optional[bool] = None,
+                 rel_pos_img_size: Union[int, Sequence[int], None] = None,
                  layer_scale_init: Optional[float] = None, mlp_type: Optional[str] = None,
                  mlp_hidden_dims: Optional[int] = None, final_norm: Optional[bool] = None,
                  layer_norm_eps: Optional[float] = None, frozen_stages: int = -1,
@@ -330,7 +331,7 @@ class ViT(VisionBackbone):
         patch_size, img_size, window_size = opt['patch_size'], opt['img_size'], opt['window_size']
         for name, value in dict(in_channels=in_channels, patch_size=patch_size).items():
             self.check_int(name, value)
-        self.check_int('img_size', img_size, patch_size)  # the pretraining grid: >= 1 patch
+        img_hw = self.check_size('img_size', img_size, patch_size)  # pretraining grid >= 1 patch
         self.check_int('window_size', window_size, 0)
         self.check_int('num_register_tokens', opt['num_register_tokens'], 0)
         self.check_positive('mlp_ratio', opt['mlp_ratio'])
@@ -384,7 +385,7 @@ class ViT(VisionBackbone):
         self.arch_settings = dict(embed_dims=dim, num_layers=depth, num_heads=heads)
         self.embed_dims = dim
         self.patch_size = patch_size
-        self.pretrain_grid = (img_size // patch_size, img_size // patch_size)
+        self.pretrain_grid = (img_hw[0] // patch_size, img_hw[1] // patch_size)
         self.feature_layers = feature_layers
         self.feature_norm = opt['feature_norm']
         self.with_cls_token = with_cls_token
@@ -410,14 +411,16 @@ class ViT(VisionBackbone):
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = drop_path_rates(drop_path_rate, [depth])[0]
         global_attn_indexes = set(global_attn_indexes)
-        rel_grid = (opt['rel_pos_img_size'] or img_size) // patch_size
+        rel_hw = img_hw if opt['rel_pos_img_size'] is None else self.check_size(
+            'rel_pos_img_size', opt['rel_pos_img_size'], patch_size)
+        rel_grid = (rel_hw[0] // patch_size, rel_hw[1] // patch_size)
 
         def rel_pos_size(i):
             if not opt['use_rel_pos']:
                 return None
             if window_size > 0 and i not in global_attn_indexes:
                 return (window_size, window_size)
-            return (rel_grid, rel_grid)
+            return rel_grid
 
         self.blocks = nn.ModuleList([
             EncoderLayer(dim, heads, opt['mlp_ratio'], opt['qkv_bias'], drop_rate,
@@ -782,13 +785,32 @@ def _convert_pos_embed(out: dict, model: 'ViT'):
         out['pos_embed'] = pos
         return
     n_extra = int(model.with_cls_token)
-    src_extra = pos.shape[1] - int(math.isqrt(pos.shape[1])) ** 2  # [CLS] slot or none
-    side = math.isqrt(pos.shape[1] - src_extra)
+    grid, src_extra = _pos_grid(out['pos_embed'], model, 'cls_token' in out)
     if src_extra > n_extra:  # the model has no [CLS]: drop its position
         pos = pos[:, src_extra - n_extra:]
     elif src_extra < n_extra:  # the checkpoint has no [CLS] position: a zero one
         pos = torch.cat([pos.new_zeros(1, n_extra - src_extra, pos.shape[2]), pos], 1)
-    out['pos_embed'] = resize_pos_embed(pos, (side, side), model.pretrain_grid, n_extra)
+    out['pos_embed'] = resize_pos_embed(pos, grid, model.pretrain_grid, n_extra)
+
+
+def _pos_grid(pos: torch.Tensor, model: 'ViT', has_cls: bool) -> Tuple[Tuple[int, int], int]:
+    """The patch grid ``(h, w)`` of a checkpoint's position embedding and how many slots
+    precede it (a [CLS] position or none): SAM's ``1 x h x w x C`` says it; a sequence is the
+    model's own pretraining grid or a square one, after a [CLS] slot first if the checkpoint
+    has a [CLS] token (some, e.g. DeiT-III, keep none for it), else after none first."""
+    if pos.dim() == 4:
+        return (pos.shape[1], pos.shape[2]), 0
+    n = pos.shape[1]
+    gh, gw = model.pretrain_grid
+    for extra in ((1, 0) if has_cls else (0, 1)):
+        side = math.isqrt(max(n - extra, 0))
+        for grid in ((gh, gw), (side, side)):
+            if grid[0] * grid[1] == n - extra > 0:
+                return grid, extra
+    raise CheckpointMismatchError(
+        f'ViT: the checkpoint\'s pos_embed {tuple(pos.shape)} holds {n} positions: not a square '
+        f'patch grid (with or without a [CLS] slot) nor the model\'s {gh}x{gw} grid, so its '
+        'layout is unknown; set img_size=(h, w) to the size it was pretrained at')
 
 
 def _convert_rel_pos(out: dict, model: 'ViT'):

@@ -43,6 +43,33 @@ def test_parity_with_transformers_vit(size):
     assert (expected[:, 0] - cls).abs().max() <= TOL
 
 
+def test_non_square_pretraining_grid(tmp_path):
+    """A transformers ViT pretrained at 64x128 (a 4x8 grid of patches 16): img_size=(64, 128)
+    loads it and matches it (at that size: transformers resizes only square grids); without it
+    the grid is unknown and the load is refused naming pos_embed (it was taken for a square
+    grid before)."""
+    from transformers import ViTConfig, ViTModel
+    cfg = ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                    intermediate_size=256, image_size=(64, 128), patch_size=16,
+                    layer_norm_eps=1e-6, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    ref = jitter_(ViTModel(cfg, add_pooling_layer=False).eval())
+    arch = dict(embed_dims=64, num_layers=2, num_heads=2)
+    ours = ViT(arch, img_size=(64, 128), out_indices=(2,), output_cls_token=True,
+               drop_path_rate=0.0).eval()
+    load_backbone_checkpoint(ours, ref.state_dict())
+    x = torch.randn(2, 3, 64, 128)
+    with torch.no_grad():
+        expected = ref(x).last_hidden_state
+        feat, cls = ours(x)
+        assert ours(torch.randn(1, 3, 96, 160))[0].shape == (1, 64, 6, 10)
+    assert (_as_map(expected[:, 1:], (64, 128)) - feat).abs().max() <= TOL
+    assert (expected[:, 0] - cls).abs().max() <= TOL
+    with pytest.raises(CheckpointMismatchError, match=r'pos_embed \(1, 33, 64\).*img_size=\(h, w\)'):
+        load_backbone_checkpoint(ViT(arch, img_size=64), ref.state_dict())
+    with pytest.raises(ValueError, match='img_size'):
+        ViT(arch, img_size=(64, 96, 3))
+
+
 def _mmseg_vit(**kw):
     from mmseg.models.backbones import VisionTransformer
     ref = VisionTransformer(img_size=224, patch_size=16, embed_dims=192, num_layers=4,
