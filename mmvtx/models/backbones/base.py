@@ -1,6 +1,8 @@
 """What the three backbones share: presets and their overrides, argument checks, ``frozen_stages``
 and ``norm_eval`` in ``train()``, activation checkpointing of blocks, and weight initialisation
 with pretrained loading."""
+import contextlib
+import functools
 import logging
 import numbers
 from typing import Optional, Sequence, Tuple
@@ -19,10 +21,32 @@ from mmvtx.utils.checkpoint import (CheckpointMismatchError, ConvertedCheckpoint
 
 def forward_block(block: nn.Module, x: torch.Tensor, *args, with_cp: bool = False):
     """``block(x, *args)``, under activation checkpointing (non-reentrant, so DDP-safe) when
-    ``with_cp`` and the block trains with a gradient flowing in."""
+    ``with_cp`` and the block trains with a gradient flowing in. The recomputation in backward
+    does not update BatchNorm running statistics a second time (CvT's projections), so they
+    are the same with and without ``with_cp``."""
     if with_cp and block.training and x.requires_grad:
-        return cp.checkpoint(block, x, *args, use_reentrant=False)
+        return cp.checkpoint(block, x, *args, use_reentrant=False,
+                             context_fn=functools.partial(_recompute_contexts, block))
     return block(x, *args)
+
+
+def _recompute_contexts(block: nn.Module):
+    return contextlib.nullcontext(), _batch_stats_only(block)
+
+
+@contextlib.contextmanager
+def _batch_stats_only(block: nn.Module):
+    """The recomputation runs BatchNorm layers as the forward did (training mode, the same
+    saved tensors), then puts their running statistics back as they were."""
+    saved = [(b, b.clone()) for m in block.modules()
+             if isinstance(m, _BatchNorm) and m.training and m.track_running_stats
+             for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, value in saved:
+                b.copy_(value)
 
 
 class VisionBackbone(BaseModule):

@@ -147,3 +147,19 @@ def test_strict_false_says_what_it_skipped(tmp_path, cls, kwargs, monkeypatch):
     # every tensor of the model but the missing and the mis-shaped one
     assert f'loaded {len(model.state_dict()) - 2} tensors' in text, text
     assert all(k in text for k in (dropped, extra, reshaped)), text
+
+
+@pytest.mark.parametrize('cls, kwargs', LOADERS)
+def test_with_cp_trains_the_same(cls, kwargs):
+    """Activation checkpointing changes memory, not training: same loss and gradients, and the
+    recomputation in backward does not update BatchNorm statistics again (CvT's projections)."""
+    plain = cls(**kwargs, drop_path_rate=0.0).train()
+    ckpt = cls(**kwargs, drop_path_rate=0.0, with_cp=True).train()
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 96)
+    for model in (plain, ckpt):
+        sum(o.square().mean() for o in model(x)).backward()
+    for (name, p), q in zip(plain.named_parameters(), ckpt.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6, rtol=1e-5), name
+    for (name, b), c in zip(plain.named_buffers(), ckpt.buffers()):
+        assert torch.equal(b, c), name
