@@ -133,6 +133,21 @@ class VisionBackbone(BaseModule):
         return side, side
 
     @classmethod
+    def check_bools(cls, **flags):
+        """Switches must be True or False (a string such as 'no' would read as True)."""
+        for name, value in flags.items():
+            if not (isinstance(value, bool) or isinstance(value, numbers.Integral)
+                    and value in (0, 1)):
+                raise ValueError(f'{cls.__name__}: {name}={value!r} must be True or False')
+
+    @classmethod
+    def check_hidden(cls, dims: Sequence[int], mlp_ratio: float):
+        """The MLP of the narrowest width keeps at least one hidden unit."""
+        if int(min(dims) * mlp_ratio) < 1:
+            raise ValueError(f'{cls.__name__}: mlp_ratio={mlp_ratio!r} leaves a width of '
+                             f'{min(dims)} no MLP hidden unit')
+
+    @classmethod
     def check_rate(cls, name: str, value) -> float:
         """A probability of dropping, in [0, 1)."""
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:

@@ -197,6 +197,9 @@ class CvT(VisionBackbone):
         self.check_rates(drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
                          drop_path_rate=drop_path_rate)
         self.check_heads(dims, heads)
+        self.check_bools(qkv_bias=qkv_bias, output_cls_token=output_cls_token,
+                         out_norms=out_norms, with_cp=with_cp, norm_eval=norm_eval)
+        self.check_hidden(dims, mlp_ratio)
         if act not in ('auto',) + Activation.NAMES:
             raise ValueError(f"CvT: act must be 'auto', 'gelu' or 'quick_gelu', not {act!r}")
         self.check_frozen_stages(frozen_stages, 3)

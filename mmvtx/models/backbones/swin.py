@@ -260,6 +260,8 @@ class SwinTransformer(VisionBackbone):
         self.check_positive('mlp_ratio', mlp_ratio)
         self.check_rates(drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
                          drop_path_rate=drop_path_rate)
+        self.check_bools(qkv_bias=qkv_bias, with_cp=with_cp, norm_eval=norm_eval)
+        self.check_hidden(dims, mlp_ratio)
         if always_shift not in (None, True, False):
             raise ValueError(f'SwinTransformer: always_shift={always_shift!r} must be None, True '
                              'or False')

@@ -12,6 +12,7 @@ released since (ViTDet/SAM relative positions, DINOv2/DINOv3 registers, LayerSca
 rotary positions), each a preset of :class:`ViT`.
 """
 import math
+import numbers
 import re
 from typing import Optional, Sequence, Tuple, Union
 
@@ -347,7 +348,29 @@ class ViT(VisionBackbone):
                 raise ValueError(f'ViT: {name}={opt[name]!r} must be one of {allowed}')
         self.check_rates(drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
                          drop_path_rate=drop_path_rate)
-        global_attn_indexes = tuple(opt['global_attn_indexes'])
+        self.check_bools(with_cls_token=opt['with_cls_token'], final_norm=opt['final_norm'],
+                         feature_norm=opt['feature_norm'], use_rel_pos=opt['use_rel_pos'],
+                         interpolate_antialias=opt['interpolate_antialias'],
+                         output_cls_token=output_cls_token, with_cp=with_cp, norm_eval=norm_eval)
+        self.check_hidden([dim], opt['mlp_ratio'])
+        if opt['pos_embed'] == 'rope':
+            self.check_positive('rope_theta', opt['rope_theta'])
+        offset = opt['interpolate_offset']
+        if isinstance(offset, bool) or not isinstance(offset, numbers.Real) or not (
+                0 <= offset < 1):
+            raise ValueError(f'ViT: interpolate_offset={offset!r} must be a number in [0, 1) '
+                             '(DINOv2 uses 0.1)')
+        if opt['rel_pos_img_size'] is not None:
+            self.check_size('rel_pos_img_size', opt['rel_pos_img_size'], patch_size)
+        if 0 in self.check_out_indices(out_indices, 4) and dim < 4:
+            raise ValueError(f'ViT: embed_dims={dim} is too narrow for the stride-4 level '
+                             '(embed_dims // 4 channels); leave level 0 out of out_indices')
+        global_attn_indexes = opt['global_attn_indexes']
+        if isinstance(global_attn_indexes, (str, bytes)) or not isinstance(
+                global_attn_indexes, Sequence):
+            raise ValueError(f'ViT: global_attn_indexes={global_attn_indexes!r} must be a '
+                             'sequence of layer indices')
+        global_attn_indexes = tuple(global_attn_indexes)
         if global_attn_indexes and window_size == 0:
             raise ValueError(f'ViT: global_attn_indexes={global_attn_indexes} needs '
                              'window_size > 0 (without windows every layer is global)')
@@ -444,6 +467,10 @@ class ViT(VisionBackbone):
         if isinstance(arch, str) and arch.lower() in cls.presets:
             preset = dict(cls.presets[arch.lower()])
             arch = preset.pop('arch')
+        elif isinstance(arch, str) and arch.lower() not in cls.arch_zoo and \
+                cls.arch_aliases.get(arch.lower()) not in cls.arch_zoo:
+            raise ValueError(f'ViT: unknown arch {arch!r}; sizes are {sorted(cls.arch_zoo)}, '
+                             f'families {sorted(cls.presets)}, or a dict')
         unknown = sorted(set(given) - set(cls.defaults))
         if unknown:
             raise TypeError(f'ViT: not a preset setting: {unknown}')

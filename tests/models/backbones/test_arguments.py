@@ -105,7 +105,8 @@ SWIN_BAD = [('window_size', 0), ('window_size', 2.5), ('patch_size', 0), ('patch
             ('num_heads', (0, 6, 12, 24)), ('num_heads', (3, 6)), ('frozen_stages', -2),
             ('frozen_stages', 5), ('out_indices', (4,)), ('out_indices', ()),
             ('out_indices', (0, 0)), ('out_indices', 'all'), ('in_channels', 0),
-            ('always_shift', 'yes'), ('arch', 'huge'), ('arch', dict(embed_dims=96, depth=2))]
+            ('always_shift', 'yes'), ('arch', 'huge'), ('arch', dict(embed_dims=96, depth=2)),
+            ('qkv_bias', 'x'), ('with_cp', 'no'), ('norm_eval', 2), ('mlp_ratio', 0.001)]
 VIT_BAD = [('patch_size', 0), ('img_size', 0), ('img_size', 8), ('window_size', -1),
            ('num_layers', 0), ('num_heads', 5), ('embed_dims', -768), ('mlp_ratio', 0),
            ('drop_path_rate', 1), ('attn_drop_rate', -0.5), ('layer_norm_eps', 0),
@@ -113,17 +114,27 @@ VIT_BAD = [('patch_size', 0), ('img_size', 0), ('img_size', 8), ('window_size', 
            ('feature_layers', (0, 1)), ('frozen_stages', 13), ('out_indices', (5,)),
            ('arch', 'titan'), ('qkv_bias', 'k'), ('mlp_type', 'relu'), ('pos_embed', 'sine'),
            ('num_register_tokens', -1), ('layer_scale_init', -1e-5), ('mlp_hidden_dims', 0),
-           ('use_rel_pos', True)]
+           ('use_rel_pos', True), ('rope_theta', 0.0), ('rope_theta', -1.0),
+           ('interpolate_offset', -1.0), ('interpolate_offset', float('nan')),
+           ('interpolate_offset', 'x'), ('rel_pos_img_size', 8), ('rel_pos_img_size', -1),
+           ('global_attn_indexes', 1), ('with_cls_token', 'yes'), ('with_cp', 'no'),
+           ('output_cls_token', 'no'), ('interpolate_antialias', 'x'), ('mlp_ratio', 0.001),
+           ('embed_dims', 3), ('img_size', (224, 224, 3))]
 CVT_BAD = [('depths', (1, 2)), ('depths', (1, 0, 10)), ('embed_dims', (64, 192, 0)),
            ('num_heads', (1, 3, 7)), ('drop_path_rate', 2), ('mlp_ratio', float('inf')),
            ('act', 'relu'), ('frozen_stages', 4), ('out_indices', (-5,)), ('in_channels', 0),
-           ('arch', dict(embed_dims=(1, 2, 3)))]
+           ('arch', dict(embed_dims=(1, 2, 3))), ('qkv_bias', 'x'), ('out_norms', 'yes'),
+           ('output_cls_token', 'no'), ('mlp_ratio', 0.001)]
 BAD = ([(SwinTransformer, *b) for b in SWIN_BAD] + [(ViT, *b) for b in VIT_BAD] +
        [(CvT, *b) for b in CVT_BAD])
 
 
 def _build(cls, name, value):
-    extra = {'global_attn_indexes': dict(window_size=4)}.get(name, {})
+    extra = {'global_attn_indexes': dict(window_size=4), 'rope_theta': dict(pos_embed='rope'),
+             'rel_pos_img_size': dict(use_rel_pos=True, with_cls_token=False),
+             }.get(name, {})
+    if cls is ViT and name == 'embed_dims' and value == 3:
+        extra = dict(num_heads=1)
     with pytest.raises(ValueError) as err:
         cls(**{name: value}, **extra)
     message = str(err.value)
@@ -151,3 +162,8 @@ def test_every_invalid_setting_is_refused_by_name(cls, name, value):
               st.one_of(st.integers(max_value=-2), st.integers(min_value=5)))))
 def test_random_out_of_range_values_are_refused_by_name(case):
     _build(*case)
+
+
+def test_an_unknown_vit_arch_lists_sizes_and_families():
+    with pytest.raises(ValueError, match=r"'vitdet-s'.*sizes are.*families.*'vitdet-b'"):
+        ViT('vitdet-s')
