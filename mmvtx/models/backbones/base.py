@@ -212,7 +212,7 @@ class VisionBackbone(BaseModule):
                     m.eval()
         return self
 
-    # ------------------------------------------------------------------------ checkpoint-chosen settings
+    # ------------------------------------------------------------ checkpoint-chosen settings
     # A setting that follows the codebase of the checkpoint loaded unless set explicitly (Swin's
     # shift rule, CvT's activation) is kept in an int8 buffer (an index into its choices), so
     # that a run's own checkpoint brings it back wherever it is loaded: ``tools/test.py``,

@@ -64,7 +64,8 @@ def test_non_square_pretraining_grid(tmp_path):
         assert ours(torch.randn(1, 3, 96, 160))[0].shape == (1, 64, 6, 10)
     assert (_as_map(expected[:, 1:], (64, 128)) - feat).abs().max() <= TOL
     assert (expected[:, 0] - cls).abs().max() <= TOL
-    with pytest.raises(CheckpointMismatchError, match=r'pos_embed \(1, 33, 64\).*img_size=\(h, w\)'):
+    with pytest.raises(CheckpointMismatchError,
+                       match=r'pos_embed \(1, 33, 64\).*img_size=\(h, w\)'):
         load_backbone_checkpoint(ViT(arch, img_size=64), ref.state_dict())
     with pytest.raises(ValueError, match='img_size'):
         ViT(arch, img_size=(64, 96, 3))
