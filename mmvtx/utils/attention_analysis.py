@@ -10,12 +10,14 @@ queries and keys sit on the image:
 * ViT (``Attention``): the patch tokens on the patch grid (stride = patch size); [CLS],
   register and storage tokens are left out as queries and keys, and each query's weights over
   the patch tokens are renormalised to sum to 1 (where in the image it looks). ViTDet's window
-  blocks: positions of the window slots, as Swin's without shift.
+  blocks: positions of the window slots, as Swin's without shift (padded slots left out).
 * Swin (``WindowMSA``): queries and keys are the slots of the windows of the padded map; with
   shifted windows (SW-MSA) each slot is mapped back through the reverse cyclic shift to its
   image position, so a window that wraps around the border measures true distances (the
-  shift mask gives ~0 weight across the wrap). Padded slots are kept as keys (they take part
-  in the attention) and left out as queries.
+  shift mask gives ~0 weight across the wrap). The slots of the zero padding to a multiple of
+  the window lie outside the image: they are left out as queries and as keys, and each
+  query's weights over the real tokens of its window are renormalised to sum to 1 (at small
+  sizes most of the weight can fall on padding; the distance is measured over the image).
 * CvT (``ConvAttention``): queries on the stage's token grid (stride s), keys and values on the
   grid of the stride-2 convolutional projection: key ``(i, j)`` is centred on query-grid
   position ``(2i, 2j)``. [CLS] is left out as for ViT.
@@ -33,9 +35,10 @@ from mmvtx.models.layers.attention import AttentionRecorder
 
 @dataclass
 class AttentionCall:
-    """One attention call: ``probs`` (``... x heads x Nq x Nk``), the pixel positions of its
-    queries (``... x Nq x 2``, broadcasting against the leading dims of ``probs``) and keys,
-    and which queries are real (``... x Nq`` bool, or None for all)."""
+    """One attention call: ``probs`` (``... x heads x Nq x Nk``; over the image's tokens only,
+    each query's weights summing to 1), the pixel positions of its queries (``... x Nq x 2``,
+    broadcasting against the leading dims of ``probs``) and keys, and which queries are real
+    (``... x Nq`` bool, or None for all)."""
     layer: str
     kind: str
     probs: torch.Tensor
@@ -65,11 +68,24 @@ def window_slot_positions(H: int, W: int, window_size: int, shift_size: int,
     return (slots + 0.5) * stride, valid
 
 
+def over_real_keys(probs: torch.Tensor, k_valid: torch.Tensor) -> torch.Tensor:
+    """``probs`` (``*lead x heads x Nq x Nk``) without the keys where ``k_valid``
+    (``*lead' x Nk``) is False, each query's weights over the other keys renormalised to
+    sum to 1."""
+    probs = probs * k_valid[..., None, None, :].to(probs.dtype)
+    return probs / probs.sum(-1, keepdim=True).clamp_min(1e-12)
+
+
 def mean_attention_distance(probs: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor,
-                            q_valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+                            q_valid: Optional[torch.Tensor] = None,
+                            k_valid: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Per head (``heads``): the mean over queries (and every leading dim) of
     ``sum_k p(q, k) |pos(q) - pos(k)|``. ``probs``: ``*lead x heads x Nq x Nk``; positions
-    ``*lead' x N x 2`` broadcasting against ``lead``; ``q_valid`` ``*lead' x Nq``."""
+    ``*lead' x N x 2`` broadcasting against ``lead``; ``q_valid`` ``*lead' x Nq``;
+    ``k_valid`` ``*lead' x Nk``: keys left out, the weights renormalised over the others
+    (:func:`over_real_keys`)."""
+    if k_valid is not None:
+        probs = over_real_keys(probs.double(), k_valid)
     dist = torch.cdist(q_pos.double(), k_pos.double())  # *lead' x Nq x Nk
     per_query = (probs.double() * dist.unsqueeze(-3)).sum(-1)  # *lead x heads x Nq
     heads = probs.shape[-3]
@@ -156,13 +172,14 @@ def _positions(name, kind, stride, module, args, kwargs, probs) -> AttentionCall
         B, H, W, _ = x.shape
         shift = geo.shift_size if module.shifted else 0
         pos, valid = window_slot_positions(H, W, geo.window_size, shift, stride)
-        return AttentionCall(name, kind, probs, pos, pos, valid, stride, stride)
+        return AttentionCall(name, kind, over_real_keys(probs, valid), pos, pos, valid, stride,
+                             stride)
     if kind == 'vit':
         geo = args[1] if len(args) > 1 else kwargs.get('geo')
         h, w = args[2] if len(args) > 2 else kwargs['hw']
         if geo is not None:  # ViTDet's window blocks: B*nW windows
             pos, valid = window_slot_positions(h, w, geo.window_size, 0, stride)
-            probs = probs.unflatten(0, (-1, pos.shape[0]))
+            probs = over_real_keys(probs.unflatten(0, (-1, pos.shape[0])), valid)
             return AttentionCall(name, kind, probs, pos, pos, valid, stride, stride)
         prefix = probs.shape[-1] - h * w
         pos = grid_positions(h, w, stride)
