@@ -204,35 +204,28 @@ def attention_distances(calls: List[AttentionCall]) -> List[Tuple[str, int, torc
 
 def build_backbone(config: str, checkpoint=None):
     """The backbone of ``config`` (a detector's or segmentor's ``model.backbone``, or the model
-    itself), with ``checkpoint``'s weights (mmengine's layout, a DDP ``module.`` prefix
-    allowed; every backbone weight must be there); and the config."""
-    import re
-
+    itself), with ``checkpoint``'s weights, and the config. The checkpoint may be a whole
+    model's (mmengine's layout, ``backbone.`` cut, a DDP ``module.`` prefix allowed), the
+    backbone's alone (``tools/model_converters/*2mmvtx.py``) or a released backbone in any
+    layout the backbone converts (timm, the authors', transformers):
+    :func:`~mmvtx.utils.load_backbone_checkpoint`, strict. A backbone weight missing from it,
+    one it has that the backbone does not (a bigger model's checkpoint) or one of another
+    shape is refused, naming the keys."""
     from mmengine.config import Config
     from mmengine.registry import MODELS, DefaultScope
-    from mmengine.runner.checkpoint import _load_checkpoint
 
     import mmvtx  # noqa: F401  registers the backbones
     from mmvtx.engine.safe_load import allow_mmengine_checkpoints
+    from mmvtx.utils.checkpoint import CheckpointMismatchError, load_backbone_checkpoint
     cfg = Config.fromfile(config)
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmdet')):
         model = MODELS.build(cfg.model)
-    if checkpoint:
-        allow_mmengine_checkpoints()
-        ckpt = _load_checkpoint(checkpoint, map_location='cpu')
-        state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
-        state = {re.sub(r'^module\.', '', k): v for k, v in state.items()}
-        own = model.state_dict()
-        bad = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
-        if bad:
-            raise ValueError(f'{checkpoint}: {len(bad)} tensors do not fit the model of {config}, '
-                             f'e.g. {bad[0]}: {tuple(state[bad[0]].shape)} in the file, '
-                             f'{tuple(own[bad[0]].shape)} in the model')
-        missing = model.load_state_dict(state, strict=False).missing_keys
-        prefix = 'backbone.' if hasattr(model, 'backbone') else ''
-        missing = [k for k in missing if k.startswith(prefix)]
-        if missing:
-            raise ValueError(f'{checkpoint}: {len(missing)} weights of the backbone of {config} '
-                             f'are not in it, e.g. {missing[:3]}')
     backbone = getattr(model, 'backbone', model)
+    if checkpoint:
+        allow_mmengine_checkpoints()  # a training checkpoint's meta (message hub)
+        try:
+            load_backbone_checkpoint(backbone, checkpoint)
+        except CheckpointMismatchError as e:
+            raise CheckpointMismatchError(
+                f'{checkpoint} does not fit the backbone of {config}: {e}') from e
     return backbone.eval(), cfg

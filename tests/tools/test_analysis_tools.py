@@ -86,12 +86,41 @@ def test_attention_distance_tool_names_bad_inputs(tmp_path):
                           CONFIGS['swin'], '--images', str(tmp_path), '--size', '64',
                           '--query', '70', '3'], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode != 0 and '--query [70, 3]: outside the 64x64 image' in out.stderr
-    # a checkpoint of another model: refused, naming the missing backbone weights
+    # a checkpoint of another model: refused, naming the file and the config
     wrong = _checkpoint(CONFIGS['cvt'], str(tmp_path / 'cvt.pth'), seed=1)
     out = subprocess.run([sys.executable, osp.join(TOOLS, 'attention_distance.py'),
                           CONFIGS['swin'], wrong, '--images', str(tmp_path), '--size', '64'],
                          capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode != 0 and 'do not fit the model of' in out.stderr
+    assert out.returncode != 0
+    assert f'{wrong} does not fit the backbone of {CONFIGS["swin"]}' in out.stderr
+
+
+def test_build_backbone_checkpoints(tmp_path):
+    """The analysis tools' backbone loading: a backbone-only checkpoint (as
+    tools/model_converters/*2mmvtx.py write) and a released layout (mmdet's) load into the
+    backbone; a bigger model's checkpoint (extra blocks) is refused, naming an extra key."""
+    from mmdet.models.backbones import SwinTransformer as MMDetSwin
+
+    from mmvtx.models.backbones import SwinTransformer
+    from mmvtx.utils.attention_analysis import build_backbone
+    from mmvtx.utils.checkpoint import CheckpointMismatchError
+    config = osp.join(ROOT, CONFIGS['swin'])
+    torch.manual_seed(3)
+    arch = dict(embed_dims=48, depths=(2, 2, 2, 2), num_heads=(3, 6, 12, 24))
+    alone = SwinTransformer(arch=arch).state_dict()
+    torch.save(alone, tmp_path / 'backbone.pth')
+    backbone, _ = build_backbone(config, str(tmp_path / 'backbone.pth'))
+    assert all(torch.equal(v, alone[k]) for k, v in backbone.state_dict().items())
+    ref = MMDetSwin(embed_dims=48, depths=(2, 2, 2, 2), num_heads=(3, 6, 12, 24))
+    torch.save({'state_dict': ref.state_dict()}, tmp_path / 'mmdet.pth')
+    backbone, _ = build_backbone(config, str(tmp_path / 'mmdet.pth'))
+    assert torch.equal(backbone.patch_embed.proj.weight, ref.patch_embed.projection.weight)
+    bigger = SwinTransformer(arch=dict(arch, depths=(2, 2, 4, 2))).state_dict()
+    torch.save({'state_dict': {'backbone.' + k: v for k, v in bigger.items()}},
+               tmp_path / 'bigger.pth')
+    with pytest.raises(CheckpointMismatchError, match=r'unexpected keys \(26\): '
+                       r'stages\.2\.blocks\.2\.'):
+        build_backbone(config, str(tmp_path / 'bigger.pth'))
 
 
 @pytest.mark.parametrize('H,W,M', [(14, 14, 7), (10, 13, 4), (9, 9, 3)])

@@ -12,8 +12,11 @@ layer (rows) and head (columns), the attention weights of the query token at tha
 the image (Swin: within the query's window, through the shift mask in SW-MSA blocks, so the
 picture shows which tokens a shifted window may see; CvT: on the stride-2 key grid). Definitions and the
 mapping of windows and shifted windows to image positions: ``mmvtx/utils/attention_analysis.py``.
-Without CHECKPOINT the model's random initialisation is analysed (a baseline: random heads
-already differ from uniform attention).
+CHECKPOINT: a whole model's (``backbone.`` cut), the backbone's alone
+(``tools/model_converters/*2mmvtx.py``) or a released backbone in any layout it converts (timm,
+the authors', transformers, mmdet/mmseg); it must hold every backbone weight and nothing more
+(``mmvtx.utils.load_backbone_checkpoint``). Without CHECKPOINT the model's random
+initialisation is analysed (a baseline: random heads already differ from uniform attention).
 """
 import argparse
 import csv
