@@ -95,6 +95,40 @@ def test_attention_distance_tool_names_bad_inputs(tmp_path):
     assert f'{wrong} does not fit the backbone of {CONFIGS["swin"]}' in out.stderr
 
 
+def _tool(name):
+    sys.path.insert(0, TOOLS)
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(TOOLS)
+
+
+def _parser_error(main, argv, capsys) -> str:
+    """What ``main(argv)`` says when argparse refuses the flags (exit status 2)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize('flags,message', [
+    (['--max-images', '0'], '--max-images 0: must be >= 1'),
+    (['--max-images', '-2'], '--max-images -2: must be >= 1'),
+    (['--max-heads', '0'], '--max-heads 0: must be >= 1')])
+def test_attention_distance_refuses_bad_counts(flags, message, tmp_path, capsys):
+    err = _parser_error(_tool('attention_distance').main,
+                        [CONFIGS['swin'], '--images', str(tmp_path)] + flags, capsys)
+    assert message in err
+
+
+def test_attention_distance_names_an_unreadable_image(tmp_path):
+    from mmengine.config import Config
+    (tmp_path / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n\x00')
+    with pytest.raises(ValueError, match=f'{tmp_path / "broken.png"} could not be read'):
+        _tool('attention_distance').load_images(str(tmp_path), Config(dict(model=dict())),
+                                                (32, 32), 1)
+
+
 def test_build_backbone_checkpoints(tmp_path):
     """The analysis tools' backbone loading: a backbone-only checkpoint (as
     tools/model_converters/*2mmvtx.py write) and a released layout (mmdet's) load into the
