@@ -191,6 +191,27 @@ def test_draw_windows_tool_end_to_end(tmp_path):
     assert out.returncode != 0 and '--shift 4: must be in [0, window=4)' in out.stderr
 
 
+@pytest.mark.parametrize('H,W,M,always,shift', [
+    (7, 7, 7, False, 0), (7, 7, 7, True, 3), (8, 14, 7, False, 3), (14, 4, 4, False, 0),
+    (14, 5, 4, False, 2)])
+def test_draw_windows_follows_the_stages_shift_rule(H, W, M, always, shift):
+    """No shift where min(H, W) <= window by the authors' rule; every block with mmdet's."""
+    assert _tool('draw_windows').stage_shift(H, W, M, M // 2, always) == shift
+
+
+def test_draw_windows_says_when_blocks_do_not_shift(tmp_path, capsys):
+    tool = _tool('draw_windows')
+    tool.main(['--map', '7', '7', '--window', '7', '--out', str(tmp_path / 'a')])
+    assert ("SW-MSA blocks do not shift: min(H, W) = 7 <= window 7 (the authors' rule"
+            in capsys.readouterr().out)
+    tool.main(['--map', '7', '7', '--window', '7', '--always-shift', '--out', str(tmp_path)])
+    assert 'do not shift' not in capsys.readouterr().out
+    err = _parser_error(tool.main, ['--checkpoint', 'x.pth'], capsys)
+    assert '--checkpoint x.pth needs --config' in err
+    err = _parser_error(tool.main, ['--always-shift', '--config', CONFIGS['swin']], capsys)
+    assert '--always-shift with --config' in err
+
+
 def _cost_tool():
     sys.path.insert(0, TOOLS)
     try:
