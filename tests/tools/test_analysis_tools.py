@@ -221,6 +221,27 @@ def _cost_tool():
     return cost_vs_resolution
 
 
+def test_cost_vs_resolution_sizes_and_table_flags(tmp_path, capsys, monkeypatch):
+    """Sizes deduplicated and sorted, two distinct needed (a duplicate divided by zero in the
+    fit after all the work); --table honours --models and takes no --sizes."""
+    tool = _cost_tool()
+    err = _parser_error(tool.main, ['--models', 'cvt-13', '--sizes', '64', '64'], capsys)
+    assert '--sizes [64, 64]: give two or more distinct sizes >= 32' in err
+    err = _parser_error(tool.main, ['--table', '--sizes', '64', '96'], capsys)
+    assert '--sizes [64, 96] with --table' in err
+    with pytest.raises(ValueError, match=r'sizes \[64, 64\]: a slope needs two distinct'):
+        tool.fit_exponent([64, 64], [1.0, 2.0])
+    assert tool.fit_exponent([32, 64, 128], [3.0, 12.0, 48.0]) == pytest.approx(1.0)
+    calls = []
+    monkeypatch.setattr(tool, 'cost_curves', lambda models, sizes, *a: calls.append(
+        (models, sizes)))
+    monkeypatch.setattr(tool, 'params_flops_table', lambda names, out: calls.append(names))
+    tool.main(['--models', 'cvt-13', '--sizes', '96', '64', '96', '--out-dir', str(tmp_path)])
+    tool.main(['--table', '--models', 'swin-t', 'cvt-13', '--out-dir', str(tmp_path)])
+    tool.main(['--table', '--out-dir', str(tmp_path)])
+    assert calls == [(['cvt-13'], [64, 96]), ['swin-t', 'cvt-13'], list(tool.PRESETS)]
+
+
 def test_preset_flops_match_the_papers():
     """Params and FLOPs of every preset with a published figure, counted from the operators
     at 224x224: FLOPs within 3 %, params within 5 % (published counts include the
