@@ -10,12 +10,14 @@ queries and keys sit on the image:
 * ViT (``Attention``): the patch tokens on the patch grid (stride = patch size); [CLS],
   register and storage tokens are left out as queries and keys, and each query's weights over
   the patch tokens are renormalised to sum to 1 (where in the image it looks). ViTDet's window
-  blocks: positions of the window slots, as Swin's without shift.
+  blocks: positions of the window slots, as Swin's without shift (padded slots left out).
 * Swin (``WindowMSA``): queries and keys are the slots of the windows of the padded map; with
   shifted windows (SW-MSA) each slot is mapped back through the reverse cyclic shift to its
   image position, so a window that wraps around the border measures true distances (the
-  shift mask gives ~0 weight across the wrap). Padded slots are kept as keys (they take part
-  in the attention) and left out as queries.
+  shift mask gives ~0 weight across the wrap). The slots of the zero padding to a multiple of
+  the window lie outside the image: they are left out as queries and as keys, and each
+  query's weights over the real tokens of its window are renormalised to sum to 1 (at small
+  sizes most of the weight can fall on padding; the distance is measured over the image).
 * CvT (``ConvAttention``): queries on the stage's token grid (stride s), keys and values on the
   grid of the stride-2 convolutional projection: key ``(i, j)`` is centred on query-grid
   position ``(2i, 2j)``. [CLS] is left out as for ViT.
@@ -33,9 +35,10 @@ from mmvtx.models.layers.attention import AttentionRecorder
 
 @dataclass
 class AttentionCall:
-    """One attention call: ``probs`` (``... x heads x Nq x Nk``), the pixel positions of its
-    queries (``... x Nq x 2``, broadcasting against the leading dims of ``probs``) and keys,
-    and which queries are real (``... x Nq`` bool, or None for all)."""
+    """One attention call: ``probs`` (``... x heads x Nq x Nk``; over the image's tokens only,
+    each query's weights summing to 1), the pixel positions of its queries (``... x Nq x 2``,
+    broadcasting against the leading dims of ``probs``) and keys, and which queries are real
+    (``... x Nq`` bool, or None for all)."""
     layer: str
     kind: str
     probs: torch.Tensor
@@ -65,11 +68,24 @@ def window_slot_positions(H: int, W: int, window_size: int, shift_size: int,
     return (slots + 0.5) * stride, valid
 
 
+def over_real_keys(probs: torch.Tensor, k_valid: torch.Tensor) -> torch.Tensor:
+    """``probs`` (``*lead x heads x Nq x Nk``) without the keys where ``k_valid``
+    (``*lead' x Nk``) is False, each query's weights over the other keys renormalised to
+    sum to 1."""
+    probs = probs * k_valid[..., None, None, :].to(probs.dtype)
+    return probs / probs.sum(-1, keepdim=True).clamp_min(1e-12)
+
+
 def mean_attention_distance(probs: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor,
-                            q_valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+                            q_valid: Optional[torch.Tensor] = None,
+                            k_valid: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Per head (``heads``): the mean over queries (and every leading dim) of
     ``sum_k p(q, k) |pos(q) - pos(k)|``. ``probs``: ``*lead x heads x Nq x Nk``; positions
-    ``*lead' x N x 2`` broadcasting against ``lead``; ``q_valid`` ``*lead' x Nq``."""
+    ``*lead' x N x 2`` broadcasting against ``lead``; ``q_valid`` ``*lead' x Nq``;
+    ``k_valid`` ``*lead' x Nk``: keys left out, the weights renormalised over the others
+    (:func:`over_real_keys`)."""
+    if k_valid is not None:
+        probs = over_real_keys(probs.double(), k_valid)
     dist = torch.cdist(q_pos.double(), k_pos.double())  # *lead' x Nq x Nk
     per_query = (probs.double() * dist.unsqueeze(-3)).sum(-1)  # *lead x heads x Nq
     heads = probs.shape[-3]
@@ -156,13 +172,14 @@ def _positions(name, kind, stride, module, args, kwargs, probs) -> AttentionCall
         B, H, W, _ = x.shape
         shift = geo.shift_size if module.shifted else 0
         pos, valid = window_slot_positions(H, W, geo.window_size, shift, stride)
-        return AttentionCall(name, kind, probs, pos, pos, valid, stride, stride)
+        return AttentionCall(name, kind, over_real_keys(probs, valid), pos, pos, valid, stride,
+                             stride)
     if kind == 'vit':
         geo = args[1] if len(args) > 1 else kwargs.get('geo')
         h, w = args[2] if len(args) > 2 else kwargs['hw']
         if geo is not None:  # ViTDet's window blocks: B*nW windows
             pos, valid = window_slot_positions(h, w, geo.window_size, 0, stride)
-            probs = probs.unflatten(0, (-1, pos.shape[0]))
+            probs = over_real_keys(probs.unflatten(0, (-1, pos.shape[0])), valid)
             return AttentionCall(name, kind, probs, pos, pos, valid, stride, stride)
         prefix = probs.shape[-1] - h * w
         pos = grid_positions(h, w, stride)
@@ -187,35 +204,28 @@ def attention_distances(calls: List[AttentionCall]) -> List[Tuple[str, int, torc
 
 def build_backbone(config: str, checkpoint=None):
     """The backbone of ``config`` (a detector's or segmentor's ``model.backbone``, or the model
-    itself), with ``checkpoint``'s weights (mmengine's layout, a DDP ``module.`` prefix
-    allowed; every backbone weight must be there); and the config."""
-    import re
-
+    itself), with ``checkpoint``'s weights, and the config. The checkpoint may be a whole
+    model's (mmengine's layout, ``backbone.`` cut, a DDP ``module.`` prefix allowed), the
+    backbone's alone (``tools/model_converters/*2mmvtx.py``) or a released backbone in any
+    layout the backbone converts (timm, the authors', transformers):
+    :func:`~mmvtx.utils.load_backbone_checkpoint`, strict. A backbone weight missing from it,
+    one it has that the backbone does not (a bigger model's checkpoint) or one of another
+    shape is refused, naming the keys."""
     from mmengine.config import Config
     from mmengine.registry import MODELS, DefaultScope
-    from mmengine.runner.checkpoint import _load_checkpoint
 
     import mmvtx  # noqa: F401  registers the backbones
     from mmvtx.engine.safe_load import allow_mmengine_checkpoints
+    from mmvtx.utils.checkpoint import CheckpointMismatchError, load_backbone_checkpoint
     cfg = Config.fromfile(config)
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmdet')):
         model = MODELS.build(cfg.model)
-    if checkpoint:
-        allow_mmengine_checkpoints()
-        ckpt = _load_checkpoint(checkpoint, map_location='cpu')
-        state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
-        state = {re.sub(r'^module\.', '', k): v for k, v in state.items()}
-        own = model.state_dict()
-        bad = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
-        if bad:
-            raise ValueError(f'{checkpoint}: {len(bad)} tensors do not fit the model of {config}, '
-                             f'e.g. {bad[0]}: {tuple(state[bad[0]].shape)} in the file, '
-                             f'{tuple(own[bad[0]].shape)} in the model')
-        missing = model.load_state_dict(state, strict=False).missing_keys
-        prefix = 'backbone.' if hasattr(model, 'backbone') else ''
-        missing = [k for k in missing if k.startswith(prefix)]
-        if missing:
-            raise ValueError(f'{checkpoint}: {len(missing)} weights of the backbone of {config} '
-                             f'are not in it, e.g. {missing[:3]}')
     backbone = getattr(model, 'backbone', model)
+    if checkpoint:
+        allow_mmengine_checkpoints()  # a training checkpoint's meta (message hub)
+        try:
+            load_backbone_checkpoint(backbone, checkpoint)
+        except CheckpointMismatchError as e:
+            raise CheckpointMismatchError(
+                f'{checkpoint} does not fit the backbone of {config}: {e}') from e
     return backbone.eval(), cfg

@@ -4,10 +4,12 @@ from hand formulas.
 PyTorch's counter knows the CUDA attention kernels but not the CPU one
 (``aten._scaled_dot_product_flash_attention_for_cpu`` and its backward): on a CPU every fused
 attention call would count 0. :data:`CPU_ATTENTION` adds them with PyTorch's own attention
-formulas (``q k^T`` and ``p v``: ``2 x 2 B h N L d`` forward, twice that backward). As in
-PyTorch's counter and in the papers' tables, a multiply-add counts 2 FLOPs and only matrix
-products and convolutions count; the papers' "FLOPs" (Swin-T 4.5 G, ViT-B/16 17.6 G) count a
-multiply-add once, so they compare with :attr:`FlopCount.gmacs`.
+formulas: forward ``q k^T`` and ``p v``, ``2 x 2 B h N L d``; backward 2.5 times that, five
+products of ``2 B h N L d`` (``q k^T`` recomputed, then the ones giving the gradients of
+``p``, ``v``, ``q`` and ``k``). As in PyTorch's counter and in the papers' tables, a
+multiply-add counts 2 FLOPs and only matrix products and convolutions count; the papers'
+"FLOPs" (Swin-T 4.5 G, ViT-B/16 17.6 G) count a multiply-add once, so they compare with
+:attr:`FlopCount.gmacs`.
 """
 from dataclasses import dataclass, field
 from typing import Callable, Dict

@@ -86,12 +86,75 @@ def test_attention_distance_tool_names_bad_inputs(tmp_path):
                           CONFIGS['swin'], '--images', str(tmp_path), '--size', '64',
                           '--query', '70', '3'], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode != 0 and '--query [70, 3]: outside the 64x64 image' in out.stderr
-    # a checkpoint of another model: refused, naming the missing backbone weights
+    # a checkpoint of another model: refused, naming the file and the config
     wrong = _checkpoint(CONFIGS['cvt'], str(tmp_path / 'cvt.pth'), seed=1)
     out = subprocess.run([sys.executable, osp.join(TOOLS, 'attention_distance.py'),
                           CONFIGS['swin'], wrong, '--images', str(tmp_path), '--size', '64'],
                          capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode != 0 and 'do not fit the model of' in out.stderr
+    assert out.returncode != 0
+    assert f'{wrong} does not fit the backbone of {CONFIGS["swin"]}' in out.stderr
+
+
+def _tool(name):
+    sys.path.insert(0, TOOLS)
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(TOOLS)
+
+
+def _parser_error(main, argv, capsys) -> str:
+    """What ``main(argv)`` says when argparse refuses the flags (exit status 2)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize('flags,message', [
+    (['--max-images', '0'], '--max-images 0: must be >= 1'),
+    (['--max-images', '-2'], '--max-images -2: must be >= 1'),
+    (['--max-heads', '0'], '--max-heads 0: must be >= 1')])
+def test_attention_distance_refuses_bad_counts(flags, message, tmp_path, capsys):
+    err = _parser_error(_tool('attention_distance').main,
+                        [CONFIGS['swin'], '--images', str(tmp_path)] + flags, capsys)
+    assert message in err
+
+
+def test_attention_distance_names_an_unreadable_image(tmp_path):
+    from mmengine.config import Config
+    (tmp_path / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n\x00')
+    with pytest.raises(ValueError, match=f'{tmp_path / "broken.png"} could not be read'):
+        _tool('attention_distance').load_images(str(tmp_path), Config(dict(model=dict())),
+                                                (32, 32), 1)
+
+
+def test_build_backbone_checkpoints(tmp_path):
+    """The analysis tools' backbone loading: a backbone-only checkpoint (as
+    tools/model_converters/*2mmvtx.py write) and a released layout (mmdet's) load into the
+    backbone; a bigger model's checkpoint (extra blocks) is refused, naming an extra key."""
+    from mmdet.models.backbones import SwinTransformer as MMDetSwin
+
+    from mmvtx.models.backbones import SwinTransformer
+    from mmvtx.utils.attention_analysis import build_backbone
+    from mmvtx.utils.checkpoint import CheckpointMismatchError
+    config = osp.join(ROOT, CONFIGS['swin'])
+    torch.manual_seed(3)
+    arch = dict(embed_dims=48, depths=(2, 2, 2, 2), num_heads=(3, 6, 12, 24))
+    alone = SwinTransformer(arch=arch).state_dict()
+    torch.save(alone, tmp_path / 'backbone.pth')
+    backbone, _ = build_backbone(config, str(tmp_path / 'backbone.pth'))
+    assert all(torch.equal(v, alone[k]) for k, v in backbone.state_dict().items())
+    ref = MMDetSwin(embed_dims=48, depths=(2, 2, 2, 2), num_heads=(3, 6, 12, 24))
+    torch.save({'state_dict': ref.state_dict()}, tmp_path / 'mmdet.pth')
+    backbone, _ = build_backbone(config, str(tmp_path / 'mmdet.pth'))
+    assert torch.equal(backbone.patch_embed.proj.weight, ref.patch_embed.projection.weight)
+    bigger = SwinTransformer(arch=dict(arch, depths=(2, 2, 4, 2))).state_dict()
+    torch.save({'state_dict': {'backbone.' + k: v for k, v in bigger.items()}},
+               tmp_path / 'bigger.pth')
+    with pytest.raises(CheckpointMismatchError, match=r'unexpected keys \(26\): '
+                       r'stages\.2\.blocks\.2\.'):
+        build_backbone(config, str(tmp_path / 'bigger.pth'))
 
 
 @pytest.mark.parametrize('H,W,M', [(14, 14, 7), (10, 13, 4), (9, 9, 3)])
@@ -128,6 +191,27 @@ def test_draw_windows_tool_end_to_end(tmp_path):
     assert out.returncode != 0 and '--shift 4: must be in [0, window=4)' in out.stderr
 
 
+@pytest.mark.parametrize('H,W,M,always,shift', [
+    (7, 7, 7, False, 0), (7, 7, 7, True, 3), (8, 14, 7, False, 3), (14, 4, 4, False, 0),
+    (14, 5, 4, False, 2)])
+def test_draw_windows_follows_the_stages_shift_rule(H, W, M, always, shift):
+    """No shift where min(H, W) <= window by the authors' rule; every block with mmdet's."""
+    assert _tool('draw_windows').stage_shift(H, W, M, M // 2, always) == shift
+
+
+def test_draw_windows_says_when_blocks_do_not_shift(tmp_path, capsys):
+    tool = _tool('draw_windows')
+    tool.main(['--map', '7', '7', '--window', '7', '--out', str(tmp_path / 'a')])
+    assert ("SW-MSA blocks do not shift: min(H, W) = 7 <= window 7 (the authors' rule"
+            in capsys.readouterr().out)
+    tool.main(['--map', '7', '7', '--window', '7', '--always-shift', '--out', str(tmp_path)])
+    assert 'do not shift' not in capsys.readouterr().out
+    err = _parser_error(tool.main, ['--checkpoint', 'x.pth'], capsys)
+    assert '--checkpoint x.pth needs --config' in err
+    err = _parser_error(tool.main, ['--always-shift', '--config', CONFIGS['swin']], capsys)
+    assert '--always-shift with --config' in err
+
+
 def _cost_tool():
     sys.path.insert(0, TOOLS)
     try:
@@ -135,6 +219,27 @@ def _cost_tool():
     finally:
         sys.path.remove(TOOLS)
     return cost_vs_resolution
+
+
+def test_cost_vs_resolution_sizes_and_table_flags(tmp_path, capsys, monkeypatch):
+    """Sizes deduplicated and sorted, two distinct needed (a duplicate divided by zero in the
+    fit after all the work); --table honours --models and takes no --sizes."""
+    tool = _cost_tool()
+    err = _parser_error(tool.main, ['--models', 'cvt-13', '--sizes', '64', '64'], capsys)
+    assert '--sizes [64, 64]: give two or more distinct sizes >= 32' in err
+    err = _parser_error(tool.main, ['--table', '--sizes', '64', '96'], capsys)
+    assert '--sizes [64, 96] with --table' in err
+    with pytest.raises(ValueError, match=r'sizes \[64, 64\]: a slope needs two distinct'):
+        tool.fit_exponent([64, 64], [1.0, 2.0])
+    assert tool.fit_exponent([32, 64, 128], [3.0, 12.0, 48.0]) == pytest.approx(1.0)
+    calls = []
+    monkeypatch.setattr(tool, 'cost_curves', lambda models, sizes, *a: calls.append(
+        (models, sizes)))
+    monkeypatch.setattr(tool, 'params_flops_table', lambda names, out: calls.append(names))
+    tool.main(['--models', 'cvt-13', '--sizes', '96', '64', '96', '--out-dir', str(tmp_path)])
+    tool.main(['--table', '--models', 'swin-t', 'cvt-13', '--out-dir', str(tmp_path)])
+    tool.main(['--table', '--out-dir', str(tmp_path)])
+    assert calls == [(['cvt-13'], [64, 96]), ['swin-t', 'cvt-13'], list(tool.PRESETS)]
 
 
 def test_preset_flops_match_the_papers():

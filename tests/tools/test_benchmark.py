@@ -32,3 +32,31 @@ def test_benchmark_script_reports_ratios(model, size, extra):
     assert flops and float(flops[1]) > 0 and float(flops[3]) > 0, out
     if extra or model == 'dinov2':
         assert abs(float(flops[1]) / float(flops[2]) - 1) < 0.01, out
+
+
+def _parser_error(main, argv, capsys) -> str:
+    """What ``main(argv)`` says when argparse refuses the flags (exit status 2)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize('argv,message', [
+    # transformers' models crop what mmvtx pads: different work, so refused
+    (['--model', 'dinov2', '--input', '1x3x100x130'], '--input 1x3x100x130: --model dinov2 '
+     'needs H and W multiples of 14: the reference crops what mmvtx pads'),
+    (['--model', 'vitdet', '--input', '1x3x100x130'], 'multiples of 16'),
+    (['--model', 'cvt', '--input', '1x3x90x70'], 'multiples of 4'),
+    (['--input', 'abc'], '--input abc: expected BxCxHxW'),
+    (['--input', '1x1x64x64'], '--input 1x1x64x64: 1 channels'),
+    (['--input', '0x3x64x64'], '--input 0x3x64x64: batch, height and width must be >= 1'),
+    (['--steps', '0'], '--steps 0: must be >= 1'),
+    (['--warmup', '-1'], '--warmup -1: must be >= 0')])
+def test_benchmark_script_refuses_bad_flags(argv, message, capsys):
+    sys.path.insert(0, osp.dirname(SCRIPT))
+    try:
+        import benchmark_backbone
+    finally:
+        sys.path.remove(osp.dirname(SCRIPT))
+    assert message in _parser_error(benchmark_backbone.main, argv, capsys)

@@ -56,3 +56,21 @@ def test_recipe_benchmark_losses_agree(preset, batch, loss_names, tmp_path):
     if preset == 'mask-rcnn':
         memory_row = re.search(r'\| peak memory \| (\S+) MiB \| (\S+) MiB \| (\S+)x \|', out)
         assert memory_row and float(memory_row[3]) > 0, out
+
+
+@pytest.mark.parametrize('flags,message', [
+    (['--batch-size', '0'], '--batch-size 0: must be >= 1'),  # was the recipe's 4, silently
+    (['--batch-size', '-1'], '--batch-size -1: must be >= 1'),
+    (['--repeats', '0'], '--repeats 0: must be >= 1'),
+    (['--warmup', '-1'], '--warmup -1: must be >= 0')])
+def test_recipe_benchmark_refuses_bad_counts(flags, message, capsys):
+    sys.path.insert(0, osp.dirname(SCRIPT))
+    try:
+        import benchmark_recipe
+    finally:
+        sys.path.remove(osp.dirname(SCRIPT))
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark_recipe.parse_args(flags)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert benchmark_recipe.parse_args(['--batch-size', '1']).batch_size == 1
+    assert benchmark_recipe.parse_args([]).batch_size is None  # the recipe's, in setup()

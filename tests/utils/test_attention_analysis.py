@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from mmvtx.models.backbones import CvT, SwinTransformer, ViT
-from mmvtx.utils.attention_analysis import (grid_positions, mean_attention_distance,
-                                            record_attention, window_slot_positions)
+from mmvtx.models.layers.attention import AttentionRecorder
+from mmvtx.utils.attention_analysis import (attention_distances, grid_positions,
+                                            mean_attention_distance, record_attention,
+                                            window_slot_positions)
 
 
 def _mean_pairwise_distance(n: int, stride: float) -> float:
@@ -77,12 +79,14 @@ def test_recorded_attention_is_the_models_and_changes_nothing(kind):
         assert torch.equal(a, b)
     assert calls
     for c in calls:
-        sums = c.probs.sum(-1)
+        sums = c.probs.sum(-1)  # every real query's weights over the image's tokens
+        if c.q_valid is not None:
+            sums = sums.movedim(-2, -1)[..., c.q_valid, :]
         assert torch.allclose(sums, torch.ones_like(sums), atol=1e-5), c.layer
         d = mean_attention_distance(c.probs, c.q_pos, c.k_pos, c.q_valid)
         assert d.shape == (c.probs.shape[-3],) and torch.isfinite(d).all() and (d >= 0).all()
-        # no head looks farther than the image diagonal (the padded map's, for windows)
-        assert d.max() <= math.hypot(112, 144)
+        # no head looks farther than the image diagonal (padded slots are not keys)
+        assert d.max() <= math.hypot(100, 132)
     if kind == 'cvt':  # stage 1 (stride 4): 25x33 queries, 13x17 keys at stride 8
         assert calls[0].probs.shape[-2:] == (25 * 33, 13 * 17)
         assert calls[0].k_pos[1].tolist() == [2.0, 10.0]
@@ -102,3 +106,47 @@ def test_shift_mask_keeps_wrapped_windows_local():
     per_query = (shifted.probs.double() * torch.cdist(
         shifted.q_pos.double(), shifted.k_pos.double()).unsqueeze(-3)).sum(-1)
     assert per_query.max() <= math.hypot(3, 3) * 4 + 1e-6
+
+
+def _window_slots(h, w, M, shift, stride):
+    """Pixel centres of the slots of the ``h x w`` map zero-padded to multiples of ``M``, rolled
+    by ``-shift`` and cut into ``M x M`` windows (``nW x M*M x 2``), and which are tokens."""
+    Hp, Wp = -(-h // M) * M, -(-w // M) * M
+    grid = torch.stack(torch.meshgrid(torch.arange(Hp), torch.arange(Wp), indexing='ij'), -1)
+    grid = grid.roll((-shift, -shift), (0, 1))  # slot (i, j) holds the token at grid[i, j]
+    slots = grid.view(Hp // M, M, Wp // M, M, 2).permute(0, 2, 1, 3, 4).reshape(-1, M * M, 2)
+    return (slots.double() + 0.5) * stride, (slots[..., 0] < h) & (slots[..., 1] < w)
+
+
+@pytest.mark.parametrize('kind', ['swin', 'vitdet'])
+def test_padded_window_slots_are_not_keys(kind):
+    """On a token map padded to the window, the padding lies outside the image: the distance
+    is each real query's weights over the real keys of its window, renormalised to sum to 1
+    (from the raw softmax, recomputed here), and no head looks beyond the image diagonal."""
+    model = _small(kind).eval()
+    H, W = 40, 56
+    x = torch.randn(1, 3, H, W)
+    with torch.no_grad(), AttentionRecorder() as rec:
+        model(x)
+    got = attention_distances(record_attention(model, x))
+    if kind == 'swin':  # patch 4, windows of 4; 10x14 then 5x7 tokens, both shifted (> 4)
+        layers = [(10, 14, 0, 4), (10, 14, 2, 4), (5, 7, 0, 8), (5, 7, 2, 8)]
+    else:  # patch 16 (the image padded to 48x64): 3x4 tokens, windows of 3 in block 0
+        layers = [(3, 4, 0, 16)]
+    M = 4 if kind == 'swin' else 3
+    with_padding = []
+    for (h, w, shift, stride), (_, raw), (name, _, dist) in zip(layers, rec.calls, got):
+        pos, real = _window_slots(h, w, M, shift, stride)
+        p = raw.double().reshape(-1, *raw.shape[-3:])  # nW x heads x N x N (batch 1)
+        d = ((pos[:, :, None] - pos[:, None]) ** 2).sum(-1).sqrt()  # nW x N x N
+        kept = p * real[:, None, None, :]
+        kept = kept / kept.sum(-1, keepdim=True)
+        per_query = (kept * d[:, None]).sum(-1)  # nW x heads x N
+        q = real[:, None, :].expand_as(per_query)
+        expected = (per_query * q).sum((0, 2)) / q.sum((0, 2))
+        assert torch.allclose(dist, expected, rtol=1e-6), name
+        assert dist.max() <= math.hypot(H, W), name
+        with_padding.append(((p * d[:, None]).sum(-1) * q).sum((0, 2)) / q.sum((0, 2)))
+    # the padding matters here: kept as keys, it would change the figures
+    assert any(not torch.allclose(a, b, rtol=1e-3) for a, b in
+               zip(with_padding, (dist for _, _, dist in got)))

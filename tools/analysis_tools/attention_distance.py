@@ -12,8 +12,11 @@ layer (rows) and head (columns), the attention weights of the query token at tha
 the image (Swin: within the query's window, through the shift mask in SW-MSA blocks, so the
 picture shows which tokens a shifted window may see; CvT: on the stride-2 key grid). Definitions and the
 mapping of windows and shifted windows to image positions: ``mmvtx/utils/attention_analysis.py``.
-Without CHECKPOINT the model's random initialisation is analysed (a baseline: random heads
-already differ from uniform attention).
+CHECKPOINT: a whole model's (``backbone.`` cut), the backbone's alone
+(``tools/model_converters/*2mmvtx.py``) or a released backbone in any layout it converts (timm,
+the authors', transformers, mmdet/mmseg); it must hold every backbone weight and nothing more
+(``mmvtx.utils.load_backbone_checkpoint``). Without CHECKPOINT the model's random
+initialisation is analysed (a baseline: random heads already differ from uniform attention).
 """
 import argparse
 import csv
@@ -30,6 +33,19 @@ import torch  # noqa: E402
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
 
 
+def read_image(path: str, channel_order: str = 'rgb') -> np.ndarray:
+    """``H x W x 3`` uint8; a file that OpenCV cannot decode is refused by its name."""
+    import mmcv
+    try:
+        img = mmcv.imread(path, channel_order=channel_order)
+    except Exception as e:  # noqa: BLE001 - OpenCV's errors do not name the file
+        raise ValueError(f'{path} could not be read as an image (corrupt or truncated?): '
+                         f'{e}') from e
+    if img is None or img.size == 0:
+        raise ValueError(f'{path} could not be read as an image (corrupt or truncated?)')
+    return img
+
+
 def load_images(folder: str, cfg, size, max_images: int) -> torch.Tensor:
     """The first ``max_images`` images of ``folder`` resized to ``size`` (h, w), normalised with
     the config's data preprocessor (mean, std, BGR -> RGB): ``B x 3 x h x w``."""
@@ -42,7 +58,7 @@ def load_images(folder: str, cfg, size, max_images: int) -> torch.Tensor:
     std = torch.tensor(pre.get('std', [58.395, 57.12, 57.375])).view(3, 1, 1)
     out = []
     for path in paths[:max_images]:
-        img = mmcv.imread(path, channel_order='rgb' if pre.get('bgr_to_rgb', True) else 'bgr')
+        img = read_image(path, 'rgb' if pre.get('bgr_to_rgb', True) else 'bgr')
         img = mmcv.imresize(img, (size[1], size[0]))
         out.append((torch.from_numpy(img).permute(2, 0, 1).float() - mean) / std)
     return torch.stack(out), paths[:max_images]
@@ -153,6 +169,10 @@ def main(argv=None):
     if len(args.size) not in (1, 2) or min(args.size) < 16:
         parser.error(f'--size {args.size}: give S or H W, each >= 16')
     size = (args.size[0], args.size[-1])
+    if args.max_images < 1:
+        parser.error(f'--max-images {args.max_images}: must be >= 1')
+    if args.max_heads < 1:
+        parser.error(f'--max-heads {args.max_heads}: must be >= 1')
     if args.query and not (0 <= args.query[0] < size[0] and 0 <= args.query[1] < size[1]):
         parser.error(f'--query {args.query}: outside the {size[0]}x{size[1]} image')
     from mmvtx.utils.attention_analysis import (attention_distances, backbone_kind,
@@ -172,7 +192,7 @@ def main(argv=None):
                 row[2] = row[2] + dist / len(images)
         if i == 0 and args.query:
             import mmcv
-            img = mmcv.imresize(mmcv.imread(paths[0], channel_order='rgb'), (size[1], size[0]))
+            img = mmcv.imresize(read_image(paths[0]), (size[1], size[0]))
             draw_query_maps(query_maps(calls, 0, args.query, size), img, args.query,
                             osp.join(args.out_dir, 'attention_query.png'), args.max_heads)
         del calls

@@ -7,6 +7,11 @@ against its reference implementation, same weights and input, in one run.
     python tools/analysis_tools/benchmark_backbone.py --model vitdet  # vs transformers' ViTDet-B
     python tools/analysis_tools/benchmark_backbone.py --model dinov2  # vs transformers' DINOv2-B
 
+``--input``'s H and W must be multiples of 4 for CvT, 16 for ViTDet and 14 for DINOv2:
+transformers' models drop a remainder of the patch where mmvtx pads it, so the two would do
+different work (and their outputs would differ or not even compare); Swin and ViT take any size
+(mmdet and mmseg pad as mmvtx does).
+
 Timing alternates the two models step by step (so that both see the same machine state) and
 reports the median. Peak memory: on CUDA ``max_memory_allocated``; on the CPU the rise of the
 process's peak resident set (VmHWM, reset just before) during one step, each model in a
@@ -44,6 +49,32 @@ from mmvtx.utils.flops import count_flops  # noqa: E402
 REUSE_MEMORY = 'glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=17179869184'
 DEFAULT_INPUT = {'swin': '2x3x512x512', 'vit': '2x3x512x512', 'cvt': '1x3x800x800',
                  'vitdet': '1x3x1024x1024', 'dinov2': '2x3x518x518'}
+# what H and W must be multiples of for the two models to do the same work: mmvtx pads a
+# remainder of the patch (stride) where these references' convolutions drop it (mmdet's Swin
+# and mmseg's ViT pad as mmvtx does)
+SIZE_MULTIPLE = {'cvt': 4, 'vitdet': 16, 'dinov2': 14}
+
+
+def parse_input(text: str, model: str) -> list:
+    """``BxCxHxW`` -> ``[B, C, H, W]``; ValueError saying what is wrong (for ``--input``)."""
+    try:
+        shape = [int(v) for v in text.lower().split('x')]
+    except ValueError:
+        shape = []
+    if len(shape) != 4:
+        raise ValueError('expected BxCxHxW, four integers, e.g. 2x3x512x512')
+    b, c, h, w = shape
+    if b < 1 or h < 1 or w < 1:
+        raise ValueError('batch, height and width must be >= 1')
+    if c != 3:
+        raise ValueError(f'{c} channels; the backbones take 3 (RGB)')
+    m = SIZE_MULTIPLE.get(model, 1)
+    if h % m or w % m:
+        raise ValueError(
+            f'--model {model} needs H and W multiples of {m}: the reference crops what mmvtx '
+            f'pads, so the two would do different work (e.g. {b}x{c}x{max(m, h // m * m)}x'
+            f'{max(m, w // m * m)})')
+    return shape
 
 
 def build_pair(model: str):
@@ -178,13 +209,13 @@ def measure_memory(args, which: str) -> float:
     return run_memory_worker(cmd)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--model', choices=['swin', 'vit', 'cvt', 'vitdet', 'dinov2'],
                         default='swin')
     parser.add_argument('--input', help='BxCxHxW (default: 2x3x512x512 for Swin and ViT, '
                         '1x3x800x800 for CvT, 1x3x1024x1024 for ViTDet, 2x3x518x518 for '
-                        'DINOv2)')
+                        'DINOv2; H and W multiples of 4 for CvT, 16 for ViTDet, 14 for DINOv2)')
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--amp', action='store_true')
     parser.add_argument('--steps', type=int, default=5, help='timed steps per model')
@@ -197,12 +228,19 @@ def main():
                         help='torch.compile the mmvtx model (the reference stays eager); the '
                         'compile time is reported apart from the timed steps')
     parser.add_argument('--memory-worker', dest='which', help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error(f'--steps {args.steps}: must be >= 1')
+    if args.warmup < 0:
+        parser.error(f'--warmup {args.warmup}: must be >= 0')
+    args.input = args.input or DEFAULT_INPUT[args.model]
+    try:
+        args.shape = parse_input(args.input, args.model)
+    except ValueError as e:
+        parser.error(f'--input {args.input}: {e}')
     if args.reuse_memory and os.environ.get('GLIBC_TUNABLES') != REUSE_MEMORY:
         env = dict(os.environ, GLIBC_TUNABLES=REUSE_MEMORY)  # read by glibc at start only
         os.execve(sys.executable, [sys.executable, osp.abspath(__file__)] + sys.argv[1:], env)
-    args.input = args.input or DEFAULT_INPUT[args.model]
-    args.shape = [int(v) for v in args.input.lower().split('x')]
     if args.which:
         return measure_memory_worker(args)
 

@@ -590,7 +590,8 @@ def setup(args):
     """Data, configs, models and batch, identical in the main process and the memory workers."""
     ours_cfg_probe = load_config(args.ours)
     kind = standin_kind(ours_cfg_probe)
-    args.batch_size = args.batch_size or ours_cfg_probe.train_dataloader.batch_size
+    if args.batch_size is None:
+        args.batch_size = ours_cfg_probe.train_dataloader.batch_size
     data_root = write_standin(kind, args.data_root, max(8, 4 * args.batch_size))
     ours_cfg = prepare_config(args.ours, data_root, args)
     ref_cfg = prepare_config(args.ref, data_root, args)
@@ -656,6 +657,12 @@ def parse_args(argv=None):
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--memory-worker', dest='which', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error(f'--batch-size {args.batch_size}: must be >= 1')
+    if args.repeats < 1:
+        parser.error(f'--repeats {args.repeats}: must be >= 1')
+    if args.warmup < 0:
+        parser.error(f'--warmup {args.warmup}: must be >= 0')
     preset_ours, preset_ref = PRESETS[args.preset]
     args.ours, args.ref = args.ours or preset_ours, args.ref or preset_ref
     return args

@@ -6,7 +6,7 @@ input sizes, beside mmdet's Swin and mmseg's ViT; and a params/FLOPs table of th
     python tools/analysis_tools/cost_vs_resolution.py [--models swin-t vit-b cvt-13 \\
         mmdet-swin-t mmseg-vit-b] [--sizes 224 448 672 896 1120 1344] [--flops-only] \\
         [--out-dir DIR]
-    python tools/analysis_tools/cost_vs_resolution.py --table [--out-dir DIR]
+    python tools/analysis_tools/cost_vs_resolution.py --table [--models swin-t ...] [--out-dir DIR]
 
 Writes ``cost_vs_resolution.csv`` and ``cost_vs_resolution.png`` (log-log, one line per
 model, the exponent ``k`` of ``cost ~ pixels^k`` fitted over the sizes printed in the legend;
@@ -14,9 +14,10 @@ Swin's windows make attention linear in the pixels, ViT's global attention quadr
 fits land between 1 and 2 by how much of the cost is attention; padding to window multiples
 and CvT's first stage, global attention over a quarter-resolution key grid, bend the curves).
 ``--table`` writes ``params_flops.md``: parameters and GMACs (what the papers call GFLOPs: a
-multiply-add counted once) of each preset at 224x224 and 1333x800, beside the published
-figures. ViT's figures are the encoder's (its simple feature pyramid is counted apart), as
-the papers count them; published parameter counts include the classifier, ours have none.
+multiply-add counted once) of every preset (or those of ``--models``) at 224x224 and
+1333x800, beside the published figures. ViT's figures are the encoder's (its simple feature
+pyramid is counted apart), as the papers count them; published parameter counts include the
+classifier, ours have none. Sizes are deduplicated and sorted; the fits need two or more.
 """
 import argparse
 import csv
@@ -37,6 +38,8 @@ PUBLISHED = {
     'vit-l': (307, 61.6, 'DeiT-III / timm (ViT-L/16)'),
     'cvt-13': (20, 4.5, 'CvT paper, Table 2'), 'cvt-21': (32, 7.1, 'CvT paper, Table 2'),
 }
+CURVE_MODELS = ['swin-t', 'vit-b', 'cvt-13', 'mmdet-swin-t', 'mmseg-vit-b']
+CURVE_SIZES = [224, 448, 672, 896, 1120, 1344]
 PRESETS = {'swin-t': 'tiny', 'swin-s': 'small', 'swin-b': 'base', 'swin-l': 'large',
            'vit-b': 'base', 'vit-l': 'large', 'cvt-13': 'cvt-13', 'cvt-21': 'cvt-21'}
 
@@ -108,7 +111,9 @@ def memory_worker(name: str, size: int):
 
 
 def fit_exponent(sizes, values) -> float:
-    """Least-squares slope of log(value) against log(pixels)."""
+    """Least-squares slope of log(value) against log(pixels) (two distinct sizes or more)."""
+    if len(set(sizes)) < 2:
+        raise ValueError(f'fit_exponent: sizes {list(sizes)}: a slope needs two distinct sizes')
     xs = [math.log(s * s) for s in sizes]
     ys = [math.log(v) for v in values]
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
@@ -200,9 +205,9 @@ def params_flops_table(names, out_dir: str):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--models', nargs='+',
-                        default=['swin-t', 'vit-b', 'cvt-13', 'mmdet-swin-t', 'mmseg-vit-b'])
+                        help=f'default: {" ".join(CURVE_MODELS)}; with --table every preset')
     parser.add_argument('--sizes', type=int, nargs='+',
-                        default=[224, 448, 672, 896, 1120, 1344])
+                        help=f'square sizes (default: {" ".join(map(str, CURVE_SIZES))})')
     parser.add_argument('--flops-only', action='store_true', help='no time/memory runs')
     parser.add_argument('--ref-max-size', type=int, default=672,
                         help="largest size at which mmseg's ViT is timed (it keeps every "
@@ -214,18 +219,22 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.memory_worker:
         return memory_worker(args.memory_worker[0], int(args.memory_worker[1]))
-    if any(s < 32 for s in args.sizes) or len(args.sizes) < 2:
-        parser.error(f'--sizes {args.sizes}: give two or more sizes >= 32')
-    for name in args.models:
+    if args.table and args.sizes:
+        parser.error(f'--sizes {args.sizes} with --table: the table is at 224x224 and 1333x800')
+    sizes = sorted(set(args.sizes or CURVE_SIZES))
+    if not args.table and (sizes[0] < 32 or len(sizes) < 2):
+        parser.error(f'--sizes {args.sizes}: give two or more distinct sizes >= 32')
+    models = args.models or (list(PRESETS) if args.table else CURVE_MODELS)
+    for name in models:
         if name not in PRESETS and name not in ('mmdet-swin-t', 'mmseg-vit-b'):
             parser.error(f'--models {name!r}: expected one of '
                          f'{sorted(PRESETS) + ["mmdet-swin-t", "mmseg-vit-b"]}')
     os.makedirs(args.out_dir, exist_ok=True)
     if args.table:
-        params_flops_table(list(PRESETS), args.out_dir)
+        params_flops_table(list(dict.fromkeys(models)), args.out_dir)
         print(f'wrote {osp.join(args.out_dir, "params_flops.md")}')
         return
-    cost_curves(args.models, sorted(args.sizes), args.flops_only, args.out_dir,
+    cost_curves(list(dict.fromkeys(models)), sizes, args.flops_only, args.out_dir,
                 args.ref_max_size)
     print(f'wrote {osp.join(args.out_dir, "cost_vs_resolution.csv")}, '
           f'{osp.join(args.out_dir, "cost_vs_resolution.png")}')

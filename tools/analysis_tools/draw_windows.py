@@ -3,7 +3,8 @@ map size and window size, and the relative position index and one head's relativ
 bias (from a config and checkpoint, or the table's initialisation).
 
     python tools/analysis_tools/draw_windows.py --map 14 14 --window 7 [--shift 3] \\
-        [--config CONFIG [--checkpoint CKPT] --block stages.0.blocks.1 --head 0] [--out DIR]
+        [--always-shift | --config CONFIG [--checkpoint CKPT] --block stages.0.blocks.1 \\
+        --head 0] [--out DIR]
 
 Writes ``windows.png`` (the padded token map tiled into windows; the same map after the cyclic
 shift by ``-shift``, coloured by the nine regions of the Swin paper, with the windows it is cut
@@ -11,12 +12,17 @@ into; the ``nW x N x N`` mask, 0 within a region and -100 across) and
 ``relative_position.png`` (the ``N x N`` relative position index into the
 ``(2M-1)^2``-row bias table, and one head's ``N x N`` bias ``B``). The mask and the index come
 from the functions the backbone itself uses (``mmvtx/models/layers/window.py``,
-``relative_position_index`` of ``mmvtx/models/backbones/swin.py``).
+``relative_position_index`` of ``mmvtx/models/backbones/swin.py``). Whether the SW-MSA blocks
+shift at all is the stage's own rule (``SwinStage.geometry``): by the authors' rule a map no
+larger than a window (``min(H, W) <= window``) is not shifted, and then only the windows are
+drawn, the figure and the log saying so; ``--always-shift`` draws mmdet's rule (every SW-MSA
+block shifts), and with ``--config`` the rule of the config's backbone (and checkpoint) is drawn.
 """
 import argparse
 import os
 import os.path as osp
 import sys
+import textwrap
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
@@ -38,6 +44,15 @@ def window_figures(H: int, W: int, M: int, shift: int):
     return (Hp, Wp), window_id, regions, geo.mask
 
 
+def stage_shift(H: int, W: int, M: int, shift: int, always_shift: bool) -> int:
+    """The shift of the SW-MSA blocks of a Swin stage with windows of ``M`` on an ``H x W``
+    map: ``shift``, or 0 where the stage's rule (``SwinStage.geometry``) does not shift."""
+    from mmvtx.models.backbones.swin import SwinStage
+    stage = SwinStage(8, 2, 1, M, drop_paths=[0.0, 0.0], downsample=False,
+                      always_shift=always_shift)
+    return shift if stage.geometry(H, W, torch.device('cpu')).shift_size else 0
+
+
 def _window_lines(ax, Hp, Wp, M):
     for t in range(0, Hp + 1, M):
         ax.axhline(t - 0.5, color='k', lw=1.5)
@@ -45,7 +60,7 @@ def _window_lines(ax, Hp, Wp, M):
         ax.axvline(t - 0.5, color='k', lw=1.5)
 
 
-def draw_windows(H, W, M, shift, out_file):
+def draw_windows(H, W, M, shift, out_file, note: str = ''):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -61,7 +76,7 @@ def draw_windows(H, W, M, shift, out_file):
                                    color='grey'))
     _window_lines(ax, Hp, Wp, M)
     ax.set_title(f'{H}x{W} tokens (padded {Hp}x{Wp}), {Hp // M * (Wp // M)} windows of {M}x{M}'
-                 '\nW-MSA', fontsize=8)
+                 '\nW-MSA' + (f'\n{note}' if note else ''), fontsize=8)
     if mask is not None:
         ax = axes[0][1]
         ax.imshow(regions, cmap='tab10', vmin=0, vmax=9, alpha=0.6)
@@ -121,7 +136,11 @@ def main(argv=None):
                         help='token map size (default 14 14: Swin stage 3 at 224)')
     parser.add_argument('--window', type=int, default=7)
     parser.add_argument('--shift', type=int, help='default: window // 2')
-    parser.add_argument('--config', help='a config with an mmvtx Swin (for its bias table)')
+    parser.add_argument('--always-shift', action='store_true',
+                        help="shift even where min(map) <= window (mmdet's rule; default: the "
+                        "authors' rule, no shift there; with --config: the backbone's rule)")
+    parser.add_argument('--config', help='a config with an mmvtx Swin (for its bias table and '
+                        'shift rule)')
     parser.add_argument('--checkpoint')
     parser.add_argument('--block', default='stages.0.blocks.1', help='block of the table')
     parser.add_argument('--head', type=int, default=0)
@@ -134,11 +153,31 @@ def main(argv=None):
         parser.error(f'--map {H} {W} --window {M}: sizes must be >= 1')
     if not 0 <= shift < M:
         parser.error(f'--shift {shift}: must be in [0, window={M})')
+    if args.checkpoint and not args.config:
+        parser.error(f'--checkpoint {args.checkpoint} needs --config (the model it belongs to)')
+    if args.always_shift and args.config:
+        parser.error('--always-shift with --config: the rule of the config\'s backbone is drawn '
+                     '(set always_shift in its config instead)')
     os.makedirs(args.out, exist_ok=True)
-    draw_windows(H, W, M, shift, osp.join(args.out, 'windows.png'))
+    always, rule = args.always_shift, "--always-shift: mmdet's rule" if args.always_shift else \
+        "the authors' rule; --always-shift for mmdet's"
     if args.config:
         from mmvtx.utils.attention_analysis import build_backbone
         backbone, _ = build_backbone(args.config, args.checkpoint)
+        if not hasattr(backbone, 'shifts_every_block'):
+            raise ValueError(f'--config {args.config}: its backbone, {type(backbone).__name__}, '
+                             'is not an mmvtx Swin')
+        always = backbone.shifts_every_block
+        rule = f'the rule of the backbone of {osp.basename(args.config)}' + (
+            ' and the checkpoint' if args.checkpoint else '')
+    used = stage_shift(H, W, M, shift, always)
+    note = '' if used or not shift else (
+        f'SW-MSA blocks do not shift: min(H, W) = {min(H, W)} <= window {M} ({rule})')
+    if note:
+        print(note)
+    draw_windows(H, W, M, used, osp.join(args.out, 'windows.png'),
+                 '\n'.join(textwrap.wrap(note, 60)))
+    if args.config:
         attn = dict(backbone.named_modules()).get(args.block + '.attn')
         if attn is None or not hasattr(attn, 'relative_position_bias_table'):
             raise ValueError(f'--block {args.block}: not a Swin block of {args.config}')
