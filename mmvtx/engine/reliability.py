@@ -90,8 +90,8 @@ def find_resume_checkpoint(work_dir: str) -> Optional[str]:
             named = f.read().strip()
         if named:
             candidates.append(named if osp.isabs(named) else osp.join(work_dir, named))
-    saved = glob.glob(osp.join(work_dir, 'epoch_*.pth')) + glob.glob(
-        osp.join(work_dir, 'iter_*.pth'))
+    pattern = osp.join(glob.escape(work_dir), '{}_*.pth')  # '[', '*', '?' in the dir's name
+    saved = glob.glob(pattern.format('epoch')) + glob.glob(pattern.format('iter'))
     candidates += sorted(saved, key=lambda p: (_step(p), osp.getmtime(p)), reverse=True)
     for i, path in enumerate(candidates):
         if is_complete_checkpoint(path):
@@ -105,7 +105,7 @@ def find_resume_checkpoint(work_dir: str) -> Optional[str]:
 def remove_partial_writes(work_dir: str) -> list:
     """Deletes the temporary files of checkpoint writes that a kill interrupted (they never
     replaced a checkpoint); returns their paths."""
-    stale = glob.glob(osp.join(work_dir, '.*.pth.*.tmp'))
+    stale = glob.glob(osp.join(glob.escape(work_dir), '.*.pth.*.tmp'))
     for path in stale:
         os.unlink(path)
     return stale

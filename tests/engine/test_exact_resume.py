@@ -184,6 +184,23 @@ def test_resume_takes_the_newest_complete_checkpoint(tmp_path):
     assert find_resume_checkpoint(str(tmp_path / 'nothing')) is None
 
 
+def test_resume_looks_only_in_its_own_work_dir(tmp_path):
+    """A work dir whose name reads as a glob pattern (``exp[1]`` matches ``exp1``) resumes from
+    its own checkpoints only, and only its own partial writes are removed."""
+    from mmvtx.engine.reliability import find_resume_checkpoint, remove_partial_writes
+    own, sibling = tmp_path / 'exp[1]', tmp_path / 'exp1'
+    own.mkdir(), sibling.mkdir()
+    torch.save({}, sibling / 'iter_8.pth')
+    (sibling / '.iter_10.pth.abc.tmp').write_bytes(b'x')
+    assert find_resume_checkpoint(str(own)) is None
+    assert remove_partial_writes(str(own)) == []
+    assert (sibling / '.iter_10.pth.abc.tmp').exists()
+    torch.save({}, own / 'iter_2.pth')
+    (own / '.iter_4.pth.abc.tmp').write_bytes(b'x')
+    assert find_resume_checkpoint(str(own)) == str(own / 'iter_2.pth')
+    assert remove_partial_writes(str(own)) == [str(own / '.iter_4.pth.abc.tmp')]
+
+
 def test_killed_ddp_run_resumes_bit_identical(tmp_path):
     """The same with 2 processes on gloo (tools/dist_train.sh) and activation checkpointing
     (non-reentrant, DDP-safe): each rank draws its own streams, and the resumed pair ends where
