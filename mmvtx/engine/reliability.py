@@ -40,14 +40,27 @@ from mmvtx.registry import HOOKS
 ATOMIC_BACKEND = 'mmvtx_atomic'
 
 
+def _open_mode(path: str) -> int:
+    """The permission bits ``open(path, 'wb')`` would leave: those of the file it replaces, or
+    ``0o666`` less the umask for a new file (``mkstemp`` creates its files ``0o600``)."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def atomic_write(data: bytes, path: str):
     """Writes ``data`` to ``path`` so that ``path`` holds either its old content or all of the
-    new one, whenever the process is killed."""
+    new one, whenever the process is killed. The file gets the permissions a plain ``open``
+    would give it."""
     directory = osp.dirname(osp.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=directory)
     try:
         with os.fdopen(fd, 'wb') as f:
+            os.fchmod(f.fileno(), _open_mode(path))
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
