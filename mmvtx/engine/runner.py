@@ -130,8 +130,11 @@ def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = N
 def prepare_test_cfg(cfg: Config, config_path: str, checkpoint: str,
                      work_dir: Optional[str] = None, show_dir: Optional[str] = None,
                      out: Optional[str] = None, launcher: str = 'none') -> Config:
+    """``checkpoint`` is evaluated only if it fits the model (:class:`CheckpointFitHook`):
+    mmengine alone loads any file with ``strict=False`` and evaluates what came of it."""
     _prepare_common(cfg, config_path, work_dir, launcher)
     cfg.load_from = checkpoint
+    _add_hook(cfg, 'CheckpointFitHook')
     if show_dir is not None:
         vis = cfg.default_hooks.get('visualization')
         if vis is None:

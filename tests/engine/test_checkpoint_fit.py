@@ -1,0 +1,84 @@
+"""tools/test.py evaluates a checkpoint only if it fits the config's model: mmengine loads
+``load_from`` with strict=False, so another model's file (or a backbone-only file) was evaluated
+with most weights at their random init, and metrics came out with exit status 0."""
+import os.path as osp
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+
+from mmvtx.engine import CheckpointFitHook
+from mmvtx.utils.checkpoint import CheckpointMismatchError
+from tests.engine.test_train_tools import shapes_data  # noqa: F401  (the data, once)
+from tests.engine.test_train_tools import (DET_CFG, DET_CFGS, ROOT, SMALL_BACKBONES, run_tool,
+                                           small_config)
+
+
+def _detector(arch: str, **backbone):
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    cfg = Config.fromfile(DET_CFGS[arch])
+    small, widths = SMALL_BACKBONES[arch]
+    cfg.model.backbone.update(small, **backbone)
+    cfg.model.neck.in_channels = widths
+    register_all_modules(init_default_scope=False)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return MODELS.build(cfg.model)
+
+
+def _check(model, state_dict, path='some.pth'):
+    runner = SimpleNamespace(model=model, _load_from=path)
+    CheckpointFitHook().after_load_checkpoint(runner, {'state_dict': state_dict, 'meta': {}})
+
+
+@pytest.mark.parametrize('arch,setting', [('swin', 'backbone.shift_rule'),
+                                          ('cvt', 'backbone.mlp_act')])
+def test_the_models_own_checkpoint_fits(arch, setting):
+    """Its own weights fit, with DataParallel's ``module.`` prefix too, and so do checkpoints
+    written before the settings' int8 buffers existed (the setting stays as built)."""
+    model = _detector(arch)
+    own = model.state_dict()
+    assert setting in own
+    _check(model, own)
+    _check(model, {'module.' + k: v for k, v in own.items()})
+    _check(model, {k: v for k, v in own.items() if k != setting})
+
+
+def test_another_models_checkpoint_is_refused_naming_the_keys():
+    swin = _detector('swin')
+    sd = swin.state_dict()
+    with pytest.raises(CheckpointMismatchError) as e:  # a ViT detector's file
+        _check(_detector('vit'), sd, 'work_dirs/demo_swin/iter_700.pth')
+    msg = str(e.value)
+    assert 'work_dirs/demo_swin/iter_700.pth does not fit the MaskRCNN' in msg
+    assert 'missing keys' in msg and 'unexpected keys' in msg and 'backbone.shift_rule' in msg
+
+    with pytest.raises(CheckpointMismatchError, match='shape mismatches') as e:  # other widths
+        _check(_detector('swin', embed_dims=48), sd)
+    assert 'backbone.patch_embed.proj.weight: checkpoint (24, 3, 4, 4) vs model ' \
+           '(48, 3, 4, 4)' in str(e.value)
+
+    backbone_only = {k[len('backbone.'):]: v for k, v in sd.items() if k.startswith('backbone.')}
+    with pytest.raises(CheckpointMismatchError) as e:
+        _check(swin, backbone_only)  # mmengine loaded 0 tensors from it and evaluated
+    assert f'missing keys ({len(sd) - 1}): backbone.' in str(e.value)  # all but shift_rule
+    assert f'unexpected keys ({len(backbone_only)}): shift_rule, patch_embed.proj.weight' in str(e.value)
+    with pytest.raises(CheckpointMismatchError, match=r'missing keys \(1\): backbone.norm0'):
+        _check(swin, {k: v for k, v in sd.items() if not k.startswith('backbone.norm0.')}
+               | {'backbone.norm0.bias': sd['backbone.norm0.bias']})
+
+
+def test_tools_test_refuses_a_backbone_checkpoint(tmp_path):
+    cfg = small_config(tmp_path, DET_CFG, 'det', iters=1, ckpt_interval=1)
+    ckpt = tmp_path / 'backbone.pth'
+    sd = _detector('swin').state_dict()
+    torch.save({k[len('backbone.'):]: v for k, v in sd.items() if k.startswith('backbone.')},
+               ckpt)
+    out = run_tool([sys.executable, osp.join(ROOT, 'tools/test.py'), cfg, str(ckpt),
+                    '--work-dir', str(tmp_path / 'test')], cwd=str(tmp_path))
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
+    assert f'error: {ckpt} does not fit the MaskRCNN' in out.stderr
+    assert 'coco/bbox_mAP' not in out.stdout + out.stderr
