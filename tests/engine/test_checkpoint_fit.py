@@ -65,7 +65,8 @@ def test_another_models_checkpoint_is_refused_naming_the_keys():
     with pytest.raises(CheckpointMismatchError) as e:
         _check(swin, backbone_only)  # mmengine loaded 0 tensors from it and evaluated
     assert f'missing keys ({len(sd) - 1}): backbone.' in str(e.value)  # all but shift_rule
-    assert f'unexpected keys ({len(backbone_only)}): shift_rule, patch_embed.proj.weight' in str(e.value)
+    assert f'unexpected keys ({len(backbone_only)}): shift_rule, patch_embed.proj.weight' in \
+        str(e.value)
     with pytest.raises(CheckpointMismatchError, match=r'missing keys \(1\): backbone.norm0'):
         _check(swin, {k: v for k, v in sd.items() if not k.startswith('backbone.norm0.')}
                | {'backbone.norm0.bias': sd['backbone.norm0.bias']})
@@ -82,3 +83,41 @@ def test_tools_test_refuses_a_backbone_checkpoint(tmp_path):
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
     assert f'error: {ckpt} does not fit the MaskRCNN' in out.stderr
     assert 'coco/bbox_mAP' not in out.stdout + out.stderr
+
+
+def _load_demo():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('mmvtx_demo', osp.join(ROOT, 'tools/demo.py'))
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    return demo
+
+
+def test_demo_names_its_work_dir_after_the_config(tmp_path, monkeypatch):
+    """``--config X`` took the Swin demo's work dir (and evaluated its checkpoint) and outputs;
+    relative paths were read from the repository instead of the current directory."""
+    demo = _load_demo()
+    monkeypatch.chdir(tmp_path)
+    args = demo.parse_args(['--config', 'cfgs/my_det.py', '--work-dir', 'runs/a'])
+    assert args.config == str(tmp_path / 'cfgs/my_det.py')
+    assert args.work_dir == str(tmp_path / 'runs/a')
+    assert args.out_dir == osp.join(ROOT, 'outputs', 'demo_my_det')
+    args = demo.parse_args(['--config', 'cfgs/my_det.py'])
+    assert args.work_dir == osp.join(ROOT, 'work_dirs', 'demo_my_det')
+    args = demo.parse_args(['--model', 'vit'])
+    assert args.config == osp.join(ROOT, demo.CONFIGS['vit'])
+    assert args.work_dir == osp.join(ROOT, 'work_dirs', 'demo_vit')
+    assert args.out_dir == osp.join(ROOT, 'outputs', 'demo_vit')
+
+
+def test_demo_refuses_to_evaluate_another_models_checkpoint(tmp_path):
+    """A finished run's checkpoint is evaluated only if it fits the config's model."""
+    cfg = small_config(tmp_path, DET_CFG, 'det', iters=1, ckpt_interval=1)
+    sd = _detector('vit').state_dict()
+    (tmp_path / 'work').mkdir()
+    torch.save({'state_dict': sd, 'meta': {}}, tmp_path / 'work' / 'iter_1.pth')
+    out = run_tool([sys.executable, osp.join(ROOT, 'tools/demo.py'), '--config',
+                    osp.basename(cfg), '--work-dir', 'work'], cwd=str(tmp_path))
+    assert out.returncode != 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert f'{tmp_path / "work" / "iter_1.pth"} does not fit the MaskRCNN' in out.stderr
+    assert 'bbox mAP' not in out.stdout
