@@ -40,6 +40,7 @@ def convert_main(backbone_type: str, default_arch: str, argv=None):
     from mmvtx.engine.safe_load import allow_mmengine_checkpoints
     from mmvtx.registry import MODELS
     from mmvtx.utils.checkpoint import load_backbone_checkpoint, resolve_checkpoint_path
+    from mmvtx.utils.standin import WARNING, mark_standin, standin_info
     src = resolve_checkpoint_path(args.src)
     _check_output(parser, src, args.dst)
     os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
@@ -49,13 +50,20 @@ def convert_main(backbone_type: str, default_arch: str, argv=None):
     model = MODELS.build(dict(type=backbone_type, arch=args.arch, **json.loads(args.options)))
     converted = load_backbone_checkpoint(model, src, prefix=args.prefix)
     sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    standin = standin_info(src)
     if args.dst.lower().endswith('.safetensors'):
         from safetensors.torch import save_file
         save_file(sd, args.dst)
+        if standin:
+            print(f'warning: {args.src} is a STAND-IN with random weights; a .safetensors '
+                  f'file cannot carry its mark, so loading {args.dst} will not say so. '
+                  f'{WARNING}')
     else:
         torch.save({'state_dict': sd, 'meta': {'converted_from': converted.source,
                                                'source_file': osp.basename(args.src)}},
                    args.dst)
+        if standin:  # loading the converted file still warns that these are random weights
+            mark_standin(args.dst, dict(standin, converted_to=backbone_type))
     print(f'{args.src} ({converted.source}) -> {args.dst}: {len(sd)} tensors')
     if backbone_type == 'CvT' and converted.source == 'official':
         print("note: the authors' CvT models use QuickGELU; the file records it (mlp_act), so "

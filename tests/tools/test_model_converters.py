@@ -119,3 +119,27 @@ def test_converter_refuses_outputs_it_cannot_write(tmp_path, capsys):
                                              '--options', SMALL_SWIN_OPTIONS])
     assert 'state_dict' in torch.load(tmp_path / 'new' / 'dir' / 'out.PT', weights_only=True)
 
+
+def test_a_converted_standin_stays_marked(tmp_path):
+    """Loading a converted stand-in still warns that its weights are random."""
+    from mmengine.logging import MMLogger
+    from mmvtx.utils.standin import is_standin_checkpoint, mark_standin, standin_info
+    src = tmp_path / 'swin_tiny_patch4_window7_224.pth'
+    torch.save({'model': SwinTransformer(**SMALL_SWIN).state_dict()}, src)
+    mark_standin(str(src), dict(mmvtx_standin=True, release=src.name, seed=0))
+    convert_main('SwinTransformer', 'tiny', [str(src), str(tmp_path / 'out.pth'),
+                                             '--options', SMALL_SWIN_OPTIONS])
+    assert is_standin_checkpoint(str(tmp_path / 'out.pth'))
+    assert standin_info(str(tmp_path / 'out.pth'))['release'] == src.name
+    model = SwinTransformer(**SMALL_SWIN, init_cfg=dict(type='Pretrained',
+                                                        checkpoint=str(tmp_path / 'out.pth')))
+    logged = []
+    logger = MMLogger.get_current_instance()
+    handler = __import__('logging').Handler()
+    handler.emit = lambda record: logged.append(record.getMessage())
+    logger.addHandler(handler)
+    try:
+        model.init_weights()
+    finally:
+        logger.removeHandler(handler)
+    assert any('STAND-IN' in m for m in logged), logged
