@@ -25,7 +25,7 @@ def parse_args(argv=None):
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--out', help='dump the raw predictions to this pickle file')
     parser.add_argument('--show-dir', help='draw the predictions on the images into this dir '
-                        '(under the work dir)')
+                        '(under the work dir: <work_dir>/<timestamp>/DIR)')
     return parse_tool_args(parser, argv)
 
 

@@ -1,6 +1,8 @@
-"""tools/test.py evaluates a checkpoint only if it fits the config's model: mmengine loads
-``load_from`` with strict=False, so another model's file (or a backbone-only file) was evaluated
-with most weights at their random init, and metrics came out with exit status 0."""
+"""tools/test.py and tools/demo.py evaluate a checkpoint only if it fits the config's model:
+mmengine loads ``load_from`` with strict=False, so another model's file (or a backbone-only
+file) was evaluated with most weights at their random init, and metrics came out with exit
+status 0. And where their outputs go."""
+import glob
 import os.path as osp
 import sys
 from types import SimpleNamespace
@@ -13,8 +15,8 @@ from mmengine.registry import DefaultScope
 from mmvtx.engine import CheckpointFitHook
 from mmvtx.utils.checkpoint import CheckpointMismatchError
 from tests.engine.test_train_tools import shapes_data  # noqa: F401  (the data, once)
-from tests.engine.test_train_tools import (DET_CFG, DET_CFGS, ROOT, SMALL_BACKBONES, run_tool,
-                                           small_config)
+from tests.engine.test_train_tools import (DET_CFG, DET_CFGS, ROOT, SEG_CFG, SMALL_BACKBONES,
+                                           run_tool, small_config)
 
 
 def _detector(arch: str, **backbone):
@@ -121,3 +123,24 @@ def test_demo_refuses_to_evaluate_another_models_checkpoint(tmp_path):
     assert out.returncode != 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert f'{tmp_path / "work" / "iter_1.pth"} does not fit the MaskRCNN' in out.stderr
     assert 'bbox mAP' not in out.stdout
+
+
+def test_tools_test_draws_segmentation_under_the_work_dir(tmp_path):
+    """``--show-dir vis`` put mmseg's drawings in ./vis of the current directory; they go to
+    <work_dir>/<timestamp>/vis, one file per image, as mmdet's do."""
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+    cfg = small_config(tmp_path, SEG_CFG, 'seg', iters=1, ckpt_interval=1)
+    register_all_modules(init_default_scope=False)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        model = MODELS.build(Config.fromfile(cfg).model)
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, tmp_path / 'seg.pth')
+    (tmp_path / 'cwd').mkdir()
+    out = run_tool([sys.executable, osp.join(ROOT, 'tools/test.py'), cfg,
+                    str(tmp_path / 'seg.pth'), '--work-dir', str(tmp_path / 'test'),
+                    '--show-dir', 'vis'], cwd=str(tmp_path / 'cwd'))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert 'mIoU' in out.stdout + out.stderr
+    drawn = sorted(osp.basename(p) for p in glob.glob(str(tmp_path / 'test' / '*' / 'vis' / '*')))
+    assert drawn == [f'{i:06d}.png' for i in range(8)]
+    assert not list((tmp_path / 'cwd').iterdir())
