@@ -1,10 +1,11 @@
 """The README's demo: train Mask R-CNN on the embedded shapes scenes, evaluate bbox/segm mAP
 on its val split with mmdet's CocoMetric, and draw the predictions on a few val images.
 
-    python tools/demo.py [--model swin|vit|cvt] [--retrain]
+    python tools/demo.py [--model swin|vit|cvt | --config CONFIG] [--retrain]
 
-Interrupted? Run it again: it resumes from the last checkpoint in work_dirs/demo_<model>/.
-A finished run is not trained again (unless --retrain): it is evaluated and drawn.
+Interrupted? Run it again: it resumes from the last checkpoint in work_dirs/demo_<model>/
+(work_dirs/demo_<config's file name>/ with --config). A finished run is not trained again
+(unless --retrain): it is evaluated and drawn, if its checkpoint fits the model.
 """
 import argparse
 import glob
@@ -78,18 +79,36 @@ def draw_predictions(model, cfg, out_dir: str, num: int = 6, score_thr: float = 
     return files
 
 
-def main(argv=None):
+def parse_args(argv=None) -> argparse.Namespace:
+    """The options, with ``config``, ``work_dir`` and ``out_dir`` resolved to absolute paths
+    (relative ones against the directory the demo was started from) and ``name``, the label of
+    the run: the model (``--model``) or the config's file name (``--config``), which names the
+    default work dir ``work_dirs/demo_<name>`` and the drawings ``outputs/demo_<name>``, so a
+    config never takes over another model's checkpoint."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--model', choices=sorted(CONFIGS), default='swin')
-    parser.add_argument('--config', help='another shapes detection config')
+    parser.add_argument('--config', help='another shapes detection config (its file name '
+                        'names the work dir and outputs: work_dirs/demo_<name>)')
     parser.add_argument('--work-dir')
     parser.add_argument('--retrain', action='store_true', help='train again from scratch')
     parser.add_argument('--num-images', type=int, default=6)
     args = parser.parse_args(argv)
-    os.chdir(ROOT)
+    if args.config:
+        args.name = osp.splitext(osp.basename(args.config))[0]
+        args.config = osp.abspath(args.config)
+    else:
+        args.name = args.model
+        args.config = osp.join(ROOT, CONFIGS[args.model])
+    args.work_dir = osp.abspath(args.work_dir or osp.join(ROOT, 'work_dirs', f'demo_{args.name}'))
+    args.out_dir = osp.join(ROOT, 'outputs', f'demo_{args.name}')
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.chdir(ROOT)  # the configs' data_root (data/shapes) is relative to the repository
     start = time.time()
-    config = args.config or CONFIGS[args.model]
-    work_dir = args.work_dir or f'work_dirs/demo_{args.model}'
+    config, work_dir = args.config, args.work_dir
     cfg = Config.fromfile(config)
     prepare_shapes(cfg.train_dataloader.dataset.data_root)
     max_iters = cfg.train_cfg.max_iters
@@ -100,6 +119,9 @@ def main(argv=None):
                       else None)
     if done:
         cfg.load_from = final
+        # a file of another model is refused, not evaluated half loaded
+        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
+            dict(type='mmvtx.CheckpointFitHook')]
     runner = Runner.from_cfg(cfg)
     keep = KeepMetrics()
     runner.register_hook(keep, priority='LOWEST')
@@ -109,11 +131,10 @@ def main(argv=None):
     else:
         runner.train()
     train_time = time.time() - start
-    files = draw_predictions(runner.model, cfg, osp.join('outputs', f'demo_{args.model}'),
-                             num=args.num_images)
+    files = draw_predictions(runner.model, cfg, args.out_dir, num=args.num_images)
     m = keep.metrics
     print('\n' + '=' * 72)
-    print(f'[demo] Mask R-CNN + {args.model} on shapes ({config})')
+    print(f'[demo] Mask R-CNN + {args.name} on shapes ({osp.relpath(config, ROOT)})')
     print(f'[demo] bbox mAP {m.get("coco/bbox_mAP", float("nan")):.3f}   '
           f'segm mAP {m.get("coco/segm_mAP", float("nan")):.3f}   '
           f'(bbox mAP@50 {m.get("coco/bbox_mAP_50", float("nan")):.3f}, '
@@ -126,4 +147,8 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    from mmvtx.utils.checkpoint import CheckpointMismatchError
+    try:
+        main()
+    except CheckpointMismatchError as e:  # a checkpoint of another model: no metrics
+        sys.exit(f'error: {e}')

@@ -1,6 +1,10 @@
 """Evaluate a checkpoint on the config's test set (detection or segmentation alike).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--cfg-options k=v]
+
+A checkpoint whose keys or shapes do not fit the config's model (another model's, a backbone's
+alone) is refused, naming the keys, instead of being evaluated half loaded
+(:class:`mmvtx.engine.CheckpointFitHook`).
 """
 import os.path as osp
 import sys
@@ -13,6 +17,7 @@ from mmengine.runner import Runner  # noqa: E402
 import mmvtx  # noqa: E402,F401
 from mmvtx.engine.runner import (finish_cpu_distributed, init_cpu_distributed,  # noqa: E402
                                  load_config, parse_tool_args, prepare_test_cfg, tool_parser)
+from mmvtx.utils.checkpoint import CheckpointMismatchError  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -20,7 +25,7 @@ def parse_args(argv=None):
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--out', help='dump the raw predictions to this pickle file')
     parser.add_argument('--show-dir', help='draw the predictions on the images into this dir '
-                        '(under the work dir)')
+                        '(under the work dir: <work_dir>/<timestamp>/DIR)')
     return parse_tool_args(parser, argv)
 
 
@@ -38,4 +43,7 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    try:
+        main()
+    except CheckpointMismatchError as e:  # a checkpoint of another model: no metrics
+        sys.exit(f'error: {e}')

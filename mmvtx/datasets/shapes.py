@@ -12,6 +12,7 @@ label maps for semantic segmentation. They are generated on first use under ``da
 import json
 import os
 import os.path as osp
+import re
 import shutil
 import tempfile
 from typing import Dict, List, Optional, Tuple
@@ -123,17 +124,40 @@ def _write_split(root: str, split: str, num: int, seed: int):
         json.dump(dict(images=images, annotations=annotations, categories=categories), f)
 
 
+STAMP_PATTERN = re.compile(r'\.complete-v\d+$')  # .complete-v1 .. v4: written by every version
+
+
+def _check_replaceable(root: str):
+    """Raises unless ``root`` is absent, an empty folder or shapes data written here (by this or
+    an older version, which left a ``.complete-v<N>`` stamp): a folder without a stamp may hold
+    the user's own data."""
+    if not osp.lexists(root):
+        return
+    if osp.isdir(root) and not osp.islink(root) and (
+            not os.listdir(root) or any(STAMP_PATTERN.match(f) for f in os.listdir(root))):
+        return
+    raise FileExistsError(
+        f'{root} exists and is not shapes data written by mmvtx (it has no .complete-v{VERSION} '
+        f'stamp): it may hold your own data, so it is left untouched. Point data_root at another '
+        f'folder, or move it away.')
+
+
 def prepare_shapes(root: str = 'data/shapes', force: bool = False) -> str:
     """Generates the scenes under ``root`` unless they are there already; returns ``root``.
 
-    Written to a temporary folder and renamed into place, so that an interrupted run or several
-    processes (DDP) starting at once never leave a half-written dataset behind."""
+    Only an absent or empty folder, or one that an earlier version generated, is (re)written;
+    any other folder raises ``FileExistsError``. Written to a temporary folder and renamed into
+    place, so that an interrupted run or several processes (DDP) starting at once never leave a
+    half-written dataset behind."""
+    root = os.fspath(root)
     stamp = osp.join(root, f'.complete-v{VERSION}')
     if osp.exists(stamp) and not force:
         return root
+    _check_replaceable(root)  # fail before generating anything
     parent = osp.dirname(osp.abspath(root))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix='.shapes-', dir=parent)
+    old = tmp + '-old'
     try:
         os.makedirs(osp.join(tmp, 'annotations'))
         for split, (num, seed) in SPLITS.items():
@@ -141,8 +165,11 @@ def prepare_shapes(root: str = 'data/shapes', force: bool = False) -> str:
         open(osp.join(tmp, f'.complete-v{VERSION}'), 'w').close()
         if osp.exists(stamp) and not force:  # another process finished first
             return root
-        if osp.exists(root):
-            shutil.rmtree(root, ignore_errors=True)
+        _check_replaceable(root)
+        try:
+            os.rename(root, old)  # an older version's data or an empty folder
+        except FileNotFoundError:  # none, or another process moved it away first
+            pass
         try:
             os.rename(tmp, root)
         except OSError:
@@ -150,6 +177,7 @@ def prepare_shapes(root: str = 'data/shapes', force: bool = False) -> str:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
     return root
 
 

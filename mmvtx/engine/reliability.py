@@ -40,14 +40,27 @@ from mmvtx.registry import HOOKS
 ATOMIC_BACKEND = 'mmvtx_atomic'
 
 
+def _open_mode(path: str) -> int:
+    """The permission bits ``open(path, 'wb')`` would leave: those of the file it replaces, or
+    ``0o666`` less the umask for a new file (``mkstemp`` creates its files ``0o600``)."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def atomic_write(data: bytes, path: str):
     """Writes ``data`` to ``path`` so that ``path`` holds either its old content or all of the
-    new one, whenever the process is killed."""
+    new one, whenever the process is killed. The file gets the permissions a plain ``open``
+    would give it."""
     directory = osp.dirname(osp.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=directory)
     try:
         with os.fdopen(fd, 'wb') as f:
+            os.fchmod(f.fileno(), _open_mode(path))
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -90,8 +103,8 @@ def find_resume_checkpoint(work_dir: str) -> Optional[str]:
             named = f.read().strip()
         if named:
             candidates.append(named if osp.isabs(named) else osp.join(work_dir, named))
-    saved = glob.glob(osp.join(work_dir, 'epoch_*.pth')) + glob.glob(
-        osp.join(work_dir, 'iter_*.pth'))
+    pattern = osp.join(glob.escape(work_dir), '{}_*.pth')  # '[', '*', '?' in the dir's name
+    saved = glob.glob(pattern.format('epoch')) + glob.glob(pattern.format('iter'))
     candidates += sorted(saved, key=lambda p: (_step(p), osp.getmtime(p)), reverse=True)
     for i, path in enumerate(candidates):
         if is_complete_checkpoint(path):
@@ -105,7 +118,7 @@ def find_resume_checkpoint(work_dir: str) -> Optional[str]:
 def remove_partial_writes(work_dir: str) -> list:
     """Deletes the temporary files of checkpoint writes that a kill interrupted (they never
     replaced a checkpoint); returns their paths."""
-    stale = glob.glob(osp.join(work_dir, '.*.pth.*.tmp'))
+    stale = glob.glob(osp.join(glob.escape(work_dir), '.*.pth.*.tmp'))
     for path in stale:
         os.unlink(path)
     return stale

@@ -130,19 +130,27 @@ def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = N
 def prepare_test_cfg(cfg: Config, config_path: str, checkpoint: str,
                      work_dir: Optional[str] = None, show_dir: Optional[str] = None,
                      out: Optional[str] = None, launcher: str = 'none') -> Config:
+    """``checkpoint`` is evaluated only if it fits the model (:class:`CheckpointFitHook`):
+    mmengine alone loads any file with ``strict=False`` and evaluates what came of it."""
     _prepare_common(cfg, config_path, work_dir, launcher)
     cfg.load_from = checkpoint
+    _add_hook(cfg, 'CheckpointFitHook')
     if show_dir is not None:
         vis = cfg.default_hooks.get('visualization')
         if vis is None:
             raise ValueError('--show-dir needs default_hooks.visualization in the config')
+        vis_type = str(vis.get('type', '')).split('.')[-1]
+        if vis_type == 'SegVisualizationHook':
+            # mmseg's hook has no test_out_dir (it writes to the visualizer's save_dir,
+            # relative to the current directory): ours adds mmdet's
+            vis.type = 'mmvtx.SegShowDirHook'
+            vis.show = False
+        elif vis_type not in ('DetVisualizationHook', 'SegShowDirHook'):
+            raise ValueError(f'--show-dir needs mmdet\'s DetVisualizationHook or mmseg\'s '
+                             f'SegVisualizationHook in default_hooks.visualization, not {vis_type}')
         vis.draw = True
         vis.interval = 1
-        if vis.get('type', '').endswith('DetVisualizationHook'):
-            vis.test_out_dir = show_dir
-        else:  # mmseg's SegVisualizationHook writes under the visualizer's save_dir
-            cfg.visualizer.save_dir = show_dir
-            vis.show = False
+        vis.test_out_dir = show_dir  # under <work_dir>/<timestamp>/
     if out is not None:
         scope = cfg.get('default_scope', 'mmdet')
         dump = dict(type='DumpDetResults' if scope == 'mmdet' else 'DumpResults',

@@ -11,6 +11,7 @@ into a model, naming the missing, unexpected and mis-shaped keys if anything doe
 import logging
 import os
 import os.path as osp
+import zipfile
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -64,21 +65,47 @@ def resolve_checkpoint_path(path: str) -> str:
     raise FileNotFoundError(f'checkpoint not found: {where}')
 
 
+def _read_safetensors(path: str) -> Dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    try:
+        return load_file(path)
+    except SafetensorError as e:
+        raise RuntimeError(f'{path} is not a valid .safetensors file (truncated, or another '
+                           f'format under that name?): {e}') from e
+
+
+def _read_npz(path: str) -> Dict[str, torch.Tensor]:
+    try:
+        npz = np.load(path, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise ValueError('it holds a single .npy array, not named arrays')
+        with npz:
+            return {k: torch.from_numpy(npz[k].copy()) for k in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise RuntimeError(f'{path} is not a valid .npz file (truncated, or another format '
+                           f'under that name?): {e}') from e
+
+
 def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
-    """A flat ``name -> tensor`` dict from a checkpoint file, without unpickling objects."""
+    """A flat ``name -> tensor`` dict from a checkpoint file, without unpickling objects.
+    A file that cannot be read (empty, truncated, another format) raises ``RuntimeError``
+    naming it."""
     path = resolve_checkpoint_path(path)
+    if osp.getsize(path) == 0:
+        raise RuntimeError(f'{path} is empty (0 bytes), not a checkpoint: an interrupted '
+                           'download or copy? Fetch it again.')
     if path.endswith('.safetensors'):
-        from safetensors.torch import load_file
-        ckpt = load_file(path)
+        ckpt = _read_safetensors(path)
     elif path.endswith('.npz'):
-        with np.load(path, allow_pickle=False) as npz:
-            ckpt = {k: torch.from_numpy(npz[k].copy()) for k in npz.files}
+        ckpt = _read_npz(path)
     else:
         try:
             ckpt = torch.load(path, map_location='cpu', weights_only=True)
         except Exception as e:  # noqa: BLE001 - re-raised with what a user needs
             raise RuntimeError(
-                f'{path} could not be read with torch.load(weights_only=True): {e}\n'
+                f'{path} could not be read with torch.load(weights_only=True): '
+                f'{str(e) or type(e).__name__}\n'
                 'mmvtx never unpickles arbitrary objects. Save the bare state dict '
                 '(torch.save(model.state_dict(), ...)) or convert it with '
                 'tools/model_converters/*2mmvtx.py.') from e

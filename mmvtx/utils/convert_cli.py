@@ -2,16 +2,33 @@
 convert it exactly as ``init_cfg=dict(type='Pretrained')`` would, and save mmvtx's names."""
 import argparse
 import json
+import os
 import os.path as osp
 
 import torch
+
+OUTPUT_FORMATS = ('.pth', '.pt', '.safetensors')  # torch.save (a zip), or safetensors
+
+
+def _check_output(parser: argparse.ArgumentParser, src: str, dst: str):
+    """Refuses before converting: an output format it cannot write, a folder, the input."""
+    ext = osp.splitext(dst)[1].lower()
+    if ext not in OUTPUT_FORMATS:
+        parser.error(f'{dst}: the output must end in .pth or .pt (torch.save) or .safetensors, '
+                     f'not {ext or "no extension"!r}')
+    if osp.isdir(dst):
+        parser.error(f'{dst} is a folder: name the output file')
+    if osp.realpath(dst) == osp.realpath(src):
+        parser.error(f'{dst} is the input file: write the converted checkpoint to another file')
 
 
 def convert_main(backbone_type: str, default_arch: str, argv=None):
     parser = argparse.ArgumentParser(
         description=f'Convert a public {backbone_type} checkpoint to mmvtx names (offline)')
-    parser.add_argument('src', help='checkpoint: .pth/.pt/.bin/.ckpt/.safetensors/.npz')
-    parser.add_argument('dst', help='output file (.pth, or .safetensors)')
+    parser.add_argument('src', help='checkpoint: .pth/.pt/.bin/.ckpt/.safetensors/.npz, or an '
+                        'mmengine training checkpoint (its backbone. weights are taken)')
+    parser.add_argument('dst', help='output file (.pth/.pt, or .safetensors); its folder is '
+                        'created')
     parser.add_argument('--arch', default=default_arch, help='preset of the target model')
     parser.add_argument('--options', default='{}',
                         help='JSON of other constructor arguments, e.g. \'{"window_size": 12}\'')
@@ -20,19 +37,34 @@ def convert_main(backbone_type: str, default_arch: str, argv=None):
     args = parser.parse_args(argv)
 
     import mmvtx  # noqa: F401
+    from mmvtx.engine.safe_load import allow_mmengine_checkpoints
     from mmvtx.registry import MODELS
-    from mmvtx.utils.checkpoint import load_backbone_checkpoint
+    from mmvtx.utils.checkpoint import load_backbone_checkpoint, resolve_checkpoint_path
+    from mmvtx.utils.standin import WARNING, mark_standin, standin_info
+    src = resolve_checkpoint_path(args.src)
+    _check_output(parser, src, args.dst)
+    os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
+    # mmengine's training checkpoints (HistoryBuffer, numpy scalars in meta) under
+    # torch.load(weights_only=True), as tools/train.py and tools/test.py read them
+    allow_mmengine_checkpoints()
     model = MODELS.build(dict(type=backbone_type, arch=args.arch, **json.loads(args.options)))
-    converted = load_backbone_checkpoint(model, args.src, prefix=args.prefix)
+    converted = load_backbone_checkpoint(model, src, prefix=args.prefix)
     sd = {k: v.contiguous() for k, v in model.state_dict().items()}
-    if args.dst.endswith('.safetensors'):
+    standin = standin_info(src)
+    if args.dst.lower().endswith('.safetensors'):
         from safetensors.torch import save_file
         save_file(sd, args.dst)
+        if standin:
+            print(f'warning: {args.src} is a STAND-IN with random weights; a .safetensors '
+                  f'file cannot carry its mark, so loading {args.dst} will not say so. '
+                  f'{WARNING}')
     else:
         torch.save({'state_dict': sd, 'meta': {'converted_from': converted.source,
                                                'source_file': osp.basename(args.src)}},
                    args.dst)
+        if standin:  # loading the converted file still warns that these are random weights
+            mark_standin(args.dst, dict(standin, converted_to=backbone_type))
     print(f'{args.src} ({converted.source}) -> {args.dst}: {len(sd)} tensors')
     if backbone_type == 'CvT' and converted.source == 'official':
-        print("note: the authors' CvT models use QuickGELU: build the model that loads this "
-              "file with act='quick_gelu'")
+        print("note: the authors' CvT models use QuickGELU; the file records it (mlp_act), so "
+              "a CvT built with act='auto' (the default) computes with it")

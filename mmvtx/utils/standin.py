@@ -577,6 +577,15 @@ def is_standin_checkpoint(path: str) -> bool:
     return standin_info(path) is not None
 
 
+def mark_standin(path: str, record: dict):
+    """Adds the stand-in ``record`` to the ``torch.save`` file ``path`` (a zip archive), where
+    :func:`standin_info` finds it and ``torch.load`` ignores it."""
+    prefix = _archive_prefix(path)
+    with zipfile.ZipFile(path, 'a') as z:
+        z.writestr(f'{prefix}/{STANDIN_RECORD}' if prefix else STANDIN_RECORD,
+                   json.dumps(record, indent=1))
+
+
 def write_standin_checkpoint(checkpoint: str, out_dir: str, seed: int = 0,
                              overwrite: bool = False) -> str:
     """Writes the stand-in of the release ``checkpoint`` names (URL, bare file name or path:
@@ -600,12 +609,8 @@ def write_standin_checkpoint(checkpoint: str, out_dir: str, seed: int = 0,
         tmp = osp.join(tmp_dir, release.name)  # the archive's folder is named after the file
         torch.save(obj, tmp)
         del obj
-        record = dict(mmvtx_standin=True, release=release.name, source=release.source,
-                      seed=seed, warning=WARNING)
-        prefix = _archive_prefix(tmp)
-        with zipfile.ZipFile(tmp, 'a') as z:  # ignored by torch.load; see standin_info
-            z.writestr(f'{prefix}/{STANDIN_RECORD}' if prefix else STANDIN_RECORD,
-                       json.dumps(record, indent=1))
+        mark_standin(tmp, dict(mmvtx_standin=True, release=release.name,
+                               source=release.source, seed=seed, warning=WARNING))
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)

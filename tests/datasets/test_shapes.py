@@ -2,6 +2,7 @@
 readable by mmdet's and mmseg's own dataset classes."""
 import json
 import os.path as osp
+import re
 
 import cv2
 import numpy as np
@@ -67,6 +68,34 @@ def test_generation_is_idempotent_and_atomic(shapes_root, tmp_path):
     assert osp.getmtime(osp.join(shapes_root, 'annotations', 'instances_val.json')) == before
     assert not [p for p in __import__('os').listdir(osp.dirname(shapes_root))
                 if p.startswith('.shapes-')]
+
+
+def test_a_folder_not_generated_here_is_left_untouched(tmp_path, monkeypatch):
+    """data_root pointed at the user's own folder raises naming it (it was deleted and replaced
+    by the scenes); an empty folder or one an older version generated is (re)written."""
+    import mmvtx.datasets.shapes as shapes
+    mine = tmp_path / 'mine'
+    mine.mkdir()
+    (mine / 'photo.png').write_bytes(b'precious')
+    with pytest.raises(FileExistsError, match=re.escape(str(mine))):
+        prepare_shapes(str(mine))
+    with pytest.raises(FileExistsError, match=re.escape(str(mine))):
+        prepare_shapes(str(mine), force=True)
+    assert (mine / 'photo.png').read_bytes() == b'precious'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['mine']  # nothing generated beside
+
+    monkeypatch.setattr(shapes, 'SPLITS', {'train': (2, 0), 'val': (1, 1)})
+    older = tmp_path / 'older'
+    (older / 'images').mkdir(parents=True)
+    (older / '.complete-v2').write_text('')
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    for root in (older, empty):
+        prepare_shapes(str(root))
+        assert (root / f'.complete-v{shapes.VERSION}').exists()
+        assert not (root / '.complete-v2').exists()
+        assert len(list((root / 'images' / 'train').iterdir())) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['empty', 'mine', 'older']
 
 
 def test_mmdet_and_mmseg_datasets_read_it(shapes_root):

@@ -184,6 +184,40 @@ def test_resume_takes_the_newest_complete_checkpoint(tmp_path):
     assert find_resume_checkpoint(str(tmp_path / 'nothing')) is None
 
 
+def test_resume_looks_only_in_its_own_work_dir(tmp_path):
+    """A work dir whose name reads as a glob pattern (``exp[1]`` matches ``exp1``) resumes from
+    its own checkpoints only, and only its own partial writes are removed."""
+    from mmvtx.engine.reliability import find_resume_checkpoint, remove_partial_writes
+    own, sibling = tmp_path / 'exp[1]', tmp_path / 'exp1'
+    own.mkdir(), sibling.mkdir()
+    torch.save({}, sibling / 'iter_8.pth')
+    (sibling / '.iter_10.pth.abc.tmp').write_bytes(b'x')
+    assert find_resume_checkpoint(str(own)) is None
+    assert remove_partial_writes(str(own)) == []
+    assert (sibling / '.iter_10.pth.abc.tmp').exists()
+    torch.save({}, own / 'iter_2.pth')
+    (own / '.iter_4.pth.abc.tmp').write_bytes(b'x')
+    assert find_resume_checkpoint(str(own)) == str(own / 'iter_2.pth')
+    assert remove_partial_writes(str(own)) == [str(own / '.iter_4.pth.abc.tmp')]
+
+
+def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
+    """mkstemp creates 0600 files; a checkpoint is readable as mmengine's own writes are."""
+    from mmvtx.engine.reliability import atomic_write
+    old = os.umask(0o022)
+    try:
+        atomic_write(b'new', str(tmp_path / 'a.pth'))
+        with open(tmp_path / 'b.pth', 'wb') as f:
+            f.write(b'plain')
+        assert oct(os.stat(tmp_path / 'a.pth').st_mode & 0o777) == oct(
+            os.stat(tmp_path / 'b.pth').st_mode & 0o777) == '0o644'
+        os.chmod(tmp_path / 'a.pth', 0o640)  # an existing file keeps its mode, as with open()
+        atomic_write(b'newer', str(tmp_path / 'a.pth'))
+        assert os.stat(tmp_path / 'a.pth').st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
+
+
 def test_killed_ddp_run_resumes_bit_identical(tmp_path):
     """The same with 2 processes on gloo (tools/dist_train.sh) and activation checkpointing
     (non-reentrant, DDP-safe): each rank draws its own streams, and the resumed pair ends where

@@ -197,3 +197,24 @@ def test_compile_hook_names_a_missing_module():
         CompileModelHook(modules='backbone').before_run(Runner())
     with pytest.raises(ValueError, match='modules is empty'):
         CompileModelHook(modules=())
+
+
+def test_slurm_train_keeps_paths_with_spaces_whole(tmp_path):
+    """tools/slurm_train.sh split a work dir (or config, or extra argument) with spaces into
+    several arguments, and ran tools/train.py only from the repository root. A stand-in srun
+    records the command line it gets."""
+    fake_bin = tmp_path / 'bin'
+    fake_bin.mkdir()
+    (fake_bin / 'srun').write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "$SRUN_LOG"\n')
+    (fake_bin / 'srun').chmod(0o755)
+    log = tmp_path / 'srun.log'
+    out = run_tool(['bash', osp.join(ROOT, 'tools/slurm_train.sh'), 'part', 'job',
+                    'my configs/det.py', 'work dirs/run 1', '--cfg-options',
+                    'train_cfg.max_iters=2', 'a b'], cwd=str(tmp_path),
+                   env_extra=dict(PATH=f'{fake_bin}:{os.environ["PATH"]}', SRUN_LOG=str(log)))
+    assert out.returncode == 0, out.stderr
+    args = log.read_text().splitlines()
+    assert args[args.index(sys.executable):] == [  # $PYTHON (run_tool sets it), as dist_train.sh
+        sys.executable, '-u', osp.join(ROOT, 'tools', 'train.py'), 'my configs/det.py',
+        '--work-dir=work dirs/run 1', '--launcher=slurm', '--cfg-options',
+        'train_cfg.max_iters=2', 'a b']

@@ -1,4 +1,7 @@
 """tools/model_converters/*2mmvtx.py write files that load back to the same model."""
+import json
+
+import pytest
 import torch
 
 from mmvtx.models.backbones.swin import SwinTransformer
@@ -35,3 +38,108 @@ def test_vit2mmvtx_resizes_position_embedding(tmp_path):
                                  '"num_heads": 2, "img_size": 384}'])
     sd = torch.load(tmp_path / 'out.pth', weights_only=True)['state_dict']
     assert sd['pos_embed'].shape == (1, 1 + 24 * 24, 64)
+
+
+SMALL_SWIN = dict(embed_dims=24, depths=(2, 2, 2, 2), num_heads=(3, 6, 12, 24))
+SMALL_SWIN_OPTIONS = json.dumps(dict(SMALL_SWIN, depths=[2, 2, 2, 2], num_heads=[3, 6, 12, 24]))
+
+
+def _same_outputs(a, b, size=(64, 96)):
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        return max((u - v).abs().max() for u, v in zip(a.eval()(x), b.eval()(x))) <= 1e-4
+
+
+def test_swin2mmvtx_converts_an_mmengine_training_checkpoint(tmp_path):
+    """The README's use: a whole detector checkpoint of tools/train.py (mmengine's
+    HistoryBuffer and numpy scalars in its meta), cut to backbone.; was refused by
+    torch.load(weights_only=True) with a hint to use the converter itself."""
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
+    ref = jitter_(SwinTransformer(**SMALL_SWIN))
+    loss = HistoryBuffer()
+    loss.update(1.5)
+    torch.save({'meta': {'epoch': np.int64(0), 'iter': 20,
+                         'message_hub': {'log_scalars': {'train/loss': loss}}},
+                'state_dict': {**{f'backbone.{k}': v for k, v in ref.state_dict().items()},
+                               'neck.conv.weight': torch.zeros(2, 2)}},
+               tmp_path / 'iter_20.pth')
+    allowed = torch.serialization.get_safe_globals()
+    torch.serialization.clear_safe_globals()  # as in a fresh process: nothing allowed yet
+    try:
+        convert_main('SwinTransformer', 'tiny', [str(tmp_path / 'iter_20.pth'),
+                                                 str(tmp_path / 'swin.pth'),
+                                                 '--options', SMALL_SWIN_OPTIONS])
+    finally:
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals(allowed)
+    model = SwinTransformer(**SMALL_SWIN, init_cfg=dict(type='Pretrained',
+                                                        checkpoint=str(tmp_path / 'swin.pth')))
+    model.init_weights()
+    assert _same_outputs(ref, model)
+
+
+@pytest.mark.parametrize('dst', ['cvt.pth', 'cvt.safetensors'])
+def test_cvt2mmvtx_keeps_the_authors_quick_gelu(tmp_path, dst):
+    """The converted authors' file, loaded with act='auto', computes what the authors' file
+    does (QuickGELU, recorded in mlp_act), not GELU."""
+    from mmvtx.models.backbones.cvt import CvT
+    from tests.models.backbones.test_cvt import LAYOUTS, authors_checkpoint
+    src, gelu = authors_checkpoint(tmp_path)
+    options = json.dumps({k: list(v) for k, v in LAYOUTS['small'].items()})
+    convert_main('CvT', '13', [src, str(tmp_path / dst), '--options', options])
+    models = [CvT(**LAYOUTS['small'], drop_path_rate=0.0,
+                  init_cfg=dict(type='Pretrained', checkpoint=path))
+              for path in (src, str(tmp_path / dst))]
+    for m in models:
+        m.init_weights()
+    assert models[1].get_setting('mlp_act') == 'quick_gelu'
+    assert _same_outputs(*models)
+    assert not _same_outputs(models[1], gelu)  # GELU != QuickGELU
+
+
+def test_converter_refuses_outputs_it_cannot_write(tmp_path, capsys):
+    """The input as output was overwritten, a .npz name got a torch zip (unreadable as .npz),
+    a missing folder failed after converting: refused up front (or created), naming the file."""
+    src = tmp_path / 'swin.pth'
+    torch.save(SwinTransformer(**SMALL_SWIN).state_dict(), src)
+    before = src.read_bytes()
+    (tmp_path / 'a_dir.pth').mkdir()
+    for dst, why in ((src, 'is the input file'), (tmp_path / '.' / 'swin.pth', 'is the input'),
+                     (tmp_path / 'out.npz', "not '.npz'"), (tmp_path / 'out', 'no extension'),
+                     (tmp_path / 'a_dir.pth', 'is a folder')):
+        with pytest.raises(SystemExit):
+            convert_main('SwinTransformer', 'tiny', [str(src), str(dst),
+                                                     '--options', SMALL_SWIN_OPTIONS])
+        err = capsys.readouterr().err
+        assert f'{dst}' in err and why in err, err
+    assert src.read_bytes() == before
+    assert not (tmp_path / 'out.npz').exists()
+    convert_main('SwinTransformer', 'tiny', [str(src), str(tmp_path / 'new' / 'dir' / 'out.PT'),
+                                             '--options', SMALL_SWIN_OPTIONS])
+    assert 'state_dict' in torch.load(tmp_path / 'new' / 'dir' / 'out.PT', weights_only=True)
+
+
+def test_a_converted_standin_stays_marked(tmp_path):
+    """Loading a converted stand-in still warns that its weights are random."""
+    from mmengine.logging import MMLogger
+    from mmvtx.utils.standin import is_standin_checkpoint, mark_standin, standin_info
+    src = tmp_path / 'swin_tiny_patch4_window7_224.pth'
+    torch.save({'model': SwinTransformer(**SMALL_SWIN).state_dict()}, src)
+    mark_standin(str(src), dict(mmvtx_standin=True, release=src.name, seed=0))
+    convert_main('SwinTransformer', 'tiny', [str(src), str(tmp_path / 'out.pth'),
+                                             '--options', SMALL_SWIN_OPTIONS])
+    assert is_standin_checkpoint(str(tmp_path / 'out.pth'))
+    assert standin_info(str(tmp_path / 'out.pth'))['release'] == src.name
+    model = SwinTransformer(**SMALL_SWIN, init_cfg=dict(type='Pretrained',
+                                                        checkpoint=str(tmp_path / 'out.pth')))
+    logged = []
+    logger = MMLogger.get_current_instance()
+    handler = __import__('logging').Handler()
+    handler.emit = lambda record: logged.append(record.getMessage())
+    logger.addHandler(handler)
+    try:
+        model.init_weights()
+    finally:
+        logger.removeHandler(handler)
+    assert any('STAND-IN' in m for m in logged), logged

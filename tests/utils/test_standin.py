@@ -559,3 +559,17 @@ def test_cli_writes_where_the_recipes_look_and_says_they_are_random(cache, capsy
     assert main(['--list']) == 0
     listed = capsys.readouterr().out
     assert all(n in listed for n in S.PUBLISHED)
+
+
+def test_cli_checks_every_name_and_the_out_dir_before_writing(cache, tmp_path, capsys):
+    """A local file that is no release was only refused after the releases before it were
+    written; an --out-dir that is a file gave a FileExistsError traceback."""
+    main = _cli()
+    mine = tmp_path / 'my_weights.pth'
+    mine.write_bytes(b'mine')
+    assert main([DEIT_TINY_URL, str(mine)]) == 1
+    assert 'my_weights.pth: no known public release' in capsys.readouterr().err
+    assert not osp.exists(cache) or not os.listdir(cache)  # nothing written
+    assert main(['--out-dir', str(mine), DEIT_TINY_URL]) == 1
+    assert f'--out-dir {mine} is a file' in capsys.readouterr().err
+    assert mine.read_bytes() == b'mine'

@@ -49,14 +49,20 @@ def main(argv=None) -> int:
         parser.error('give config files or checkpoint names (or --list)')
     out_dir = args.out_dir or checkpoint_cache_dir()
 
-    # check every name first: nothing is written if one is unknown
+    # check everything first: nothing is written if a name is unknown or out_dir unusable
+    if osp.exists(out_dir) and not osp.isdir(out_dir):
+        print(f'error: --out-dir {out_dir} is a file, not a folder', file=sys.stderr)
+        return 1
     configs = [a for a in args.inputs if a.endswith('.py')]
     names = [a for a in args.inputs if not a.endswith('.py')]
     try:
         wanted = {c: pretrained_checkpoints(c) for c in configs}
-        for ckpt in names + [c for cs in wanted.values() for c in cs]:
-            if ckpt.startswith(('http://', 'https://')) or not osp.isfile(osp.expanduser(ckpt)):
-                find_release(ckpt)  # raises, naming the file, if no release has that name
+        # a name given here must be a release's (a local file of another name has no stand-in);
+        # a config's local file is the user's own and is left alone
+        for ckpt in names + [c for cs in wanted.values() for c in cs
+                             if c.startswith(('http://', 'https://')) or
+                             not osp.isfile(osp.expanduser(c))]:
+            find_release(ckpt)  # raises, naming the file, if no release has that name
     except (ValueError, FileNotFoundError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 1
@@ -77,8 +83,10 @@ def main(argv=None) -> int:
                 continue
             written.append(write_standin_checkpoint(name, out_dir, seed=args.seed,
                                                     overwrite=args.overwrite))
-    except ValueError as e:
+    except (ValueError, OSError) as e:  # e.g. a folder that cannot be created or written
         print(f'error: {e}', file=sys.stderr)
+        for path in written:
+            print(f'wrote {path} before the error (RANDOM WEIGHTS)', file=sys.stderr)
         return 1
 
     for path in written:

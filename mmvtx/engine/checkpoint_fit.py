@@ -1,0 +1,82 @@
+"""Evaluate only the model a checkpoint was trained for.
+
+mmengine loads ``load_from`` with ``strict=False``: a checkpoint of another model (a ViT
+detector's file given to a Swin config, a backbone-only file) loads what happens to match,
+logs a long warning and is evaluated anyway, so wrong metrics come out with exit status 0.
+:class:`CheckpointFitHook` (which ``tools/test.py`` and the demo add when they evaluate a
+checkpoint) refuses such a file before any weight is copied, naming its missing, unexpected and
+mis-shaped keys.
+
+Allowed differences, all of which the model fills in itself:
+
+* the int8 buffers of checkpoint-chosen settings (a backbone's ``_settings``: Swin's
+  ``shift_rule``, CvT's ``mlp_act``) may be missing: checkpoints written before they existed
+  lack them, and a checkpoint without the record leaves the setting as built;
+* BatchNorm's ``num_batches_tracked`` may be missing (torch fills it in on load).
+
+Any other missing parameter or buffer would keep its random init, so it is refused.
+"""
+import re
+from typing import Dict, List
+
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+from torch import nn
+
+from mmvtx.registry import HOOKS
+from mmvtx.utils.checkpoint import CheckpointMismatchError
+
+
+def _may_miss(model: nn.Module) -> set:
+    """The model's keys that a checkpoint may lack (see the module's docstring)."""
+    keys = set()
+    for prefix, module in model.named_modules():
+        for name in module.__dict__.get('_settings', {}):
+            keys.add(f'{prefix}.{name}' if prefix else name)
+    return keys | {k for k in model.state_dict() if k.endswith('.num_batches_tracked')}
+
+
+def checkpoint_mismatches(model: nn.Module, state_dict: Dict) -> List[str]:
+    """One line per kind of difference (missing keys, unexpected keys, shape mismatches)
+    between ``state_dict`` and ``model``; empty if the checkpoint fits."""
+    own = model.state_dict()
+    may_miss = _may_miss(model)
+    missing = [k for k in own if k not in state_dict and k not in may_miss]
+    unexpected = [k for k in state_dict if k not in own]
+    mis_shaped = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
+                  for k, v in state_dict.items()
+                  if k in own and tuple(getattr(v, 'shape', ())) != tuple(own[k].shape)]
+    lines = []
+    for title, keys in (('missing keys', missing), ('unexpected keys', unexpected),
+                        ('shape mismatches', mis_shaped)):
+        if keys:
+            lines.append(f'  {title} ({len(keys)}): ' + ', '.join(keys[:40]) +
+                         (' ...' if len(keys) > 40 else ''))
+    return lines
+
+
+@HOOKS.register_module()
+class CheckpointFitHook(Hook):
+    """Raises :class:`~mmvtx.utils.checkpoint.CheckpointMismatchError` in
+    ``after_load_checkpoint`` (before mmengine copies the weights) when the checkpoint's keys or
+    shapes do not fit the model, naming the file and every missing, unexpected and mis-shaped
+    key. Add it to runs that evaluate a given checkpoint; not to fine-tuning from another
+    model's weights (``load_from`` of a detector with other classes), where differences are
+    expected."""
+    priority = 'VERY_HIGH'
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        state_dict = checkpoint.get('state_dict', checkpoint)
+        # the renaming mmengine applies before loading (Runner.load_checkpoint's revise_keys)
+        state_dict = {re.sub(r'^module\.', '', k): v for k, v in state_dict.items()}
+        lines = checkpoint_mismatches(model, state_dict)
+        source = getattr(runner, '_load_from', None) or 'the checkpoint'
+        if lines:
+            raise CheckpointMismatchError('\n'.join(
+                [f'{source} does not fit the {type(model).__name__} of this config (a '
+                 'checkpoint of another model or config?); it is not evaluated:'] + lines +
+                ['Evaluate it with the config it was trained with. A backbone checkpoint goes '
+                 "into the config's init_cfg, not here."]))
+        print_log(f'{source}: all {len(state_dict)} tensors fit the model', logger='current')

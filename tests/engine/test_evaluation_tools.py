@@ -1,0 +1,146 @@
+"""tools/test.py and tools/demo.py evaluate a checkpoint only if it fits the config's model:
+mmengine loads ``load_from`` with strict=False, so another model's file (or a backbone-only
+file) was evaluated with most weights at their random init, and metrics came out with exit
+status 0. And where their outputs go."""
+import glob
+import os.path as osp
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+
+from mmvtx.engine import CheckpointFitHook
+from mmvtx.utils.checkpoint import CheckpointMismatchError
+from tests.engine.test_train_tools import shapes_data  # noqa: F401  (the data, once)
+from tests.engine.test_train_tools import (DET_CFG, DET_CFGS, ROOT, SEG_CFG, SMALL_BACKBONES,
+                                           run_tool, small_config)
+
+
+def _detector(arch: str, **backbone):
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    cfg = Config.fromfile(DET_CFGS[arch])
+    small, widths = SMALL_BACKBONES[arch]
+    cfg.model.backbone.update(small, **backbone)
+    cfg.model.neck.in_channels = widths
+    register_all_modules(init_default_scope=False)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return MODELS.build(cfg.model)
+
+
+def _check(model, state_dict, path='some.pth'):
+    runner = SimpleNamespace(model=model, _load_from=path)
+    CheckpointFitHook().after_load_checkpoint(runner, {'state_dict': state_dict, 'meta': {}})
+
+
+@pytest.mark.parametrize('arch,setting', [('swin', 'backbone.shift_rule'),
+                                          ('cvt', 'backbone.mlp_act')])
+def test_the_models_own_checkpoint_fits(arch, setting):
+    """Its own weights fit, with DataParallel's ``module.`` prefix too, and so do checkpoints
+    written before the settings' int8 buffers existed (the setting stays as built)."""
+    model = _detector(arch)
+    own = model.state_dict()
+    assert setting in own
+    _check(model, own)
+    _check(model, {'module.' + k: v for k, v in own.items()})
+    _check(model, {k: v for k, v in own.items() if k != setting})
+
+
+def test_another_models_checkpoint_is_refused_naming_the_keys():
+    swin = _detector('swin')
+    sd = swin.state_dict()
+    with pytest.raises(CheckpointMismatchError) as e:  # a ViT detector's file
+        _check(_detector('vit'), sd, 'work_dirs/demo_swin/iter_700.pth')
+    msg = str(e.value)
+    assert 'work_dirs/demo_swin/iter_700.pth does not fit the MaskRCNN' in msg
+    assert 'missing keys' in msg and 'unexpected keys' in msg and 'backbone.shift_rule' in msg
+
+    with pytest.raises(CheckpointMismatchError, match='shape mismatches') as e:  # other widths
+        _check(_detector('swin', embed_dims=48), sd)
+    assert 'backbone.patch_embed.proj.weight: checkpoint (24, 3, 4, 4) vs model ' \
+           '(48, 3, 4, 4)' in str(e.value)
+
+    backbone_only = {k[len('backbone.'):]: v for k, v in sd.items() if k.startswith('backbone.')}
+    with pytest.raises(CheckpointMismatchError) as e:
+        _check(swin, backbone_only)  # mmengine loaded 0 tensors from it and evaluated
+    assert f'missing keys ({len(sd) - 1}): backbone.' in str(e.value)  # all but shift_rule
+    assert f'unexpected keys ({len(backbone_only)}): shift_rule, patch_embed.proj.weight' in \
+        str(e.value)
+    with pytest.raises(CheckpointMismatchError, match=r'missing keys \(1\): backbone.norm0'):
+        _check(swin, {k: v for k, v in sd.items() if not k.startswith('backbone.norm0.')}
+               | {'backbone.norm0.bias': sd['backbone.norm0.bias']})
+
+
+def test_tools_test_refuses_a_backbone_checkpoint(tmp_path):
+    cfg = small_config(tmp_path, DET_CFG, 'det', iters=1, ckpt_interval=1)
+    ckpt = tmp_path / 'backbone.pth'
+    sd = _detector('swin').state_dict()
+    torch.save({k[len('backbone.'):]: v for k, v in sd.items() if k.startswith('backbone.')},
+               ckpt)
+    out = run_tool([sys.executable, osp.join(ROOT, 'tools/test.py'), cfg, str(ckpt),
+                    '--work-dir', str(tmp_path / 'test')], cwd=str(tmp_path))
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
+    assert f'error: {ckpt} does not fit the MaskRCNN' in out.stderr
+    assert 'coco/bbox_mAP' not in out.stdout + out.stderr
+
+
+def _load_demo():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('mmvtx_demo', osp.join(ROOT, 'tools/demo.py'))
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    return demo
+
+
+def test_demo_names_its_work_dir_after_the_config(tmp_path, monkeypatch):
+    """``--config X`` took the Swin demo's work dir (and evaluated its checkpoint) and outputs;
+    relative paths were read from the repository instead of the current directory."""
+    demo = _load_demo()
+    monkeypatch.chdir(tmp_path)
+    args = demo.parse_args(['--config', 'cfgs/my_det.py', '--work-dir', 'runs/a'])
+    assert args.config == str(tmp_path / 'cfgs/my_det.py')
+    assert args.work_dir == str(tmp_path / 'runs/a')
+    assert args.out_dir == osp.join(ROOT, 'outputs', 'demo_my_det')
+    args = demo.parse_args(['--config', 'cfgs/my_det.py'])
+    assert args.work_dir == osp.join(ROOT, 'work_dirs', 'demo_my_det')
+    args = demo.parse_args(['--model', 'vit'])
+    assert args.config == osp.join(ROOT, demo.CONFIGS['vit'])
+    assert args.work_dir == osp.join(ROOT, 'work_dirs', 'demo_vit')
+    assert args.out_dir == osp.join(ROOT, 'outputs', 'demo_vit')
+
+
+def test_demo_refuses_to_evaluate_another_models_checkpoint(tmp_path):
+    """A finished run's checkpoint is evaluated only if it fits the config's model."""
+    cfg = small_config(tmp_path, DET_CFG, 'det', iters=1, ckpt_interval=1)
+    sd = _detector('vit').state_dict()
+    (tmp_path / 'work').mkdir()
+    torch.save({'state_dict': sd, 'meta': {}}, tmp_path / 'work' / 'iter_1.pth')
+    out = run_tool([sys.executable, osp.join(ROOT, 'tools/demo.py'), '--config',
+                    osp.basename(cfg), '--work-dir', 'work'], cwd=str(tmp_path))
+    assert out.returncode != 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert f'{tmp_path / "work" / "iter_1.pth"} does not fit the MaskRCNN' in out.stderr
+    assert 'bbox mAP' not in out.stdout
+
+
+def test_tools_test_draws_segmentation_under_the_work_dir(tmp_path):
+    """``--show-dir vis`` put mmseg's drawings in ./vis of the current directory; they go to
+    <work_dir>/<timestamp>/vis, one file per image, as mmdet's do."""
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+    cfg = small_config(tmp_path, SEG_CFG, 'seg', iters=1, ckpt_interval=1)
+    register_all_modules(init_default_scope=False)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        model = MODELS.build(Config.fromfile(cfg).model)
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, tmp_path / 'seg.pth')
+    (tmp_path / 'cwd').mkdir()
+    out = run_tool([sys.executable, osp.join(ROOT, 'tools/test.py'), cfg,
+                    str(tmp_path / 'seg.pth'), '--work-dir', str(tmp_path / 'test'),
+                    '--show-dir', 'vis'], cwd=str(tmp_path / 'cwd'))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert 'mIoU' in out.stdout + out.stderr
+    drawn = sorted(osp.basename(p) for p in glob.glob(str(tmp_path / 'test' / '*' / 'vis' / '*')))
+    assert drawn == [f'{i:06d}.png' for i in range(8)]
+    assert not list((tmp_path / 'cwd').iterdir())

@@ -1,0 +1,45 @@
+"""Checkpoint files that cannot be read (empty, truncated, another format under the name) are
+refused with an error naming the file and what is wrong with it (were SafetensorError: header
+too small, EOFError, or an empty message)."""
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from mmvtx.utils.checkpoint import load_state_dict_file
+
+
+def _valid(path):
+    if path.suffix == '.safetensors':
+        from safetensors.torch import save_file
+        save_file({'w': torch.zeros(64)}, str(path))
+    elif path.suffix == '.npz':
+        np.savez(path, w=np.zeros(64))
+    else:
+        torch.save({'w': torch.zeros(64)}, path)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize('ext,kind', [('.safetensors', 'not a valid .safetensors file'),
+                                      ('.npz', 'not a valid .npz file'),
+                                      ('.pth', 'could not be read with torch.load')])
+def test_unreadable_files_are_named(tmp_path, ext, kind):
+    data = _valid(tmp_path / f'ok{ext}')
+    assert list(load_state_dict_file(str(tmp_path / f'ok{ext}'))) == ['w']
+    for name, content in (('empty', b''), ('truncated', data[:len(data) // 2]),
+                          ('garbage', b'not a checkpoint' * 4)):
+        path = tmp_path / f'{name}{ext}'
+        path.write_bytes(content)
+        why = 'is empty (0 bytes)' if name == 'empty' else kind
+        with pytest.raises(RuntimeError, match=re.escape(str(path))) as e:
+            load_state_dict_file(str(path))
+        assert why in str(e.value)
+        assert not str(e.value).rstrip().endswith(':')  # the reason is given
+
+
+def test_a_single_npy_array_named_npz_is_refused(tmp_path):
+    np.save(tmp_path / 'a.npy', np.zeros(3))
+    (tmp_path / 'a.npz').write_bytes((tmp_path / 'a.npy').read_bytes())
+    with pytest.raises(RuntimeError, match='a.npz is not a valid .npz file.*single .npy array'):
+        load_state_dict_file(str(tmp_path / 'a.npz'))
