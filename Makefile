@@ -2,6 +2,8 @@
 # the mmcv wheel with compiled ops is built once and cached in ~/.cache/mmvtx).
 PY := .venv/bin/python
 MODEL ?= swin
+# test processes (pytest-xdist); each gets its share of the cores
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo test bench clean
 setup:
@@ -11,7 +13,8 @@ demo: setup
 	$(PY) tools/demo.py --model $(MODEL)
 
 test: setup
-	$(PY) -m pytest tests -q --durations=15
+	$(PY) -m mmvtx.datasets.shapes --root data/shapes > /dev/null  # once, before the workers
+	$(PY) -m pytest tests -q -n $(TEST_WORKERS) --durations=15
 
 bench: setup
 	$(PY) tools/analysis_tools/benchmark_backbone.py

@@ -10,6 +10,13 @@ if ROOT not in sys.path:
 
 import mmvtx  # noqa: E402,F401  registers everything
 
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    # several test processes (make test: pytest -n N): each, and the tools it runs, gets its
+    # share of the cores instead of all of them
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', 1)))
+    os.environ['OMP_NUM_THREADS'] = str(_threads)
+    torch.set_num_threads(_threads)
+
 
 @pytest.fixture(autouse=True)
 def _seed():
