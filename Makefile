@@ -13,7 +13,7 @@ demo: setup
 	$(PY) tools/demo.py --model $(MODEL)
 
 test: setup
-	$(PY) -m mmvtx.datasets.shapes --root data/shapes > /dev/null  # once, before the workers
+	$(PY) -c "from mmvtx.datasets import prepare_shapes; prepare_shapes('data/shapes')"  # before the workers
 	$(PY) -m pytest tests -q -n $(TEST_WORKERS) --durations=15
 
 bench: setup
