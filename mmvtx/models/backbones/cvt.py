@@ -91,9 +91,9 @@ class ConvAttention(nn.Module):
             q, k, v = (torch.cat([cls, t], dim=1) for t in (q, k, v))
         heads, hd = self.num_heads, C // self.num_heads
         # (B, heads, tokens, head_dim); keys/values have about a quarter of the query tokens
-        q = self.proj_q(q).view(B, -1, heads, hd).transpose(1, 2)
-        k = self.proj_k(k).view(B, -1, heads, hd).transpose(1, 2)
-        v = self.proj_v(v).view(B, -1, heads, hd).transpose(1, 2)
+        q = self.proj_q(q).unflatten(-1, (heads, hd)).transpose(1, 2)
+        k = self.proj_k(k).unflatten(-1, (heads, hd)).transpose(1, 2)
+        v = self.proj_v(v).unflatten(-1, (heads, hd)).transpose(1, 2)
         x = attention(q, k, v, scale=self.scale,
                       dropout_p=self.attn_drop if self.training else 0.0)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))

@@ -106,10 +106,11 @@ class WindowMSA(nn.Module):
         qkv = self.qkv(x).view(B, H * W, 3 * C)
         windows = tokens_to_windows(qkv, gather, self.qkv.bias)  # pad, shift, partition
         del qkv  # each intermediate goes once used: inference holds one at a time
-        y = self.attend(windows.view(B, -1, geo.tokens_per_window, 3 * C),
+        N = geo.tokens_per_window
+        y = self.attend(windows.view(B, windows.shape[1] // N, N, 3 * C),
                         geo.mask if shift else None)
         del windows
-        y = windows_to_tokens(y.view(B, -1, C), gather)  # reverse shift, crop
+        y = windows_to_tokens(y.flatten(1, 2), gather)  # reverse shift, crop
         return self.proj_drop(self.proj(y)).view(B, H, W, C)
 
     def attend(self, qkv: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -87,7 +87,8 @@ class Attention(nn.Module):
         if geo is not None:
             gather = geo.gathers[0]
             qkv = tokens_to_windows(qkv, gather, self._qkv_bias())
-            qkv = qkv.view(-1, geo.tokens_per_window, 3 * C)  # (B * nW) windows
+            slots, N = qkv.shape[1], geo.tokens_per_window
+            qkv = qkv.view(B * (slots // N), N, 3 * C)  # (B * nW) windows
         b, n = qkv.shape[:2]
         # qkv with shape (3, b, heads, n, head_dim)
         q, k, v = qkv.view(b, n, 3, self.num_heads, self.head_dim).permute(
@@ -102,7 +103,7 @@ class Attention(nn.Module):
                       rel_pos=rel_pos)
         y = y.transpose(1, 2).reshape(b, n, C)
         if geo is not None:
-            y = windows_to_tokens(y.view(B, -1, C), gather)
+            y = windows_to_tokens(y.view(B, slots, C), gather)
         return self.proj_drop(self.proj(y, out_scale))
 
 

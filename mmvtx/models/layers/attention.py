@@ -44,6 +44,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     gradient is the row/column sum of the logits' gradient. ``dropout_p`` is applied to the
     probabilities (pass 0 outside training)."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
+    if q.numel() == 0 and not torch.compiler.is_compiling():  # e.g. a batch of no images
+        return (q.sum(-1, keepdim=True) + k.sum() + v.sum()).expand(*q.shape[:-1], v.shape[-1])
     if _RECORDERS:  # analysis tools: also keep the probabilities (outputs unchanged)
         _RECORDERS[-1].add(q, k, bias, mask, scale, rel_pos)
     if bias is None and rel_pos is None:

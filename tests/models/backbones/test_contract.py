@@ -163,3 +163,15 @@ def test_with_cp_trains_the_same(cls, kwargs):
         assert torch.allclose(p.grad, q.grad, atol=1e-6, rtol=1e-5), name
     for (name, b), c in zip(plain.named_buffers(), ckpt.buffers()):
         assert torch.equal(b, c), name
+
+
+@pytest.mark.parametrize('name', sorted(BACKBONES) + ['vitdet'])
+def test_a_batch_of_no_images(name):
+    """An empty batch gives empty maps of the shapes one image gets (and a backward runs)."""
+    model = ViT('vitdet-b', embed_dims=48, num_layers=2, num_heads=2, global_attn_indexes=(1,)) \
+        if name == 'vitdet' else BACKBONES[name]()
+    model.train()
+    empty, one = model(torch.randn(0, 3, 70, 90)), model(torch.randn(1, 3, 70, 90))
+    assert [o.shape[1:] for o in empty] == [o.shape[1:] for o in one]
+    assert all(o.shape[0] == 0 for o in empty)
+    sum(o.sum() for o in empty).backward()
