@@ -23,11 +23,33 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     bias tables get no weight decay (ViTDet's decomposed relative position tables do, as in
     detectron2).
 
-    ``paramwise_cfg=dict(layer_decay_rate=0.7)``; e.g. ViTDet's ViT-B recipe."""
+    ``paramwise_cfg=dict(layer_decay_rate=0.7)``; e.g. ViTDet's ViT-B recipe.
+    ``custom_keys`` (mmengine's meaning: the longest key contained in a parameter's name) apply
+    on top: ``lr_mult`` multiplies the decayed rate, ``decay_mult`` sets the weight decay to
+    ``weight_decay * decay_mult`` (also where the rules above give none). Other ``paramwise_cfg``
+    options of mmengine's constructor are refused by name rather than ignored."""
+
+    CUSTOM_KEY_OPTIONS = ('lr_mult', 'decay_mult')
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: dict = None):
         paramwise_cfg = dict(paramwise_cfg or {})
         self.decay_rate = paramwise_cfg.pop('layer_decay_rate', 0.7)
+        rate = self.decay_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1:
+            raise ValueError(f'LayerDecayOptimWrapperConstructor: layer_decay_rate={rate!r} '
+                             'must be a number in (0, 1]')
+        self.custom_keys = dict(paramwise_cfg.pop('custom_keys', None) or {})
+        if paramwise_cfg:
+            raise ValueError(f'LayerDecayOptimWrapperConstructor: paramwise_cfg options '
+                             f'{sorted(paramwise_cfg)} are not supported (it takes '
+                             f'layer_decay_rate and custom_keys; biases, norms, position '
+                             f'embeddings and tokens already get no weight decay)')
+        for key, opts in self.custom_keys.items():
+            bad = sorted(set(opts) - set(self.CUSTOM_KEY_OPTIONS)) if isinstance(
+                opts, dict) else opts
+            if bad:
+                raise ValueError(f'LayerDecayOptimWrapperConstructor: custom_keys[{key!r}]='
+                                 f'{opts!r}: only {self.CUSTOM_KEY_OPTIONS} are supported')
         super().__init__(optim_wrapper_cfg, None)
 
     def __call__(self, model: nn.Module):
@@ -52,7 +74,12 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                 current = block_ids.setdefault(m.group(0), len(block_ids) + 1)
             layer_of[name] = current if name.startswith('backbone.') else None
         num_layers = len(block_ids)
+        if not num_layers:
+            raise ValueError('LayerDecayOptimWrapperConstructor: the model has no backbone '
+                             'blocks (parameters named backbone.blocks.N. or '
+                             'backbone.stages.N.blocks.M.) to decay the learning rate over')
         wd = self.base_wd or 0.0
+        sorted_keys = sorted(sorted(self.custom_keys), key=len, reverse=True)
         for name, param in named:
             if not param.requires_grad:
                 continue
@@ -60,8 +87,13 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             scale = self.decay_rate ** (num_layers + 1 - layer_id)
             no_decay = param.ndim == 1 or name.endswith('.bias') or any(
                 k in name for k in NO_DECAY)
-            params.append(dict(params=[param], lr=self.base_lr * scale,
-                               weight_decay=0.0 if no_decay else wd))
+            lr, decay = self.base_lr * scale, 0.0 if no_decay else wd
+            key = next((k for k in sorted_keys if k in name), None)
+            if key is not None:
+                lr *= self.custom_keys[key].get('lr_mult', 1.0)
+                if 'decay_mult' in self.custom_keys[key]:
+                    decay = wd * self.custom_keys[key]['decay_mult']
+            params.append(dict(params=[param], lr=lr, weight_decay=decay))
         print_log(f'layer decay {self.decay_rate} over {num_layers} backbone blocks: lr x '
                   f'{self.decay_rate ** (num_layers + 1):.4f} (embeddings) .. 1 (heads)',
                   logger='current')

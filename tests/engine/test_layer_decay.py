@@ -38,3 +38,52 @@ def test_layer_decay_scales_lr_by_depth(scope):
     assert wd_of['backbone.blocks.0.attn.qkv.weight'] == pytest.approx(0.1)
     assert len(lr_of) == sum(1 for _ in model.parameters())
     torch.manual_seed(0)
+
+
+def _groups(model, paramwise_cfg, scope='mmdet'):
+    from mmengine.optim import build_optim_wrapper
+    with DefaultScope.overwrite_default_scope(scope):
+        wrapper = build_optim_wrapper(model, dict(
+            type='OptimWrapper', constructor='mmvtx.LayerDecayOptimWrapperConstructor',
+            optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.1),
+            paramwise_cfg=paramwise_cfg))
+    names = {id(p): n for n, p in model.named_parameters()}
+    return {names[id(p)]: (g['lr'], g['weight_decay'])
+            for g in wrapper.optimizer.param_groups for p in g['params']}
+
+
+def test_layer_decay_applies_custom_keys_and_skips_frozen_stages():
+    # a user adding layer decay to a config whose paramwise_cfg has custom_keys (our Swin
+    # configs do) had them dropped without a word
+    from mmvtx.models.backbones.swin import SwinTransformer
+    model = Detector(SwinTransformer(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1),
+                                     frozen_stages=1))
+    groups = _groups(model, dict(layer_decay_rate=0.5, custom_keys={
+        'head': dict(lr_mult=10.), 'norm': dict(decay_mult=0.5)}))
+    assert groups['head.weight'] == (pytest.approx(1e-2), pytest.approx(0.1))
+    # 4 blocks: stage 2's block is block 3 -> lr x 0.5 ** 2
+    assert groups['backbone.stages.2.blocks.0.norm1.weight'] == (
+        pytest.approx(1e-3 * 0.25), pytest.approx(0.05))
+    assert groups['backbone.stages.2.blocks.0.attn.relative_position_bias_table'][1] == 0
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert 'backbone.stages.0.blocks.0.attn.qkv.weight' in frozen
+    assert not frozen & set(groups)
+
+
+@pytest.mark.parametrize('paramwise_cfg, match', [
+    (dict(layer_decay_rate=0), 'layer_decay_rate=0 '),
+    (dict(layer_decay_rate=1.5), 'layer_decay_rate=1.5 '),
+    (dict(layer_decay_rate='0.7'), "layer_decay_rate='0.7' "),
+    (dict(norm_decay_mult=0.), r"\['norm_decay_mult'\]"),
+    (dict(custom_keys={'head': dict(lr=1.)}), "custom_keys\\['head'\\]"),
+])
+def test_layer_decay_refuses_bad_paramwise_cfg_by_name(paramwise_cfg, match):
+    model = Detector(ViT(embed_dims=32, num_layers=2, num_heads=2))
+    with pytest.raises(ValueError, match=match):
+        _groups(model, paramwise_cfg)
+
+
+def test_layer_decay_refuses_a_backbone_without_blocks():
+    model = Detector(nn.Conv2d(3, 4, 3))
+    with pytest.raises(ValueError, match='no backbone blocks'):
+        _groups(model, dict(layer_decay_rate=0.7))
