@@ -1,6 +1,7 @@
 """Evaluate a checkpoint on the config's test set (detection or segmentation alike).
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--cfg-options k=v]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--out PKL] [--tta]
+                         [--cfg-options k=v]
 
 A checkpoint whose keys or shapes do not fit the config's model (another model's, a backbone's
 alone) is refused, naming the keys, instead of being evaluated half loaded
@@ -26,6 +27,9 @@ def parse_args(argv=None):
     parser.add_argument('--out', help='dump the raw predictions to this pickle file')
     parser.add_argument('--show-dir', help='draw the predictions on the images into this dir '
                         '(under the work dir: <work_dir>/<timestamp>/DIR)')
+    parser.add_argument('--tta', action='store_true',
+                        help='test-time augmentation (the config\'s tta_model and tta_pipeline, '
+                        'as mmdet\'s and mmseg\'s tools/test.py --tta)')
     return parse_tool_args(parser, argv)
 
 
@@ -33,7 +37,8 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args)
     prepare_test_cfg(cfg, args.config, args.checkpoint, work_dir=args.work_dir,
-                     show_dir=args.show_dir, out=args.out, launcher=args.launcher)
+                     show_dir=args.show_dir, out=args.out, launcher=args.launcher,
+                     tta=args.tta)
     own_group = init_cpu_distributed(cfg, args.launcher)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     metrics = runner.test()

@@ -21,7 +21,7 @@ from typing import Dict, List
 
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
+from mmengine.model import BaseTTAModel, is_model_wrapper
 from torch import nn
 
 from mmvtx.registry import HOOKS
@@ -68,6 +68,8 @@ class CheckpointFitHook(Hook):
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        if isinstance(model, BaseTTAModel):  # --tta: mmengine loads into the wrapped model
+            model = model.module
         state_dict = checkpoint.get('state_dict', checkpoint)
         # the renaming mmengine applies before loading (Runner.load_checkpoint's revise_keys)
         state_dict = {re.sub(r'^module\.', '', k): v for k, v in state_dict.items()}

@@ -1,6 +1,7 @@
 """What ``tools/train.py`` and ``tools/test.py`` do to a config before building the Runner,
 for detection and segmentation configs alike (mm users' flags keep their meaning)."""
 import argparse
+import copy
 import logging
 import os
 import os.path as osp
@@ -129,12 +130,17 @@ def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = N
 
 def prepare_test_cfg(cfg: Config, config_path: str, checkpoint: str,
                      work_dir: Optional[str] = None, show_dir: Optional[str] = None,
-                     out: Optional[str] = None, launcher: str = 'none') -> Config:
+                     out: Optional[str] = None, launcher: str = 'none',
+                     tta: bool = False) -> Config:
     """``checkpoint`` is evaluated only if it fits the model (:class:`CheckpointFitHook`):
-    mmengine alone loads any file with ``strict=False`` and evaluates what came of it."""
+    mmengine alone loads any file with ``strict=False`` and evaluates what came of it.
+    ``tta``: test-time augmentation as mmdet's and mmseg's ``tools/test.py --tta`` (see
+    :func:`prepare_tta_cfg`)."""
     _prepare_common(cfg, config_path, work_dir, launcher)
     cfg.load_from = checkpoint
     _add_hook(cfg, 'CheckpointFitHook')
+    if tta:
+        prepare_tta_cfg(cfg)
     if show_dir is not None:
         vis = cfg.default_hooks.get('visualization')
         if vis is None:
@@ -158,6 +164,47 @@ def prepare_test_cfg(cfg: Config, config_path: str, checkpoint: str,
         evaluator = cfg.test_evaluator
         cfg.test_evaluator = (list(evaluator) if isinstance(evaluator, (list, tuple))
                               else [evaluator]) + [dump]
+    return cfg
+
+
+def prepare_tta_cfg(cfg: Config) -> Config:
+    """What mmdet's and mmseg's ``tools/test.py --tta`` do: the config's ``tta_model`` wraps its
+    model and ``tta_pipeline`` replaces the test pipeline. Detection configs without them get
+    mmdet's defaults (``DetTTAModel``, flip); segmentation configs need a ``tta_pipeline`` (the
+    ADE20K recipes have mmseg's multi-scale + flip one). mmdet's ``DetTTAModel`` merges boxes
+    only, so a detector that predicts masks (Mask R-CNN) is refused before any image is run."""
+    scope = cfg.get('default_scope', 'mmdet')
+    if scope == 'mmdet':
+        if 'tta_model' not in cfg:
+            cfg.tta_model = dict(type='DetTTAModel', tta_cfg=dict(
+                nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
+        if 'tta_pipeline' not in cfg:
+            data_cfg = cfg.test_dataloader.dataset
+            while 'dataset' in data_cfg:
+                data_cfg = data_cfg['dataset']
+            pipeline = copy.deepcopy(data_cfg.pipeline)
+            meta_keys = tuple(pipeline[-1].get('meta_keys') or (
+                'img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
+            meta_keys += tuple(k for k in ('flip', 'flip_direction') if k not in meta_keys)
+            pipeline[-1] = dict(type='TestTimeAug', transforms=[
+                [dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
+                [dict(pipeline[-1], meta_keys=meta_keys)]])
+            cfg.tta_pipeline = pipeline
+        tta_type = str(cfg.tta_model.get('type', '')).split('.')[-1]
+        if tta_type == 'DetTTAModel' and (cfg.model.get('roi_head') or {}).get('mask_head'):
+            raise ValueError(f'--tta: mmdet\'s DetTTAModel merges boxes only and this '
+                             f'{cfg.model.get("type")} predicts masks (roi_head.mask_head); '
+                             'set a tta_model that merges masks in the config, or test without '
+                             '--tta')
+    else:
+        if 'tta_pipeline' not in cfg:
+            raise ValueError('--tta needs tta_pipeline in the config (the test-time '
+                             'augmentations, e.g. mmseg\'s multi-scale + flip of '
+                             'configs/_base_/datasets/ade20k_512x512.py)')
+        if 'tta_model' not in cfg:
+            cfg.tta_model = dict(type='SegTTAModel')
+    cfg.model = dict(cfg.tta_model, module=cfg.model)
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
     return cfg
 
 

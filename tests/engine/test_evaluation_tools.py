@@ -144,3 +144,38 @@ def test_tools_test_draws_segmentation_under_the_work_dir(tmp_path):
     drawn = sorted(osp.basename(p) for p in glob.glob(str(tmp_path / 'test' / '*' / 'vis' / '*')))
     assert drawn == [f'{i:06d}.png' for i in range(8)]
     assert not list((tmp_path / 'cwd').iterdir())
+
+
+def test_tta_wraps_the_model_and_replaces_the_test_pipeline(shapes_data):  # noqa: F811
+    """``tools/test.py --tta`` (mmdet's and mmseg's flag) was refused as an unknown argument."""
+    from mmengine.registry import init_default_scope
+
+    from mmvtx.engine.runner import prepare_test_cfg
+    ade = Config.fromfile(osp.join(ROOT, 'configs/swin/upernet_swin-t-p4-w7_4xb4-160k_'
+                                   'ade20k-512x512.py'))
+    prepare_test_cfg(ade, 'upernet.py', 'x.pth', tta=True)
+    assert ade.model.type == 'SegTTAModel' and ade.model.module.type == 'EncoderDecoder'
+    assert ade.test_dataloader.dataset.pipeline == ade.tta_pipeline
+    with pytest.raises(ValueError, match='--tta needs tta_pipeline'):  # the shapes config
+        prepare_test_cfg(Config.fromfile(SEG_CFG), SEG_CFG, 'x.pth', tta=True)
+    with pytest.raises(ValueError, match='MaskRCNN predicts masks'):  # mmdet's TTA: boxes
+        prepare_test_cfg(Config.fromfile(DET_CFG), DET_CFG, 'x.pth', tta=True)
+
+    det = Config.fromfile(DET_CFG)  # a box-only detector gets mmdet's default flip TTA
+    det.model.roi_head.update(mask_roi_extractor=None, mask_head=None)
+    prepare_test_cfg(det, DET_CFG, 'x.pth', tta=True)
+    assert det.model.type == 'DetTTAModel' and det.model.module.type == 'MaskRCNN'
+    from mmdet.registry import DATASETS
+    init_default_scope('mmdet')
+    data_cfg = dict(det.test_dataloader.dataset, indices=1)
+    data_cfg['data_root'] = osp.join(ROOT, data_cfg['data_root'])
+    item = DATASETS.build(data_cfg)[0]
+    assert [s.flip for s in item['data_samples']] == [True, False]
+
+    # the fit check looks inside the TTA wrapper, as mmengine's loading does
+    from mmseg.models import SegTTAModel
+    model = SegTTAModel(module=_detector('swin'))
+    _check(model, model.module.state_dict())
+    with pytest.raises(CheckpointMismatchError):
+        _check(model, {k: v for k, v in model.module.state_dict().items()
+                       if 'rpn_head' not in k})
