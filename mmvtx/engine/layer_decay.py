@@ -51,6 +51,9 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                 raise ValueError(f'LayerDecayOptimWrapperConstructor: custom_keys[{key!r}]='
                                  f'{opts!r}: only {self.CUSTOM_KEY_OPTIONS} are supported')
         super().__init__(optim_wrapper_cfg, None)
+        if not isinstance(self.base_lr, (int, float)):
+            raise ValueError(f'LayerDecayOptimWrapperConstructor: optimizer.lr='
+                             f'{self.base_lr!r}; the decay scales it, so set it explicitly')
 
     def __call__(self, model: nn.Module):
         if hasattr(model, 'module'):  # DDP

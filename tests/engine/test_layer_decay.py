@@ -83,6 +83,15 @@ def test_layer_decay_refuses_bad_paramwise_cfg_by_name(paramwise_cfg, match):
         _groups(model, paramwise_cfg)
 
 
+def test_layer_decay_refuses_an_optimizer_without_lr():
+    from mmengine.optim import build_optim_wrapper
+    model = Detector(ViT(embed_dims=32, num_layers=2, num_heads=2))
+    with pytest.raises(ValueError, match='optimizer.lr=None'):
+        build_optim_wrapper(model, dict(
+            type='OptimWrapper', constructor='mmvtx.LayerDecayOptimWrapperConstructor',
+            optimizer=dict(type='SGD', momentum=0.9), paramwise_cfg=dict(layer_decay_rate=0.7)))
+
+
 def test_layer_decay_refuses_a_backbone_without_blocks():
     model = Detector(nn.Conv2d(3, 4, 3))
     with pytest.raises(ValueError, match='no backbone blocks'):
