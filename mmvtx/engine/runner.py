@@ -158,6 +158,9 @@ def prepare_test_cfg(cfg: Config, config_path: str, checkpoint: str,
         vis.interval = 1
         vis.test_out_dir = show_dir  # under <work_dir>/<timestamp>/
     if out is not None:
+        if not out.endswith(('.pkl', '.pickle')):
+            raise ValueError(f'--out {out}: the predictions are dumped as a pickle, so the file '
+                             'name must end with .pkl or .pickle')
         scope = cfg.get('default_scope', 'mmdet')
         dump = dict(type='DumpDetResults' if scope == 'mmdet' else 'DumpResults',
                     out_file_path=out)

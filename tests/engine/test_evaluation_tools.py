@@ -156,6 +156,8 @@ def test_tta_wraps_the_model_and_replaces_the_test_pipeline(shapes_data):  # noq
     prepare_test_cfg(ade, 'upernet.py', 'x.pth', tta=True)
     assert ade.model.type == 'SegTTAModel' and ade.model.module.type == 'EncoderDecoder'
     assert ade.test_dataloader.dataset.pipeline == ade.tta_pipeline
+    with pytest.raises(ValueError, match='--out preds.json: '):  # was refused after loading
+        prepare_test_cfg(Config.fromfile(SEG_CFG), SEG_CFG, 'x.pth', out='preds.json')
     with pytest.raises(ValueError, match='--tta needs tta_pipeline'):  # the shapes config
         prepare_test_cfg(Config.fromfile(SEG_CFG), SEG_CFG, 'x.pth', tta=True)
     with pytest.raises(ValueError, match='MaskRCNN predicts masks'):  # mmdet's TTA: boxes
