@@ -101,8 +101,12 @@ def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
     elif path.endswith('.npz'):
         ckpt = _read_npz(path)
     else:
+        # a training checkpoint's message hub (mmengine's HistoryBuffer, numpy values) is read
+        # through the exact allow-list of --resume, for this load only
+        from mmvtx.engine.safe_load import mmengine_checkpoint_globals
         try:
-            ckpt = torch.load(path, map_location='cpu', weights_only=True)
+            with mmengine_checkpoint_globals():
+                ckpt = torch.load(path, map_location='cpu', weights_only=True)
         except Exception as e:  # noqa: BLE001 - re-raised with what a user needs
             raise RuntimeError(
                 f'{path} could not be read with torch.load(weights_only=True): '

@@ -62,3 +62,19 @@ def test_a_file_without_weights_where_they_are_looked_for_names_its_entries(tmp_
         torch.save(ckpt, path)
         with pytest.raises(CheckpointMismatchError, match=re.escape(f'{path} {expected}')):
             load_state_dict_file(str(path))
+
+
+def test_a_training_checkpoint_is_read_without_changing_torchs_allow_list(tmp_path):
+    """An mmengine training checkpoint (message hub: HistoryBuffer, numpy values) as
+    init_cfg=dict(type='Pretrained') or load_backbone_checkpoint outside a run was refused
+    (torch.load(weights_only=True) could not read it unless SafeCheckpointLoadHook had run);
+    it is read through the same exact allow-list, for that load only."""
+    from mmengine.logging import MessageHub
+    hub = MessageHub.get_instance('checkpoint-files-test')
+    hub.update_scalar('train/loss', 1.5)
+    path = tmp_path / 'epoch_1.pth'
+    torch.save({'meta': {'seed': np.int64(3)}, 'message_hub': hub.state_dict(),
+                'state_dict': {'backbone.w': torch.ones(2)}}, path)
+    before = list(torch.serialization.get_safe_globals())
+    assert list(load_state_dict_file(str(path))) == ['backbone.w']
+    assert list(torch.serialization.get_safe_globals()) == before
