@@ -8,6 +8,7 @@ at the start of a run, before mmengine resumes or loads a checkpoint, by
 :class:`SafeCheckpointLoadHook` (which ``tools/train.py``, ``tools/test.py`` and the demo add to
 every run; with other tools, add ``custom_hooks=[dict(type='mmvtx.SafeCheckpointLoadHook')]``).
 """
+import contextlib
 import pickle
 
 import numpy as np
@@ -41,13 +42,26 @@ def _history_buffer_getattr(obj, name: str):
     raise pickle.UnpicklingError(f'refused getattr({obj!r}, {name!r}) in a checkpoint')
 
 
+def _mmengine_globals() -> list:
+    from mmengine.logging.history_buffer import HistoryBuffer
+    return [HistoryBuffer, (_history_buffer_getattr, 'builtins.getattr')] + _numpy_globals()
+
+
 def allow_mmengine_checkpoints():
     """Adds mmengine's and numpy's checkpoint types to ``torch.serialization``'s safe globals."""
     add = getattr(torch.serialization, 'add_safe_globals', None)
     if add is None:  # torch < 2.4 loads them without an allow-list
         return
-    from mmengine.logging.history_buffer import HistoryBuffer
-    add([HistoryBuffer, (_history_buffer_getattr, 'builtins.getattr')] + _numpy_globals())
+    add(_mmengine_globals())
+
+
+def mmengine_checkpoint_globals():
+    """The same allow-list for one ``torch.load`` only (a context manager; torch's global
+    allow-list is left as it is): how pretrained weights are read from a training checkpoint."""
+    scoped = getattr(torch.serialization, 'safe_globals', None)
+    if scoped is None:  # torch < 2.4 loads them without an allow-list
+        return contextlib.nullcontext()
+    return scoped(_mmengine_globals())
 
 
 @HOOKS.register_module()

@@ -20,7 +20,8 @@ import torch
 from mmengine.logging import print_log
 from torch import nn
 
-CONTAINER_KEYS = ('state_dict', 'model', 'module', 'model_state', 'state_dict_ema', 'model_ema')
+CONTAINER_KEYS = ('state_dict', 'model', 'module', 'model_state', 'model_state_dict',
+                  'state_dict_ema', 'model_ema')
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -100,8 +101,12 @@ def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
     elif path.endswith('.npz'):
         ckpt = _read_npz(path)
     else:
+        # a training checkpoint's message hub (mmengine's HistoryBuffer, numpy values) is read
+        # through the exact allow-list of --resume, for this load only
+        from mmvtx.engine.safe_load import mmengine_checkpoint_globals
         try:
-            ckpt = torch.load(path, map_location='cpu', weights_only=True)
+            with mmengine_checkpoint_globals():
+                ckpt = torch.load(path, map_location='cpu', weights_only=True)
         except Exception as e:  # noqa: BLE001 - re-raised with what a user needs
             raise RuntimeError(
                 f'{path} could not be read with torch.load(weights_only=True): '
@@ -109,20 +114,41 @@ def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
                 'mmvtx never unpickles arbitrary objects. Save the bare state dict '
                 '(torch.save(model.state_dict(), ...)) or convert it with '
                 'tools/model_converters/*2mmvtx.py.') from e
-    return unwrap_state_dict(ckpt)
+    return unwrap_state_dict(ckpt, origin=path)
 
 
-def unwrap_state_dict(ckpt) -> Dict[str, torch.Tensor]:
+def _count_tensors(obj) -> int:
+    if isinstance(obj, torch.Tensor):
+        return 1
+    if isinstance(obj, dict):
+        return sum(_count_tensors(v) for v in obj.values())
+    return 0
+
+
+def unwrap_state_dict(ckpt, origin: str = '') -> Dict[str, torch.Tensor]:
     """Takes the weights out of training checkpoints (``{'state_dict': ...}``, ``{'model': ...}``)
-    and strips DataParallel's ``module.`` prefix."""
+    and strips DataParallel's ``module.`` prefix. A checkpoint holding no tensor there (its
+    weights under another name, or none) raises :class:`CheckpointMismatchError` naming its
+    entries."""
+    where = []
     while isinstance(ckpt, dict):
-        inner = next((ckpt[k] for k in CONTAINER_KEYS if isinstance(ckpt.get(k), dict)), None)
-        if inner is None:
+        key = next((k for k in CONTAINER_KEYS if isinstance(ckpt.get(k), dict)), None)
+        if key is None:
             break
-        ckpt = inner
+        ckpt = ckpt[key]
+        where.append(repr(key))
     if not isinstance(ckpt, dict):
         raise CheckpointMismatchError(f'expected a state dict, got {type(ckpt).__name__}')
     sd = {k: v for k, v in ckpt.items() if isinstance(v, torch.Tensor)}
+    if not sd:
+        entries = [f'{k} ({type(v).__name__}' + (f' holding {_count_tensors(v)} tensors)'
+                                                 if isinstance(v, dict) else ')')
+                   for k, v in list(ckpt.items())[:20]]
+        inside = f' under {"/".join(where)}' if where else ''
+        raise CheckpointMismatchError(
+            f'{origin or "the checkpoint"} holds no tensors{inside}, so no weights to load; '
+            f'its entries: {", ".join(entries) or "none"}. Save the weights on their own '
+            '(e.g. torch.save(ckpt[name], ...) for the entry that holds them).')
     if sd and all(k.startswith('module.') for k in sd):
         sd = {k[len('module.'):]: v for k, v in sd.items()}
     return sd

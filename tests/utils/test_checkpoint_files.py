@@ -43,3 +43,38 @@ def test_a_single_npy_array_named_npz_is_refused(tmp_path):
     (tmp_path / 'a.npz').write_bytes((tmp_path / 'a.npy').read_bytes())
     with pytest.raises(RuntimeError, match='a.npz is not a valid .npz file.*single .npy array'):
         load_state_dict_file(str(tmp_path / 'a.npz'))
+
+
+def test_a_file_without_weights_where_they_are_looked_for_names_its_entries(tmp_path):
+    """The weights under a name the loader does not take them from (a DINO 'teacher', an
+    optimizer alone, an empty state dict) were reported as an unknown format with an empty
+    list of 'first keys'; the error names the file and its entries. PyTorch's tutorial name
+    'model_state_dict' is a container like 'model'."""
+    from mmvtx.utils.checkpoint import CheckpointMismatchError
+    torch.save({'epoch': 3, 'model_state_dict': {'w': torch.zeros(2)}}, tmp_path / 'a.pth')
+    assert list(load_state_dict_file(str(tmp_path / 'a.pth'))) == ['w']
+    for name, ckpt, expected in (
+            ('teacher', {'epoch': 3, 'teacher': {'backbone.w': torch.zeros(2)}},
+             'holds no tensors, so no weights to load; its entries: epoch (int), teacher '
+             '(dict holding 1 tensors)'),
+            ('empty', {'meta': {}, 'state_dict': {}}, "holds no tensors under 'state_dict'")):
+        path = tmp_path / f'{name}.pth'
+        torch.save(ckpt, path)
+        with pytest.raises(CheckpointMismatchError, match=re.escape(f'{path} {expected}')):
+            load_state_dict_file(str(path))
+
+
+def test_a_training_checkpoint_is_read_without_changing_torchs_allow_list(tmp_path):
+    """An mmengine training checkpoint (message hub: HistoryBuffer, numpy values) as
+    init_cfg=dict(type='Pretrained') or load_backbone_checkpoint outside a run was refused
+    (torch.load(weights_only=True) could not read it unless SafeCheckpointLoadHook had run);
+    it is read through the same exact allow-list, for that load only."""
+    from mmengine.logging import MessageHub
+    hub = MessageHub.get_instance('checkpoint-files-test')
+    hub.update_scalar('train/loss', 1.5)
+    path = tmp_path / 'epoch_1.pth'
+    torch.save({'meta': {'seed': np.int64(3)}, 'message_hub': hub.state_dict(),
+                'state_dict': {'backbone.w': torch.ones(2)}}, path)
+    before = list(torch.serialization.get_safe_globals())
+    assert list(load_state_dict_file(str(path))) == ['backbone.w']
+    assert list(torch.serialization.get_safe_globals()) == before

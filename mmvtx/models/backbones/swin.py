@@ -446,6 +446,8 @@ def convert_swin(sd: dict, model: 'SwinTransformer') -> ConvertedCheckpoint:
                 continue
             if '.downsample.' in k:
                 v = _unfold_to_official(v)
+            if k.startswith('norm.'):  # mmseg's pretrain files (swin2mmseg): the final norm
+                k = k.replace('norm.', f'norm{last}.')
             out[k] = v
     elif fmt in ('official', 'timm'):
         for k, v in sd.items():
@@ -460,11 +462,14 @@ def convert_swin(sd: dict, model: 'SwinTransformer') -> ConvertedCheckpoint:
             out[k] = v
     else:
         out = {k: v for k, v in sd.items() if not k.endswith('relative_position_index')}
-    if last not in model.out_indices and fmt != 'mmvtx':
-        # the release's final norm belongs to a last stage this model does not return
-        out = {k: v for k, v in out.items() if not k.startswith(f'norm{last}.')}
+    if fmt != 'mmvtx':
+        # output norms of levels this model does not return (a release's final norm, a
+        # detector's norm0..2) are not loaded; those it returns but the file lacks (a
+        # classifier's norm3 only, as mmpretrain saves it) stay at their init
+        unused = tuple(f'norm{i}.' for i in range(last + 1) if i not in model.out_indices)
+        out = {k: v for k, v in out.items() if not k.startswith(unused)}
     for k, v in out.items():
         if k.endswith('relative_position_bias_table'):
             out[k] = resize_rel_pos_bias_table(v, model.window_size)
-    may_miss = [] if fmt in ('mmdet', 'mmvtx') else [f'norm{i}' for i in model.out_indices]
+    may_miss = [] if fmt == 'mmvtx' else [f'norm{i}' for i in model.out_indices]
     return ConvertedCheckpoint(out, fmt, may_miss)

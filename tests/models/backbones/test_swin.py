@@ -331,6 +331,32 @@ def test_relative_position_tables_resized_for_another_window():
     assert model(torch.randn(1, 3, 96, 96))[3].shape == (1, 768, 3, 3)
 
 
+def test_output_norms_of_other_levels_load(tmp_path):
+    """mmpretrain's ImageNet Swin (norm3 only, under backbone.), mmseg's pretrain files (the
+    authors' final norm kept as norm.) and a detector's norm0..3 load into a model returning
+    other levels: the norms it returns and the file lacks stay at their init, the file's norms
+    of levels it does not return are not loaded (all were refused naming the norms before)."""
+    from mmseg.models.backbones import SwinTransformer as MMSegSwin
+    arch = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
+    x = torch.randn(1, 3, 64, 64)
+    for ref_levels, levels in (((3,), (0, 1, 2, 3)), ((0, 1, 2, 3), (1, 3)), ((1, 2, 3), (3,))):
+        ref = MMSegSwin(**arch, window_size=7, out_indices=ref_levels)
+        ref.eval()
+        jitter_(ref)
+        sd = {f'backbone.{k}': v for k, v in ref.state_dict().items()}
+        sd['head.fc.weight'] = torch.zeros(3, 128)
+        ours = SwinTransformer(arch, out_indices=levels, drop_path_rate=0.0).eval()
+        load_backbone_checkpoint(ours, {'state_dict': sd})
+        with torch.no_grad():
+            expected, got = dict(zip(ref_levels, ref(x))), dict(zip(levels, ours(x)))
+        for level in set(ref_levels) & set(levels):
+            assert (expected[level] - got[level]).abs().max() <= TOL, (ref_levels, levels)
+    mmseg_pretrain = {k.replace('norm3.', 'norm.'): v for k, v in ref.state_dict().items()}
+    ours = SwinTransformer(arch, drop_path_rate=0.0).eval()
+    load_backbone_checkpoint(ours, mmseg_pretrain)
+    assert torch.equal(ours.norm3.weight, ref.norm3.weight)
+
+
 # ------------------------------------------------------------------------ training options
 def test_frozen_stages_and_train_returns_self():
     model = SwinTransformer('tiny', frozen_stages=1)
