@@ -23,6 +23,18 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _default_scope_unchanged():
+    """A test that sets mmengine's default scope (a Runner, init_default_scope) must not change
+    how the tests after it, in the same process, resolve registry names (``SwinTransformer``
+    is mmdet's in mmdet's scope): the scopes are put back as they were."""
+    from mmengine.registry import DefaultScope
+    saved = DefaultScope._instance_dict.copy()
+    yield
+    DefaultScope._instance_dict.clear()
+    DefaultScope._instance_dict.update(saved)
+
+
 def jitter_(module: torch.nn.Module, std: float = 0.02) -> torch.nn.Module:
     """Adds noise to every parameter and float buffer, so that no weight is at a trivial value
     (zero bias tables, unit norms) that would hide a wrongly mapped key."""

@@ -55,13 +55,18 @@ def allow_mmengine_checkpoints():
     add(_mmengine_globals())
 
 
+@contextlib.contextmanager
 def mmengine_checkpoint_globals():
-    """The same allow-list for one ``torch.load`` only (a context manager; torch's global
-    allow-list is left as it is): how pretrained weights are read from a training checkpoint."""
-    scoped = getattr(torch.serialization, 'safe_globals', None)
-    if scoped is None:  # torch < 2.4 loads them without an allow-list
-        return contextlib.nullcontext()
-    return scoped(_mmengine_globals())
+    """The same allow-list for one ``torch.load`` only (a context manager): what it adds is
+    taken away again, what was allowed before (e.g. by :class:`SafeCheckpointLoadHook` for the
+    run's ``--resume``) stays allowed. How pretrained weights are read from a training
+    checkpoint."""
+    if getattr(torch.serialization, 'safe_globals', None) is None:  # torch < 2.4: no list
+        yield
+        return
+    present = torch.serialization.get_safe_globals()
+    with torch.serialization.safe_globals([g for g in _mmengine_globals() if g not in present]):
+        yield
 
 
 @HOOKS.register_module()

@@ -148,7 +148,6 @@ def test_tools_test_draws_segmentation_under_the_work_dir(tmp_path):
 
 def test_tta_wraps_the_model_and_replaces_the_test_pipeline(shapes_data):  # noqa: F811
     """``tools/test.py --tta`` (mmdet's and mmseg's flag) was refused as an unknown argument."""
-    from mmengine.registry import init_default_scope
 
     from mmvtx.engine.runner import prepare_test_cfg
     ade = Config.fromfile(osp.join(ROOT, 'configs/swin/upernet_swin-t-p4-w7_4xb4-160k_'
@@ -168,10 +167,10 @@ def test_tta_wraps_the_model_and_replaces_the_test_pipeline(shapes_data):  # noq
     prepare_test_cfg(det, DET_CFG, 'x.pth', tta=True)
     assert det.model.type == 'DetTTAModel' and det.model.module.type == 'MaskRCNN'
     from mmdet.registry import DATASETS
-    init_default_scope('mmdet')
     data_cfg = dict(det.test_dataloader.dataset, indices=1)
     data_cfg['data_root'] = osp.join(ROOT, data_cfg['data_root'])
-    item = DATASETS.build(data_cfg)[0]
+    with DefaultScope.overwrite_default_scope('mmdet'):  # not left set for the next test
+        item = DATASETS.build(data_cfg)[0]
     assert [s.flip for s in item['data_samples']] == [True, False]
 
     # the fit check looks inside the TTA wrapper, as mmengine's loading does

@@ -78,3 +78,20 @@ def test_a_training_checkpoint_is_read_without_changing_torchs_allow_list(tmp_pa
     before = list(torch.serialization.get_safe_globals())
     assert list(load_state_dict_file(str(path))) == ['backbone.w']
     assert list(torch.serialization.get_safe_globals()) == before
+
+
+def test_reading_a_checkpoint_keeps_what_the_run_allowed(tmp_path):
+    """Inside a run SafeCheckpointLoadHook has allowed mmengine's types for --resume; loading
+    pretrained weights afterwards (init_weights) must leave them allowed (the scoped allow-list
+    took them away on exit, and the recipes' --resume then failed)."""
+    from mmvtx.engine.safe_load import allow_mmengine_checkpoints
+    torch.save({'state_dict': {'w': torch.ones(2)}}, tmp_path / 'plain.pth')
+    before = list(torch.serialization.get_safe_globals())
+    try:
+        allow_mmengine_checkpoints()
+        allowed = list(torch.serialization.get_safe_globals())
+        load_state_dict_file(str(tmp_path / 'plain.pth'))
+        assert list(torch.serialization.get_safe_globals()) == allowed
+    finally:
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals(before)
