@@ -25,7 +25,7 @@ from mmengine.model import BaseTTAModel, is_model_wrapper
 from torch import nn
 
 from mmvtx.registry import HOOKS
-from mmvtx.utils.checkpoint import CheckpointMismatchError
+from mmvtx.utils.checkpoint import CheckpointMismatchError, mismatch_lines
 
 
 def _may_miss(model: nn.Module) -> set:
@@ -47,13 +47,7 @@ def checkpoint_mismatches(model: nn.Module, state_dict: Dict) -> List[str]:
     mis_shaped = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
                   for k, v in state_dict.items()
                   if k in own and tuple(getattr(v, 'shape', ())) != tuple(own[k].shape)]
-    lines = []
-    for title, keys in (('missing keys', missing), ('unexpected keys', unexpected),
-                        ('shape mismatches', mis_shaped)):
-        if keys:
-            lines.append(f'  {title} ({len(keys)}): ' + ', '.join(keys[:40]) +
-                         (' ...' if len(keys) > 40 else ''))
-    return lines
+    return mismatch_lines(missing, unexpected, mis_shaped)
 
 
 @HOOKS.register_module()

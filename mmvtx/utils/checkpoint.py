@@ -169,6 +169,18 @@ def strip_prefix(sd: Dict[str, torch.Tensor], prefix: Optional[str]) -> Dict[str
     return out
 
 
+def mismatch_lines(missing, unexpected, mis_shaped) -> list:
+    """One line per kind of difference between a checkpoint and a model (none if it fits),
+    each naming up to 40 keys."""
+    lines = []
+    for title, keys in (('missing keys', missing), ('unexpected keys', unexpected),
+                        ('shape mismatches', mis_shaped)):
+        if keys:
+            lines.append(f'  {title} ({len(keys)}): ' + ', '.join(keys[:40]) +
+                         (' ...' if len(keys) > 40 else ''))
+    return lines
+
+
 def load_converted(model: nn.Module, converted: ConvertedCheckpoint, strict: bool = True,
                    origin: str = ''):
     """Copies ``converted`` into ``model``; raises :class:`CheckpointMismatchError` naming every
@@ -182,12 +194,7 @@ def load_converted(model: nn.Module, converted: ConvertedCheckpoint, strict: boo
     mis_shaped = [f'{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}'
                   for k in sd if k in own and sd[k].shape != own[k].shape]
     name = type(model).__name__
-    lines = []
-    for title, keys in (('missing keys', missing), ('unexpected keys', unexpected),
-                        ('shape mismatches', mis_shaped)):
-        if keys:
-            lines.append(f'  {title} ({len(keys)}): ' + ', '.join(keys[:40]) +
-                         (' ...' if len(keys) > 40 else ''))
+    lines = mismatch_lines(missing, unexpected, mis_shaped)
     if strict and lines:
         raise CheckpointMismatchError('\n'.join(
             [f'{name}: the {converted.source} checkpoint does not fit the model.'] + lines))
