@@ -8,7 +8,7 @@
 #   3. one training iteration of our recipe against mmdet's / mmseg's, same weights, same batch:
 #      losses side by side, time and peak memory (benchmark_recipe.py, AMP);
 #   4. backbone training steps against the references (benchmark_backbone.py, fp32 and AMP;
-#      Swin with AMP also with MMVTX_BIAS_GRAD=recompute), with FLOPs and MFU.
+#      Swin and ViTDet with AMP also with MMVTX_BIAS_GRAD=recompute), with FLOPs and MFU.
 # Every output goes to OUT_DIR (default work_dirs/device_check), with a summary in summary.txt.
 #
 #   bash tools/analysis_tools/device_check.sh [OUT_DIR] [--quick]
@@ -106,9 +106,10 @@ done
 want backbone || BACKBONE_RUNS=()
 for run in "${BACKBONE_RUNS[@]}"; do
   set -- $run
-  # Swin with AMP twice: its bias gradient through the fused kernel (auto: sdpa on CUDA) and
-  # through mmvtx's recomputing backward, to see which the default should be
-  variants=("" $AMP); [[ $1 == swin ]] && variants+=("$AMP:recompute")
+  # Swin and ViTDet with AMP twice: the bias / relative-position gradient through the fused
+  # kernel (auto: sdpa on CUDA) and through mmvtx's recomputing backward, to see which the
+  # default should be
+  variants=("" $AMP); [[ $1 == swin || $1 == vitdet ]] && variants+=("$AMP:recompute")
   for variant in "${variants[@]}"; do
     amp=${variant%%:*}; kernel=${variant#*:}; [[ $variant == *:* ]] || kernel=auto
     tag=$1_$2${amp:+_amp}${kernel/auto/}

@@ -17,8 +17,12 @@ the choice of kernel lives here and nowhere else.
   - ``'sdpa'`` (CUDA): the bias (plus the shift mask) goes to ``F.scaled_dot_product_attention``
     as an ``attn_mask`` that requires grad; on CUDA PyTorch's memory-efficient kernel takes it
     and returns its gradient from its own fused backward (on CPU the same call takes the math
-    path: that is how the route is tested here). ViTDet's decomposed term stays on
-    ``'recompute'``: expanded, it would be a ``heads x N x N`` tensor per image and block.
+    path: that is how the route is tested here). ViTDet's decomposed term takes the same
+    route expanded to its ``... x heads x N x L`` mask (autograd sums the mask's gradient back
+    to rows and columns) where that mask has at most ``SDPA_REL_POS_LOGITS`` elements (the
+    windowed blocks); a call above it (global blocks at detection sizes: 12 x 4096 x 4096 per
+    image at 1024 px) stays on ``'recompute'``, which never holds more than a block of queries'
+    logits.
 * Dropout on the attention probabilities while training: the fused kernel's dropout, with the
   bias as an ``attn_mask`` (PyTorch's math path when the bias needs a gradient).
 """
@@ -55,8 +59,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     needs_grad = q.requires_grad or k.requires_grad or v.requires_grad or any(
         t is not None and t.requires_grad for t in (bias, rel_h, rel_w))
     if dropout_p == 0 and torch.is_grad_enabled() and needs_grad:
-        if rel_pos is None and bias_grad_kernel(q) == 'sdpa':
-            attn_mask = _logit_terms(bias, None, None, mask, q.shape[-2], None)
+        if bias_grad_kernel(q) == 'sdpa' and (rel_pos is None or _rel_pos_fits(q, k)):
+            attn_mask = _logit_terms(bias, rel_h, rel_w, mask, q.shape[-2], None)
             return scaled_dot_product_attention(q, k, v, attn_mask=attn_mask.to(q.dtype),
                                                 scale=scale)
         return _BiasedAttention.apply(q, k, v, bias, rel_h, rel_w, mask, scale)
@@ -111,6 +115,15 @@ def bias_grad_kernel(q: torch.Tensor) -> str:
     if choice == 'auto':
         return 'sdpa' if q.device.type == 'cuda' else 'recompute'
     return choice
+
+
+# The largest decomposed relative position term (``... x heads x N x L`` elements) expanded to
+# an ``attn_mask`` with a gradient under ``MMVTX_BIAS_GRAD=sdpa``; larger calls recompute.
+SDPA_REL_POS_LOGITS = 1 << 25
+
+
+def _rel_pos_fits(q: torch.Tensor, k: torch.Tensor) -> bool:
+    return q[..., :1].numel() * k.shape[-2] <= SDPA_REL_POS_LOGITS
 
 
 def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

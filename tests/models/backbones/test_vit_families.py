@@ -399,16 +399,19 @@ def _rel_pos_reference(attn, x, hw):
     return F.linear(y, attn.proj.weight, attn.proj.bias)
 
 
+@pytest.mark.parametrize('kernel', ['recompute', 'sdpa'])
 @pytest.mark.parametrize('table,hw,blocks', [(7, (7, 5), 1), (5, (6, 9), 1), (9, (8, 8), 3)])
-def test_rel_pos_gradients_match_the_formula(table, hw, blocks, monkeypatch):
+def test_rel_pos_gradients_match_the_formula(table, hw, blocks, kernel, monkeypatch):
     """Training-mode values and gradients (input, projections, both tables) of the attention
-    with decomposed relative positions, whose bias gradient comes from the recomputing
-    backward, equal autograd through the formula in float64; tables interpolated when
-    learned for another size (5 -> 6 x 9); queries split in blocks (``blocks`` > 1)."""
+    with decomposed relative positions equal autograd through the formula in float64, through
+    either bias-gradient kernel (``'sdpa'``: the term expanded to a mask with a gradient, the
+    CUDA route, PyTorch's math path on CPU; ``'recompute'``); tables interpolated when learned
+    for another size (5 -> 6 x 9); queries split in blocks (``blocks`` > 1, recompute)."""
     import sys
 
     from mmvtx.models.backbones.vit import Attention
     attention_mod = sys.modules['mmvtx.models.layers.attention']
+    monkeypatch.setenv('MMVTX_BIAS_GRAD', kernel)
     torch.manual_seed(0)
     attn = Attention(32, 4, rel_pos_size=((table + 1) // 2, (table + 1) // 2)).double().train()
     jitter_(attn, 0.5)
@@ -423,6 +426,31 @@ def test_rel_pos_gradients_match_the_formula(table, hw, blocks, monkeypatch):
     g = torch.randn_like(ours)
     for a, b in zip(torch.autograd.grad(ours, params, g), torch.autograd.grad(ref, params, g)):
         assert (a - b).abs().max() < 1e-10
+
+
+@pytest.mark.parametrize('budget,route', [(None, 'sdpa'), (2 * 4 * 63 * 63 - 1, 'recompute')])
+def test_rel_pos_takes_sdpa_only_below_its_mask_budget(budget, route, monkeypatch):
+    """Under ``MMVTX_BIAS_GRAD=sdpa`` the decomposed term is expanded to a ``heads x N x L``
+    mask only while it has at most ``SDPA_REL_POS_LOGITS`` elements (a global block at
+    detection sizes would hold hundreds of MB per image); above it the call recomputes."""
+    import sys
+
+    from mmvtx.models.backbones.vit import Attention
+    attention_mod = sys.modules['mmvtx.models.layers.attention']
+    monkeypatch.setenv('MMVTX_BIAS_GRAD', 'sdpa')
+    if budget is not None:
+        monkeypatch.setattr(attention_mod, 'SDPA_REL_POS_LOGITS', budget)
+    calls = []
+    apply = attention_mod._BiasedAttention.apply
+    monkeypatch.setattr(attention_mod._BiasedAttention, 'apply',
+                        lambda *a: calls.append(1) or apply(*a))
+    attn = Attention(32, 4, rel_pos_size=(4, 4)).train()
+    jitter_(attn, 0.5)
+    x = torch.randn(2, 63, 32, requires_grad=True)  # 2 images x 4 heads x 63 x 63 logits
+    out = attn(x, hw=(7, 9))
+    out.square().sum().backward()
+    assert ('recompute' if calls else 'sdpa') == route
+    assert attn.rel_pos_h.grad.abs().sum() > 0 and attn.rel_pos_w.grad.abs().sum() > 0
 
 
 # ------------------------------------------------------------------------------ contract
