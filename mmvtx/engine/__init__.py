@@ -1,11 +1,13 @@
 from .checkpoint_fit import CheckpointFitHook, checkpoint_mismatches
 from .compile import CompileModelHook, compile_hook_cfg
 from .layer_decay import LayerDecayOptimWrapperConstructor
+from .model_fit import BackboneFitHook, backbone_fit_errors
 from .reliability import AtomicLocalBackend, ExactResumeHook, find_resume_checkpoint
 from .safe_load import SafeCheckpointLoadHook, allow_mmengine_checkpoints
 from .visualization import SegShowDirHook
 
-__all__ = ['allow_mmengine_checkpoints', 'AtomicLocalBackend', 'CheckpointFitHook',
+__all__ = ['allow_mmengine_checkpoints', 'AtomicLocalBackend', 'BackboneFitHook',
+           'backbone_fit_errors', 'CheckpointFitHook',
            'checkpoint_mismatches', 'CompileModelHook',
            'compile_hook_cfg', 'ExactResumeHook',
            'find_resume_checkpoint', 'LayerDecayOptimWrapperConstructor',

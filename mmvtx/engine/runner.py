@@ -55,10 +55,12 @@ def _add_hook(cfg: Config, name: str, hook: Optional[dict] = None, replace: bool
 
 def _prepare_common(cfg: Config, config_path: str, work_dir: Optional[str], launcher: str):
     """What training and testing set alike: the launcher, the work dir (``./work_dirs/NAME``
-    by default) and the hook that lets mmengine load its checkpoints with
-    ``torch.load(weights_only=True)`` under torch >= 2.6."""
+    by default), the hook that lets mmengine load its checkpoints with
+    ``torch.load(weights_only=True)`` under torch >= 2.6 and the one that refuses a neck or
+    head that does not take the backbone's maps (:class:`~mmvtx.engine.BackboneFitHook`)."""
     cfg.launcher = launcher
     _add_hook(cfg, 'SafeCheckpointLoadHook')
+    _add_hook(cfg, 'BackboneFitHook')  # the neck/heads take what the backbone returns
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:

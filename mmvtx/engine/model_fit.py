@@ -1,0 +1,113 @@
+"""Refuse a model whose neck or decode head does not take what the backbone returns.
+
+Changing a backbone's ``out_indices``, preset or width without its neck's ``in_channels`` (a
+common ``--cfg-options`` edit) otherwise fails inside the first forward: mmdet's FPN with a bare
+``assert len(inputs) == len(self.in_channels)`` (an empty ``AssertionError``), a convolution
+with a shape message that names neither setting, or mmseg's ``in_index`` with an
+``IndexError``. :class:`BackboneFitHook` (which ``tools/train.py`` and ``tools/test.py`` add)
+checks the built model before the run starts and names both settings and the values that fit.
+
+Checked for mmvtx's backbones (their ``out_channels``):
+
+* the neck (the first one where the config chains several), where its ``in_channels`` is a
+  list: mmdet's and mmseg's FPN-like necks take every returned map, in order, so the list must
+  equal the backbone's channels. For necks not known to take every map a mismatch is a warning;
+* without a neck, mmseg's decode and auxiliary heads: ``in_index`` within the returned maps and
+  ``in_channels`` equal to the channels it selects (summed for ``resize_concat``).
+"""
+import logging
+from typing import List
+
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.model import BaseTTAModel, is_model_wrapper
+from torch import nn
+
+from mmvtx.registry import HOOKS
+
+# necks that take every map the backbone returns, in order, with in_channels[i] channels
+EVERY_MAP_NECKS = ('FPN', 'PAFPN', 'ChannelMapper', 'NASFPN', 'MultiLevelNeck', 'CSPNeXtPAFPN',
+                   'YOLOXPAFPN', 'SSDNeck', 'ICNeck')
+
+
+def _backbone_desc(backbone: nn.Module) -> str:
+    return (f'model.backbone ({type(backbone).__name__}, out_indices='
+            f'{tuple(backbone.out_indices)}) returns {len(backbone.out_channels)} maps with '
+            f'{list(backbone.out_channels)} channels')
+
+
+def _head_errors(name: str, head: nn.Module, channels: List[int], desc: str) -> List[str]:
+    in_index, in_channels = getattr(head, 'in_index', None), getattr(head, 'in_channels', None)
+    if in_index is None or in_channels is None:
+        return []
+    indices = list(in_index) if isinstance(in_index, (list, tuple)) else [in_index]
+    bad = [i for i in indices if not -len(channels) <= i < len(channels)]
+    if bad:
+        return [f'model.{name}.in_index={in_index!r} selects maps {bad} that do not exist: '
+                f'{desc}']
+    picked = [channels[i] for i in indices]
+    transform = getattr(head, 'input_transform', None)
+    if transform == 'resize_concat':  # mmseg sums in_channels for it
+        want, have = sum(picked), in_channels
+    elif transform == 'multiple_select' or isinstance(in_index, (list, tuple)):
+        want = picked
+        have = list(in_channels) if isinstance(in_channels, (list, tuple)) else in_channels
+    else:
+        want, have = picked[0], in_channels
+    if have != want:
+        return [f'model.{name}.in_channels={have!r} but the maps its in_index={in_index!r} '
+                f'selects have {want!r} channels: {desc}: set {name}.in_channels={want!r}']
+    return []
+
+
+def backbone_fit_errors(model: nn.Module) -> List[str]:
+    """What does not fit between an mmvtx backbone's outputs and the module that reads them
+    (empty: it fits, or the backbone is not one of mmvtx's)."""
+    from mmvtx.models.backbones.base import VisionBackbone
+    backbone = getattr(model, 'backbone', None)
+    if not isinstance(backbone, VisionBackbone):
+        return []
+    channels = list(backbone.out_channels)
+    desc = _backbone_desc(backbone)
+    neck = getattr(model, 'neck', None)
+    if isinstance(neck, nn.Sequential) and len(neck):
+        neck = neck[0]
+    if neck is not None:
+        in_channels = getattr(neck, 'in_channels', None)
+        if not isinstance(in_channels, (list, tuple)) or list(in_channels) == channels:
+            return []
+        line = (f'model.neck.in_channels={list(in_channels)} ({type(neck).__name__}) but '
+                f'{desc}: set neck.in_channels={channels} (or the backbone\'s out_indices to '
+                'the levels the neck expects)')
+        if type(neck).__name__ in EVERY_MAP_NECKS:
+            return [line]
+        print_log(line, logger='current', level=logging.WARNING)
+        return []
+    errors = []
+    for name in ('decode_head', 'auxiliary_head'):
+        heads = getattr(model, name, None)
+        if heads is None:
+            continue
+        if isinstance(heads, nn.ModuleList):
+            for i, head in enumerate(heads):
+                errors += _head_errors(f'{name}[{i}]', head, channels, desc)
+        else:
+            errors += _head_errors(name, heads, channels, desc)
+    return errors
+
+
+@HOOKS.register_module()
+class BackboneFitHook(Hook):
+    """Raises ``ValueError`` in ``before_run`` when the neck (or, without one, mmseg's decode
+    and auxiliary heads) does not take the maps the mmvtx backbone returns, naming the settings
+    (see :func:`backbone_fit_errors`)."""
+    priority = 'VERY_HIGH'
+
+    def before_run(self, runner) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        if isinstance(model, BaseTTAModel):
+            model = model.module
+        errors = backbone_fit_errors(model)
+        if errors:
+            raise ValueError('\n'.join(
+                ['the model\'s parts do not fit together:'] + errors))
