@@ -180,11 +180,17 @@ def test_drawn_mask_is_the_backbones_and_matches_the_regions(H, W, M):
 
 def test_draw_windows_tool_end_to_end(tmp_path):
     ckpt = _checkpoint(CONFIGS['swin'], str(tmp_path / 'model.pth'), seed=1)
-    _run([osp.join(TOOLS, 'draw_windows.py'), '--map', '10', '13', '--window', '4',
-          '--config', CONFIGS['swin'], '--checkpoint', ckpt, '--block', 'stages.1.blocks.1',
-          '--head', '1', '--out', str(tmp_path / 'w')])
+    out = _run([osp.join(TOOLS, 'draw_windows.py'), '--map', '10', '13',
+                '--config', CONFIGS['swin'], '--checkpoint', ckpt, '--block', 'stages.1.blocks.1',
+                '--head', '1', '--out', str(tmp_path / 'w')])
+    assert 'window 7, shift 3: wrote' in out  # the config's windows (7), mmdet's shift rule
     for name in ('windows.png', 'relative_position.png'):
         assert osp.getsize(tmp_path / 'w' / name) > 1000
+    out = subprocess.run([sys.executable, osp.join(TOOLS, 'draw_windows.py'), '--window', '4',
+                          '--config', CONFIGS['swin'], '--out', str(tmp_path / 'w')],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode != 0 and ('--window 4: stages.0.blocks.1 of ' + CONFIGS['swin'] +
+                                    ' has windows of 7') in out.stderr, out.stderr[-2000:]
     out = subprocess.run([sys.executable, osp.join(TOOLS, 'draw_windows.py'), '--window', '4',
                           '--shift', '4', '--out', str(tmp_path / 'w')],
                          capture_output=True, text=True, cwd=ROOT)

@@ -134,7 +134,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--map', type=int, nargs=2, default=[14, 14], metavar=('H', 'W'),
                         help='token map size (default 14 14: Swin stage 3 at 224)')
-    parser.add_argument('--window', type=int, default=7)
+    parser.add_argument('--window', type=int,
+                        help="window size (default 7; with --config: the block's own)")
     parser.add_argument('--shift', type=int, help='default: window // 2')
     parser.add_argument('--always-shift', action='store_true',
                         help="shift even where min(map) <= window (mmdet's rule; default: the "
@@ -147,29 +148,38 @@ def main(argv=None):
     parser.add_argument('--out', default='work_dirs/windows')
     args = parser.parse_args(argv)
     H, W = args.map
-    M = args.window
-    shift = M // 2 if args.shift is None else args.shift
-    if min(H, W) < 1 or M < 1:
-        parser.error(f'--map {H} {W} --window {M}: sizes must be >= 1')
-    if not 0 <= shift < M:
-        parser.error(f'--shift {shift}: must be in [0, window={M})')
     if args.checkpoint and not args.config:
         parser.error(f'--checkpoint {args.checkpoint} needs --config (the model it belongs to)')
     if args.always_shift and args.config:
         parser.error('--always-shift with --config: the rule of the config\'s backbone is drawn '
                      '(set always_shift in its config instead)')
-    os.makedirs(args.out, exist_ok=True)
     always, rule = args.always_shift, "--always-shift: mmdet's rule" if args.always_shift else \
         "the authors' rule; --always-shift for mmdet's"
+    attn = None
     if args.config:
         from mmvtx.utils.attention_analysis import build_backbone
         backbone, _ = build_backbone(args.config, args.checkpoint)
         if not hasattr(backbone, 'shifts_every_block'):
             raise ValueError(f'--config {args.config}: its backbone, {type(backbone).__name__}, '
                              'is not an mmvtx Swin')
+        attn = dict(backbone.named_modules()).get(args.block + '.attn')
+        if attn is None or not hasattr(attn, 'relative_position_bias_table'):
+            raise ValueError(f'--block {args.block}: not a Swin block of {args.config}')
+        if not 0 <= args.head < attn.num_heads:
+            raise ValueError(f'--head {args.head}: the block has {attn.num_heads} heads')
+        if args.window is not None and args.window != attn.window_size:
+            parser.error(f'--window {args.window}: {args.block} of {args.config} has windows '
+                         f'of {attn.window_size} (leave --window out to draw its own)')
         always = backbone.shifts_every_block
         rule = f'the rule of the backbone of {osp.basename(args.config)}' + (
             ' and the checkpoint' if args.checkpoint else '')
+    M = attn.window_size if attn is not None else 7 if args.window is None else args.window
+    shift = M // 2 if args.shift is None else args.shift
+    if min(H, W) < 1 or M < 1:
+        parser.error(f'--map {H} {W} --window {M}: sizes must be >= 1')
+    if not 0 <= shift < M:
+        parser.error(f'--shift {shift}: must be in [0, window={M})')
+    os.makedirs(args.out, exist_ok=True)
     used = stage_shift(H, W, M, shift, always)
     note = '' if used or not shift else (
         f'SW-MSA blocks do not shift: min(H, W) = {min(H, W)} <= window {M} ({rule})')
@@ -177,13 +187,7 @@ def main(argv=None):
         print(note)
     draw_windows(H, W, M, used, osp.join(args.out, 'windows.png'),
                  '\n'.join(textwrap.wrap(note, 60)))
-    if args.config:
-        attn = dict(backbone.named_modules()).get(args.block + '.attn')
-        if attn is None or not hasattr(attn, 'relative_position_bias_table'):
-            raise ValueError(f'--block {args.block}: not a Swin block of {args.config}')
-        if not 0 <= args.head < attn.num_heads:
-            raise ValueError(f'--head {args.head}: the block has {attn.num_heads} heads')
-        M = attn.window_size
+    if attn is not None:
         table = attn.relative_position_bias_table[:, args.head]
         title = (f'bias B of head {args.head}, {args.block} '
                  f'({"checkpoint" if args.checkpoint else "initialisation"})')
@@ -192,7 +196,7 @@ def main(argv=None):
         table = torch.randn((2 * M - 1) ** 2) * 0.02
         title = 'bias B of a randomly initialised table (pass --config for a model\'s)'
     draw_relative_position(M, table, osp.join(args.out, 'relative_position.png'), title)
-    print(f'wrote {osp.join(args.out, "windows.png")}, '
+    print(f'window {M}, shift {used}: wrote {osp.join(args.out, "windows.png")}, '
           f'{osp.join(args.out, "relative_position.png")}')
 
 
