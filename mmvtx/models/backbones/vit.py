@@ -705,10 +705,13 @@ def _unwrap(sd: dict) -> dict:
     return sd
 
 
-# mmseg/mmpretrain VisionTransformer names (mmseg: nn.MultiheadAttention's in_proj/out_proj)
+# mmseg/mmpretrain VisionTransformer names (mmseg: nn.MultiheadAttention's in_proj/out_proj;
+# mmpretrain: LayerScale as attn.gamma1 / ffn.gamma2 (DeiT3, DINOv2), SwiGLU as ffn.w12 / ffn.w3)
 MMSEG_VIT_RULES = (
     ('patch_embed.projection', 'patch_embed.proj'),
     ('ffn.layers.0.0', 'mlp.fc1'), ('ffn.layers.1', 'mlp.fc2'),
+    ('.attn.gamma1.weight', '.ls1.gamma'), ('.ffn.gamma2.weight', '.ls2.gamma'),
+    ('.ffn.w12.', '.mlp.w12.'), ('.ffn.w3.', '.mlp.w3.'),
     ('layers.', 'blocks.'), ('.ln1.', '.norm1.'), ('.ln2.', '.norm2.'),
     ('attn.attn.in_proj_weight', 'attn.qkv.weight'), ('attn.attn.in_proj_bias', 'attn.qkv.bias'),
     ('attn.attn.out_proj', 'attn.proj'),

@@ -379,6 +379,57 @@ def test_deit3_authors_layout_matches_a_layer_scale_vit(size):
     assert load_backbone_checkpoint(ours, timm).source == 'timm'
 
 
+def _mmpretrain_layout(authors_sd, deit3=False):
+    """mmpretrain's VisionTransformer / DeiT3 names (its deit3_to_mmpretrain converter; DINOv2
+    as its vit-*-p14_dinov2 configs build it): layers.N.ln1/ln2, LayerScale as
+    attn.gamma1.weight / ffn.gamma2.weight, MLP as ffn.layers.0.0 / ffn.layers.1, SwiGLU as
+    ffn.w12 / ffn.w3, final norm ln1, the whole classifier's backbone. prefix. DeiT3 keeps no
+    position for [CLS] (its pos_embed covers the patches only)."""
+    out = {}
+    for k, v in authors_sd.items():
+        if k == 'mask_token':
+            continue
+        k = (k.replace('blocks.', 'layers.').replace('.norm1.', '.ln1.')
+             .replace('.norm2.', '.ln2.').replace('mlp.fc1', 'ffn.layers.0.0')
+             .replace('mlp.fc2', 'ffn.layers.1').replace('mlp.w12', 'ffn.w12')
+             .replace('mlp.w3', 'ffn.w3').replace('ls1.gamma', 'attn.gamma1.weight')
+             .replace('ls2.gamma', 'ffn.gamma2.weight')
+             .replace('patch_embed.proj', 'patch_embed.projection'))
+        if k.startswith('norm.'):
+            k = 'ln1.' + k[len('norm.'):]
+        if deit3 and k == 'pos_embed':
+            v = v[:, 1:]
+        out['backbone.' + k] = v
+    out['head.layers.head.weight'] = torch.zeros(10, 128)
+    return out
+
+
+@pytest.mark.parametrize('kind', ['dinov2-swiglu', 'deit3'])
+def test_mmpretrain_layer_scale_layouts_match_transformers(kind):
+    """mmpretrain's DINOv2 (SwiGLU) and DeiT-III checkpoints name LayerScale attn.gamma1 /
+    ffn.gamma2 and SwiGLU ffn.w12 / ffn.w3 (were refused as unexpected keys)."""
+    if kind == 'deit3':
+        ref = _hf_dinov2(patch_size=16)
+        with torch.no_grad():  # DeiT-III adds no position to [CLS]
+            ref.embeddings.position_embeddings[:, 0] = 0
+        ours = ViT('deit3-b', **DIMS, img_size=112, out_indices=(2,), drop_path_rate=0.0)
+        patch, size = 16, (96, 144)
+    else:
+        ref = _hf_dinov2(use_swiglu_ffn=True)
+        hidden = ref.encoder.layer[0].mlp.down_proj.in_features
+        ours = ViT('dinov2-g', **DIMS, img_size=112, mlp_hidden_dims=hidden,
+                   interpolate_offset=0.0, out_indices=(2,), drop_path_rate=0.0)
+        patch, size = 14, (112, 112)
+    sd = _mmpretrain_layout(_dinov2_authors_layout(ref.state_dict()), deit3=kind == 'deit3')
+    assert load_backbone_checkpoint(ours.eval(), sd).source == 'mmpretrain'
+    x = torch.randn(2, 3, *size)
+    H, W = size
+    with torch.no_grad():
+        last = ref(x).last_hidden_state[:, 1:]
+        feat = ours._to_stride16(_tokens_to_map(last, H // patch, W // patch), H, W)
+        _assert_levels(ours(x), _levels(ours, [feat], H, W))
+
+
 # ----------------------------------------------------------- relative position gradients
 def _rel_pos_reference(attn, x, hw):
     """ViTDet's attention written out in float64: logits + q.R_h + q.R_w, softmax, values."""
