@@ -246,7 +246,8 @@ class ViT(VisionBackbone):
             (1280/32/16), ``giant`` (1536/40/24), a family preset above, or a dict with
             ``embed_dims``, ``num_layers``, ``num_heads``.
         img_size: the pretraining size (a side or ``(h, w)``); the position embedding covers its
-            patch grid and is resized (bicubic) to the grid of each input.
+            patch grid (a checkpoint's table of another grid is resampled to it at load) and is
+            resized (bicubic, with ``interpolate_*``) to the grid of each input.
         patch_size: kernel and stride of the patch embedding (16).
         out_indices: which of the pyramid levels (strides 4, 8, 16, 32) to return.
         feature_layers: ``None`` (ViTDet: every level from the last layer), or one encoder
@@ -821,7 +822,10 @@ def _convert_pos_embed(out: dict, model: 'ViT'):
         pos = pos[:, src_extra - n_extra:]
     elif src_extra < n_extra:  # the checkpoint has no [CLS] position: a zero one
         pos = torch.cat([pos.new_zeros(1, n_extra - src_extra, pos.shape[2]), pos], 1)
-    out['pos_embed'] = resize_pos_embed(pos, grid, model.pretrain_grid, n_extra)
+    # resampled as the model resamples at run time (DINOv2's offset / antialiasing), so that at
+    # an input of img_size the embedding is the one the family's own code uses
+    out['pos_embed'] = resize_pos_embed(pos, grid, model.pretrain_grid, n_extra,
+                                        **model.interpolate)
 
 
 def _pos_grid(pos: torch.Tensor, model: 'ViT', has_cls: bool) -> Tuple[Tuple[int, int], int]:

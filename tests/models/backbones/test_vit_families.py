@@ -275,6 +275,26 @@ def test_dinov2_position_offset_as_the_authors_resample():
         _assert_levels(ours(x), _dinov2_expected(ours, ref, x, 0, (3,) * 4))
 
 
+def test_load_time_position_resize_follows_the_family():
+    """A checkpoint's position embedding resized at load to another img_size is resampled as
+    the family resamples it (it was plain bicubic): with registers antialiased, so at an input
+    of img_size the maps are transformers' Dinov2WithRegistersModel's (non-square, downsampled
+    8x8 -> 4x6); the first release with the authors' offset (scale (n + 0.1) / N)."""
+    ref = _hf_dinov2(4)
+    ours = ViT('dinov2-reg-b', **DIMS, img_size=(56, 84), feature_layers=(0, 1, 2, 3),
+               drop_path_rate=0.0).eval()
+    load_backbone_checkpoint(ours, ref.state_dict())
+    x = torch.randn(1, 3, 56, 84)
+    with torch.no_grad():
+        _assert_levels(ours(x), _dinov2_expected(ours, ref, x, 4, (0, 1, 2, 3)))
+    ref = _hf_dinov2()
+    ours = ViT('dinov2-b', **DIMS, img_size=56, drop_path_rate=0.0)
+    load_backbone_checkpoint(ours, ref.state_dict())
+    pos = ref.embeddings.position_embeddings[:, 1:].reshape(1, 8, 8, -1).permute(0, 3, 1, 2)
+    authors = F.interpolate(pos, scale_factor=(4.1 / 8, 4.1 / 8), mode='bicubic')
+    assert torch.allclose(ours.pos_embed[:, 1:], authors.flatten(2).transpose(1, 2), atol=1e-6)
+
+
 def test_stride14_map_resampled_pixel_aligned():
     """A map whose value is the pixel x of each cell centre ((j + 0.5) * 14) becomes the pixel x
     of the stride-16 cell centres ((i + 0.5) * 16) inside the covered extent."""
