@@ -598,6 +598,7 @@ VIT_FORMATS = (
     KeyRule('dinov3', prefixes=('storage_tokens',)),
     KeyRule('dinov3', contains=('.attn.qkv.bias_mask',)),
     KeyRule('deit3', prefixes=('blocks.',), contains=('.gamma_1',)),
+    KeyRule('mmvtx', prefixes=('pyramid.',)),  # timm's names and mmvtx's feature pyramid
     KeyRule('timm', prefixes=('blocks.',)),
 )
 # wrappers around a ViT's weights: SAM's whole model (authors', transformers), detectron2's
@@ -776,15 +777,48 @@ def convert_vit(sd: dict, model: 'ViT') -> ConvertedCheckpoint:
     _convert_qkv_bias(out, model)
     _convert_pos_embed(out, model)
     _convert_rel_pos(out, model)
+    hint = _pyramid_by_level(out, model) if fmt == 'mmvtx' else ''
     if isinstance(model.norm, nn.Identity):  # final_norm=False: the release's norm is unused
         out = {k: v for k, v in out.items() if not k.startswith('norm.')}
     if 'cls_token' in out and model.cls_token is None:
         out.pop('cls_token')
-    may_miss = ['pyramid'] + ([] if 'norm.weight' in out else ['norm'])
+    # an mmvtx checkpoint brings its pyramid: levels the file lacks are not left at init
+    may_miss = ([] if fmt == 'mmvtx' else ['pyramid']) + \
+        ([] if 'norm.weight' in out else ['norm'])
     if not any('.rel_pos_' in k for k in out):  # ViTDet: zero-initialised without them
         may_miss += [f'blocks.{i}.attn.rel_pos_{a}' for i in range(len(model.blocks))
                      for a in 'hw']
-    return ConvertedCheckpoint(out, fmt_in, may_miss)
+    return ConvertedCheckpoint(out, fmt_in, may_miss, hint)
+
+
+def _pyramid_by_level(out: dict, model: 'ViT') -> str:
+    """mmvtx's pyramid names a level by its position in ``out_indices``
+    (``pyramid.scales.<position>``), so a file saved with other ``out_indices`` holds its levels
+    under other positions. The levels with weights are told apart by their layers (stride 4: a
+    sequence, ``scales.<p>.<n>.*``; stride 8: one deconvolution, ``scales.<p>.weight/bias``;
+    strides 16 and 32 have none): they are moved to the model's positions, so that no level
+    receives another's weights and ``strict=False`` loads the levels both have. Returns what
+    to do if the levels with weights differ (for the mismatch error), else ''."""
+    position = {level: i for i, level in enumerate(model.out_indices)}
+    found = set()
+    for k in [k for k in out if k.startswith('pyramid.scales.')]:
+        _, rest = k[len('pyramid.scales.'):].split('.', 1)
+        level = 0 if rest.split('.', 1)[0].isdigit() else 1
+        found.add(level)
+        v = out.pop(k)
+        out[f'pyramid.scales.{position[level]}.{rest}' if level in position else k] = v
+    wanted = {level for level in model.out_indices if level < 2}
+    if found == wanted:
+        return ''
+    names = {0: 'stride 4', 1: 'stride 8'}
+    have = ', '.join(names[i] for i in sorted(found)) or 'none'
+    return ('  hint: this is an mmvtx ViT checkpoint whose feature pyramid was built for other '
+            f'out_indices (its levels with weights: {have}; the model returns levels '
+            f'{model.out_indices}). Build the model with the out_indices it was saved with '
+            "(a file of tools/model_converters/vit2mmvtx.py: convert again with --options "
+            "'{\"out_indices\": [...]}'), or load it with strict=False (init_cfg=dict("
+            "type='Pretrained', checkpoint=..., strict=False)): the encoder and the pyramid "
+            'levels in both then load, the others keep their init.')
 
 
 def _convert_qkv_bias(out: dict, model: 'ViT'):
