@@ -769,6 +769,10 @@ def convert_vit(sd: dict, model: 'ViT') -> ConvertedCheckpoint:
     # DINOv2's training checkpoints group the blocks in chunks: blocks.<chunk>.<i>.
     sd = {re.sub(r'^blocks\.\d+\.(\d+)\.', r'blocks.\1.', k): v for k, v in sd.items()}
     sd = merge_qkv(sd, ('.mlp.w1.', '.mlp.w2.'), '.mlp.w12.')  # DINOv3's unfused SwiGLU
+    if isinstance(model.blocks[0].mlp, SwiGLU) and not any('.mlp.w12.' in k for k in sd):
+        # timm's DINOv2 ViT-g (SwiGLUPacked): the fused gate and up projection as mlp.fc1
+        # (the same [W1; W2] stacking), the down projection as mlp.fc2
+        sd = rename_keys(sd, (('.mlp.fc1.', '.mlp.w12.'), ('.mlp.fc2.', '.mlp.w3.')))
     out = {k: v for k, v in sd.items() if not k.startswith(_DROPPED)}
     if 'dist_token' in out:
         raise CheckpointMismatchError(

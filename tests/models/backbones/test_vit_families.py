@@ -242,6 +242,38 @@ def test_dinov2_matches_transformers(registers, size):
         _assert_levels(authors(x), outs)
 
 
+def _timm_dinov2_layout(authors_sd):
+    """timm's DINOv2 checkpoints (its _convert_dinov2): no mask token; with registers a
+    no_embed_class model (reg_token, the [CLS] position folded into cls_token, pos_embed of
+    the patches only); ViT-g's SwiGLU packed as mlp.fc1 / mlp.fc2."""
+    sd = {k: v for k, v in authors_sd.items() if k != 'mask_token'}
+    if 'register_tokens' in sd:
+        sd['reg_token'] = sd.pop('register_tokens')
+        sd['cls_token'] = sd['cls_token'] + sd['pos_embed'][:, :1]
+        sd['pos_embed'] = sd['pos_embed'][:, 1:]
+    return {k.replace('.mlp.w12.', '.mlp.fc1.').replace('.mlp.w3.', '.mlp.fc2.'): v
+            for k, v in sd.items()}
+
+
+@pytest.mark.parametrize('kind', ['reg', 'swiglu'])
+def test_timm_dinov2_layouts_match_transformers(kind):
+    """timm's DINOv2 files: registers (reg_token, no [CLS] slot in pos_embed) and ViT-g's
+    packed SwiGLU (mlp.fc1/fc2; was refused as missing mlp.w12/w3)."""
+    kw = dict(img_size=112, feature_layers=(0, 1, 2, 3), interpolate_offset=0.0,
+              drop_path_rate=0.0)
+    if kind == 'reg':
+        ref, registers, arch = _hf_dinov2(4), 4, 'dinov2-reg-b'
+    else:
+        ref, registers, arch = _hf_dinov2(use_swiglu_ffn=True), 0, 'dinov2-g'
+        kw['mlp_hidden_dims'] = ref.encoder.layer[0].mlp.down_proj.in_features
+    ours = ViT(arch, **DIMS, **kw).eval()
+    sd = _timm_dinov2_layout(_dinov2_authors_layout(ref.state_dict()))
+    assert load_backbone_checkpoint(ours, sd).source == 'timm'
+    x = torch.randn(1, 3, 98, 154)
+    with torch.no_grad():
+        _assert_levels(ours(x), _dinov2_expected(ours, ref, x, registers, (0, 1, 2, 3)))
+
+
 def test_dinov2_swiglu_matches_transformers():
     ref = _hf_dinov2(use_swiglu_ffn=True)
     hidden = ref.encoder.layer[0].mlp.down_proj.in_features  # DINOv2's 2/3 rule, rounded to 8
