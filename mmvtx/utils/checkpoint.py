@@ -30,11 +30,13 @@ class CheckpointMismatchError(RuntimeError):
 
 @dataclass
 class ConvertedCheckpoint:
-    """A state dict in mmvtx naming, the source format it came from, and the model keys it may
-    leave out (layers that the source format does not have, e.g. per-level output norms)."""
+    """A state dict in mmvtx naming, the source format it came from, the model keys it may
+    leave out (layers that the source format does not have, e.g. per-level output norms) and,
+    if it cannot fit for a known reason, what the user can do (added to the mismatch error)."""
     state_dict: Dict[str, torch.Tensor]
     source: str
     may_miss: Sequence[str] = field(default_factory=tuple)
+    hint: str = ''
 
 
 def checkpoint_cache_dir() -> str:
@@ -197,7 +199,8 @@ def load_converted(model: nn.Module, converted: ConvertedCheckpoint, strict: boo
     lines = mismatch_lines(missing, unexpected, mis_shaped)
     if strict and lines:
         raise CheckpointMismatchError('\n'.join(
-            [f'{name}: the {converted.source} checkpoint does not fit the model.'] + lines))
+            [f'{name}: the {converted.source} checkpoint does not fit the model.'] + lines +
+            ([converted.hint] if converted.hint else [])))
     copied = 0
     with torch.no_grad():
         for k, v in sd.items():

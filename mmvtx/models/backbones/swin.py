@@ -472,4 +472,15 @@ def convert_swin(sd: dict, model: 'SwinTransformer') -> ConvertedCheckpoint:
         if k.endswith('relative_position_bias_table'):
             out[k] = resize_rel_pos_bias_table(v, model.window_size)
     may_miss = [] if fmt == 'mmvtx' else [f'norm{i}' for i in model.out_indices]
-    return ConvertedCheckpoint(out, fmt, may_miss)
+    hint = ''
+    levels = tuple(sorted({int(k[len('norm')]) for k in out
+                           if k[:len('norm')] == 'norm' and k[len('norm')].isdigit()}))
+    if fmt == 'mmvtx' and levels != model.out_indices:
+        hint = ('  hint: this is an mmvtx Swin checkpoint with the output norms of levels '
+                f'{levels} (the out_indices it was saved with); the model returns levels '
+                f'{model.out_indices}. Build the model with out_indices={levels} (a file of '
+                "tools/model_converters/swin2mmvtx.py: convert again with --options "
+                "'{\"out_indices\": [...]}'), or load it with strict=False (init_cfg=dict("
+                "type='Pretrained', checkpoint=..., strict=False)): the norms of the levels in "
+                'both then load, the others keep their init.')
+    return ConvertedCheckpoint(out, fmt, may_miss, hint)

@@ -246,7 +246,8 @@ class ViT(VisionBackbone):
             (1280/32/16), ``giant`` (1536/40/24), a family preset above, or a dict with
             ``embed_dims``, ``num_layers``, ``num_heads``.
         img_size: the pretraining size (a side or ``(h, w)``); the position embedding covers its
-            patch grid and is resized (bicubic) to the grid of each input.
+            patch grid (a checkpoint's table of another grid is resampled to it at load) and is
+            resized (bicubic, with ``interpolate_*``) to the grid of each input.
         patch_size: kernel and stride of the patch embedding (16).
         out_indices: which of the pyramid levels (strides 4, 8, 16, 32) to return.
         feature_layers: ``None`` (ViTDet: every level from the last layer), or one encoder
@@ -597,6 +598,7 @@ VIT_FORMATS = (
     KeyRule('dinov3', prefixes=('storage_tokens',)),
     KeyRule('dinov3', contains=('.attn.qkv.bias_mask',)),
     KeyRule('deit3', prefixes=('blocks.',), contains=('.gamma_1',)),
+    KeyRule('mmvtx', prefixes=('pyramid.',)),  # timm's names and mmvtx's feature pyramid
     KeyRule('timm', prefixes=('blocks.',)),
 )
 # wrappers around a ViT's weights: SAM's whole model (authors', transformers), detectron2's
@@ -705,10 +707,13 @@ def _unwrap(sd: dict) -> dict:
     return sd
 
 
-# mmseg/mmpretrain VisionTransformer names (mmseg: nn.MultiheadAttention's in_proj/out_proj)
+# mmseg/mmpretrain VisionTransformer names (mmseg: nn.MultiheadAttention's in_proj/out_proj;
+# mmpretrain: LayerScale as attn.gamma1 / ffn.gamma2 (DeiT3, DINOv2), SwiGLU as ffn.w12 / ffn.w3)
 MMSEG_VIT_RULES = (
     ('patch_embed.projection', 'patch_embed.proj'),
     ('ffn.layers.0.0', 'mlp.fc1'), ('ffn.layers.1', 'mlp.fc2'),
+    ('.attn.gamma1.weight', '.ls1.gamma'), ('.ffn.gamma2.weight', '.ls2.gamma'),
+    ('.ffn.w12.', '.mlp.w12.'), ('.ffn.w3.', '.mlp.w3.'),
     ('layers.', 'blocks.'), ('.ln1.', '.norm1.'), ('.ln2.', '.norm2.'),
     ('attn.attn.in_proj_weight', 'attn.qkv.weight'), ('attn.attn.in_proj_bias', 'attn.qkv.bias'),
     ('attn.attn.out_proj', 'attn.proj'),
@@ -764,6 +769,10 @@ def convert_vit(sd: dict, model: 'ViT') -> ConvertedCheckpoint:
     # DINOv2's training checkpoints group the blocks in chunks: blocks.<chunk>.<i>.
     sd = {re.sub(r'^blocks\.\d+\.(\d+)\.', r'blocks.\1.', k): v for k, v in sd.items()}
     sd = merge_qkv(sd, ('.mlp.w1.', '.mlp.w2.'), '.mlp.w12.')  # DINOv3's unfused SwiGLU
+    if isinstance(model.blocks[0].mlp, SwiGLU) and not any('.mlp.w12.' in k for k in sd):
+        # timm's DINOv2 ViT-g (SwiGLUPacked): the fused gate and up projection as mlp.fc1
+        # (the same [W1; W2] stacking), the down projection as mlp.fc2
+        sd = rename_keys(sd, (('.mlp.fc1.', '.mlp.w12.'), ('.mlp.fc2.', '.mlp.w3.')))
     out = {k: v for k, v in sd.items() if not k.startswith(_DROPPED)}
     if 'dist_token' in out:
         raise CheckpointMismatchError(
@@ -772,15 +781,48 @@ def convert_vit(sd: dict, model: 'ViT') -> ConvertedCheckpoint:
     _convert_qkv_bias(out, model)
     _convert_pos_embed(out, model)
     _convert_rel_pos(out, model)
+    hint = _pyramid_by_level(out, model) if fmt == 'mmvtx' else ''
     if isinstance(model.norm, nn.Identity):  # final_norm=False: the release's norm is unused
         out = {k: v for k, v in out.items() if not k.startswith('norm.')}
     if 'cls_token' in out and model.cls_token is None:
         out.pop('cls_token')
-    may_miss = ['pyramid'] + ([] if 'norm.weight' in out else ['norm'])
+    # an mmvtx checkpoint brings its pyramid: levels the file lacks are not left at init
+    may_miss = ([] if fmt == 'mmvtx' else ['pyramid']) + \
+        ([] if 'norm.weight' in out else ['norm'])
     if not any('.rel_pos_' in k for k in out):  # ViTDet: zero-initialised without them
         may_miss += [f'blocks.{i}.attn.rel_pos_{a}' for i in range(len(model.blocks))
                      for a in 'hw']
-    return ConvertedCheckpoint(out, fmt_in, may_miss)
+    return ConvertedCheckpoint(out, fmt_in, may_miss, hint)
+
+
+def _pyramid_by_level(out: dict, model: 'ViT') -> str:
+    """mmvtx's pyramid names a level by its position in ``out_indices``
+    (``pyramid.scales.<position>``), so a file saved with other ``out_indices`` holds its levels
+    under other positions. The levels with weights are told apart by their layers (stride 4: a
+    sequence, ``scales.<p>.<n>.*``; stride 8: one deconvolution, ``scales.<p>.weight/bias``;
+    strides 16 and 32 have none): they are moved to the model's positions, so that no level
+    receives another's weights and ``strict=False`` loads the levels both have. Returns what
+    to do if the levels with weights differ (for the mismatch error), else ''."""
+    position = {level: i for i, level in enumerate(model.out_indices)}
+    found = set()
+    for k in [k for k in out if k.startswith('pyramid.scales.')]:
+        _, rest = k[len('pyramid.scales.'):].split('.', 1)
+        level = 0 if rest.split('.', 1)[0].isdigit() else 1
+        found.add(level)
+        v = out.pop(k)
+        out[f'pyramid.scales.{position[level]}.{rest}' if level in position else k] = v
+    wanted = {level for level in model.out_indices if level < 2}
+    if found == wanted:
+        return ''
+    names = {0: 'stride 4', 1: 'stride 8'}
+    have = ', '.join(names[i] for i in sorted(found)) or 'none'
+    return ('  hint: this is an mmvtx ViT checkpoint whose feature pyramid was built for other '
+            f'out_indices (its levels with weights: {have}; the model returns levels '
+            f'{model.out_indices}). Build the model with the out_indices it was saved with '
+            "(a file of tools/model_converters/vit2mmvtx.py: convert again with --options "
+            "'{\"out_indices\": [...]}'), or load it with strict=False (init_cfg=dict("
+            "type='Pretrained', checkpoint=..., strict=False)): the encoder and the pyramid "
+            'levels in both then load, the others keep their init.')
 
 
 def _convert_qkv_bias(out: dict, model: 'ViT'):
@@ -818,7 +860,10 @@ def _convert_pos_embed(out: dict, model: 'ViT'):
         pos = pos[:, src_extra - n_extra:]
     elif src_extra < n_extra:  # the checkpoint has no [CLS] position: a zero one
         pos = torch.cat([pos.new_zeros(1, n_extra - src_extra, pos.shape[2]), pos], 1)
-    out['pos_embed'] = resize_pos_embed(pos, grid, model.pretrain_grid, n_extra)
+    # resampled as the model resamples at run time (DINOv2's offset / antialiasing), so that at
+    # an input of img_size the embedding is the one the family's own code uses
+    out['pos_embed'] = resize_pos_embed(pos, grid, model.pretrain_grid, n_extra,
+                                        **model.interpolate)
 
 
 def _pos_grid(pos: torch.Tensor, model: 'ViT', has_cls: bool) -> Tuple[Tuple[int, int], int]:

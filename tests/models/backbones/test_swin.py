@@ -357,6 +357,24 @@ def test_output_norms_of_other_levels_load(tmp_path):
     assert torch.equal(ours.norm3.weight, ref.norm3.weight)
 
 
+def test_own_checkpoint_with_other_out_indices_says_what_to_do():
+    """A run's (or swin2mmvtx's) file has the output norms of the levels it returned: into a
+    model returning other levels it is refused naming them and the way out; strict=False
+    loads the shared levels."""
+    arch = dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1))
+    full = jitter_(SwinTransformer(arch, drop_path_rate=0.0).eval())
+    part = SwinTransformer(arch, out_indices=(1, 2), drop_path_rate=0.0).eval()
+    with pytest.raises(CheckpointMismatchError,
+                       match=r'norm0(.|\n)*out_indices=\(0, 1, 2, 3\)(.|\n)*strict=False'):
+        load_backbone_checkpoint(part, full.state_dict())
+    load_backbone_checkpoint(part, full.state_dict(), strict=False)
+    x = torch.randn(1, 3, 50, 70)
+    with torch.no_grad():
+        expected = full(x)
+        for level, got in zip((1, 2), part(x)):
+            assert torch.equal(got, expected[level])
+
+
 # ------------------------------------------------------------------------ training options
 def test_frozen_stages_and_train_returns_self():
     model = SwinTransformer('tiny', frozen_stages=1)

@@ -196,6 +196,33 @@ def test_bad_arguments_and_checkpoints():
         load_backbone_checkpoint(ViT(**SMALL), {'conv.weight': torch.zeros(1)})
 
 
+def test_own_checkpoint_with_other_out_indices():
+    """mmvtx's pyramid names a level by its position in out_indices: a run's (or
+    vit2mmvtx's) file saved with other out_indices is refused with what to do, and with
+    strict=False each pyramid level gets its own level's weights (the stride-8 level was left
+    at init, its weights reported as unexpected under another position)."""
+    tiny = dict(embed_dims=32, num_layers=2, num_heads=2, img_size=64, drop_path_rate=0.0)
+    full = jitter_(ViT(**tiny).eval())
+    x = torch.randn(1, 3, 48, 80)
+    with torch.no_grad():
+        expected = full(x)
+    for levels in ((1, 3), (0, 2)):
+        part = ViT(**tiny, out_indices=levels).eval()
+        with pytest.raises(CheckpointMismatchError, match=r'out_indices(.|\n)*strict=False'):
+            load_backbone_checkpoint(part, full.state_dict())
+        assert load_backbone_checkpoint(part, full.state_dict(), strict=False).source == 'mmvtx'
+        with torch.no_grad():
+            for level, got in zip(levels, part(x)):
+                assert torch.equal(got, expected[level]), (levels, level)
+    # and back: a (1, 3) file into a 4-level model, the stride-8 level at its place
+    full2 = ViT(**tiny).eval()
+    with pytest.raises(CheckpointMismatchError, match='stride 8'):
+        load_backbone_checkpoint(full2, ViT(**tiny, out_indices=(1, 3)).state_dict())
+    small = jitter_(ViT(**tiny, out_indices=(1, 3)))
+    load_backbone_checkpoint(full2, small.state_dict(), strict=False)
+    assert torch.equal(full2.pyramid.scales[1].weight, small.pyramid.scales[0].weight)
+
+
 def test_frozen_stages():
     model = ViT(**SMALL, frozen_stages=2).train()
     assert not model.pos_embed.requires_grad and not model.cls_token.requires_grad

@@ -242,6 +242,38 @@ def test_dinov2_matches_transformers(registers, size):
         _assert_levels(authors(x), outs)
 
 
+def _timm_dinov2_layout(authors_sd):
+    """timm's DINOv2 checkpoints (its _convert_dinov2): no mask token; with registers a
+    no_embed_class model (reg_token, the [CLS] position folded into cls_token, pos_embed of
+    the patches only); ViT-g's SwiGLU packed as mlp.fc1 / mlp.fc2."""
+    sd = {k: v for k, v in authors_sd.items() if k != 'mask_token'}
+    if 'register_tokens' in sd:
+        sd['reg_token'] = sd.pop('register_tokens')
+        sd['cls_token'] = sd['cls_token'] + sd['pos_embed'][:, :1]
+        sd['pos_embed'] = sd['pos_embed'][:, 1:]
+    return {k.replace('.mlp.w12.', '.mlp.fc1.').replace('.mlp.w3.', '.mlp.fc2.'): v
+            for k, v in sd.items()}
+
+
+@pytest.mark.parametrize('kind', ['reg', 'swiglu'])
+def test_timm_dinov2_layouts_match_transformers(kind):
+    """timm's DINOv2 files: registers (reg_token, no [CLS] slot in pos_embed) and ViT-g's
+    packed SwiGLU (mlp.fc1/fc2; was refused as missing mlp.w12/w3)."""
+    kw = dict(img_size=112, feature_layers=(0, 1, 2, 3), interpolate_offset=0.0,
+              drop_path_rate=0.0)
+    if kind == 'reg':
+        ref, registers, arch = _hf_dinov2(4), 4, 'dinov2-reg-b'
+    else:
+        ref, registers, arch = _hf_dinov2(use_swiglu_ffn=True), 0, 'dinov2-g'
+        kw['mlp_hidden_dims'] = ref.encoder.layer[0].mlp.down_proj.in_features
+    ours = ViT(arch, **DIMS, **kw).eval()
+    sd = _timm_dinov2_layout(_dinov2_authors_layout(ref.state_dict()))
+    assert load_backbone_checkpoint(ours, sd).source == 'timm'
+    x = torch.randn(1, 3, 98, 154)
+    with torch.no_grad():
+        _assert_levels(ours(x), _dinov2_expected(ours, ref, x, registers, (0, 1, 2, 3)))
+
+
 def test_dinov2_swiglu_matches_transformers():
     ref = _hf_dinov2(use_swiglu_ffn=True)
     hidden = ref.encoder.layer[0].mlp.down_proj.in_features  # DINOv2's 2/3 rule, rounded to 8
@@ -273,6 +305,26 @@ def test_dinov2_position_offset_as_the_authors_resample():
     x = torch.randn(1, 3, 112, 112)
     with torch.no_grad():
         _assert_levels(ours(x), _dinov2_expected(ours, ref, x, 0, (3,) * 4))
+
+
+def test_load_time_position_resize_follows_the_family():
+    """A checkpoint's position embedding resized at load to another img_size is resampled as
+    the family resamples it (it was plain bicubic): with registers antialiased, so at an input
+    of img_size the maps are transformers' Dinov2WithRegistersModel's (non-square, downsampled
+    8x8 -> 4x6); the first release with the authors' offset (scale (n + 0.1) / N)."""
+    ref = _hf_dinov2(4)
+    ours = ViT('dinov2-reg-b', **DIMS, img_size=(56, 84), feature_layers=(0, 1, 2, 3),
+               drop_path_rate=0.0).eval()
+    load_backbone_checkpoint(ours, ref.state_dict())
+    x = torch.randn(1, 3, 56, 84)
+    with torch.no_grad():
+        _assert_levels(ours(x), _dinov2_expected(ours, ref, x, 4, (0, 1, 2, 3)))
+    ref = _hf_dinov2()
+    ours = ViT('dinov2-b', **DIMS, img_size=56, drop_path_rate=0.0)
+    load_backbone_checkpoint(ours, ref.state_dict())
+    pos = ref.embeddings.position_embeddings[:, 1:].reshape(1, 8, 8, -1).permute(0, 3, 1, 2)
+    authors = F.interpolate(pos, scale_factor=(4.1 / 8, 4.1 / 8), mode='bicubic')
+    assert torch.allclose(ours.pos_embed[:, 1:], authors.flatten(2).transpose(1, 2), atol=1e-6)
 
 
 def test_stride14_map_resampled_pixel_aligned():
@@ -377,6 +429,57 @@ def test_deit3_authors_layout_matches_a_layer_scale_vit(size):
     timm = {k.replace('.gamma_1', '.ls1.gamma').replace('.gamma_2', '.ls2.gamma'): v
             for k, v in authors.items()}
     assert load_backbone_checkpoint(ours, timm).source == 'timm'
+
+
+def _mmpretrain_layout(authors_sd, deit3=False):
+    """mmpretrain's VisionTransformer / DeiT3 names (its deit3_to_mmpretrain converter; DINOv2
+    as its vit-*-p14_dinov2 configs build it): layers.N.ln1/ln2, LayerScale as
+    attn.gamma1.weight / ffn.gamma2.weight, MLP as ffn.layers.0.0 / ffn.layers.1, SwiGLU as
+    ffn.w12 / ffn.w3, final norm ln1, the whole classifier's backbone. prefix. DeiT3 keeps no
+    position for [CLS] (its pos_embed covers the patches only)."""
+    out = {}
+    for k, v in authors_sd.items():
+        if k == 'mask_token':
+            continue
+        k = (k.replace('blocks.', 'layers.').replace('.norm1.', '.ln1.')
+             .replace('.norm2.', '.ln2.').replace('mlp.fc1', 'ffn.layers.0.0')
+             .replace('mlp.fc2', 'ffn.layers.1').replace('mlp.w12', 'ffn.w12')
+             .replace('mlp.w3', 'ffn.w3').replace('ls1.gamma', 'attn.gamma1.weight')
+             .replace('ls2.gamma', 'ffn.gamma2.weight')
+             .replace('patch_embed.proj', 'patch_embed.projection'))
+        if k.startswith('norm.'):
+            k = 'ln1.' + k[len('norm.'):]
+        if deit3 and k == 'pos_embed':
+            v = v[:, 1:]
+        out['backbone.' + k] = v
+    out['head.layers.head.weight'] = torch.zeros(10, 128)
+    return out
+
+
+@pytest.mark.parametrize('kind', ['dinov2-swiglu', 'deit3'])
+def test_mmpretrain_layer_scale_layouts_match_transformers(kind):
+    """mmpretrain's DINOv2 (SwiGLU) and DeiT-III checkpoints name LayerScale attn.gamma1 /
+    ffn.gamma2 and SwiGLU ffn.w12 / ffn.w3 (were refused as unexpected keys)."""
+    if kind == 'deit3':
+        ref = _hf_dinov2(patch_size=16)
+        with torch.no_grad():  # DeiT-III adds no position to [CLS]
+            ref.embeddings.position_embeddings[:, 0] = 0
+        ours = ViT('deit3-b', **DIMS, img_size=112, out_indices=(2,), drop_path_rate=0.0)
+        patch, size = 16, (96, 144)
+    else:
+        ref = _hf_dinov2(use_swiglu_ffn=True)
+        hidden = ref.encoder.layer[0].mlp.down_proj.in_features
+        ours = ViT('dinov2-g', **DIMS, img_size=112, mlp_hidden_dims=hidden,
+                   interpolate_offset=0.0, out_indices=(2,), drop_path_rate=0.0)
+        patch, size = 14, (112, 112)
+    sd = _mmpretrain_layout(_dinov2_authors_layout(ref.state_dict()), deit3=kind == 'deit3')
+    assert load_backbone_checkpoint(ours.eval(), sd).source == 'mmpretrain'
+    x = torch.randn(2, 3, *size)
+    H, W = size
+    with torch.no_grad():
+        last = ref(x).last_hidden_state[:, 1:]
+        feat = ours._to_stride16(_tokens_to_map(last, H // patch, W // patch), H, W)
+        _assert_levels(ours(x), _levels(ours, [feat], H, W))
 
 
 # ----------------------------------------------------------- relative position gradients
