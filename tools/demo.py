@@ -23,6 +23,7 @@ from mmengine.runner import Runner  # noqa: E402
 
 import mmvtx  # noqa: E402,F401
 from mmvtx.datasets import prepare_shapes  # noqa: E402
+from mmvtx.engine.reliability import find_resume_checkpoint  # noqa: E402
 from mmvtx.engine.runner import prepare_train_cfg  # noqa: E402
 
 CONFIGS = {
@@ -112,13 +113,16 @@ def main(argv=None):
     cfg = Config.fromfile(config)
     prepare_shapes(cfg.train_dataloader.dataset.data_root)
     max_iters = cfg.train_cfg.max_iters
-    final = osp.join(work_dir, f'iter_{max_iters}.pth')
-    done = osp.exists(final) and not args.retrain
-    partial = osp.exists(osp.join(work_dir, 'last_checkpoint')) and not args.retrain
-    prepare_train_cfg(cfg, config, work_dir=work_dir, resume='auto' if partial and not done
-                      else None)
+    # the run's newest complete checkpoint (the one last_checkpoint names) decides: the final
+    # checkpoint of an earlier run does not make a --retrain interrupted since then finished
+    latest = None
+    if not args.retrain and osp.isdir(work_dir):
+        latest = find_resume_checkpoint(work_dir)
+    done = latest is not None and osp.basename(latest) == f'iter_{max_iters}.pth'
+    partial = latest is not None and not done
+    prepare_train_cfg(cfg, config, work_dir=work_dir, resume='auto' if partial else None)
     if done:
-        cfg.load_from = final
+        cfg.load_from = latest
         # a file of another model is refused, not evaluated half loaded
         cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
             dict(type='mmvtx.CheckpointFitHook')]
@@ -126,7 +130,7 @@ def main(argv=None):
     keep = KeepMetrics()
     runner.register_hook(keep, priority='LOWEST')
     if done:
-        print(f'[demo] {final} exists: evaluating it (--retrain trains again)')
+        print(f'[demo] {latest} exists: evaluating it (--retrain trains again)')
         runner.test()
     else:
         runner.train()

@@ -125,6 +125,44 @@ def test_demo_refuses_to_evaluate_another_models_checkpoint(tmp_path):
     assert 'bbox mAP' not in out.stdout
 
 
+def test_demo_resumes_a_retrain_interrupted_after_a_finished_run(tmp_path, monkeypatch):
+    """After a finished run (iter_700.pth) and a ``--retrain`` interrupted at iter_200.pth,
+    running the demo again ("Interrupted? Run it again: it resumes") evaluated the earlier
+    run's iter_700.pth and printed its metrics as if they were the new run's."""
+    demo = _load_demo()
+    built = []
+
+    class Built(Exception):
+        pass
+
+    class Runner:  # records the config the demo would run, and stops there
+        @staticmethod
+        def from_cfg(cfg):
+            built.append(cfg)
+            raise Built
+
+    monkeypatch.setattr(demo, 'Runner', Runner)
+    monkeypatch.chdir(tmp_path)  # the demo changes directory; put back after the test
+    work = tmp_path / 'work'
+    work.mkdir()
+    for step in (700, 200):
+        torch.save({'meta': {}}, work / f'iter_{step}.pth')
+
+    def run(pointer, *flags):
+        (work / 'last_checkpoint').write_text(str(work / pointer))
+        with pytest.raises(Built):
+            demo.main(['--work-dir', str(work), *flags])
+        return built[-1]
+
+    cfg = run('iter_200.pth')  # the retrain's newest checkpoint: resumed
+    assert cfg.resume is True and cfg.load_from == str(work / 'iter_200.pth')
+    cfg = run('iter_700.pth')  # the finished run: evaluated
+    assert not cfg.get('resume') and cfg.load_from == str(work / 'iter_700.pth')
+    assert 'CheckpointFitHook' in str(cfg.custom_hooks)
+    cfg = run('iter_200.pth', '--retrain')  # from the start
+    assert not cfg.get('resume') and cfg.get('load_from') is None
+
+
 def test_tools_test_draws_segmentation_under_the_work_dir(tmp_path):
     """``--show-dir vis`` put mmseg's drawings in ./vis of the current directory; they go to
     <work_dir>/<timestamp>/vis, one file per image, as mmdet's do."""
