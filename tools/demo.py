@@ -111,6 +111,11 @@ def main(argv=None):
     start = time.time()
     config, work_dir = args.config, args.work_dir
     cfg = Config.fromfile(config)
+    scope = cfg.get('default_scope', 'mmdet')
+    if scope != 'mmdet':  # refused before training, not when drawing after it
+        sys.exit(f'error: {config} is an {scope} config; the demo trains, evaluates and draws '
+                 f'a detector (an mmdet config, e.g. {CONFIGS["swin"]}): train it with '
+                 'tools/train.py instead')
     prepare_shapes(cfg.train_dataloader.dataset.data_root)
     max_iters = cfg.train_cfg.max_iters
     # the run's newest complete checkpoint (the one last_checkpoint names) decides: the final

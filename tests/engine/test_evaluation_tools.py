@@ -163,6 +163,19 @@ def test_demo_resumes_a_retrain_interrupted_after_a_finished_run(tmp_path, monke
     assert not cfg.get('resume') and cfg.get('load_from') is None
 
 
+def test_demo_refuses_a_segmentation_config_before_training(tmp_path, monkeypatch):
+    """``--config`` of a shapes UPerNet config trained it for its 1000 iterations, then failed
+    drawing (``KeyError: 'DetLocalVisualizer is not in the mmseg::visualizer registry'``)."""
+    demo = _load_demo()
+    built = []
+    monkeypatch.setattr(demo, 'Runner', SimpleNamespace(from_cfg=built.append))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match=f'error: {SEG_CFG} is an mmseg config; the demo '
+                       'trains, evaluates and draws a detector'):
+        demo.main(['--config', SEG_CFG, '--work-dir', str(tmp_path / 'work')])
+    assert not built and not (tmp_path / 'work').exists()
+
+
 def test_tools_test_draws_segmentation_under_the_work_dir(tmp_path):
     """``--show-dir vis`` put mmseg's drawings in ./vis of the current directory; they go to
     <work_dir>/<timestamp>/vis, one file per image, as mmdet's do."""
