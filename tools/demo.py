@@ -59,7 +59,8 @@ def draw_predictions(model, cfg, out_dir: str, num: int = 6, score_thr: float = 
     visualizer.dataset_meta = dict(classes=mmvtx.datasets.CLASSES,
                                    palette=mmvtx.datasets.shapes.PALETTE)
     files, tiles = [], []
-    images = sorted(glob.glob(osp.join(cfg.val_dataloader.dataset.data_root, 'images/val/*.png')))
+    images = sorted(glob.glob(osp.join(glob.escape(cfg.val_dataloader.dataset.data_root),
+                                       'images/val/*.png')))
     os.makedirs(out_dir, exist_ok=True)
     for path in images[:num]:
         result = inference_detector(model, path)

@@ -176,6 +176,22 @@ def test_demo_refuses_a_segmentation_config_before_training(tmp_path, monkeypatc
     assert not built and not (tmp_path / 'work').exists()
 
 
+def test_demo_draws_from_a_data_root_with_brackets_in_its_name(tmp_path, monkeypatch):
+    """The val images were found with ``glob`` on the data root unescaped: a root such as
+    ``data/shapes [v2]`` matched no file, and the demo ended with "predictions drawn: none"."""
+    import mmvtx.datasets.shapes as shapes
+    from mmvtx.datasets import prepare_shapes
+    monkeypatch.setattr(shapes, 'SPLITS', {'train': (1, 0), 'val': (2, 1)})
+    root = prepare_shapes(str(tmp_path / 'shapes [v2]')) + '/'
+    cfg = Config.fromfile(DET_CFG)
+    cfg.val_dataloader.dataset.data_root = root
+    model = _detector('swin').eval()
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        files = _load_demo().draw_predictions(model, cfg, str(tmp_path / 'out'), num=6)
+    assert [osp.basename(f) for f in files] == ['pred_000000.png', 'pred_000001.png',
+                                                 'predictions.png']
+
+
 def test_tools_test_draws_segmentation_under_the_work_dir(tmp_path):
     """``--show-dir vis`` put mmseg's drawings in ./vis of the current directory; they go to
     <work_dir>/<timestamp>/vis, one file per image, as mmdet's do."""
