@@ -95,6 +95,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--retrain', action='store_true', help='train again from scratch')
     parser.add_argument('--num-images', type=int, default=6)
     args = parser.parse_args(argv)
+    if args.num_images < 0:  # images[:-1] would draw all val images but the last
+        parser.error(f'--num-images must be >= 0, got {args.num_images}')
     if args.config:
         args.name = osp.splitext(osp.basename(args.config))[0]
         args.config = osp.abspath(args.config)

@@ -112,6 +112,15 @@ def test_demo_names_its_work_dir_after_the_config(tmp_path, monkeypatch):
     assert args.out_dir == osp.join(ROOT, 'outputs', 'demo_vit')
 
 
+def test_demo_refuses_a_negative_number_of_images(capsys):
+    """``--num-images -1`` drew every val image but the last (``images[:-1]``: 99 drawings)."""
+    demo = _load_demo()
+    assert demo.parse_args(['--num-images', '0']).num_images == 0
+    with pytest.raises(SystemExit):
+        demo.parse_args(['--num-images', '-1'])
+    assert '--num-images must be >= 0, got -1' in capsys.readouterr().err
+
+
 def test_demo_refuses_to_evaluate_another_models_checkpoint(tmp_path):
     """A finished run's checkpoint is evaluated only if it fits the config's model."""
     cfg = small_config(tmp_path, DET_CFG, 'det', iters=1, ckpt_interval=1)
