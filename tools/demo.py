@@ -69,7 +69,17 @@ def draw_predictions(model, cfg, out_dir: str, num: int = 6, score_thr: float = 
         visualizer.add_datasample(osp.basename(path), img, data_sample=result, draw_gt=False,
                                   pred_score_thr=score_thr, out_file=out_file)
         files.append(out_file)
-        tiles.append(cv2.resize(cv2.imread(out_file), (320, 256)))
+        # on a 256 x 320 tile at its own aspect ratio (shrunk only if larger): stretched to the
+        # tile, a 256 x 256 scene showed its squares as rectangles, its circles as ellipses
+        drawn = cv2.imread(out_file)
+        scale = min(1.0, 256 / drawn.shape[0], 320 / drawn.shape[1])
+        if scale < 1:
+            drawn = cv2.resize(drawn, (max(1, round(drawn.shape[1] * scale)),
+                                       max(1, round(drawn.shape[0] * scale))),
+                               interpolation=cv2.INTER_AREA)
+        tile = np.zeros((256, 320, 3), np.uint8)
+        tile[:drawn.shape[0], :drawn.shape[1]] = drawn
+        tiles.append(tile)
     if tiles:
         cols = 3
         while len(tiles) % cols:

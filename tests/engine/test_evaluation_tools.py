@@ -201,6 +201,35 @@ def test_demo_draws_from_a_data_root_with_brackets_in_its_name(tmp_path, monkeyp
                                                  'predictions.png']
 
 
+def test_demo_grid_keeps_the_aspect_ratio_of_the_drawings(tmp_path, monkeypatch):
+    """predictions.png stretched every drawing to 320 x 256: a 256 x 256 scene's squares
+    showed as rectangles and its circles as ellipses. Each drawing now sits unscaled on its
+    tile; a larger one is shrunk to fit, keeping its aspect ratio."""
+    import cv2
+    import numpy as np
+    import mmvtx.datasets.shapes as shapes
+    from mmvtx.datasets import prepare_shapes
+    monkeypatch.setattr(shapes, 'SPLITS', {'train': (1, 0), 'val': (2, 1)})
+    root = prepare_shapes(str(tmp_path / 'shapes'))
+    path = osp.join(root, 'images', 'val', '000001.png')
+    cv2.imwrite(path, cv2.resize(cv2.imread(path), (640, 640)))
+    cfg = Config.fromfile(DET_CFG)
+    cfg.val_dataloader.dataset.data_root = root + '/'
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        files = _load_demo().draw_predictions(_detector('swin').eval(), cfg,
+                                              str(tmp_path / 'out'), num=2)
+    grid = cv2.imread(files[-1])
+    assert grid.shape == (256, 3 * 320, 3)
+    drawn = cv2.imread(files[0])
+    h, w = drawn.shape[:2]
+    assert (h, w) != (256, 320)  # a scene that does not fill the tile: not stretched to it
+    tile = grid[:, :320]
+    assert np.array_equal(tile[:h, :w], drawn) and not tile[h:].any() and not tile[:, w:].any()
+    assert cv2.imread(files[1]).shape[:2] == (640, 640)
+    tile = grid[:, 320:640]  # shrunk to 256 x 256
+    assert not tile[:, 256:].any() and tile[:, 255].any()
+
+
 def test_tools_test_draws_segmentation_under_the_work_dir(tmp_path):
     """``--show-dir vis`` put mmseg's drawings in ./vis of the current directory; they go to
     <work_dir>/<timestamp>/vis, one file per image, as mmdet's do."""
