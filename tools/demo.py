@@ -23,6 +23,7 @@ from mmengine.runner import Runner  # noqa: E402
 
 import mmvtx  # noqa: E402,F401
 from mmvtx.datasets import prepare_shapes  # noqa: E402
+from mmvtx.engine.reliability import find_resume_checkpoint  # noqa: E402
 from mmvtx.engine.runner import prepare_train_cfg  # noqa: E402
 
 CONFIGS = {
@@ -58,7 +59,8 @@ def draw_predictions(model, cfg, out_dir: str, num: int = 6, score_thr: float = 
     visualizer.dataset_meta = dict(classes=mmvtx.datasets.CLASSES,
                                    palette=mmvtx.datasets.shapes.PALETTE)
     files, tiles = [], []
-    images = sorted(glob.glob(osp.join(cfg.val_dataloader.dataset.data_root, 'images/val/*.png')))
+    images = sorted(glob.glob(osp.join(glob.escape(cfg.val_dataloader.dataset.data_root),
+                                       'images/val/*.png')))
     os.makedirs(out_dir, exist_ok=True)
     for path in images[:num]:
         result = inference_detector(model, path)
@@ -67,7 +69,17 @@ def draw_predictions(model, cfg, out_dir: str, num: int = 6, score_thr: float = 
         visualizer.add_datasample(osp.basename(path), img, data_sample=result, draw_gt=False,
                                   pred_score_thr=score_thr, out_file=out_file)
         files.append(out_file)
-        tiles.append(cv2.resize(cv2.imread(out_file), (320, 256)))
+        # on a 256 x 320 tile at its own aspect ratio (shrunk only if larger): stretched to the
+        # tile, a 256 x 256 scene showed its squares as rectangles, its circles as ellipses
+        drawn = cv2.imread(out_file)
+        scale = min(1.0, 256 / drawn.shape[0], 320 / drawn.shape[1])
+        if scale < 1:
+            drawn = cv2.resize(drawn, (max(1, round(drawn.shape[1] * scale)),
+                                       max(1, round(drawn.shape[0] * scale))),
+                               interpolation=cv2.INTER_AREA)
+        tile = np.zeros((256, 320, 3), np.uint8)
+        tile[:drawn.shape[0], :drawn.shape[1]] = drawn
+        tiles.append(tile)
     if tiles:
         cols = 3
         while len(tiles) % cols:
@@ -93,6 +105,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--retrain', action='store_true', help='train again from scratch')
     parser.add_argument('--num-images', type=int, default=6)
     args = parser.parse_args(argv)
+    if args.num_images < 0:  # images[:-1] would draw all val images but the last
+        parser.error(f'--num-images must be >= 0, got {args.num_images}')
     if args.config:
         args.name = osp.splitext(osp.basename(args.config))[0]
         args.config = osp.abspath(args.config)
@@ -110,15 +124,23 @@ def main(argv=None):
     start = time.time()
     config, work_dir = args.config, args.work_dir
     cfg = Config.fromfile(config)
+    scope = cfg.get('default_scope', 'mmdet')
+    if scope != 'mmdet':  # refused before training, not when drawing after it
+        sys.exit(f'error: {config} is an {scope} config; the demo trains, evaluates and draws '
+                 f'a detector (an mmdet config, e.g. {CONFIGS["swin"]}): train it with '
+                 'tools/train.py instead')
     prepare_shapes(cfg.train_dataloader.dataset.data_root)
     max_iters = cfg.train_cfg.max_iters
-    final = osp.join(work_dir, f'iter_{max_iters}.pth')
-    done = osp.exists(final) and not args.retrain
-    partial = osp.exists(osp.join(work_dir, 'last_checkpoint')) and not args.retrain
-    prepare_train_cfg(cfg, config, work_dir=work_dir, resume='auto' if partial and not done
-                      else None)
+    # the run's newest complete checkpoint (the one last_checkpoint names) decides: the final
+    # checkpoint of an earlier run does not make a --retrain interrupted since then finished
+    latest = None
+    if not args.retrain and osp.isdir(work_dir):
+        latest = find_resume_checkpoint(work_dir)
+    done = latest is not None and osp.basename(latest) == f'iter_{max_iters}.pth'
+    partial = latest is not None and not done
+    prepare_train_cfg(cfg, config, work_dir=work_dir, resume='auto' if partial else None)
     if done:
-        cfg.load_from = final
+        cfg.load_from = latest
         # a file of another model is refused, not evaluated half loaded
         cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
             dict(type='mmvtx.CheckpointFitHook')]
@@ -126,7 +148,7 @@ def main(argv=None):
     keep = KeepMetrics()
     runner.register_hook(keep, priority='LOWEST')
     if done:
-        print(f'[demo] {final} exists: evaluating it (--retrain trains again)')
+        print(f'[demo] {latest} exists: evaluating it (--retrain trains again)')
         runner.test()
     else:
         runner.train()

@@ -142,6 +142,17 @@ def _check_replaceable(root: str):
         f'folder, or move it away.')
 
 
+def make_temp_dir(parent: str, prefix: str) -> str:
+    """A new, uniquely named folder in ``parent`` (``tempfile.mkdtemp``) with the permissions
+    ``os.makedirs`` would give it, ``0o777`` less the umask: ``mkdtemp`` makes it ``0o700``,
+    and a data set renamed into place from it could be read by its owner alone."""
+    tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    return tmp
+
+
 def prepare_shapes(root: str = 'data/shapes', force: bool = False) -> str:
     """Generates the scenes under ``root`` unless they are there already; returns ``root``.
 
@@ -156,7 +167,7 @@ def prepare_shapes(root: str = 'data/shapes', force: bool = False) -> str:
     _check_replaceable(root)  # fail before generating anything
     parent = osp.dirname(osp.abspath(root))
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix='.shapes-', dir=parent)
+    tmp = make_temp_dir(parent, '.shapes-')
     old = tmp + '-old'
     try:
         os.makedirs(osp.join(tmp, 'annotations'))

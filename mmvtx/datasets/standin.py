@@ -69,13 +69,13 @@ import json
 import os
 import os.path as osp
 import shutil
-import tempfile
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
 
-from .shapes import CLASS_HUES, VERSION as SHAPES_VERSION, _hsv_to_rgb, _shape_mask, make_scene
+from .shapes import (CLASS_HUES, VERSION as SHAPES_VERSION, _hsv_to_rgb, _shape_mask,
+                     make_scene, make_temp_dir)
 
 STANDIN_VERSION = 1  # bump when what is written changes: stand-ins of another version regenerate
 STAMP = '.mmvtx-standin.json'
@@ -419,7 +419,7 @@ def _write_atomically(root: str, dataset: str, args: Dict, write: Callable[[str]
     _check_replaceable(root)  # fail before generating anything
     parent = osp.dirname(osp.abspath(root))
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f'.{osp.basename(osp.abspath(root))}-standin-', dir=parent)
+    tmp = make_temp_dir(parent, f'.{osp.basename(osp.abspath(root))}-standin-')
     old = tmp + '-old'
     try:
         write(tmp)

@@ -1,8 +1,10 @@
 """The embedded shapes data: deterministic, consistent between detection and segmentation, and
 readable by mmdet's and mmseg's own dataset classes."""
 import json
+import os
 import os.path as osp
 import re
+import stat
 
 import cv2
 import numpy as np
@@ -96,6 +98,23 @@ def test_a_folder_not_generated_here_is_left_untouched(tmp_path, monkeypatch):
         assert not (root / '.complete-v2').exists()
         assert len(list((root / 'images' / 'train').iterdir())) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ['empty', 'mine', 'older']
+
+
+@pytest.mark.parametrize('umask', [0o022, 0o002])
+def test_the_folder_gets_the_permissions_of_a_new_folder(tmp_path, monkeypatch, umask):
+    """The data were renamed into place from a ``tempfile.mkdtemp`` folder, which is 0o700: no
+    one but the user who generated them could read them (a shared data/ folder, data written
+    by a container's root for the host's user)."""
+    import mmvtx.datasets.shapes as shapes
+    monkeypatch.setattr(shapes, 'SPLITS', {'train': (1, 0), 'val': (1, 1)})
+    old = os.umask(umask)
+    try:
+        root = prepare_shapes(str(tmp_path / 'shapes'))
+        prepare_shapes(root, force=True)  # regenerated in place: the same
+    finally:
+        os.umask(old)
+    for folder in (root, osp.join(root, 'images'), osp.join(root, 'annotations')):
+        assert stat.S_IMODE(os.stat(folder).st_mode) == 0o777 & ~umask, folder
 
 
 def test_mmdet_and_mmseg_datasets_read_it(shapes_root):

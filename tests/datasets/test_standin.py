@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 import os.path as osp
+import stat
 
 import cv2
 import numpy as np
@@ -212,6 +213,19 @@ def test_refuses_a_folder_that_is_not_ours(tmp_path):
     (tmp_path / 'empty').mkdir()
     write_coco_standin(str(tmp_path / 'empty'), 1, 0)
     assert osp.isfile(osp.join(tmp_path, 'empty', STAMP))
+
+
+def test_folders_get_the_permissions_of_a_new_folder(tmp_path):
+    """The stand-ins were renamed into place from a ``tempfile.mkdtemp`` folder (0o700): data/coco
+    could be read by the user who wrote it alone."""
+    old = os.umask(0o022)
+    try:
+        roots = [write_coco_standin(str(tmp_path / 'coco'), 1, 0),
+                 write_ade20k_standin(str(tmp_path / 'ade' / 'ADEChallengeData2016'), 1, 0)]
+    finally:
+        os.umask(old)
+    for root in roots:
+        assert stat.S_IMODE(os.stat(root).st_mode) == 0o755, root
 
 
 def test_deterministic_idempotent_and_regenerated(coco_root, ade_root, tmp_path):

@@ -112,6 +112,15 @@ def test_demo_names_its_work_dir_after_the_config(tmp_path, monkeypatch):
     assert args.out_dir == osp.join(ROOT, 'outputs', 'demo_vit')
 
 
+def test_demo_refuses_a_negative_number_of_images(capsys):
+    """``--num-images -1`` drew every val image but the last (``images[:-1]``: 99 drawings)."""
+    demo = _load_demo()
+    assert demo.parse_args(['--num-images', '0']).num_images == 0
+    with pytest.raises(SystemExit):
+        demo.parse_args(['--num-images', '-1'])
+    assert '--num-images must be >= 0, got -1' in capsys.readouterr().err
+
+
 def test_demo_refuses_to_evaluate_another_models_checkpoint(tmp_path):
     """A finished run's checkpoint is evaluated only if it fits the config's model."""
     cfg = small_config(tmp_path, DET_CFG, 'det', iters=1, ckpt_interval=1)
@@ -123,6 +132,102 @@ def test_demo_refuses_to_evaluate_another_models_checkpoint(tmp_path):
     assert out.returncode != 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert f'{tmp_path / "work" / "iter_1.pth"} does not fit the MaskRCNN' in out.stderr
     assert 'bbox mAP' not in out.stdout
+
+
+def test_demo_resumes_a_retrain_interrupted_after_a_finished_run(tmp_path, monkeypatch):
+    """After a finished run (iter_700.pth) and a ``--retrain`` interrupted at iter_200.pth,
+    running the demo again ("Interrupted? Run it again: it resumes") evaluated the earlier
+    run's iter_700.pth and printed its metrics as if they were the new run's."""
+    demo = _load_demo()
+    built = []
+
+    class Built(Exception):
+        pass
+
+    class Runner:  # records the config the demo would run, and stops there
+        @staticmethod
+        def from_cfg(cfg):
+            built.append(cfg)
+            raise Built
+
+    monkeypatch.setattr(demo, 'Runner', Runner)
+    monkeypatch.chdir(tmp_path)  # the demo changes directory; put back after the test
+    work = tmp_path / 'work'
+    work.mkdir()
+    for step in (700, 200):
+        torch.save({'meta': {}}, work / f'iter_{step}.pth')
+
+    def run(pointer, *flags):
+        (work / 'last_checkpoint').write_text(str(work / pointer))
+        with pytest.raises(Built):
+            demo.main(['--work-dir', str(work), *flags])
+        return built[-1]
+
+    cfg = run('iter_200.pth')  # the retrain's newest checkpoint: resumed
+    assert cfg.resume is True and cfg.load_from == str(work / 'iter_200.pth')
+    cfg = run('iter_700.pth')  # the finished run: evaluated
+    assert not cfg.get('resume') and cfg.load_from == str(work / 'iter_700.pth')
+    assert 'CheckpointFitHook' in str(cfg.custom_hooks)
+    cfg = run('iter_200.pth', '--retrain')  # from the start
+    assert not cfg.get('resume') and cfg.get('load_from') is None
+
+
+def test_demo_refuses_a_segmentation_config_before_training(tmp_path, monkeypatch):
+    """``--config`` of a shapes UPerNet config trained it for its 1000 iterations, then failed
+    drawing (``KeyError: 'DetLocalVisualizer is not in the mmseg::visualizer registry'``)."""
+    demo = _load_demo()
+    built = []
+    monkeypatch.setattr(demo, 'Runner', SimpleNamespace(from_cfg=built.append))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match=f'error: {SEG_CFG} is an mmseg config; the demo '
+                       'trains, evaluates and draws a detector'):
+        demo.main(['--config', SEG_CFG, '--work-dir', str(tmp_path / 'work')])
+    assert not built and not (tmp_path / 'work').exists()
+
+
+def test_demo_draws_from_a_data_root_with_brackets_in_its_name(tmp_path, monkeypatch):
+    """The val images were found with ``glob`` on the data root unescaped: a root such as
+    ``data/shapes [v2]`` matched no file, and the demo ended with "predictions drawn: none"."""
+    import mmvtx.datasets.shapes as shapes
+    from mmvtx.datasets import prepare_shapes
+    monkeypatch.setattr(shapes, 'SPLITS', {'train': (1, 0), 'val': (2, 1)})
+    root = prepare_shapes(str(tmp_path / 'shapes [v2]')) + '/'
+    cfg = Config.fromfile(DET_CFG)
+    cfg.val_dataloader.dataset.data_root = root
+    model = _detector('swin').eval()
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        files = _load_demo().draw_predictions(model, cfg, str(tmp_path / 'out'), num=6)
+    assert [osp.basename(f) for f in files] == ['pred_000000.png', 'pred_000001.png',
+                                                 'predictions.png']
+
+
+def test_demo_grid_keeps_the_aspect_ratio_of_the_drawings(tmp_path, monkeypatch):
+    """predictions.png stretched every drawing to 320 x 256: a 256 x 256 scene's squares
+    showed as rectangles and its circles as ellipses. Each drawing now sits unscaled on its
+    tile; a larger one is shrunk to fit, keeping its aspect ratio."""
+    import cv2
+    import numpy as np
+    import mmvtx.datasets.shapes as shapes
+    from mmvtx.datasets import prepare_shapes
+    monkeypatch.setattr(shapes, 'SPLITS', {'train': (1, 0), 'val': (2, 1)})
+    root = prepare_shapes(str(tmp_path / 'shapes'))
+    path = osp.join(root, 'images', 'val', '000001.png')
+    cv2.imwrite(path, cv2.resize(cv2.imread(path), (640, 640)))
+    cfg = Config.fromfile(DET_CFG)
+    cfg.val_dataloader.dataset.data_root = root + '/'
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        files = _load_demo().draw_predictions(_detector('swin').eval(), cfg,
+                                              str(tmp_path / 'out'), num=2)
+    grid = cv2.imread(files[-1])
+    assert grid.shape == (256, 3 * 320, 3)
+    drawn = cv2.imread(files[0])
+    h, w = drawn.shape[:2]
+    assert (h, w) != (256, 320)  # a scene that does not fill the tile: not stretched to it
+    tile = grid[:, :320]
+    assert np.array_equal(tile[:h, :w], drawn) and not tile[h:].any() and not tile[:, w:].any()
+    assert cv2.imread(files[1]).shape[:2] == (640, 640)
+    tile = grid[:, 320:640]  # shrunk to 256 x 256
+    assert not tile[:, 256:].any() and tile[:, 255].any()
 
 
 def test_tools_test_draws_segmentation_under_the_work_dir(tmp_path):
