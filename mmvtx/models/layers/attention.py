@@ -119,7 +119,7 @@ def bias_grad_kernel(q: torch.Tensor) -> str:
 
 # The largest decomposed relative position term (``... x heads x N x L`` elements) expanded to
 # an ``attn_mask`` with a gradient under ``MMVTX_BIAS_GRAD=sdpa``; larger calls recompute.
-SDPA_REL_POS_LOGITS = 1 << 25
+SDPA_REL_POS_LOGITS = 1 << 26  # ViTDet-B windowed blocks, 4 images of 1024 px: 46M
 
 
 def _rel_pos_fits(q: torch.Tensor, k: torch.Tensor) -> bool:
