@@ -1,7 +1,8 @@
 from .checkpoint_fit import CheckpointFitHook, checkpoint_mismatches
 from .compile import CompileModelHook, compile_hook_cfg
 from .layer_decay import LayerDecayOptimWrapperConstructor
-from .reliability import AtomicLocalBackend, ExactResumeHook, find_resume_checkpoint
+from .reliability import (AtomicLocalBackend, ExactResumeHook,
+                          ResumeValidationHook, find_resume_checkpoint)
 from .safe_load import SafeCheckpointLoadHook, allow_mmengine_checkpoints
 from .visualization import SegShowDirHook
 
@@ -9,4 +10,5 @@ __all__ = ['allow_mmengine_checkpoints', 'AtomicLocalBackend', 'CheckpointFitHoo
            'checkpoint_mismatches', 'CompileModelHook',
            'compile_hook_cfg', 'ExactResumeHook',
            'find_resume_checkpoint', 'LayerDecayOptimWrapperConstructor',
+           'ResumeValidationHook',
            'SafeCheckpointLoadHook', 'SegShowDirHook']

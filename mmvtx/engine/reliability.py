@@ -17,10 +17,18 @@ the rank and the iteration, so that a resumed run continues exactly as the unint
   loop skips the batches already trained, and when an epoch starts with fresh workers.
   Persistent workers in an epoch-based loop carry their streams over epochs and cannot be
   replayed: the hook says so when such a run resumes.
+  mmengine saves a checkpoint before the validation of the same iteration (or epoch), so a run
+  killed during that validation resumed after it: its metrics, and the ``save_best``
+  checkpoint it might have made, were never produced (after the last iteration, the resumed
+  run ended with no metrics at all). :class:`ResumeValidationHook` records each finished validation in the work
+  dir (``VALIDATED_FILE``) and, on resume from a validation point that is not recorded, runs
+  that validation first (:class:`ResumeValidationHook`).
 """
+import bisect
 import glob
-import logging
 import hashlib
+import json
+import logging
 import os
 import os.path as osp
 import random
@@ -38,6 +46,7 @@ from mmengine.logging import print_log
 from mmvtx.registry import HOOKS
 
 ATOMIC_BACKEND = 'mmvtx_atomic'
+VALIDATED_FILE = '.validated.json'  # in the work dir: the validations training finished
 
 
 def _open_mode(path: str) -> int:
@@ -113,6 +122,24 @@ def find_resume_checkpoint(work_dir: str) -> Optional[str]:
                           f'{path}', logger='current')
             return path
     return None
+
+
+def check_resume_file(path: str):
+    """Refuses ``--resume PATH`` naming the file when it is not there, or when it is a
+    ``torch.save`` zip cut off before its end (torch's own error names no file), with the
+    newest complete checkpoint beside it. Remote paths (``s3://``) are left to mmengine."""
+    if '://' in path:
+        return
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'--resume {path}: no such file')
+    with open(path, 'rb') as f:
+        zipped = f.read(4) == b'PK\x03\x04'  # torch.save's format (the legacy one is a pickle)
+    if zipped and not is_complete_checkpoint(path):
+        other = find_resume_checkpoint(osp.dirname(osp.abspath(path)))
+        raise ValueError(f'--resume {path}: the file is incomplete (cut off while it was being '
+                         'written or copied) and cannot be resumed from; ' + (
+                             f'the newest complete checkpoint beside it is {other}'
+                             if other else 'there is no complete checkpoint beside it'))
 
 
 def remove_partial_writes(work_dir: str) -> list:
@@ -209,3 +236,76 @@ class ExactResumeHook(Hook):
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         seed_everything(derived_seed(self._seed, self._rank, 'step', runner.iter))
+
+
+@HOOKS.register_module()
+class ResumeValidationHook(Hook):
+    """Runs the validation a kill interrupted when the run resumes: mmengine writes the
+    checkpoint of an iteration (epoch) before validating it, so a run resumed from it went on
+    without that validation (its metrics and ``save_best`` checkpoint were lost; after the last
+    iteration nothing was left to run). Finished validations of training are recorded in the
+    work dir's ``VALIDATED_FILE``; ``tools/train.py`` adds the hook. Priority ``LOWEST``: the
+    validation runs after every other hook's ``before_train`` (the checkpoint hook's
+    ``save_best`` state included)."""
+    priority = 'LOWEST'
+
+    @staticmethod
+    def _validation_point(runner):
+        """``('epoch' | 'iter', n)`` if the training loop validates where it now stands (the
+        test mmengine's loops make after an epoch / iteration), else None."""
+        from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
+        loop = runner.train_loop
+        if isinstance(loop, EpochBasedTrainLoop):
+            unit, step, last = 'epoch', runner.epoch, loop.max_epochs
+        elif isinstance(loop, IterBasedTrainLoop):
+            unit, step, last = 'iter', runner.iter, loop.max_iters
+        else:  # a loop of its own: its validation points are unknown
+            return None
+        interval = loop.dynamic_intervals[bisect.bisect(loop.dynamic_milestones, step + 1) - 1]
+        if step > 0 and step >= loop.val_begin and (step % interval == 0 or step == last):
+            return unit, step
+        return None
+
+    def before_train(self, runner) -> None:
+        """On resume at a validation point whose validation never finished (the checkpoint is
+        written before it), runs it now; a run that starts from scratch forgets the
+        validations recorded in its work dir."""
+        from mmengine.dist import broadcast_object_list, is_main_process
+        self._training = True
+        path = osp.join(runner.work_dir, VALIDATED_FILE)
+        if runner.iter == 0 and runner.epoch == 0:
+            if is_main_process() and osp.exists(path):
+                os.unlink(path)
+            return
+        point = self._validation_point(runner) if runner.val_loop is not None else None
+        if point is None:
+            return
+        due = [point not in {tuple(p) for p in _read_validated(path)}]
+        broadcast_object_list(due)  # every rank validates, or none (the work dir of rank 0)
+        if due[0]:
+            print_log(f'resumed at {point[0]} {point[1]}, whose validation had not finished '
+                      'when the run stopped: validating now', logger='current',
+                      level=logging.WARNING)
+            runner.val_loop.run()
+
+    def after_val(self, runner) -> None:
+        """Records a validation of training as finished (every hook's ``after_val_epoch``,
+        the best checkpoint's save included, has run)."""
+        from mmengine.dist import is_main_process
+        point = self._validation_point(runner) if getattr(self, '_training', False) else None
+        if point is None or not is_main_process():
+            return
+        path = osp.join(runner.work_dir, VALIDATED_FILE)
+        done = _read_validated(path)
+        if list(point) not in done:
+            atomic_write(json.dumps(done + [list(point)]).encode(), path)
+
+
+def _read_validated(path: str) -> list:
+    """The validation points recorded in ``path`` ([unit, step] pairs); none if unreadable."""
+    try:
+        with open(path) as f:
+            return [list(p) for p in json.load(f)]
+    except (OSError, ValueError, TypeError):
+        return []
+

@@ -45,7 +45,8 @@ def test_the_tools_add_the_hook_to_every_run():
     from mmengine.config import Config
 
     from mmvtx.engine.runner import prepare_test_cfg, prepare_train_cfg
-    for prepare, args, last in ((prepare_train_cfg, (), ['mmvtx.ExactResumeHook']),
+    for prepare, args, last in ((prepare_train_cfg, (), ['mmvtx.ExactResumeHook',
+                                                         'mmvtx.ResumeValidationHook']),
                                 (prepare_test_cfg, ('ckpt.pth',), ['mmvtx.CheckpointFitHook'])):
         cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper'), custom_hooks=[
             dict(type='EMAHook')]))

@@ -1,0 +1,55 @@
+"""What a user sees when a run goes wrong: a resume from a checkpoint of a changed model or from
+a cut-off file. Each stops with an error that names the bad file or value."""
+import os.path as osp
+import sys
+
+import pytest
+import torch
+
+from tests.engine.test_train_tools import shapes_data  # noqa: F401  (the data, once)
+from tests.engine.test_train_tools import ROOT, SEG_CFG, run_tool, small_config
+
+
+def train_cmd(cfg, work, *args):
+    return [sys.executable, osp.join(ROOT, 'tools/train.py'), cfg, '--work-dir', work,
+            *args]
+
+
+def test_resume_with_a_changed_model_is_refused_naming_the_keys(tmp_path):
+    """mmengine resumes with strict=False: a checkpoint of a changed model (here a wider
+    backbone) was loaded where shapes matched and the run crashed in AdamW's first step with
+    'The size of tensor a (24) must match the size of tensor b (48)'."""
+    cfg = small_config(tmp_path, SEG_CFG, 'seg', iters=1, ckpt_interval=1)
+    work = str(tmp_path / 'work')
+    out = run_tool(train_cmd(cfg, work), cwd=str(tmp_path))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    wider = ['--cfg-options', 'train_cfg.max_iters=2', 'model.backbone.embed_dims=48',
+             'model.decode_head.in_channels=[48,96,192,384]',
+             'model.auxiliary_head.in_channels=192']
+    out = run_tool(train_cmd(cfg, work, '--resume', *wider), cwd=str(tmp_path))
+    assert out.returncode != 0
+    err = out.stderr
+    assert f'error: {osp.join(work, "iter_1.pth")} does not fit the EncoderDecoder' in err, err
+    assert 'it is not resumed' in err
+    assert 'backbone.patch_embed.proj.weight: checkpoint (24, 3, 4, 4) vs model (48, 3, 4, 4)' \
+        in err
+    assert not osp.exists(osp.join(work, 'iter_2.pth'))
+
+
+def test_resume_from_a_cut_off_file_names_it_and_the_good_one(tmp_path):
+    """torch's error for a truncated zip ('failed finding central directory') names no file."""
+    from mmengine.config import Config
+
+    from mmvtx.engine.runner import prepare_train_cfg
+    torch.save({'state_dict': {}}, tmp_path / 'iter_2.pth')
+    data = (tmp_path / 'iter_2.pth').read_bytes()
+    (tmp_path / 'iter_4.pth').write_bytes(data[:len(data) // 2])
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper')))
+    with pytest.raises(ValueError, match=r'--resume .*iter_4\.pth: the file is incomplete .* '
+                       r'the newest complete checkpoint beside it is .*iter_2\.pth'):
+        prepare_train_cfg(cfg, 'x.py', resume=str(tmp_path / 'iter_4.pth'))
+    with pytest.raises(FileNotFoundError, match=r'--resume .*iter_6\.pth: no such file'):
+        prepare_train_cfg(cfg, 'x.py', resume=str(tmp_path / 'iter_6.pth'))
+    prepare_train_cfg(cfg, 'x.py', resume=str(tmp_path / 'iter_2.pth'))
+    assert cfg.resume and cfg.load_from == str(tmp_path / 'iter_2.pth')
+
