@@ -1,7 +1,7 @@
 from .checkpoint_fit import CheckpointFitHook, checkpoint_mismatches
 from .compile import CompileModelHook, compile_hook_cfg
 from .layer_decay import LayerDecayOptimWrapperConstructor
-from .reliability import (AtomicLocalBackend, ExactResumeHook,
+from .reliability import (AtomicLocalBackend, ExactResumeHook, NonFiniteCheckHook,
                           ResumeValidationHook, find_resume_checkpoint)
 from .safe_load import SafeCheckpointLoadHook, allow_mmengine_checkpoints
 from .visualization import SegShowDirHook
@@ -9,6 +9,6 @@ from .visualization import SegShowDirHook
 __all__ = ['allow_mmengine_checkpoints', 'AtomicLocalBackend', 'CheckpointFitHook',
            'checkpoint_mismatches', 'CompileModelHook',
            'compile_hook_cfg', 'ExactResumeHook',
-           'find_resume_checkpoint', 'LayerDecayOptimWrapperConstructor',
+           'find_resume_checkpoint', 'LayerDecayOptimWrapperConstructor', 'NonFiniteCheckHook',
            'ResumeValidationHook',
            'SafeCheckpointLoadHook', 'SegShowDirHook']

@@ -42,6 +42,7 @@ import torch
 from mmengine.fileio.backends import LocalBackend, register_backend
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 
 from mmvtx.registry import HOOKS
 
@@ -309,3 +310,59 @@ def _read_validated(path: str) -> list:
     except (OSError, ValueError, TypeError):
         return []
 
+
+def _non_finite_parameters(model) -> list:
+    """Names of the model's parameters that hold a NaN or an infinity."""
+    if is_model_wrapper(model):
+        model = model.module
+    named = [(n, p) for n, p in model.named_parameters() if p.is_floating_point()]
+    if not named:
+        return []
+    norms = torch._foreach_norm([p.detach() for _, p in named])  # one pass, one sync
+    if bool(torch.isfinite(torch.stack([n.float() for n in norms])).all()):
+        return []
+    return [n for n, p in named if not bool(torch.isfinite(p.detach()).all())]
+
+
+@HOOKS.register_module()
+class NonFiniteCheckHook(Hook):
+    """Stops training, naming what went wrong, when a non-finite loss has made the weights NaN
+    or infinite, and refuses to save a checkpoint whose weights are: mmengine logs ``loss: nan``
+    and trains on, and its checkpoint rotation (``max_keep_ckpts``) then deletes the last good
+    checkpoints in favour of NaN ones, with exit status 0. A non-finite loss whose step left the
+    weights finite (AMP's loss scaler skips such steps) is only logged. Priority ``LOW``: after
+    the logger has written the iteration's losses, before the checkpoint hook saves."""
+    priority = 'LOW'
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        outputs = outputs or {}
+        bad = {k: float(v) for k, v in outputs.items() if isinstance(v, torch.Tensor)
+               and v.numel() == 1 and 'loss' in k and not bool(torch.isfinite(v))}
+        if not bad:
+            return
+        where = f'iteration {runner.iter + 1}'
+        terms = ', '.join(f'{k}={v}' for k, v in bad.items())
+        params = _non_finite_parameters(runner.model)
+        if not params:
+            print_log(f'{where}: the loss is not finite ({terms}); the weights stayed finite '
+                      '(the step was skipped)', logger='current', level=logging.WARNING)
+            return
+        self._stop(runner, f'{where}: the loss is not finite ({terms}) and the optimizer step '
+                   'made weights NaN or infinite', params)
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        params = _non_finite_parameters(runner.model)
+        if params:
+            self._stop(runner, f'iteration {runner.iter + 1}: weights are NaN or infinite',
+                       params)
+
+    @staticmethod
+    def _stop(runner, what: str, params: list):
+        last = find_resume_checkpoint(runner.work_dir) if osp.isdir(runner.work_dir) else None
+        shown = ', '.join(params[:5]) + (f' and {len(params) - 5} more' if len(params) > 5
+                                         else '')
+        raise FloatingPointError(
+            f'{what} ({shown}); training stopped without saving them. ' +
+            (f'The last checkpoint is {last}: resume from it (--resume) ' if last else
+             'Train again ') + 'with a lower learning rate, a longer warmup or gradient '
+            'clipping (optim_wrapper.clip_grad=dict(max_norm=...)).')

@@ -78,6 +78,7 @@ def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = N
     # a resumed run continues exactly as the uninterrupted one; checkpoints written atomically
     _add_hook(cfg, 'ExactResumeHook')
     _add_hook(cfg, 'ResumeValidationHook')  # a validation a kill interrupted runs on resume
+    _add_hook(cfg, 'NonFiniteCheckHook')  # NaN weights stop the run, are never saved
     ckpt_hook = (cfg.get('default_hooks') or {}).get('checkpoint')
     if ckpt_hook is not None and not ckpt_hook.get('backend_args') and not ckpt_hook.get(
             'file_client_args') and '://' not in str(ckpt_hook.get('out_dir') or ''):

@@ -1,7 +1,10 @@
 """What a user sees when a run goes wrong: a resume from a checkpoint of a changed model or from
-a cut-off file. Each stops with an error that names the bad file or value."""
+a cut-off file, a loss that turns NaN. Each stops with an error that names the bad file or
+value, and the checkpoints saved before are kept."""
+import glob
 import os.path as osp
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -53,3 +56,38 @@ def test_resume_from_a_cut_off_file_names_it_and_the_good_one(tmp_path):
     prepare_train_cfg(cfg, 'x.py', resume=str(tmp_path / 'iter_2.pth'))
     assert cfg.resume and cfg.load_from == str(tmp_path / 'iter_2.pth')
 
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_good_checkpoints(tmp_path):
+    """With an lr that blows up, mmengine logged 'loss: nan' and trained on with exit status 0,
+    saving NaN weights (whose rotation, max_keep_ckpts, deletes the good checkpoints)."""
+    cfg = small_config(tmp_path, SEG_CFG, 'seg', iters=4, ckpt_interval=1)
+    work = str(tmp_path / 'work')
+    out = run_tool(train_cmd(cfg, work, '--cfg-options', 'optim_wrapper.optimizer.lr=1e8',
+                             'default_hooks.checkpoint.max_keep_ckpts=1'), cwd=str(tmp_path))
+    assert out.returncode != 0, out.stdout[-3000:]
+    assert 'FloatingPointError: iteration 2: the loss is not finite (loss=nan' in out.stderr
+    assert 'backbone.' in out.stderr.split('FloatingPointError')[-1]  # the weights are named
+    assert f'The last checkpoint is {osp.join(work, "iter_1.pth")}' in out.stderr
+    assert sorted(osp.basename(p) for p in glob.glob(osp.join(work, '*.pth'))) == ['iter_1.pth']
+    from mmvtx.engine import allow_mmengine_checkpoints
+    allow_mmengine_checkpoints()
+    state = torch.load(osp.join(work, 'iter_1.pth'), weights_only=True)['state_dict']
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_a_skipped_step_with_a_nan_loss_goes_on():
+    """AMP's loss scaler skips a step whose gradients are not finite: the weights stay finite
+    and training goes on; a checkpoint of NaN weights is never written."""
+    from mmvtx.engine import NonFiniteCheckHook
+    model = torch.nn.Linear(2, 2)
+    runner = SimpleNamespace(model=model, iter=6, work_dir='/nonexistent')
+    hook = NonFiniteCheckHook()
+    hook.after_train_iter(runner, 6, outputs={'loss': torch.tensor(float('inf'))})
+    hook.before_save_checkpoint(runner, {})
+    with torch.no_grad():
+        model.bias[1] = float('nan')
+    with pytest.raises(FloatingPointError, match=r'iteration 7: the loss is not finite '
+                       r'\(loss=nan\) .*\(bias\)'):
+        hook.after_train_iter(runner, 6, outputs={'loss': torch.tensor(float('nan'))})
+    with pytest.raises(FloatingPointError, match=r'iteration 7: weights are NaN .*\(bias\)'):
+        hook.before_save_checkpoint(runner, {})

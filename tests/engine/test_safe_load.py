@@ -46,7 +46,8 @@ def test_the_tools_add_the_hook_to_every_run():
 
     from mmvtx.engine.runner import prepare_test_cfg, prepare_train_cfg
     for prepare, args, last in ((prepare_train_cfg, (), ['mmvtx.ExactResumeHook',
-                                                         'mmvtx.ResumeValidationHook']),
+                                                         'mmvtx.ResumeValidationHook',
+                                                         'mmvtx.NonFiniteCheckHook']),
                                 (prepare_test_cfg, ('ckpt.pth',), ['mmvtx.CheckpointFitHook'])):
         cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper'), custom_hooks=[
             dict(type='EMAHook')]))
