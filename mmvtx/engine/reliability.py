@@ -75,9 +75,13 @@ def atomic_write(data: bytes, path: str):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if osp.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:
+            # a full disk or a size limit: 'No space left on device' alone names no file
+            raise OSError(e.errno, f'{e.strerror} (writing it; the file there before, if any, '
+                          'is unchanged)', path) from e
         raise
 
 

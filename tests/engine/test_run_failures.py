@@ -91,3 +91,28 @@ def test_a_skipped_step_with_a_nan_loss_goes_on():
         hook.after_train_iter(runner, 6, outputs={'loss': torch.tensor(float('nan'))})
     with pytest.raises(FloatingPointError, match=r'iteration 7: weights are NaN .*\(bias\)'):
         hook.before_save_checkpoint(runner, {})
+
+
+WRITE_OVER_LIMIT = r'''
+import resource, sys
+from mmvtx.engine.reliability import atomic_write
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # as a full disk: write() fails
+try:
+    atomic_write(b'x' * 10000, sys.argv[1])
+except OSError as e:
+    print(e)
+'''
+
+
+def test_a_failed_checkpoint_write_names_the_file_and_keeps_the_old_one(tmp_path):
+    """A full disk (here a file size limit) failed the write with '[Errno 27] File too large'
+    and no file name; the checkpoint it would have replaced stays as it was, nothing partial is
+    left."""
+    path = tmp_path / 'iter_4.pth'
+    path.write_bytes(b'old checkpoint')
+    out = run_tool([sys.executable, '-c', WRITE_OVER_LIMIT, str(path)], cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert f"File too large (writing it; the file there before, if any, is unchanged): " \
+        f"'{path}'" in out.stdout, out.stdout
+    assert path.read_bytes() == b'old checkpoint'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['iter_4.pth']
