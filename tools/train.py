@@ -15,6 +15,7 @@ from mmengine.runner import Runner  # noqa: E402
 import mmvtx  # noqa: E402,F401  registers models/datasets/hooks
 from mmvtx.engine.runner import (finish_cpu_distributed, init_cpu_distributed,  # noqa: E402
                                  load_config, parse_tool_args, prepare_train_cfg, tool_parser)
+from mmvtx.utils.checkpoint import CheckpointMismatchError  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -49,4 +50,7 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    try:
+        main()
+    except CheckpointMismatchError as e:  # --resume with a changed model: named, no traceback
+        sys.exit(f'error: {e}')

@@ -2,7 +2,8 @@ from .checkpoint_fit import CheckpointFitHook, checkpoint_mismatches
 from .compile import CompileModelHook, compile_hook_cfg
 from .layer_decay import LayerDecayOptimWrapperConstructor
 from .model_fit import BackboneFitHook, backbone_fit_errors
-from .reliability import AtomicLocalBackend, ExactResumeHook, find_resume_checkpoint
+from .reliability import (AtomicLocalBackend, ExactResumeHook, NonFiniteCheckHook,
+                          ResumeValidationHook, find_resume_checkpoint)
 from .safe_load import SafeCheckpointLoadHook, allow_mmengine_checkpoints
 from .visualization import SegShowDirHook
 
@@ -10,5 +11,6 @@ __all__ = ['allow_mmengine_checkpoints', 'AtomicLocalBackend', 'BackboneFitHook'
            'backbone_fit_errors', 'CheckpointFitHook',
            'checkpoint_mismatches', 'CompileModelHook',
            'compile_hook_cfg', 'ExactResumeHook',
-           'find_resume_checkpoint', 'LayerDecayOptimWrapperConstructor',
+           'find_resume_checkpoint', 'LayerDecayOptimWrapperConstructor', 'NonFiniteCheckHook',
+           'ResumeValidationHook',
            'SafeCheckpointLoadHook', 'SegShowDirHook']

@@ -57,8 +57,16 @@ class CheckpointFitHook(Hook):
     shapes do not fit the model, naming the file and every missing, unexpected and mis-shaped
     key. Add it to runs that evaluate a given checkpoint; not to fine-tuning from another
     model's weights (``load_from`` of a detector with other classes), where differences are
-    expected."""
+    expected. ``action='resumed'`` (what ``tools/train.py --resume`` adds): mmengine resumes
+    with ``strict=False`` too, and a changed model went on to fail in the optimizer's first step
+    (or, where only names changed, trained on from random weights)."""
     priority = 'VERY_HIGH'
+
+    def __init__(self, action: str = 'evaluated'):
+        if action not in ('evaluated', 'resumed'):
+            raise ValueError(f"CheckpointFitHook: action={action!r} must be 'evaluated' or "
+                             "'resumed'")
+        self.action = action
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
@@ -70,9 +78,12 @@ class CheckpointFitHook(Hook):
         lines = checkpoint_mismatches(model, state_dict)
         source = getattr(runner, '_load_from', None) or 'the checkpoint'
         if lines:
+            hint = ('Evaluate it with the config it was trained with. A backbone checkpoint '
+                    "goes into the config's init_cfg, not here." if self.action == 'evaluated'
+                    else 'Resume it with the config it was trained with; to start a changed '
+                    'model from its weights, give it as load_from without --resume.')
             raise CheckpointMismatchError('\n'.join(
                 [f'{source} does not fit the {type(model).__name__} of this config (a '
-                 'checkpoint of another model or config?); it is not evaluated:'] + lines +
-                ['Evaluate it with the config it was trained with. A backbone checkpoint goes '
-                 "into the config's init_cfg, not here."]))
+                 f'checkpoint of another model or config?); it is not {self.action}:'] + lines +
+                [hint]))
         print_log(f'{source}: all {len(state_dict)} tensors fit the model', logger='current')

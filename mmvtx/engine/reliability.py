@@ -17,10 +17,18 @@ the rank and the iteration, so that a resumed run continues exactly as the unint
   loop skips the batches already trained, and when an epoch starts with fresh workers.
   Persistent workers in an epoch-based loop carry their streams over epochs and cannot be
   replayed: the hook says so when such a run resumes.
+  mmengine saves a checkpoint before the validation of the same iteration (or epoch), so a run
+  killed during that validation resumed after it: its metrics, and the ``save_best``
+  checkpoint it might have made, were never produced (after the last iteration, the resumed
+  run ended with no metrics at all). :class:`ResumeValidationHook` records each finished validation in the work
+  dir (``VALIDATED_FILE``) and, on resume from a validation point that is not recorded, runs
+  that validation first (:class:`ResumeValidationHook`).
 """
+import bisect
 import glob
-import logging
 import hashlib
+import json
+import logging
 import os
 import os.path as osp
 import random
@@ -34,10 +42,12 @@ import torch
 from mmengine.fileio.backends import LocalBackend, register_backend
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 
 from mmvtx.registry import HOOKS
 
 ATOMIC_BACKEND = 'mmvtx_atomic'
+VALIDATED_FILE = '.validated.json'  # in the work dir: the validations training finished
 
 
 def _open_mode(path: str) -> int:
@@ -65,9 +75,13 @@ def atomic_write(data: bytes, path: str):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if osp.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:
+            # a full disk or a size limit: 'No space left on device' alone names no file
+            raise OSError(e.errno, f'{e.strerror} (writing it; the file there before, if any, '
+                          'is unchanged)', path) from e
         raise
 
 
@@ -113,6 +127,24 @@ def find_resume_checkpoint(work_dir: str) -> Optional[str]:
                           f'{path}', logger='current')
             return path
     return None
+
+
+def check_resume_file(path: str):
+    """Refuses ``--resume PATH`` naming the file when it is not there, or when it is a
+    ``torch.save`` zip cut off before its end (torch's own error names no file), with the
+    newest complete checkpoint beside it. Remote paths (``s3://``) are left to mmengine."""
+    if '://' in path:
+        return
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'--resume {path}: no such file')
+    with open(path, 'rb') as f:
+        zipped = f.read(4) == b'PK\x03\x04'  # torch.save's format (the legacy one is a pickle)
+    if zipped and not is_complete_checkpoint(path):
+        other = find_resume_checkpoint(osp.dirname(osp.abspath(path)))
+        raise ValueError(f'--resume {path}: the file is incomplete (cut off while it was being '
+                         'written or copied) and cannot be resumed from; ' + (
+                             f'the newest complete checkpoint beside it is {other}'
+                             if other else 'there is no complete checkpoint beside it'))
 
 
 def remove_partial_writes(work_dir: str) -> list:
@@ -209,3 +241,132 @@ class ExactResumeHook(Hook):
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         seed_everything(derived_seed(self._seed, self._rank, 'step', runner.iter))
+
+
+@HOOKS.register_module()
+class ResumeValidationHook(Hook):
+    """Runs the validation a kill interrupted when the run resumes: mmengine writes the
+    checkpoint of an iteration (epoch) before validating it, so a run resumed from it went on
+    without that validation (its metrics and ``save_best`` checkpoint were lost; after the last
+    iteration nothing was left to run). Finished validations of training are recorded in the
+    work dir's ``VALIDATED_FILE``; ``tools/train.py`` adds the hook. Priority ``LOWEST``: the
+    validation runs after every other hook's ``before_train`` (the checkpoint hook's
+    ``save_best`` state included)."""
+    priority = 'LOWEST'
+
+    @staticmethod
+    def _validation_point(runner):
+        """``('epoch' | 'iter', n)`` if the training loop validates where it now stands (the
+        test mmengine's loops make after an epoch / iteration), else None."""
+        from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
+        loop = runner.train_loop
+        if isinstance(loop, EpochBasedTrainLoop):
+            unit, step, last = 'epoch', runner.epoch, loop.max_epochs
+        elif isinstance(loop, IterBasedTrainLoop):
+            unit, step, last = 'iter', runner.iter, loop.max_iters
+        else:  # a loop of its own: its validation points are unknown
+            return None
+        interval = loop.dynamic_intervals[bisect.bisect(loop.dynamic_milestones, step + 1) - 1]
+        if step > 0 and step >= loop.val_begin and (step % interval == 0 or step == last):
+            return unit, step
+        return None
+
+    def before_train(self, runner) -> None:
+        """On resume at a validation point whose validation never finished (the checkpoint is
+        written before it), runs it now; a run that starts from scratch forgets the
+        validations recorded in its work dir."""
+        from mmengine.dist import broadcast_object_list, is_main_process
+        self._training = True
+        path = osp.join(runner.work_dir, VALIDATED_FILE)
+        if runner.iter == 0 and runner.epoch == 0:
+            if is_main_process() and osp.exists(path):
+                os.unlink(path)
+            return
+        point = self._validation_point(runner) if runner.val_loop is not None else None
+        if point is None:
+            return
+        due = [point not in {tuple(p) for p in _read_validated(path)}]
+        broadcast_object_list(due)  # every rank validates, or none (the work dir of rank 0)
+        if due[0]:
+            print_log(f'resumed at {point[0]} {point[1]}, whose validation had not finished '
+                      'when the run stopped: validating now', logger='current',
+                      level=logging.WARNING)
+            runner.val_loop.run()
+
+    def after_val(self, runner) -> None:
+        """Records a validation of training as finished (every hook's ``after_val_epoch``,
+        the best checkpoint's save included, has run)."""
+        from mmengine.dist import is_main_process
+        point = self._validation_point(runner) if getattr(self, '_training', False) else None
+        if point is None or not is_main_process():
+            return
+        path = osp.join(runner.work_dir, VALIDATED_FILE)
+        done = _read_validated(path)
+        if list(point) not in done:
+            atomic_write(json.dumps(done + [list(point)]).encode(), path)
+
+
+def _read_validated(path: str) -> list:
+    """The validation points recorded in ``path`` ([unit, step] pairs); none if unreadable."""
+    try:
+        with open(path) as f:
+            return [list(p) for p in json.load(f)]
+    except (OSError, ValueError, TypeError):
+        return []
+
+
+def _non_finite_parameters(model) -> list:
+    """Names of the model's parameters that hold a NaN or an infinity."""
+    if is_model_wrapper(model):
+        model = model.module
+    named = [(n, p) for n, p in model.named_parameters() if p.is_floating_point()]
+    if not named:
+        return []
+    norms = torch._foreach_norm([p.detach() for _, p in named])  # one pass, one sync
+    if bool(torch.isfinite(torch.stack([n.float() for n in norms])).all()):
+        return []
+    return [n for n, p in named if not bool(torch.isfinite(p.detach()).all())]
+
+
+@HOOKS.register_module()
+class NonFiniteCheckHook(Hook):
+    """Stops training, naming what went wrong, when a non-finite loss has made the weights NaN
+    or infinite, and refuses to save a checkpoint whose weights are: mmengine logs ``loss: nan``
+    and trains on, and its checkpoint rotation (``max_keep_ckpts``) then deletes the last good
+    checkpoints in favour of NaN ones, with exit status 0. A non-finite loss whose step left the
+    weights finite (AMP's loss scaler skips such steps) is only logged. Priority ``LOW``: after
+    the logger has written the iteration's losses, before the checkpoint hook saves."""
+    priority = 'LOW'
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        outputs = outputs or {}
+        bad = {k: float(v) for k, v in outputs.items() if isinstance(v, torch.Tensor)
+               and v.numel() == 1 and 'loss' in k and not bool(torch.isfinite(v))}
+        if not bad:
+            return
+        where = f'iteration {runner.iter + 1}'
+        terms = ', '.join(f'{k}={v}' for k, v in bad.items())
+        params = _non_finite_parameters(runner.model)
+        if not params:
+            print_log(f'{where}: the loss is not finite ({terms}); the weights stayed finite '
+                      '(the step was skipped)', logger='current', level=logging.WARNING)
+            return
+        self._stop(runner, f'{where}: the loss is not finite ({terms}) and the optimizer step '
+                   'made weights NaN or infinite', params)
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        params = _non_finite_parameters(runner.model)
+        if params:
+            self._stop(runner, f'iteration {runner.iter + 1}: weights are NaN or infinite',
+                       params)
+
+    @staticmethod
+    def _stop(runner, what: str, params: list):
+        last = find_resume_checkpoint(runner.work_dir) if osp.isdir(runner.work_dir) else None
+        shown = ', '.join(params[:5]) + (f' and {len(params) - 5} more' if len(params) > 5
+                                         else '')
+        raise FloatingPointError(
+            f'{what} ({shown}); training stopped without saving them. ' +
+            (f'The last checkpoint is {last}: resume from it (--resume) ' if last else
+             'Train again ') + 'with a lower learning rate, a longer warmup or gradient '
+            'clipping (optim_wrapper.clip_grad=dict(max_norm=...)).')

@@ -79,6 +79,8 @@ def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = N
         _add_hook(cfg, 'CompileModelHook', compile_hook_cfg(compile), replace=True)
     # a resumed run continues exactly as the uninterrupted one; checkpoints written atomically
     _add_hook(cfg, 'ExactResumeHook')
+    _add_hook(cfg, 'ResumeValidationHook')  # a validation a kill interrupted runs on resume
+    _add_hook(cfg, 'NonFiniteCheckHook')  # NaN weights stop the run, are never saved
     ckpt_hook = (cfg.get('default_hooks') or {}).get('checkpoint')
     if ckpt_hook is not None and not ckpt_hook.get('backend_args') and not ckpt_hook.get(
             'file_client_args') and '://' not in str(ckpt_hook.get('out_dir') or ''):
@@ -125,8 +127,14 @@ def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = N
             print_log(f'--resume: no complete checkpoint in {cfg.work_dir}; training from the '
                       'start', logger='current', level=logging.WARNING)
     elif resume is not None:
+        from .reliability import check_resume_file
+        check_resume_file(resume)
         cfg.resume = True
         cfg.load_from = resume
+    if cfg.get('resume', False):
+        # mmengine resumes with strict=False: a checkpoint of a changed model is refused by name
+        _add_hook(cfg, 'CheckpointFitHook', dict(type='mmvtx.CheckpointFitHook',
+                                                 action='resumed'))
     return cfg
 
 

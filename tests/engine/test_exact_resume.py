@@ -244,3 +244,63 @@ def test_killed_ddp_run_resumes_bit_identical(tmp_path):
     assert_same_tensors(a['state_dict'], b['state_dict'], 'state_dict')
     assert_same_tensors(a['optimizer'], b['optimizer'], 'optimizer')
     assert losses(whole) == losses(killed)
+
+
+KILL_IN_VAL_HOOK = '''
+import os, signal
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class KillInValHook(Hook):
+    """SIGKILLs the run in the middle of the validation after iteration KILL_AT_ITER."""
+    def after_val_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if str(runner.iter) == os.environ.get('KILL_AT_ITER') and batch_idx == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+def test_validation_killed_midway_runs_on_resume(tmp_path):
+    """mmengine saves an iteration's checkpoint before validating it: a run killed during that
+    validation resumed after it, and its metrics (and save_best checkpoint) were never
+    produced. The resumed run validates that iteration first, once: resuming a finished run
+    validates nothing again."""
+    (tmp_path / 'kill_in_val.py').write_text(KILL_IN_VAL_HOOK)
+    path = small_config(tmp_path, SEG_CFG, 'seg', iters=2, ckpt_interval=1)
+    with open(path, 'a') as f:
+        f.write("train_cfg.update(val_interval=1)\n"
+                "default_hooks['checkpoint'].update(save_best='mIoU', rule='greater')\n"
+                "custom_imports = dict(imports=['kill_in_val'], allow_failed_imports=False)\n"
+                "custom_hooks = [dict(type='KillInValHook')]\n")
+    work = str(tmp_path / 'work')
+
+    def train(*args, **env):  # the hook's module is imported from tmp_path
+        return subprocess.run(train_cmd(path, work) + list(args), cwd=str(tmp_path),
+                              capture_output=True, text=True, timeout=600, env=dict(
+                                  os.environ, PYTHONPATH=f'{ROOT}{os.pathsep}{tmp_path}',
+                                  OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '2'), **env))
+
+    out = train(KILL_AT_ITER='1')
+    assert out.returncode == -signal.SIGKILL, out.stdout[-3000:] + out.stderr[-3000:]
+    assert osp.exists(osp.join(work, 'iter_1.pth')) and not glob.glob(osp.join(work, 'best_*'))
+
+    out = train('--resume')
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert 'resumed at iter 1, whose validation had not finished' in out.stdout + out.stderr
+    assert validated_steps(work) == [1, 2]  # every validation of the uninterrupted run, once
+    assert len(glob.glob(osp.join(work, 'best_mIoU_iter_*.pth'))) == 1
+
+    out = train('--resume')
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert 'validating now' not in out.stdout + out.stderr  # iter 2's validation had finished
+    assert validated_steps(work) == [1, 2]
+
+
+def validated_steps(work):
+    """The iterations of every validation logged in ``work``, over all its runs."""
+    steps = []
+    for f in sorted(glob.glob(osp.join(work, '*', 'vis_data', 'scalars.json'))):
+        with open(f) as fh:
+            steps += [r['step'] for r in map(json.loads, fh) if 'mIoU' in r]
+    return steps

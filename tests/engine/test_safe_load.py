@@ -45,11 +45,13 @@ def test_the_tools_add_the_hook_to_every_run():
     from mmengine.config import Config
 
     from mmvtx.engine.runner import prepare_test_cfg, prepare_train_cfg
-    for prepare, args, last in ((prepare_train_cfg, (), ['mmvtx.ExactResumeHook']),
+    for prepare, args, last in ((prepare_train_cfg, (), ['mmvtx.ExactResumeHook',
+                                                         'mmvtx.ResumeValidationHook',
+                                                         'mmvtx.NonFiniteCheckHook']),
                                 (prepare_test_cfg, ('ckpt.pth',), ['mmvtx.CheckpointFitHook'])):
         cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper'), custom_hooks=[
             dict(type='EMAHook')]))
         prepare(cfg, 'configs/x.py', *args)
         prepare(cfg, 'configs/x.py', *args)  # twice: still one hook
         types = [h['type'] for h in cfg.custom_hooks]
-        assert types == ['EMAHook', 'mmvtx.SafeCheckpointLoadHook'] + last
+        assert types == ['EMAHook', 'mmvtx.SafeCheckpointLoadHook', 'mmvtx.BackboneFitHook'] + last

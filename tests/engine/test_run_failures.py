@@ -1,0 +1,118 @@
+"""What a user sees when a run goes wrong: a resume from a checkpoint of a changed model or from
+a cut-off file, a loss that turns NaN. Each stops with an error that names the bad file or
+value, and the checkpoints saved before are kept."""
+import glob
+import os.path as osp
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from tests.engine.test_train_tools import shapes_data  # noqa: F401  (the data, once)
+from tests.engine.test_train_tools import ROOT, SEG_CFG, run_tool, small_config
+
+
+def train_cmd(cfg, work, *args):
+    return [sys.executable, osp.join(ROOT, 'tools/train.py'), cfg, '--work-dir', work,
+            *args]
+
+
+def test_resume_with_a_changed_model_is_refused_naming_the_keys(tmp_path):
+    """mmengine resumes with strict=False: a checkpoint of a changed model (here a wider
+    backbone) was loaded where shapes matched and the run crashed in AdamW's first step with
+    'The size of tensor a (24) must match the size of tensor b (48)'."""
+    cfg = small_config(tmp_path, SEG_CFG, 'seg', iters=1, ckpt_interval=1)
+    work = str(tmp_path / 'work')
+    out = run_tool(train_cmd(cfg, work), cwd=str(tmp_path))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    wider = ['--cfg-options', 'train_cfg.max_iters=2', 'model.backbone.embed_dims=48',
+             'model.decode_head.in_channels=[48,96,192,384]',
+             'model.auxiliary_head.in_channels=192']
+    out = run_tool(train_cmd(cfg, work, '--resume', *wider), cwd=str(tmp_path))
+    assert out.returncode != 0
+    err = out.stderr
+    assert f'error: {osp.join(work, "iter_1.pth")} does not fit the EncoderDecoder' in err, err
+    assert 'it is not resumed' in err
+    assert 'backbone.patch_embed.proj.weight: checkpoint (24, 3, 4, 4) vs model (48, 3, 4, 4)' \
+        in err
+    assert not osp.exists(osp.join(work, 'iter_2.pth'))
+
+
+def test_resume_from_a_cut_off_file_names_it_and_the_good_one(tmp_path):
+    """torch's error for a truncated zip ('failed finding central directory') names no file."""
+    from mmengine.config import Config
+
+    from mmvtx.engine.runner import prepare_train_cfg
+    torch.save({'state_dict': {}}, tmp_path / 'iter_2.pth')
+    data = (tmp_path / 'iter_2.pth').read_bytes()
+    (tmp_path / 'iter_4.pth').write_bytes(data[:len(data) // 2])
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper')))
+    with pytest.raises(ValueError, match=r'--resume .*iter_4\.pth: the file is incomplete .* '
+                       r'the newest complete checkpoint beside it is .*iter_2\.pth'):
+        prepare_train_cfg(cfg, 'x.py', resume=str(tmp_path / 'iter_4.pth'))
+    with pytest.raises(FileNotFoundError, match=r'--resume .*iter_6\.pth: no such file'):
+        prepare_train_cfg(cfg, 'x.py', resume=str(tmp_path / 'iter_6.pth'))
+    prepare_train_cfg(cfg, 'x.py', resume=str(tmp_path / 'iter_2.pth'))
+    assert cfg.resume and cfg.load_from == str(tmp_path / 'iter_2.pth')
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_good_checkpoints(tmp_path):
+    """With an lr that blows up, mmengine logged 'loss: nan' and trained on with exit status 0,
+    saving NaN weights (whose rotation, max_keep_ckpts, deletes the good checkpoints)."""
+    cfg = small_config(tmp_path, SEG_CFG, 'seg', iters=4, ckpt_interval=1)
+    work = str(tmp_path / 'work')
+    out = run_tool(train_cmd(cfg, work, '--cfg-options', 'optim_wrapper.optimizer.lr=1e8',
+                             'default_hooks.checkpoint.max_keep_ckpts=1'), cwd=str(tmp_path))
+    assert out.returncode != 0, out.stdout[-3000:]
+    assert 'FloatingPointError: iteration 2: the loss is not finite (loss=nan' in out.stderr
+    assert 'backbone.' in out.stderr.split('FloatingPointError')[-1]  # the weights are named
+    assert f'The last checkpoint is {osp.join(work, "iter_1.pth")}' in out.stderr
+    assert sorted(osp.basename(p) for p in glob.glob(osp.join(work, '*.pth'))) == ['iter_1.pth']
+    from mmvtx.engine import allow_mmengine_checkpoints
+    allow_mmengine_checkpoints()
+    state = torch.load(osp.join(work, 'iter_1.pth'), weights_only=True)['state_dict']
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_a_skipped_step_with_a_nan_loss_goes_on():
+    """AMP's loss scaler skips a step whose gradients are not finite: the weights stay finite
+    and training goes on; a checkpoint of NaN weights is never written."""
+    from mmvtx.engine import NonFiniteCheckHook
+    model = torch.nn.Linear(2, 2)
+    runner = SimpleNamespace(model=model, iter=6, work_dir='/nonexistent')
+    hook = NonFiniteCheckHook()
+    hook.after_train_iter(runner, 6, outputs={'loss': torch.tensor(float('inf'))})
+    hook.before_save_checkpoint(runner, {})
+    with torch.no_grad():
+        model.bias[1] = float('nan')
+    with pytest.raises(FloatingPointError, match=r'iteration 7: the loss is not finite '
+                       r'\(loss=nan\) .*\(bias\)'):
+        hook.after_train_iter(runner, 6, outputs={'loss': torch.tensor(float('nan'))})
+    with pytest.raises(FloatingPointError, match=r'iteration 7: weights are NaN .*\(bias\)'):
+        hook.before_save_checkpoint(runner, {})
+
+
+WRITE_OVER_LIMIT = r'''
+import resource, sys
+from mmvtx.engine.reliability import atomic_write
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # as a full disk: write() fails
+try:
+    atomic_write(b'x' * 10000, sys.argv[1])
+except OSError as e:
+    print(e)
+'''
+
+
+def test_a_failed_checkpoint_write_names_the_file_and_keeps_the_old_one(tmp_path):
+    """A full disk (here a file size limit) failed the write with '[Errno 27] File too large'
+    and no file name; the checkpoint it would have replaced stays as it was, nothing partial is
+    left."""
+    path = tmp_path / 'iter_4.pth'
+    path.write_bytes(b'old checkpoint')
+    out = run_tool([sys.executable, '-c', WRITE_OVER_LIMIT, str(path)], cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert f"File too large (writing it; the file there before, if any, is unchanged): " \
+        f"'{path}'" in out.stdout, out.stdout
+    assert path.read_bytes() == b'old checkpoint'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['iter_4.pth']
