@@ -20,9 +20,9 @@ the rank and the iteration, so that a resumed run continues exactly as the unint
   mmengine saves a checkpoint before the validation of the same iteration (or epoch), so a run
   killed during that validation resumed after it: its metrics, and the ``save_best``
   checkpoint it might have made, were never produced (after the last iteration, the resumed
-  run ended with no metrics at all). :class:`ResumeValidationHook` records each finished validation in the work
-  dir (``VALIDATED_FILE``) and, on resume from a validation point that is not recorded, runs
-  that validation first (:class:`ResumeValidationHook`).
+  run ended with no metrics at all). :class:`ResumeValidationHook` records each finished
+  validation in the work dir (``VALIDATED_FILE``) and, on resume from a validation point that
+  is not recorded, runs that validation first.
 """
 import bisect
 import glob

@@ -144,7 +144,8 @@ def test_position_embedding_resized_from_another_pretraining_size():
     ours = ViT(**SMALL, img_size=384, drop_path_rate=0.0)  # 24 x 24 grid from a 14 x 14 one
     load_backbone_checkpoint(ours, ref.state_dict())
     assert ours.pos_embed.shape == (1, 1 + 24 * 24, 192)
-    assert torch.equal(ours.pos_embed[:, 0], ref.state_dict()['embeddings.position_embeddings'][:, 0])
+    ref_table = ref.state_dict()['embeddings.position_embeddings']
+    assert torch.equal(ours.pos_embed[:, 0], ref_table[:, 0])
 
 
 def test_jax_npz_checkpoint_matches_transformers(tmp_path):
