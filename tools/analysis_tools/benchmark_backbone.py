@@ -286,8 +286,8 @@ def main(argv=None):
     rate = {name: flops[name] / t / 1e12 for name, t in (('ours', t_ours), ('ref', t_ref))}
     print(f'  FLOPs of {"a forward" if args.inference else "a step"} '
           f'(torch.utils.flop_counter): mmvtx {flops["ours"] / 1e9:.1f} G, reference '
-          f'{flops["ref"] / 1e9:.1f} G; achieved mmvtx {rate["ours"]:.2f} TFLOP/s, reference '
-          f'{rate["ref"]:.2f} TFLOP/s' + (
+          f'{flops["ref"] / 1e9:.1f} G; achieved mmvtx {rate["ours"]:.3g} TFLOP/s, reference '
+          f'{rate["ref"]:.3g} TFLOP/s' + (
               f'; MFU (of {peak:.0f} TFLOP/s dense half) mmvtx {rate["ours"] / peak:.1%}, '
               f'reference {rate["ref"] / peak:.1%}' if peak else ''))
     print(f'  peak memory of {"a forward" if args.inference else "a step"}: '

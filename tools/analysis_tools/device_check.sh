@@ -18,14 +18,24 @@
 # and input pairs) replaces the backbone runs; ITERS=N the training iterations of steps 1-2.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-OUT=${1:-$ROOT/work_dirs/device_check}
-QUICK=${2:-}
+# OUT_DIR and --quick in either order (``device_check.sh --quick`` alone had made a folder
+# named --quick fail, written the summary to /summary.txt and run the full GPU check)
+OUT=; QUICK=
+for arg in "$@"; do
+  case $arg in
+    --quick) QUICK=--quick ;;
+    -*) echo "device_check.sh: unknown option $arg (usage: device_check.sh [OUT_DIR] [--quick])" >&2
+        exit 2 ;;
+    *) [[ -z $OUT ]] || { echo "device_check.sh: two output folders: $OUT and $arg" >&2; exit 2; }
+       OUT=$arg ;;
+  esac
+done
+OUT=${OUT:-$ROOT/work_dirs/device_check}
 PY=${PYTHON:-python3}
 # the steps run from a scratch directory: an absolute path (not resolved through symlinks, so a
 # venv's python stays the venv's)
 [[ $PY == */* ]] && PY=$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
+mkdir -p -- "$OUT" && OUT=$(cd -- "$OUT" && pwd) || { echo "device_check.sh: cannot use $OUT" >&2; exit 2; }
 export PYTHONUNBUFFERED=1 PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 SCRATCH=$(mktemp -d)
 export TORCH_HOME=$SCRATCH/torch_home  # stand-in weights never reach the real hub cache

@@ -23,8 +23,12 @@ def forward_block(block: nn.Module, x: torch.Tensor, *args, with_cp: bool = Fals
     """``block(x, *args)``, under activation checkpointing (non-reentrant, so DDP-safe) when
     ``with_cp`` and the block trains with a gradient flowing in. The recomputation in backward
     does not update BatchNorm running statistics a second time (CvT's projections), so they
-    are the same with and without ``with_cp``."""
+    are the same with and without ``with_cp``. Under ``torch.compile`` (which accepts only
+    ``TorchDispatchMode`` contexts there) no context is passed: the compiled graph applies the
+    statistics' update once, in the forward, and its backward recomputes without mutating."""
     if with_cp and block.training and x.requires_grad:
+        if torch.compiler.is_compiling():
+            return cp.checkpoint(block, x, *args, use_reentrant=False)
         return cp.checkpoint(block, x, *args, use_reentrant=False,
                              context_fn=functools.partial(_recompute_contexts, block))
     return block(x, *args)

@@ -544,12 +544,15 @@ class ViT(VisionBackbone):
     def _to_stride16(self, feat: torch.Tensor, H: int, W: int) -> torch.Tensor:
         """The ``B x C x h x w`` patch map resampled to ``ceil(H/16) x ceil(W/16)`` where the
         patch size is not 16: bilinear with the scale ``p / 16`` so that cell centres stay at
-        their pixel positions (``F.interpolate(size=...)`` would stretch the padded extent)."""
+        their pixel positions (``F.interpolate(size=...)`` would stretch the padded extent).
+        Written out per axis: PyTorch's eager ``upsample_bilinear2d`` ignores the given scale
+        on an axis whose two sizes are equal (e.g. 37 px: 3 cells of 14 and 3 of 16) and copies
+        it, where its ``torch.compile`` decomposition resamples it."""
         p = self.patch_size
         if p == 16:
             return feat
-        size = [-(-H // 16), -(-W // 16)]
-        return torch.ops.aten.upsample_bilinear2d(feat, size, False, p / 16, p / 16)
+        feat = _resample_linear(feat, -2, -(-H // 16), 16 / p)
+        return _resample_linear(feat, -1, -(-W // 16), 16 / p)
 
     # -------------------------------------------------------------------- training behaviour
     def _frozen_modules(self) -> list:
@@ -582,6 +585,19 @@ class ViT(VisionBackbone):
 
     def convert_state_dict(self, state_dict: dict) -> ConvertedCheckpoint:
         return convert_vit(state_dict, self)
+
+
+def _resample_linear(x: torch.Tensor, dim: int, size: int, step: float) -> torch.Tensor:
+    """``x`` resampled linearly along ``dim`` to ``size`` cells, output cell ``j`` reading the
+    input at ``(j + 0.5) * step - 0.5`` (clamped to the input's cells; ``upsample_bilinear2d``'s
+    ``align_corners=False`` rule with the scale ``1 / step``)."""
+    n = x.shape[dim]
+    src = ((torch.arange(size, device=x.device, dtype=torch.float32) + 0.5) * step
+           - 0.5).clamp(min=0)
+    i0 = src.floor().long().clamp(max=n - 1)
+    i1 = (i0 + 1).clamp(max=n - 1)
+    lam = (src - i0).clamp(0, 1).to(x.dtype).view([size] + [1] * (-dim - 1))
+    return x.index_select(dim, i0) * (1 - lam) + x.index_select(dim, i1) * lam
 
 
 # ------------------------------------------------------------------------- checkpoint formats

@@ -341,6 +341,30 @@ def test_stride14_map_resampled_pixel_aligned():
                           atol=1e-4)
 
 
+@pytest.mark.parametrize('H,W', [(37, 91), (17, 28), (100, 56)])
+def test_stride14_map_pixel_aligned_where_the_grids_coincide(H, W):
+    """Where an axis has as many patches of 14 as cells of 16 (37 px: 3 and 3), the map is
+    still resampled to the stride-16 cell centres (PyTorch's eager ``upsample_bilinear2d``
+    copies such an axis whatever its scale), and a compiled model computes the same."""
+    ours = ViT('dinov2-s', embed_dims=8, num_layers=1, num_heads=2, img_size=112)
+    h, w = math.ceil(H / 14), math.ceil(W / 14)
+    ys = ((torch.arange(h) + 0.5) * 14).view(1, 1, h, 1).expand(1, 1, h, w)
+    xs = ((torch.arange(w) + 0.5) * 14).view(1, 1, 1, w).expand(1, 1, h, w)
+    out = ours._to_stride16(torch.cat([ys, xs], 1), H, W)
+    oh, ow = math.ceil(H / 16), math.ceil(W / 16)
+    assert out.shape == (1, 2, oh, ow)
+    for axis, n, covered in ((2, oh, (h - 0.5) * 14), (3, ow, (w - 0.5) * 14)):
+        centres = (torch.arange(n) + 0.5) * 16
+        inside = (centres >= 7) & (centres <= covered)
+        got = out[0, axis - 2].movedim(axis - 2, 0)[:, 0]
+        assert torch.allclose(got[inside], centres[inside], atol=1e-4), (axis, got, centres)
+    feat = torch.randn(2, 3, h, w)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda f: ours._to_stride16(f, H, W), backend='aot_eager')(feat)
+    torch._dynamo.reset()
+    assert (compiled - ours._to_stride16(feat, H, W)).abs().max() <= 1e-6
+
+
 # --------------------------------------------------------------------------------- DINOv3
 def _hf_dinov3(**kw):
     from transformers import DINOv3ViTConfig, DINOv3ViTModel
