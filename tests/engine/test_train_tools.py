@@ -166,18 +166,25 @@ def test_train_compile_flag_compiles_the_backbone(tmp_path):
     says so), the detector trains and is evaluated, and the checkpoint has the same keys as
     an uncompiled run's (no ``_orig_mod.``), so it loads anywhere. ``aot_eager`` traces as
     inductor does without generating code (inductor's CPU code generation takes minutes)."""
+    import math
+
     import torch
-    cfg = small_config(tmp_path, DET_CFG, 'det', iters=20, ckpt_interval=20)
+    cfg = small_config(tmp_path, DET_CFG, 'det', iters=6, ckpt_interval=6)
     work = str(tmp_path / 'work')
+    # a few iterations and val images: the compiling is the cost (a static graph, then one with
+    # symbolic sizes, for training and for evaluation); that the compiled backbone's gradients
+    # equal eager ones is tested in tests/models/layers/test_attention.py
     out = run_tool([sys.executable, osp.join(ROOT, 'tools/train.py'), cfg, '--work-dir', work,
-                    '--compile', 'aot_eager'], cwd=str(tmp_path))
+                    '--compile', 'aot_eager', '--cfg-options', 'default_hooks.logger.interval=1',
+                    'val_dataloader.dataset.indices=2'], cwd=str(tmp_path))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "torch.compile(backbone: SwinTransformer, backend='aot_eager'" in out.stdout + \
         out.stderr
     records = scalars(work)
-    assert_loss_went_down(records)
+    losses = [r['loss'] for r in records if 'loss' in r]
+    assert len(losses) == 6 and all(math.isfinite(v) for v in losses), records
     assert [r['coco/bbox_mAP'] for r in records if 'coco/bbox_mAP' in r]
-    state = torch.load(osp.join(work, 'iter_20.pth'), map_location='cpu',
+    state = torch.load(osp.join(work, 'iter_6.pth'), map_location='cpu',
                        weights_only=False)['state_dict']
     assert not [k for k in state if '_orig_mod' in k]
     assert any(k.startswith('backbone.stages.0.blocks.0.attn.qkv') for k in state)
