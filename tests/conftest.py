@@ -18,6 +18,22 @@ if os.environ.get('PYTEST_XDIST_WORKER'):
     torch.set_num_threads(_threads)
 
 
+# The modules whose tests run tools in subprocesses (tens of seconds each) first: pytest-xdist
+# hands tests to its workers in collection order, so the long ones are spread over the workers
+# from the start and the run ends on short tests in every worker, not on one long test while
+# the other worker idles (the suite took 1.5 min longer with them collected last).
+SLOW_MODULES_FIRST = (
+    'tests/configs/test_recipes_train.py', 'tests/tools/test_benchmark_recipe.py',
+    'tests/engine/test_train_tools.py', 'tests/engine/test_exact_resume.py',
+    'tests/tools/test_benchmark.py', 'tests/tools/test_analysis_tools.py',
+    'tests/engine/test_run_failures.py', 'tests/engine/test_evaluation_tools.py')
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {m: i for i, m in enumerate(SLOW_MODULES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split('::')[0], len(rank)))
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
