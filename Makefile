@@ -14,7 +14,7 @@ demo: setup
 
 test: setup
 	$(PY) -c "from mmvtx.datasets import prepare_shapes; prepare_shapes('data/shapes')"  # before the workers
-	$(PY) -m pytest tests -q -n $(TEST_WORKERS) --durations=15
+	$(PY) -m pytest tests -q -n $(TEST_WORKERS) --dist worksteal --durations=15
 
 bench: setup
 	$(PY) tools/analysis_tools/benchmark_backbone.py

@@ -18,10 +18,10 @@ if os.environ.get('PYTEST_XDIST_WORKER'):
     torch.set_num_threads(_threads)
 
 
-# The modules whose tests run tools in subprocesses (tens of seconds each) first: pytest-xdist
-# hands tests to its workers in collection order, so the long ones are spread over the workers
-# from the start and the run ends on short tests in every worker, not on one long test while
-# the other worker idles (the suite took 1.5 min longer with them collected last).
+# The modules whose tests run tools in subprocesses (tens of seconds each) first: `make test`
+# runs pytest-xdist with --dist worksteal (each worker starts on its half of the collected
+# tests, an idle worker takes the later half of the other's remaining queue), so the run ends
+# on short tests in both workers, not on one long test while the other worker idles.
 SLOW_MODULES_FIRST = (
     'tests/configs/test_recipes_train.py', 'tests/tools/test_benchmark_recipe.py',
     'tests/engine/test_train_tools.py', 'tests/engine/test_exact_resume.py',
