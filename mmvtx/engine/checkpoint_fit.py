@@ -21,9 +21,9 @@ from typing import Dict, List
 
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import BaseTTAModel, is_model_wrapper
 from torch import nn
 
+from mmvtx.engine._model import unwrap_model
 from mmvtx.registry import HOOKS
 from mmvtx.utils.checkpoint import CheckpointMismatchError, mismatch_lines
 
@@ -69,9 +69,7 @@ class CheckpointFitHook(Hook):
         self.action = action
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        if isinstance(model, BaseTTAModel):  # --tta: mmengine loads into the wrapped model
-            model = model.module
+        model = unwrap_model(runner.model)
         state_dict = checkpoint.get('state_dict', checkpoint)
         # the renaming mmengine applies before loading (Runner.load_checkpoint's revise_keys)
         state_dict = {re.sub(r'^module\.', '', k): v for k, v in state_dict.items()}

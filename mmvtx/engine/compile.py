@@ -18,8 +18,8 @@ from typing import Optional, Sequence
 import torch
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 
+from mmvtx.engine._model import unwrap_model
 from mmvtx.registry import HOOKS
 
 
@@ -49,7 +49,7 @@ class CompileModelHook(Hook):
         self.kwargs = dict(backend=backend, mode=mode, dynamic=dynamic)
 
     def before_run(self, runner) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = unwrap_model(runner.model)
         for name in self.modules:
             try:
                 module = model.get_submodule(name)

@@ -7,6 +7,7 @@ from mmengine.optim import DefaultOptimWrapperConstructor
 from mmengine.registry import OPTIM_WRAPPERS, OPTIMIZERS
 from torch import nn
 
+from mmvtx.engine._model import unwrap_model
 from mmvtx.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
 BLOCK = re.compile(r'^backbone\.(?:stages\.\d+\.)?blocks\.\d+\.')
@@ -56,8 +57,7 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                              f'{self.base_lr!r}; the decay scales it, so set it explicitly')
 
     def __call__(self, model: nn.Module):
-        if hasattr(model, 'module'):  # DDP
-            model = model.module
+        model = unwrap_model(model)
         wrapper_cfg = self.optim_wrapper_cfg.copy()
         wrapper_cfg.setdefault('type', 'OptimWrapper')
         optimizer_cfg = self.optimizer_cfg.copy()

@@ -20,9 +20,9 @@ from typing import List
 
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import BaseTTAModel, is_model_wrapper
 from torch import nn
 
+from mmvtx.engine._model import unwrap_model
 from mmvtx.registry import HOOKS
 
 # necks that take every map the backbone returns, in order, with in_channels[i] channels
@@ -104,9 +104,7 @@ class BackboneFitHook(Hook):
     priority = 'VERY_HIGH'
 
     def before_run(self, runner) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        if isinstance(model, BaseTTAModel):
-            model = model.module
+        model = unwrap_model(runner.model)
         errors = backbone_fit_errors(model)
         if errors:
             raise ValueError('\n'.join(

@@ -42,8 +42,8 @@ import torch
 from mmengine.fileio.backends import LocalBackend, register_backend
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 
+from mmvtx.engine._model import unwrap_model
 from mmvtx.registry import HOOKS
 
 ATOMIC_BACKEND = 'mmvtx_atomic'
@@ -317,8 +317,7 @@ def _read_validated(path: str) -> list:
 
 def _non_finite_parameters(model) -> list:
     """Names of the model's parameters that hold a NaN or an infinity."""
-    if is_model_wrapper(model):
-        model = model.module
+    model = unwrap_model(model)
     named = [(n, p) for n, p in model.named_parameters() if p.is_floating_point()]
     if not named:
         return []
