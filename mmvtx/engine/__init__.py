@@ -1,4 +1,5 @@
-from .checkpoint_fit import CheckpointFitHook, checkpoint_mismatches
+from .checkpoint_fit import (CheckpointFitHook, ConvertCheckpointHook, checkpoint_mismatches,
+                             convert_backbone_keys)
 from .compile import CompileModelHook, compile_hook_cfg
 from .layer_decay import LayerDecayOptimWrapperConstructor
 from .model_fit import BackboneFitHook, backbone_fit_errors
@@ -9,7 +10,8 @@ from .visualization import SegShowDirHook
 
 __all__ = ['allow_mmengine_checkpoints', 'AtomicLocalBackend', 'BackboneFitHook',
            'backbone_fit_errors', 'CheckpointFitHook',
-           'checkpoint_mismatches', 'CompileModelHook',
+           'checkpoint_mismatches', 'CompileModelHook', 'ConvertCheckpointHook',
+           'convert_backbone_keys',
            'compile_hook_cfg', 'ExactResumeHook',
            'find_resume_checkpoint', 'LayerDecayOptimWrapperConstructor', 'NonFiniteCheckHook',
            'ResumeValidationHook',

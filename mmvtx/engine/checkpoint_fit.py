@@ -1,4 +1,15 @@
-"""Evaluate only the model a checkpoint was trained for.
+"""Evaluate only the model a checkpoint was trained for, and read other codebases' whole
+checkpoints.
+
+A detector or segmentor checkpoint of mmdet's/mmseg's model zoo (Mask R-CNN Swin-T, UPerNet
+Swin-B, ...) names its backbone's tensors in that codebase's layout (``attn.w_msa.qkv``,
+``ffn.layers.0.0``), and its neck and heads as our recipes do. mmengine loads ``load_from`` with
+``strict=False``: the backbone's tensors were skipped as unexpected (a fine-tuning run kept the
+ImageNet backbone without a word) and ``tools/test.py`` refused the file.
+:class:`ConvertCheckpointHook` (which the tools add to every run) converts the ``backbone.*``
+part of such a checkpoint to mmvtx's names with the backbone's own converter before mmengine
+loads it, so the released detector is evaluated or fine-tuned as it was trained (Swin's shift
+rule follows the checkpoint's codebase, as for ``init_cfg``).
 
 mmengine loads ``load_from`` with ``strict=False``: a checkpoint of another model (a ViT
 detector's file given to a Swin config, a backbone-only file) loads what happens to match,
@@ -26,6 +37,73 @@ from torch import nn
 from mmvtx.engine._model import unwrap_model
 from mmvtx.registry import HOOKS
 from mmvtx.utils.checkpoint import CheckpointMismatchError, mismatch_lines
+
+
+def _state_dict(checkpoint: dict) -> dict:
+    """The weights of an mmengine checkpoint as ``_load_checkpoint_to_model`` takes them."""
+    return checkpoint['state_dict'] if isinstance(checkpoint.get('state_dict'), dict) \
+        else checkpoint
+
+
+def _backbones(model: nn.Module):
+    """``(name, module)`` of the mmvtx backbones of ``model`` (not those nested in another)."""
+    from mmvtx.models.backbones.base import VisionBackbone
+    found = []
+    for name, module in model.named_modules():
+        if isinstance(module, VisionBackbone) and not any(
+                name.startswith(f + '.') for f, _ in found):
+            found.append((name, module))
+    return found
+
+
+def convert_backbone_keys(model: nn.Module, state_dict: Dict) -> List[str]:
+    """Converts, in place, the part of a whole-model ``state_dict`` that belongs to each mmvtx
+    backbone of ``model`` (``backbone.*``) from another codebase's layout to mmvtx's names.
+    Parts already in mmvtx's names, and layouts the backbone does not know, are left as they
+    are (the fit check then names what does not fit). Returns one line per converted part."""
+    done = []
+    for name, backbone in _backbones(model):
+        if not name:  # a bare backbone: its own loading (init_cfg) converts
+            continue
+        for prefix in (f'{name}.', f'module.{name}.'):  # mmengine strips DataParallel's module.
+            keys = [k for k in state_dict if k.startswith(prefix)]
+            if keys:
+                break
+        else:
+            continue
+        sub = {k[len(prefix):]: state_dict[k] for k in keys}
+        own = backbone.state_dict()
+        if all(k in own for k in sub):
+            continue  # mmvtx's own names
+        try:
+            converted = backbone.convert_state_dict(dict(sub))
+        except CheckpointMismatchError:  # not a layout it knows: the fit check reports it
+            continue
+        if converted.source == 'mmvtx':
+            continue
+        for k in keys:
+            del state_dict[k]
+        state_dict.update({prefix + k: v for k, v in converted.state_dict.items()})
+        done.append(f'{prefix}*: {len(sub)} tensors in the {converted.source} '
+                    f'layout converted to {len(converted.state_dict)} of '
+                    f'{type(backbone).__name__}')
+    return done
+
+
+@HOOKS.register_module()
+class ConvertCheckpointHook(Hook):
+    """Converts the backbone part of a whole detector/segmentor checkpoint written by another
+    codebase (mmdet's/mmseg's released Swin models) to mmvtx's names in
+    ``after_load_checkpoint``, before mmengine copies the weights and before
+    :class:`CheckpointFitHook` checks them (see the module's docstring). ``tools/train.py``,
+    ``tools/test.py`` and the demo add it; mmvtx's own checkpoints pass unchanged."""
+    priority = 'HIGHEST'
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        model = unwrap_model(runner.model)
+        source = getattr(runner, '_load_from', None) or 'the checkpoint'
+        for line in convert_backbone_keys(model, _state_dict(checkpoint)):
+            print_log(f'{source}: {line}', logger='current')
 
 
 def _may_miss(model: nn.Module) -> set:
@@ -70,7 +148,7 @@ class CheckpointFitHook(Hook):
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         model = unwrap_model(runner.model)
-        state_dict = checkpoint.get('state_dict', checkpoint)
+        state_dict = _state_dict(checkpoint)
         # the renaming mmengine applies before loading (Runner.load_checkpoint's revise_keys)
         state_dict = {re.sub(r'^module\.', '', k): v for k, v in state_dict.items()}
         lines = checkpoint_mismatches(model, state_dict)

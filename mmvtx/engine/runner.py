@@ -57,9 +57,12 @@ def _prepare_common(cfg: Config, config_path: str, work_dir: Optional[str], laun
     """What training and testing set alike: the launcher, the work dir (``./work_dirs/NAME``
     by default), the hook that lets mmengine load its checkpoints with
     ``torch.load(weights_only=True)`` under torch >= 2.6 and the one that refuses a neck or
-    head that does not take the backbone's maps (:class:`~mmvtx.engine.BackboneFitHook`)."""
+    head that does not take the backbone's maps (:class:`~mmvtx.engine.BackboneFitHook`), and the
+    one that converts the backbone of another codebase's whole checkpoint given as ``load_from``
+    (mmdet's/mmseg's released models, :class:`~mmvtx.engine.ConvertCheckpointHook`)."""
     cfg.launcher = launcher
     _add_hook(cfg, 'SafeCheckpointLoadHook')
+    _add_hook(cfg, 'ConvertCheckpointHook')
     _add_hook(cfg, 'BackboneFitHook')  # the neck/heads take what the backbone returns
     if work_dir is not None:
         cfg.work_dir = work_dir

@@ -54,4 +54,5 @@ def test_the_tools_add_the_hook_to_every_run():
         prepare(cfg, 'configs/x.py', *args)
         prepare(cfg, 'configs/x.py', *args)  # twice: still one hook
         types = [h['type'] for h in cfg.custom_hooks]
-        assert types == ['EMAHook', 'mmvtx.SafeCheckpointLoadHook', 'mmvtx.BackboneFitHook'] + last
+        assert types == ['EMAHook', 'mmvtx.SafeCheckpointLoadHook', 'mmvtx.ConvertCheckpointHook',
+                         'mmvtx.BackboneFitHook'] + last
