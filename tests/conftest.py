@@ -18,20 +18,27 @@ if os.environ.get('PYTEST_XDIST_WORKER'):
     torch.set_num_threads(_threads)
 
 
-# The modules whose tests run tools in subprocesses (tens of seconds each) first: `make test`
-# runs pytest-xdist with --dist worksteal (each worker starts on its half of the collected
-# tests, an idle worker takes the later half of the other's remaining queue), so the run ends
-# on short tests in both workers, not on one long test while the other worker idles.
-SLOW_MODULES_FIRST = (
+# The modules whose tests run tools in subprocesses (tens of seconds each) are spread over the
+# two halves of the collection, each half starting with its share of them: `make test` runs
+# pytest-xdist with --dist worksteal, which gives each of its 2 workers one contiguous half of
+# the collected tests and lets an idle worker take the later half of the other's queue. Both
+# workers then start on long tests and end on short ones, and no worker idles while the other
+# runs the last long test.
+SLOW_MODULES = (
     'tests/configs/test_recipes_train.py', 'tests/tools/test_benchmark_recipe.py',
     'tests/engine/test_train_tools.py', 'tests/engine/test_exact_resume.py',
     'tests/tools/test_benchmark.py', 'tests/tools/test_analysis_tools.py',
-    'tests/engine/test_run_failures.py', 'tests/engine/test_evaluation_tools.py')
+    'tests/engine/test_run_failures.py', 'tests/engine/test_evaluation_tools.py',
+    'tests/engine/test_released_checkpoints.py')
 
 
 def pytest_collection_modifyitems(config, items):
-    rank = {m: i for i, m in enumerate(SLOW_MODULES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split('::')[0], len(rank)))
+    workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', 1))  # set in xdist's workers
+    if workers < 2:
+        return
+    slow = [i for i in items if i.nodeid.split('::')[0] in SLOW_MODULES]
+    quick = [i for i in items if i.nodeid.split('::')[0] not in SLOW_MODULES]
+    items[:] = [i for w in range(workers) for i in slow[w::workers] + quick[w::workers]]
 
 
 @pytest.fixture(autouse=True)
