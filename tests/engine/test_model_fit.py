@@ -104,3 +104,20 @@ def test_channel_mapper_of_the_detr_family_is_checked():
                           f'{len(want)} maps with {want} channels: set neck.in_channels={want} '
                           "(or the backbone's out_indices to the levels the neck expects)"]
 
+
+def test_yolov3_neck_takes_the_maps_deepest_first(monkeypatch):
+    """mmdet's YOLOV3Neck lists in_channels deepest first (its R-50/Darknet configs: [1024, 512,
+    256]): the reversed list fits and is not warned about; the advice is the reversed list."""
+    import mmvtx.engine.model_fit as model_fit
+    logged = []
+    monkeypatch.setattr(model_fit, 'print_log', lambda msg, *a, **k: logged.append(msg))
+    neck = dict(type='YOLOV3Neck', num_scales=3, out_channels=[32, 16, 8])
+    fits = _detector(dict(neck, in_channels=[384, 192, 96]), out_indices=(1, 2, 3))
+    assert backbone_fit_errors(fits) == [] and logged == []
+    errors = backbone_fit_errors(_detector(dict(neck, in_channels=[96, 192, 384]),
+                                           out_indices=(1, 2, 3)))
+    assert len(errors) == 1, (errors, logged)
+    assert errors[0].startswith('model.neck.in_channels=[96, 192, 384] (YOLOV3Neck) but '
+                                'model.backbone (SwinTransformer, out_indices=(1, 2, 3)) returns 3 '
+                                'maps with [96, 192, 384] channels: set neck.in_channels=[384, '
+                                '192, 96] (deepest first'), errors
