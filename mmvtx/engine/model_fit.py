@@ -11,7 +11,10 @@ Checked for mmvtx's backbones (their ``out_channels``):
 
 * the neck (the first one where the config chains several), where its ``in_channels`` is a
   list: mmdet's and mmseg's FPN-like necks take every returned map, in order, so the list must
-  equal the backbone's channels. For necks not known to take every map a mismatch is a warning;
+  equal the backbone's channels (mmdet's ``ChannelMapper``, the DETR family's neck, keeps no
+  ``in_channels``: they are read from its input convolutions; its ``YOLOV3Neck`` takes them
+  deepest first: the list reversed). For necks not known to take every map a mismatch is a
+  warning;
 * without a neck, mmseg's decode and auxiliary heads: ``in_index`` within the returned maps and
   ``in_channels`` equal to the channels it selects (summed for ``resize_concat``).
 """
@@ -27,7 +30,20 @@ from mmvtx.registry import HOOKS
 
 # necks that take every map the backbone returns, in order, with in_channels[i] channels
 EVERY_MAP_NECKS = ('FPN', 'PAFPN', 'ChannelMapper', 'NASFPN', 'MultiLevelNeck', 'CSPNeXtPAFPN',
-                   'YOLOXPAFPN', 'SSDNeck', 'ICNeck')
+                   'YOLOXPAFPN', 'SSDNeck', 'ICNeck', 'YOLOV3Neck')
+# necks whose in_channels list the maps deepest first (in_channels[0] is the last map's)
+REVERSED_NECKS = ('YOLOV3Neck',)
+
+
+def _neck_in_channels(neck: nn.Module):
+    """The neck's ``in_channels`` (one entry per map it takes, in the order of its config)."""
+    in_channels = getattr(neck, 'in_channels', None)
+    if in_channels is None and type(neck).__name__ == 'ChannelMapper':
+        # mmdet's ChannelMapper keeps no in_channels: one input convolution per map it takes
+        convs = [getattr(c, 'conv', c) for c in getattr(neck, 'convs', ())]
+        if convs and all(hasattr(c, 'in_channels') for c in convs):
+            in_channels = [c.in_channels for c in convs]
+    return in_channels
 
 
 def _backbone_desc(backbone: nn.Module) -> str:
@@ -73,12 +89,15 @@ def backbone_fit_errors(model: nn.Module) -> List[str]:
     if isinstance(neck, nn.Sequential) and len(neck):
         neck = neck[0]
     if neck is not None:
-        in_channels = getattr(neck, 'in_channels', None)
-        if not isinstance(in_channels, (list, tuple)) or list(in_channels) == channels:
+        in_channels = _neck_in_channels(neck)
+        want = channels[::-1] if type(neck).__name__ in REVERSED_NECKS else channels
+        if not isinstance(in_channels, (list, tuple)) or list(in_channels) == want:
             return []
+        order = (' (deepest first: it takes the maps in reverse order)'
+                 if type(neck).__name__ in REVERSED_NECKS else '')
         line = (f'model.neck.in_channels={list(in_channels)} ({type(neck).__name__}) but '
-                f'{desc}: set neck.in_channels={channels} (or the backbone\'s out_indices to '
-                'the levels the neck expects)')
+                f'{desc}: set neck.in_channels={want}{order} (or the backbone\'s out_indices '
+                'to the levels the neck expects)')
         if type(neck).__name__ in EVERY_MAP_NECKS:
             return [line]
         print_log(line, logger='current', level=logging.WARNING)
