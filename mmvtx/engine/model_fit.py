@@ -13,7 +13,8 @@ Checked for mmvtx's backbones (their ``out_channels``):
   list: mmdet's and mmseg's FPN-like necks take every returned map, in order, so the list must
   equal the backbone's channels. For necks not known to take every map a mismatch is a warning;
 * without a neck, mmseg's decode and auxiliary heads: ``in_index`` within the returned maps and
-  ``in_channels`` equal to the channels it selects (summed for ``resize_concat``).
+  ``in_channels`` equal to the channels it selects (for ``resize_concat`` the list of them,
+  which mmseg sums), and DeepLabV3+'s ``c1_in_channels`` equal to the first map's.
 """
 import logging
 from typing import List
@@ -46,18 +47,39 @@ def _head_errors(name: str, head: nn.Module, channels: List[int], desc: str) -> 
         return [f'model.{name}.in_index={in_index!r} selects maps {bad} that do not exist: '
                 f'{desc}']
     picked = [channels[i] for i in indices]
+    errors = _c1_errors(name, head, channels, desc)
     transform = getattr(head, 'input_transform', None)
-    if transform == 'resize_concat':  # mmseg sums in_channels for it
-        want, have = sum(picked), in_channels
+    if transform == 'resize_concat':
+        # mmseg takes a list (one width per selected map) and keeps its sum: the list is what
+        # the config must say (an int there fails mmseg's assertion)
+        if in_channels != sum(picked):
+            errors.append(
+                f'model.{name}.in_channels (summed by resize_concat to {in_channels!r}) but the '
+                f'maps its in_index={in_index!r} selects have {picked!r} channels '
+                f'({sum(picked)} in all): {desc}: set {name}.in_channels={picked!r}')
+        return errors
     elif transform == 'multiple_select' or isinstance(in_index, (list, tuple)):
         want = picked
         have = list(in_channels) if isinstance(in_channels, (list, tuple)) else in_channels
     else:
         want, have = picked[0], in_channels
     if have != want:
-        return [f'model.{name}.in_channels={have!r} but the maps its in_index={in_index!r} '
-                f'selects have {want!r} channels: {desc}: set {name}.in_channels={want!r}']
-    return []
+        errors.append(f'model.{name}.in_channels={have!r} but the maps its in_index='
+                      f'{in_index!r} selects have {want!r} channels: {desc}: set '
+                      f'{name}.in_channels={want!r}')
+    return errors
+
+
+def _c1_errors(name: str, head: nn.Module, channels: List[int], desc: str) -> List[str]:
+    """DeepLabV3+'s head (``DepthwiseSeparableASPPHead``) reads its low-level ``c1`` branch from
+    the first map the backbone returns, whatever its ``in_index``."""
+    c1 = getattr(head, 'c1_bottleneck', None)
+    c1_in = getattr(getattr(c1, 'conv', c1), 'in_channels', None)
+    if c1 is None or c1_in is None or c1_in == channels[0]:
+        return []
+    return [f'model.{name}.c1_in_channels={c1_in} but its c1 branch reads the first map the '
+            f'backbone returns, of {channels[0]} channels: {desc}: set '
+            f'{name}.c1_in_channels={channels[0]}']
 
 
 def backbone_fit_errors(model: nn.Module) -> List[str]:

@@ -63,7 +63,10 @@ def test_fitting_models_pass_and_other_widths_are_named():
       'model.auxiliary_head.input_transform': 'resize_concat'}, []),
     ({'model.auxiliary_head.in_index': [1, 2], 'model.auxiliary_head.in_channels': [96, 96],
       'model.auxiliary_head.input_transform': 'resize_concat'},
-     ['model.auxiliary_head.in_channels=192 but the maps its in_index=[1, 2] selects have 288']),
+     # mmseg takes resize_concat's widths as a list (an int fails its assertion): the list
+     # is what the message asks for
+     ['model.auxiliary_head.in_channels (summed by resize_concat to 192) but the maps its '
+      'in_index=[1, 2] selects have [96, 192] channels (288 in all)']),
 ])
 def test_segmentation_heads_read_existing_maps_of_their_width(options, expected):
     errors = backbone_fit_errors(_model(SEG_CFG, 'mmseg', **options))
@@ -71,3 +74,37 @@ def test_segmentation_heads_read_existing_maps_of_their_width(options, expected)
     for error, start in zip(errors, expected):
         assert error.startswith(start), error
         assert 'model.backbone (SwinTransformer' in error
+
+
+def test_resize_concat_advice_builds_and_fits():
+    """Following the message for a ``resize_concat`` head gives a model mmseg builds and that
+    fits (the advice was ``in_channels=288``, which mmseg's head refuses with an assertion)."""
+    options = {'model.auxiliary_head.in_index': [1, 2],
+               'model.auxiliary_head.in_channels': [96, 96],
+               'model.auxiliary_head.input_transform': 'resize_concat'}
+    error, = backbone_fit_errors(_model(SEG_CFG, 'mmseg', **options))
+    assert error.endswith('set auxiliary_head.in_channels=[96, 192]'), error
+    options['model.auxiliary_head.in_channels'] = [96, 192]
+    assert backbone_fit_errors(_model(SEG_CFG, 'mmseg', **options)) == []
+
+
+@pytest.mark.parametrize('c1_in_channels,expected', [
+    (48, []),
+    (256, ['model.decode_head.c1_in_channels=256 but its c1 branch reads the first map the '
+           'backbone returns, of 48 channels: model.backbone (SwinTransformer, out_indices='
+           '(0, 1, 2, 3)) returns 4 maps with [48, 96, 192, 384] channels: set '
+           'decode_head.c1_in_channels=48']),
+])
+def test_deeplabv3plus_low_level_branch_reads_the_first_map(tmp_path, c1_in_channels, expected):
+    """mmseg's DeepLabV3+ head with a swapped backbone: its ``c1`` branch takes the stride-4
+    map (``inputs[0]``) whatever ``in_index`` says; a width the backbone does not have failed
+    in the first forward with a convolution's shape message."""
+    (tmp_path / 'cfg.py').write_text(
+        "_base_ = 'mmseg::deeplabv3plus/deeplabv3plus_r50-d8_4xb4-80k_ade20k-512x512.py'\n"
+        "custom_imports = dict(imports=['mmvtx'], allow_failed_imports=False)\n"
+        "model = dict(pretrained=None, backbone=dict(_delete_=True, type='mmvtx.SwinTransformer',"
+        " embed_dims=48, depths=(1, 1, 1, 1)),\n"
+        f"    decode_head=dict(in_channels=384, channels=16, c1_in_channels={c1_in_channels},"
+        " c1_channels=8, dilations=(1, 2), num_classes=4),\n"
+        "    auxiliary_head=dict(in_channels=192, channels=8, num_classes=4))\n")
+    assert backbone_fit_errors(_model(str(tmp_path / 'cfg.py'), 'mmseg')) == expected
