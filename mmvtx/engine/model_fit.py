@@ -14,7 +14,9 @@ Checked for mmvtx's backbones (their ``out_channels``):
   equal the backbone's channels. For necks not known to take every map a mismatch is a warning;
 * without a neck, mmseg's decode and auxiliary heads: ``in_index`` within the returned maps and
   ``in_channels`` equal to the channels it selects (for ``resize_concat`` the list of them,
-  which mmseg sums), and DeepLabV3+'s ``c1_in_channels`` equal to the first map's.
+  which mmseg sums), DeepLabV3+'s ``c1_in_channels`` equal to the first map's, and the
+  ``in_channels`` of MaskFormer/Mask2Former heads (their pixel decoder's) equal to the
+  backbone's channels.
 """
 import logging
 from typing import List
@@ -37,7 +39,37 @@ def _backbone_desc(backbone: nn.Module) -> str:
             f'{list(backbone.out_channels)} channels')
 
 
+def _conv_in(module: nn.Module):
+    return getattr(getattr(module, 'conv', module), 'in_channels', None)
+
+
+def _pixel_decoder_widths(decoder: nn.Module):
+    """The ``in_channels`` list a MaskFormer/Mask2Former pixel decoder was built with (one per
+    backbone map, in order), read from its input convolutions; ``None`` for other modules."""
+    lateral = getattr(decoder, 'lateral_convs', None)
+    if lateral is None:
+        return None
+    if hasattr(decoder, 'input_convs'):  # mmdet's MSDeformAttnPixelDecoder: both top-down
+        widths = [_conv_in(m) for m in reversed(lateral)] + \
+                 [_conv_in(m) for m in reversed(decoder.input_convs)]
+    else:  # mmdet's PixelDecoder, TransformerEncoderPixelDecoder: the last map on its own
+        last = getattr(decoder, 'encoder_in_proj', None) or getattr(decoder, 'last_feat_conv',
+                                                                     None)
+        if last is None:
+            return None
+        widths = [_conv_in(m) for m in lateral] + [_conv_in(last)]
+    return None if None in widths else widths
+
+
 def _head_errors(name: str, head: nn.Module, channels: List[int], desc: str) -> List[str]:
+    decoder = getattr(head, 'pixel_decoder', None)
+    widths = _pixel_decoder_widths(decoder) if decoder is not None else None
+    if widths is not None and widths != channels:
+        # mmseg's MaskFormer/Mask2Former heads: every map, in order, into the pixel decoder
+        return [f'model.{name}.in_channels={widths} ({type(head).__name__}, read by its '
+                f'{type(decoder).__name__}) but {desc}: set {name}.in_channels={channels}'
+                + (f' and {name}.strides to those maps\' strides'
+                   if len(widths) != len(channels) and hasattr(decoder, 'strides') else '')]
     in_index, in_channels = getattr(head, 'in_index', None), getattr(head, 'in_channels', None)
     if in_index is None or in_channels is None:
         return []

@@ -108,3 +108,36 @@ def test_deeplabv3plus_low_level_branch_reads_the_first_map(tmp_path, c1_in_chan
         " c1_channels=8, dilations=(1, 2), num_classes=4),\n"
         "    auxiliary_head=dict(in_channels=192, channels=8, num_classes=4))\n")
     assert backbone_fit_errors(_model(str(tmp_path / 'cfg.py'), 'mmseg')) == expected
+
+
+@pytest.mark.parametrize('base,head,decoder', [
+    ('mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py', 'Mask2FormerHead',
+     'MSDeformAttnPixelDecoder'),
+    ('maskformer/maskformer_r50-d32_8xb2-160k_ade20k-512x512.py', 'MaskFormerHead',
+     'PixelDecoder'),
+])
+@pytest.mark.parametrize('in_channels,out_indices,expected', [
+    ([48, 96, 192, 384], (0, 1, 2, 3), ''),
+    ([96, 192, 384], (1, 2, 3), ''),
+    ([96, 192, 384, 768], (0, 1, 2, 3), ' but model.backbone (SwinTransformer, out_indices=(0, 1, '
+     '2, 3)) returns 4 maps with [48, 96, 192, 384] channels: set decode_head.in_channels='
+     '[48, 96, 192, 384]'),
+])
+def test_maskformer_heads_pixel_decoder_takes_every_map(tmp_path, base, head, decoder,
+                                                        in_channels, out_indices, expected):
+    """mmseg's MaskFormer/Mask2Former heads feed every backbone map to mmdet's pixel decoders;
+    other widths failed in the first forward with a convolution's shape message."""
+    strides = [4, 8, 16, 32][-len(in_channels):] if head == 'Mask2FormerHead' else None
+    (tmp_path / 'cfg.py').write_text(
+        f"_base_ = 'mmseg::{base}'\n"
+        "custom_imports = dict(imports=['mmdet.models', 'mmvtx'], allow_failed_imports=False)\n"
+        "model = dict(backbone=dict(_delete_=True, type='mmvtx.SwinTransformer', embed_dims=48,"
+        f" depths=(1, 1, 1, 1), out_indices={out_indices}),\n"
+        f"    decode_head=dict(in_channels={in_channels}"
+        + (f", strides={strides}))\n" if strides else "))\n"))
+    errors = backbone_fit_errors(_model(str(tmp_path / 'cfg.py'), 'mmseg'))
+    if not expected:
+        assert errors == []
+    else:
+        assert errors == [f'model.decode_head.in_channels={in_channels} ({head}, read by its '
+                          f'{decoder})' + expected]
