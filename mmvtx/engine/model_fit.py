@@ -16,7 +16,7 @@ Checked for mmvtx's backbones (their ``out_channels``):
   ``in_channels`` equal to the channels it selects (for ``resize_concat`` the list of them,
   which mmseg sums), DeepLabV3+'s ``c1_in_channels`` equal to the first map's, and the
   ``in_channels`` of MaskFormer/Mask2Former heads (their pixel decoder's) equal to the
-  backbone's channels.
+  backbone's channels; a returned [CLS] token (``output_cls_token``) is not a map.
 """
 import logging
 from typing import List
@@ -33,10 +33,17 @@ EVERY_MAP_NECKS = ('FPN', 'PAFPN', 'ChannelMapper', 'NASFPN', 'MultiLevelNeck', 
                    'YOLOXPAFPN', 'SSDNeck', 'ICNeck')
 
 
+def _cls_token(backbone: nn.Module) -> bool:
+    """Whether the backbone returns its [CLS] token (``B x C``) after the maps."""
+    return getattr(backbone, 'output_cls_token', False) is True
+
+
 def _backbone_desc(backbone: nn.Module) -> str:
     return (f'model.backbone ({type(backbone).__name__}, out_indices='
             f'{tuple(backbone.out_indices)}) returns {len(backbone.out_channels)} maps with '
-            f'{list(backbone.out_channels)} channels')
+            f'{list(backbone.out_channels)} channels' +
+            (' and then its [CLS] token (B x C, output_cls_token=True)'
+             if _cls_token(backbone) else ''))
 
 
 def _conv_in(module: nn.Module):
@@ -61,9 +68,13 @@ def _pixel_decoder_widths(decoder: nn.Module):
     return None if None in widths else widths
 
 
-def _head_errors(name: str, head: nn.Module, channels: List[int], desc: str) -> List[str]:
+def _head_errors(name: str, head: nn.Module, channels: List[int], desc: str,
+                 cls_token: bool = False) -> List[str]:
     decoder = getattr(head, 'pixel_decoder', None)
     widths = _pixel_decoder_widths(decoder) if decoder is not None else None
+    if widths is not None and cls_token and not hasattr(decoder, 'input_convs'):
+        return [f'model.{name} ({type(head).__name__}) reads the last output as a map, here the '
+                f'[CLS] token: {desc}: set backbone.output_cls_token=False']
     if widths is not None and widths != channels:
         # mmseg's MaskFormer/Mask2Former heads: every map, in order, into the pixel decoder
         return [f'model.{name}.in_channels={widths} ({type(head).__name__}, read by its '
@@ -74,11 +85,17 @@ def _head_errors(name: str, head: nn.Module, channels: List[int], desc: str) -> 
     if in_index is None or in_channels is None:
         return []
     indices = list(in_index) if isinstance(in_index, (list, tuple)) else [in_index]
-    bad = [i for i in indices if not -len(channels) <= i < len(channels)]
+    n = len(channels) + cls_token  # the [CLS] token, where returned, comes last
+    bad = [i for i in indices if not -n <= i < n]
     if bad:
         return [f'model.{name}.in_index={in_index!r} selects maps {bad} that do not exist: '
                 f'{desc}']
-    picked = [channels[i] for i in indices]
+    token = [i for i in indices if i % n == len(channels)]
+    if token:
+        return [f'model.{name}.in_index={in_index!r} selects the [CLS] token ({token}), not a '
+                f'map: {desc}: select the maps by 0..{len(channels) - 1} (or set '
+                'backbone.output_cls_token=False)']
+    picked = [channels[i % n] for i in indices]
     errors = _c1_errors(name, head, channels, desc)
     transform = getattr(head, 'input_transform', None)
     if transform == 'resize_concat':
@@ -123,11 +140,15 @@ def backbone_fit_errors(model: nn.Module) -> List[str]:
         return []
     channels = list(backbone.out_channels)
     desc = _backbone_desc(backbone)
+    cls_token = _cls_token(backbone)
     neck = getattr(model, 'neck', None)
     if isinstance(neck, nn.Sequential) and len(neck):
         neck = neck[0]
     if neck is not None:
         in_channels = getattr(neck, 'in_channels', None)
+        if cls_token and type(neck).__name__ in EVERY_MAP_NECKS:
+            return [f'model.neck ({type(neck).__name__}) takes every output of the backbone as '
+                    f'a map: {desc}: set backbone.output_cls_token=False']
         if not isinstance(in_channels, (list, tuple)) or list(in_channels) == channels:
             return []
         line = (f'model.neck.in_channels={list(in_channels)} ({type(neck).__name__}) but '
@@ -144,9 +165,9 @@ def backbone_fit_errors(model: nn.Module) -> List[str]:
             continue
         if isinstance(heads, nn.ModuleList):
             for i, head in enumerate(heads):
-                errors += _head_errors(f'{name}[{i}]', head, channels, desc)
+                errors += _head_errors(f'{name}[{i}]', head, channels, desc, cls_token)
         else:
-            errors += _head_errors(name, heads, channels, desc)
+            errors += _head_errors(name, heads, channels, desc, cls_token)
     return errors
 
 

@@ -141,3 +141,55 @@ def test_maskformer_heads_pixel_decoder_takes_every_map(tmp_path, base, head, de
     else:
         assert errors == [f'model.decode_head.in_channels={in_channels} ({head}, read by its '
                           f'{decoder})' + expected]
+
+
+CVT = dict(type='mmvtx.CvT', embed_dims=(16, 48, 96), depths=(1, 1, 1), num_heads=(1, 3, 6),
+           output_cls_token=True)
+CVT_DESC = ('model.backbone (CvT, out_indices=(0, 1, 2, 3)) returns 4 maps with [16, 48, 96, 96] '
+            'channels and then its [CLS] token (B x C, output_cls_token=True)')
+
+
+@pytest.mark.parametrize('options,expected', [
+    # the [CLS] token comes after the maps: in_index=-1 (mmseg's default) or 4 reads it
+    ({'model.decode_head.in_index': [0, 1, 2, 3], 'model.auxiliary_head.in_index': -2}, []),
+    ({'model.decode_head.in_index': [0, 1, 2, 3], 'model.auxiliary_head.in_index': -1},
+     [f'model.auxiliary_head.in_index=-1 selects the [CLS] token ([-1]), not a map: {CVT_DESC}: '
+      'select the maps by 0..3 (or set backbone.output_cls_token=False)']),
+    ({'model.decode_head.in_index': [1, 2, 3, 4], 'model.auxiliary_head.in_index': 3},
+     [f'model.decode_head.in_index=[1, 2, 3, 4] selects the [CLS] token ([4]), not a map: '
+      f'{CVT_DESC}: select the maps by 0..3 (or set backbone.output_cls_token=False)']),
+])
+def test_a_returned_cls_token_is_not_a_map_for_heads(options, expected):
+    """A head reading the [CLS] token (``B x C``) failed in the first forward inside a conv;
+    the hook counted only the maps, so ``in_index=-1`` looked like the last map."""
+    model = _model(SEG_CFG, 'mmseg', **{'model.backbone': dict(CVT, _delete_=True),
+                                        'model.decode_head.in_channels': [16, 48, 96, 96],
+                                        'model.auxiliary_head.in_channels': 96, **options})
+    assert backbone_fit_errors(model) == expected
+
+
+def test_a_returned_cls_token_is_refused_for_every_map_necks():
+    """mmdet's FPN takes every output: with the [CLS] token it failed with an empty
+    AssertionError in the first forward."""
+    model = _model(DET_CFG, 'mmdet', **{'model.backbone': dict(CVT, _delete_=True),
+                                        'model.neck.in_channels': [16, 48, 96, 96]})
+    assert backbone_fit_errors(model) == [
+        f'model.neck (FPN) takes every output of the backbone as a map: {CVT_DESC}: set '
+        'backbone.output_cls_token=False']
+
+
+@pytest.mark.parametrize('base,expected', [
+    # MSDeformAttnPixelDecoder reads its in_channels' count of outputs from the first
+    ('mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py', []),
+    # mmdet's PixelDecoder reads the last output as the top map (a conv on B x C failed)
+    ('maskformer/maskformer_r50-d32_8xb2-160k_ade20k-512x512.py',
+     [f'model.decode_head (MaskFormerHead) reads the last output as a map, here the [CLS] '
+      f'token: {CVT_DESC}: set backbone.output_cls_token=False']),
+])
+def test_a_returned_cls_token_and_maskformer_pixel_decoders(tmp_path, base, expected):
+    (tmp_path / 'cfg.py').write_text(
+        f"_base_ = 'mmseg::{base}'\n"
+        "custom_imports = dict(imports=['mmdet.models', 'mmvtx'], allow_failed_imports=False)\n"
+        f"model = dict(backbone=dict(_delete_=True, **{CVT!r}),\n"
+        "    decode_head=dict(in_channels=[16, 48, 96, 96]))\n")
+    assert backbone_fit_errors(_model(str(tmp_path / 'cfg.py'), 'mmseg')) == expected
