@@ -17,6 +17,10 @@ Checked for mmvtx's backbones (their ``out_channels``):
   which mmseg sums), DeepLabV3+'s ``c1_in_channels`` equal to the first map's, and the
   ``in_channels`` of MaskFormer/Mask2Former heads (their pixel decoder's) equal to the
   backbone's channels; a returned [CLS] token (``output_cls_token``) is not a map.
+
+mmseg's ``MultiLevelNeck`` (its ViT recipes) rescales stride-16 maps into a pyramid: on
+mmvtx's maps, already at strides 4..32, the message (or, where it fits, a warning) says
+to remove it or set its scales to 1.
 """
 import logging
 from typing import List
@@ -131,6 +135,25 @@ def _c1_errors(name: str, head: nn.Module, channels: List[int], desc: str) -> Li
             f'{name}.c1_in_channels={channels[0]}']
 
 
+def _rescaling_neck(neck: nn.Module, backbone: nn.Module) -> str:
+    """mmseg's ``MultiLevelNeck`` (its ViT recipes) resizes each map by ``scales``
+    (``[4, 2, 1, 0.5]``), made for mmseg's ViT whose outputs are all at stride 16; mmvtx's maps
+    are already at strides 4..32. What to do instead ('' where the scales are all 1)."""
+    scales = getattr(neck, 'scales', None)
+    if type(neck).__name__ != 'MultiLevelNeck' or not isinstance(scales, (list, tuple)) or \
+            all(s == 1 for s in scales):
+        return ''
+    strides = [4 * 2 ** i for i in backbone.out_indices]
+    after = [int(st / sc) if st / sc == int(st / sc) else st / sc
+             for st, sc in zip(strides, scales)]
+    return (f'model.neck (MultiLevelNeck, scales={list(scales)}) resizes maps that are all '
+            f'at stride 16 (mmseg\'s ViT) into a pyramid; {type(backbone).__name__}\'s maps are '
+            f'already at strides {strides}, which it would turn into strides {after}: remove '
+            f'the neck (model.neck=None, the heads\' in_channels set to '
+            f'{list(backbone.out_channels)}) or keep it with neck.in_channels='
+            f'{list(backbone.out_channels)} and neck.scales={[1] * len(scales)}')
+
+
 def backbone_fit_errors(model: nn.Module) -> List[str]:
     """What does not fit between an mmvtx backbone's outputs and the module that reads them
     (empty: it fits, or the backbone is not one of mmvtx's)."""
@@ -149,11 +172,19 @@ def backbone_fit_errors(model: nn.Module) -> List[str]:
         if cls_token and type(neck).__name__ in EVERY_MAP_NECKS:
             return [f'model.neck ({type(neck).__name__}) takes every output of the backbone as '
                     f'a map: {desc}: set backbone.output_cls_token=False']
-        if not isinstance(in_channels, (list, tuple)) or list(in_channels) == channels:
+        if not isinstance(in_channels, (list, tuple)):
+            return []
+        rescale = _rescaling_neck(neck, backbone)
+        if list(in_channels) == channels:
+            if rescale:
+                print_log(rescale, logger='current', level=logging.WARNING)
             return []
         line = (f'model.neck.in_channels={list(in_channels)} ({type(neck).__name__}) but '
                 f'{desc}: set neck.in_channels={channels} (or the backbone\'s out_indices to '
                 'the levels the neck expects)')
+        if rescale:
+            line = (f'model.neck.in_channels={list(in_channels)} ({type(neck).__name__}) but '
+                    f'{desc}. {rescale}')
         if type(neck).__name__ in EVERY_MAP_NECKS:
             return [line]
         print_log(line, logger='current', level=logging.WARNING)

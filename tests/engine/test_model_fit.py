@@ -193,3 +193,40 @@ def test_a_returned_cls_token_and_maskformer_pixel_decoders(tmp_path, base, expe
         f"model = dict(backbone=dict(_delete_=True, **{CVT!r}),\n"
         "    decode_head=dict(in_channels=[16, 48, 96, 96]))\n")
     assert backbone_fit_errors(_model(str(tmp_path / 'cfg.py'), 'mmseg')) == expected
+
+
+def _mln_vit(tmp_path, **neck):
+    """mmseg's ViT recipe (MultiLevelNeck, scales [4, 2, 1, 0.5]) with mmvtx's ViT swapped in."""
+    (tmp_path / 'cfg.py').write_text(
+        "_base_ = 'mmseg::vit/vit_vit-b16_mln_upernet_8xb2-80k_ade20k-512x512.py'\n"
+        "custom_imports = dict(imports=['mmvtx'], allow_failed_imports=False)\n"
+        "model = dict(pretrained=None, backbone=dict(_delete_=True, type='mmvtx.ViT',"
+        " embed_dims=64, num_layers=1, num_heads=2),\n"
+        f"    neck=dict(out_channels=32, **{neck!r}), decode_head=dict(channels=32),\n"
+        "    auxiliary_head=dict(channels=16))\n")
+    return _model(str(tmp_path / 'cfg.py'), 'mmseg')
+
+
+def test_multilevel_neck_advice_names_its_rescaling(tmp_path):
+    """mmseg's MultiLevelNeck resizes stride-16 maps by [4, 2, 1, 0.5]; on mmvtx's pyramid the
+    old advice (in_channels alone) gave maps at strides 1/4/16/64: a full-resolution map."""
+    error, = backbone_fit_errors(_mln_vit(tmp_path))
+    assert error.startswith('model.neck.in_channels=[768, 768, 768, 768] (MultiLevelNeck) but '
+                            'model.backbone (ViT, out_indices=(0, 1, 2, 3)) returns 4 maps with '
+                            '[16, 32, 64, 64] channels. model.neck (MultiLevelNeck, scales=[4, 2, '
+                            '1, 0.5])'), error
+    assert error.endswith('already at strides [4, 8, 16, 32], which it would turn into strides '
+                          '[1, 4, 16, 64]: remove the neck (model.neck=None, the heads\' '
+                          'in_channels set to [16, 32, 64, 64]) or keep it with '
+                          'neck.in_channels=[16, 32, 64, 64] and neck.scales=[1, 1, 1, 1]'), error
+
+
+@pytest.mark.parametrize('scales,warned', [([4, 2, 1, 0.5], True), ([1, 1, 1, 1], False)])
+def test_multilevel_neck_that_fits_runs_with_a_warning_on_rescaling(tmp_path, scales, warned):
+    from unittest import mock
+    model = _mln_vit(tmp_path, in_channels=[16, 32, 64, 64], scales=scales)
+    with mock.patch('mmvtx.engine.model_fit.print_log') as log:
+        assert backbone_fit_errors(model) == []
+    assert log.called == warned
+    if warned:
+        assert 'which it would turn into strides [1, 4, 16, 64]' in log.call_args[0][0]
