@@ -18,9 +18,9 @@ Checked for mmvtx's backbones (their ``out_channels``):
   ``in_channels`` of MaskFormer/Mask2Former heads (their pixel decoder's) equal to the
   backbone's channels; a returned [CLS] token (``output_cls_token``) is not a map.
 
-mmseg's ``MultiLevelNeck`` (its ViT recipes) rescales stride-16 maps into a pyramid: on
-mmvtx's maps, already at strides 4..32, the message (or, where it fits, a warning) says
-to remove it or set its scales to 1.
+mmseg's ``MultiLevelNeck`` (its ViT recipes) and ``Feature2Pyramid`` (BEiT/MAE) rescale
+stride-16 maps into a pyramid: on mmvtx's maps, already at strides 4..32, the message (or,
+where the neck runs, a warning) says to remove it (or set MultiLevelNeck's scales to 1).
 """
 import logging
 from typing import List
@@ -139,19 +139,40 @@ def _rescaling_neck(neck: nn.Module, backbone: nn.Module) -> str:
     """mmseg's ``MultiLevelNeck`` (its ViT recipes) resizes each map by ``scales``
     (``[4, 2, 1, 0.5]``), made for mmseg's ViT whose outputs are all at stride 16; mmvtx's maps
     are already at strides 4..32. What to do instead ('' where the scales are all 1)."""
-    scales = getattr(neck, 'scales', None)
-    if type(neck).__name__ != 'MultiLevelNeck' or not isinstance(scales, (list, tuple)) or \
-            all(s == 1 for s in scales):
+    kind = type(neck).__name__
+    scales = getattr(neck, dict(MultiLevelNeck='scales', Feature2Pyramid='rescales').get(kind, ''),
+                     None)
+    if not isinstance(scales, (list, tuple)) or all(s == 1 for s in scales):
         return ''
     strides = [4 * 2 ** i for i in backbone.out_indices]
     after = [int(st / sc) if st / sc == int(st / sc) else st / sc
              for st, sc in zip(strides, scales)]
+    if kind == 'Feature2Pyramid':
+        return (f'model.neck (Feature2Pyramid, rescales={list(scales)}) resizes maps that are '
+                f'all at stride 16 (mmseg\'s BEiT/MAE) into a pyramid; '
+                f'{type(backbone).__name__}\'s maps are already at strides {strides}, which it '
+                f'would turn into strides {after[:len(strides)]}: remove the neck (model.neck='
+                f'None, the heads\' in_channels set to {list(backbone.out_channels)})')
     return (f'model.neck (MultiLevelNeck, scales={list(scales)}) resizes maps that are all '
             f'at stride 16 (mmseg\'s ViT) into a pyramid; {type(backbone).__name__}\'s maps are '
             f'already at strides {strides}, which it would turn into strides {after}: remove '
             f'the neck (model.neck=None, the heads\' in_channels set to '
             f'{list(backbone.out_channels)}) or keep it with neck.in_channels='
             f'{list(backbone.out_channels)} and neck.scales={[1] * len(scales)}')
+
+
+def _feature2pyramid_fails(neck: nn.Module, channels: List[int]) -> bool:
+    """Whether mmseg's ``Feature2Pyramid`` fails on these maps: one per rescale, and its
+    transposed convolutions (the upsampling levels) take ``embed_dim`` channels."""
+    if len(channels) != len(neck.rescales):
+        return True
+    ops = [getattr(neck, n, None) for n in ('upsample_4x', 'upsample_2x')]
+    ops = [op for op in ops if op is not None]
+    for op, c in zip(ops, channels):
+        conv = next((m for m in op.modules() if isinstance(m, nn.ConvTranspose2d)), None)
+        if conv is not None and conv.in_channels != c:
+            return True
+    return False
 
 
 def backbone_fit_errors(model: nn.Module) -> List[str]:
@@ -172,9 +193,14 @@ def backbone_fit_errors(model: nn.Module) -> List[str]:
         if cls_token and type(neck).__name__ in EVERY_MAP_NECKS:
             return [f'model.neck ({type(neck).__name__}) takes every output of the backbone as '
                     f'a map: {desc}: set backbone.output_cls_token=False']
+        rescale = _rescaling_neck(neck, backbone)
+        if type(neck).__name__ == 'Feature2Pyramid' and rescale:
+            if _feature2pyramid_fails(neck, channels):
+                return [f'{desc}. {rescale}']
+            print_log(rescale, logger='current', level=logging.WARNING)
+            return []
         if not isinstance(in_channels, (list, tuple)):
             return []
-        rescale = _rescaling_neck(neck, backbone)
         if list(in_channels) == channels:
             if rescale:
                 print_log(rescale, logger='current', level=logging.WARNING)

@@ -230,3 +230,33 @@ def test_multilevel_neck_that_fits_runs_with_a_warning_on_rescaling(tmp_path, sc
     assert log.called == warned
     if warned:
         assert 'which it would turn into strides [1, 4, 16, 64]' in log.call_args[0][0]
+
+
+def test_feature2pyramid_on_a_pyramid_is_refused_naming_the_fix(tmp_path):
+    """mmseg's MAE/BEiT recipes: Feature2Pyramid (no in_channels, so the hook passed it)
+    failed in the first forward inside its transposed convolution."""
+    def model(**options):
+        (tmp_path / 'cfg.py').write_text(
+            "_base_ = 'mmseg::mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py'\n"
+            "custom_imports = dict(imports=['mmvtx'], allow_failed_imports=False)\n"
+            "model = dict(pretrained=None, backbone=dict(_delete_=True, type='mmvtx.ViT',"
+            " embed_dims=64, num_layers=1, num_heads=2), neck=dict(embed_dim=64),\n"
+            "    decode_head=dict(in_channels=[64] * 4, channels=32),"
+            " auxiliary_head=dict(in_channels=64, channels=16))\n")
+        return _model(str(tmp_path / 'cfg.py'), 'mmseg', **options)
+    assert backbone_fit_errors(model()) == [
+        'model.backbone (ViT, out_indices=(0, 1, 2, 3)) returns 4 maps with [16, 32, 64, 64] '
+        'channels. model.neck (Feature2Pyramid, rescales=[4, 2, 1, 0.5]) resizes maps that are '
+        "all at stride 16 (mmseg's BEiT/MAE) into a pyramid; ViT's maps are already at strides "
+        "[4, 8, 16, 32], which it would turn into strides [1, 4, 16, 64]: remove the neck "
+        "(model.neck=None, the heads' in_channels set to [16, 32, 64, 64])"]
+    assert backbone_fit_errors(model(**{'model.neck': None,
+                                        'model.decode_head.in_channels': [16, 32, 64, 64]})) == []
+    # maps of equal widths run through it (wrong strides): a warning, not a refusal
+    from unittest import mock
+    equal = model(**{'model.backbone': dict(
+        _delete_=True, type='mmvtx.CvT', embed_dims=(64, 64, 64), depths=(1, 1, 1),
+        num_heads=(1, 1, 1))})
+    with mock.patch('mmvtx.engine.model_fit.print_log') as log:
+        assert backbone_fit_errors(equal) == []
+    assert 'which it would turn into strides [1, 4, 16, 64]' in log.call_args[0][0]
