@@ -66,3 +66,14 @@ def test_pretrained_none_and_non_strings():
                            pretrained=None).init_cfg is None
     with pytest.raises(ValueError, match='pretrained=3 must be a checkpoint path'):
         ViT(embed_dims=32, num_layers=1, num_heads=2, pretrained=3)
+
+
+@pytest.mark.parametrize('name', sorted(BACKBONES))
+def test_model_zoo_names_of_other_backbones_are_refused_by_name_at_init(tmp_path, name):
+    """mmseg's base config's ResNet weights (``open-mmlab://resnet50_v1c``): the model builds
+    (``tools/test.py`` loads the whole checkpoint and never reads them), and ``init_weights``
+    says what the name is and what to set, instead of 'checkpoint not found'."""
+    model = _segmentor(tmp_path, BACKBONES[name][0])
+    with pytest.raises(ValueError, match=r"checkpoint='open-mmlab://resnet50_v1c' is a name in "
+                       r"mmcv's model zoo \(open-mmlab://\).*set model\.pretrained=None"):
+        model.init_weights()

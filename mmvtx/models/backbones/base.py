@@ -354,7 +354,17 @@ class VisionBackbone(BaseModule):
             if not cfg.get('checkpoint'):
                 raise ValueError(f"{type(self).__name__}: init_cfg={cfg!r} names no checkpoint;"
                                  " set checkpoint='a path, URL or released file name'")
-            self.load_pretrained(cfg['checkpoint'], prefix=cfg.get('prefix'),
+            checkpoint = cfg['checkpoint']
+            scheme = checkpoint.split('://')[0] if isinstance(checkpoint, str) and \
+                '://' in checkpoint else None
+            if scheme is not None and scheme not in ('http', 'https'):
+                raise ValueError(
+                    f'{type(self).__name__}: checkpoint={checkpoint!r} is a name in mmcv\'s model '
+                    f'zoo ({scheme}://), which names other backbones\' weights (ResNet, HRNet, '
+                    '...) and is not read here; from an mmseg base config\'s model.pretrained? '
+                    'set model.pretrained=None, and give this backbone\'s weights as a path, URL '
+                    'or released file name')
+            self.load_pretrained(checkpoint, prefix=cfg.get('prefix'),
                                  strict=cfg.get('strict', True),
                                  allow_nonfinite=cfg.get('allow_nonfinite', False))
         self._is_init = True
