@@ -16,7 +16,14 @@ Checked for mmvtx's backbones (their ``out_channels``):
   deepest first: the list reversed). For necks not known to take every map a mismatch is a
   warning;
 * without a neck, mmseg's decode and auxiliary heads: ``in_index`` within the returned maps and
-  ``in_channels`` equal to the channels it selects (summed for ``resize_concat``).
+  ``in_channels`` equal to the channels it selects (for ``resize_concat`` the list of them,
+  which mmseg sums), DeepLabV3+'s ``c1_in_channels`` equal to the first map's, and the
+  ``in_channels`` of MaskFormer/Mask2Former heads (their pixel decoder's) equal to the
+  backbone's channels; a returned [CLS] token (``output_cls_token``) is not a map.
+
+mmseg's ``MultiLevelNeck`` (its ViT recipes) and ``Feature2Pyramid`` (BEiT/MAE) rescale
+stride-16 maps into a pyramid: on mmvtx's maps, already at strides 4..32, the message (or,
+where the neck runs, a warning) says to remove it (or set MultiLevelNeck's scales to 1).
 """
 import logging
 from typing import List
@@ -46,34 +53,142 @@ def _neck_in_channels(neck: nn.Module):
     return in_channels
 
 
+def _cls_token(backbone: nn.Module) -> bool:
+    """Whether the backbone returns its [CLS] token (``B x C``) after the maps."""
+    return getattr(backbone, 'output_cls_token', False) is True
+
+
 def _backbone_desc(backbone: nn.Module) -> str:
     return (f'model.backbone ({type(backbone).__name__}, out_indices='
             f'{tuple(backbone.out_indices)}) returns {len(backbone.out_channels)} maps with '
-            f'{list(backbone.out_channels)} channels')
+            f'{list(backbone.out_channels)} channels' +
+            (' and then its [CLS] token (B x C, output_cls_token=True)'
+             if _cls_token(backbone) else ''))
 
 
-def _head_errors(name: str, head: nn.Module, channels: List[int], desc: str) -> List[str]:
+def _conv_in(module: nn.Module):
+    return getattr(getattr(module, 'conv', module), 'in_channels', None)
+
+
+def _pixel_decoder_widths(decoder: nn.Module):
+    """The ``in_channels`` list a MaskFormer/Mask2Former pixel decoder was built with (one per
+    backbone map, in order), read from its input convolutions; ``None`` for other modules."""
+    lateral = getattr(decoder, 'lateral_convs', None)
+    if lateral is None:
+        return None
+    if hasattr(decoder, 'input_convs'):  # mmdet's MSDeformAttnPixelDecoder: both top-down
+        widths = [_conv_in(m) for m in reversed(lateral)] + \
+                 [_conv_in(m) for m in reversed(decoder.input_convs)]
+    else:  # mmdet's PixelDecoder, TransformerEncoderPixelDecoder: the last map on its own
+        last = getattr(decoder, 'encoder_in_proj', None) or getattr(decoder, 'last_feat_conv',
+                                                                     None)
+        if last is None:
+            return None
+        widths = [_conv_in(m) for m in lateral] + [_conv_in(last)]
+    return None if None in widths else widths
+
+
+def _head_errors(name: str, head: nn.Module, channels: List[int], desc: str,
+                 cls_token: bool = False) -> List[str]:
+    decoder = getattr(head, 'pixel_decoder', None)
+    widths = _pixel_decoder_widths(decoder) if decoder is not None else None
+    if widths is not None and cls_token and not hasattr(decoder, 'input_convs'):
+        return [f'model.{name} ({type(head).__name__}) reads the last output as a map, here the '
+                f'[CLS] token: {desc}: set backbone.output_cls_token=False']
+    if widths is not None and widths != channels:
+        # mmseg's MaskFormer/Mask2Former heads: every map, in order, into the pixel decoder
+        return [f'model.{name}.in_channels={widths} ({type(head).__name__}, read by its '
+                f'{type(decoder).__name__}) but {desc}: set {name}.in_channels={channels}'
+                + (f' and {name}.strides to those maps\' strides'
+                   if len(widths) != len(channels) and hasattr(decoder, 'strides') else '')]
     in_index, in_channels = getattr(head, 'in_index', None), getattr(head, 'in_channels', None)
     if in_index is None or in_channels is None:
         return []
     indices = list(in_index) if isinstance(in_index, (list, tuple)) else [in_index]
-    bad = [i for i in indices if not -len(channels) <= i < len(channels)]
+    n = len(channels) + cls_token  # the [CLS] token, where returned, comes last
+    bad = [i for i in indices if not -n <= i < n]
     if bad:
         return [f'model.{name}.in_index={in_index!r} selects maps {bad} that do not exist: '
                 f'{desc}']
-    picked = [channels[i] for i in indices]
+    token = [i for i in indices if i % n == len(channels)]
+    if token:
+        return [f'model.{name}.in_index={in_index!r} selects the [CLS] token ({token}), not a '
+                f'map: {desc}: select the maps by 0..{len(channels) - 1} (or set '
+                'backbone.output_cls_token=False)']
+    picked = [channels[i % n] for i in indices]
+    errors = _c1_errors(name, head, channels, desc)
     transform = getattr(head, 'input_transform', None)
-    if transform == 'resize_concat':  # mmseg sums in_channels for it
-        want, have = sum(picked), in_channels
+    if transform == 'resize_concat':
+        # mmseg takes a list (one width per selected map) and keeps its sum: the list is what
+        # the config must say (an int there fails mmseg's assertion)
+        if in_channels != sum(picked):
+            errors.append(
+                f'model.{name}.in_channels (summed by resize_concat to {in_channels!r}) but the '
+                f'maps its in_index={in_index!r} selects have {picked!r} channels '
+                f'({sum(picked)} in all): {desc}: set {name}.in_channels={picked!r}')
+        return errors
     elif transform == 'multiple_select' or isinstance(in_index, (list, tuple)):
         want = picked
         have = list(in_channels) if isinstance(in_channels, (list, tuple)) else in_channels
     else:
         want, have = picked[0], in_channels
     if have != want:
-        return [f'model.{name}.in_channels={have!r} but the maps its in_index={in_index!r} '
-                f'selects have {want!r} channels: {desc}: set {name}.in_channels={want!r}']
-    return []
+        errors.append(f'model.{name}.in_channels={have!r} but the maps its in_index='
+                      f'{in_index!r} selects have {want!r} channels: {desc}: set '
+                      f'{name}.in_channels={want!r}')
+    return errors
+
+
+def _c1_errors(name: str, head: nn.Module, channels: List[int], desc: str) -> List[str]:
+    """DeepLabV3+'s head (``DepthwiseSeparableASPPHead``) reads its low-level ``c1`` branch from
+    the first map the backbone returns, whatever its ``in_index``."""
+    c1 = getattr(head, 'c1_bottleneck', None)
+    c1_in = getattr(getattr(c1, 'conv', c1), 'in_channels', None)
+    if c1 is None or c1_in is None or c1_in == channels[0]:
+        return []
+    return [f'model.{name}.c1_in_channels={c1_in} but its c1 branch reads the first map the '
+            f'backbone returns, of {channels[0]} channels: {desc}: set '
+            f'{name}.c1_in_channels={channels[0]}']
+
+
+def _rescaling_neck(neck: nn.Module, backbone: nn.Module) -> str:
+    """mmseg's ``MultiLevelNeck`` (its ViT recipes) resizes each map by ``scales``
+    (``[4, 2, 1, 0.5]``), made for mmseg's ViT whose outputs are all at stride 16; mmvtx's maps
+    are already at strides 4..32. What to do instead ('' where the scales are all 1)."""
+    kind = type(neck).__name__
+    scales = getattr(neck, dict(MultiLevelNeck='scales', Feature2Pyramid='rescales').get(kind, ''),
+                     None)
+    if not isinstance(scales, (list, tuple)) or all(s == 1 for s in scales):
+        return ''
+    strides = [4 * 2 ** i for i in backbone.out_indices]
+    after = [int(st / sc) if st / sc == int(st / sc) else st / sc
+             for st, sc in zip(strides, scales)]
+    if kind == 'Feature2Pyramid':
+        return (f'model.neck (Feature2Pyramid, rescales={list(scales)}) resizes maps that are '
+                f'all at stride 16 (mmseg\'s BEiT/MAE) into a pyramid; '
+                f'{type(backbone).__name__}\'s maps are already at strides {strides}, which it '
+                f'would turn into strides {after[:len(strides)]}: remove the neck (model.neck='
+                f'None, the heads\' in_channels set to {list(backbone.out_channels)})')
+    return (f'model.neck (MultiLevelNeck, scales={list(scales)}) resizes maps that are all '
+            f'at stride 16 (mmseg\'s ViT) into a pyramid; {type(backbone).__name__}\'s maps are '
+            f'already at strides {strides}, which it would turn into strides {after}: remove '
+            f'the neck (model.neck=None, the heads\' in_channels set to '
+            f'{list(backbone.out_channels)}) or keep it with neck.in_channels='
+            f'{list(backbone.out_channels)} and neck.scales={[1] * len(scales)}')
+
+
+def _feature2pyramid_fails(neck: nn.Module, channels: List[int]) -> bool:
+    """Whether mmseg's ``Feature2Pyramid`` fails on these maps: one per rescale, and its
+    transposed convolutions (the upsampling levels) take ``embed_dim`` channels."""
+    if len(channels) != len(neck.rescales):
+        return True
+    ops = [getattr(neck, n, None) for n in ('upsample_4x', 'upsample_2x')]
+    ops = [op for op in ops if op is not None]
+    for op, c in zip(ops, channels):
+        conv = next((m for m in op.modules() if isinstance(m, nn.ConvTranspose2d)), None)
+        if conv is not None and conv.in_channels != c:
+            return True
+    return False
 
 
 def backbone_fit_errors(model: nn.Module) -> List[str]:
@@ -85,19 +200,36 @@ def backbone_fit_errors(model: nn.Module) -> List[str]:
         return []
     channels = list(backbone.out_channels)
     desc = _backbone_desc(backbone)
+    cls_token = _cls_token(backbone)
     neck = getattr(model, 'neck', None)
     if isinstance(neck, nn.Sequential) and len(neck):
         neck = neck[0]
     if neck is not None:
         in_channels = _neck_in_channels(neck)
+        if cls_token and type(neck).__name__ in EVERY_MAP_NECKS:
+            return [f'model.neck ({type(neck).__name__}) takes every output of the backbone as '
+                    f'a map: {desc}: set backbone.output_cls_token=False']
+        rescale = _rescaling_neck(neck, backbone)
+        if type(neck).__name__ == 'Feature2Pyramid' and rescale:
+            if _feature2pyramid_fails(neck, channels):
+                return [f'{desc}. {rescale}']
+            print_log(rescale, logger='current', level=logging.WARNING)
+            return []
+        if not isinstance(in_channels, (list, tuple)):
+            return []
         want = channels[::-1] if type(neck).__name__ in REVERSED_NECKS else channels
-        if not isinstance(in_channels, (list, tuple)) or list(in_channels) == want:
+        if list(in_channels) == want:
+            if rescale:
+                print_log(rescale, logger='current', level=logging.WARNING)
             return []
         order = (' (deepest first: it takes the maps in reverse order)'
                  if type(neck).__name__ in REVERSED_NECKS else '')
         line = (f'model.neck.in_channels={list(in_channels)} ({type(neck).__name__}) but '
                 f'{desc}: set neck.in_channels={want}{order} (or the backbone\'s out_indices '
                 'to the levels the neck expects)')
+        if rescale:
+            line = (f'model.neck.in_channels={list(in_channels)} ({type(neck).__name__}) but '
+                    f'{desc}. {rescale}')
         if type(neck).__name__ in EVERY_MAP_NECKS:
             return [line]
         print_log(line, logger='current', level=logging.WARNING)
@@ -109,9 +241,9 @@ def backbone_fit_errors(model: nn.Module) -> List[str]:
             continue
         if isinstance(heads, nn.ModuleList):
             for i, head in enumerate(heads):
-                errors += _head_errors(f'{name}[{i}]', head, channels, desc)
+                errors += _head_errors(f'{name}[{i}]', head, channels, desc, cls_token)
         else:
-            errors += _head_errors(name, heads, channels, desc)
+            errors += _head_errors(name, heads, channels, desc, cls_token)
     return errors
 
 

@@ -63,7 +63,10 @@ def test_fitting_models_pass_and_other_widths_are_named():
       'model.auxiliary_head.input_transform': 'resize_concat'}, []),
     ({'model.auxiliary_head.in_index': [1, 2], 'model.auxiliary_head.in_channels': [96, 96],
       'model.auxiliary_head.input_transform': 'resize_concat'},
-     ['model.auxiliary_head.in_channels=192 but the maps its in_index=[1, 2] selects have 288']),
+     # mmseg takes resize_concat's widths as a list (an int fails its assertion): the list
+     # is what the message asks for
+     ['model.auxiliary_head.in_channels (summed by resize_concat to 192) but the maps its '
+      'in_index=[1, 2] selects have [96, 192] channels (288 in all)']),
 ])
 def test_segmentation_heads_read_existing_maps_of_their_width(options, expected):
     errors = backbone_fit_errors(_model(SEG_CFG, 'mmseg', **options))
@@ -121,3 +124,189 @@ def test_yolov3_neck_takes_the_maps_deepest_first(monkeypatch):
                                 'model.backbone (SwinTransformer, out_indices=(1, 2, 3)) returns 3 '
                                 'maps with [96, 192, 384] channels: set neck.in_channels=[384, '
                                 '192, 96] (deepest first'), errors
+
+
+def test_resize_concat_advice_builds_and_fits():
+    """Following the message for a ``resize_concat`` head gives a model mmseg builds and that
+    fits (the advice was ``in_channels=288``, which mmseg's head refuses with an assertion)."""
+    options = {'model.auxiliary_head.in_index': [1, 2],
+               'model.auxiliary_head.in_channels': [96, 96],
+               'model.auxiliary_head.input_transform': 'resize_concat'}
+    error, = backbone_fit_errors(_model(SEG_CFG, 'mmseg', **options))
+    assert error.endswith('set auxiliary_head.in_channels=[96, 192]'), error
+    options['model.auxiliary_head.in_channels'] = [96, 192]
+    assert backbone_fit_errors(_model(SEG_CFG, 'mmseg', **options)) == []
+
+
+@pytest.mark.parametrize('c1_in_channels,expected', [
+    (48, []),
+    (256, ['model.decode_head.c1_in_channels=256 but its c1 branch reads the first map the '
+           'backbone returns, of 48 channels: model.backbone (SwinTransformer, out_indices='
+           '(0, 1, 2, 3)) returns 4 maps with [48, 96, 192, 384] channels: set '
+           'decode_head.c1_in_channels=48']),
+])
+def test_deeplabv3plus_low_level_branch_reads_the_first_map(tmp_path, c1_in_channels, expected):
+    """mmseg's DeepLabV3+ head with a swapped backbone: its ``c1`` branch takes the stride-4
+    map (``inputs[0]``) whatever ``in_index`` says; a width the backbone does not have failed
+    in the first forward with a convolution's shape message."""
+    (tmp_path / 'cfg.py').write_text(
+        "_base_ = 'mmseg::deeplabv3plus/deeplabv3plus_r50-d8_4xb4-80k_ade20k-512x512.py'\n"
+        "custom_imports = dict(imports=['mmvtx'], allow_failed_imports=False)\n"
+        "model = dict(pretrained=None, backbone=dict(_delete_=True, type='mmvtx.SwinTransformer',"
+        " embed_dims=48, depths=(1, 1, 1, 1)),\n"
+        f"    decode_head=dict(in_channels=384, channels=16, c1_in_channels={c1_in_channels},"
+        " c1_channels=8, dilations=(1, 2), num_classes=4),\n"
+        "    auxiliary_head=dict(in_channels=192, channels=8, num_classes=4))\n")
+    assert backbone_fit_errors(_model(str(tmp_path / 'cfg.py'), 'mmseg')) == expected
+
+
+@pytest.mark.parametrize('base,head,decoder', [
+    ('mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py', 'Mask2FormerHead',
+     'MSDeformAttnPixelDecoder'),
+    ('maskformer/maskformer_r50-d32_8xb2-160k_ade20k-512x512.py', 'MaskFormerHead',
+     'PixelDecoder'),
+])
+@pytest.mark.parametrize('in_channels,out_indices,expected', [
+    ([48, 96, 192, 384], (0, 1, 2, 3), ''),
+    ([96, 192, 384], (1, 2, 3), ''),
+    ([96, 192, 384, 768], (0, 1, 2, 3), ' but model.backbone (SwinTransformer, out_indices=(0, 1, '
+     '2, 3)) returns 4 maps with [48, 96, 192, 384] channels: set decode_head.in_channels='
+     '[48, 96, 192, 384]'),
+])
+def test_maskformer_heads_pixel_decoder_takes_every_map(tmp_path, base, head, decoder,
+                                                        in_channels, out_indices, expected):
+    """mmseg's MaskFormer/Mask2Former heads feed every backbone map to mmdet's pixel decoders;
+    other widths failed in the first forward with a convolution's shape message."""
+    strides = [4, 8, 16, 32][-len(in_channels):] if head == 'Mask2FormerHead' else None
+    (tmp_path / 'cfg.py').write_text(
+        f"_base_ = 'mmseg::{base}'\n"
+        "custom_imports = dict(imports=['mmdet.models', 'mmvtx'], allow_failed_imports=False)\n"
+        "model = dict(backbone=dict(_delete_=True, type='mmvtx.SwinTransformer', embed_dims=48,"
+        f" depths=(1, 1, 1, 1), out_indices={out_indices}),\n"
+        f"    decode_head=dict(in_channels={in_channels}"
+        + (f", strides={strides}))\n" if strides else "))\n"))
+    errors = backbone_fit_errors(_model(str(tmp_path / 'cfg.py'), 'mmseg'))
+    if not expected:
+        assert errors == []
+    else:
+        assert errors == [f'model.decode_head.in_channels={in_channels} ({head}, read by its '
+                          f'{decoder})' + expected]
+
+
+CVT = dict(type='mmvtx.CvT', embed_dims=(16, 48, 96), depths=(1, 1, 1), num_heads=(1, 3, 6),
+           output_cls_token=True)
+CVT_DESC = ('model.backbone (CvT, out_indices=(0, 1, 2, 3)) returns 4 maps with [16, 48, 96, 96] '
+            'channels and then its [CLS] token (B x C, output_cls_token=True)')
+
+
+@pytest.mark.parametrize('options,expected', [
+    # the [CLS] token comes after the maps: in_index=-1 (mmseg's default) or 4 reads it
+    ({'model.decode_head.in_index': [0, 1, 2, 3], 'model.auxiliary_head.in_index': -2}, []),
+    ({'model.decode_head.in_index': [0, 1, 2, 3], 'model.auxiliary_head.in_index': -1},
+     [f'model.auxiliary_head.in_index=-1 selects the [CLS] token ([-1]), not a map: {CVT_DESC}: '
+      'select the maps by 0..3 (or set backbone.output_cls_token=False)']),
+    ({'model.decode_head.in_index': [1, 2, 3, 4], 'model.auxiliary_head.in_index': 3},
+     [f'model.decode_head.in_index=[1, 2, 3, 4] selects the [CLS] token ([4]), not a map: '
+      f'{CVT_DESC}: select the maps by 0..3 (or set backbone.output_cls_token=False)']),
+])
+def test_a_returned_cls_token_is_not_a_map_for_heads(options, expected):
+    """A head reading the [CLS] token (``B x C``) failed in the first forward inside a conv;
+    the hook counted only the maps, so ``in_index=-1`` looked like the last map."""
+    model = _model(SEG_CFG, 'mmseg', **{'model.backbone': dict(CVT, _delete_=True),
+                                        'model.decode_head.in_channels': [16, 48, 96, 96],
+                                        'model.auxiliary_head.in_channels': 96, **options})
+    assert backbone_fit_errors(model) == expected
+
+
+def test_a_returned_cls_token_is_refused_for_every_map_necks():
+    """mmdet's FPN takes every output: with the [CLS] token it failed with an empty
+    AssertionError in the first forward."""
+    model = _model(DET_CFG, 'mmdet', **{'model.backbone': dict(CVT, _delete_=True),
+                                        'model.neck.in_channels': [16, 48, 96, 96]})
+    assert backbone_fit_errors(model) == [
+        f'model.neck (FPN) takes every output of the backbone as a map: {CVT_DESC}: set '
+        'backbone.output_cls_token=False']
+
+
+@pytest.mark.parametrize('base,expected', [
+    # MSDeformAttnPixelDecoder reads its in_channels' count of outputs from the first
+    ('mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py', []),
+    # mmdet's PixelDecoder reads the last output as the top map (a conv on B x C failed)
+    ('maskformer/maskformer_r50-d32_8xb2-160k_ade20k-512x512.py',
+     [f'model.decode_head (MaskFormerHead) reads the last output as a map, here the [CLS] '
+      f'token: {CVT_DESC}: set backbone.output_cls_token=False']),
+])
+def test_a_returned_cls_token_and_maskformer_pixel_decoders(tmp_path, base, expected):
+    (tmp_path / 'cfg.py').write_text(
+        f"_base_ = 'mmseg::{base}'\n"
+        "custom_imports = dict(imports=['mmdet.models', 'mmvtx'], allow_failed_imports=False)\n"
+        f"model = dict(backbone=dict(_delete_=True, **{CVT!r}),\n"
+        "    decode_head=dict(in_channels=[16, 48, 96, 96]))\n")
+    assert backbone_fit_errors(_model(str(tmp_path / 'cfg.py'), 'mmseg')) == expected
+
+
+def _mln_vit(tmp_path, **neck):
+    """mmseg's ViT recipe (MultiLevelNeck, scales [4, 2, 1, 0.5]) with mmvtx's ViT swapped in."""
+    (tmp_path / 'cfg.py').write_text(
+        "_base_ = 'mmseg::vit/vit_vit-b16_mln_upernet_8xb2-80k_ade20k-512x512.py'\n"
+        "custom_imports = dict(imports=['mmvtx'], allow_failed_imports=False)\n"
+        "model = dict(pretrained=None, backbone=dict(_delete_=True, type='mmvtx.ViT',"
+        " embed_dims=64, num_layers=1, num_heads=2),\n"
+        f"    neck=dict(out_channels=32, **{neck!r}), decode_head=dict(channels=32),\n"
+        "    auxiliary_head=dict(channels=16))\n")
+    return _model(str(tmp_path / 'cfg.py'), 'mmseg')
+
+
+def test_multilevel_neck_advice_names_its_rescaling(tmp_path):
+    """mmseg's MultiLevelNeck resizes stride-16 maps by [4, 2, 1, 0.5]; on mmvtx's pyramid the
+    old advice (in_channels alone) gave maps at strides 1/4/16/64: a full-resolution map."""
+    error, = backbone_fit_errors(_mln_vit(tmp_path))
+    assert error.startswith('model.neck.in_channels=[768, 768, 768, 768] (MultiLevelNeck) but '
+                            'model.backbone (ViT, out_indices=(0, 1, 2, 3)) returns 4 maps with '
+                            '[16, 32, 64, 64] channels. model.neck (MultiLevelNeck, scales=[4, 2, '
+                            '1, 0.5])'), error
+    assert error.endswith('already at strides [4, 8, 16, 32], which it would turn into strides '
+                          '[1, 4, 16, 64]: remove the neck (model.neck=None, the heads\' '
+                          'in_channels set to [16, 32, 64, 64]) or keep it with '
+                          'neck.in_channels=[16, 32, 64, 64] and neck.scales=[1, 1, 1, 1]'), error
+
+
+@pytest.mark.parametrize('scales,warned', [([4, 2, 1, 0.5], True), ([1, 1, 1, 1], False)])
+def test_multilevel_neck_that_fits_runs_with_a_warning_on_rescaling(tmp_path, scales, warned):
+    from unittest import mock
+    model = _mln_vit(tmp_path, in_channels=[16, 32, 64, 64], scales=scales)
+    with mock.patch('mmvtx.engine.model_fit.print_log') as log:
+        assert backbone_fit_errors(model) == []
+    assert log.called == warned
+    if warned:
+        assert 'which it would turn into strides [1, 4, 16, 64]' in log.call_args[0][0]
+
+
+def test_feature2pyramid_on_a_pyramid_is_refused_naming_the_fix(tmp_path):
+    """mmseg's MAE/BEiT recipes: Feature2Pyramid (no in_channels, so the hook passed it)
+    failed in the first forward inside its transposed convolution."""
+    def model(**options):
+        (tmp_path / 'cfg.py').write_text(
+            "_base_ = 'mmseg::mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py'\n"
+            "custom_imports = dict(imports=['mmvtx'], allow_failed_imports=False)\n"
+            "model = dict(pretrained=None, backbone=dict(_delete_=True, type='mmvtx.ViT',"
+            " embed_dims=64, num_layers=1, num_heads=2), neck=dict(embed_dim=64),\n"
+            "    decode_head=dict(in_channels=[64] * 4, channels=32),"
+            " auxiliary_head=dict(in_channels=64, channels=16))\n")
+        return _model(str(tmp_path / 'cfg.py'), 'mmseg', **options)
+    assert backbone_fit_errors(model()) == [
+        'model.backbone (ViT, out_indices=(0, 1, 2, 3)) returns 4 maps with [16, 32, 64, 64] '
+        'channels. model.neck (Feature2Pyramid, rescales=[4, 2, 1, 0.5]) resizes maps that are '
+        "all at stride 16 (mmseg's BEiT/MAE) into a pyramid; ViT's maps are already at strides "
+        "[4, 8, 16, 32], which it would turn into strides [1, 4, 16, 64]: remove the neck "
+        "(model.neck=None, the heads' in_channels set to [16, 32, 64, 64])"]
+    assert backbone_fit_errors(model(**{'model.neck': None,
+                                        'model.decode_head.in_channels': [16, 32, 64, 64]})) == []
+    # maps of equal widths run through it (wrong strides): a warning, not a refusal
+    from unittest import mock
+    equal = model(**{'model.backbone': dict(
+        _delete_=True, type='mmvtx.CvT', embed_dims=(64, 64, 64), depths=(1, 1, 1),
+        num_heads=(1, 1, 1))})
+    with mock.patch('mmvtx.engine.model_fit.print_log') as log:
+        assert backbone_fit_errors(equal) == []
+    assert 'which it would turn into strides [1, 4, 16, 64]' in log.call_args[0][0]

@@ -66,6 +66,29 @@ class VisionBackbone(BaseModule):
 
     # ------------------------------------------------------------------------ settings
     @classmethod
+    def pretrained_init_cfg(cls, pretrained, init_cfg):
+        """mmseg's backbone argument ``pretrained``: its segmentors (``EncoderDecoder``) pass
+        the config's ``model.pretrained`` to the backbone, and every mmseg base model on ResNet
+        sets it. As in mmseg's own backbones, a path is a deprecated spelling of
+        ``init_cfg=dict(type='Pretrained', checkpoint=path)``, and both together are refused."""
+        if pretrained is None:
+            return init_cfg
+        if not isinstance(pretrained, str):
+            raise ValueError(f'{cls.__name__}: pretrained={pretrained!r} must be a checkpoint '
+                             'path or None')
+        where = ("(mmseg's segmentors pass model.pretrained to the backbone; a base config "
+                 "on another backbone sets it to that backbone's weights)")
+        if init_cfg:
+            raise ValueError(f'{cls.__name__}: pretrained={pretrained!r} {where} and '
+                             f'init_cfg={init_cfg!r} are both set: set model.pretrained=None '
+                             'and keep the backbone\'s init_cfg')
+        print_log(f'{cls.__name__}: pretrained={pretrained!r} {where} is loaded as '
+                  f"init_cfg=dict(type='Pretrained', checkpoint={pretrained!r}); set "
+                  'model.pretrained=None if these are not weights for this backbone',
+                  logger='current', level=logging.WARNING)
+        return dict(type='Pretrained', checkpoint=pretrained)
+
+    @classmethod
     def resolve_arch(cls, arch, **overrides) -> dict:
         """A copy of a preset's settings by (case-insensitive) name, or of the user's dict, with
         the ``overrides`` that are not None (explicit arguments win over the preset)."""
@@ -331,7 +354,17 @@ class VisionBackbone(BaseModule):
             if not cfg.get('checkpoint'):
                 raise ValueError(f"{type(self).__name__}: init_cfg={cfg!r} names no checkpoint;"
                                  " set checkpoint='a path, URL or released file name'")
-            self.load_pretrained(cfg['checkpoint'], prefix=cfg.get('prefix'),
+            checkpoint = cfg['checkpoint']
+            scheme = checkpoint.split('://')[0] if isinstance(checkpoint, str) and \
+                '://' in checkpoint else None
+            if scheme is not None and scheme not in ('http', 'https'):
+                raise ValueError(
+                    f'{type(self).__name__}: checkpoint={checkpoint!r} is a name in mmcv\'s model '
+                    f'zoo ({scheme}://), which names other backbones\' weights (ResNet, HRNet, '
+                    '...) and is not read here; from an mmseg base config\'s model.pretrained? '
+                    'set model.pretrained=None, and give this backbone\'s weights as a path, URL '
+                    'or released file name')
+            self.load_pretrained(checkpoint, prefix=cfg.get('prefix'),
                                  strict=cfg.get('strict', True),
                                  allow_nonfinite=cfg.get('allow_nonfinite', False))
         self._is_init = True

@@ -186,8 +186,9 @@ class CvT(VisionBackbone):
                  out_indices: Sequence[int] = (0, 1, 2, 3), output_cls_token: bool = False,
                  out_norms: bool = False,
                  frozen_stages: int = -1, with_cp: bool = False, norm_eval: bool = False,
-                 init_cfg: Optional[dict] = None):
-        super().__init__(init_cfg=init_cfg)
+                 init_cfg: Optional[dict] = None,
+                 pretrained: Optional[str] = None):
+        super().__init__(init_cfg=self.pretrained_init_cfg(pretrained, init_cfg))
         cfg = self.resolve_arch(str(arch) if isinstance(arch, int) else arch,
                                 embed_dims=embed_dims, depths=depths, num_heads=num_heads)
         dims, depths, heads = (self.check_ints(k, cfg[k], length=3)

@@ -241,8 +241,9 @@ class SwinTransformer(VisionBackbone):
                  drop_path_rate: float = 0.1, out_indices: Sequence[int] = (0, 1, 2, 3),
                  frozen_stages: int = -1, always_shift: Optional[bool] = None,
                  with_cp: bool = False,
-                 norm_eval: bool = False, init_cfg: Optional[dict] = None):
-        super().__init__(init_cfg=init_cfg)
+                 norm_eval: bool = False, init_cfg: Optional[dict] = None,
+                 pretrained: Optional[str] = None):
+        super().__init__(init_cfg=self.pretrained_init_cfg(pretrained, init_cfg))
         cfg = self.resolve_arch(arch, embed_dims=embed_dims, depths=depths, num_heads=num_heads)
         depths = self.check_ints('depths', cfg['depths'])
         num_heads = self.check_ints('num_heads', cfg['num_heads'])

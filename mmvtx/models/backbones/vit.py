@@ -313,8 +313,9 @@ class ViT(VisionBackbone):
                  layer_scale_init: Optional[float] = None, mlp_type: Optional[str] = None,
                  mlp_hidden_dims: Optional[int] = None, final_norm: Optional[bool] = None,
                  layer_norm_eps: Optional[float] = None, frozen_stages: int = -1,
-                 with_cp: bool = False, norm_eval: bool = False, init_cfg: Optional[dict] = None):
-        super().__init__(init_cfg=init_cfg)
+                 with_cp: bool = False, norm_eval: bool = False, init_cfg: Optional[dict] = None,
+                 pretrained: Optional[str] = None):
+        super().__init__(init_cfg=self.pretrained_init_cfg(pretrained, init_cfg))
         given = dict(img_size=img_size, patch_size=patch_size, mlp_ratio=mlp_ratio,
                      qkv_bias=qkv_bias, with_cls_token=with_cls_token, window_size=window_size,
                      global_attn_indexes=global_attn_indexes, final_norm=final_norm,
