@@ -100,6 +100,41 @@ def test_a_twins_checkpoint_gives_the_twins_features_in_our_recipe(ours, twin):
             assert torch.equal(ours_sd[k], v), k
 
 
+def _authors_dense_layout(twin) -> dict:
+    """A twin's weights as the authors' Swin-Transformer-Object-Detection/-Semantic-Segmentation
+    (mmdet 2.x / mmseg 0.x) save them: the neck and heads as mmdet/mmseg name them, the backbone
+    in the authors' names (mmvtx's, with ``layers.`` for ``stages.``, and the
+    ``relative_position_index`` buffers) with an output norm per level, ``norm0``..``norm3``."""
+    from mmvtx.models.backbones.swin import SwinTransformer
+    backbone = SwinTransformer(arch=dict(SMALL), always_shift=True)
+    backbone.load_pretrained({k[len('backbone.'):]: v for k, v in twin.state_dict().items()
+                              if k.startswith('backbone.')})
+    sd = {}
+    for k, v in backbone.state_dict().items():
+        if k != 'shift_rule':
+            sd['backbone.' + k.replace('stages.', 'layers.')] = v
+        if k.endswith('attn.relative_position_bias_table'):
+            sd['backbone.' + k.replace('stages.', 'layers.').replace(
+                'bias_table', 'index')] = torch.zeros(49, 49, dtype=torch.long)
+    sd.update({k: v for k, v in twin.state_dict().items() if not k.startswith('backbone.')})
+    assert 'backbone.layers.0.downsample.reduction.weight' in sd and 'backbone.norm3.weight' in sd
+    return sd
+
+
+def test_the_authors_detection_release_shifts_every_block():
+    """The authors' detection code (mmdet 2.x) shifts every SW-MSA block, as mmdet's: its Mask
+    R-CNN file gives the twin's features also where the config leaves the rule to the
+    checkpoint (it took the authors' classification rule: no shift in a stage-4 map of 5x7)."""
+    twin = _build('mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')
+    model = _build('configs/swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', always_shift=None)
+    _load_as_the_tools_do(model, {'meta': {}, 'state_dict': _authors_dense_layout(twin)})
+    assert model.backbone.get_setting('shift_rule') == 'always'
+    x = torch.randn(1, 3, 160, 224)
+    with torch.no_grad():
+        for w, g in zip(twin.extract_feat(x), model.extract_feat(x)):
+            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
+
+
 def test_our_own_checkpoint_passes_unchanged():
     model = _build('configs/swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', always_shift=None)
     model.backbone.set_shift_rule(False)  # as trained with the authors' rule
