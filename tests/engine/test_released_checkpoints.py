@@ -20,6 +20,7 @@ from mmengine.registry import DefaultScope
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
 from mmvtx.engine import CheckpointFitHook, ConvertCheckpointHook
+from mmvtx.utils.checkpoint import CheckpointMismatchError
 from tests.configs.test_recipe_fidelity import all_pairs
 from tests.engine.test_train_tools import ROOT, run_tool
 
@@ -65,9 +66,10 @@ def _build(path: str, small: bool = True, **backbone):
 def _load_as_the_tools_do(model, checkpoint: dict, path='released.pth'):
     """What ``Runner.load_checkpoint`` does with the hooks ``tools/test.py`` adds: they see the
     checkpoint first, then mmengine copies it (strictly here, so that nothing is skipped)."""
-    runner = SimpleNamespace(model=model, _load_from=path)
-    ConvertCheckpointHook().after_load_checkpoint(runner, checkpoint)
-    CheckpointFitHook().after_load_checkpoint(runner, checkpoint)
+    runner = SimpleNamespace(model=model, _load_from=path,
+                             hooks=[ConvertCheckpointHook(), CheckpointFitHook()])
+    for hook in runner.hooks:  # in their priority order
+        hook.after_load_checkpoint(runner, checkpoint)
     _load_checkpoint_to_model(model, checkpoint, strict=True)
 
 
@@ -133,6 +135,25 @@ def test_the_authors_detection_release_shifts_every_block():
     with torch.no_grad():
         for w, g in zip(twin.extract_feat(x), model.extract_feat(x)):
             torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
+
+
+def test_a_twins_checkpoint_of_another_window_is_not_evaluated():
+    """mmseg's UPerNet Swin with 12x12 windows (the 384px-pretrained releases) is another
+    network than the window-7 recipe's: the conversion resamples its relative position tables
+    (for fine-tuning from it) but the fit check names them with the file's shapes (it was
+    evaluated, its tables silently resized, as no mmvtx checkpoint of another window is)."""
+    twin = _build('mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-'
+                  '512x512.py', window_size=12)
+    model = _build('configs/swin/upernet_swin-t-p4-w7_4xb4-160k_ade20k-512x512.py')
+    with pytest.raises(CheckpointMismatchError, match=re.escape(
+            'backbone.stages.0.blocks.0.attn.relative_position_bias_table: checkpoint (529, 1) '
+            'vs model (169, 1)')):
+        _load_as_the_tools_do(model, {'state_dict': twin.state_dict()})
+    # load_from (fine-tuning, no fit check) takes the tables resampled to the recipe's window
+    released = {'state_dict': twin.state_dict()}
+    runner = SimpleNamespace(model=model, _load_from='released.pth')
+    ConvertCheckpointHook().after_load_checkpoint(runner, released)
+    _load_checkpoint_to_model(model, released, strict=True)
 
 
 def test_our_own_checkpoint_passes_unchanged():

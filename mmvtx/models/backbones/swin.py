@@ -477,9 +477,12 @@ def convert_swin(sd: dict, model: 'SwinTransformer') -> ConvertedCheckpoint:
         # classifier's norm3 only, as mmpretrain saves it) stay at their init
         unused = tuple(f'norm{i}.' for i in range(last + 1) if i not in model.out_indices)
         out = {k: v for k, v in out.items() if not k.startswith(unused)}
+    resized = {}
     for k, v in out.items():
         if k.endswith('relative_position_bias_table'):
             out[k] = resize_rel_pos_bias_table(v, model.window_size)
+            if out[k].shape != v.shape:
+                resized[k] = v
     may_miss = [] if fmt == 'mmvtx' else [f'norm{i}' for i in model.out_indices]
     hint = ''
     levels = tuple(sorted({int(k[len('norm')]) for k in out
@@ -492,4 +495,4 @@ def convert_swin(sd: dict, model: 'SwinTransformer') -> ConvertedCheckpoint:
                 "'{\"out_indices\": [...]}'), or load it with strict=False (init_cfg=dict("
                 "type='Pretrained', checkpoint=..., strict=False)): the norms of the levels in "
                 'both then load, the others keep their init.')
-    return ConvertedCheckpoint(out, fmt, may_miss, hint)
+    return ConvertedCheckpoint(out, fmt, may_miss, hint, resized)
