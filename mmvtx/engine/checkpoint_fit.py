@@ -57,14 +57,16 @@ def _backbones(model: nn.Module):
 
 
 def convert_backbone_keys(model: nn.Module, state_dict: Dict,
-                          resized: Optional[Dict[str, tuple]] = None) -> List[str]:
+                          resized: Optional[Dict[str, tuple]] = None,
+                          unknown: Optional[List[str]] = None) -> List[str]:
     """Converts, in place, the part of a whole-model ``state_dict`` that belongs to each mmvtx
     backbone of ``model`` (``backbone.*``) from another codebase's layout to mmvtx's names.
     Parts already in mmvtx's names, and layouts the backbone does not know, are left as they
     are (the fit check then names what does not fit). Tables of another window or grid size are
     resampled to the model's (fine-tuning from a file of another window size); ``resized``, if
     given, receives their keys and the file's shapes, so that :class:`CheckpointFitHook` refuses
-    to evaluate such a file as it refuses an mmvtx file of another config. Returns one line per
+    to evaluate such a file as it refuses an mmvtx file of another config. ``unknown``, if
+    given, receives a line per part in a layout the backbone does not know. Returns one line per
     converted part."""
     done = []
     for name, backbone in _backbones(model):
@@ -82,7 +84,9 @@ def convert_backbone_keys(model: nn.Module, state_dict: Dict,
             continue  # mmvtx's own names
         try:
             converted = backbone.convert_state_dict(dict(sub))
-        except CheckpointMismatchError:  # not a layout it knows: the fit check reports it
+        except CheckpointMismatchError as e:  # not a layout it knows: the fit check reports it
+            if unknown is not None:
+                unknown.append(f'{prefix}*: {e}')
             continue
         if converted.source == 'mmvtx':
             continue
@@ -109,14 +113,19 @@ class ConvertCheckpointHook(Hook):
     priority = 'HIGHEST'
 
     def __init__(self):
-        self.resized = {}  # of the checkpoint last converted: key -> the file's shape
+        # of the checkpoint last seen: the keys of resampled tables -> the file's shapes, and
+        # what was converted or not known (for CheckpointFitHook's error)
+        self.resized, self.notes = {}, []
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         model = unwrap_model(runner.model)
         source = getattr(runner, '_load_from', None) or 'the checkpoint'
-        self.resized = {}
-        for line in convert_backbone_keys(model, _state_dict(checkpoint), self.resized):
+        self.resized, unknown = {}, []
+        done = convert_backbone_keys(model, _state_dict(checkpoint), self.resized, unknown)
+        for line in done:
             print_log(f'{source}: {line}', logger='current')
+        self.notes = [f'  {line} (the keys above are named as mmvtx names them)'
+                      for line in done] + [f'  {line}' for line in unknown]
 
 
 def _may_miss(model: nn.Module) -> set:
@@ -169,9 +178,13 @@ class CheckpointFitHook(Hook):
         # the renaming mmengine applies before loading (Runner.load_checkpoint's revise_keys)
         state_dict = {re.sub(r'^module\.', '', k): v for k, v in state_dict.items()}
         # tables the conversion resampled to the model's window: the file has another config
-        file_shapes = {re.sub(r'^module\.', '', k): v for h in getattr(runner, 'hooks', ())
-                       if isinstance(h, ConvertCheckpointHook) for k, v in h.resized.items()}
+        converters = [h for h in getattr(runner, 'hooks', ())
+                      if isinstance(h, ConvertCheckpointHook)]
+        file_shapes = {re.sub(r'^module\.', '', k): v for h in converters
+                       for k, v in h.resized.items()}
         lines = checkpoint_mismatches(model, state_dict, file_shapes)
+        if lines:
+            lines += [note for h in converters for note in h.notes]
         source = getattr(runner, '_load_from', None) or 'the checkpoint'
         if lines:
             hint = ('Evaluate it with the config it was trained with. A backbone checkpoint '

@@ -185,3 +185,26 @@ def test_tools_test_evaluates_mmdets_released_mask_rcnn(tmp_path):
                      'SwinTransformer', log), log[-4000:]
     assert re.search(r'all \d+ tensors fit the model', log), log[-4000:]
     assert 'coco/segm_mAP' in log
+
+
+def test_a_mismatch_says_how_the_backbone_was_read():
+    """The fit check names the backbone's keys after the conversion, in mmvtx's names, which the
+    file does not have: its error says so (a Swin-S file in a Swin-T recipe, here two blocks
+    more in stage 3), and, for a backbone in no layout the converter knows (a ResNet detector's
+    file), why it was not converted (that reason was dropped)."""
+    deeper = _build('mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', depths=(2, 2, 4, 2))
+    model = _build('configs/swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')
+    with pytest.raises(CheckpointMismatchError) as err:
+        _load_as_the_tools_do(model, {'state_dict': deeper.state_dict()})
+    assert 'backbone.stages.2.blocks.2.attn.qkv.weight' in str(err.value)
+    assert re.search(r'backbone\.\*: \d+ tensors in the mmdet layout converted to \d+ of '
+                     r'SwinTransformer \(the keys above are named as mmvtx names them\)',
+                     str(err.value)), str(err.value)
+    resnet = {'state_dict': {'backbone.conv1.weight': torch.zeros(64, 3, 7, 7),
+                             'backbone.layer1.0.conv1.weight': torch.zeros(64, 64, 1, 1),
+                             **{k: v for k, v in deeper.state_dict().items()
+                                if not k.startswith('backbone.')}}}
+    with pytest.raises(CheckpointMismatchError,
+                       match=r'backbone\.\*: not a Swin Transformer checkpoint in a known '
+                             r'format .*first keys: conv1\.weight'):
+        _load_as_the_tools_do(model, resnet)
