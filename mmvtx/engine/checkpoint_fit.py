@@ -28,7 +28,7 @@ Allowed differences, all of which the model fills in itself:
 Any other missing parameter or buffer would keep its random init, so it is refused.
 """
 import re
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
@@ -56,11 +56,18 @@ def _backbones(model: nn.Module):
     return found
 
 
-def convert_backbone_keys(model: nn.Module, state_dict: Dict) -> List[str]:
+def convert_backbone_keys(model: nn.Module, state_dict: Dict,
+                          resized: Optional[Dict[str, tuple]] = None,
+                          unknown: Optional[List[str]] = None) -> List[str]:
     """Converts, in place, the part of a whole-model ``state_dict`` that belongs to each mmvtx
     backbone of ``model`` (``backbone.*``) from another codebase's layout to mmvtx's names.
     Parts already in mmvtx's names, and layouts the backbone does not know, are left as they
-    are (the fit check then names what does not fit). Returns one line per converted part."""
+    are (the fit check then names what does not fit). Tables of another window or grid size are
+    resampled to the model's (fine-tuning from a file of another window size); ``resized``, if
+    given, receives their keys and the file's shapes, so that :class:`CheckpointFitHook` refuses
+    to evaluate such a file as it refuses an mmvtx file of another config. ``unknown``, if
+    given, receives a line per part in a layout the backbone does not know. Returns one line per
+    converted part."""
     done = []
     for name, backbone in _backbones(model):
         if not name:  # a bare backbone: its own loading (init_cfg) converts
@@ -77,16 +84,22 @@ def convert_backbone_keys(model: nn.Module, state_dict: Dict) -> List[str]:
             continue  # mmvtx's own names
         try:
             converted = backbone.convert_state_dict(dict(sub))
-        except CheckpointMismatchError:  # not a layout it knows: the fit check reports it
+        except CheckpointMismatchError as e:  # not a layout it knows: the fit check reports it
+            if unknown is not None:
+                unknown.append(f'{prefix}*: {e}')
             continue
         if converted.source == 'mmvtx':
             continue
         for k in keys:
             del state_dict[k]
         state_dict.update({prefix + k: v for k, v in converted.state_dict.items()})
+        if resized is not None:
+            resized.update({prefix + k: tuple(v.shape) for k, v in converted.resized.items()})
         done.append(f'{prefix}*: {len(sub)} tensors in the {converted.source} '
                     f'layout converted to {len(converted.state_dict)} of '
-                    f'{type(backbone).__name__}')
+                    f'{type(backbone).__name__}' + (
+                        f' ({len(converted.resized)} tables of another window or grid size '
+                        'resampled)' if converted.resized else ''))
     return done
 
 
@@ -99,11 +112,20 @@ class ConvertCheckpointHook(Hook):
     ``tools/test.py`` and the demo add it; mmvtx's own checkpoints pass unchanged."""
     priority = 'HIGHEST'
 
+    def __init__(self):
+        # of the checkpoint last seen: the keys of resampled tables -> the file's shapes, and
+        # what was converted or not known (for CheckpointFitHook's error)
+        self.resized, self.notes = {}, []
+
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         model = unwrap_model(runner.model)
         source = getattr(runner, '_load_from', None) or 'the checkpoint'
-        for line in convert_backbone_keys(model, _state_dict(checkpoint)):
+        self.resized, unknown = {}, []
+        done = convert_backbone_keys(model, _state_dict(checkpoint), self.resized, unknown)
+        for line in done:
             print_log(f'{source}: {line}', logger='current')
+        self.notes = [f'  {line} (the keys above are named as mmvtx names them)'
+                      for line in done] + [f'  {line}' for line in unknown]
 
 
 def _may_miss(model: nn.Module) -> set:
@@ -115,16 +137,20 @@ def _may_miss(model: nn.Module) -> set:
     return keys | {k for k in model.state_dict() if k.endswith('.num_batches_tracked')}
 
 
-def checkpoint_mismatches(model: nn.Module, state_dict: Dict) -> List[str]:
+def checkpoint_mismatches(model: nn.Module, state_dict: Dict,
+                          file_shapes: Optional[Dict[str, tuple]] = None) -> List[str]:
     """One line per kind of difference (missing keys, unexpected keys, shape mismatches)
-    between ``state_dict`` and ``model``; empty if the checkpoint fits."""
+    between ``state_dict`` and ``model``; empty if the checkpoint fits. ``file_shapes``: the
+    shapes the file had where the conversion resampled a tensor."""
     own = model.state_dict()
     may_miss = _may_miss(model)
+    file_shapes = file_shapes or {}
     missing = [k for k in own if k not in state_dict and k not in may_miss]
     unexpected = [k for k in state_dict if k not in own]
-    mis_shaped = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-                  for k, v in state_dict.items()
-                  if k in own and tuple(getattr(v, 'shape', ())) != tuple(own[k].shape)]
+    shapes = {k: file_shapes.get(k, tuple(getattr(v, 'shape', ())))
+              for k, v in state_dict.items()}
+    mis_shaped = [f'{k}: checkpoint {shapes[k]} vs model {tuple(own[k].shape)}'
+                  for k in state_dict if k in own and shapes[k] != tuple(own[k].shape)]
     return mismatch_lines(missing, unexpected, mis_shaped)
 
 
@@ -151,7 +177,14 @@ class CheckpointFitHook(Hook):
         state_dict = _state_dict(checkpoint)
         # the renaming mmengine applies before loading (Runner.load_checkpoint's revise_keys)
         state_dict = {re.sub(r'^module\.', '', k): v for k, v in state_dict.items()}
-        lines = checkpoint_mismatches(model, state_dict)
+        # tables the conversion resampled to the model's window: the file has another config
+        converters = [h for h in getattr(runner, 'hooks', ())
+                      if isinstance(h, ConvertCheckpointHook)]
+        file_shapes = {re.sub(r'^module\.', '', k): v for h in converters
+                       for k, v in h.resized.items()}
+        lines = checkpoint_mismatches(model, state_dict, file_shapes)
+        if lines:
+            lines += [note for h in converters for note in h.notes]
         source = getattr(runner, '_load_from', None) or 'the checkpoint'
         if lines:
             hint = ('Evaluate it with the config it was trained with. A backbone checkpoint '

@@ -32,11 +32,14 @@ class CheckpointMismatchError(RuntimeError):
 class ConvertedCheckpoint:
     """A state dict in mmvtx naming, the source format it came from, the model keys it may
     leave out (layers that the source format does not have, e.g. per-level output norms) and,
-    if it cannot fit for a known reason, what the user can do (added to the mismatch error)."""
+    if it cannot fit for a known reason, what the user can do (added to the mismatch error).
+    ``resized``: the tensors resampled to the model's window or grid, as the file has them (a
+    whole detector converted for evaluation must not pass for one of this config)."""
     state_dict: Dict[str, torch.Tensor]
     source: str
     may_miss: Sequence[str] = field(default_factory=tuple)
     hint: str = ''
+    resized: Dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def checkpoint_cache_dir() -> str:

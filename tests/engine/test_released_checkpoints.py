@@ -20,6 +20,7 @@ from mmengine.registry import DefaultScope
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
 from mmvtx.engine import CheckpointFitHook, ConvertCheckpointHook
+from mmvtx.utils.checkpoint import CheckpointMismatchError
 from tests.configs.test_recipe_fidelity import all_pairs
 from tests.engine.test_train_tools import ROOT, run_tool
 
@@ -65,9 +66,10 @@ def _build(path: str, small: bool = True, **backbone):
 def _load_as_the_tools_do(model, checkpoint: dict, path='released.pth'):
     """What ``Runner.load_checkpoint`` does with the hooks ``tools/test.py`` adds: they see the
     checkpoint first, then mmengine copies it (strictly here, so that nothing is skipped)."""
-    runner = SimpleNamespace(model=model, _load_from=path)
-    ConvertCheckpointHook().after_load_checkpoint(runner, checkpoint)
-    CheckpointFitHook().after_load_checkpoint(runner, checkpoint)
+    runner = SimpleNamespace(model=model, _load_from=path,
+                             hooks=[ConvertCheckpointHook(), CheckpointFitHook()])
+    for hook in runner.hooks:  # in their priority order
+        hook.after_load_checkpoint(runner, checkpoint)
     _load_checkpoint_to_model(model, checkpoint, strict=True)
 
 
@@ -100,6 +102,60 @@ def test_a_twins_checkpoint_gives_the_twins_features_in_our_recipe(ours, twin):
             assert torch.equal(ours_sd[k], v), k
 
 
+def _authors_dense_layout(twin) -> dict:
+    """A twin's weights as the authors' Swin-Transformer-Object-Detection/-Semantic-Segmentation
+    (mmdet 2.x / mmseg 0.x) save them: the neck and heads as mmdet/mmseg name them, the backbone
+    in the authors' names (mmvtx's, with ``layers.`` for ``stages.``, and the
+    ``relative_position_index`` buffers) with an output norm per level, ``norm0``..``norm3``."""
+    from mmvtx.models.backbones.swin import SwinTransformer
+    backbone = SwinTransformer(arch=dict(SMALL), always_shift=True)
+    backbone.load_pretrained({k[len('backbone.'):]: v for k, v in twin.state_dict().items()
+                              if k.startswith('backbone.')})
+    sd = {}
+    for k, v in backbone.state_dict().items():
+        if k != 'shift_rule':
+            sd['backbone.' + k.replace('stages.', 'layers.')] = v
+        if k.endswith('attn.relative_position_bias_table'):
+            sd['backbone.' + k.replace('stages.', 'layers.').replace(
+                'bias_table', 'index')] = torch.zeros(49, 49, dtype=torch.long)
+    sd.update({k: v for k, v in twin.state_dict().items() if not k.startswith('backbone.')})
+    assert 'backbone.layers.0.downsample.reduction.weight' in sd and 'backbone.norm3.weight' in sd
+    return sd
+
+
+def test_the_authors_detection_release_shifts_every_block():
+    """The authors' detection code (mmdet 2.x) shifts every SW-MSA block, as mmdet's: its Mask
+    R-CNN file gives the twin's features also where the config leaves the rule to the
+    checkpoint (it took the authors' classification rule: no shift in a stage-4 map of 5x7)."""
+    twin = _build('mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')
+    model = _build('configs/swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', always_shift=None)
+    _load_as_the_tools_do(model, {'meta': {}, 'state_dict': _authors_dense_layout(twin)})
+    assert model.backbone.get_setting('shift_rule') == 'always'
+    x = torch.randn(1, 3, 160, 224)
+    with torch.no_grad():
+        for w, g in zip(twin.extract_feat(x), model.extract_feat(x)):
+            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
+
+
+def test_a_twins_checkpoint_of_another_window_is_not_evaluated():
+    """mmseg's UPerNet Swin with 12x12 windows (the 384px-pretrained releases) is another
+    network than the window-7 recipe's: the conversion resamples its relative position tables
+    (for fine-tuning from it) but the fit check names them with the file's shapes (it was
+    evaluated, its tables silently resized, as no mmvtx checkpoint of another window is)."""
+    twin = _build('mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-'
+                  '512x512.py', window_size=12)
+    model = _build('configs/swin/upernet_swin-t-p4-w7_4xb4-160k_ade20k-512x512.py')
+    with pytest.raises(CheckpointMismatchError, match=re.escape(
+            'backbone.stages.0.blocks.0.attn.relative_position_bias_table: checkpoint (529, 1) '
+            'vs model (169, 1)')):
+        _load_as_the_tools_do(model, {'state_dict': twin.state_dict()})
+    # load_from (fine-tuning, no fit check) takes the tables resampled to the recipe's window
+    released = {'state_dict': twin.state_dict()}
+    runner = SimpleNamespace(model=model, _load_from='released.pth')
+    ConvertCheckpointHook().after_load_checkpoint(runner, released)
+    _load_checkpoint_to_model(model, released, strict=True)
+
+
 def test_our_own_checkpoint_passes_unchanged():
     model = _build('configs/swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', always_shift=None)
     model.backbone.set_shift_rule(False)  # as trained with the authors' rule
@@ -129,3 +185,26 @@ def test_tools_test_evaluates_mmdets_released_mask_rcnn(tmp_path):
                      'SwinTransformer', log), log[-4000:]
     assert re.search(r'all \d+ tensors fit the model', log), log[-4000:]
     assert 'coco/segm_mAP' in log
+
+
+def test_a_mismatch_says_how_the_backbone_was_read():
+    """The fit check names the backbone's keys after the conversion, in mmvtx's names, which the
+    file does not have: its error says so (a Swin-S file in a Swin-T recipe, here two blocks
+    more in stage 3), and, for a backbone in no layout the converter knows (a ResNet detector's
+    file), why it was not converted (that reason was dropped)."""
+    deeper = _build('mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', depths=(2, 2, 4, 2))
+    model = _build('configs/swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')
+    with pytest.raises(CheckpointMismatchError) as err:
+        _load_as_the_tools_do(model, {'state_dict': deeper.state_dict()})
+    assert 'backbone.stages.2.blocks.2.attn.qkv.weight' in str(err.value)
+    assert re.search(r'backbone\.\*: \d+ tensors in the mmdet layout converted to \d+ of '
+                     r'SwinTransformer \(the keys above are named as mmvtx names them\)',
+                     str(err.value)), str(err.value)
+    resnet = {'state_dict': {'backbone.conv1.weight': torch.zeros(64, 3, 7, 7),
+                             'backbone.layer1.0.conv1.weight': torch.zeros(64, 64, 1, 1),
+                             **{k: v for k, v in deeper.state_dict().items()
+                                if not k.startswith('backbone.')}}}
+    with pytest.raises(CheckpointMismatchError,
+                       match=r'backbone\.\*: not a Swin Transformer checkpoint in a known '
+                             r'format .*first keys: conv1\.weight'):
+        _load_as_the_tools_do(model, resnet)

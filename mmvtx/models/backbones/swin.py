@@ -10,6 +10,7 @@ Tensors stay channels-last (``B x H x W x C``) inside the network; the window ge
 (padding, shift, mask; :mod:`..layers.window`) is worked out once per stage and input size, not
 once per block.
 """
+import re
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
@@ -28,8 +29,13 @@ from ..layers.window import (WindowGeometry, WindowGeometryCache, tokens_to_wind
 from .base import VisionBackbone, forward_block
 
 # Codebases whose Swin shifts every SW-MSA block, even where a map is no larger than a window
-# (the authors, timm and transformers SwinModel skip the shift there).
-ALWAYS_SHIFTING_SOURCES = ('mmdet/mmseg/mmpretrain', 'transformers SwinBackbone')
+# (the authors' classification code, timm and transformers SwinModel skip the shift there). The
+# authors' detection and segmentation releases (Swin-Transformer-Object-Detection /
+# -Semantic-Segmentation, mmdet 2.x / mmseg 0.x) keep the authors' names but shift every block
+# (their block pads the map and has no size test); their backbones carry an output norm per
+# level (``norm0``..``norm3``), the classification releases one final ``norm``.
+AUTHORS_DENSE = "the authors' Swin-Transformer-Object-Detection/Semantic-Segmentation"
+ALWAYS_SHIFTING_SOURCES = ('mmdet/mmseg/mmpretrain', 'transformers SwinBackbone', AUTHORS_DENSE)
 # values of the ``shift_rule`` setting: the authors' (no shift where a stage's map is no larger
 # than a window) and "every SW-MSA block shifts"
 SHIFT_RULES = ('authors', 'always')
@@ -213,7 +219,8 @@ class SwinTransformer(VisionBackbone):
         frozen_stages: -1 none; 0 the patch embedding; k also the first k stages (with their
             patch merging and output norms), in eval mode and without gradient.
         always_shift: ``True`` shifts every SW-MSA block, even where the map is no larger than
-            a window (mmdet, mmseg, mmpretrain and transformers ``SwinBackbone``); ``False``
+            a window (mmdet, mmseg, mmpretrain, transformers ``SwinBackbone`` and the authors'
+            detection/segmentation releases, whose backbones have ``norm0``..``norm3``); ``False``
             follows the authors' rule (also timm's and transformers ``SwinModel``'s): a stage
             whose map has ``min(H, W) <= M`` does not shift. ``None`` (default): the rule of
             the codebase the loaded checkpoint comes from, the authors' rule when none is
@@ -345,6 +352,8 @@ class SwinTransformer(VisionBackbone):
         elif source == 'transformers':
             backbone = any(k.startswith('hidden_states_norms.') for k in state_dict)
             source = 'transformers SwinBackbone' if backbone else 'transformers SwinModel'
+        elif source == 'official' and any(re.match(r'norm\d+\.', k) for k in state_dict):
+            source = AUTHORS_DENSE
         recorded = self.recorded_setting('shift_rule', converted)
         if recorded is not None:
             always = recorded == 'always'
@@ -469,9 +478,12 @@ def convert_swin(sd: dict, model: 'SwinTransformer') -> ConvertedCheckpoint:
         # classifier's norm3 only, as mmpretrain saves it) stay at their init
         unused = tuple(f'norm{i}.' for i in range(last + 1) if i not in model.out_indices)
         out = {k: v for k, v in out.items() if not k.startswith(unused)}
+    resized = {}
     for k, v in out.items():
         if k.endswith('relative_position_bias_table'):
             out[k] = resize_rel_pos_bias_table(v, model.window_size)
+            if out[k].shape != v.shape:
+                resized[k] = v
     may_miss = [] if fmt == 'mmvtx' else [f'norm{i}' for i in model.out_indices]
     hint = ''
     levels = tuple(sorted({int(k[len('norm')]) for k in out
@@ -484,4 +496,4 @@ def convert_swin(sd: dict, model: 'SwinTransformer') -> ConvertedCheckpoint:
                 "'{\"out_indices\": [...]}'), or load it with strict=False (init_cfg=dict("
                 "type='Pretrained', checkpoint=..., strict=False)): the norms of the levels in "
                 'both then load, the others keep their init.')
-    return ConvertedCheckpoint(out, fmt, may_miss, hint)
+    return ConvertedCheckpoint(out, fmt, may_miss, hint, resized)
