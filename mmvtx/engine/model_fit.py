@@ -98,9 +98,7 @@ def _head_errors(name: str, head: nn.Module, channels: List[int], desc: str,
     if widths is not None and widths != channels:
         # mmseg's MaskFormer/Mask2Former heads: every map, in order, into the pixel decoder
         return [f'model.{name}.in_channels={widths} ({type(head).__name__}, read by its '
-                f'{type(decoder).__name__}) but {desc}: set {name}.in_channels={channels}'
-                + (f' and {name}.strides to those maps\' strides'
-                   if len(widths) != len(channels) and hasattr(decoder, 'strides') else '')]
+                f'{type(decoder).__name__}) but {desc}: set {name}.in_channels={channels}']
     in_index, in_channels = getattr(head, 'in_index', None), getattr(head, 'in_channels', None)
     if in_index is None or in_channels is None:
         return []
@@ -154,13 +152,16 @@ def _c1_errors(name: str, head: nn.Module, channels: List[int], desc: str) -> Li
 def _rescaling_neck(neck: nn.Module, backbone: nn.Module) -> str:
     """mmseg's ``MultiLevelNeck`` (its ViT recipes) resizes each map by ``scales``
     (``[4, 2, 1, 0.5]``), made for mmseg's ViT whose outputs are all at stride 16; mmvtx's maps
-    are already at strides 4..32. What to do instead ('' where the scales are all 1)."""
+    are already at strides 4..32. What to do instead ('' where the scales are all 1, or where
+    the backbone returns one map, from which the neck builds the pyramid as in mmseg)."""
     kind = type(neck).__name__
     scales = getattr(neck, dict(MultiLevelNeck='scales', Feature2Pyramid='rescales').get(kind, ''),
                      None)
     if not isinstance(scales, (list, tuple)) or all(s == 1 for s in scales):
         return ''
     strides = [4 * 2 ** i for i in backbone.out_indices]
+    if len(set(strides)) == 1:  # one map: the neck builds the pyramid from it, as in mmseg
+        return ''
     after = [int(st / sc) if st / sc == int(st / sc) else st / sc
              for st, sc in zip(strides, scales)]
     if kind == 'Feature2Pyramid':

@@ -247,6 +247,7 @@ def test_a_returned_cls_token_and_maskformer_pixel_decoders(tmp_path, base, expe
 
 def _mln_vit(tmp_path, **neck):
     """mmseg's ViT recipe (MultiLevelNeck, scales [4, 2, 1, 0.5]) with mmvtx's ViT swapped in."""
+    options = {k: neck.pop(k) for k in list(neck) if k.startswith('model.')}  # overrides
     (tmp_path / 'cfg.py').write_text(
         "_base_ = 'mmseg::vit/vit_vit-b16_mln_upernet_8xb2-80k_ade20k-512x512.py'\n"
         "custom_imports = dict(imports=['mmvtx'], allow_failed_imports=False)\n"
@@ -254,7 +255,20 @@ def _mln_vit(tmp_path, **neck):
         " embed_dims=64, num_layers=1, num_heads=2),\n"
         f"    neck=dict(out_channels=32, **{neck!r}), decode_head=dict(channels=32),\n"
         "    auxiliary_head=dict(channels=16))\n")
-    return _model(str(tmp_path / 'cfg.py'), 'mmseg')
+    return _model(str(tmp_path / 'cfg.py'), 'mmseg', **options)
+
+
+def test_multilevel_neck_that_builds_the_pyramid_from_one_map_passes(tmp_path):
+    """One stride-16 map into MultiLevelNeck is how mmseg's ViT recipes make their pyramid: no
+    advice to remove the neck; a wrong width gets the plain in_channels advice."""
+    from unittest import mock
+    one_map = {'model.backbone.out_indices': (2,)}
+    with mock.patch('mmvtx.engine.model_fit.print_log') as log:
+        assert backbone_fit_errors(_mln_vit(tmp_path, in_channels=[64], **one_map)) == []
+    assert not log.called
+    error, = backbone_fit_errors(_mln_vit(tmp_path, in_channels=[768], **one_map))
+    assert error.endswith('returns 1 maps with [64] channels: set neck.in_channels=[64] (or the '
+                          "backbone's out_indices to the levels the neck expects)"), error
 
 
 def test_multilevel_neck_advice_names_its_rescaling(tmp_path):

@@ -166,6 +166,20 @@ def test_our_own_checkpoint_passes_unchanged():
     assert model.backbone.get_setting('shift_rule') != 'always'
 
 
+def test_a_part_left_unconverted_keeps_the_models_settings():
+    """An older mmvtx file (no shift_rule record) of another depth, given as load_from, is left
+    to the fit check as it is; reading its layout set the model's shift rule to the authors'
+    (the rule of an mmvtx file without a record), and the run trained on with it."""
+    model = _build('configs/swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', always_shift=None)
+    model.backbone.set_shift_rule(True)  # as loading mmdet's ImageNet weights through init_cfg
+    deeper = _build('configs/swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', always_shift=None,
+                    depths=(2, 2, 4, 2))
+    old = {k: v for k, v in deeper.state_dict().items() if k != 'backbone.shift_rule'}
+    ConvertCheckpointHook().after_load_checkpoint(SimpleNamespace(model=model, hooks=[]),
+                                                  {'state_dict': old})
+    assert model.backbone.get_setting('shift_rule') == 'always'
+
+
 def test_tools_test_evaluates_mmdets_released_mask_rcnn(tmp_path):
     """The command a user types with mmdet's model-zoo file for Mask R-CNN Swin-T 1x."""
     from mmvtx.datasets.standin import write_coco_standin
