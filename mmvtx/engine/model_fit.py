@@ -207,7 +207,7 @@ def backbone_fit_errors(model: nn.Module) -> List[str]:
         neck = neck[0]
     if neck is not None:
         in_channels = _neck_in_channels(neck)
-        if cls_token and type(neck).__name__ in EVERY_MAP_NECKS:
+        if cls_token and type(neck).__name__ in EVERY_MAP_NECKS + ('Feature2Pyramid',):
             return [f'model.neck ({type(neck).__name__}) takes every output of the backbone as '
                     f'a map: {desc}: set backbone.output_cls_token=False']
         rescale = _rescaling_neck(neck, backbone)

@@ -324,3 +324,10 @@ def test_feature2pyramid_on_a_pyramid_is_refused_naming_the_fix(tmp_path):
     with mock.patch('mmvtx.engine.model_fit.print_log') as log:
         assert backbone_fit_errors(equal) == []
     assert 'which it would turn into strides [1, 4, 16, 64]' in log.call_args[0][0]
+    # the [CLS] token as a fifth input: its assertion (one input per rescale) failed
+    token = model(**{'model.backbone': dict(
+        _delete_=True, type='mmvtx.CvT', embed_dims=(64, 64, 64), depths=(1, 1, 1),
+        num_heads=(1, 1, 1), output_cls_token=True)})
+    error, = backbone_fit_errors(token)
+    assert error.startswith('model.neck (Feature2Pyramid) takes every output of the backbone as '
+                            'a map: ') and error.endswith('set backbone.output_cls_token=False')
