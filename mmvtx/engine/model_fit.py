@@ -42,14 +42,19 @@ EVERY_MAP_NECKS = ('FPN', 'PAFPN', 'ChannelMapper', 'NASFPN', 'MultiLevelNeck', 
 REVERSED_NECKS = ('YOLOV3Neck',)
 
 
+def _conv_in(module: nn.Module):
+    """Input channels of a convolution, or of mmcv's ``ConvModule`` around one."""
+    return getattr(getattr(module, 'conv', module), 'in_channels', None)
+
+
 def _neck_in_channels(neck: nn.Module):
     """The neck's ``in_channels`` (one entry per map it takes, in the order of its config)."""
     in_channels = getattr(neck, 'in_channels', None)
     if in_channels is None and type(neck).__name__ == 'ChannelMapper':
         # mmdet's ChannelMapper keeps no in_channels: one input convolution per map it takes
-        convs = [getattr(c, 'conv', c) for c in getattr(neck, 'convs', ())]
-        if convs and all(hasattr(c, 'in_channels') for c in convs):
-            in_channels = [c.in_channels for c in convs]
+        widths = [_conv_in(c) for c in getattr(neck, 'convs', ())]
+        if widths and None not in widths:
+            in_channels = widths
     return in_channels
 
 
@@ -64,10 +69,6 @@ def _backbone_desc(backbone: nn.Module) -> str:
             f'{list(backbone.out_channels)} channels' +
             (' and then its [CLS] token (B x C, output_cls_token=True)'
              if _cls_token(backbone) else ''))
-
-
-def _conv_in(module: nn.Module):
-    return getattr(getattr(module, 'conv', module), 'in_channels', None)
 
 
 def _pixel_decoder_widths(decoder: nn.Module):
@@ -140,9 +141,8 @@ def _head_errors(name: str, head: nn.Module, channels: List[int], desc: str,
 def _c1_errors(name: str, head: nn.Module, channels: List[int], desc: str) -> List[str]:
     """DeepLabV3+'s head (``DepthwiseSeparableASPPHead``) reads its low-level ``c1`` branch from
     the first map the backbone returns, whatever its ``in_index``."""
-    c1 = getattr(head, 'c1_bottleneck', None)
-    c1_in = getattr(getattr(c1, 'conv', c1), 'in_channels', None)
-    if c1 is None or c1_in is None or c1_in == channels[0]:
+    c1_in = _conv_in(getattr(head, 'c1_bottleneck', None))
+    if c1_in is None or c1_in == channels[0]:
         return []
     return [f'model.{name}.c1_in_channels={c1_in} but its c1 branch reads the first map the '
             f'backbone returns, of {channels[0]} channels: {desc}: set '
@@ -168,7 +168,7 @@ def _rescaling_neck(neck: nn.Module, backbone: nn.Module) -> str:
         return (f'model.neck (Feature2Pyramid, rescales={list(scales)}) resizes maps that are '
                 f'all at stride 16 (mmseg\'s BEiT/MAE) into a pyramid; '
                 f'{type(backbone).__name__}\'s maps are already at strides {strides}, which it '
-                f'would turn into strides {after[:len(strides)]}: remove the neck (model.neck='
+                f'would turn into strides {after}: remove the neck (model.neck='
                 f'None, the heads\' in_channels set to {list(backbone.out_channels)})')
     return (f'model.neck (MultiLevelNeck, scales={list(scales)}) resizes maps that are all '
             f'at stride 16 (mmseg\'s ViT) into a pyramid; {type(backbone).__name__}\'s maps are '
@@ -206,32 +206,31 @@ def backbone_fit_errors(model: nn.Module) -> List[str]:
     if isinstance(neck, nn.Sequential) and len(neck):
         neck = neck[0]
     if neck is not None:
+        kind = type(neck).__name__
         in_channels = _neck_in_channels(neck)
-        if cls_token and type(neck).__name__ in EVERY_MAP_NECKS + ('Feature2Pyramid',):
-            return [f'model.neck ({type(neck).__name__}) takes every output of the backbone as '
-                    f'a map: {desc}: set backbone.output_cls_token=False']
+        if cls_token and kind in EVERY_MAP_NECKS + ('Feature2Pyramid',):
+            return [f'model.neck ({kind}) takes every output of the backbone as a map: {desc}: '
+                    'set backbone.output_cls_token=False']
         rescale = _rescaling_neck(neck, backbone)
-        if type(neck).__name__ == 'Feature2Pyramid' and rescale:
+        if kind == 'Feature2Pyramid' and rescale:
             if _feature2pyramid_fails(neck, channels):
                 return [f'{desc}. {rescale}']
             print_log(rescale, logger='current', level=logging.WARNING)
             return []
         if not isinstance(in_channels, (list, tuple)):
             return []
-        want = channels[::-1] if type(neck).__name__ in REVERSED_NECKS else channels
+        reversed_ = kind in REVERSED_NECKS
+        want = channels[::-1] if reversed_ else channels
         if list(in_channels) == want:
             if rescale:
                 print_log(rescale, logger='current', level=logging.WARNING)
             return []
-        order = (' (deepest first: it takes the maps in reverse order)'
-                 if type(neck).__name__ in REVERSED_NECKS else '')
-        line = (f'model.neck.in_channels={list(in_channels)} ({type(neck).__name__}) but '
-                f'{desc}: set neck.in_channels={want}{order} (or the backbone\'s out_indices '
-                'to the levels the neck expects)')
-        if rescale:
-            line = (f'model.neck.in_channels={list(in_channels)} ({type(neck).__name__}) but '
-                    f'{desc}. {rescale}')
-        if type(neck).__name__ in EVERY_MAP_NECKS:
+        order = ' (deepest first: it takes the maps in reverse order)' if reversed_ else ''
+        line = f'model.neck.in_channels={list(in_channels)} ({kind}) but {desc}' + (
+            f'. {rescale}' if rescale else
+            f': set neck.in_channels={want}{order} (or the backbone\'s out_indices to the '
+            'levels the neck expects)')
+        if kind in EVERY_MAP_NECKS:
             return [line]
         print_log(line, logger='current', level=logging.WARNING)
         return []
