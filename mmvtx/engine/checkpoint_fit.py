@@ -56,12 +56,6 @@ def _backbones(model: nn.Module):
     return found
 
 
-def _restore(backbone: nn.Module, settings: Dict[str, str]):
-    for name, value in settings.items():
-        if backbone.get_setting(name) != value:
-            backbone.set_setting(name, value)
-
-
 def convert_backbone_keys(model: nn.Module, state_dict: Dict,
                           resized: Optional[Dict[str, tuple]] = None,
                           unknown: Optional[List[str]] = None) -> List[str]:
@@ -88,18 +82,16 @@ def convert_backbone_keys(model: nn.Module, state_dict: Dict,
         own = backbone.state_dict()
         if all(k in own for k in sub):
             continue  # mmvtx's own names
-        # the converter also sets the checkpoint-chosen settings (Swin's shift rule) from the
-        # file's codebase: a part that is left as it is must leave them as they were
-        settings = {n: backbone.get_setting(n) for n in backbone.__dict__.get('_settings', {})}
+        # the converter changes nothing in the model: the checkpoint-chosen settings (Swin's
+        # shift rule) it picks for the file's codebase are in the converted weights, and
+        # mmengine's load applies them (the backbone's load_state_dict post-hook)
         try:
             converted = backbone.convert_state_dict(dict(sub))
         except CheckpointMismatchError as e:  # not a layout it knows: the fit check reports it
-            _restore(backbone, settings)
             if unknown is not None:
                 unknown.append(f'{prefix}*: {e}')
             continue
         if converted.source == 'mmvtx':
-            _restore(backbone, settings)
             continue
         for k in keys:
             del state_dict[k]

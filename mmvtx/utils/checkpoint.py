@@ -210,6 +210,8 @@ def load_converted(model: nn.Module, converted: ConvertedCheckpoint, strict: boo
             if k in own and own[k].shape == v.shape:
                 own[k].copy_(v.to(own[k].dtype))
                 copied += 1
+    if '_settings' in model.__dict__:  # a backbone's checkpoint-chosen settings (buffers)
+        model.apply_recorded_settings(sd)  # compute with what the converter recorded
     msg = f'{name}: loaded {copied} tensors from a {converted.source} checkpoint'
     if origin:
         msg += f' ({origin})'

@@ -277,6 +277,24 @@ class VisionBackbone(BaseModule):
                                           f'{index}, not an index into {choices}')
         return choices[index]
 
+    def setting_record(self, name: str, value: str) -> torch.Tensor:
+        """The buffer value that records ``value`` of setting ``name`` in a state dict: a
+        converter puts it in the converted checkpoint, and loading applies it (the converter
+        itself changes nothing in the model)."""
+        choices, _ = self._settings[name]
+        if value not in choices:
+            raise ValueError(f'{type(self).__name__}: {name}={value!r} must be one of {choices}')
+        return torch.tensor(choices.index(value), dtype=torch.int8)
+
+    def apply_recorded_settings(self, state_dict: dict):
+        """Computes with the settings ``state_dict`` records (a converted checkpoint being
+        loaded: :meth:`convert_state_dict` has already weighed them against explicit ones)."""
+        for name, (choices, _) in self._settings.items():
+            if name in state_dict:
+                value = choices[int(state_dict[name])]
+                if value != self._applied_setting(name):
+                    self.set_setting(name, value)
+
     def set_setting(self, name: str, value: str):
         choices, _ = self._settings[name]
         if value not in choices:

@@ -272,14 +272,16 @@ class CvT(VisionBackbone):
         act = self.recorded_setting('mlp_act', converted) or (
             'quick_gelu' if converted.source == 'official' else 'gelu')
         if self.act == 'auto':
-            self.set_activation(act)
             if act == 'quick_gelu':
                 log_once(f'CvT: {converted.source} checkpoint: using the authors\' QuickGELU '
                          'activation (act="auto")')
-        elif self.act != act:
-            log_once(f'CvT: act={self.act!r} set explicitly, unlike the {converted.source} '
-                     f'checkpoint ({act})', 'WARNING')
-        converted.state_dict['mlp_act'] = self.mlp_act.clone()
+        else:
+            if self.act != act:
+                log_once(f'CvT: act={self.act!r} set explicitly, unlike the {converted.source} '
+                         f'checkpoint ({act})', 'WARNING')
+            act = self.act
+        # the activation travels in the converted weights; loading them applies it
+        converted.state_dict['mlp_act'] = self.setting_record('mlp_act', act)
         return converted
 
 

@@ -366,13 +366,15 @@ class SwinTransformer(VisionBackbone):
         rule = 'every SW-MSA block shifts' if always else \
             'no shift where a map is no larger than a window'
         if self.always_shift is None:
-            self.set_shift_rule(always)
             log_once(f'SwinTransformer: {source} checkpoint: {rule}, {origin} (always_shift='
                      'None; set always_shift to choose)')
-        elif bool(self.always_shift) != always and (recorded is not None or source != 'mmvtx'):
-            log_once(f'SwinTransformer: always_shift={self.always_shift} set explicitly, unlike '
-                     f'the {source} checkpoint ({rule}, {origin})', 'WARNING')
-        converted.state_dict['shift_rule'] = self.shift_rule.clone()
+        else:
+            if bool(self.always_shift) != always and (recorded is not None or source != 'mmvtx'):
+                log_once(f'SwinTransformer: always_shift={self.always_shift} set explicitly, '
+                         f'unlike the {source} checkpoint ({rule}, {origin})', 'WARNING')
+            always = bool(self.always_shift)
+        # the rule travels in the converted weights; loading them applies it
+        converted.state_dict['shift_rule'] = self.setting_record('shift_rule', SHIFT_RULES[always])
         return converted
 
 

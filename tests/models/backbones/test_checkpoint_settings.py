@@ -102,3 +102,41 @@ def test_a_bad_record_is_refused_by_name():
     sd['backbone.mlp_act'] = torch.tensor(7, dtype=torch.int8)
     with pytest.raises(Exception, match='mlp_act=7'):
         model.load_state_dict(sd)
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_converting_changes_nothing_loading_applies_the_record(tmp_path, name):
+    """``convert_state_dict`` only reads: the setting it picks for the file's codebase travels
+    in the converted weights (a converted part that is then not loaded, or a converter run for
+    another purpose, leaves the model as it was); loading them applies it, and an explicit
+    argument is what the record carries."""
+    build, source, setting, value, explicit = CASES[name]
+    sd = torch.load(source(tmp_path), map_location='cpu', weights_only=True)
+    sd = sd.get('state_dict', sd)
+    model = build()
+    default = model.get_setting(setting)
+    x = torch.randn(1, 3, 160, 224)
+    with torch.no_grad():
+        before = model.eval()(x)
+        converted = model.convert_state_dict(dict(sd))
+        assert model.get_setting(setting) == default  # the buffer
+        assert all(torch.equal(a, b) for a, b in zip(before, model(x)))  # what it computes
+        assert model.setting_record(setting, value).item() == converted.state_dict[setting]
+        base.load_converted(model, converted)
+        assert model.get_setting(setting) == value
+        # the same file through mmengine's load of a whole model (ConvertCheckpointHook's path)
+        whole = Detector(build())
+        load_checkpoint(whole, str(_as_whole(tmp_path, converted.state_dict)),
+                        map_location='cpu', strict=True)
+        assert whole.backbone.get_setting(setting) == value
+        assert all(torch.equal(a, b) for a, b in zip(model(x), whole.backbone.eval()(x)))
+        forced = build(**explicit)
+        converted = forced.convert_state_dict(dict(sd))
+        base.load_converted(forced, converted)
+        assert forced.get_setting(setting) == default != value
+
+
+def _as_whole(tmp_path, backbone_sd):
+    path = tmp_path / 'whole.pth'
+    torch.save({'state_dict': {f'backbone.{k}': v for k, v in backbone_sd.items()}}, path)
+    return path
