@@ -620,10 +620,14 @@ def write_standin_checkpoint(checkpoint: str, out_dir: str, seed: int = 0,
 # --------------------------------------------------------------------------------- configs
 def iter_pretrained_checkpoints(obj, where: str = 'model') -> Iterator[Tuple[str, str]]:
     """``(config path, checkpoint)`` of every ``dict(type='Pretrained', checkpoint=...)``
-    under ``obj`` (a model config: dicts and lists, any depth)."""
+    under ``obj`` (a model config: dicts and lists, any depth), and of every ``pretrained=``
+    path (mmseg's ``model.pretrained``, which its segmentors pass to the backbone, where mmvtx's
+    backbones load it as that ``init_cfg``)."""
     if isinstance(obj, dict):
         if obj.get('type') == 'Pretrained' and isinstance(obj.get('checkpoint'), str):
             yield where, obj['checkpoint']
+        if isinstance(obj.get('pretrained'), str):
+            yield f'{where}.pretrained', obj['pretrained']
         for k, v in obj.items():
             yield from iter_pretrained_checkpoints(v, f'{where}.{k}')
     elif isinstance(obj, (list, tuple)):

@@ -272,6 +272,25 @@ def test_swin_standin_loads_through_the_recipe(cache):
         ('norm.weight', 'norm3.weight')])
 
 
+def test_mmseg_model_pretrained_gets_its_standin(cache):
+    """mmseg's spelling, ``model.pretrained`` (its segmentors pass it to the backbone, which
+    loads it as ``init_cfg``): the stand-in is written for it and is what the backbone loads."""
+    recipe = _config(_recipe_naming('swin_tiny_patch4_window7_224.pth'))
+    config = Config(dict(model=dict(recipe.model, pretrained='swin_tiny_patch4_window7_224.pth',
+                                    backbone=dict(recipe.model.backbone, init_cfg=None))))
+    assert S.pretrained_checkpoints(config) == ['swin_tiny_patch4_window7_224.pth']
+    paths = S.write_standins_for_config(config, cache)
+    assert paths == [osp.join(cache, 'swin_tiny_patch4_window7_224.pth')]
+    model = MODELS.build(dict(config.model.backbone, pretrained=config.model.pretrained))
+    model.init_weights()  # the bare file name is looked up in the hub cache
+    sd = torch.load(paths[0], map_location='cpu', weights_only=True)['model']
+    _assert_same(sd, model, [('layers.2.blocks.5.mlp.fc2.bias', 'stages.2.blocks.5.mlp.fc2.bias')])
+    # a model-zoo name of another backbone (an mmseg ResNet base config) is named, not skipped
+    config.model.pretrained = 'open-mmlab://resnet50_v1c'
+    with pytest.raises(ValueError, match='open-mmlab://resnet50_v1c'):
+        S.write_standins_for_config(config, cache)
+
+
 # --------------------------------------------------------------------------------------- ViT
 HF_VIT_TO_TIMM = (
     ('embeddings.cls_token', 'cls_token'),
