@@ -796,8 +796,9 @@ def convert_vit(sd: dict, model: 'ViT') -> ConvertedCheckpoint:
             'ViT: a distilled DeiT checkpoint (dist_token, two extra positions) is not '
             'supported; use the non-distilled release')
     _convert_qkv_bias(out, model)
-    _convert_pos_embed(out, model)
-    _convert_rel_pos(out, model)
+    resized = {}  # the file's tensors that are resampled to the model's grids
+    _convert_pos_embed(out, model, resized)
+    _convert_rel_pos(out, model, resized)
     hint = _pyramid_by_level(out, model) if fmt == 'mmvtx' else ''
     if isinstance(model.norm, nn.Identity):  # final_norm=False: the release's norm is unused
         out = {k: v for k, v in out.items() if not k.startswith('norm.')}
@@ -809,7 +810,7 @@ def convert_vit(sd: dict, model: 'ViT') -> ConvertedCheckpoint:
     if not any('.rel_pos_' in k for k in out):  # ViTDet: zero-initialised without them
         may_miss += [f'blocks.{i}.attn.rel_pos_{a}' for i in range(len(model.blocks))
                      for a in 'hw']
-    return ConvertedCheckpoint(out, fmt_in, may_miss, hint)
+    return ConvertedCheckpoint(out, fmt_in, may_miss, hint, resized)
 
 
 def _pyramid_by_level(out: dict, model: 'ViT') -> str:
@@ -862,7 +863,7 @@ def _convert_qkv_bias(out: dict, model: 'ViT'):
             out[head + 'qkv.bias'] = torch.cat([q, torch.zeros_like(q), v])
 
 
-def _convert_pos_embed(out: dict, model: 'ViT'):
+def _convert_pos_embed(out: dict, model: 'ViT', resized: dict):
     if 'pos_embed' not in out:
         return
     pos = out['pos_embed']
@@ -879,6 +880,8 @@ def _convert_pos_embed(out: dict, model: 'ViT'):
         pos = torch.cat([pos.new_zeros(1, n_extra - src_extra, pos.shape[2]), pos], 1)
     # resampled as the model resamples at run time (DINOv2's offset / antialiasing), so that at
     # an input of img_size the embedding is the one the family's own code uses
+    if grid != model.pretrain_grid:  # (a [CLS] slot dropped or added is the same network)
+        resized['pos_embed'] = out['pos_embed']
     out['pos_embed'] = resize_pos_embed(pos, grid, model.pretrain_grid, n_extra,
                                         **model.interpolate)
 
@@ -903,12 +906,14 @@ def _pos_grid(pos: torch.Tensor, model: 'ViT', has_cls: bool) -> Tuple[Tuple[int
         'layout is unknown; set img_size=(h, w) to the size it was pretrained at')
 
 
-def _convert_rel_pos(out: dict, model: 'ViT'):
+def _convert_rel_pos(out: dict, model: 'ViT', resized: dict):
     """Relative position tables learned for another grid, resized (linear, as ViTDet does at
     run time) to the model's."""
     own = dict(model.named_parameters())
     for k in [k for k in out if '.attn.rel_pos_' in k]:
-        if k in own and out[k].shape[1] == own[k].shape[1]:
+        if k in own and out[k].shape[1] == own[k].shape[1] and \
+                out[k].shape[0] != own[k].shape[0]:
+            resized[k] = out[k]
             out[k] = resize_rel_pos_table(out[k].float(), own[k].shape[0]).to(out[k].dtype)
 
 

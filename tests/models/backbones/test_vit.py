@@ -142,8 +142,12 @@ def test_window_attention_covering_the_map_equals_global():
 def test_position_embedding_resized_from_another_pretraining_size():
     ref = _hf_vit()
     ours = ViT(**SMALL, img_size=384, drop_path_rate=0.0)  # 24 x 24 grid from a 14 x 14 one
-    load_backbone_checkpoint(ours, ref.state_dict())
+    converted = load_backbone_checkpoint(ours, ref.state_dict())
     assert ours.pos_embed.shape == (1, 1 + 24 * 24, 192)
+    assert {k: tuple(v.shape) for k, v in converted.resized.items()} == {
+        'pos_embed': (1, 1 + 14 * 14, 192)}  # named with the file's shape
+    same_grid = ViT(**SMALL, img_size=224, drop_path_rate=0.0, with_cls_token=False)
+    assert load_backbone_checkpoint(same_grid, ref.state_dict()).resized == {}  # [CLS] dropped
     ref_table = ref.state_dict()['embeddings.position_embeddings']
     assert torch.equal(ours.pos_embed[:, 0], ref_table[:, 0])
 

@@ -112,9 +112,51 @@ def test_relative_position_tables_resized_on_load():
     ref = _hf_vitdet()
     ours = ViT('vitdet-b', **DIMS, img_size=224, rel_pos_img_size=256, window_size=4,
                global_attn_indexes=(1, 3), drop_path_rate=0.0)
-    load_backbone_checkpoint(ours, ref.state_dict())
+    converted = load_backbone_checkpoint(ours, ref.state_dict())
     assert ours.blocks[1].attn.rel_pos_h.shape == (31, 32)  # 2 * 256/16 - 1
     assert ours.blocks[0].attn.rel_pos_h.shape == (7, 32)  # the window's: unchanged
+    # the resampled tables are named with the file's shapes (a whole detector's file of another
+    # grid is then not evaluated as one of this config: ConvertCheckpointHook -> CheckpointFitHook)
+    assert {k: tuple(v.shape) for k, v in converted.resized.items()} == {
+        f'blocks.{i}.attn.rel_pos_{a}': (15, 32) for i in (1, 3) for a in 'hw'}  # 2 * 128/16 - 1
+
+
+def test_a_whole_vit_detector_of_another_grid_is_not_evaluated():
+    """A whole model whose ViT backbone is in another codebase's layout and learned for
+    another grid: load_from (fine-tuning) takes its tables resampled, the fit check that
+    ``tools/test.py`` runs names them with the file's shapes."""
+    from types import SimpleNamespace
+
+    from mmengine.runner.checkpoint import _load_checkpoint_to_model
+
+    from mmvtx.engine import CheckpointFitHook, ConvertCheckpointHook
+    from mmvtx.utils.checkpoint import CheckpointMismatchError
+
+    def detector(backbone):
+        model = torch.nn.Module()
+        model.backbone = backbone
+        return model
+
+    released = {'state_dict': {f'backbone.{k}': v for k, v in _hf_vitdet().state_dict().items()}}
+    # the levels at strides 16 and 32 have no weights of their own: the file is the whole model
+    model = detector(_vitdet(out_indices=(2, 3)))  # the grids it was learned for: evaluated
+    runner = SimpleNamespace(model=model, _load_from='released.pth',
+                             hooks=[ConvertCheckpointHook(), CheckpointFitHook()])
+    checkpoint = {'state_dict': dict(released['state_dict'])}
+    for hook in runner.hooks:
+        hook.after_load_checkpoint(runner, checkpoint)
+    _load_checkpoint_to_model(model, checkpoint, strict=True)
+    model = detector(ViT('vitdet-b', **DIMS, img_size=224, rel_pos_img_size=256, window_size=4,
+                         global_attn_indexes=(1, 3), drop_path_rate=0.0, out_indices=(2, 3)))
+    runner.model = model
+    checkpoint = {'state_dict': dict(released['state_dict'])}
+    with pytest.raises(CheckpointMismatchError,
+                       match=r'backbone\.blocks\.1\.attn\.rel_pos_h: checkpoint \(15, 32\) '
+                             r'vs model \(31, 32\)'):
+        for hook in runner.hooks:
+            hook.after_load_checkpoint(runner, checkpoint)
+    ConvertCheckpointHook().after_load_checkpoint(runner, checkpoint)  # load_from: resampled
+    _load_checkpoint_to_model(model, checkpoint, strict=True)
 
 
 # ------------------------------------------------------------------------------------ SAM
