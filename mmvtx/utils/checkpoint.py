@@ -3,11 +3,14 @@
 
 ``load_state_dict_file`` reads ``.pth/.pt/.bin/.ckpt`` with ``torch.load(weights_only=True)``,
 ``.safetensors`` with safetensors and ``.npz`` without pickle; it never unpickles arbitrary
-objects. ``unwrap_state_dict``/``strip_prefix`` take the weights out of their container
-(``state_dict``/``model``/``module.``/``backbone.``), ``detect_format`` tells a layout by its
-key names, ``rename_keys``/``merge_qkv`` convert names, and ``load_converted`` copies the result
-into a model, naming the missing, unexpected and mis-shaped keys if anything does not fit.
+objects. A folder written by transformers' ``save_pretrained`` is read through its weights file
+(sharded ones through their ``*.index.json``). ``unwrap_state_dict``/``strip_prefix`` take
+the weights out of their container (``state_dict``/``model``/``module.``/``backbone.``),
+``detect_format`` tells a layout by its key names, ``rename_keys``/``merge_qkv`` convert names,
+and ``load_converted`` copies the result into a model, naming the missing, unexpected and
+mis-shaped keys if anything does not fit.
 """
+import json
 import logging
 import os
 import os.path as osp
@@ -48,9 +51,16 @@ def checkpoint_cache_dir() -> str:
     return osp.join(torch.hub.get_dir(), 'checkpoints')
 
 
+# the weights file of a folder written by transformers' save_pretrained, in the order
+# transformers itself reads them
+HF_WEIGHTS_NAMES = ('model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin',
+                    'pytorch_model.bin.index.json')
+
+
 def resolve_checkpoint_path(path: str) -> str:
     """A local file for ``path``: a URL is downloaded once into :func:`checkpoint_cache_dir`; a
-    bare file name not in the working directory is looked up there too."""
+    bare file name not in the working directory is looked up there too; a folder of
+    transformers' ``save_pretrained`` gives its weights file (:data:`HF_WEIGHTS_NAMES`)."""
     if path.startswith(('http://', 'https://')):
         # downloaded once into torch's hub cache, then read like a local file (never unpickled)
         cache = checkpoint_cache_dir()
@@ -62,6 +72,15 @@ def resolve_checkpoint_path(path: str) -> str:
     path = osp.expanduser(path)
     if osp.isfile(path):
         return path
+    if osp.isdir(path):
+        for name in HF_WEIGHTS_NAMES:
+            if osp.isfile(osp.join(path, name)):
+                return osp.join(path, name)
+        raise FileNotFoundError(
+            f'{path} is a folder, not a checkpoint file, and holds none of the weights files '
+            f'transformers\' save_pretrained writes ({", ".join(HF_WEIGHTS_NAMES)}); its '
+            f'entries: {", ".join(sorted(os.listdir(path))[:20]) or "none"}. Name the '
+            'checkpoint file itself.')
     cached = osp.join(checkpoint_cache_dir(), path)
     if osp.dirname(path) == '' and osp.isfile(cached):
         # a release published without a direct URL (e.g. the CvT authors'), named by its file
@@ -93,6 +112,21 @@ def _read_npz(path: str) -> Dict[str, torch.Tensor]:
                            f'under that name?): {e}') from e
 
 
+def _read_sharded(path: str) -> Dict[str, torch.Tensor]:
+    """The weights of a sharded save (transformers' ``*.index.json``: ``weight_map`` names the
+    shard, beside the index, that holds each tensor), every shard read as a checkpoint file."""
+    try:
+        with open(path) as f:
+            shards = sorted(set(json.load(f)['weight_map'].values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise RuntimeError(f'{path} is not a valid sharded-checkpoint index (a JSON file '
+                           f'with a "weight_map" of tensor name -> shard file): {e!r}') from e
+    sd = {}
+    for shard in shards:
+        sd.update(load_state_dict_file(osp.join(osp.dirname(path), shard)))
+    return sd
+
+
 def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
     """A flat ``name -> tensor`` dict from a checkpoint file, without unpickling objects.
     A file that cannot be read (empty, truncated, another format) raises ``RuntimeError``
@@ -101,7 +135,9 @@ def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
     if osp.getsize(path) == 0:
         raise RuntimeError(f'{path} is empty (0 bytes), not a checkpoint: an interrupted '
                            'download or copy? Fetch it again.')
-    if path.endswith('.safetensors'):
+    if path.endswith('.index.json'):
+        ckpt = _read_sharded(path)
+    elif path.endswith('.safetensors'):
         ckpt = _read_safetensors(path)
     elif path.endswith('.npz'):
         ckpt = _read_npz(path)

@@ -95,3 +95,34 @@ def test_reading_a_checkpoint_keeps_what_the_run_allowed(tmp_path):
     finally:
         torch.serialization.clear_safe_globals()
         torch.serialization.add_safe_globals(before)
+
+
+@pytest.mark.parametrize('shard', [None, '50KB'])
+def test_a_save_pretrained_folder_is_read_through_its_weights_file(tmp_path, shard):
+    """transformers' save_pretrained writes a folder (config.json + model.safetensors, or shards
+    named by model.safetensors.index.json): naming the folder, or the index, loads the model's
+    weights; were 'checkpoint not found' for a folder that exists, and torch.load's error for
+    the index."""
+    from transformers import SwinBackbone, SwinConfig
+
+    from mmvtx.models.backbones.swin import SwinTransformer
+    ref = SwinBackbone(SwinConfig(embed_dim=16, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4],
+                                  window_size=4, drop_path_rate=0.0,
+                                  out_features=['stage1', 'stage2', 'stage3', 'stage4'])).eval()
+    kw = dict(max_shard_size=shard) if shard else {}
+    ref.save_pretrained(str(tmp_path / 'swin'), **kw)
+    index = tmp_path / 'swin' / 'model.safetensors.index.json'
+    assert index.exists() == bool(shard)
+    x = torch.randn(1, 3, 61, 83)
+    with torch.no_grad():
+        expected = ref(x).feature_maps
+    for path in [tmp_path / 'swin'] + ([index] if shard else []):
+        model = SwinTransformer(dict(embed_dims=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4)),
+                                window_size=4, drop_path_rate=0.0,
+                                init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+        model.init_weights()
+        with torch.no_grad():
+            got = model.eval()(x)
+        assert max((e - g).abs().max() for e, g in zip(expected, got)) <= 1e-5
+    with pytest.raises(FileNotFoundError, match='is a folder.*none of the weights files'):
+        load_state_dict_file(str(tmp_path))
