@@ -26,6 +26,10 @@ from torch import nn
 CONTAINER_KEYS = ('state_dict', 'model', 'module', 'model_state', 'model_state_dict',
                   'state_dict_ema', 'model_ema')
 
+# the update counter an averaged model (``module.`` + its weights) keeps: torch's AveragedModel,
+# mmengine's averaged models
+AVERAGING_COUNTERS = ('n_averaged', 'steps')
+
 
 class CheckpointMismatchError(RuntimeError):
     """A checkpoint whose (converted) keys or shapes do not fit the model."""
@@ -168,7 +172,8 @@ def _count_tensors(obj) -> int:
 
 def unwrap_state_dict(ckpt, origin: str = '') -> Dict[str, torch.Tensor]:
     """Takes the weights out of training checkpoints (``{'state_dict': ...}``, ``{'model': ...}``)
-    and strips DataParallel's ``module.`` prefix. A checkpoint holding no tensor there (its
+    and strips DataParallel's ``module.`` prefix (an averaged model's too, without its update
+    counter). A checkpoint holding no tensor there (its
     weights under another name, or none) raises :class:`CheckpointMismatchError` naming its
     entries."""
     where = []
@@ -190,8 +195,12 @@ def unwrap_state_dict(ckpt, origin: str = '') -> Dict[str, torch.Tensor]:
             f'{origin or "the checkpoint"} holds no tensors{inside}, so no weights to load; '
             f'its entries: {", ".join(entries) or "none"}. Save the weights on their own '
             '(e.g. torch.save(ckpt[name], ...) for the entry that holds them).')
-    if sd and all(k.startswith('module.') for k in sd):
-        sd = {k[len('module.'):]: v for k, v in sd.items()}
+    # DataParallel's module. prefix; an averaged model (torch's AveragedModel for SWA/EMA,
+    # mmengine's ExponentialMovingAverage) also holds its update counter beside the weights
+    counters = [k for k in AVERAGING_COUNTERS if k in sd and sd[k].numel() == 1]
+    if any(k.startswith('module.') for k in sd) and all(
+            k.startswith('module.') or k in counters for k in sd):
+        sd = {k[len('module.'):]: v for k, v in sd.items() if k not in counters}
     return sd
 
 

@@ -126,3 +126,27 @@ def test_a_save_pretrained_folder_is_read_through_its_weights_file(tmp_path, sha
         assert max((e - g).abs().max() for e, g in zip(expected, got)) <= 1e-5
     with pytest.raises(FileNotFoundError, match='is a folder.*none of the weights files'):
         load_state_dict_file(str(tmp_path))
+
+
+@pytest.mark.parametrize('kind', ['torch', 'mmengine'])
+def test_an_averaged_models_weights_load(tmp_path, kind):
+    """The state dict of an averaged model (SWA/EMA: torch's AveragedModel, mmengine's
+    ExponentialMovingAverage) holds ``module.`` + the weights and an update counter
+    (n_averaged / steps): its weights load; were refused as a checkpoint in no known format
+    (the module. prefix kept because of the counter)."""
+    from mmvtx.models.backbones.swin import SwinTransformer
+    from mmvtx.utils import load_backbone_checkpoint
+    arch = dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1))
+    src = SwinTransformer(arch)
+    src.init_weights()
+    if kind == 'torch':
+        from torch.optim.swa_utils import AveragedModel
+        averaged = AveragedModel(src)
+    else:
+        from mmengine.model import ExponentialMovingAverage
+        averaged = ExponentialMovingAverage(src)
+    torch.save(averaged.state_dict(), tmp_path / 'ema.pth')
+    model = SwinTransformer(arch)
+    load_backbone_checkpoint(model, str(tmp_path / 'ema.pth'))
+    for k, v in src.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
