@@ -3,7 +3,8 @@
 
 ``load_state_dict_file`` reads ``.pth/.pt/.bin/.ckpt`` with ``torch.load(weights_only=True)``,
 ``.safetensors`` with safetensors and ``.npz`` without pickle; it never unpickles arbitrary
-objects. A folder written by transformers' ``save_pretrained`` is read through its weights file
+objects; a file is read as its content shows, its name deciding only where the content does
+not say. A folder written by transformers' ``save_pretrained`` is read through its weights file
 (sharded ones through their ``*.index.json``). ``unwrap_state_dict``/``strip_prefix`` take
 the weights out of their container (``state_dict``/``model``/``module.``/``backbone.``),
 ``detect_format`` tells a layout by its key names, ``rename_keys``/``merge_qkv`` convert names,
@@ -131,6 +132,29 @@ def _read_sharded(path: str) -> Dict[str, torch.Tensor]:
     return sd
 
 
+def _content_format(path: str) -> Optional[str]:
+    """The format a file's first bytes show, whatever its name (``model.safetensors?download=
+    true`` as wget saves a hub URL, a hub cache blob, a safetensors file named ``.bin``):
+    ``'safetensors'`` (an 8-byte header length, then the JSON header), ``'npz'`` (a zip of
+    ``.npy`` arrays) or ``'torch'`` (torch.save's zip archive); None when they show none of
+    these (damaged, or an older format): the file is then read by its name."""
+    with open(path, 'rb') as f:
+        head = f.read(9)
+    if head[:4] == b'PK\x03\x04':
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return None
+        if names and all(n.endswith('.npy') for n in names):
+            return 'npz'
+        return 'torch' if any(n.endswith('/data.pkl') for n in names) else None
+    if len(head) == 9 and head[8:] == b'{' and \
+            int.from_bytes(head[:8], 'little') <= osp.getsize(path) - 8:
+        return 'safetensors'
+    return None
+
+
 def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
     """A flat ``name -> tensor`` dict from a checkpoint file, without unpickling objects.
     A file that cannot be read (empty, truncated, another format) raises ``RuntimeError``
@@ -139,19 +163,23 @@ def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
     if osp.getsize(path) == 0:
         raise RuntimeError(f'{path} is empty (0 bytes), not a checkpoint: an interrupted '
                            'download or copy? Fetch it again.')
-    if path.endswith('.index.json'):
+    fmt = 'index' if path.endswith('.index.json') else _content_format(path) or (
+        'safetensors' if path.endswith('.safetensors') else
+        'npz' if path.endswith('.npz') else 'torch')
+    if fmt == 'index':
         ckpt = _read_sharded(path)
-    elif path.endswith('.safetensors'):
+    elif fmt == 'safetensors':
         ckpt = _read_safetensors(path)
-    elif path.endswith('.npz'):
+    elif fmt == 'npz':
         ckpt = _read_npz(path)
     else:
         # a training checkpoint's message hub (mmengine's HistoryBuffer, numpy values) is read
         # through the exact allow-list of --resume, for this load only
         from mmvtx.engine.safe_load import mmengine_checkpoint_globals
         try:
-            with mmengine_checkpoint_globals():
-                ckpt = torch.load(path, map_location='cpu', weights_only=True)
+            # a file object: torch.load would hand a path named .safetensors to safetensors
+            with mmengine_checkpoint_globals(), open(path, 'rb') as f:
+                ckpt = torch.load(f, map_location='cpu', weights_only=True)
         except Exception as e:  # noqa: BLE001 - re-raised with what a user needs
             raise RuntimeError(
                 f'{path} could not be read with torch.load(weights_only=True): '

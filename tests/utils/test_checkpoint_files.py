@@ -38,6 +38,20 @@ def test_unreadable_files_are_named(tmp_path, ext, kind):
         assert not str(e.value).rstrip().endswith(':')  # the reason is given
 
 
+@pytest.mark.parametrize('fmt,name', [('.safetensors', 'model.safetensors?download=true'),
+                                      ('.safetensors', 'pytorch_model.bin'),
+                                      ('.safetensors', '0a1b2c3d4e'),  # a hub cache blob
+                                      ('.pth', 'weights.safetensors'), ('.pth', 'weights.npz'),
+                                      ('.npz', 'weights.pth')])
+def test_a_file_is_read_as_its_content_shows(tmp_path, fmt, name):
+    """A checkpoint under a name that does not tell its format (wget's name for a hub URL, a
+    hub cache blob, another extension) is read as its bytes show; were refused with the
+    reader of the name (torch.load's 'Weights only load failed ... weights_only=False will
+    likely succeed' for a safetensors file, an AttributeError for a torch file named .npz)."""
+    (tmp_path / name).write_bytes(_valid(tmp_path / f'ok{fmt}'))
+    assert list(load_state_dict_file(str(tmp_path / name))) == ['w']
+
+
 def test_a_single_npy_array_named_npz_is_refused(tmp_path):
     np.save(tmp_path / 'a.npy', np.zeros(3))
     (tmp_path / 'a.npz').write_bytes((tmp_path / 'a.npy').read_bytes())
