@@ -3,11 +3,15 @@
 
 ``load_state_dict_file`` reads ``.pth/.pt/.bin/.ckpt`` with ``torch.load(weights_only=True)``,
 ``.safetensors`` with safetensors and ``.npz`` without pickle; it never unpickles arbitrary
-objects. ``unwrap_state_dict``/``strip_prefix`` take the weights out of their container
-(``state_dict``/``model``/``module.``/``backbone.``), ``detect_format`` tells a layout by its
-key names, ``rename_keys``/``merge_qkv`` convert names, and ``load_converted`` copies the result
-into a model, naming the missing, unexpected and mis-shaped keys if anything does not fit.
+objects; a file is read as its content shows, its name deciding only where the content does
+not say. A folder written by transformers' ``save_pretrained`` is read through its weights file
+(sharded ones through their ``*.index.json``). ``unwrap_state_dict``/``strip_prefix`` take
+the weights out of their container (``state_dict``/``model``/``module.``/``backbone.``),
+``detect_format`` tells a layout by its key names, ``rename_keys``/``merge_qkv`` convert names,
+and ``load_converted`` copies the result into a model, naming the missing, unexpected and
+mis-shaped keys if anything does not fit.
 """
+import json
 import logging
 import os
 import os.path as osp
@@ -22,6 +26,10 @@ from torch import nn
 
 CONTAINER_KEYS = ('state_dict', 'model', 'module', 'model_state', 'model_state_dict',
                   'state_dict_ema', 'model_ema')
+
+# the update counter an averaged model (``module.`` + its weights) keeps: torch's AveragedModel,
+# mmengine's averaged models
+AVERAGING_COUNTERS = ('n_averaged', 'steps')
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -48,9 +56,16 @@ def checkpoint_cache_dir() -> str:
     return osp.join(torch.hub.get_dir(), 'checkpoints')
 
 
+# the weights file of a folder written by transformers' save_pretrained, in the order
+# transformers itself reads them
+HF_WEIGHTS_NAMES = ('model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin',
+                    'pytorch_model.bin.index.json')
+
+
 def resolve_checkpoint_path(path: str) -> str:
     """A local file for ``path``: a URL is downloaded once into :func:`checkpoint_cache_dir`; a
-    bare file name not in the working directory is looked up there too."""
+    bare file name not in the working directory is looked up there too; a folder of
+    transformers' ``save_pretrained`` gives its weights file (:data:`HF_WEIGHTS_NAMES`)."""
     if path.startswith(('http://', 'https://')):
         # downloaded once into torch's hub cache, then read like a local file (never unpickled)
         cache = checkpoint_cache_dir()
@@ -62,6 +77,15 @@ def resolve_checkpoint_path(path: str) -> str:
     path = osp.expanduser(path)
     if osp.isfile(path):
         return path
+    if osp.isdir(path):
+        for name in HF_WEIGHTS_NAMES:
+            if osp.isfile(osp.join(path, name)):
+                return osp.join(path, name)
+        raise FileNotFoundError(
+            f'{path} is a folder, not a checkpoint file, and holds none of the weights files '
+            f'transformers\' save_pretrained writes ({", ".join(HF_WEIGHTS_NAMES)}); its '
+            f'entries: {", ".join(sorted(os.listdir(path))[:20]) or "none"}. Name the '
+            'checkpoint file itself.')
     cached = osp.join(checkpoint_cache_dir(), path)
     if osp.dirname(path) == '' and osp.isfile(cached):
         # a release published without a direct URL (e.g. the CvT authors'), named by its file
@@ -93,6 +117,44 @@ def _read_npz(path: str) -> Dict[str, torch.Tensor]:
                            f'under that name?): {e}') from e
 
 
+def _read_sharded(path: str) -> Dict[str, torch.Tensor]:
+    """The weights of a sharded save (transformers' ``*.index.json``: ``weight_map`` names the
+    shard, beside the index, that holds each tensor), every shard read as a checkpoint file."""
+    try:
+        with open(path) as f:
+            shards = sorted(set(json.load(f)['weight_map'].values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise RuntimeError(f'{path} is not a valid sharded-checkpoint index (a JSON file '
+                           f'with a "weight_map" of tensor name -> shard file): {e!r}') from e
+    sd = {}
+    for shard in shards:
+        sd.update(load_state_dict_file(osp.join(osp.dirname(path), shard)))
+    return sd
+
+
+def _content_format(path: str) -> Optional[str]:
+    """The format a file's first bytes show, whatever its name (``model.safetensors?download=
+    true`` as wget saves a hub URL, a hub cache blob, a safetensors file named ``.bin``):
+    ``'safetensors'`` (an 8-byte header length, then the JSON header), ``'npz'`` (a zip of
+    ``.npy`` arrays) or ``'torch'`` (torch.save's zip archive); None when they show none of
+    these (damaged, or an older format): the file is then read by its name."""
+    with open(path, 'rb') as f:
+        head = f.read(9)
+    if head[:4] == b'PK\x03\x04':
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return None
+        if names and all(n.endswith('.npy') for n in names):
+            return 'npz'
+        return 'torch' if any(n.endswith('/data.pkl') for n in names) else None
+    if len(head) == 9 and head[8:] == b'{' and \
+            int.from_bytes(head[:8], 'little') <= osp.getsize(path) - 8:
+        return 'safetensors'
+    return None
+
+
 def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
     """A flat ``name -> tensor`` dict from a checkpoint file, without unpickling objects.
     A file that cannot be read (empty, truncated, another format) raises ``RuntimeError``
@@ -101,17 +163,23 @@ def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
     if osp.getsize(path) == 0:
         raise RuntimeError(f'{path} is empty (0 bytes), not a checkpoint: an interrupted '
                            'download or copy? Fetch it again.')
-    if path.endswith('.safetensors'):
+    fmt = 'index' if path.endswith('.index.json') else _content_format(path) or (
+        'safetensors' if path.endswith('.safetensors') else
+        'npz' if path.endswith('.npz') else 'torch')
+    if fmt == 'index':
+        ckpt = _read_sharded(path)
+    elif fmt == 'safetensors':
         ckpt = _read_safetensors(path)
-    elif path.endswith('.npz'):
+    elif fmt == 'npz':
         ckpt = _read_npz(path)
     else:
         # a training checkpoint's message hub (mmengine's HistoryBuffer, numpy values) is read
         # through the exact allow-list of --resume, for this load only
         from mmvtx.engine.safe_load import mmengine_checkpoint_globals
         try:
-            with mmengine_checkpoint_globals():
-                ckpt = torch.load(path, map_location='cpu', weights_only=True)
+            # a file object: torch.load would hand a path named .safetensors to safetensors
+            with mmengine_checkpoint_globals(), open(path, 'rb') as f:
+                ckpt = torch.load(f, map_location='cpu', weights_only=True)
         except Exception as e:  # noqa: BLE001 - re-raised with what a user needs
             raise RuntimeError(
                 f'{path} could not be read with torch.load(weights_only=True): '
@@ -132,7 +200,8 @@ def _count_tensors(obj) -> int:
 
 def unwrap_state_dict(ckpt, origin: str = '') -> Dict[str, torch.Tensor]:
     """Takes the weights out of training checkpoints (``{'state_dict': ...}``, ``{'model': ...}``)
-    and strips DataParallel's ``module.`` prefix. A checkpoint holding no tensor there (its
+    and strips DataParallel's ``module.`` prefix (an averaged model's too, without its update
+    counter). A checkpoint holding no tensor there (its
     weights under another name, or none) raises :class:`CheckpointMismatchError` naming its
     entries."""
     where = []
@@ -154,8 +223,12 @@ def unwrap_state_dict(ckpt, origin: str = '') -> Dict[str, torch.Tensor]:
             f'{origin or "the checkpoint"} holds no tensors{inside}, so no weights to load; '
             f'its entries: {", ".join(entries) or "none"}. Save the weights on their own '
             '(e.g. torch.save(ckpt[name], ...) for the entry that holds them).')
-    if sd and all(k.startswith('module.') for k in sd):
-        sd = {k[len('module.'):]: v for k, v in sd.items()}
+    # DataParallel's module. prefix; an averaged model (torch's AveragedModel for SWA/EMA,
+    # mmengine's ExponentialMovingAverage) also holds its update counter beside the weights
+    counters = [k for k in AVERAGING_COUNTERS if k in sd and sd[k].numel() == 1]
+    if any(k.startswith('module.') for k in sd) and all(
+            k.startswith('module.') or k in counters for k in sd):
+        sd = {k[len('module.'):]: v for k, v in sd.items() if k not in counters}
     return sd
 
 

@@ -659,8 +659,8 @@ def write_standins_for_config(config, out_dir: Optional[str] = None, seed: int =
     :func:`mmvtx.utils.checkpoint.checkpoint_cache_dir`); returns the paths written.
 
     Files already there are kept (logged; it could be the real download) unless
-    ``overwrite``. Checkpoints that name an existing local file are the user's own and are
-    left alone. Every other name must be a known release: otherwise a ValueError names them
+    ``overwrite``. Checkpoints that name an existing local file (or folder) are the user's own
+    and are left alone. Every other name must be a known release: otherwise a ValueError names them
     all, before anything is written."""
     from mmengine.logging import print_log
 
@@ -669,7 +669,7 @@ def write_standins_for_config(config, out_dir: Optional[str] = None, seed: int =
     todo, unknown = [], []
     for ckpt in pretrained_checkpoints(config):
         is_url = ckpt.startswith(('http://', 'https://'))
-        if not is_url and osp.isfile(osp.expanduser(ckpt)):
+        if not is_url and osp.exists(osp.expanduser(ckpt)):  # a file, or a save_pretrained folder
             print_log(f'stand-in: {ckpt} is a local file; left alone', logger='current')
             continue
         try:

@@ -38,6 +38,20 @@ def test_unreadable_files_are_named(tmp_path, ext, kind):
         assert not str(e.value).rstrip().endswith(':')  # the reason is given
 
 
+@pytest.mark.parametrize('fmt,name', [('.safetensors', 'model.safetensors?download=true'),
+                                      ('.safetensors', 'pytorch_model.bin'),
+                                      ('.safetensors', '0a1b2c3d4e'),  # a hub cache blob
+                                      ('.pth', 'weights.safetensors'), ('.pth', 'weights.npz'),
+                                      ('.npz', 'weights.pth')])
+def test_a_file_is_read_as_its_content_shows(tmp_path, fmt, name):
+    """A checkpoint under a name that does not tell its format (wget's name for a hub URL, a
+    hub cache blob, another extension) is read as its bytes show; were refused with the
+    reader of the name (torch.load's 'Weights only load failed ... weights_only=False will
+    likely succeed' for a safetensors file, an AttributeError for a torch file named .npz)."""
+    (tmp_path / name).write_bytes(_valid(tmp_path / f'ok{fmt}'))
+    assert list(load_state_dict_file(str(tmp_path / name))) == ['w']
+
+
 def test_a_single_npy_array_named_npz_is_refused(tmp_path):
     np.save(tmp_path / 'a.npy', np.zeros(3))
     (tmp_path / 'a.npz').write_bytes((tmp_path / 'a.npy').read_bytes())
@@ -95,3 +109,58 @@ def test_reading_a_checkpoint_keeps_what_the_run_allowed(tmp_path):
     finally:
         torch.serialization.clear_safe_globals()
         torch.serialization.add_safe_globals(before)
+
+
+@pytest.mark.parametrize('shard', [None, '50KB'])
+def test_a_save_pretrained_folder_is_read_through_its_weights_file(tmp_path, shard):
+    """transformers' save_pretrained writes a folder (config.json + model.safetensors, or shards
+    named by model.safetensors.index.json): naming the folder, or the index, loads the model's
+    weights; were 'checkpoint not found' for a folder that exists, and torch.load's error for
+    the index."""
+    from transformers import SwinBackbone, SwinConfig
+
+    from mmvtx.models.backbones.swin import SwinTransformer
+    ref = SwinBackbone(SwinConfig(embed_dim=16, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4],
+                                  window_size=4, drop_path_rate=0.0,
+                                  out_features=['stage1', 'stage2', 'stage3', 'stage4'])).eval()
+    kw = dict(max_shard_size=shard) if shard else {}
+    ref.save_pretrained(str(tmp_path / 'swin'), **kw)
+    index = tmp_path / 'swin' / 'model.safetensors.index.json'
+    assert index.exists() == bool(shard)
+    x = torch.randn(1, 3, 61, 83)
+    with torch.no_grad():
+        expected = ref(x).feature_maps
+    for path in [tmp_path / 'swin'] + ([index] if shard else []):
+        model = SwinTransformer(dict(embed_dims=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4)),
+                                window_size=4, drop_path_rate=0.0,
+                                init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+        model.init_weights()
+        with torch.no_grad():
+            got = model.eval()(x)
+        assert max((e - g).abs().max() for e, g in zip(expected, got)) <= 1e-5
+    with pytest.raises(FileNotFoundError, match='is a folder.*none of the weights files'):
+        load_state_dict_file(str(tmp_path))
+
+
+@pytest.mark.parametrize('kind', ['torch', 'mmengine'])
+def test_an_averaged_models_weights_load(tmp_path, kind):
+    """The state dict of an averaged model (SWA/EMA: torch's AveragedModel, mmengine's
+    ExponentialMovingAverage) holds ``module.`` + the weights and an update counter
+    (n_averaged / steps): its weights load; were refused as a checkpoint in no known format
+    (the module. prefix kept because of the counter)."""
+    from mmvtx.models.backbones.swin import SwinTransformer
+    from mmvtx.utils import load_backbone_checkpoint
+    arch = dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1))
+    src = SwinTransformer(arch)
+    src.init_weights()
+    if kind == 'torch':
+        from torch.optim.swa_utils import AveragedModel
+        averaged = AveragedModel(src)
+    else:
+        from mmengine.model import ExponentialMovingAverage
+        averaged = ExponentialMovingAverage(src)
+    torch.save(averaged.state_dict(), tmp_path / 'ema.pth')
+    model = SwinTransformer(arch)
+    load_backbone_checkpoint(model, str(tmp_path / 'ema.pth'))
+    for k, v in src.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k

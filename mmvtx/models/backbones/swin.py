@@ -483,9 +483,11 @@ def convert_swin(sd: dict, model: 'SwinTransformer') -> ConvertedCheckpoint:
     resized = {}
     for k, v in out.items():
         if k.endswith('relative_position_bias_table'):
-            out[k] = resize_rel_pos_bias_table(v, model.window_size)
-            if out[k].shape != v.shape:
-                resized[k] = v
+            # resampled in float32 and kept so (loading casts to the model's dtype): a half
+            # precision file's table rounded back to its dtype would be off by that rounding
+            table = resize_rel_pos_bias_table(v.float(), model.window_size)
+            if table.shape != v.shape:
+                out[k], resized[k] = table, v
     may_miss = [] if fmt == 'mmvtx' else [f'norm{i}' for i in model.out_indices]
     hint = ''
     levels = tuple(sorted({int(k[len('norm')]) for k in out

@@ -879,9 +879,12 @@ def _convert_pos_embed(out: dict, model: 'ViT', resized: dict):
     elif src_extra < n_extra:  # the checkpoint has no [CLS] position: a zero one
         pos = torch.cat([pos.new_zeros(1, n_extra - src_extra, pos.shape[2]), pos], 1)
     # resampled as the model resamples at run time (DINOv2's offset / antialiasing), so that at
-    # an input of img_size the embedding is the one the family's own code uses
+    # an input of img_size the embedding is the one the family's own code uses; in float32,
+    # and kept so (loading casts to the model's dtype: a half-precision file's embedding
+    # rounded back to its dtype would be off by that rounding)
     if grid != model.pretrain_grid:  # (a [CLS] slot dropped or added is the same network)
         resized['pos_embed'] = out['pos_embed']
+        pos = pos.float()
     out['pos_embed'] = resize_pos_embed(pos, grid, model.pretrain_grid, n_extra,
                                         **model.interpolate)
 
@@ -908,13 +911,13 @@ def _pos_grid(pos: torch.Tensor, model: 'ViT', has_cls: bool) -> Tuple[Tuple[int
 
 def _convert_rel_pos(out: dict, model: 'ViT', resized: dict):
     """Relative position tables learned for another grid, resized (linear, as ViTDet does at
-    run time) to the model's."""
+    run time) to the model's, in float32 (as the position embedding)."""
     own = dict(model.named_parameters())
     for k in [k for k in out if '.attn.rel_pos_' in k]:
         if k in own and out[k].shape[1] == own[k].shape[1] and \
                 out[k].shape[0] != own[k].shape[0]:
             resized[k] = out[k]
-            out[k] = resize_rel_pos_table(out[k].float(), own[k].shape[0]).to(out[k].dtype)
+            out[k] = resize_rel_pos_table(out[k].float(), own[k].shape[0])
 
 
 ViT.presets = _family_presets()

@@ -8,6 +8,7 @@ from mmengine.registry import DefaultScope
 
 from mmvtx.models.backbones.swin import (SwinTransformer, convert_swin,
                                          get_relative_position_index)
+from mmvtx.models.layers.pos_embed import resize_rel_pos_bias_table
 from mmvtx.models.layers.window import (shifted_window_mask, window_partition,
                                         window_token_index)
 from mmvtx.utils import CheckpointMismatchError, load_backbone_checkpoint
@@ -329,6 +330,21 @@ def test_relative_position_tables_resized_for_another_window():
     # the centre (offset 0, 0) and the corners of the offset grid keep their values
     assert torch.allclose(table[11 * 23 + 11], src[6 * 13 + 6], atol=0.02)
     assert model(torch.randn(1, 3, 96, 96))[3].shape == (1, 768, 3, 3)
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_half_precision_tables_resized_in_float32(dtype):
+    """A bf16/fp16 file's relative position tables of another window are resampled from the
+    file's values in float32 and loaded so (they were rounded back to the file's dtype)."""
+    arch = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
+    src = jitter_(SwinTransformer(arch, window_size=12))
+    sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in src.state_dict().items()}
+    model = SwinTransformer(arch, window_size=7)
+    load_backbone_checkpoint(model, sd)
+    for i, stage in enumerate(model.stages):
+        name = f'stages.{i}.blocks.1.attn.relative_position_bias_table'
+        expected = resize_rel_pos_bias_table(sd[name].float(), 7)
+        assert torch.equal(stage.blocks[1].attn.relative_position_bias_table, expected), name
 
 
 def test_output_norms_of_other_levels_load(tmp_path):

@@ -152,6 +152,28 @@ def test_position_embedding_resized_from_another_pretraining_size():
     assert torch.equal(ours.pos_embed[:, 0], ref_table[:, 0])
 
 
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_half_precision_checkpoint_of_another_grid(dtype):
+    """A bf16/fp16 file whose position embedding is resampled to the model's grid computes what
+    transformers computes from the same file in float32 (ViTModel resampling at run time):
+    the embedding is resampled in float32 and kept so (it was rounded back to the file's dtype,
+    1e-3 off relative for bf16, 1.4e-4 for fp16)."""
+    ref = _hf_vit()
+    with torch.no_grad():
+        ref.embeddings.position_embeddings.normal_()  # a table of a trained model's scale
+        for p in ref.parameters():
+            p.copy_(p.to(dtype))  # the file's values, computed in float32
+    ours = ViT(**SMALL, img_size=112, out_indices=(2,), drop_path_rate=0.0).eval()
+    load_backbone_checkpoint(ours, {k: v.to(dtype) for k, v in ref.state_dict().items()})
+    assert ours.pos_embed.dtype == torch.float32
+    x = torch.randn(2, 3, 112, 112)
+    with torch.no_grad():
+        expected = _as_map(ref(x, interpolate_pos_encoding=True).last_hidden_state[:, 1:],
+                           (112, 112))
+        got = ours(x)[0]
+    assert (got - ours.pyramid([expected])[0]).abs().max() <= 1e-5 * expected.abs().max()
+
+
 def test_jax_npz_checkpoint_matches_transformers(tmp_path):
     """The original JAX release's layout (written here from the transformers weights)."""
     import numpy as np

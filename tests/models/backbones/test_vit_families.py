@@ -121,6 +121,19 @@ def test_relative_position_tables_resized_on_load():
         f'blocks.{i}.attn.rel_pos_{a}': (15, 32) for i in (1, 3) for a in 'hw'}  # 2 * 128/16 - 1
 
 
+def test_half_precision_relative_position_tables_resized_in_float32():
+    """A bf16 file's relative position tables of another grid are resampled from the file's
+    values in float32 and loaded so (they were rounded back to bfloat16)."""
+    from mmvtx.models.layers.position import resize_rel_pos_table
+    sd = {k: v.to(torch.bfloat16) for k, v in _hf_vitdet().state_dict().items()}
+    ours = ViT('vitdet-b', **DIMS, img_size=224, rel_pos_img_size=256, window_size=4,
+               global_attn_indexes=(1, 3), drop_path_rate=0.0)
+    load_backbone_checkpoint(ours, sd)
+    for i in (1, 3):
+        table = sd[f'encoder.layer.{i}.attention.rel_pos_h']
+        assert torch.equal(ours.blocks[i].attn.rel_pos_h, resize_rel_pos_table(table.float(), 31))
+
+
 def test_a_whole_vit_detector_of_another_grid_is_not_evaluated():
     """A whole model whose ViT backbone is in another codebase's layout and learned for
     another grid: load_from (fine-tuning) takes its tables resampled, the fit check that
