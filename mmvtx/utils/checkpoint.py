@@ -266,7 +266,8 @@ def load_converted(model: nn.Module, converted: ConvertedCheckpoint, strict: boo
     own = model.state_dict()
     sd = converted.state_dict
     missing = [k for k in own if k not in sd]
-    allowed = [k for k in missing if any(k == m or k.startswith(m + '.') for m in converted.may_miss)]
+    allowed = [k for k in missing
+               if any(k == m or k.startswith(m + '.') for m in converted.may_miss)]
     missing = [k for k in missing if k not in allowed]
     unexpected = [k for k in sd if k not in own]
     mis_shaped = [f'{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}'

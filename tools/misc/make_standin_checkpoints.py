@@ -1,6 +1,7 @@
 """Write stand-in pretrained checkpoints (RANDOM weights in the exact layout of the public
 releases) for every ``init_cfg=dict(type='Pretrained', checkpoint=...)`` (and mmseg's
-``model.pretrained=...``) of the given configs, where the recipes will look for them, so that the unchanged recipes run without network.
+``model.pretrained=...``) of the given configs, where the recipes will look for them, so that
+the unchanged recipes run without network.
 
     python tools/misc/make_standin_checkpoints.py CONFIG [CONFIG ...] [--out-dir DIR]
     python tools/misc/make_standin_checkpoints.py swin_tiny_patch4_window7_224.pth [...]
