@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from mmvtx.registry import MODELS
+from mmvtx.utils.logging import log_once
 from mmvtx.utils.checkpoint import (CheckpointMismatchError, ConvertedCheckpoint, KeyRule,
                                     detect_format, merge_qkv, rename_keys)
 from ..layers import (DropPath, LayerScale, Linear, Mlp, PatchEmbed, SwiGLU, attention,
@@ -804,6 +805,13 @@ def convert_vit(sd: dict, model: 'ViT') -> ConvertedCheckpoint:
         out = {k: v for k, v in out.items() if not k.startswith('norm.')}
     if 'cls_token' in out and model.cls_token is None:
         out.pop('cls_token')
+    if 'norm.weight' not in out and not isinstance(model.norm, nn.Identity):
+        # the network the file comes from had no final norm (mmseg's and mmpretrain's default
+        # final_norm=False): with one at its init the features are not that network's
+        log_once(f'ViT: the {fmt_in} checkpoint has no final norm (norm.*), so the model\'s '
+                 '(final_norm=True) keeps its init (weight 1, bias 0) and normalises features '
+                 'the source network did not: build the ViT with final_norm=False to compute '
+                 'that network\'s features', 'WARNING')
     # an mmvtx checkpoint brings its pyramid: levels the file lacks are not left at init
     may_miss = ([] if fmt == 'mmvtx' else ['pyramid']) + \
         ([] if 'norm.weight' in out else ['norm'])

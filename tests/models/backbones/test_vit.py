@@ -1,5 +1,6 @@
 """mmvtx.ViT against Hugging Face transformers' ViTModel and mmseg's VisionTransformer (random
 weights loaded through the public loading path), shapes of the pyramid, window attention."""
+import logging
 import math
 
 import pytest
@@ -95,6 +96,33 @@ def test_parity_with_mmseg_vit_intermediate_layers(size):
     assert e1.shape == o16.shape
     assert (e1 - o16).abs().max() <= TOL
     assert (F.max_pool2d(e3, 2, ceil_mode=True) - o32).abs().max() <= TOL
+
+
+def test_a_file_without_final_norm_warns_and_fits_final_norm_false(monkeypatch):
+    """mmseg's ViT defaults to final_norm=False: its file has no ln1. Loaded into a ViT with a
+    final norm, that norm keeps its init and changes the features: a warning says so; built
+    with final_norm=False, the model computes mmseg's features."""
+    from mmvtx.utils import logging as mmvtx_logging
+    logged = []
+    monkeypatch.setattr(mmvtx_logging, 'print_log', lambda msg, **kw: logged.append((msg, kw)))
+    monkeypatch.setattr(mmvtx_logging, '_seen', set())
+    from mmseg.models.backbones import VisionTransformer
+    ref = jitter_(VisionTransformer(
+        img_size=224, patch_size=16, embed_dims=192, num_layers=4, num_heads=3, out_indices=(3,),
+        with_cls_token=True, norm_cfg=dict(type='LN', eps=1e-6), final_norm=False,
+        drop_path_rate=0.0, interpolate_mode='bicubic'))
+    ref.eval()
+    ours = ViT(**SMALL, out_indices=(2,), drop_path_rate=0.0).eval()
+    load_backbone_checkpoint(ours, ref.state_dict())
+    assert any('no final norm' in msg and 'final_norm=False' in msg and
+               kw['level'] == logging.WARNING for msg, kw in logged), logged
+    plain = ViT(**SMALL, out_indices=(2,), drop_path_rate=0.0, final_norm=False).eval()
+    logged.clear()
+    load_backbone_checkpoint(plain, ref.state_dict())
+    assert not any('no final norm' in msg for msg, _ in logged), logged
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        assert (ref(x)[0] - plain(x)[0]).abs().max() <= TOL
 
 
 def test_feature_layers_follow_out_indices_in_the_order_given():
