@@ -125,10 +125,15 @@ def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = N
             remove_partial_writes(cfg.work_dir)
         found = find_resume_checkpoint(cfg.work_dir)
         cfg.resume = found is not None
-        cfg.load_from = found
-        if found is None:
-            print_log(f'--resume: no complete checkpoint in {cfg.work_dir}; training from the '
-                      'start', logger='current', level=logging.WARNING)
+        if found is not None:
+            cfg.load_from = found
+        else:
+            # the first run of a job that always passes --resume: it starts as it would without
+            # the flag, from the config's load_from (fine-tuning) if there is one
+            start = (f"the config's load_from, {cfg.load_from}" if cfg.get('load_from')
+                     else 'the start')
+            print_log(f'--resume: no complete checkpoint in {cfg.work_dir}; training from '
+                      f'{start}', logger='current', level=logging.WARNING)
     elif resume is not None:
         from .reliability import check_resume_file
         check_resume_file(resume)

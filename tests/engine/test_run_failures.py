@@ -116,3 +116,19 @@ def test_a_failed_checkpoint_write_names_the_file_and_keeps_the_old_one(tmp_path
         f"'{path}'" in out.stdout, out.stdout
     assert path.read_bytes() == b'old checkpoint'
     assert sorted(p.name for p in tmp_path.iterdir()) == ['iter_4.pth']
+
+
+def test_resume_without_a_checkpoint_keeps_the_configs_load_from(tmp_path):
+    """``--resume`` in a job script (resume if preempted) on its first run: with no checkpoint
+    in the work dir, the run starts as it would without the flag. The config's ``load_from``
+    (a detector to fine-tune from) had been set to None, so the run trained without it."""
+    from mmengine.config import Config
+
+    from mmvtx.engine.runner import prepare_train_cfg
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper'), load_from='released.pth'))
+    prepare_train_cfg(cfg, 'x.py', work_dir=str(tmp_path / 'work'), resume='auto')
+    assert not cfg.resume and cfg.load_from == 'released.pth'
+    torch.save({'state_dict': {}}, tmp_path / 'iter_2.pth')
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper'), load_from='released.pth'))
+    prepare_train_cfg(cfg, 'x.py', work_dir=str(tmp_path), resume='auto')
+    assert cfg.resume and cfg.load_from == str(tmp_path / 'iter_2.pth')
