@@ -172,6 +172,45 @@ def test_demo_resumes_a_retrain_interrupted_after_a_finished_run(tmp_path, monke
     assert not cfg.get('resume') and cfg.get('load_from') is None
 
 
+def test_demo_takes_an_epoch_based_config(tmp_path, monkeypatch):
+    """``--config`` of an epoch-based detection config (mmdet's own schedules, as the
+    downstream project's shapes config) stopped with ``AttributeError: 'ConfigDict' object has
+    no attribute 'max_iters'`` before training; its finished run ends with epoch_N.pth."""
+    demo = _load_demo()
+    built = []
+
+    class Built(Exception):
+        pass
+
+    class Runner:  # records the config the demo would run, and stops there
+        @staticmethod
+        def from_cfg(cfg):
+            built.append(cfg)
+            raise Built
+
+    monkeypatch.setattr(demo, 'Runner', Runner)
+    monkeypatch.chdir(tmp_path)
+    config = osp.join(ROOT, 'projects/downstream_backbone_swap/configs/'
+                      'mask-rcnn_mmvtx-swin_fpn_shapes.py')
+    assert Config.fromfile(config).train_cfg.max_epochs == 2
+    work = tmp_path / 'work'
+
+    def run():
+        with pytest.raises(Built):
+            demo.main(['--config', config, '--work-dir', str(work)])
+        return built[-1]
+
+    cfg = run()  # nothing trained yet: from the start
+    assert not cfg.get('resume') and cfg.get('load_from') is None
+    work.mkdir()
+    torch.save({'meta': {}}, work / 'epoch_1.pth')
+    cfg = run()  # interrupted after the first epoch: resumed
+    assert cfg.resume is True and cfg.load_from == str(work / 'epoch_1.pth')
+    torch.save({'meta': {}}, work / 'epoch_2.pth')
+    cfg = run()  # finished: evaluated
+    assert not cfg.get('resume') and cfg.load_from == str(work / 'epoch_2.pth')
+
+
 def test_demo_refuses_a_segmentation_config_before_training(tmp_path, monkeypatch):
     """``--config`` of a shapes UPerNet config trained it for its 1000 iterations, then failed
     drawing (``KeyError: 'DetLocalVisualizer is not in the mmseg::visualizer registry'``)."""
