@@ -143,6 +143,10 @@ def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = N
         # mmengine resumes with strict=False: a checkpoint of a changed model is refused by name
         _add_hook(cfg, 'CheckpointFitHook', dict(type='mmvtx.CheckpointFitHook',
                                                  action='resumed'))
+    elif cfg.get('load_from'):
+        # fine-tuning loads what fits (strict=False); a file of which nothing fits is refused
+        _add_hook(cfg, 'CheckpointFitHook', dict(type='mmvtx.CheckpointFitHook',
+                                                 action='fine-tuned'))
     return cfg
 
 

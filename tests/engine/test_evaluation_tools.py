@@ -74,6 +74,39 @@ def test_another_models_checkpoint_is_refused_naming_the_keys():
                | {'backbone.norm0.bias': sd['backbone.norm0.bias']})
 
 
+def test_fine_tuning_refuses_a_load_from_of_which_nothing_fits(tmp_path):
+    """``tools/train.py`` with ``load_from`` of a backbone's file (a converter's output, keys
+    without ``backbone.``): mmengine loaded 0 tensors with strict=False, logged a warning and
+    trained from the initial weights, exit status 0. Fine-tuning from another model's file
+    still loads what fits (other classes, another backbone under the same neck)."""
+    from mmvtx.engine.runner import prepare_train_cfg
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper'), load_from='detector.pth'))
+    prepare_train_cfg(cfg, 'x.py', work_dir=str(tmp_path))
+    assert dict(type='mmvtx.CheckpointFitHook', action='fine-tuned') in cfg.custom_hooks
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper')))
+    prepare_train_cfg(cfg, 'x.py', work_dir=str(tmp_path))
+    assert 'CheckpointFitHook' not in str(cfg.custom_hooks)
+
+    swin = _detector('swin')
+    sd = swin.state_dict()
+
+    def fine_tune(model, state_dict):
+        runner = SimpleNamespace(model=model, _load_from='some.pth')
+        CheckpointFitHook('fine-tuned').after_load_checkpoint(
+            runner, {'state_dict': state_dict, 'meta': {}})
+
+    backbone_only = {k[len('backbone.'):]: v for k, v in sd.items() if k.startswith('backbone.')}
+    with pytest.raises(CheckpointMismatchError) as e:
+        fine_tune(swin, backbone_only)
+    msg = str(e.value)
+    assert 'some.pth does not fit the MaskRCNN' in msg and 'it is not fine-tuned' in msg
+    assert 'None of its tensors fits the model' in msg and 'model.backbone.init_cfg' in msg
+    fine_tune(swin, sd)
+    fine_tune(_detector('vit'), sd)  # the heads fit: loaded, the backbone stays as it is
+    other_classes = {k: v for k, v in sd.items() if 'fc_cls' not in k}
+    fine_tune(swin, other_classes)
+
+
 def test_tools_test_refuses_a_backbone_checkpoint(tmp_path):
     cfg = small_config(tmp_path, DET_CFG, 'det', iters=1, ckpt_interval=1)
     ckpt = tmp_path / 'backbone.pth'
