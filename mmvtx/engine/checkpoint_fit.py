@@ -218,4 +218,16 @@ class CheckpointFitHook(Hook):
                 [f'{source} does not fit the {type(model).__name__} of this config (a '
                  f'checkpoint of another model or config?); it is not {self.action}:'] + lines +
                 [hint]))
+        if self.action == 'resumed':
+            # what mmengine's resume reads next (it failed with KeyError: 'meta', no file named)
+            meta = checkpoint.get('meta') if isinstance(checkpoint.get('meta'), dict) else {}
+            lacks = [k for k in ('epoch', 'iter') if k not in meta]
+            lacks = [f"meta['{k}']" for k in lacks] + (
+                [] if 'message_hub' in checkpoint else ["'message_hub'"])
+            if lacks:
+                raise CheckpointMismatchError(
+                    f'{source} holds weights only, not the state of a training run (no '
+                    f'{", ".join(lacks)}: a released model or a converted file?); it is not '
+                    'resumed. To start training from its weights, give it as load_from '
+                    'without --resume.')
         print_log(f'{source}: all {len(state_dict)} tensors fit the model', logger='current')

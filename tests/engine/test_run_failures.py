@@ -132,3 +132,22 @@ def test_resume_without_a_checkpoint_keeps_the_configs_load_from(tmp_path):
     cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper'), load_from='released.pth'))
     prepare_train_cfg(cfg, 'x.py', work_dir=str(tmp_path), resume='auto')
     assert cfg.resume and cfg.load_from == str(tmp_path / 'iter_2.pth')
+
+
+def test_resume_from_a_weights_only_file_names_it():
+    """``--resume FILE`` of a file with the model's weights but no training state (a released
+    model, ``torch.save({'state_dict': ...})``) passed the fit check and stopped in mmengine's
+    resume with ``KeyError: 'meta'``, naming no file."""
+    from mmvtx.engine import CheckpointFitHook
+    from mmvtx.utils.checkpoint import CheckpointMismatchError
+    from tests.engine.test_evaluation_tools import _detector
+    model = _detector('swin')
+    runner = SimpleNamespace(model=model, _load_from='released.pth')
+    hook = CheckpointFitHook('resumed')
+    sd = model.state_dict()
+    with pytest.raises(CheckpointMismatchError, match=r"released\.pth holds weights only, not "
+                       r"the state of a training run \(no meta\['epoch'\], meta\['iter'\], "
+                       r"'message_hub'.* give it as load_from without --resume"):
+        hook.after_load_checkpoint(runner, {'state_dict': sd})
+    hook.after_load_checkpoint(runner, {'state_dict': sd, 'meta': dict(epoch=0, iter=4),
+                                        'message_hub': {}})
