@@ -129,20 +129,21 @@ def find_resume_checkpoint(work_dir: str) -> Optional[str]:
     return None
 
 
-def check_resume_file(path: str):
-    """Refuses ``--resume PATH`` naming the file when it is not there, or when it is a
-    ``torch.save`` zip cut off before its end (torch's own error names no file), with the
-    newest complete checkpoint beside it. Remote paths (``s3://``) are left to mmengine."""
+def check_resume_file(path: str, what: str = '--resume'):
+    """Refuses ``--resume PATH`` (or the checkpoint of another option, ``what``) naming the
+    file when it is not there, or when it is a ``torch.save`` zip cut off before its end
+    (torch's own error names no file), with the newest complete checkpoint beside it. Remote
+    paths (``s3://``) are left to mmengine."""
     if '://' in path:
         return
     if not osp.isfile(path):
-        raise FileNotFoundError(f'--resume {path}: no such file')
+        raise FileNotFoundError(f'{what} {path}: no such file')
     with open(path, 'rb') as f:
         zipped = f.read(4) == b'PK\x03\x04'  # torch.save's format (the legacy one is a pickle)
     if zipped and not is_complete_checkpoint(path):
         other = find_resume_checkpoint(osp.dirname(osp.abspath(path)))
-        raise ValueError(f'--resume {path}: the file is incomplete (cut off while it was being '
-                         'written or copied) and cannot be resumed from; ' + (
+        raise ValueError(f'{what} {path}: the file is incomplete (cut off while it was being '
+                         'written or copied) and cannot be read; ' + (
                              f'the newest complete checkpoint beside it is {other}'
                              if other else 'there is no complete checkpoint beside it'))
 

@@ -144,6 +144,9 @@ def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = N
         _add_hook(cfg, 'CheckpointFitHook', dict(type='mmvtx.CheckpointFitHook',
                                                  action='resumed'))
     elif cfg.get('load_from'):
+        if osp.isfile(str(cfg.load_from)):  # a missing one is named by mmengine
+            from .reliability import check_resume_file
+            check_resume_file(cfg.load_from, 'load_from')
         # fine-tuning loads what fits (strict=False); a file of which nothing fits is refused
         _add_hook(cfg, 'CheckpointFitHook', dict(type='mmvtx.CheckpointFitHook',
                                                  action='fine-tuned'))
@@ -159,6 +162,9 @@ def prepare_test_cfg(cfg: Config, config_path: str, checkpoint: str,
     ``tta``: test-time augmentation as mmdet's and mmseg's ``tools/test.py --tta`` (see
     :func:`prepare_tta_cfg`)."""
     _prepare_common(cfg, config_path, work_dir, launcher)
+    if osp.isfile(checkpoint):  # a missing one is named by mmengine
+        from .reliability import check_resume_file
+        check_resume_file(checkpoint, 'checkpoint')  # cut off: named, before building
     cfg.load_from = checkpoint
     _add_hook(cfg, 'CheckpointFitHook')
     if tta:

@@ -151,3 +151,22 @@ def test_resume_from_a_weights_only_file_names_it():
         hook.after_load_checkpoint(runner, {'state_dict': sd})
     hook.after_load_checkpoint(runner, {'state_dict': sd, 'meta': dict(epoch=0, iter=4),
                                         'message_hub': {}})
+
+
+def test_a_cut_off_checkpoint_to_test_or_fine_tune_from_is_named(tmp_path):
+    """``tools/test.py CONFIG CKPT`` and ``load_from`` with a file cut off while copying stopped
+    with torch's 'failed finding central directory', naming no file (``--resume`` named it)."""
+    from mmengine.config import Config
+
+    from mmvtx.engine.runner import prepare_test_cfg, prepare_train_cfg
+    torch.save({'state_dict': {}}, tmp_path / 'iter_2.pth')
+    data = (tmp_path / 'iter_2.pth').read_bytes()
+    (tmp_path / 'iter_4.pth').write_bytes(data[:len(data) // 2])
+    cut = str(tmp_path / 'iter_4.pth')
+    with pytest.raises(ValueError, match=r'checkpoint .*iter_4\.pth: the file is incomplete .* '
+                       r'the newest complete checkpoint beside it is .*iter_2\.pth'):
+        prepare_test_cfg(Config(dict()), 'x.py', cut)
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper'), load_from=cut))
+    with pytest.raises(ValueError, match=r'load_from .*iter_4\.pth: the file is incomplete'):
+        prepare_train_cfg(cfg, 'x.py', work_dir=str(tmp_path / 'work'))
+    prepare_test_cfg(Config(dict()), 'x.py', str(tmp_path / 'iter_2.pth'))
