@@ -307,6 +307,59 @@ class ResumeValidationHook(Hook):
             atomic_write(json.dumps(done + [list(point)]).encode(), path)
 
 
+# the settings of mmengine's parameter schedulers that a config sets (the rest of a scheduler's
+# state is its progress, kept from the checkpoint on resume: last_step, the last values,
+# ReduceOnPlateau's best value and counters)
+_SCHEDULE_SETTINGS = ('begin', 'end', 'total_iters', 'T_max', 'eta_min', 'eta_min_ratio',
+                      'power', 'milestones', 'gamma', 'step_size', 'start_factor', 'end_factor',
+                      'factor', 'periods', 'restart_weights', 'cumulative_periods')
+
+
+def _scheduler_list(schedulers):
+    """``[(label, scheduler or state)]`` of mmengine's scheduler list or dict of lists."""
+    if isinstance(schedulers, dict):
+        return [(f'{name}[{i}]', s) for name, group in schedulers.items()
+                for i, s in enumerate(group)]
+    return [(f'[{i}]', s) for i, s in enumerate(schedulers or [])]
+
+
+@HOOKS.register_module()
+class ResumeScheduleHook(Hook):
+    """A resumed run follows the schedule of its config. mmengine's resume loads each parameter
+    scheduler's whole state from the checkpoint, settings included: a run resumed with a longer
+    schedule (``train_cfg.max_iters`` and the scheduler's ``end`` raised) kept the old ``end``,
+    so its learning rate stayed at ``eta_min`` for the added iterations, with no word. In
+    ``after_load_checkpoint`` of a resume, the checkpoint's scheduler states get the settings of
+    the schedulers built from the config (``_SCHEDULE_SETTINGS``; their progress, ``last_step``
+    and the last values, stays the checkpoint's), and each changed setting is logged. The
+    schedulers are chained (each step scales the current value), so the new schedule goes on
+    from the values reached. ``tools/train.py --resume`` adds the hook."""
+    priority = 'VERY_HIGH'
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        built, saved = runner.param_schedulers, checkpoint.get('param_schedulers')
+        if not getattr(runner, '_resume', False) or not built or not saved:
+            return
+        changes = []
+        for (label, scheduler), (_, state) in zip(_scheduler_list(built),
+                                                  _scheduler_list(saved)):
+            if not hasattr(scheduler, 'state_dict') or not isinstance(state, dict):
+                continue  # not built yet (a dict config) or a state of another form
+            own = scheduler.state_dict()
+            if set(own) != set(state):
+                continue  # a scheduler of another kind: mmengine loads it as it does
+            for key, value in own.items():
+                if key not in _SCHEDULE_SETTINGS or state[key] == value:
+                    continue
+                changes.append(f'param_scheduler{label} {type(scheduler).__name__}.{key}: '
+                               f'{state[key]!r} -> {value!r}')
+                state[key] = value
+        if changes:
+            print_log('resumed with the schedule of the config, which differs from the '
+                      "checkpoint's (from the current values on): " + '; '.join(changes),
+                      logger='current', level=logging.WARNING)
+
+
 def _read_validated(path: str) -> list:
     """The validation points recorded in ``path`` ([unit, step] pairs); none if unreadable."""
     try:

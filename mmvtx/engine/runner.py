@@ -143,6 +143,7 @@ def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = N
         # mmengine resumes with strict=False: a checkpoint of a changed model is refused by name
         _add_hook(cfg, 'CheckpointFitHook', dict(type='mmvtx.CheckpointFitHook',
                                                  action='resumed'))
+        _add_hook(cfg, 'ResumeScheduleHook')  # the config's schedule, not the checkpoint's
     elif cfg.get('load_from'):
         if osp.isfile(str(cfg.load_from)):  # a missing one is named by mmengine
             from .reliability import check_resume_file

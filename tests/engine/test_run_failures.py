@@ -170,3 +170,47 @@ def test_a_cut_off_checkpoint_to_test_or_fine_tune_from_is_named(tmp_path):
     with pytest.raises(ValueError, match=r'load_from .*iter_4\.pth: the file is incomplete'):
         prepare_train_cfg(cfg, 'x.py', work_dir=str(tmp_path / 'work'))
     prepare_test_cfg(Config(dict()), 'x.py', str(tmp_path / 'iter_2.pth'))
+
+
+def test_resume_follows_the_configs_longer_schedule(tmp_path):
+    """mmengine's resume loaded each scheduler's settings from the checkpoint: a run resumed
+    with a longer schedule (PolyLR's end raised with max_iters) kept the old end, and trained
+    the added iterations at eta_min (here 0), with no word."""
+    from mmengine.config import Config
+    from mmengine.optim import PolyLR
+
+    from mmvtx.engine import ResumeScheduleHook
+    from mmvtx.engine.runner import prepare_train_cfg
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper')))
+    torch.save({'state_dict': {}}, tmp_path / 'iter_5.pth')
+    prepare_train_cfg(cfg, 'x.py', resume=str(tmp_path / 'iter_5.pth'))
+    assert dict(type='mmvtx.ResumeScheduleHook') in cfg.custom_hooks
+
+    def schedule(end):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        return optimizer, PolyLR(optimizer, eta_min=0.0, begin=0, end=end, by_epoch=False)
+
+    optimizer, scheduler = schedule(10)  # trained 5 of 10 iterations, then stopped
+    for _ in range(5):
+        scheduler.step()
+    checkpoint = {'optimizer': optimizer.state_dict(),
+                  'param_schedulers': [scheduler.state_dict()]}
+
+    def resume(hook):
+        optimizer, scheduler = schedule(20)  # resumed with 20 iterations
+        if hook:
+            runner = SimpleNamespace(param_schedulers=[scheduler], _resume=True)
+            ResumeScheduleHook().after_load_checkpoint(runner, checkpoint)
+        optimizer.load_state_dict(checkpoint['optimizer'])
+        scheduler.load_state_dict(checkpoint['param_schedulers'][0])
+        lrs = []
+        for _ in range(15):
+            scheduler.step()
+            lrs.append(optimizer.param_groups[0]['lr'])
+        return lrs
+
+    assert resume(hook=False)[5] == 0.0  # what mmengine did: the old end, 0 from iteration 10
+    lrs = resume(hook=True)  # from where it stood (0.44) down to 0 at iteration 20
+    assert lrs[0] > lrs[5] > lrs[12] > 0 and lrs[-1] == 0.0
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert checkpoint['param_schedulers'][0]['end'] == 20
