@@ -150,10 +150,14 @@ def check_resume_file(path: str, what: str = '--resume'):
 
 def remove_partial_writes(work_dir: str) -> list:
     """Deletes the temporary files of checkpoint writes that a kill interrupted (they never
-    replaced a checkpoint); returns their paths."""
+    replaced a checkpoint); returns their paths. Every process of a distributed run calls it
+    at the same time, so a file another one deleted first is skipped."""
     stale = glob.glob(osp.join(glob.escape(work_dir), '.*.pth.*.tmp'))
     for path in stale:
-        os.unlink(path)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
     return stale
 
 
