@@ -249,6 +249,12 @@ def init_cpu_distributed(cfg: Config, launcher: str) -> bool:
 
     import torch
     import torch.distributed as dist
+    unset = [k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT') if k not in os.environ]
+    if launcher == 'pytorch' and unset and not dist.is_initialized():
+        # mmengine's init_dist (and the group below) failed with KeyError: 'RANK'
+        raise RuntimeError(f'--launcher pytorch: {", ".join(unset)} not set; torchrun sets them '
+                           '(bash tools/dist_train.sh CONFIG GPUS, tools/dist_test.sh CONFIG '
+                           'CHECKPOINT GPUS); without a launcher, leave --launcher out')
     if launcher != 'pytorch' or torch.cuda.is_available() or dist.is_initialized():
         return False
     dist.init_process_group(backend='gloo', rank=int(os.environ['RANK']),

@@ -214,3 +214,17 @@ def test_resume_follows_the_configs_longer_schedule(tmp_path):
     assert lrs[0] > lrs[5] > lrs[12] > 0 and lrs[-1] == 0.0
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
     assert checkpoint['param_schedulers'][0]['end'] == 20
+
+
+def test_launcher_pytorch_without_torchrun_says_how_to_start(monkeypatch):
+    """``python tools/train.py CONFIG --launcher pytorch`` (not started by torchrun) stopped with
+    ``KeyError: 'RANK'``."""
+    from mmengine.config import Config
+
+    from mmvtx.engine.runner import init_cpu_distributed
+    for key in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(RuntimeError, match=r'--launcher pytorch: RANK, WORLD_SIZE, MASTER_ADDR, '
+                       r'MASTER_PORT not set; torchrun sets them \(bash tools/dist_train.sh'):
+        init_cpu_distributed(Config(), 'pytorch')
+    assert init_cpu_distributed(Config(), 'none') is False
