@@ -130,13 +130,15 @@ def main(argv=None):
                  f'a detector (an mmdet config, e.g. {CONFIGS["swin"]}): train it with '
                  'tools/train.py instead')
     prepare_shapes(cfg.train_dataloader.dataset.data_root)
-    max_iters = cfg.train_cfg.max_iters
+    # the checkpoint a finished run ends with: epoch-based configs (mmdet's) save epoch_N.pth
+    final = (f'epoch_{cfg.train_cfg.max_epochs}.pth' if 'max_epochs' in cfg.train_cfg
+             else f'iter_{cfg.train_cfg.max_iters}.pth')
     # the run's newest complete checkpoint (the one last_checkpoint names) decides: the final
     # checkpoint of an earlier run does not make a --retrain interrupted since then finished
     latest = None
     if not args.retrain and osp.isdir(work_dir):
         latest = find_resume_checkpoint(work_dir)
-    done = latest is not None and osp.basename(latest) == f'iter_{max_iters}.pth'
+    done = latest is not None and osp.basename(latest) == final
     partial = latest is not None and not done
     prepare_train_cfg(cfg, config, work_dir=work_dir, resume='auto' if partial else None)
     if done:

@@ -4,7 +4,7 @@ from .compile import CompileModelHook, compile_hook_cfg
 from .layer_decay import LayerDecayOptimWrapperConstructor
 from .model_fit import BackboneFitHook, backbone_fit_errors
 from .reliability import (AtomicLocalBackend, ExactResumeHook, NonFiniteCheckHook,
-                          ResumeValidationHook, find_resume_checkpoint)
+                          ResumeScheduleHook, ResumeValidationHook, find_resume_checkpoint)
 from .safe_load import SafeCheckpointLoadHook, allow_mmengine_checkpoints
 from .visualization import SegShowDirHook
 
@@ -14,5 +14,5 @@ __all__ = ['allow_mmengine_checkpoints', 'AtomicLocalBackend', 'BackboneFitHook'
            'convert_backbone_keys',
            'compile_hook_cfg', 'ExactResumeHook',
            'find_resume_checkpoint', 'LayerDecayOptimWrapperConstructor', 'NonFiniteCheckHook',
-           'ResumeValidationHook',
+           'ResumeScheduleHook', 'ResumeValidationHook',
            'SafeCheckpointLoadHook', 'SegShowDirHook']

@@ -157,6 +157,13 @@ def checkpoint_mismatches(model: nn.Module, state_dict: Dict,
     return mismatch_lines(missing, unexpected, mis_shaped)
 
 
+def _fitting(model: nn.Module, state_dict: Dict) -> int:
+    """How many tensors of ``state_dict`` the model takes (same name, same shape)."""
+    own = model.state_dict()
+    return sum(1 for k, v in state_dict.items()
+               if k in own and tuple(getattr(v, 'shape', ())) == tuple(own[k].shape))
+
+
 @HOOKS.register_module()
 class CheckpointFitHook(Hook):
     """Raises :class:`~mmvtx.utils.checkpoint.CheckpointMismatchError` in
@@ -166,13 +173,17 @@ class CheckpointFitHook(Hook):
     model's weights (``load_from`` of a detector with other classes), where differences are
     expected. ``action='resumed'`` (what ``tools/train.py --resume`` adds): mmengine resumes
     with ``strict=False`` too, and a changed model went on to fail in the optimizer's first step
-    (or, where only names changed, trained on from random weights)."""
+    (or, where only names changed, trained on from random weights). ``action='fine-tuned'``
+    (what ``tools/train.py`` adds for a ``load_from`` it does not resume): differences are
+    expected, but a file of which no tensor fits (a backbone's alone, saved without its
+    ``backbone.``) loaded nothing and the run trained from the initial weights."""
     priority = 'VERY_HIGH'
+    ACTIONS = ('evaluated', 'resumed', 'fine-tuned')
 
     def __init__(self, action: str = 'evaluated'):
-        if action not in ('evaluated', 'resumed'):
-            raise ValueError(f"CheckpointFitHook: action={action!r} must be 'evaluated' or "
-                             "'resumed'")
+        if action not in self.ACTIONS:
+            raise ValueError(f'CheckpointFitHook: action={action!r} must be one of '
+                             f'{self.ACTIONS}')
         self.action = action
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
@@ -186,16 +197,37 @@ class CheckpointFitHook(Hook):
         file_shapes = {re.sub(r'^module\.', '', k): v for h in converters
                        for k, v in h.resized.items()}
         lines = checkpoint_mismatches(model, state_dict, file_shapes)
+        source = getattr(runner, '_load_from', None) or 'the checkpoint'
+        fitting = _fitting(model, state_dict) if lines and self.action == 'fine-tuned' else 0
+        if fitting:  # another model's heads or classes: mmengine loads what fits
+            print_log(f'{source}: {fitting} of {len(state_dict)} tensors fit the model and are '
+                      'loaded (fine-tuning; mmengine names the others)', logger='current')
+            return
         if lines:
             lines += [note for h in converters for note in h.notes]
-        source = getattr(runner, '_load_from', None) or 'the checkpoint'
-        if lines:
-            hint = ('Evaluate it with the config it was trained with. A backbone checkpoint '
-                    "goes into the config's init_cfg, not here." if self.action == 'evaluated'
-                    else 'Resume it with the config it was trained with; to start a changed '
-                    'model from its weights, give it as load_from without --resume.')
+            hint = {
+                'evaluated': 'Evaluate it with the config it was trained with. A backbone '
+                             "checkpoint goes into the config's init_cfg, not here.",
+                'resumed': 'Resume it with the config it was trained with; to start a changed '
+                           'model from its weights, give it as load_from without --resume.',
+                'fine-tuned': 'None of its tensors fits the model, so nothing would be loaded. '
+                              'A backbone checkpoint goes into model.backbone.init_cfg='
+                              "dict(type='Pretrained', checkpoint=...), not load_from."
+            }[self.action]
             raise CheckpointMismatchError('\n'.join(
                 [f'{source} does not fit the {type(model).__name__} of this config (a '
                  f'checkpoint of another model or config?); it is not {self.action}:'] + lines +
                 [hint]))
+        if self.action == 'resumed':
+            # what mmengine's resume reads next (it failed with KeyError: 'meta', no file named)
+            meta = checkpoint.get('meta') if isinstance(checkpoint.get('meta'), dict) else {}
+            lacks = [k for k in ('epoch', 'iter') if k not in meta]
+            lacks = [f"meta['{k}']" for k in lacks] + (
+                [] if 'message_hub' in checkpoint else ["'message_hub'"])
+            if lacks:
+                raise CheckpointMismatchError(
+                    f'{source} holds weights only, not the state of a training run (no '
+                    f'{", ".join(lacks)}: a released model or a converted file?); it is not '
+                    'resumed. To start training from its weights, give it as load_from '
+                    'without --resume.')
         print_log(f'{source}: all {len(state_dict)} tensors fit the model', logger='current')

@@ -129,30 +129,35 @@ def find_resume_checkpoint(work_dir: str) -> Optional[str]:
     return None
 
 
-def check_resume_file(path: str):
-    """Refuses ``--resume PATH`` naming the file when it is not there, or when it is a
-    ``torch.save`` zip cut off before its end (torch's own error names no file), with the
-    newest complete checkpoint beside it. Remote paths (``s3://``) are left to mmengine."""
+def check_resume_file(path: str, what: str = '--resume'):
+    """Refuses ``--resume PATH`` (or the checkpoint of another option, ``what``) naming the
+    file when it is not there, or when it is a ``torch.save`` zip cut off before its end
+    (torch's own error names no file), with the newest complete checkpoint beside it. Remote
+    paths (``s3://``) are left to mmengine."""
     if '://' in path:
         return
     if not osp.isfile(path):
-        raise FileNotFoundError(f'--resume {path}: no such file')
+        raise FileNotFoundError(f'{what} {path}: no such file')
     with open(path, 'rb') as f:
         zipped = f.read(4) == b'PK\x03\x04'  # torch.save's format (the legacy one is a pickle)
     if zipped and not is_complete_checkpoint(path):
         other = find_resume_checkpoint(osp.dirname(osp.abspath(path)))
-        raise ValueError(f'--resume {path}: the file is incomplete (cut off while it was being '
-                         'written or copied) and cannot be resumed from; ' + (
+        raise ValueError(f'{what} {path}: the file is incomplete (cut off while it was being '
+                         'written or copied) and cannot be read; ' + (
                              f'the newest complete checkpoint beside it is {other}'
                              if other else 'there is no complete checkpoint beside it'))
 
 
 def remove_partial_writes(work_dir: str) -> list:
     """Deletes the temporary files of checkpoint writes that a kill interrupted (they never
-    replaced a checkpoint); returns their paths."""
+    replaced a checkpoint); returns their paths. Every process of a distributed run calls it
+    at the same time, so a file another one deleted first is skipped."""
     stale = glob.glob(osp.join(glob.escape(work_dir), '.*.pth.*.tmp'))
     for path in stale:
-        os.unlink(path)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
     return stale
 
 
@@ -304,6 +309,59 @@ class ResumeValidationHook(Hook):
         done = _read_validated(path)
         if list(point) not in done:
             atomic_write(json.dumps(done + [list(point)]).encode(), path)
+
+
+# the settings of mmengine's parameter schedulers that a config sets (the rest of a scheduler's
+# state is its progress, kept from the checkpoint on resume: last_step, the last values,
+# ReduceOnPlateau's best value and counters)
+_SCHEDULE_SETTINGS = ('begin', 'end', 'total_iters', 'T_max', 'eta_min', 'eta_min_ratio',
+                      'power', 'milestones', 'gamma', 'step_size', 'start_factor', 'end_factor',
+                      'factor', 'periods', 'restart_weights', 'cumulative_periods')
+
+
+def _scheduler_list(schedulers):
+    """``[(label, scheduler or state)]`` of mmengine's scheduler list or dict of lists."""
+    if isinstance(schedulers, dict):
+        return [(f'{name}[{i}]', s) for name, group in schedulers.items()
+                for i, s in enumerate(group)]
+    return [(f'[{i}]', s) for i, s in enumerate(schedulers or [])]
+
+
+@HOOKS.register_module()
+class ResumeScheduleHook(Hook):
+    """A resumed run follows the schedule of its config. mmengine's resume loads each parameter
+    scheduler's whole state from the checkpoint, settings included: a run resumed with a longer
+    schedule (``train_cfg.max_iters`` and the scheduler's ``end`` raised) kept the old ``end``,
+    so its learning rate stayed at ``eta_min`` for the added iterations, with no word. In
+    ``after_load_checkpoint`` of a resume, the checkpoint's scheduler states get the settings of
+    the schedulers built from the config (``_SCHEDULE_SETTINGS``; their progress, ``last_step``
+    and the last values, stays the checkpoint's), and each changed setting is logged. The
+    schedulers are chained (each step scales the current value), so the new schedule goes on
+    from the values reached. ``tools/train.py --resume`` adds the hook."""
+    priority = 'VERY_HIGH'
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        built, saved = runner.param_schedulers, checkpoint.get('param_schedulers')
+        if not getattr(runner, '_resume', False) or not built or not saved:
+            return
+        changes = []
+        for (label, scheduler), (_, state) in zip(_scheduler_list(built),
+                                                  _scheduler_list(saved)):
+            if not hasattr(scheduler, 'state_dict') or not isinstance(state, dict):
+                continue  # not built yet (a dict config) or a state of another form
+            own = scheduler.state_dict()
+            if set(own) != set(state):
+                continue  # a scheduler of another kind: mmengine loads it as it does
+            for key, value in own.items():
+                if key not in _SCHEDULE_SETTINGS or state[key] == value:
+                    continue
+                changes.append(f'param_scheduler{label} {type(scheduler).__name__}.{key}: '
+                               f'{state[key]!r} -> {value!r}')
+                state[key] = value
+        if changes:
+            print_log('resumed with the schedule of the config, which differs from the '
+                      "checkpoint's (from the current values on): " + '; '.join(changes),
+                      logger='current', level=logging.WARNING)
 
 
 def _read_validated(path: str) -> list:

@@ -125,10 +125,15 @@ def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = N
             remove_partial_writes(cfg.work_dir)
         found = find_resume_checkpoint(cfg.work_dir)
         cfg.resume = found is not None
-        cfg.load_from = found
-        if found is None:
-            print_log(f'--resume: no complete checkpoint in {cfg.work_dir}; training from the '
-                      'start', logger='current', level=logging.WARNING)
+        if found is not None:
+            cfg.load_from = found
+        else:
+            # the first run of a job that always passes --resume: it starts as it would without
+            # the flag, from the config's load_from (fine-tuning) if there is one
+            start = (f"the config's load_from, {cfg.load_from}" if cfg.get('load_from')
+                     else 'the start')
+            print_log(f'--resume: no complete checkpoint in {cfg.work_dir}; training from '
+                      f'{start}', logger='current', level=logging.WARNING)
     elif resume is not None:
         from .reliability import check_resume_file
         check_resume_file(resume)
@@ -138,6 +143,14 @@ def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = N
         # mmengine resumes with strict=False: a checkpoint of a changed model is refused by name
         _add_hook(cfg, 'CheckpointFitHook', dict(type='mmvtx.CheckpointFitHook',
                                                  action='resumed'))
+        _add_hook(cfg, 'ResumeScheduleHook')  # the config's schedule, not the checkpoint's
+    elif cfg.get('load_from'):
+        if osp.isfile(str(cfg.load_from)):  # a missing one is named by mmengine
+            from .reliability import check_resume_file
+            check_resume_file(cfg.load_from, 'load_from')
+        # fine-tuning loads what fits (strict=False); a file of which nothing fits is refused
+        _add_hook(cfg, 'CheckpointFitHook', dict(type='mmvtx.CheckpointFitHook',
+                                                 action='fine-tuned'))
     return cfg
 
 
@@ -150,6 +163,9 @@ def prepare_test_cfg(cfg: Config, config_path: str, checkpoint: str,
     ``tta``: test-time augmentation as mmdet's and mmseg's ``tools/test.py --tta`` (see
     :func:`prepare_tta_cfg`)."""
     _prepare_common(cfg, config_path, work_dir, launcher)
+    if osp.isfile(checkpoint):  # a missing one is named by mmengine
+        from .reliability import check_resume_file
+        check_resume_file(checkpoint, 'checkpoint')  # cut off: named, before building
     cfg.load_from = checkpoint
     _add_hook(cfg, 'CheckpointFitHook')
     if tta:
@@ -233,6 +249,12 @@ def init_cpu_distributed(cfg: Config, launcher: str) -> bool:
 
     import torch
     import torch.distributed as dist
+    unset = [k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT') if k not in os.environ]
+    if launcher == 'pytorch' and unset and not dist.is_initialized():
+        # mmengine's init_dist (and the group below) failed with KeyError: 'RANK'
+        raise RuntimeError(f'--launcher pytorch: {", ".join(unset)} not set; torchrun sets them '
+                           '(bash tools/dist_train.sh CONFIG GPUS, tools/dist_test.sh CONFIG '
+                           'CHECKPOINT GPUS); without a launcher, leave --launcher out')
     if launcher != 'pytorch' or torch.cuda.is_available() or dist.is_initialized():
         return False
     dist.init_process_group(backend='gloo', rank=int(os.environ['RANK']),

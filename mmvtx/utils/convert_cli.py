@@ -22,6 +22,22 @@ def _check_output(parser: argparse.ArgumentParser, src: str, dst: str):
         parser.error(f'{dst} is the input file: write the converted checkpoint to another file')
 
 
+def _parse_options(parser: argparse.ArgumentParser, text: str, arch: str) -> dict:
+    """The constructor arguments of ``--options`` (a JSON object) with the preset: refused
+    naming the text when it is not a JSON object, or when it sets ``arch`` beside ``--arch``."""
+    try:
+        options = json.loads(text)
+    except ValueError as e:
+        parser.error(f'--options {text}: not valid JSON ({e}); write the names in double '
+                     'quotes, e.g. \'{"window_size": 12}\'')
+    if not isinstance(options, dict):
+        parser.error(f'--options {text}: must be a JSON object of constructor arguments, e.g. '
+                     '\'{"window_size": 12}\'')
+    if 'arch' in options and arch is not None:
+        parser.error(f'--options {text} sets arch, and so does --arch {arch}: give one')
+    return dict(options, arch=options.get('arch', arch))
+
+
 def convert_main(backbone_type: str, default_arch: str, argv=None):
     parser = argparse.ArgumentParser(
         description=f'Convert a public {backbone_type} checkpoint to mmvtx names (offline)')
@@ -29,12 +45,14 @@ def convert_main(backbone_type: str, default_arch: str, argv=None):
                         'mmengine training checkpoint (its backbone. weights are taken)')
     parser.add_argument('dst', help='output file (.pth/.pt, or .safetensors); its folder is '
                         'created')
-    parser.add_argument('--arch', default=default_arch, help='preset of the target model')
+    parser.add_argument('--arch', help=f'preset of the target model (default {default_arch})')
     parser.add_argument('--options', default='{}',
                         help='JSON of other constructor arguments, e.g. \'{"window_size": 12}\'')
     parser.add_argument('--prefix', default=None,
                         help='take the keys under this prefix (default: backbone. if present)')
     args = parser.parse_args(argv)
+    options = _parse_options(parser, args.options, args.arch)
+    options['arch'] = options['arch'] or default_arch
 
     import mmvtx  # noqa: F401
     from mmvtx.engine.safe_load import allow_mmengine_checkpoints
@@ -47,7 +65,7 @@ def convert_main(backbone_type: str, default_arch: str, argv=None):
     # mmengine's training checkpoints (HistoryBuffer, numpy scalars in meta) under
     # torch.load(weights_only=True), as tools/train.py and tools/test.py read them
     allow_mmengine_checkpoints()
-    model = MODELS.build(dict(type=backbone_type, arch=args.arch, **json.loads(args.options)))
+    model = MODELS.build(dict(type=backbone_type, **options))
     converted = load_backbone_checkpoint(model, src, prefix=args.prefix)
     sd = {k: v.contiguous() for k, v in model.state_dict().items()}
     standin = standin_info(src)

@@ -74,6 +74,39 @@ def test_another_models_checkpoint_is_refused_naming_the_keys():
                | {'backbone.norm0.bias': sd['backbone.norm0.bias']})
 
 
+def test_fine_tuning_refuses_a_load_from_of_which_nothing_fits(tmp_path):
+    """``tools/train.py`` with ``load_from`` of a backbone's file (a converter's output, keys
+    without ``backbone.``): mmengine loaded 0 tensors with strict=False, logged a warning and
+    trained from the initial weights, exit status 0. Fine-tuning from another model's file
+    still loads what fits (other classes, another backbone under the same neck)."""
+    from mmvtx.engine.runner import prepare_train_cfg
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper'), load_from='detector.pth'))
+    prepare_train_cfg(cfg, 'x.py', work_dir=str(tmp_path))
+    assert dict(type='mmvtx.CheckpointFitHook', action='fine-tuned') in cfg.custom_hooks
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper')))
+    prepare_train_cfg(cfg, 'x.py', work_dir=str(tmp_path))
+    assert 'CheckpointFitHook' not in str(cfg.custom_hooks)
+
+    swin = _detector('swin')
+    sd = swin.state_dict()
+
+    def fine_tune(model, state_dict):
+        runner = SimpleNamespace(model=model, _load_from='some.pth')
+        CheckpointFitHook('fine-tuned').after_load_checkpoint(
+            runner, {'state_dict': state_dict, 'meta': {}})
+
+    backbone_only = {k[len('backbone.'):]: v for k, v in sd.items() if k.startswith('backbone.')}
+    with pytest.raises(CheckpointMismatchError) as e:
+        fine_tune(swin, backbone_only)
+    msg = str(e.value)
+    assert 'some.pth does not fit the MaskRCNN' in msg and 'it is not fine-tuned' in msg
+    assert 'None of its tensors fits the model' in msg and 'model.backbone.init_cfg' in msg
+    fine_tune(swin, sd)
+    fine_tune(_detector('vit'), sd)  # the heads fit: loaded, the backbone stays as it is
+    other_classes = {k: v for k, v in sd.items() if 'fc_cls' not in k}
+    fine_tune(swin, other_classes)
+
+
 def test_tools_test_refuses_a_backbone_checkpoint(tmp_path):
     cfg = small_config(tmp_path, DET_CFG, 'det', iters=1, ckpt_interval=1)
     ckpt = tmp_path / 'backbone.pth'
@@ -170,6 +203,45 @@ def test_demo_resumes_a_retrain_interrupted_after_a_finished_run(tmp_path, monke
     assert 'CheckpointFitHook' in str(cfg.custom_hooks)
     cfg = run('iter_200.pth', '--retrain')  # from the start
     assert not cfg.get('resume') and cfg.get('load_from') is None
+
+
+def test_demo_takes_an_epoch_based_config(tmp_path, monkeypatch):
+    """``--config`` of an epoch-based detection config (mmdet's own schedules, as the
+    downstream project's shapes config) stopped with ``AttributeError: 'ConfigDict' object has
+    no attribute 'max_iters'`` before training; its finished run ends with epoch_N.pth."""
+    demo = _load_demo()
+    built = []
+
+    class Built(Exception):
+        pass
+
+    class Runner:  # records the config the demo would run, and stops there
+        @staticmethod
+        def from_cfg(cfg):
+            built.append(cfg)
+            raise Built
+
+    monkeypatch.setattr(demo, 'Runner', Runner)
+    monkeypatch.chdir(tmp_path)
+    config = osp.join(ROOT, 'projects/downstream_backbone_swap/configs/'
+                      'mask-rcnn_mmvtx-swin_fpn_shapes.py')
+    assert Config.fromfile(config).train_cfg.max_epochs == 2
+    work = tmp_path / 'work'
+
+    def run():
+        with pytest.raises(Built):
+            demo.main(['--config', config, '--work-dir', str(work)])
+        return built[-1]
+
+    cfg = run()  # nothing trained yet: from the start
+    assert not cfg.get('resume') and cfg.get('load_from') is None
+    work.mkdir()
+    torch.save({'meta': {}}, work / 'epoch_1.pth')
+    cfg = run()  # interrupted after the first epoch: resumed
+    assert cfg.resume is True and cfg.load_from == str(work / 'epoch_1.pth')
+    torch.save({'meta': {}}, work / 'epoch_2.pth')
+    cfg = run()  # finished: evaluated
+    assert not cfg.get('resume') and cfg.load_from == str(work / 'epoch_2.pth')
 
 
 def test_demo_refuses_a_segmentation_config_before_training(tmp_path, monkeypatch):

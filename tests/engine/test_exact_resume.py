@@ -184,6 +184,26 @@ def test_resume_takes_the_newest_complete_checkpoint(tmp_path):
     assert find_resume_checkpoint(str(tmp_path / 'nothing')) is None
 
 
+def test_partial_writes_removed_by_another_rank_first_are_skipped(tmp_path, monkeypatch):
+    """Every rank of ``dist_train.sh ... --resume`` removes the work dir's partial writes at
+    the same time: a file that another rank deleted between listing and deleting stopped this
+    rank with FileNotFoundError."""
+    import glob
+
+    from mmvtx.engine import reliability
+    (tmp_path / '.iter_4.pth.abc.tmp').write_bytes(b'x')
+    gone = str(tmp_path / '.iter_6.pth.def.tmp')  # listed, then deleted by the other rank
+    listed = glob.glob
+
+    def glob_then_other_rank(pattern):
+        return listed(pattern) + [gone]
+
+    monkeypatch.setattr(reliability.glob, 'glob', glob_then_other_rank)
+    assert reliability.remove_partial_writes(str(tmp_path)) == [
+        str(tmp_path / '.iter_4.pth.abc.tmp'), gone]
+    assert not (tmp_path / '.iter_4.pth.abc.tmp').exists()
+
+
 def test_resume_looks_only_in_its_own_work_dir(tmp_path):
     """A work dir whose name reads as a glob pattern (``exp[1]`` matches ``exp1``) resumes from
     its own checkpoints only, and only its own partial writes are removed."""

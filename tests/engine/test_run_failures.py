@@ -116,3 +116,115 @@ def test_a_failed_checkpoint_write_names_the_file_and_keeps_the_old_one(tmp_path
         f"'{path}'" in out.stdout, out.stdout
     assert path.read_bytes() == b'old checkpoint'
     assert sorted(p.name for p in tmp_path.iterdir()) == ['iter_4.pth']
+
+
+def test_resume_without_a_checkpoint_keeps_the_configs_load_from(tmp_path):
+    """``--resume`` in a job script (resume if preempted) on its first run: with no checkpoint
+    in the work dir, the run starts as it would without the flag. The config's ``load_from``
+    (a detector to fine-tune from) had been set to None, so the run trained without it."""
+    from mmengine.config import Config
+
+    from mmvtx.engine.runner import prepare_train_cfg
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper'), load_from='released.pth'))
+    prepare_train_cfg(cfg, 'x.py', work_dir=str(tmp_path / 'work'), resume='auto')
+    assert not cfg.resume and cfg.load_from == 'released.pth'
+    torch.save({'state_dict': {}}, tmp_path / 'iter_2.pth')
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper'), load_from='released.pth'))
+    prepare_train_cfg(cfg, 'x.py', work_dir=str(tmp_path), resume='auto')
+    assert cfg.resume and cfg.load_from == str(tmp_path / 'iter_2.pth')
+
+
+def test_resume_from_a_weights_only_file_names_it():
+    """``--resume FILE`` of a file with the model's weights but no training state (a released
+    model, ``torch.save({'state_dict': ...})``) passed the fit check and stopped in mmengine's
+    resume with ``KeyError: 'meta'``, naming no file."""
+    from mmvtx.engine import CheckpointFitHook
+    from mmvtx.utils.checkpoint import CheckpointMismatchError
+    from tests.engine.test_evaluation_tools import _detector
+    model = _detector('swin')
+    runner = SimpleNamespace(model=model, _load_from='released.pth')
+    hook = CheckpointFitHook('resumed')
+    sd = model.state_dict()
+    with pytest.raises(CheckpointMismatchError, match=r"released\.pth holds weights only, not "
+                       r"the state of a training run \(no meta\['epoch'\], meta\['iter'\], "
+                       r"'message_hub'.* give it as load_from without --resume"):
+        hook.after_load_checkpoint(runner, {'state_dict': sd})
+    hook.after_load_checkpoint(runner, {'state_dict': sd, 'meta': dict(epoch=0, iter=4),
+                                        'message_hub': {}})
+
+
+def test_a_cut_off_checkpoint_to_test_or_fine_tune_from_is_named(tmp_path):
+    """``tools/test.py CONFIG CKPT`` and ``load_from`` with a file cut off while copying stopped
+    with torch's 'failed finding central directory', naming no file (``--resume`` named it)."""
+    from mmengine.config import Config
+
+    from mmvtx.engine.runner import prepare_test_cfg, prepare_train_cfg
+    torch.save({'state_dict': {}}, tmp_path / 'iter_2.pth')
+    data = (tmp_path / 'iter_2.pth').read_bytes()
+    (tmp_path / 'iter_4.pth').write_bytes(data[:len(data) // 2])
+    cut = str(tmp_path / 'iter_4.pth')
+    with pytest.raises(ValueError, match=r'checkpoint .*iter_4\.pth: the file is incomplete .* '
+                       r'the newest complete checkpoint beside it is .*iter_2\.pth'):
+        prepare_test_cfg(Config(dict()), 'x.py', cut)
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper'), load_from=cut))
+    with pytest.raises(ValueError, match=r'load_from .*iter_4\.pth: the file is incomplete'):
+        prepare_train_cfg(cfg, 'x.py', work_dir=str(tmp_path / 'work'))
+    prepare_test_cfg(Config(dict()), 'x.py', str(tmp_path / 'iter_2.pth'))
+
+
+def test_resume_follows_the_configs_longer_schedule(tmp_path):
+    """mmengine's resume loaded each scheduler's settings from the checkpoint: a run resumed
+    with a longer schedule (PolyLR's end raised with max_iters) kept the old end, and trained
+    the added iterations at eta_min (here 0), with no word."""
+    from mmengine.config import Config
+    from mmengine.optim import PolyLR
+
+    from mmvtx.engine import ResumeScheduleHook
+    from mmvtx.engine.runner import prepare_train_cfg
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper')))
+    torch.save({'state_dict': {}}, tmp_path / 'iter_5.pth')
+    prepare_train_cfg(cfg, 'x.py', resume=str(tmp_path / 'iter_5.pth'))
+    assert dict(type='mmvtx.ResumeScheduleHook') in cfg.custom_hooks
+
+    def schedule(end):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        return optimizer, PolyLR(optimizer, eta_min=0.0, begin=0, end=end, by_epoch=False)
+
+    optimizer, scheduler = schedule(10)  # trained 5 of 10 iterations, then stopped
+    for _ in range(5):
+        scheduler.step()
+    checkpoint = {'optimizer': optimizer.state_dict(),
+                  'param_schedulers': [scheduler.state_dict()]}
+
+    def resume(hook):
+        optimizer, scheduler = schedule(20)  # resumed with 20 iterations
+        if hook:
+            runner = SimpleNamespace(param_schedulers=[scheduler], _resume=True)
+            ResumeScheduleHook().after_load_checkpoint(runner, checkpoint)
+        optimizer.load_state_dict(checkpoint['optimizer'])
+        scheduler.load_state_dict(checkpoint['param_schedulers'][0])
+        lrs = []
+        for _ in range(15):
+            scheduler.step()
+            lrs.append(optimizer.param_groups[0]['lr'])
+        return lrs
+
+    assert resume(hook=False)[5] == 0.0  # what mmengine did: the old end, 0 from iteration 10
+    lrs = resume(hook=True)  # from where it stood (0.44) down to 0 at iteration 20
+    assert lrs[0] > lrs[5] > lrs[12] > 0 and lrs[-1] == 0.0
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert checkpoint['param_schedulers'][0]['end'] == 20
+
+
+def test_launcher_pytorch_without_torchrun_says_how_to_start(monkeypatch):
+    """``python tools/train.py CONFIG --launcher pytorch`` (not started by torchrun) stopped with
+    ``KeyError: 'RANK'``."""
+    from mmengine.config import Config
+
+    from mmvtx.engine.runner import init_cpu_distributed
+    for key in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(RuntimeError, match=r'--launcher pytorch: RANK, WORLD_SIZE, MASTER_ADDR, '
+                       r'MASTER_PORT not set; torchrun sets them \(bash tools/dist_train.sh'):
+        init_cpu_distributed(Config(), 'pytorch')
+    assert init_cpu_distributed(Config(), 'none') is False

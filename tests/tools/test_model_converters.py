@@ -143,3 +143,25 @@ def test_a_converted_standin_stays_marked(tmp_path):
     finally:
         logger.removeHandler(handler)
     assert any('STAND-IN' in m for m in logged), logged
+
+
+def test_converter_names_bad_options(tmp_path, capsys):
+    """``--options`` that is not a JSON object stopped with json's or dict()'s traceback
+    ('Expecting property name enclosed in double quotes', 'got multiple values for keyword
+    argument 'arch''), naming neither the option nor its text."""
+    src = tmp_path / 'swin.pth'
+    torch.save(SwinTransformer(**SMALL_SWIN).state_dict(), src)
+    for options, flags, why in (("{window_size: 7}", (), 'not valid JSON'),
+                                ('[7]', (), 'must be a JSON object'),
+                                ('{"arch": "small"}', ('--arch', 'tiny'), 'and so does --arch')):
+        with pytest.raises(SystemExit):
+            convert_main('SwinTransformer', 'tiny', [str(src), str(tmp_path / 'out.pth'),
+                                                     '--options', options, *flags])
+        err = capsys.readouterr().err
+        assert f'--options {options}' in err and why in err, err
+    assert not (tmp_path / 'out.pth').exists()
+    # the preset may be given in --options instead of --arch
+    options = json.loads(SMALL_SWIN_OPTIONS)
+    convert_main('SwinTransformer', 'tiny', [str(src), str(tmp_path / 'out.pth'), '--options',
+                                             json.dumps(dict(options, arch='tiny'))])
+    assert 'state_dict' in torch.load(tmp_path / 'out.pth', weights_only=True)
