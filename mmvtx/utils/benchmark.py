@@ -88,6 +88,26 @@ def alternate_timing(steps: Mapping[str, Callable[[], object]], repeats: int, wa
     return times
 
 
+def check_device(name: str) -> str:
+    """Why ``--device name`` cannot run here ('' if it can): not a device name torch knows,
+    a torch built without CUDA, or no GPU of that index visible (torch's own errors come later,
+    as an AssertionError or a RuntimeError naming no flag)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        return 'not a device name (cpu, cuda or cuda:N)'
+    if device.type == 'cpu':
+        return ''
+    if device.type != 'cuda':
+        return f'{device.type} is not supported (cpu or cuda)'
+    if torch.version.cuda is None:
+        return f'this torch ({torch.__version__}) is built without CUDA'
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count or count == 0:
+        return f'{count} CUDA GPU(s) visible (CUDA_VISIBLE_DEVICES, the driver)'
+    return ''
+
+
 def device_name(device: torch.device) -> str:
     """The GPU's name, or on the CPU ``lscpu``'s model name (and the core count)."""
     if device.type == 'cuda':

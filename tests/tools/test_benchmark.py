@@ -52,6 +52,8 @@ def _parser_error(main, argv, capsys) -> str:
     (['--input', '1x1x64x64'], '--input 1x1x64x64: 1 channels'),
     (['--input', '0x3x64x64'], '--input 0x3x64x64: batch, height and width must be >= 1'),
     (['--steps', '0'], '--steps 0: must be >= 1'),
+    (['--device', 'gpu'], '--device gpu: not a device name'),
+    (['--device', 'cuda:99'], '--device cuda:99: '),  # no torch here has 100 GPUs
     (['--warmup', '-1'], '--warmup -1: must be >= 0')])
 def test_benchmark_script_refuses_bad_flags(argv, message, capsys):
     sys.path.insert(0, osp.dirname(SCRIPT))

@@ -42,8 +42,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import torch  # noqa: E402
 
-from mmvtx.utils.benchmark import (alternate_timing, peak_memory_mib, report_peak,  # noqa: E402
-                                   run_memory_worker)
+from mmvtx.utils.benchmark import (alternate_timing, check_device, peak_memory_mib,  # noqa: E402
+                                   report_peak, run_memory_worker)
 from mmvtx.utils.flops import count_flops  # noqa: E402
 
 REUSE_MEMORY = 'glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=17179869184'
@@ -233,6 +233,9 @@ def main(argv=None):
         parser.error(f'--steps {args.steps}: must be >= 1')
     if args.warmup < 0:
         parser.error(f'--warmup {args.warmup}: must be >= 0')
+    problem = check_device(args.device)
+    if problem:
+        parser.error(f'--device {args.device}: {problem}')
     args.input = args.input or DEFAULT_INPUT[args.model]
     try:
         args.shape = parse_input(args.input, args.model)

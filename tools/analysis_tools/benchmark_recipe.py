@@ -62,8 +62,8 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mmvtx.utils.benchmark import (alternate_timing, device_name, peak_memory_mib,  # noqa: E402
-                                   report_peak, run_memory_worker)
+from mmvtx.utils.benchmark import (alternate_timing, check_device, device_name,  # noqa: E402
+                                   peak_memory_mib, report_peak, run_memory_worker)
 
 PRESETS = {
     'mask-rcnn': ('configs/swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py',
@@ -663,6 +663,9 @@ def parse_args(argv=None):
         parser.error(f'--repeats {args.repeats}: must be >= 1')
     if args.warmup < 0:
         parser.error(f'--warmup {args.warmup}: must be >= 0')
+    problem = check_device(args.device)
+    if problem:
+        parser.error(f'--device {args.device}: {problem}')
     preset_ours, preset_ref = PRESETS[args.preset]
     args.ours, args.ref = args.ours or preset_ours, args.ref or preset_ref
     return args
