@@ -266,3 +266,10 @@ def test_cli(tmp_path, capsys):
     assert osp.isfile(osp.join(root, 'val2017', '000001000001.jpg'))
     with pytest.raises(SystemExit):
         cli.main(['all', '--root', root])
+    # an empty split (it failed later, in the recipe's data loader) is refused, nothing written
+    for flags, name in ((['--num-train', '0'], 'num_train'), (['--num-val', '-1'], 'num_val')):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(['ade20k', '--root', str(tmp_path / 'ade')] + flags)
+        assert exit_info.value.code == 1 and f'{name} must be an int >= 1' in \
+            capsys.readouterr().err
+    assert not osp.exists(tmp_path / 'ade')
