@@ -181,6 +181,13 @@ def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
             with mmengine_checkpoint_globals(), open(path, 'rb') as f:
                 ckpt = torch.load(f, map_location='cpu', weights_only=True)
         except Exception as e:  # noqa: BLE001 - re-raised with what a user needs
+            with open(path, 'rb') as f:
+                head = f.read(16)
+            if not head.startswith((b'PK', b'\x80')):  # neither torch.save's zip nor a pickle
+                raise RuntimeError(
+                    f'{path} is not a checkpoint file: its bytes are none of torch.save\'s '
+                    f'formats, safetensors or .npz (it begins {head!r}); a web page or an '
+                    'error message saved in its place? Fetch the file again.') from e
             raise RuntimeError(
                 f'{path} could not be read with torch.load(weights_only=True): '
                 f'{str(e) or type(e).__name__}\n'

@@ -28,10 +28,13 @@ def test_unreadable_files_are_named(tmp_path, ext, kind):
     data = _valid(tmp_path / f'ok{ext}')
     assert list(load_state_dict_file(str(tmp_path / f'ok{ext}'))) == ['w']
     for name, content in (('empty', b''), ('truncated', data[:len(data) // 2]),
-                          ('garbage', b'not a checkpoint' * 4)):
+                          ('garbage', b'not a checkpoint' * 4),
+                          ('html', b'<!DOCTYPE html><html>404 Not Found</html>')):
         path = tmp_path / f'{name}{ext}'
         path.write_bytes(content)
         why = 'is empty (0 bytes)' if name == 'empty' else kind
+        if ext == '.pth' and name in ('garbage', 'html'):  # no torch.save format at all
+            why = "is not a checkpoint file: its bytes are none of torch.save's formats"
         with pytest.raises(RuntimeError, match=re.escape(str(path))) as e:
             load_state_dict_file(str(path))
         assert why in str(e.value)
