@@ -167,23 +167,31 @@ def test_demo_refuses_to_evaluate_another_models_checkpoint(tmp_path):
     assert 'bbox mAP' not in out.stdout
 
 
+class _Built(Exception):
+    """Raised by the stand-in Runner once the demo has built its config."""
+
+
+def _demo_stopped_before_running(monkeypatch):
+    """The demo module with a Runner that records the config it would run and stops there:
+    ``(demo, configs built so far, the exception it stops with)``."""
+    demo = _load_demo()
+    built = []
+
+    class Runner:
+        @staticmethod
+        def from_cfg(cfg):
+            built.append(cfg)
+            raise _Built
+
+    monkeypatch.setattr(demo, 'Runner', Runner)
+    return demo, built, _Built
+
+
 def test_demo_resumes_a_retrain_interrupted_after_a_finished_run(tmp_path, monkeypatch):
     """After a finished run (iter_700.pth) and a ``--retrain`` interrupted at iter_200.pth,
     running the demo again ("Interrupted? Run it again: it resumes") evaluated the earlier
     run's iter_700.pth and printed its metrics as if they were the new run's."""
-    demo = _load_demo()
-    built = []
-
-    class Built(Exception):
-        pass
-
-    class Runner:  # records the config the demo would run, and stops there
-        @staticmethod
-        def from_cfg(cfg):
-            built.append(cfg)
-            raise Built
-
-    monkeypatch.setattr(demo, 'Runner', Runner)
+    demo, built, Built = _demo_stopped_before_running(monkeypatch)
     monkeypatch.chdir(tmp_path)  # the demo changes directory; put back after the test
     work = tmp_path / 'work'
     work.mkdir()
@@ -209,19 +217,7 @@ def test_demo_takes_an_epoch_based_config(tmp_path, monkeypatch):
     """``--config`` of an epoch-based detection config (mmdet's own schedules, as the
     downstream project's shapes config) stopped with ``AttributeError: 'ConfigDict' object has
     no attribute 'max_iters'`` before training; its finished run ends with epoch_N.pth."""
-    demo = _load_demo()
-    built = []
-
-    class Built(Exception):
-        pass
-
-    class Runner:  # records the config the demo would run, and stops there
-        @staticmethod
-        def from_cfg(cfg):
-            built.append(cfg)
-            raise Built
-
-    monkeypatch.setattr(demo, 'Runner', Runner)
+    demo, built, Built = _demo_stopped_before_running(monkeypatch)
     monkeypatch.chdir(tmp_path)
     config = osp.join(ROOT, 'projects/downstream_backbone_swap/configs/'
                       'mask-rcnn_mmvtx-swin_fpn_shapes.py')
