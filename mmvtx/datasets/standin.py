@@ -408,10 +408,12 @@ def _write_atomically(root: str, dataset: str, args: Dict, write: Callable[[str]
 
     The old stand-in is renamed away before the new one is renamed in, so an interrupted run or
     several processes (DDP) starting at once never leave a half-written data set behind."""
-    for name in ('num_train', 'num_val'):  # an empty split fails later, in the data loader
-        if not (isinstance(args[name], int) and args[name] >= 1):
-            raise ValueError(f'{name} must be an int >= 1 (images in the {dataset} stand-in\'s '
-                             f'{name[4:]} split), got {args[name]!r}')
+    # an empty training split fails later, in the recipe's data loader (an empty val split is
+    # a training-only stand-in)
+    for name, least in (('num_train', 1), ('num_val', 0)):
+        if not (isinstance(args[name], int) and args[name] >= least):
+            raise ValueError(f'{name} must be an int >= {least} (images in the {dataset} '
+                             f'stand-in\'s {name[4:]} split), got {args[name]!r}')
     root = os.fspath(root)
     stamp = dict(generator=GENERATOR, dataset=dataset, version=STANDIN_VERSION,
                  shapes_version=SHAPES_VERSION, args=args)

@@ -267,9 +267,11 @@ def test_cli(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(['all', '--root', root])
     # an empty split (it failed later, in the recipe's data loader) is refused, nothing written
-    for flags, name in ((['--num-train', '0'], 'num_train'), (['--num-val', '-1'], 'num_val')):
+    for flags, code, message in ((['--num-train', '0'], 1, 'num_train must be an int >= 1'),
+                                 (['--num-val', '0'], 2, '--num-val 0: must be >= 1')):
         with pytest.raises(SystemExit) as exit_info:
             cli.main(['ade20k', '--root', str(tmp_path / 'ade')] + flags)
-        assert exit_info.value.code == 1 and f'{name} must be an int >= 1' in \
-            capsys.readouterr().err
+        assert exit_info.value.code == code and message in capsys.readouterr().err
     assert not osp.exists(tmp_path / 'ade')
+    with pytest.raises(ValueError, match='num_val must be an int >= 0'):
+        write_coco_standin(str(tmp_path / 'coco2'), 1, -1)

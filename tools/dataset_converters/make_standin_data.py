@@ -63,6 +63,8 @@ def main(argv=None):
     parser.add_argument('--force', action='store_true',
                         help='regenerate even if the same stand-in is there already')
     args = parser.parse_args(argv)
+    if args.num_val < 1:  # the recipes validate on it
+        parser.error(f'--num-val {args.num_val}: must be >= 1 (the recipes validate on it)')
     if args.dataset == 'all' and args.root:
         parser.error('--root names one data set\'s folder: give coco or ade20k with it')
     common = dict(num_train=args.num_train, num_val=args.num_val, seed=args.seed,
