@@ -296,10 +296,7 @@ class VisionBackbone(BaseModule):
                     self.set_setting(name, value)
 
     def set_setting(self, name: str, value: str):
-        choices, _ = self._settings[name]
-        if value not in choices:
-            raise ValueError(f'{type(self).__name__}: {name}={value!r} must be one of {choices}')
-        getattr(self, name).fill_(choices.index(value))
+        getattr(self, name).fill_(int(self.setting_record(name, value)))  # value checked there
         self._apply_setting(name, value)
 
     def setting_explicit(self, name: str) -> bool:
