@@ -129,7 +129,7 @@ def find_resume_checkpoint(work_dir: str) -> Optional[str]:
     return None
 
 
-def check_resume_file(path: str, what: str = '--resume'):
+def check_checkpoint_file(path: str, what: str = '--resume'):
     """Refuses ``--resume PATH`` (or the checkpoint of another option, ``what``) naming the
     file when it is not there, or when it is a ``torch.save`` zip cut off before its end
     (torch's own error names no file), with the newest complete checkpoint beside it. Remote

@@ -135,8 +135,8 @@ def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = N
             print_log(f'--resume: no complete checkpoint in {cfg.work_dir}; training from '
                       f'{start}', logger='current', level=logging.WARNING)
     elif resume is not None:
-        from .reliability import check_resume_file
-        check_resume_file(resume)
+        from .reliability import check_checkpoint_file
+        check_checkpoint_file(resume)
         cfg.resume = True
         cfg.load_from = resume
     if cfg.get('resume', False):
@@ -146,8 +146,8 @@ def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = N
         _add_hook(cfg, 'ResumeScheduleHook')  # the config's schedule, not the checkpoint's
     elif cfg.get('load_from'):
         if osp.isfile(str(cfg.load_from)):  # a missing one is named by mmengine
-            from .reliability import check_resume_file
-            check_resume_file(cfg.load_from, 'load_from')
+            from .reliability import check_checkpoint_file
+            check_checkpoint_file(cfg.load_from, 'load_from')
         # fine-tuning loads what fits (strict=False); a file of which nothing fits is refused
         _add_hook(cfg, 'CheckpointFitHook', dict(type='mmvtx.CheckpointFitHook',
                                                  action='fine-tuned'))
@@ -164,8 +164,8 @@ def prepare_test_cfg(cfg: Config, config_path: str, checkpoint: str,
     :func:`prepare_tta_cfg`)."""
     _prepare_common(cfg, config_path, work_dir, launcher)
     if osp.isfile(checkpoint):  # a missing one is named by mmengine
-        from .reliability import check_resume_file
-        check_resume_file(checkpoint, 'checkpoint')  # cut off: named, before building
+        from .reliability import check_checkpoint_file
+        check_checkpoint_file(checkpoint, 'checkpoint')  # cut off: named, before building
     cfg.load_from = checkpoint
     _add_hook(cfg, 'CheckpointFitHook')
     if tta:
