@@ -95,6 +95,32 @@ def resolve_checkpoint_path(path: str) -> str:
     raise FileNotFoundError(f'checkpoint not found: {where}')
 
 
+# where transformers' composite models keep the config of their image encoder (SAM's
+# ``vision_config``, UperNet's ``backbone_config``)
+NESTED_CONFIG_KEYS = ('vision_config', 'backbone_config')
+
+
+def source_config(path: str, model_types: Sequence[str]) -> Optional[dict]:
+    """The architecture transformers' ``save_pretrained`` writes beside the weights
+    (``config.json`` in the weights file's folder), or its image encoder's part, when its
+    ``model_type`` is one of ``model_types``; None where there is no such file (timm, mmdet,
+    mmseg and the authors' releases keep no architecture beside their weights)."""
+    name = osp.join(osp.dirname(osp.abspath(path)), 'config.json')
+    if not osp.isfile(name):
+        return None
+    try:
+        with open(name) as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return None  # not transformers' file: nothing to compare with
+    if not isinstance(config, dict):
+        return None
+    for part in (config, *(config.get(k) for k in NESTED_CONFIG_KEYS)):
+        if isinstance(part, dict) and part.get('model_type') in model_types:
+            return part
+    return None
+
+
 def _read_safetensors(path: str) -> Dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file

@@ -1,6 +1,7 @@
 """Checkpoint files that cannot be read (empty, truncated, another format under the name) are
 refused with an error naming the file and what is wrong with it (were SafetensorError: header
 too small, EOFError, or an empty message)."""
+import json
 import re
 
 import numpy as np
@@ -167,3 +168,66 @@ def test_an_averaged_models_weights_load(tmp_path, kind):
     load_backbone_checkpoint(model, str(tmp_path / 'ema.pth'))
     for k, v in src.state_dict().items():
         assert torch.equal(model.state_dict()[k], v), k
+
+
+@pytest.mark.parametrize('family', ['vit', 'cvt', 'sam'])
+def test_a_save_pretrained_head_count_other_than_the_models_is_refused(tmp_path, family):
+    """A head count changes no weight's shape, so a ViT/CvT file of another head count loaded
+    silently and attended with another split of the channels (features far from the source
+    network's). transformers' config.json beside the weights says the count: a model with
+    another one is refused naming both; the same folder loads into a model with its count, to
+    the source network's features (SAM's image encoder: the count in its vision_config)."""
+    from transformers import CvtConfig, CvtModel, SamVisionConfig, SamVisionModel, ViTConfig, \
+        ViTModel
+
+    from mmvtx.models.backbones.cvt import CvT
+    from mmvtx.models.backbones.vit import ViT
+    from mmvtx.utils import CheckpointMismatchError
+    from tests.conftest import jitter_
+    if family == 'vit':
+        ref = ViTModel(ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                 intermediate_size=256, image_size=64, layer_norm_eps=1e-6,
+                                 hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+                       add_pooling_layer=False)
+        build = (lambda heads: ViT(dict(embed_dims=64, num_layers=2, num_heads=heads),
+                                   img_size=64, out_indices=(2,), drop_path_rate=0.0))
+        right, wrong, name = 4, 2, 'num_attention_heads=4'
+    elif family == 'cvt':
+        ref = CvtModel(CvtConfig(embed_dim=[16, 32, 48], depth=[1, 2, 3], num_heads=[1, 2, 3],
+                                 drop_path_rate=[0.0] * 3), add_pooling_layer=False)
+        build = (lambda heads: CvT(dict(embed_dims=(16, 32, 48), depths=(1, 2, 3),
+                                        num_heads=heads), drop_path_rate=0.0))
+        right, wrong, name = (1, 2, 3), (1, 2, 1), 'num_heads=[1, 2, 3]'
+    else:  # the image encoder of a whole SAM (transformers' SamModel saves vision_config)
+        vision = SamVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                 output_channels=16, image_size=64, patch_size=16,
+                                 window_size=2, global_attn_indexes=[1], mlp_dim=128)
+        ref = SamVisionModel(vision)
+        build = (lambda heads: ViT('sam-b', embed_dims=32, num_layers=2, num_heads=heads,
+                                   img_size=64, window_size=2, global_attn_indexes=(1,),
+                                   out_indices=(2,), drop_path_rate=0.0))
+        right, wrong, name = 2, 4, 'num_attention_heads=2'
+    jitter_(ref.eval())
+    ref.save_pretrained(str(tmp_path / 'hf'))
+    if family == 'sam':  # as SamModel writes it: the encoder's settings nested
+        cfg_file = tmp_path / 'hf' / 'config.json'
+        nested = json.loads(cfg_file.read_text())
+        cfg_file.write_text(json.dumps({'model_type': 'sam', 'vision_config': nested}))
+    with pytest.raises(CheckpointMismatchError, match=re.escape(name)) as e:
+        build(wrong).load_pretrained(str(tmp_path / 'hf'))
+    assert 'num_heads=' in str(e.value) and 'config.json' in str(e.value)
+    with pytest.raises(CheckpointMismatchError, match=re.escape(name)):  # the file named itself
+        build(wrong).load_pretrained(str(tmp_path / 'hf' / 'model.safetensors'))
+    model = build(right).eval()
+    model.load_pretrained(str(tmp_path / 'hf'))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        got = model(x)
+        if family == 'cvt':
+            expected = ref(x).last_hidden_state
+        else:  # the reference's stride-16 map through the model's own pyramid
+            out = ref(x, output_hidden_states=True)
+            last = out.last_hidden_state[:, 1:].transpose(1, 2).reshape(1, 64, 4, 4) \
+                if family == 'vit' else out.hidden_states[-1].permute(0, 3, 1, 2)
+            expected = model.pyramid([last])[0]
+    assert (got[2 if family == 'cvt' else 0] - expected).abs().max() <= 1e-4

@@ -5,6 +5,7 @@ import contextlib
 import functools
 import logging
 import numbers
+import os.path as osp
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -16,7 +17,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmvtx.utils.checkpoint import (CheckpointMismatchError, ConvertedCheckpoint, check_finite,
                                     load_converted, read_checkpoint, resolve_checkpoint_path,
-                                    strip_prefix)
+                                    source_config, strip_prefix)
 
 
 def forward_block(block: nn.Module, x: torch.Tensor, *args, with_cp: bool = False):
@@ -61,6 +62,9 @@ class VisionBackbone(BaseModule):
     ``convert_state_dict()`` (any public checkpoint layout -> ours)."""
     arch_zoo: dict = {}
     arch_aliases: dict = {}
+    # transformers' ``model_type`` of this architecture's checkpoints (their ``config.json``
+    # tells the head count, which no weight's shape shows)
+    hf_model_types: Tuple[str, ...] = ()
     frozen_stages: int = -1
     norm_eval: bool = False
 
@@ -338,6 +342,8 @@ class VisionBackbone(BaseModule):
         unexpected and mis-shaped key, and every tensor with NaN/inf values unless
         ``allow_nonfinite``. Returns what was loaded."""
         origin = resolve_checkpoint_path(checkpoint) if isinstance(checkpoint, str) else ''
+        if origin:
+            self.check_source_config(origin)
         state_dict = strip_prefix(read_checkpoint(origin if origin else checkpoint), prefix)
         if not allow_nonfinite:
             check_finite(state_dict, origin)
@@ -351,6 +357,26 @@ class VisionBackbone(BaseModule):
                           'delete it and let the real file be downloaded to fine-tune for real',
                           logger='current', level=logging.WARNING)
         return converted
+
+    def check_source_config(self, origin: str):
+        """Refuses weights whose ``config.json`` (transformers' ``save_pretrained``) gives
+        another number of attention heads than this model's: the weights would load, as a
+        head count changes no shape, and attend with the wrong split of the channels."""
+        config = source_config(origin, self.hf_model_types)
+        if config is None:
+            return
+        name = 'num_attention_heads' if 'num_attention_heads' in config else 'num_heads'
+        theirs, ours = config.get(name), self.arch_settings['num_heads']
+        as_list = (lambda v: list(v) if isinstance(v, (list, tuple)) else [v])
+        if theirs is None or len(as_list(theirs)) != len(as_list(ours)) or \
+                as_list(theirs) == as_list(ours):
+            return  # another number of stages is named by the weights' keys
+        where = osp.join(osp.dirname(origin), 'config.json')
+        raise CheckpointMismatchError(
+            f'{type(self).__name__}: {origin} was saved from a model with {name}={theirs} '
+            f'({where}, model_type {config["model_type"]!r}); this model has num_heads={ours}. '
+            'The weights would load (a head count changes no shape) and attend with another '
+            f'split of the channels: build the backbone with num_heads={theirs}')
 
     def init_weights(self):
         """The papers' default init (truncated normal), then, as mmengine orders a list of

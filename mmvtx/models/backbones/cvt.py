@@ -166,6 +166,7 @@ class CvT(VisionBackbone):
         drop_path_rate, with_cp, norm_eval (BatchNorm of the projections in eval mode),
         init_cfg: as in every mmvtx backbone.
     """
+    hf_model_types = ('cvt',)
     arch_zoo = {
         '13': dict(embed_dims=(64, 192, 384), depths=(1, 2, 10), num_heads=(1, 3, 6)),
         '21': dict(embed_dims=(64, 192, 384), depths=(1, 4, 16), num_heads=(1, 3, 6)),
