@@ -265,11 +265,40 @@ def unwrap_state_dict(ckpt, origin: str = '') -> Dict[str, torch.Tensor]:
     return sd
 
 
-def strip_prefix(sd: Dict[str, torch.Tensor], prefix: Optional[str]) -> Dict[str, torch.Tensor]:
+# the network a self-distillation checkpoint (DINO, DINOv2: a student and its EMA teacher)
+# is evaluated and released with
+DISTILLED_PREFIX = 'teacher.backbone.'
+
+
+def backbone_prefix(sd: Dict[str, torch.Tensor]) -> str:
+    """Where a whole model's checkpoint keeps its backbone: ``backbone.`` (mmdet, mmseg,
+    mmpretrain, transformers' UperNet), or the same under a wrapper (PyTorch Lightning's
+    ``model.backbone.``, ...); of a DINO/DINOv2 training checkpoint's student and teacher, the
+    teacher, as the authors evaluate; ``''`` for a backbone's own weights. Several backbones
+    beside each other otherwise are refused naming them."""
+    if any(k.startswith('backbone.') for k in sd):
+        return 'backbone.'
+    found = sorted({k[:k.index('.backbone.') + len('.backbone.')] for k in sd
+                    if '.backbone.' in k})
+    if len(found) <= 1:
+        return found[0] if found else ''
+    if DISTILLED_PREFIX in found:
+        return DISTILLED_PREFIX
+    raise CheckpointMismatchError(
+        f'the checkpoint holds several backbones ({", ".join(found)}): name the one to load '
+        "with init_cfg's prefix (or load_pretrained's prefix=), e.g. "
+        f"prefix='{found[0]}'")
+
+
+def strip_prefix(sd: Dict[str, torch.Tensor], prefix: Optional[str],
+                 origin: str = '') -> Dict[str, torch.Tensor]:
     """Keeps the keys under ``prefix`` (without it). ``None``: a whole detector/segmentor or
-    classifier checkpoint (``backbone.*``) is cut down to its backbone automatically."""
+    classifier checkpoint is cut down to its backbone automatically (:func:`backbone_prefix`)."""
     if prefix is None:
-        prefix = 'backbone.' if any(k.startswith('backbone.') for k in sd) else ''
+        prefix = backbone_prefix(sd)
+        if prefix not in ('', 'backbone.'):
+            print_log(f'{origin or "the checkpoint"}: loading the weights under {prefix!r}',
+                      logger='current', level=logging.INFO)
     if not prefix:
         return sd
     if not prefix.endswith('.'):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mmvtx.utils.checkpoint import load_state_dict_file
+from tests.conftest import jitter_
 
 
 def _valid(path):
@@ -183,7 +184,6 @@ def test_a_save_pretrained_head_count_other_than_the_models_is_refused(tmp_path,
     from mmvtx.models.backbones.cvt import CvT
     from mmvtx.models.backbones.vit import ViT
     from mmvtx.utils import CheckpointMismatchError
-    from tests.conftest import jitter_
     if family == 'vit':
         ref = ViTModel(ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                                  intermediate_size=256, image_size=64, layer_norm_eps=1e-6,
@@ -231,3 +231,43 @@ def test_a_save_pretrained_head_count_other_than_the_models_is_refused(tmp_path,
                 if family == 'vit' else out.hidden_states[-1].permute(0, 3, 1, 2)
             expected = model.pyramid([last])[0]
     assert (got[2 if family == 'cvt' else 0] - expected).abs().max() <= 1e-4
+
+
+def test_a_backbone_under_a_wrapper_is_found(tmp_path):
+    """A whole model's checkpoint with its backbone under a wrapper loads the backbone: PyTorch
+    Lightning's ``model.backbone.`` and a DINO/DINOv2 training checkpoint's teacher (its
+    ``student.backbone.`` beside it, as the authors evaluate the teacher); were refused as an
+    unknown layout. Two backbones otherwise are refused naming both prefixes."""
+    from mmvtx.models.backbones.swin import SwinTransformer
+    from mmvtx.utils import CheckpointMismatchError, load_backbone_checkpoint
+    arch = dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1))
+    nets = [jitter_(SwinTransformer(arch)) for _ in range(2)]
+    teacher, student = ({k: v.clone() for k, v in n.state_dict().items()} for n in nets)
+    cases = {
+        'lightning.ckpt': ({'state_dict': {**{f'model.backbone.{k}': v for k, v in
+                                               teacher.items()},
+                                            'model.head.weight': torch.zeros(3, 8)},
+                            'epoch': 3, 'global_step': 120}, teacher),
+        'dinov2_train.pth': ({'model': {**{f'student.backbone.{k}': v for k, v in
+                                           student.items()},
+                                        **{f'teacher.backbone.{k}': v for k, v in
+                                           teacher.items()},
+                                        'teacher.dino_head.mlp.0.weight': torch.zeros(4, 8)},
+                              'iteration': 9}, teacher),
+    }
+    for name, (ckpt, expected) in cases.items():
+        torch.save(ckpt, tmp_path / name)
+        model = SwinTransformer(arch)
+        load_backbone_checkpoint(model, str(tmp_path / name))
+        for k, v in expected.items():
+            assert torch.equal(model.state_dict()[k], v), (name, k)
+    # the student on request
+    model = SwinTransformer(arch)
+    load_backbone_checkpoint(model, str(tmp_path / 'dinov2_train.pth'),
+                             prefix='student.backbone')
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in student.items())
+    two = {**{f'ema.backbone.{k}': v for k, v in teacher.items()},
+           **{f'model.backbone.{k}': v for k, v in student.items()}}
+    with pytest.raises(CheckpointMismatchError, match=r"several backbones \(ema\.backbone\., "
+                       r"model\.backbone\.\).*prefix='ema\.backbone\.'"):
+        load_backbone_checkpoint(SwinTransformer(arch), two)

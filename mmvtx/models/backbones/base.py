@@ -344,7 +344,8 @@ class VisionBackbone(BaseModule):
         origin = resolve_checkpoint_path(checkpoint) if isinstance(checkpoint, str) else ''
         if origin:
             self.check_source_config(origin)
-        state_dict = strip_prefix(read_checkpoint(origin if origin else checkpoint), prefix)
+        state_dict = strip_prefix(read_checkpoint(origin if origin else checkpoint), prefix,
+                                  origin)
         if not allow_nonfinite:
             check_finite(state_dict, origin)
         converted = self.convert_state_dict(state_dict)
