@@ -433,8 +433,10 @@ def convert_swin(sd: dict, model: 'SwinTransformer') -> ConvertedCheckpoint:
     last = len(model.stages) - 1
     out = {}
     if fmt == 'transformers':
+        # without the heads: classification's, SimMIM's pixel decoder and its mask token
         sd = {k[len('swin.'):] if k.startswith('swin.') else k: v for k, v in sd.items()
-              if not k.startswith(('classifier.', 'pooler.'))}
+              if not k.startswith(('classifier.', 'pooler.', 'decoder.'))}
+        sd.pop('embeddings.mask_token', None)
         sd = rename_keys(sd, HF_SWIN_RULES)
         sd = merge_qkv(sd, ('.attention.self.query.', '.attention.self.key.',
                             '.attention.self.value.'), '.attn.qkv.')

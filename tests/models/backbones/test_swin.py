@@ -201,6 +201,21 @@ def test_parity_with_transformers_swin_model_final_norm():
     assert (expected - got.flatten(2).transpose(1, 2)).abs().max() <= TOL
 
 
+def test_a_simmim_checkpoint_loads_its_encoder():
+    """transformers' SwinForMaskedImageModeling (SimMIM pre-training: the encoder under swin.,
+    a mask token and a pixel decoder) loads its encoder, to SwinModel's features of the same
+    weights; was refused for the decoder's and the mask token's keys."""
+    from transformers import SwinForMaskedImageModeling
+    ref = jitter_(SwinForMaskedImageModeling(_hf_config()).eval())
+    ours = SwinTransformer('tiny', drop_path_rate=0.0).eval()
+    assert load_backbone_checkpoint(ours, ref.state_dict()).source == 'transformers'
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        expected = ref.swin(x).last_hidden_state
+        got = ours(x)[3]
+    assert (expected - got.flatten(2).transpose(1, 2)).abs().max() <= TOL
+
+
 # ------------------------------------------------------------------------- the shift rule
 def _authors_layout(model):
     """An mmvtx Swin's weights in the authors' release names (layers.i, merging at the end of
