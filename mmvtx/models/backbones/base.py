@@ -15,6 +15,7 @@ from mmengine.model import BaseModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from mmvtx.models.layers.patch_embed import adapt_input_channels
 from mmvtx.utils.checkpoint import (CheckpointMismatchError, ConvertedCheckpoint, check_finite,
                                     load_converted, read_checkpoint, resolve_checkpoint_path,
                                     source_config, strip_prefix)
@@ -65,6 +66,8 @@ class VisionBackbone(BaseModule):
     # transformers' ``model_type`` of this architecture's checkpoints (their ``config.json``
     # tells the head count, which no weight's shape shows)
     hf_model_types: Tuple[str, ...] = ()
+    # the first convolution's weight: an RGB checkpoint's is adapted to other input channels
+    input_conv: str = 'patch_embed.proj.weight'
     frozen_stages: int = -1
     norm_eval: bool = False
 
@@ -329,9 +332,29 @@ class VisionBackbone(BaseModule):
     def _default_init(self):
         raise NotImplementedError
 
-    def convert_state_dict(self, state_dict: dict) -> ConvertedCheckpoint:
+    def convert_layout(self, state_dict: dict) -> ConvertedCheckpoint:
         """Any public checkpoint layout of this architecture -> this model's names."""
         raise NotImplementedError
+
+    def convert_state_dict(self, state_dict: dict) -> ConvertedCheckpoint:
+        """Any public checkpoint of this architecture -> this model's weights
+        (:meth:`convert_layout`), an RGB patch embedding adapted to another ``in_channels``
+        (grey, RGB-D, multispectral input), as resampled tables are: named in ``resized``
+        (logged, and a whole model's file so adapted is not taken for the one it was)."""
+        converted = self.convert_layout(state_dict)
+        sd, key = converted.state_dict, self.input_conv
+        own = self.state_dict().get(key)
+        if key in sd and own is not None and sd[key].dim() == own.dim() == 4 and \
+                sd[key].shape[1] == 3 and own.shape[1] != 3 and \
+                sd[key].shape[:1] + sd[key].shape[2:] == own.shape[:1] + own.shape[2:]:
+            converted.resized[key] = sd[key]
+            sd[key] = adapt_input_channels(sd[key], own.shape[1])
+            how = ('summed over R, G, B' if own.shape[1] == 1 else
+                   f'R, G, B cycled over the channels, scaled by 3/{own.shape[1]}')
+            print_log(f'{type(self).__name__}: the checkpoint\'s RGB patch embedding adapted to '
+                      f'in_channels={own.shape[1]} ({how})', logger='current',
+                      level=logging.INFO)
+        return converted
 
     def load_pretrained(self, checkpoint, prefix: Optional[str] = None, strict: bool = True,
                         allow_nonfinite: bool = False) -> ConvertedCheckpoint:

@@ -167,6 +167,7 @@ class CvT(VisionBackbone):
         init_cfg: as in every mmvtx backbone.
     """
     hf_model_types = ('cvt',)
+    input_conv = 'stages.0.patch_embed.proj.weight'
     arch_zoo = {
         '13': dict(embed_dims=(64, 192, 384), depths=(1, 2, 10), num_heads=(1, 3, 6)),
         '21': dict(embed_dims=(64, 192, 384), depths=(1, 4, 16), num_heads=(1, 3, 6)),
@@ -268,7 +269,7 @@ class CvT(VisionBackbone):
         init_transformer_weights(self)
         trunc_normal_(self.stages[2].cls_token, std=0.02)
 
-    def convert_state_dict(self, state_dict: dict) -> ConvertedCheckpoint:
+    def convert_layout(self, state_dict: dict) -> ConvertedCheckpoint:
         converted = convert_cvt(state_dict)
         act = self.recorded_setting('mlp_act', converted) or (
             'quick_gelu' if converted.source == 'official' else 'gelu')

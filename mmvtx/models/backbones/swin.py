@@ -345,7 +345,7 @@ class SwinTransformer(VisionBackbone):
     def _applied_setting(self, name: str) -> str:
         return SHIFT_RULES[self.shifts_every_block]
 
-    def convert_state_dict(self, state_dict: dict) -> ConvertedCheckpoint:
+    def convert_layout(self, state_dict: dict) -> ConvertedCheckpoint:
         converted = convert_swin(state_dict, self)
         source = converted.source
         if source == 'mmdet':  # mmdet, mmseg and mmpretrain share one layout and one rule

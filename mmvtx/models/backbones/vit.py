@@ -587,7 +587,7 @@ class ViT(VisionBackbone):
                     if p is not None:  # ViTDet zero-initialises the relative positions
                         nn.init.zeros_(p)
 
-    def convert_state_dict(self, state_dict: dict) -> ConvertedCheckpoint:
+    def convert_layout(self, state_dict: dict) -> ConvertedCheckpoint:
         return convert_vit(state_dict, self)
 
 
