@@ -7,11 +7,12 @@ of the BLAS its x86 wheels call for ``F.linear`` (MKL, which runs generic x86 co
 CPUs). Values equal ``F.linear`` up to float32 rounding (summation order); gradients come from
 oneDNN's convolution backward. The README gives the GEMM rates measured on each machine.
 
-Used for float32 CPU tensors outside autocast; everything else (CUDA, bf16/fp16, autocast,
-float64) calls ``F.linear``. Whether a module uses it is decided when the module is built: the
-``onednn`` argument of :class:`Linear`, else ``MMVTX_ONEDNN_LINEAR`` (``1`` on, ``0`` off), else
-on for AMD CPUs only (on Intel CPUs MKL runs its AVX-512 kernels and was the faster of the two;
-the README has both machines' figures). Nothing changes behind a built model's back.
+Used for float32 CPU tensors outside autocast and torch.compile; everything else (CUDA,
+bf16/fp16, autocast, float64, compiled graphs) calls ``F.linear``. Whether a module uses it is
+decided when the module is built: the ``onednn`` argument of :class:`Linear`, else
+``MMVTX_ONEDNN_LINEAR`` (``1`` on, ``0`` off), else on for AMD CPUs only (on Intel CPUs MKL runs
+its AVX-512 kernels and was the faster of the two; the README has both machines' figures).
+Nothing changes behind a built model's back.
 """
 import functools
 import os
@@ -50,12 +51,25 @@ def _cpu_autocast() -> bool:
         return torch.is_autocast_cpu_enabled()
 
 
+# whether this torch has oneDNN, asked once at import: torch.compile's dynamo refuses to trace
+# ``torch.backends.mkldnn.is_available`` (it broke the graph at every linear map on AMD CPUs)
+MKLDNN_BUILT = torch.backends.mkldnn.is_available()
+
+
+def _compiling() -> bool:
+    """Inside torch.compile's tracing: the compiler picks the matrix kernels itself, and the
+    view's batch split (a divisor of the token count) would guard each graph on the token
+    count, compiling anew for most input sizes."""
+    is_compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling', None)
+    return bool(is_compiling and is_compiling())
+
+
 def uses_onednn(x: torch.Tensor, weight: torch.Tensor, onednn: bool = True) -> bool:
     """Whether :func:`linear` takes the oneDNN (1x1 convolution) path for these tensors."""
     return (onednn and x.device.type == 'cpu' and x.dtype == torch.float32
             and weight.dtype == torch.float32 and x.numel() > 0
-            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-            and not _cpu_autocast())
+            and MKLDNN_BUILT and torch.backends.mkldnn.enabled
+            and not _cpu_autocast() and not _compiling())
 
 
 def _batch_split(m: int) -> int:

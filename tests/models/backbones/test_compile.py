@@ -8,12 +8,13 @@ from mmvtx.models.backbones import CvT, SwinTransformer
 
 
 @pytest.mark.parametrize('name', ['swin', 'cvt'])
-def test_activation_checkpointing_compiles(name):
+def test_activation_checkpointing_compiles(name, monkeypatch):
     """``with_cp=True`` under ``torch.compile`` (``tools/train.py --compile`` with a config
     that checkpoints its blocks): the compiled training step runs and gives the eager outputs,
     gradients and BatchNorm running statistics (CvT's projections: updated once, as eager).
     The recompute contexts that keep eager checkpointing from updating the statistics twice
     are not TorchDispatchModes, which torch.compile refuses (``BackendCompilerFailed``)."""
+    monkeypatch.setenv('MMVTX_ONEDNN_LINEAR', '1')  # AMD's default path, on any CPU
     torch.manual_seed(0)
     model = (SwinTransformer(arch=dict(embed_dims=16, depths=(2,), num_heads=(2,)),
                              window_size=3, out_indices=(0,), drop_path_rate=0.0,

@@ -95,11 +95,13 @@ def test_copy_count_reads_strides_as_view_does():
 
 
 @pytest.mark.parametrize('name', ['swin', 'vit', 'vitdet', 'dinov2-reg', 'dinov3', 'cvt'])
-def test_backbones_compile_without_graph_breaks(name):
+def test_backbones_compile_without_graph_breaks(name, monkeypatch):
     """``torch.compile`` captures each backbone's training step as one graph (no graph break:
     window geometry, attention kernel choice and the custom autograd functions all trace), and
     the compiled step (dynamo + AOT autograd, eager backend: the tracing, not inductor's code
-    generation) gives the same outputs and gradients."""
+    generation) gives the same outputs and gradients. With the oneDNN linear maps on (AMD
+    CPUs' default) too: asking whether torch has oneDNN broke the graph at every linear map."""
+    monkeypatch.setenv('MMVTX_ONEDNN_LINEAR', '1')  # AMD's default path, on any CPU
     from tests.models.backbones.test_autocast import MODELS
     make = MODELS[name]
     torch.manual_seed(0)
@@ -187,12 +189,15 @@ def test_swin_trains_the_same_through_both_bias_kernels(monkeypatch):
 
 
 @pytest.mark.parametrize('name', ['swin', 'vitdet'])
-def test_compiled_backbone_does_not_recompile_for_every_size(name):
+def test_compiled_backbone_does_not_recompile_for_every_size(name, monkeypatch):
     """Detection batches change size: with PyTorch's automatic dynamic shapes the first size
     compiles a static graph and the first change one symbolic graph, which later sizes of the
     same kind (padding in every stage, several windows, batch > 1) reuse; the compiled
     outputs equal eager ones at each size. Windows are built by opaque custom ops while
-    compiling (``mmvtx::window_token_index``, ``mmvtx::shifted_window_mask``)."""
+    compiling (``mmvtx::window_token_index``, ``mmvtx::shifted_window_mask``). The oneDNN
+    linear maps (AMD CPUs' default) give way to the compiler's: their batch split, a divisor of
+    the token count, compiled a graph for most sizes."""
+    monkeypatch.setenv('MMVTX_ONEDNN_LINEAR', '1')  # AMD's default path, on any CPU
     from mmvtx.models.backbones import SwinTransformer, ViT
     torch.manual_seed(0)
     model = (SwinTransformer(arch=dict(embed_dims=32, depths=(2, 2), num_heads=(1, 2)),
