@@ -60,7 +60,8 @@ class VisionBackbone(BaseModule):
 
     Subclasses define ``arch_zoo`` (preset name -> settings), ``num_features`` (channels per
     level; or override ``out_channels``), ``_frozen_modules()``, ``_default_init()`` and
-    ``convert_state_dict()`` (any public checkpoint layout -> ours)."""
+    ``convert_layout()`` (any public checkpoint layout -> ours; ``convert_state_dict()`` adds
+    what every architecture shares), and may set ``hf_model_types`` and ``input_conv``."""
     arch_zoo: dict = {}
     arch_aliases: dict = {}
     # transformers' ``model_type`` of this architecture's checkpoints (their ``config.json``
