@@ -2,7 +2,8 @@
 (:meth:`mmvtx.models.backbones.base.VisionBackbone.load_pretrained`).
 
 ``load_state_dict_file`` reads ``.pth/.pt/.bin/.ckpt`` with ``torch.load(weights_only=True)``,
-``.safetensors`` with safetensors and ``.npz`` without pickle; it never unpickles arbitrary
+``.safetensors`` with safetensors, ``.npz`` without pickle and detectron2's ``.pkl`` (a pickle of
+numpy arrays) with an unpickler that builds numpy arrays only; it never unpickles arbitrary
 objects; a file is read as its content shows, its name deciding only where the content does
 not say. A folder written by transformers' ``save_pretrained`` is read through its weights file
 (sharded ones through their ``*.index.json``). ``unwrap_state_dict``/``strip_prefix`` take
@@ -15,6 +16,7 @@ import json
 import logging
 import os
 import os.path as osp
+import pickle
 import zipfile
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Sequence, Tuple
@@ -158,6 +160,41 @@ def _read_sharded(path: str) -> Dict[str, torch.Tensor]:
     return sd
 
 
+# what a pickle of numpy arrays (detectron2's model-zoo ``.pkl`` files: ``{'model': {name:
+# ndarray}, '__author__': ...}``) may name: numpy's array reconstruction and nothing else
+# (protocol 2 writes an array's bytes through ``_codecs.encode``, a str -> bytes conversion)
+NUMPY_PICKLE_GLOBALS = {
+    (module, name) for module in ('numpy.core.multiarray', 'numpy._core.multiarray')
+    for name in ('_reconstruct', 'scalar')} | {('numpy', 'ndarray'), ('numpy', 'dtype'),
+                                              ('collections', 'OrderedDict'),
+                                              ('_codecs', 'encode')}
+
+
+class _NumpyUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays in dicts and lists; any other object the pickle would build
+    (a function to call, a class) is refused, naming it, before anything runs."""
+
+    def find_class(self, module, name):
+        if (module, name) in NUMPY_PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f'it would build {module}.{name}, which is not a numpy array')
+
+
+def _numpy_to_torch(obj):
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, dict):
+        return {k: _numpy_to_torch(v) for k, v in obj.items()}
+    return obj
+
+
+def _read_numpy_pickle(path: str):
+    """A pickle of numpy arrays (detectron2's ``.pkl`` releases, Python 2 ones included), read
+    without building any other object; the arrays become tensors."""
+    with open(path, 'rb') as f:
+        return _numpy_to_torch(_NumpyUnpickler(f, encoding='latin1').load())
+
+
 def _content_format(path: str) -> Optional[str]:
     """The format a file's first bytes show, whatever its name (``model.safetensors?download=
     true`` as wget saves a hub URL, a hub cache blob, a safetensors file named ``.bin``):
@@ -209,6 +246,19 @@ def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
         except Exception as e:  # noqa: BLE001 - re-raised with what a user needs
             with open(path, 'rb') as f:
                 head = f.read(16)
+            if head.startswith(b'\x80') and not zipfile.is_zipfile(path):
+                # a plain pickle: detectron2's .pkl releases hold numpy arrays
+                try:
+                    ckpt = _read_numpy_pickle(path)
+                except Exception as numpy_error:  # noqa: BLE001 - reported with torch's
+                    raise RuntimeError(
+                        f'{path} could not be read with torch.load(weights_only=True) '
+                        f'({str(e) or type(e).__name__}) nor as a pickle of numpy arrays '
+                        f'(detectron2\'s .pkl): {numpy_error}\n'
+                        'mmvtx never unpickles arbitrary objects. Save the bare state dict '
+                        '(torch.save(model.state_dict(), ...)) or convert it with '
+                        'tools/model_converters/*2mmvtx.py.') from e
+                return unwrap_state_dict(ckpt, origin=path)
             if not head.startswith((b'PK', b'\x80')):  # neither torch.save's zip nor a pickle
                 raise RuntimeError(
                     f'{path} is not a checkpoint file: its bytes are none of torch.save\'s '

@@ -87,6 +87,37 @@ def test_vitdet_matches_transformers(size):
         _assert_levels(d2(x), outs)
 
 
+def test_detectron2_pkl_release_is_read_without_unpickling_objects(tmp_path):
+    """detectron2 publishes ViTDet as ``model_final_*.pkl``: a plain pickle of numpy arrays
+    (``{'model': {name: ndarray}, '__author__': ...}``), which torch.load(weights_only=True)
+    cannot read. It loads (the arrays only; were 'could not be read with torch.load'); a pickle
+    that would build anything else is refused naming it, and nothing of it runs."""
+    import pickle
+
+    ref = _hf_vitdet()
+    sd = _detectron2_layout(ref.state_dict())
+    release = {'model': {k: v.numpy() for k, v in sd.items()}, '__author__': 'Detectron2',
+               'matching_heuristics': True}
+    with open(tmp_path / 'model_final_61ccd1.pkl', 'wb') as f:
+        pickle.dump(release, f, protocol=2)
+    from_pkl, from_dict = _vitdet(), _vitdet()
+    from_pkl.load_pretrained(str(tmp_path / 'model_final_61ccd1.pkl'))
+    load_backbone_checkpoint(from_dict, sd)
+    for k, v in from_dict.state_dict().items():
+        if not k.startswith('pyramid.'):  # (detectron2's own pyramid is not read)
+            assert torch.equal(from_pkl.state_dict()[k], v), k
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(tmp_path / 'ran'), 'w'))
+    with open(tmp_path / 'evil.pkl', 'wb') as f:
+        pickle.dump({'model': {'x': Payload()}}, f, protocol=2)
+    with pytest.raises(RuntimeError, match=r'(?s)evil\.pkl .*(builtins|io)\.open, which is not a '
+                       r'numpy array'):
+        _vitdet().load_pretrained(str(tmp_path / 'evil.pkl'))
+    assert not (tmp_path / 'ran').exists()
+
+
 def test_vitdet_with_mae_weights_zero_initialises_relative_positions():
     """MAE's release has no rel_pos tables (and a [CLS] position, a decoder, a final norm):
     ViTDet starts the tables at zero, which must equal the same model without relative
