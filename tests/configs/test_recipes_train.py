@@ -4,15 +4,17 @@
 
 Nothing is changed in the recipes but what a user changes on a small machine, through
 ``--cfg-options``: the iteration count, the batch size, one val image, the log interval (and
-the detectors' score threshold, see ``_overrides``). The data are the stand-in COCO / ADE20K
+the detectors' score threshold, see ``_overrides``), and for the recipes not in ``FULL_SIZE``
+every image size halved (``_half_sizes``). The data are the stand-in COCO / ADE20K
 trees of ``tools/dataset_converters/make_standin_data.py`` under ``data/`` of the working
 directory (the recipes' own ``data_root``), and each recipe's ``init_cfg`` checkpoint (a URL or
 the file name the authors publish) is a stand-in in that release's layout, written by
 ``tools/misc/make_standin_checkpoints.py`` into torch's hub cache (``$TORCH_HOME``), where the
 recipe looks for it: the recipe's own loading path reads it.
 
-Each recipe trains one iteration (forward, loss, backward, its optimizer's step) at its real
-pipeline sizes (1333x800, LSJ 1024, 512x512 crops) and validates; for one recipe of each kind of
+Each recipe trains one iteration (forward, loss, backward, its optimizer's step) and validates,
+one recipe of each backbone family at its real pipeline sizes (1333x800, LSJ 1024, 512x512
+crops); for one recipe of each kind of
 loop a second iteration runs in a new process after ``--resume``, which proves the checkpoint
 resumable (weights, optimizer, schedulers, loop counters) with ``weights_only=True`` and the
 stepped weights still trainable. (Exact resume is tested on the shapes recipes:
