@@ -88,16 +88,19 @@ def all_pairs():
 
 
 # ----------------------------------------------------------------------------- configs
-@lru_cache(None)
-def load(path: str) -> dict:
-    """A merged config as a plain dict: ``mmdet::``/``mmseg::`` paths from the installed
-    packages, others from this repository."""
+def read_config(path: str) -> Config:
+    """A merged config: ``mmdet::``/``mmseg::`` paths from the installed packages, others from
+    this repository."""
     if '::' in path:
         from mmengine.hub import get_config
-        cfg = get_config(path)
-    else:
-        cfg = Config.fromfile(osp.join(ROOT, path))
-    return cfg.to_dict()
+        return get_config(path)
+    return Config.fromfile(osp.join(ROOT, path))
+
+
+@lru_cache(None)
+def load(path: str) -> dict:
+    """:func:`read_config` as a plain dict (each path read once)."""
+    return read_config(path).to_dict()
 
 
 def _norm(v):

@@ -15,13 +15,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
 from mmvtx.engine import CheckpointFitHook, ConvertCheckpointHook
 from mmvtx.utils.checkpoint import CheckpointMismatchError
-from tests.configs.test_recipe_fidelity import all_pairs
+from tests.configs.test_recipe_fidelity import all_pairs, read_config
 from tests.engine.test_train_tools import ROOT, run_tool
 
 
@@ -32,11 +31,7 @@ WIDTHS = [32, 64, 128, 256]
 def _build(path: str, small: bool = True, **backbone):
     """The model of a Swin config (ours, or an ``mmdet::``/``mmseg::`` twin) at random init,
     with ``small`` widths (the layouts and their conversion are the same at every size)."""
-    if '::' in path:
-        from mmengine.hub import get_config
-        cfg = get_config(path)
-    else:
-        cfg = Config.fromfile(osp.join(ROOT, path))
+    cfg = read_config(path)
     scope = cfg.default_scope
     model = cfg.model
     model.backbone.init_cfg = None
