@@ -23,7 +23,10 @@ Checked for mmvtx's backbones (their ``out_channels``):
 * a config's list of necks (an ``nn.Sequential``: Libra R-CNN's FPN + BFP, ATSS's FPN +
   DyHead): each neck against what the one before returns (mmdet checks none of it), as far as
   the outputs of the necks before are known;
-* without a neck, mmseg's decode and auxiliary heads: ``in_index`` within the returned maps and
+* mmseg's decode and auxiliary heads (and mmdet's SSD/YOLOv3 heads' lists) against what the
+  last neck returns, where that is known (Semantic FPN's FPNHead after its FPN, FastFCN's heads
+  after JPU: it passes on all but the last map it takes, then its own), and, without a neck,
+  mmseg's decode and auxiliary heads against the backbone: ``in_index`` within the returned maps and
   ``in_channels`` equal to the channels it selects (for ``resize_concat`` the list of them,
   which mmseg sums), DeepLabV3+'s ``c1_in_channels`` equal to the first map's, and the
   ``in_channels`` of MaskFormer/Mask2Former heads (their pixel decoder's) equal to the
@@ -32,6 +35,7 @@ Checked for mmvtx's backbones (their ``out_channels``):
 mmseg's ``MultiLevelNeck`` (its ViT recipes) and ``Feature2Pyramid`` (BEiT/MAE) rescale
 stride-16 maps into a pyramid: on mmvtx's maps, already at strides 4..32, the message (or,
 where the neck runs, a warning) says to remove it (or set MultiLevelNeck's scales to 1).
+mmseg's ``MLANeck`` (SETR-MLA) adds its maps together: maps at several strides are refused.
 """
 import logging
 from typing import List
@@ -148,9 +152,14 @@ def _head_errors(name: str, head: nn.Module, channels: List[int], desc: str,
     else:
         want, have = picked[0], in_channels
     if have != want:
+        # a single map of the head's width elsewhere (e.g. JPU's own output, last): maybe the
+        # index is what is off
+        other = [j for j, c in enumerate(channels) if c == have] if isinstance(have, int) else []
+        hint = (f' (or {name}.in_index={other[0]}, the map of {have} channels)'
+                if len(other) == 1 else '')
         errors.append(f'model.{name}.in_channels={have!r} but the maps its in_index='
                       f'{in_index!r} selects have {want!r} channels: {desc}: set '
-                      f'{name}.in_channels={want!r}')
+                      f'{name}.in_channels={want!r}{hint}')
     return errors
 
 
@@ -267,7 +276,10 @@ def _neck_out(neck: nn.Module, channels: List[int]):
         return [out]
     if kind == 'CTResNetNeck':
         return [neck.in_channels]  # overwritten with its last deconv's width
-    if kind in ('CSPNeXtPAFPN', 'YOLOXPAFPN'):
+    if kind == 'JPU':  # the maps it passes on (all but the last it takes), then its own
+        return list(channels[neck.start_level:neck.backbone_end_level - 1]) + [
+            neck.mid_channels * len(neck.dilations)]
+    if kind in ('CSPNeXtPAFPN', 'YOLOXPAFPN', 'MLANeck'):
         return [out] * len(channels)
     if kind in ('YOLOV3Neck', 'SSH') and isinstance(out, (list, tuple)):
         return list(out)
@@ -322,6 +334,16 @@ def _neck_errors(name: str, neck: nn.Module, channels: List[int], desc: str, cls
                 f'each of in_channels channels) but {desc}: {fix}']
     if kind == 'SSDNeck':
         return _ssd_errors(name, neck, channels, desc, model, other)
+    if kind == 'MLANeck' and backbone is not None:
+        strides = [4 * 2 ** i for i in backbone.out_indices]
+        if len(set(strides)) > 1:
+            # SETR-MLA: it adds its maps together, all at stride 16 from mmseg's ViT (a tensor
+            # size message in the first forward, whatever in_channels says)
+            return [f'model.{name} (MLANeck) adds the maps together, so they must be of one '
+                    f'size (mmseg\'s ViT: all at stride 16), but {desc}, at strides {strides}: '
+                    f'use a neck made for a pyramid (e.g. mmseg\'s FPN with in_channels='
+                    f'{channels}) with a head that takes one (e.g. UPerHead), or remove the '
+                    'neck']
     rescale = _rescaling_neck(neck, backbone) if backbone is not None else ''
     if kind == 'Feature2Pyramid' and rescale:
         if _feature2pyramid_fails(neck, channels):
@@ -424,7 +446,15 @@ def backbone_fit_errors(model: nn.Module) -> List[str]:
                 return []
             desc = _out_desc(name, part, channels)
             other = f'or the settings of model.{name} to what it takes'
-        return _list_head_errors(model, channels, desc)
+        # the heads read the last neck's maps (the [CLS] token stops at the neck)
+        return _list_head_errors(model, channels, desc) + _seg_heads_errors(
+            model, channels, desc, False)
+    return _seg_heads_errors(model, channels, desc, cls_token)
+
+
+def _seg_heads_errors(model: nn.Module, channels: List[int], desc: str,
+                      cls_token: bool) -> List[str]:
+    """mmseg's decode and auxiliary heads against the maps (``desc``) they are given."""
     errors = []
     for name in ('decode_head', 'auxiliary_head'):
         heads = getattr(model, name, None)

@@ -253,8 +253,11 @@ def _mln_vit(tmp_path, **neck):
         "custom_imports = dict(imports=['mmvtx'], allow_failed_imports=False)\n"
         "model = dict(pretrained=None, backbone=dict(_delete_=True, type='mmvtx.ViT',"
         " embed_dims=64, num_layers=1, num_heads=2),\n"
-        f"    neck=dict(out_channels=32, **{neck!r}), decode_head=dict(channels=32),\n"
-        "    auxiliary_head=dict(channels=16))\n")
+        f"    neck=dict(out_channels=32, **{neck!r}),\n"
+        # the heads take the neck's maps (32 channels; the checks reach them since the heads
+        # after a neck are checked too)
+        "    decode_head=dict(in_channels=[32] * 4, channels=32),\n"
+        "    auxiliary_head=dict(in_channels=32, channels=16))\n")
     return _model(str(tmp_path / 'cfg.py'), 'mmseg', **options)
 
 
@@ -509,7 +512,6 @@ def test_ssd_neck_given_more_maps_than_it_takes(tmp_path):
     ('mmdet', dict(type='FPN_DropBlock', out_channels=16, num_outs=3)),
     ('mmdet', dict(type='NASFCOS_FPN', out_channels=16, num_outs=5, start_level=1,
                    end_level=-1)),
-    ('mmseg', dict(type='MLANeck', out_channels=16)),
     ('mmseg', dict(type='JPU', mid_channels=16)),
 ])
 def test_more_necks_that_take_every_map_are_refused(scope, neck):
@@ -541,3 +543,72 @@ def test_more_necks_that_take_every_map_are_refused(scope, neck):
     with DefaultScope.overwrite_default_scope(scope):
         model.neck = MODELS.build(dict(neck, in_channels=eval(want)))
     assert backbone_fit_errors(model) == []
+
+
+def _mmseg_recipe(tmp_path, base, backbone, **model):
+    (tmp_path / 'cfg.py').write_text(
+        f"_base_ = 'mmseg::{base}'\n"
+        "custom_imports = dict(imports=['mmvtx'], allow_failed_imports=False)\n"
+        f"model = dict(pretrained=None, backbone={backbone}), **{model!r})\n")
+    return _model(str(tmp_path / 'cfg.py'), 'mmseg')
+
+
+def test_setr_mla_neck_on_a_pyramid_is_refused(tmp_path):
+    """mmseg's SETR-MLA: MLANeck adds its maps together (mmseg's ViT: all at stride 16); on
+    mmvtx's maps at strides 4..32 it failed in the first forward with a tensor size message
+    whatever its in_channels."""
+    vit = "dict(_delete_=True, type='mmvtx.ViT', embed_dims=64, num_layers=1, num_heads=2"
+    base = 'setr/setr_vit-l_mla_8xb2-160k_ade20k-512x512.py'
+    error, = backbone_fit_errors(_mmseg_recipe(tmp_path, base, vit,
+                                               neck=dict(in_channels=[16, 32, 64, 64])))
+    assert error == (
+        "model.neck (MLANeck) adds the maps together, so they must be of one size (mmseg's ViT: "
+        'all at stride 16), but model.backbone (ViT, out_indices=(0, 1, 2, 3)) returns 4 maps '
+        "with [16, 32, 64, 64] channels, at strides [4, 8, 16, 32]: use a neck made for a "
+        "pyramid (e.g. mmseg's FPN with in_channels=[16, 32, 64, 64]) with a head that takes one "
+        '(e.g. UPerHead), or remove the neck')
+    # one map: the width is what is checked
+    error, = backbone_fit_errors(_mmseg_recipe(tmp_path, base, vit + ', out_indices=(2,)',
+                                               neck=dict(in_channels=[1024])))
+    assert error.startswith('model.neck.in_channels=[1024] (MLANeck) but model.backbone (ViT, '
+                            'out_indices=(2,)) returns 1 maps with [64] channels: set '
+                            'neck.in_channels=[64]'), error
+
+
+def test_segmentation_heads_after_a_neck_read_its_maps(tmp_path):
+    """With a neck, mmseg's heads were not checked: Semantic FPN with the FPN's out_channels or
+    num_outs changed alone failed in the first forward (a convolution's shape message, an
+    IndexError)."""
+    base = 'sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py'
+    neck = dict(in_channels=[32, 64, 128, 256])
+    assert backbone_fit_errors(_mmseg_recipe(tmp_path, base, SWIN_MINI, neck=neck)) == []
+    assert backbone_fit_errors(_mmseg_recipe(tmp_path, base, SWIN_MINI,
+                                             neck=dict(neck, out_channels=64))) == [
+        'model.decode_head.in_channels=[256, 256, 256, 256] but the maps its in_index=[0, 1, 2, '
+        '3] selects have [64, 64, 64, 64] channels: model.neck (FPN) returns 4 maps with [64, 64, '
+        '64, 64] channels: set decode_head.in_channels=[64, 64, 64, 64]']
+    # the levels and the neck changed, not its num_outs (4 would add a pooled level)
+    assert backbone_fit_errors(_mmseg_recipe(
+        tmp_path, base, SWIN_MINI + ', out_indices=(1, 2, 3)',
+        neck=dict(in_channels=[64, 128, 256], num_outs=3))) == [
+        'model.decode_head.in_index=[0, 1, 2, 3] selects maps [3] that do not exist: model.neck '
+        '(FPN) returns 3 maps with [256, 256, 256] channels']
+
+
+def test_jpu_outputs_and_the_heads_that_read_them(tmp_path):
+    """mmseg's FastFCN: JPU passes on all but the last map it takes, then its own (mid_channels
+    per dilation); a head reading a passed-on map by the recipe's in_index is named, with the
+    index of the map of its width."""
+    base = 'fastfcn/fastfcn_r50-d32_jpu_aspp_4xb4-80k_ade20k-512x512.py'
+    errors = backbone_fit_errors(_mmseg_recipe(tmp_path, base, SWIN_MINI,
+                                               neck=dict(in_channels=(32, 64, 128, 256))))
+    desc = 'model.neck (JPU) returns 4 maps with [32, 64, 128, 2048] channels'
+    assert errors == [
+        f'model.decode_head.in_channels=2048 but the maps its in_index=2 selects have 128 '
+        f'channels: {desc}: set decode_head.in_channels=128 (or decode_head.in_index=3, the map '
+        'of 2048 channels)',
+        f'model.auxiliary_head.in_channels=1024 but the maps its in_index=1 selects have 64 '
+        f'channels: {desc}: set auxiliary_head.in_channels=64']
+    assert backbone_fit_errors(_mmseg_recipe(
+        tmp_path, base, SWIN_MINI, neck=dict(in_channels=(32, 64, 128, 256)),
+        decode_head=dict(in_index=3), auxiliary_head=dict(in_channels=64))) == []
