@@ -23,10 +23,14 @@ Checked for mmvtx's backbones (their ``out_channels``):
 * a config's list of necks (an ``nn.Sequential``: Libra R-CNN's FPN + BFP, ATSS's FPN +
   DyHead): each neck against what the one before returns (mmdet checks none of it), as far as
   the outputs of the necks before are known;
-* mmseg's decode and auxiliary heads (and mmdet's SSD/YOLOv3 heads' lists) against what the
-  last neck returns, where that is known (Semantic FPN's FPNHead after its FPN, FastFCN's heads
-  after JPU: it passes on all but the last map it takes, then its own), and, without a neck,
-  mmseg's decode and auxiliary heads against the backbone: ``in_index`` within the returned maps and
+* the heads against what the last neck returns, where that is known: mmseg's decode and
+  auxiliary heads (Semantic FPN's FPNHead after its FPN, FastFCN's heads after JPU: it passes
+  on all but the last map it takes, then its own), mmdet's SSD/YOLOv3 heads' lists, and, where
+  the neck's maps are of one width, mmdet's dense and RPN heads' ``in_channels`` and the RoI
+  heads' extractors' ``out_channels`` and bbox/mask heads' ``in_channels`` (a neck's
+  out_channels changed alone);
+* without a neck, mmseg's decode and auxiliary heads (and mmdet's MaskFormer/Mask2Former
+  ``panoptic_head``) against the backbone: ``in_index`` within the returned maps and
   ``in_channels`` equal to the channels it selects (for ``resize_concat`` the list of them,
   which mmseg sums), DeepLabV3+'s ``c1_in_channels`` equal to the first map's, and the
   ``in_channels`` of MaskFormer/Mask2Former heads (their pixel decoder's) equal to the
@@ -413,6 +417,44 @@ def _list_head_errors(model: nn.Module, channels: List[int], desc: str) -> List[
             f'bbox_head.in_channels={fix}']
 
 
+def _det_heads_errors(model: nn.Module, channels: List[int], desc: str) -> List[str]:
+    """mmdet's heads that take every map the neck returns at one width (its out_channels):
+    the dense heads' and RPN's ``in_channels`` (an int), the RoI heads' extractors'
+    ``out_channels`` and their bbox/mask heads' ``in_channels``. A neck whose out_channels
+    changed alone failed in the first forward inside a convolution."""
+    if len(set(channels)) != 1:
+        return []  # maps of several widths: heads that list them (SSD's, YOLOv3's) are apart
+    width = channels[0]
+    found = []
+
+    def each(name, module):
+        if isinstance(module, nn.ModuleList):
+            for i, m in enumerate(module):
+                yield f'{name}[{i}]', m
+        elif module is not None:
+            yield name, module
+
+    for name in ('rpn_head', 'bbox_head'):
+        for path, head in each(name, getattr(model, name, None)):
+            found.append((path, head, 'in_channels', 'runs on every map'))
+    roi_head = getattr(model, 'roi_head', None)
+    for part, attr, how in (('bbox_roi_extractor', 'out_channels', 'pools the maps'),
+                            ('mask_roi_extractor', 'out_channels', 'pools the maps'),
+                            ('bbox_head', 'in_channels', 'takes the pooled maps'),
+                            ('mask_head', 'in_channels', 'takes the pooled maps')):
+        if getattr(roi_head, 'share_roi_extractor', False) and part == 'mask_roi_extractor':
+            continue
+        for path, module in each(f'roi_head.{part}', getattr(roi_head, part, None)):
+            found.append((path, module, attr, how))
+    errors = []
+    for path, module, attr, how in found:
+        value = getattr(module, attr, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value != width:
+            errors.append(f'model.{path}.{attr}={value} ({type(module).__name__}, {how}) but '
+                          f'{desc}: set {path}.{attr}={width}')
+    return errors
+
+
 def _out_desc(name: str, neck: nn.Module, channels: List[int]) -> str:
     return (f'model.{name} ({type(neck).__name__}) returns {len(channels)} maps with '
             f'{list(channels)} channels')
@@ -447,16 +489,18 @@ def backbone_fit_errors(model: nn.Module) -> List[str]:
             desc = _out_desc(name, part, channels)
             other = f'or the settings of model.{name} to what it takes'
         # the heads read the last neck's maps (the [CLS] token stops at the neck)
-        return _list_head_errors(model, channels, desc) + _seg_heads_errors(
-            model, channels, desc, False)
+        return _list_head_errors(model, channels, desc) + _det_heads_errors(
+            model, channels, desc) + _seg_heads_errors(model, channels, desc, False)
     return _seg_heads_errors(model, channels, desc, cls_token)
 
 
 def _seg_heads_errors(model: nn.Module, channels: List[int], desc: str,
                       cls_token: bool) -> List[str]:
-    """mmseg's decode and auxiliary heads against the maps (``desc``) they are given."""
+    """mmseg's decode and auxiliary heads, and mmdet's MaskFormer/Mask2Former head, against the
+    maps (``desc``) they are given."""
     errors = []
-    for name in ('decode_head', 'auxiliary_head'):
+    # mmseg's heads; mmdet's MaskFormer/Mask2Former (no neck: their pixel decoder is one)
+    for name in ('decode_head', 'auxiliary_head', 'panoptic_head'):
         heads = getattr(model, name, None)
         if heads is None:
             continue

@@ -612,3 +612,55 @@ def test_jpu_outputs_and_the_heads_that_read_them(tmp_path):
     assert backbone_fit_errors(_mmseg_recipe(
         tmp_path, base, SWIN_MINI, neck=dict(in_channels=(32, 64, 128, 256)),
         decode_head=dict(in_index=3), auxiliary_head=dict(in_channels=64))) == []
+
+
+def test_detection_heads_take_the_necks_width():
+    """The shapes recipe with its FPN's out_channels changed alone (64 -> 32): mmdet's RPN and
+    RoI heads failed in the first forward with a convolution's shape message; each setting
+    that reads the neck's width is named."""
+    desc = 'model.neck (FPN) returns 5 maps with [32, 32, 32, 32, 32] channels'
+    assert backbone_fit_errors(_model(DET_CFG, 'mmdet', **{'model.neck.out_channels': 32})) == [
+        f'model.rpn_head.in_channels=64 (RPNHead, runs on every map) but {desc}: set '
+        'rpn_head.in_channels=32',
+        'model.roi_head.bbox_roi_extractor.out_channels=64 (SingleRoIExtractor, pools the maps) '
+        f'but {desc}: set roi_head.bbox_roi_extractor.out_channels=32',
+        'model.roi_head.mask_roi_extractor.out_channels=64 (SingleRoIExtractor, pools the maps) '
+        f'but {desc}: set roi_head.mask_roi_extractor.out_channels=32',
+        'model.roi_head.bbox_head.in_channels=64 (Shared2FCBBoxHead, takes the pooled maps) but '
+        f'{desc}: set roi_head.bbox_head.in_channels=32',
+        'model.roi_head.mask_head.in_channels=64 (FCNMaskHead, takes the pooled maps) but '
+        f'{desc}: set roi_head.mask_head.in_channels=32']
+    assert backbone_fit_errors(_model(DET_CFG, 'mmdet', **{
+        'model.neck.out_channels': 32, 'model.rpn_head.in_channels': 32,
+        'model.roi_head.bbox_roi_extractor.out_channels': 32,
+        'model.roi_head.mask_roi_extractor.out_channels': 32,
+        'model.roi_head.bbox_head.in_channels': 32,
+        'model.roi_head.mask_head.in_channels': 32})) == []
+
+
+def test_retinanet_head_takes_the_necks_width(tmp_path):
+    base = 'retinanet/retinanet_r50_fpn_1x_coco.py'
+    neck = dict(in_channels=[64, 128, 256])
+    assert backbone_fit_errors(_mmdet_recipe(tmp_path, base, ', out_indices=(1, 2, 3)',
+                                             neck=neck)) == []
+    assert backbone_fit_errors(_mmdet_recipe(tmp_path, base, ', out_indices=(1, 2, 3)',
+                                             neck=dict(neck, out_channels=128))) == [
+        'model.bbox_head.in_channels=256 (RetinaHead, runs on every map) but model.neck (FPN) '
+        'returns 5 maps with [128, 128, 128, 128, 128] channels: set bbox_head.in_channels=128']
+
+
+@pytest.mark.parametrize('base,head,decoder', [
+    ('mask2former/mask2former_r50_8xb2-lsj-50e_coco.py', 'Mask2FormerHead',
+     'MSDeformAttnPixelDecoder'),
+    ('maskformer/maskformer_r50_ms-16xb1-75e_coco.py', 'MaskFormerHead',
+     'TransformerEncoderPixelDecoder'),
+])
+def test_mmdet_maskformer_heads_pixel_decoder_takes_every_map(tmp_path, base, head, decoder):
+    """mmdet's MaskFormer/Mask2Former keep no neck: their panoptic_head's pixel decoder takes
+    every map (only mmseg's decode_head was checked)."""
+    assert backbone_fit_errors(_mmdet_recipe(tmp_path, base)) == [
+        f'model.panoptic_head.in_channels=[256, 512, 1024, 2048] ({head}, read by its {decoder}) '
+        'but model.backbone (SwinTransformer, out_indices=(0, 1, 2, 3)) returns 4 maps with [32, '
+        '64, 128, 256] channels: set panoptic_head.in_channels=[32, 64, 128, 256]']
+    assert backbone_fit_errors(_mmdet_recipe(
+        tmp_path, base, panoptic_head=dict(in_channels=[32, 64, 128, 256]))) == []
