@@ -449,6 +449,9 @@ def _det_heads_errors(model: nn.Module, channels: List[int], desc: str) -> List[
     errors = []
     for path, module, attr, how in found:
         value = getattr(module, attr, None)
+        if value is None and type(module).__name__ == 'CenterNetHead':
+            # it keeps no in_channels: its heatmap branch's first convolution takes them
+            value = _conv_in(module.heatmap_head[0])
         if isinstance(value, int) and not isinstance(value, bool) and value != width:
             errors.append(f'model.{path}.{attr}={value} ({type(module).__name__}, {how}) but '
                           f'{desc}: set {path}.{attr}={width}')

@@ -379,6 +379,19 @@ def test_centernet_neck_reads_the_last_maps_width(in_channels, expected):
     assert backbone_fit_errors(_detector(neck)) == expected
 
 
+def test_centernet_head_takes_the_necks_last_deconv_width(tmp_path):
+    """mmdet's CenterNetHead keeps no in_channels: the neck's num_deconv_filters changed alone
+    failed in the first forward inside its convolution."""
+    base = 'centernet/centernet_r18_8xb16-crop512-140e_coco.py'
+    neck = dict(in_channels=256, num_deconv_filters=(128, 64, 32))
+    assert backbone_fit_errors(_mmdet_recipe(tmp_path, base, ', out_indices=(3,)',
+                                             neck=neck)) == [
+        'model.bbox_head.in_channels=64 (CenterNetHead, runs on every map) but model.neck '
+        '(CTResNetNeck) returns 1 maps with [32] channels: set bbox_head.in_channels=32']
+    assert backbone_fit_errors(_mmdet_recipe(tmp_path, base, ', out_indices=(3,)', neck=neck,
+                                             bbox_head=dict(in_channels=32))) == []
+
+
 def test_last_map_necks_and_a_returned_cls_token():
     model = _model(DET_CFG, 'mmdet', **{
         'model.backbone': dict(CVT, _delete_=True),
