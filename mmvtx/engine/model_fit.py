@@ -115,6 +115,14 @@ def _pixel_decoder_widths(decoder: nn.Module):
 
 def _head_errors(name: str, head: nn.Module, channels: List[int], desc: str,
                  cls_token: bool = False) -> List[str]:
+    if type(head).__name__ == 'DPTHead':
+        # mmseg's DPT: its reassemble blocks unpack each input as (map, [CLS] token) and resize
+        # the maps, all at stride 16, into a pyramid: an in_channels fix alone then failed with
+        # an empty AssertionError in the first forward
+        return [f'model.{name} (DPTHead) takes a (map, [CLS] token) pair per level, each map at '
+                f'stride 16 (mmseg\'s ViT with output_cls_token=True), which it resizes into a '
+                f'pyramid; {desc}, maps already at strides 4..32: use a head made for a pyramid '
+                f'of maps (e.g. UPerHead with {name}.in_channels={channels})']
     decoder = getattr(head, 'pixel_decoder', None)
     widths = _pixel_decoder_widths(decoder) if decoder is not None else None
     if widths is not None and cls_token and not hasattr(decoder, 'input_convs'):

@@ -677,3 +677,20 @@ def test_mmdet_maskformer_heads_pixel_decoder_takes_every_map(tmp_path, base, he
         '64, 128, 256] channels: set panoptic_head.in_channels=[32, 64, 128, 256]']
     assert backbone_fit_errors(_mmdet_recipe(
         tmp_path, base, panoptic_head=dict(in_channels=[32, 64, 128, 256]))) == []
+
+
+def test_dpt_head_on_maps_is_refused(tmp_path):
+    """mmseg's DPT recipe with mmvtx's ViT: the old advice (decode_head.in_channels) gave a model
+    that failed in the first forward with an empty AssertionError (DPTHead unpacks each input as
+    a (map, [CLS] token) pair and resizes stride-16 maps into a pyramid)."""
+    vit = "dict(_delete_=True, type='mmvtx.ViT', embed_dims=64, num_layers=1, num_heads=2"
+    for in_channels in ([768] * 4, [16, 32, 64, 64]):
+        errors = backbone_fit_errors(_mmseg_recipe(
+            tmp_path, 'dpt/dpt_vit-b16_8xb2-160k_ade20k-512x512.py', vit,
+            decode_head=dict(in_channels=in_channels)))
+        assert errors == [
+            'model.decode_head (DPTHead) takes a (map, [CLS] token) pair per level, each map at '
+            "stride 16 (mmseg's ViT with output_cls_token=True), which it resizes into a "
+            'pyramid; model.backbone (ViT, out_indices=(0, 1, 2, 3)) returns 4 maps with [16, 32, '
+            '64, 64] channels, maps already at strides 4..32: use a head made for a pyramid of '
+            'maps (e.g. UPerHead with decode_head.in_channels=[16, 32, 64, 64])']
