@@ -34,7 +34,9 @@ Checked for mmvtx's backbones (their ``out_channels``):
   ``in_channels`` equal to the channels it selects (for ``resize_concat`` the list of them,
   which mmseg sums), DeepLabV3+'s ``c1_in_channels`` equal to the first map's, and the
   ``in_channels`` of MaskFormer/Mask2Former heads (their pixel decoder's) equal to the
-  backbone's channels; a returned [CLS] token (``output_cls_token``) is not a map.
+  backbone's channels; a returned [CLS] token (``output_cls_token``) is not a map. K-Net's
+  ``IterativeDecodeHead`` by its kernel generating head; mmseg's ``DPTHead`` (it takes (map,
+  [CLS] token) pairs of stride-16 maps) is refused on mmvtx's maps.
 
 mmseg's ``MultiLevelNeck`` (its ViT recipes) and ``Feature2Pyramid`` (BEiT/MAE) rescale
 stride-16 maps into a pyramid: on mmvtx's maps, already at strides 4..32, the message (or,
@@ -115,6 +117,11 @@ def _pixel_decoder_widths(decoder: nn.Module):
 
 def _head_errors(name: str, head: nn.Module, channels: List[int], desc: str,
                  cls_token: bool = False) -> List[str]:
+    inner = getattr(head, 'kernel_generate_head', None)
+    if isinstance(inner, nn.Module):
+        # mmseg's K-Net: IterativeDecodeHead keeps no in_channels/in_index; its kernel
+        # generating head (e.g. UPerHead) reads the maps
+        return _head_errors(f'{name}.kernel_generate_head', inner, channels, desc, cls_token)
     if type(head).__name__ == 'DPTHead':
         # mmseg's DPT: its reassemble blocks unpack each input as (map, [CLS] token) and resize
         # the maps, all at stride 16, into a pyramid: an in_channels fix alone then failed with

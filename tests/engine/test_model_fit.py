@@ -694,3 +694,20 @@ def test_dpt_head_on_maps_is_refused(tmp_path):
             'pyramid; model.backbone (ViT, out_indices=(0, 1, 2, 3)) returns 4 maps with [16, 32, '
             '64, 64] channels, maps already at strides 4..32: use a head made for a pyramid of '
             'maps (e.g. UPerHead with decode_head.in_channels=[16, 32, 64, 64])']
+
+
+def test_knet_kernel_generate_head_reads_the_maps(tmp_path):
+    """mmseg's K-Net: its IterativeDecodeHead keeps no in_channels; the UPerHead inside it
+    (kernel_generate_head) took the Swin-T recipe's widths and failed in the first forward with
+    a convolution's shape message."""
+    base = 'knet/knet-s3_swin-t_upernet_8xb2-adamw-80k_ade20k-512x512.py'
+    errors = backbone_fit_errors(_mmseg_recipe(tmp_path, base, SWIN_MINI,
+                                               auxiliary_head=dict(in_channels=128)))
+    assert errors == [
+        'model.decode_head.kernel_generate_head.in_channels=[96, 192, 384, 768] but the maps its '
+        'in_index=[0, 1, 2, 3] selects have [32, 64, 128, 256] channels: model.backbone '
+        '(SwinTransformer, out_indices=(0, 1, 2, 3)) returns 4 maps with [32, 64, 128, 256] '
+        'channels: set decode_head.kernel_generate_head.in_channels=[32, 64, 128, 256]']
+    assert backbone_fit_errors(_mmseg_recipe(
+        tmp_path, base, SWIN_MINI, auxiliary_head=dict(in_channels=128),
+        decode_head=dict(kernel_generate_head=dict(in_channels=[32, 64, 128, 256])))) == []
