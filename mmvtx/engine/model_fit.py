@@ -9,21 +9,39 @@ checks the built model before the run starts and names both settings and the val
 
 Checked for mmvtx's backbones (their ``out_channels``):
 
-* the neck (the first one where the config chains several), where its ``in_channels`` is a
-  list: mmdet's and mmseg's FPN-like necks take every returned map, in order, so the list must
-  equal the backbone's channels (mmdet's ``ChannelMapper``, the DETR family's neck, keeps no
-  ``in_channels``: they are read from its input convolutions; its ``YOLOV3Neck`` takes them
-  deepest first: the list reversed). For necks not known to take every map a mismatch is a
-  warning;
-* without a neck, mmseg's decode and auxiliary heads: ``in_index`` within the returned maps and
+* the neck, where its ``in_channels`` is a list: mmdet's and mmseg's FPN-like necks (FPN and
+  its subclasses, HRFPN, SSH, NAS-FCOS's, MLANeck, JPU...) take every returned map, in order, so
+  the list must equal the backbone's channels (mmdet's ``ChannelMapper``, the DETR family's
+  neck, keeps no ``in_channels``: they are read from its input convolutions; its ``YOLOV3Neck``
+  takes them deepest first: the list reversed; its ``SSDNeck`` keeps none either: its L2 norm,
+  its first extra level and the SSD head's ``in_channels`` say what it takes, and the advice
+  names its ``out_channels`` and the head's, which change with it). For necks not known to take
+  every map a mismatch is a warning;
+* necks whose ``in_channels`` is an int: YOLOF's ``DilatedEncoder`` and CenterNet's
+  ``CTResNetNeck`` read the last map alone (its width); Libra R-CNN's ``BFP`` and ``DyHead``
+  take every map at that width (``BFP`` asserts ``num_levels`` of them);
+* a config's list of necks (an ``nn.Sequential``: Libra R-CNN's FPN + BFP, ATSS's FPN +
+  DyHead): each neck against what the one before returns (mmdet checks none of it), as far as
+  the outputs of the necks before are known;
+* the heads against what the last neck returns, where that is known: mmseg's decode and
+  auxiliary heads (Semantic FPN's FPNHead after its FPN, FastFCN's heads after JPU: it passes
+  on all but the last map it takes, then its own), mmdet's SSD/YOLOv3 heads' lists, and, where
+  the neck's maps are of one width, mmdet's dense and RPN heads' ``in_channels`` and the RoI
+  heads' extractors' ``out_channels`` and bbox/mask heads' ``in_channels`` (a neck's
+  out_channels changed alone);
+* without a neck, mmseg's decode and auxiliary heads (and mmdet's MaskFormer/Mask2Former
+  ``panoptic_head``) against the backbone: ``in_index`` within the returned maps and
   ``in_channels`` equal to the channels it selects (for ``resize_concat`` the list of them,
   which mmseg sums), DeepLabV3+'s ``c1_in_channels`` equal to the first map's, and the
   ``in_channels`` of MaskFormer/Mask2Former heads (their pixel decoder's) equal to the
-  backbone's channels; a returned [CLS] token (``output_cls_token``) is not a map.
+  backbone's channels; a returned [CLS] token (``output_cls_token``) is not a map. K-Net's
+  ``IterativeDecodeHead`` by its kernel generating head; mmseg's ``DPTHead`` (it takes (map,
+  [CLS] token) pairs of stride-16 maps) is refused on mmvtx's maps.
 
 mmseg's ``MultiLevelNeck`` (its ViT recipes) and ``Feature2Pyramid`` (BEiT/MAE) rescale
 stride-16 maps into a pyramid: on mmvtx's maps, already at strides 4..32, the message (or,
 where the neck runs, a warning) says to remove it (or set MultiLevelNeck's scales to 1).
+mmseg's ``MLANeck`` (SETR-MLA) adds its maps together: maps at several strides are refused.
 """
 import logging
 from typing import List
@@ -36,10 +54,18 @@ from mmvtx.engine._model import unwrap_model
 from mmvtx.registry import HOOKS
 
 # necks that take every map the backbone returns, in order, with in_channels[i] channels
+# (FPN's subclasses, e.g. FPN_DropBlock, too); each of these asserts the count or reads
+# in_channels[i] channels from map i, so another list fails in the first forward
 EVERY_MAP_NECKS = ('FPN', 'PAFPN', 'ChannelMapper', 'NASFPN', 'MultiLevelNeck', 'CSPNeXtPAFPN',
-                   'YOLOXPAFPN', 'SSDNeck', 'ICNeck', 'YOLOV3Neck')
+                   'YOLOXPAFPN', 'SSDNeck', 'ICNeck', 'YOLOV3Neck', 'HRFPN', 'SSH', 'FPN_CARAFE',
+                   'NASFCOS_FPN', 'FPG', 'MLANeck', 'JPU')
 # necks whose in_channels list the maps deepest first (in_channels[0] is the last map's)
 REVERSED_NECKS = ('YOLOV3Neck',)
+# necks that read the last map only, of in_channels (an int) channels: YOLOF's, CenterNet's
+LAST_MAP_NECKS = ('DilatedEncoder', 'CTResNetNeck')
+# necks that take every map, each of in_channels (an int) channels: Libra R-CNN's BFP (which
+# asserts num_levels maps), DyHead
+SAME_WIDTH_NECKS = ('BFP', 'DyHead')
 
 
 def _conv_in(module: nn.Module):
@@ -91,6 +117,19 @@ def _pixel_decoder_widths(decoder: nn.Module):
 
 def _head_errors(name: str, head: nn.Module, channels: List[int], desc: str,
                  cls_token: bool = False) -> List[str]:
+    inner = getattr(head, 'kernel_generate_head', None)
+    if isinstance(inner, nn.Module):
+        # mmseg's K-Net: IterativeDecodeHead keeps no in_channels/in_index; its kernel
+        # generating head (e.g. UPerHead) reads the maps
+        return _head_errors(f'{name}.kernel_generate_head', inner, channels, desc, cls_token)
+    if type(head).__name__ == 'DPTHead':
+        # mmseg's DPT: its reassemble blocks unpack each input as (map, [CLS] token) and resize
+        # the maps, all at stride 16, into a pyramid: an in_channels fix alone then failed with
+        # an empty AssertionError in the first forward
+        return [f'model.{name} (DPTHead) takes a (map, [CLS] token) pair per level, each map at '
+                f'stride 16 (mmseg\'s ViT with output_cls_token=True), which it resizes into a '
+                f'pyramid; {desc}, maps already at strides 4..32: use a head made for a pyramid '
+                f'of maps (e.g. UPerHead with {name}.in_channels={channels})']
     decoder = getattr(head, 'pixel_decoder', None)
     widths = _pixel_decoder_widths(decoder) if decoder is not None else None
     if widths is not None and cls_token and not hasattr(decoder, 'input_convs'):
@@ -132,9 +171,14 @@ def _head_errors(name: str, head: nn.Module, channels: List[int], desc: str,
     else:
         want, have = picked[0], in_channels
     if have != want:
+        # a single map of the head's width elsewhere (e.g. JPU's own output, last): maybe the
+        # index is what is off
+        other = [j for j, c in enumerate(channels) if c == have] if isinstance(have, int) else []
+        hint = (f' (or {name}.in_index={other[0]}, the map of {have} channels)'
+                if len(other) == 1 else '')
         errors.append(f'model.{name}.in_channels={have!r} but the maps its in_index='
                       f'{in_index!r} selects have {want!r} channels: {desc}: set '
-                      f'{name}.in_channels={want!r}')
+                      f'{name}.in_channels={want!r}{hint}')
     return errors
 
 
@@ -192,6 +236,248 @@ def _feature2pyramid_fails(neck: nn.Module, channels: List[int]) -> bool:
     return False
 
 
+def _family(neck: nn.Module) -> List[str]:
+    """The class names of the neck and its bases (mmdet's FPN_DropBlock is an FPN)."""
+    return [c.__name__ for c in type(neck).__mro__]
+
+
+def _int_in_channels(neck: nn.Module):
+    """The ``in_channels`` (an int) of necks that take one width; ``None`` for others.
+    mmdet's CTResNetNeck overwrites its ``in_channels`` with its last deconv's width: its first
+    convolution says what it takes."""
+    if type(neck).__name__ == 'CTResNetNeck':
+        layers = getattr(neck, 'deconv_layers', None)
+        return _conv_in(layers[0]) if layers is not None and len(layers) else None
+    in_channels = getattr(neck, 'in_channels', None)
+    return in_channels if isinstance(in_channels, int) else None
+
+
+def _last_conv_out(module: nn.Module):
+    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+    return convs[-1].out_channels if convs else None
+
+
+def _ssd_in_channels(neck: nn.Module, model: nn.Module):
+    """mmdet's SSDNeck keeps no ``in_channels``: its L2 norm (where set) is of the first map's
+    width and its first extra level reads the last map; how many maps it takes is read from the
+    SSD head's ``in_channels`` (the neck's ``out_channels``: the maps, then one per extra level),
+    where they agree. Returns (in_channels or None, first width or None, last width, extras)."""
+    extras = [_last_conv_out(layer) for layer in neck.extra_layers]
+    first = neck.l2_norm.weight.numel() if hasattr(neck, 'l2_norm') else None
+    last = _conv_in(next((m for m in neck.extra_layers[0].modules()
+                          if isinstance(m, nn.Conv2d)), None)) if extras else None
+    head_in = getattr(getattr(model, 'bbox_head', None), 'in_channels', None)
+    in_channels = None
+    if isinstance(head_in, (list, tuple)) and len(head_in) > len(extras):
+        took = list(head_in[:len(head_in) - len(extras)])
+        if first in (None, took[0]) and last in (None, took[-1]) and \
+                list(head_in[len(took):]) == extras:
+            in_channels = took
+    return in_channels, first, last, extras
+
+
+def _neck_out(neck: nn.Module, channels: List[int]):
+    """The widths of the maps a neck returns when given maps of ``channels`` widths (``None``
+    where not known: the necks after it are then not checked)."""
+    kind, family = type(neck).__name__, _family(neck)
+    out, num_outs = getattr(neck, 'out_channels', None), getattr(neck, 'num_outs', None)
+    if kind == 'ChannelMapper':
+        width = _last_conv_out(neck.convs[0]) if len(neck.convs) else None
+        n = len(neck.convs) + len(neck.extra_convs or ())
+        return [width] * n if width is not None else None
+    if kind == 'SSDNeck':
+        return list(channels) + [_last_conv_out(layer) for layer in neck.extra_layers]
+    if kind == 'BFP':
+        return [neck.in_channels] * neck.num_levels
+    if kind == 'DyHead':
+        return [out] * len(channels)
+    if kind == 'DilatedEncoder':
+        return [out]
+    if kind == 'CTResNetNeck':
+        return [neck.in_channels]  # overwritten with its last deconv's width
+    if kind == 'JPU':  # the maps it passes on (all but the last it takes), then its own
+        return list(channels[neck.start_level:neck.backbone_end_level - 1]) + [
+            neck.mid_channels * len(neck.dilations)]
+    if kind in ('CSPNeXtPAFPN', 'YOLOXPAFPN', 'MLANeck'):
+        return [out] * len(channels)
+    if kind in ('YOLOV3Neck', 'SSH') and isinstance(out, (list, tuple)):
+        return list(out)
+    if isinstance(out, int) and isinstance(num_outs, int) and (
+            set(family) & {'FPN', 'PAFPN', 'NASFPN', 'FPN_CARAFE', 'HRFPN', 'FPG',
+                           'NASFCOS_FPN', 'MultiLevelNeck'}):
+        return [out] * num_outs
+    return None
+
+
+def _neck_errors(name: str, neck: nn.Module, channels: List[int], desc: str, cls_token: bool,
+                 backbone: nn.Module, model: nn.Module, other: str) -> List[str]:
+    """What does not fit between a neck (``name``: 'neck' or 'neck[i]') and the maps of
+    ``channels`` widths it is given (described by ``desc``; ``other``: the other fix, on what
+    gives them)."""
+    kind = type(neck).__name__
+    every_map = bool(set(_family(neck)) & set(EVERY_MAP_NECKS))
+    in_channels = _neck_in_channels(neck)
+    int_in = _int_in_channels(neck)
+    if cls_token and (every_map or kind in ('Feature2Pyramid',) + SAME_WIDTH_NECKS):
+        return [f'model.{name} ({kind}) takes every output of the backbone as a map: {desc}: '
+                'set backbone.output_cls_token=False']
+    if cls_token and kind in LAST_MAP_NECKS:
+        return [f'model.{name} ({kind}) reads the last output as a map, here the [CLS] token: '
+                f'{desc}: set backbone.output_cls_token=False']
+    if kind in LAST_MAP_NECKS and int_in is not None:
+        # YOLOF's DilatedEncoder, CenterNet's CTResNetNeck: feats[-1] alone, whatever the rest
+        if int_in == channels[-1]:
+            return []
+        return [f'model.{name}.in_channels={int_in} ({kind}, reads the last map only) but '
+                f'{desc}: set {name}.in_channels={channels[-1]}']
+    if kind in SAME_WIDTH_NECKS and int_in is not None:
+        # Libra R-CNN's BFP (asserts num_levels maps), DyHead: every map of in_channels
+        levels = getattr(neck, 'num_levels', None)
+        count = levels is not None and levels != len(channels)
+        if not count and all(c == int_in for c in channels):
+            return []
+        widths = sorted(set(channels))
+        if len(widths) > 1:
+            fix = (f'its maps are of {len(widths)} widths: put a neck that maps them to one '
+                   f'width before it (e.g. an FPN), with out_channels={int_in}')
+        elif widths[0] != int_in:
+            fix = f'set {name}.in_channels={widths[0]}'
+        else:
+            fix = ''
+        if count:
+            fix += (' and ' if fix else 'set ') + f'{name}.num_levels={len(channels)}'
+            if getattr(neck, 'refine_level', 0) >= len(channels):  # BFP asserts it is below
+                fix += f' (and {name}.refine_level below {len(channels)})'
+        levels_desc = f', num_levels={levels}' if levels is not None else ''
+        return [f'model.{name}.in_channels={int_in} ({kind}{levels_desc}, takes every map, '
+                f'each of in_channels channels) but {desc}: {fix}']
+    if kind == 'SSDNeck':
+        return _ssd_errors(name, neck, channels, desc, model, other)
+    if kind == 'MLANeck' and backbone is not None:
+        strides = [4 * 2 ** i for i in backbone.out_indices]
+        if len(set(strides)) > 1:
+            # SETR-MLA: it adds its maps together, all at stride 16 from mmseg's ViT (a tensor
+            # size message in the first forward, whatever in_channels says)
+            return [f'model.{name} (MLANeck) adds the maps together, so they must be of one '
+                    f'size (mmseg\'s ViT: all at stride 16), but {desc}, at strides {strides}: '
+                    f'use a neck made for a pyramid (e.g. mmseg\'s FPN with in_channels='
+                    f'{channels}) with a head that takes one (e.g. UPerHead), or remove the '
+                    'neck']
+    rescale = _rescaling_neck(neck, backbone) if backbone is not None else ''
+    if kind == 'Feature2Pyramid' and rescale:
+        if _feature2pyramid_fails(neck, channels):
+            return [f'{desc}. {rescale}']
+        print_log(rescale, logger='current', level=logging.WARNING)
+        return []
+    if not isinstance(in_channels, (list, tuple)):
+        return []
+    reversed_ = kind in REVERSED_NECKS
+    want = channels[::-1] if reversed_ else channels
+    if list(in_channels) == want:
+        if rescale:
+            print_log(rescale, logger='current', level=logging.WARNING)
+        return []
+    order = ' (deepest first: it takes the maps in reverse order)' if reversed_ else ''
+    # in the config's own form: mmseg's JPU asserts a tuple
+    fix = tuple(want) if isinstance(in_channels, tuple) else want
+    have = tuple(in_channels) if isinstance(in_channels, tuple) else list(in_channels)
+    line = f'model.{name}.in_channels={have} ({kind}) but {desc}' + (
+        f'. {rescale}' if rescale else
+        f': set {name}.in_channels={fix}{order} ({other})')
+    if every_map:
+        return [line]
+    print_log(line, logger='current', level=logging.WARNING)
+    return []
+
+
+def _ssd_errors(name: str, neck: nn.Module, channels: List[int], desc: str,
+                model: nn.Module, other: str) -> List[str]:
+    """mmdet's SSDNeck: every map, in order (its L2 norm on the first, its extra levels from the
+    last). The advice names the three settings that change together: SSDNeck asserts that its
+    out_channels start with its in_channels, and the SSD head takes what the neck returns."""
+    in_channels, first, last, extras = _ssd_in_channels(neck, model)
+    if in_channels is not None:
+        if in_channels == channels:
+            return []
+        have = f'model.{name}.in_channels={tuple(in_channels)} (SSDNeck)'
+    else:  # the count is not known: the widths the neck reads
+        if first in (None, channels[0]) and last in (None, channels[-1]):
+            return []
+        have = (f'model.{name} (SSDNeck) reads ' + (
+            f'the first map with its L2 norm of {first} channels and ' if first else '') +
+            f'the last map into its first extra level with {last} channels')
+    outs = tuple(channels + extras)
+    fix = (f'set {name}.in_channels={tuple(channels)}, {name}.out_channels={outs} (SSDNeck '
+           f'asserts they start with its in_channels) and bbox_head.in_channels={outs}')
+    levels = getattr(getattr(getattr(model, 'bbox_head', None), 'prior_generator', None),
+                     'num_levels', None)
+    if levels is not None and levels != len(outs):
+        fix += (f", with bbox_head.anchor_generator's strides and ratios for {len(outs)} "
+                f'levels (it has {levels})')
+    return [f'{have} but {desc}: {fix} ({other})']
+
+
+def _list_head_errors(model: nn.Module, channels: List[int], desc: str) -> List[str]:
+    """mmdet's SSD and YOLOv3 heads list one width per map the neck returns (SSDNeck's
+    out_channels, YOLOV3Neck's, deepest first): following the SSD advice without the head's
+    part failed in the first forward inside a convolution."""
+    head = getattr(model, 'bbox_head', None)
+    kind = type(head).__name__
+    in_channels = getattr(head, 'in_channels', None)
+    if kind not in ('SSDHead', 'YOLOV3Head') or not isinstance(in_channels, (list, tuple)) or \
+            list(in_channels) == channels:
+        return []
+    fix = tuple(channels) if isinstance(in_channels, tuple) else channels
+    return [f'model.bbox_head.in_channels={in_channels} ({kind}, one per map) but {desc}: set '
+            f'bbox_head.in_channels={fix}']
+
+
+def _det_heads_errors(model: nn.Module, channels: List[int], desc: str) -> List[str]:
+    """mmdet's heads that take every map the neck returns at one width (its out_channels):
+    the dense heads' and RPN's ``in_channels`` (an int), the RoI heads' extractors'
+    ``out_channels`` and their bbox/mask heads' ``in_channels``. A neck whose out_channels
+    changed alone failed in the first forward inside a convolution."""
+    if len(set(channels)) != 1:
+        return []  # maps of several widths: heads that list them (SSD's, YOLOv3's) are apart
+    width = channels[0]
+    found = []
+
+    def each(name, module):
+        if isinstance(module, nn.ModuleList):
+            for i, m in enumerate(module):
+                yield f'{name}[{i}]', m
+        elif module is not None:
+            yield name, module
+
+    for name in ('rpn_head', 'bbox_head'):
+        for path, head in each(name, getattr(model, name, None)):
+            found.append((path, head, 'in_channels', 'runs on every map'))
+    roi_head = getattr(model, 'roi_head', None)
+    for part, attr, how in (('bbox_roi_extractor', 'out_channels', 'pools the maps'),
+                            ('mask_roi_extractor', 'out_channels', 'pools the maps'),
+                            ('bbox_head', 'in_channels', 'takes the pooled maps'),
+                            ('mask_head', 'in_channels', 'takes the pooled maps')):
+        if getattr(roi_head, 'share_roi_extractor', False) and part == 'mask_roi_extractor':
+            continue
+        for path, module in each(f'roi_head.{part}', getattr(roi_head, part, None)):
+            found.append((path, module, attr, how))
+    errors = []
+    for path, module, attr, how in found:
+        value = getattr(module, attr, None)
+        if value is None and type(module).__name__ == 'CenterNetHead':
+            # it keeps no in_channels: its heatmap branch's first convolution takes them
+            value = _conv_in(module.heatmap_head[0])
+        if isinstance(value, int) and not isinstance(value, bool) and value != width:
+            errors.append(f'model.{path}.{attr}={value} ({type(module).__name__}, {how}) but '
+                          f'{desc}: set {path}.{attr}={width}')
+    return errors
+
+
+def _out_desc(name: str, neck: nn.Module, channels: List[int]) -> str:
+    return (f'model.{name} ({type(neck).__name__}) returns {len(channels)} maps with '
+            f'{list(channels)} channels')
+
+
 def backbone_fit_errors(model: nn.Module) -> List[str]:
     """What does not fit between an mmvtx backbone's outputs and the module that reads them
     (empty: it fits, or the backbone is not one of mmvtx's)."""
@@ -203,39 +489,36 @@ def backbone_fit_errors(model: nn.Module) -> List[str]:
     desc = _backbone_desc(backbone)
     cls_token = _cls_token(backbone)
     neck = getattr(model, 'neck', None)
-    if isinstance(neck, nn.Sequential) and len(neck):
-        neck = neck[0]
     if neck is not None:
-        kind = type(neck).__name__
-        in_channels = _neck_in_channels(neck)
-        if cls_token and kind in EVERY_MAP_NECKS + ('Feature2Pyramid',):
-            return [f'model.neck ({kind}) takes every output of the backbone as a map: {desc}: '
-                    'set backbone.output_cls_token=False']
-        rescale = _rescaling_neck(neck, backbone)
-        if kind == 'Feature2Pyramid' and rescale:
-            if _feature2pyramid_fails(neck, channels):
-                return [f'{desc}. {rescale}']
-            print_log(rescale, logger='current', level=logging.WARNING)
-            return []
-        if not isinstance(in_channels, (list, tuple)):
-            return []
-        reversed_ = kind in REVERSED_NECKS
-        want = channels[::-1] if reversed_ else channels
-        if list(in_channels) == want:
-            if rescale:
-                print_log(rescale, logger='current', level=logging.WARNING)
-            return []
-        order = ' (deepest first: it takes the maps in reverse order)' if reversed_ else ''
-        line = f'model.neck.in_channels={list(in_channels)} ({kind}) but {desc}' + (
-            f'. {rescale}' if rescale else
-            f': set neck.in_channels={want}{order} (or the backbone\'s out_indices to the '
-            'levels the neck expects)')
-        if kind in EVERY_MAP_NECKS:
-            return [line]
-        print_log(line, logger='current', level=logging.WARNING)
-        return []
+        # a config's list of necks is an nn.Sequential: each takes what the one before returns
+        # (mmdet checks none of it: a wrong width failed inside a convolution, a wrong count in
+        # BFP with an empty AssertionError)
+        chain = list(neck) if isinstance(neck, nn.Sequential) else [neck]
+        other = "or the backbone's out_indices to the levels the neck expects"
+        for i, part in enumerate(chain):
+            name = f'neck[{i}]' if isinstance(neck, nn.Sequential) else 'neck'
+            errors = _neck_errors(name, part, channels, desc, cls_token and i == 0,
+                                  backbone if i == 0 else None, model, other)
+            if errors:
+                return errors
+            channels = _neck_out(part, channels)
+            if channels is None or None in channels:
+                return []
+            desc = _out_desc(name, part, channels)
+            other = f'or the settings of model.{name} to what it takes'
+        # the heads read the last neck's maps (the [CLS] token stops at the neck)
+        return _list_head_errors(model, channels, desc) + _det_heads_errors(
+            model, channels, desc) + _seg_heads_errors(model, channels, desc, False)
+    return _seg_heads_errors(model, channels, desc, cls_token)
+
+
+def _seg_heads_errors(model: nn.Module, channels: List[int], desc: str,
+                      cls_token: bool) -> List[str]:
+    """mmseg's decode and auxiliary heads, and mmdet's MaskFormer/Mask2Former head, against the
+    maps (``desc``) they are given."""
     errors = []
-    for name in ('decode_head', 'auxiliary_head'):
+    # mmseg's heads; mmdet's MaskFormer/Mask2Former (no neck: their pixel decoder is one)
+    for name in ('decode_head', 'auxiliary_head', 'panoptic_head'):
         heads = getattr(model, name, None)
         if heads is None:
             continue

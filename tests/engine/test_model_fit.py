@@ -253,8 +253,11 @@ def _mln_vit(tmp_path, **neck):
         "custom_imports = dict(imports=['mmvtx'], allow_failed_imports=False)\n"
         "model = dict(pretrained=None, backbone=dict(_delete_=True, type='mmvtx.ViT',"
         " embed_dims=64, num_layers=1, num_heads=2),\n"
-        f"    neck=dict(out_channels=32, **{neck!r}), decode_head=dict(channels=32),\n"
-        "    auxiliary_head=dict(channels=16))\n")
+        f"    neck=dict(out_channels=32, **{neck!r}),\n"
+        # the heads take the neck's maps (32 channels; the checks reach them since the heads
+        # after a neck are checked too)
+        "    decode_head=dict(in_channels=[32] * 4, channels=32),\n"
+        "    auxiliary_head=dict(in_channels=32, channels=16))\n")
     return _model(str(tmp_path / 'cfg.py'), 'mmseg', **options)
 
 
@@ -331,3 +334,380 @@ def test_feature2pyramid_on_a_pyramid_is_refused_naming_the_fix(tmp_path):
     error, = backbone_fit_errors(token)
     assert error.startswith('model.neck (Feature2Pyramid) takes every output of the backbone as '
                             'a map: ') and error.endswith('set backbone.output_cls_token=False')
+
+
+SWIN_MINI = ("dict(_delete_=True, type='mmvtx.SwinTransformer', embed_dims=32, depths=(1, 1, 1, 1),"
+             " num_heads=(1, 1, 1, 1)")
+
+
+def _mmdet_recipe(tmp_path, base, backbone='', **model):
+    """An mmdet recipe with a small mmvtx Swin (channels [32, 64, 128, 256]) swapped in."""
+    (tmp_path / 'cfg.py').write_text(
+        f"_base_ = 'mmdet::{base}'\n"
+        "custom_imports = dict(imports=['mmvtx'], allow_failed_imports=False)\n"
+        f"model = dict(backbone={SWIN_MINI}{backbone}), **{model!r})\n")
+    return _model(str(tmp_path / 'cfg.py'), 'mmdet')
+
+
+def test_yolof_dilated_encoder_reads_the_last_maps_width(tmp_path):
+    """mmdet's YOLOF: DilatedEncoder's in_channels is an int, the last map's (the hook passed
+    it: the R-50 recipe's 2048 failed in the first forward inside a convolution)."""
+    error, = backbone_fit_errors(_mmdet_recipe(tmp_path, 'yolof/yolof_r50-c5_8xb8-1x_coco.py',
+                                               ', out_indices=(3,)'))
+    assert error == ('model.neck.in_channels=2048 (DilatedEncoder, reads the last map only) but '
+                     'model.backbone (SwinTransformer, out_indices=(3,)) returns 1 maps with '
+                     '[256] channels: set neck.in_channels=256')
+    assert backbone_fit_errors(_mmdet_recipe(
+        tmp_path, 'yolof/yolof_r50-c5_8xb8-1x_coco.py', ', out_indices=(3,)',
+        neck=dict(in_channels=256))) == []
+    # it reads feats[-1] whatever the rest: the four maps fit as well
+    assert backbone_fit_errors(_mmdet_recipe(
+        tmp_path, 'yolof/yolof_r50-c5_8xb8-1x_coco.py', neck=dict(in_channels=256))) == []
+
+
+@pytest.mark.parametrize('in_channels,expected', [
+    (384, []),
+    (512, ['model.neck.in_channels=512 (CTResNetNeck, reads the last map only) but model.backbone '
+           '(SwinTransformer, out_indices=(0, 1, 2, 3)) returns 4 maps with [48, 96, 192, 384] '
+           'channels: set neck.in_channels=384']),
+])
+def test_centernet_neck_reads_the_last_maps_width(in_channels, expected):
+    """mmdet's CTResNetNeck overwrites its in_channels attribute with its last deconv's width
+    (64 here): its first convolution says what it takes."""
+    neck = dict(type='CTResNetNeck', in_channels=in_channels, num_deconv_filters=(32, 16),
+                num_deconv_kernels=(4, 4), use_dcn=False)
+    assert backbone_fit_errors(_detector(neck)) == expected
+
+
+def test_centernet_head_takes_the_necks_last_deconv_width(tmp_path):
+    """mmdet's CenterNetHead keeps no in_channels: the neck's num_deconv_filters changed alone
+    failed in the first forward inside its convolution."""
+    base = 'centernet/centernet_r18_8xb16-crop512-140e_coco.py'
+    neck = dict(in_channels=256, num_deconv_filters=(128, 64, 32))
+    assert backbone_fit_errors(_mmdet_recipe(tmp_path, base, ', out_indices=(3,)',
+                                             neck=neck)) == [
+        'model.bbox_head.in_channels=64 (CenterNetHead, runs on every map) but model.neck '
+        '(CTResNetNeck) returns 1 maps with [32] channels: set bbox_head.in_channels=32']
+    assert backbone_fit_errors(_mmdet_recipe(tmp_path, base, ', out_indices=(3,)', neck=neck,
+                                             bbox_head=dict(in_channels=32))) == []
+
+
+def test_last_map_necks_and_a_returned_cls_token():
+    model = _model(DET_CFG, 'mmdet', **{
+        'model.backbone': dict(CVT, _delete_=True),
+        'model.neck': dict(_delete_=True, type='DilatedEncoder', in_channels=96, out_channels=16,
+                           block_mid_channels=8, num_residual_blocks=1,
+                           block_dilations=[1])})
+    assert backbone_fit_errors(model) == [
+        f'model.neck (DilatedEncoder) reads the last output as a map, here the [CLS] token: '
+        f'{CVT_DESC}: set backbone.output_cls_token=False']
+
+
+LIBRA_FPN = dict(type='FPN', in_channels=[48, 96, 192, 384], out_channels=32, num_outs=5)
+
+
+@pytest.mark.parametrize('necks,expected', [
+    ([LIBRA_FPN, dict(type='BFP', in_channels=32, num_levels=5)], []),
+    # the FPN's out_channels changed alone: a convolution's shape message in the first forward
+    ([LIBRA_FPN, dict(type='BFP', in_channels=256, num_levels=5)],
+     'model.neck[1].in_channels=256 (BFP, num_levels=5, takes every map, each of in_channels '
+     'channels) but model.neck[0] (FPN) returns 5 maps with [32, 32, 32, 32, 32] channels: set '
+     'neck[1].in_channels=32'),
+    # its num_outs changed alone: BFP's empty AssertionError in the first forward
+    ([dict(LIBRA_FPN, num_outs=4), dict(type='BFP', in_channels=32, num_levels=5)],
+     'model.neck[1].in_channels=32 (BFP, num_levels=5, takes every map, each of in_channels '
+     'channels) but model.neck[0] (FPN) returns 4 maps with [32, 32, 32, 32] channels: set '
+     'neck[1].num_levels=4'),
+    # the first neck is named as neck[0]
+    ([dict(LIBRA_FPN, in_channels=[96, 192, 384, 768]), dict(type='BFP', in_channels=32,
+                                                              num_levels=5)],
+     'model.neck[0].in_channels=[96, 192, 384, 768] (FPN) but model.backbone (SwinTransformer, '
+     'out_indices=(0, 1, 2, 3)) returns 4 maps with [48, 96, 192, 384] channels: set '
+     "neck[0].in_channels=[48, 96, 192, 384] (or the backbone's out_indices to the levels the "
+     'neck expects)'),
+    # three in a row: the third reads the second's (BFP keeps the widths and the count)
+    ([LIBRA_FPN, dict(type='BFP', in_channels=32, num_levels=5),
+      dict(type='FPN', in_channels=[32] * 4, out_channels=16, num_outs=4)],
+     'model.neck[2].in_channels=[32, 32, 32, 32] (FPN) but model.neck[1] (BFP) returns 5 maps '
+     'with [32, 32, 32, 32, 32] channels: set neck[2].in_channels=[32, 32, 32, 32, 32] (or the '
+     'settings of model.neck[1] to what it takes)'),
+])
+def test_chained_necks_each_take_what_the_one_before_returns(necks, expected):
+    """A config's list of necks (Libra R-CNN's FPN + BFP, ATSS's FPN + DyHead) is an
+    nn.Sequential: only the first was checked, and mmdet checks none of the rest."""
+    errors = backbone_fit_errors(_detector(necks))
+    if not expected:
+        assert errors == []
+    else:
+        assert len(errors) == 1 and errors[0].startswith(expected), errors
+
+
+def test_same_width_necks_after_the_backbone_need_one_width():
+    """BFP/DyHead straight on the backbone: its maps are of several widths."""
+    error, = backbone_fit_errors(_detector(dict(type='BFP', in_channels=384, num_levels=4)))
+    assert error == ('model.neck.in_channels=384 (BFP, num_levels=4, takes every map, each of '
+                     'in_channels channels) but model.backbone (SwinTransformer, out_indices=(0, '
+                     '1, 2, 3)) returns 4 maps with [48, 96, 192, 384] channels: its maps are of '
+                     '4 widths: put a neck that maps them to one width before it (e.g. an FPN), '
+                     'with out_channels=384')
+    assert backbone_fit_errors(_detector(dict(type='BFP', in_channels=384, num_levels=1,
+                                              refine_level=0), out_indices=(3,))) == []
+    # one width, another count (its refine_level, 2, must stay below it)
+    error, = backbone_fit_errors(_detector(dict(type='BFP', in_channels=384, num_levels=4),
+                                           out_indices=(3,)))
+    assert error.endswith('returns 1 maps with [384] channels: set neck.num_levels=1 (and '
+                          'neck.refine_level below 1)'), error
+
+
+def test_dyhead_after_an_fpn_takes_its_width(tmp_path):
+    """mmdet's ATSS + DyHead recipe (FPN then DyHead) with the FPN's width changed alone."""
+    base = 'dyhead/atss_r50_fpn_dyhead_1x_coco.py'
+    fpn = dict(in_channels=[32, 64, 128, 256], out_channels=256, start_level=1, num_outs=5,
+               add_extra_convs='on_output', type='FPN')
+    neck = [fpn, dict(type='DyHead', in_channels=256, out_channels=256, num_blocks=1)]
+    assert backbone_fit_errors(_mmdet_recipe(tmp_path, base, neck=neck)) == []
+    neck[0] = dict(fpn, out_channels=64)
+    error, = backbone_fit_errors(_mmdet_recipe(tmp_path, base, neck=neck))
+    assert error == ('model.neck[1].in_channels=256 (DyHead, takes every map, each of in_channels '
+                     'channels) but model.neck[0] (FPN) returns 5 maps with [64, 64, 64, 64, 64] '
+                     'channels: set neck[1].in_channels=64')
+
+
+SSD = 'ssd/ssd300_coco.py'
+SSD_FITS = dict(neck=dict(in_channels=(64, 128), out_channels=(64, 128, 512, 256, 256, 256)),
+                bbox_head=dict(in_channels=(64, 128, 512, 256, 256, 256)))
+
+
+def test_ssd_neck_takes_every_map_and_the_advice_builds_and_runs(tmp_path):
+    """mmdet's SSDNeck keeps no in_channels (the hook passed it: the VGG recipe's (512, 1024)
+    failed in the first forward inside its L2 norm); its out_channels must start with its
+    in_channels (an assertion when in_channels alone changes) and the head takes them."""
+    import torch
+    error, = backbone_fit_errors(_mmdet_recipe(tmp_path, SSD, ', out_indices=(1, 2)'))
+    assert error == (
+        'model.neck.in_channels=(512, 1024) (SSDNeck) but model.backbone (SwinTransformer, '
+        'out_indices=(1, 2)) returns 2 maps with [64, 128] channels: set neck.in_channels=(64, '
+        '128), neck.out_channels=(64, 128, 512, 256, 256, 256) (SSDNeck asserts they start with '
+        'its in_channels) and bbox_head.in_channels=(64, 128, 512, 256, 256, 256) (or the '
+        "backbone's out_indices to the levels the neck expects)")
+    model = _mmdet_recipe(tmp_path, SSD, ', out_indices=(1, 2)', **SSD_FITS)
+    assert backbone_fit_errors(model) == []
+    with torch.no_grad():
+        feats = model.eval().extract_feat(torch.zeros(1, 3, 300, 300))
+        cls_scores, _ = model.bbox_head(feats)
+    assert [f.shape[1] for f in feats] == [64, 128, 512, 256, 256, 256]
+    assert len(cls_scores) == 6
+    # the neck's part of the advice followed, the head's not
+    error, = backbone_fit_errors(_mmdet_recipe(tmp_path, SSD, ', out_indices=(1, 2)',
+                                               neck=SSD_FITS['neck']))
+    assert error == ('model.bbox_head.in_channels=(512, 1024, 512, 256, 256, 256) (SSDHead, one '
+                     'per map) but model.neck (SSDNeck) returns 6 maps with [64, 128, 512, 256, '
+                     '256, 256] channels: set bbox_head.in_channels=(64, 128, 512, 256, 256, '
+                     '256)')
+
+
+def test_ssd_neck_given_more_maps_than_it_takes(tmp_path):
+    """Three maps into the neck made for two: its first extra level read the stride-32 map (a
+    convolution's shape message); the head and its anchors then need one more level."""
+    error, = backbone_fit_errors(_mmdet_recipe(tmp_path, SSD, ', out_indices=(1, 2, 3)',
+                                               **SSD_FITS))
+    assert error.startswith('model.neck.in_channels=(64, 128) (SSDNeck) but model.backbone '
+                            '(SwinTransformer, out_indices=(1, 2, 3)) returns 3 maps with '
+                            '[64, 128, 256] channels: set neck.in_channels=(64, 128, 256), '
+                            'neck.out_channels=(64, 128, 256, 512, 256, 256, 256)'), error
+    assert ("with bbox_head.anchor_generator's strides and ratios for 7 levels (it has 6)"
+            in error), error
+
+
+@pytest.mark.parametrize('scope,neck', [
+    ('mmdet', dict(type='HRFPN', out_channels=16, num_outs=5)),
+    ('mmdet', dict(type='SSH', num_scales=3, out_channels=[16] * 3)),
+    ('mmdet', dict(type='FPN_DropBlock', out_channels=16, num_outs=3)),
+    ('mmdet', dict(type='NASFCOS_FPN', out_channels=16, num_outs=5, start_level=1,
+                   end_level=-1)),
+    ('mmseg', dict(type='JPU', mid_channels=16)),
+])
+def test_more_necks_that_take_every_map_are_refused(scope, neck):
+    """Necks that assert one in_channels entry per map (or read in_channels[i] channels from
+    map i): another list was only warned about and failed in the first forward (a bare
+    AssertionError or a convolution's shape message). mmseg's JPU asserts a tuple: the advice
+    keeps the config's form."""
+    from mmvtx.models.backbones import SwinTransformer
+    from torch import nn
+    if scope == 'mmdet':
+        from mmdet.registry import MODELS
+        from mmdet.utils import register_all_modules
+    else:
+        from mmseg.registry import MODELS
+        from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    tuple_ = neck['type'] == 'JPU'
+    wrong = (512, 1024, 2048) if tuple_ else [512, 1024, 2048]
+    model = nn.Module()
+    model.backbone = SwinTransformer(arch='tiny', embed_dims=48, depths=(1, 1, 1, 1),
+                                     out_indices=(1, 2, 3))
+    with DefaultScope.overwrite_default_scope(scope):
+        model.neck = MODELS.build(dict(neck, in_channels=wrong))
+    want = '(96, 192, 384)' if tuple_ else '[96, 192, 384]'
+    assert backbone_fit_errors(model) == [
+        f"model.neck.in_channels={wrong} ({neck['type']}) but model.backbone (SwinTransformer, "
+        'out_indices=(1, 2, 3)) returns 3 maps with [96, 192, 384] channels: set '
+        f"neck.in_channels={want} (or the backbone's out_indices to the levels the neck expects)"]
+    with DefaultScope.overwrite_default_scope(scope):
+        model.neck = MODELS.build(dict(neck, in_channels=eval(want)))
+    assert backbone_fit_errors(model) == []
+
+
+def _mmseg_recipe(tmp_path, base, backbone, **model):
+    (tmp_path / 'cfg.py').write_text(
+        f"_base_ = 'mmseg::{base}'\n"
+        "custom_imports = dict(imports=['mmvtx'], allow_failed_imports=False)\n"
+        f"model = dict(pretrained=None, backbone={backbone}), **{model!r})\n")
+    return _model(str(tmp_path / 'cfg.py'), 'mmseg')
+
+
+def test_setr_mla_neck_on_a_pyramid_is_refused(tmp_path):
+    """mmseg's SETR-MLA: MLANeck adds its maps together (mmseg's ViT: all at stride 16); on
+    mmvtx's maps at strides 4..32 it failed in the first forward with a tensor size message
+    whatever its in_channels."""
+    vit = "dict(_delete_=True, type='mmvtx.ViT', embed_dims=64, num_layers=1, num_heads=2"
+    base = 'setr/setr_vit-l_mla_8xb2-160k_ade20k-512x512.py'
+    error, = backbone_fit_errors(_mmseg_recipe(tmp_path, base, vit,
+                                               neck=dict(in_channels=[16, 32, 64, 64])))
+    assert error == (
+        "model.neck (MLANeck) adds the maps together, so they must be of one size (mmseg's ViT: "
+        'all at stride 16), but model.backbone (ViT, out_indices=(0, 1, 2, 3)) returns 4 maps '
+        "with [16, 32, 64, 64] channels, at strides [4, 8, 16, 32]: use a neck made for a "
+        "pyramid (e.g. mmseg's FPN with in_channels=[16, 32, 64, 64]) with a head that takes one "
+        '(e.g. UPerHead), or remove the neck')
+    # one map: the width is what is checked
+    error, = backbone_fit_errors(_mmseg_recipe(tmp_path, base, vit + ', out_indices=(2,)',
+                                               neck=dict(in_channels=[1024])))
+    assert error.startswith('model.neck.in_channels=[1024] (MLANeck) but model.backbone (ViT, '
+                            'out_indices=(2,)) returns 1 maps with [64] channels: set '
+                            'neck.in_channels=[64]'), error
+
+
+def test_segmentation_heads_after_a_neck_read_its_maps(tmp_path):
+    """With a neck, mmseg's heads were not checked: Semantic FPN with the FPN's out_channels or
+    num_outs changed alone failed in the first forward (a convolution's shape message, an
+    IndexError)."""
+    base = 'sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py'
+    neck = dict(in_channels=[32, 64, 128, 256])
+    assert backbone_fit_errors(_mmseg_recipe(tmp_path, base, SWIN_MINI, neck=neck)) == []
+    assert backbone_fit_errors(_mmseg_recipe(tmp_path, base, SWIN_MINI,
+                                             neck=dict(neck, out_channels=64))) == [
+        'model.decode_head.in_channels=[256, 256, 256, 256] but the maps its in_index=[0, 1, 2, '
+        '3] selects have [64, 64, 64, 64] channels: model.neck (FPN) returns 4 maps with [64, 64, '
+        '64, 64] channels: set decode_head.in_channels=[64, 64, 64, 64]']
+    # the levels and the neck changed, not its num_outs (4 would add a pooled level)
+    assert backbone_fit_errors(_mmseg_recipe(
+        tmp_path, base, SWIN_MINI + ', out_indices=(1, 2, 3)',
+        neck=dict(in_channels=[64, 128, 256], num_outs=3))) == [
+        'model.decode_head.in_index=[0, 1, 2, 3] selects maps [3] that do not exist: model.neck '
+        '(FPN) returns 3 maps with [256, 256, 256] channels']
+
+
+def test_jpu_outputs_and_the_heads_that_read_them(tmp_path):
+    """mmseg's FastFCN: JPU passes on all but the last map it takes, then its own (mid_channels
+    per dilation); a head reading a passed-on map by the recipe's in_index is named, with the
+    index of the map of its width."""
+    base = 'fastfcn/fastfcn_r50-d32_jpu_aspp_4xb4-80k_ade20k-512x512.py'
+    errors = backbone_fit_errors(_mmseg_recipe(tmp_path, base, SWIN_MINI,
+                                               neck=dict(in_channels=(32, 64, 128, 256))))
+    desc = 'model.neck (JPU) returns 4 maps with [32, 64, 128, 2048] channels'
+    assert errors == [
+        f'model.decode_head.in_channels=2048 but the maps its in_index=2 selects have 128 '
+        f'channels: {desc}: set decode_head.in_channels=128 (or decode_head.in_index=3, the map '
+        'of 2048 channels)',
+        f'model.auxiliary_head.in_channels=1024 but the maps its in_index=1 selects have 64 '
+        f'channels: {desc}: set auxiliary_head.in_channels=64']
+    assert backbone_fit_errors(_mmseg_recipe(
+        tmp_path, base, SWIN_MINI, neck=dict(in_channels=(32, 64, 128, 256)),
+        decode_head=dict(in_index=3), auxiliary_head=dict(in_channels=64))) == []
+
+
+def test_detection_heads_take_the_necks_width():
+    """The shapes recipe with its FPN's out_channels changed alone (64 -> 32): mmdet's RPN and
+    RoI heads failed in the first forward with a convolution's shape message; each setting
+    that reads the neck's width is named."""
+    desc = 'model.neck (FPN) returns 5 maps with [32, 32, 32, 32, 32] channels'
+    assert backbone_fit_errors(_model(DET_CFG, 'mmdet', **{'model.neck.out_channels': 32})) == [
+        f'model.rpn_head.in_channels=64 (RPNHead, runs on every map) but {desc}: set '
+        'rpn_head.in_channels=32',
+        'model.roi_head.bbox_roi_extractor.out_channels=64 (SingleRoIExtractor, pools the maps) '
+        f'but {desc}: set roi_head.bbox_roi_extractor.out_channels=32',
+        'model.roi_head.mask_roi_extractor.out_channels=64 (SingleRoIExtractor, pools the maps) '
+        f'but {desc}: set roi_head.mask_roi_extractor.out_channels=32',
+        'model.roi_head.bbox_head.in_channels=64 (Shared2FCBBoxHead, takes the pooled maps) but '
+        f'{desc}: set roi_head.bbox_head.in_channels=32',
+        'model.roi_head.mask_head.in_channels=64 (FCNMaskHead, takes the pooled maps) but '
+        f'{desc}: set roi_head.mask_head.in_channels=32']
+    assert backbone_fit_errors(_model(DET_CFG, 'mmdet', **{
+        'model.neck.out_channels': 32, 'model.rpn_head.in_channels': 32,
+        'model.roi_head.bbox_roi_extractor.out_channels': 32,
+        'model.roi_head.mask_roi_extractor.out_channels': 32,
+        'model.roi_head.bbox_head.in_channels': 32,
+        'model.roi_head.mask_head.in_channels': 32})) == []
+
+
+def test_retinanet_head_takes_the_necks_width(tmp_path):
+    base = 'retinanet/retinanet_r50_fpn_1x_coco.py'
+    neck = dict(in_channels=[64, 128, 256])
+    assert backbone_fit_errors(_mmdet_recipe(tmp_path, base, ', out_indices=(1, 2, 3)',
+                                             neck=neck)) == []
+    assert backbone_fit_errors(_mmdet_recipe(tmp_path, base, ', out_indices=(1, 2, 3)',
+                                             neck=dict(neck, out_channels=128))) == [
+        'model.bbox_head.in_channels=256 (RetinaHead, runs on every map) but model.neck (FPN) '
+        'returns 5 maps with [128, 128, 128, 128, 128] channels: set bbox_head.in_channels=128']
+
+
+@pytest.mark.parametrize('base,head,decoder', [
+    ('mask2former/mask2former_r50_8xb2-lsj-50e_coco.py', 'Mask2FormerHead',
+     'MSDeformAttnPixelDecoder'),
+    ('maskformer/maskformer_r50_ms-16xb1-75e_coco.py', 'MaskFormerHead',
+     'TransformerEncoderPixelDecoder'),
+])
+def test_mmdet_maskformer_heads_pixel_decoder_takes_every_map(tmp_path, base, head, decoder):
+    """mmdet's MaskFormer/Mask2Former keep no neck: their panoptic_head's pixel decoder takes
+    every map (only mmseg's decode_head was checked)."""
+    assert backbone_fit_errors(_mmdet_recipe(tmp_path, base)) == [
+        f'model.panoptic_head.in_channels=[256, 512, 1024, 2048] ({head}, read by its {decoder}) '
+        'but model.backbone (SwinTransformer, out_indices=(0, 1, 2, 3)) returns 4 maps with [32, '
+        '64, 128, 256] channels: set panoptic_head.in_channels=[32, 64, 128, 256]']
+    assert backbone_fit_errors(_mmdet_recipe(
+        tmp_path, base, panoptic_head=dict(in_channels=[32, 64, 128, 256]))) == []
+
+
+def test_dpt_head_on_maps_is_refused(tmp_path):
+    """mmseg's DPT recipe with mmvtx's ViT: the old advice (decode_head.in_channels) gave a model
+    that failed in the first forward with an empty AssertionError (DPTHead unpacks each input as
+    a (map, [CLS] token) pair and resizes stride-16 maps into a pyramid)."""
+    vit = "dict(_delete_=True, type='mmvtx.ViT', embed_dims=64, num_layers=1, num_heads=2"
+    for in_channels in ([768] * 4, [16, 32, 64, 64]):
+        errors = backbone_fit_errors(_mmseg_recipe(
+            tmp_path, 'dpt/dpt_vit-b16_8xb2-160k_ade20k-512x512.py', vit,
+            decode_head=dict(in_channels=in_channels)))
+        assert errors == [
+            'model.decode_head (DPTHead) takes a (map, [CLS] token) pair per level, each map at '
+            "stride 16 (mmseg's ViT with output_cls_token=True), which it resizes into a "
+            'pyramid; model.backbone (ViT, out_indices=(0, 1, 2, 3)) returns 4 maps with [16, 32, '
+            '64, 64] channels, maps already at strides 4..32: use a head made for a pyramid of '
+            'maps (e.g. UPerHead with decode_head.in_channels=[16, 32, 64, 64])']
+
+
+def test_knet_kernel_generate_head_reads_the_maps(tmp_path):
+    """mmseg's K-Net: its IterativeDecodeHead keeps no in_channels; the UPerHead inside it
+    (kernel_generate_head) took the Swin-T recipe's widths and failed in the first forward with
+    a convolution's shape message."""
+    base = 'knet/knet-s3_swin-t_upernet_8xb2-adamw-80k_ade20k-512x512.py'
+    errors = backbone_fit_errors(_mmseg_recipe(tmp_path, base, SWIN_MINI,
+                                               auxiliary_head=dict(in_channels=128)))
+    assert errors == [
+        'model.decode_head.kernel_generate_head.in_channels=[96, 192, 384, 768] but the maps its '
+        'in_index=[0, 1, 2, 3] selects have [32, 64, 128, 256] channels: model.backbone '
+        '(SwinTransformer, out_indices=(0, 1, 2, 3)) returns 4 maps with [32, 64, 128, 256] '
+        'channels: set decode_head.kernel_generate_head.in_channels=[32, 64, 128, 256]']
+    assert backbone_fit_errors(_mmseg_recipe(
+        tmp_path, base, SWIN_MINI, auxiliary_head=dict(in_channels=128),
+        decode_head=dict(kernel_generate_head=dict(in_channels=[32, 64, 128, 256])))) == []
