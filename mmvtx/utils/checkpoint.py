@@ -180,12 +180,21 @@ class _NumpyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f'it would build {module}.{name}, which is not a numpy array')
 
 
-def _numpy_to_torch(obj):
+def _numpy_to_torch(obj, name: str = ''):
     if isinstance(obj, np.ndarray):
+        if obj.dtype.hasobject:  # Python objects, not numbers: no tensor holds them
+            raise pickle.UnpicklingError(f'{name or "an entry"} is an array of Python objects '
+                                         f'(dtype {obj.dtype}), not of numbers')
         return torch.from_numpy(np.ascontiguousarray(obj))
     if isinstance(obj, dict):
-        return {k: _numpy_to_torch(v) for k, v in obj.items()}
+        return {k: _numpy_to_torch(v, f'{name}/{k}' if name else str(k))
+                for k, v in obj.items()}
     return obj
+
+
+# how a pickle of a dict begins: protocol 2+ with its PROTO opcode; Python 2's cPickle default,
+# protocol 0 (``(dp0``, an OrderedDict's ``ccollections``), and protocol 1 (``}q``) without one
+PICKLE_STARTS = (b'\x80', b'(dp', b'}', b'ccollections\nOrderedDict\n')
 
 
 def _read_numpy_pickle(path: str):
@@ -246,7 +255,7 @@ def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
         except Exception as e:  # noqa: BLE001 - re-raised with what a user needs
             with open(path, 'rb') as f:
                 head = f.read(16)
-            if head.startswith(b'\x80') and not zipfile.is_zipfile(path):
+            if head.startswith(PICKLE_STARTS) and not zipfile.is_zipfile(path):
                 # a plain pickle: detectron2's .pkl releases hold numpy arrays
                 try:
                     ckpt = _read_numpy_pickle(path)
@@ -259,7 +268,7 @@ def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
                         '(torch.save(model.state_dict(), ...)) or convert it with '
                         'tools/model_converters/*2mmvtx.py.') from e
                 return unwrap_state_dict(ckpt, origin=path)
-            if not head.startswith((b'PK', b'\x80')):  # neither torch.save's zip nor a pickle
+            if not head.startswith((b'PK',) + PICKLE_STARTS):  # neither a zip nor a pickle
                 raise RuntimeError(
                     f'{path} is not a checkpoint file: its bytes are none of torch.save\'s '
                     f'formats, safetensors or .npz (it begins {head!r}); a web page or an '
