@@ -271,3 +271,44 @@ def test_a_backbone_under_a_wrapper_is_found(tmp_path):
     with pytest.raises(CheckpointMismatchError, match=r"several backbones \(ema\.backbone\., "
                        r"model\.backbone\.\).*prefix='ema\.backbone\.'"):
         load_backbone_checkpoint(SwinTransformer(arch), two)
+
+
+def test_a_position_grid_that_is_square_or_the_models_is_read_as_config_json_says(
+        tmp_path, monkeypatch):
+    """A 14x14 release (224 px, patch 16) into a ViT pretrained at 112x448 (a 7x28 grid): both
+    hold 196 positions, and the file was read as the model's 7x28 grid without resampling
+    (positions scrambled). transformers' config.json beside it gives image_size/patch_size:
+    the 14x14 grid is resampled to 7x28, to transformers' own interpolated embedding. Without
+    a config the model's grid is kept (a file saved from this model), with a warning naming
+    both readings and the img_size that reads a square release right."""
+    import logging
+
+    from transformers import ViTConfig, ViTModel
+
+    from mmvtx.models.backbones.vit import ViT
+    from mmvtx.utils import logging as mmvtx_logging
+    ref = jitter_(ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=128, image_size=224, patch_size=16,
+                                     layer_norm_eps=1e-6, hidden_dropout_prob=0.0,
+                                     attention_probs_dropout_prob=0.0),
+                           add_pooling_layer=False)).eval()
+    ref.save_pretrained(str(tmp_path / 'hf'))
+    build = (lambda: ViT(dict(embed_dims=32, num_layers=1, num_heads=2), img_size=(112, 448),
+                         out_indices=(2,), drop_path_rate=0.0).eval())
+    model = build()
+    assert 'pos_embed' in model.load_pretrained(str(tmp_path / 'hf')).resized
+    x = torch.randn(1, 3, 112, 448)
+    with torch.no_grad():
+        last = ref(x, interpolate_pos_encoding=True).last_hidden_state[:, 1:]
+        expected = model.pyramid([last.transpose(1, 2).reshape(1, 32, 7, 28)])[0]
+        assert (model(x)[0] - expected).abs().max() <= 1e-4
+    assert model.converting_config is None  # only while converting
+    logged = []
+    monkeypatch.setattr(mmvtx_logging, 'print_log', lambda msg, **kw: logged.append((msg, kw)))
+    monkeypatch.setattr(mmvtx_logging, '_seen', set())
+    own = build()
+    converted = own.load_pretrained(ref.state_dict())  # no config.json: the model's grid
+    assert 'pos_embed' not in converted.resized
+    assert torch.equal(own.pos_embed, ref.state_dict()['embeddings.position_embeddings'])
+    assert any('7x28' in msg and '14x14' in msg and '224x224' in msg and
+               kw['level'] == logging.WARNING for msg, kw in logged), logged

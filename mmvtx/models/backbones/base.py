@@ -366,13 +366,17 @@ class VisionBackbone(BaseModule):
         unexpected and mis-shaped key, and every tensor with NaN/inf values unless
         ``allow_nonfinite``. Returns what was loaded."""
         origin = resolve_checkpoint_path(checkpoint) if isinstance(checkpoint, str) else ''
-        if origin:
-            self.check_source_config(origin)
+        config = self.check_source_config(origin) if origin else None
         state_dict = strip_prefix(read_checkpoint(origin if origin else checkpoint), prefix,
                                   origin)
         if not allow_nonfinite:
             check_finite(state_dict, origin)
-        converted = self.convert_state_dict(state_dict)
+        # what the conversion may read of the source's config.json (ViT: its pretraining grid)
+        self.converting_config = config
+        try:
+            converted = self.convert_state_dict(state_dict)
+        finally:
+            self.converting_config = None
         load_converted(self, converted, strict=strict, origin=origin)
         if origin:
             from mmvtx.utils.standin import is_standin_checkpoint
@@ -383,19 +387,24 @@ class VisionBackbone(BaseModule):
                           logger='current', level=logging.WARNING)
         return converted
 
-    def check_source_config(self, origin: str):
+    # transformers' config.json of the weights being converted (its image encoder's part), if
+    # any: set by load_pretrained for convert_state_dict only
+    converting_config: Optional[dict] = None
+
+    def check_source_config(self, origin: str) -> Optional[dict]:
         """Refuses weights whose ``config.json`` (transformers' ``save_pretrained``) gives
         another number of attention heads than this model's: the weights would load, as a
-        head count changes no shape, and attend with the wrong split of the channels."""
+        head count changes no shape, and attend with the wrong split of the channels. Returns
+        that config (None where there is none)."""
         config = source_config(origin, self.hf_model_types)
         if config is None:
-            return
+            return None
         name = 'num_attention_heads' if 'num_attention_heads' in config else 'num_heads'
         theirs, ours = config.get(name), self.arch_settings['num_heads']
         as_list = (lambda v: list(v) if isinstance(v, (list, tuple)) else [v])
         if theirs is None or len(as_list(theirs)) != len(as_list(ours)) or \
                 as_list(theirs) == as_list(ours):
-            return  # another number of stages is named by the weights' keys
+            return config  # another number of stages is named by the weights' keys
         where = osp.join(osp.dirname(origin), 'config.json')
         raise CheckpointMismatchError(
             f'{type(self).__name__}: {origin} was saved from a model with {name}={theirs} '
