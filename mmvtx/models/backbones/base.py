@@ -343,19 +343,26 @@ class VisionBackbone(BaseModule):
         (grey, RGB-D, multispectral input), as resampled tables are: named in ``resized``
         (logged, and a whole model's file so adapted is not taken for the one it was)."""
         converted = self.convert_layout(state_dict)
-        sd, key = converted.state_dict, self.input_conv
-        own = self.state_dict().get(key)
-        if key in sd and own is not None and sd[key].dim() == own.dim() == 4 and \
-                sd[key].shape[1] == 3 and own.shape[1] != 3 and \
-                sd[key].shape[:1] + sd[key].shape[2:] == own.shape[:1] + own.shape[2:]:
-            converted.resized[key] = sd[key]
-            sd[key] = adapt_input_channels(sd[key], own.shape[1])
-            how = ('summed over R, G, B' if own.shape[1] == 1 else
-                   f'R, G, B cycled over the channels, scaled by 3/{own.shape[1]}')
-            print_log(f'{type(self).__name__}: the checkpoint\'s RGB patch embedding adapted to '
-                      f'in_channels={own.shape[1]} ({how})', logger='current',
-                      level=logging.INFO)
+        self.adapt_rgb_input(converted.state_dict, converted.resized)
         return converted
+
+    def adapt_rgb_input(self, sd: dict, resized: dict) -> bool:
+        """Adapts, in place, ``sd``'s RGB patch embedding (in this model's names) to the
+        model's ``in_channels`` (timm's rule), the file's tensor put in ``resized``; whether
+        it did."""
+        key = self.input_conv
+        own = self.state_dict().get(key)
+        if not (key in sd and own is not None and sd[key].dim() == own.dim() == 4 and
+                sd[key].shape[1] == 3 and own.shape[1] != 3 and
+                sd[key].shape[:1] + sd[key].shape[2:] == own.shape[:1] + own.shape[2:]):
+            return False
+        resized[key] = sd[key]
+        sd[key] = adapt_input_channels(sd[key], own.shape[1])
+        how = ('summed over R, G, B' if own.shape[1] == 1 else
+               f'R, G, B cycled over the channels, scaled by 3/{own.shape[1]}')
+        print_log(f'{type(self).__name__}: the checkpoint\'s RGB patch embedding adapted to '
+                  f'in_channels={own.shape[1]} ({how})', logger='current', level=logging.INFO)
+        return True
 
     def load_pretrained(self, checkpoint, prefix: Optional[str] = None, strict: bool = True,
                         allow_nonfinite: bool = False) -> ConvertedCheckpoint:
