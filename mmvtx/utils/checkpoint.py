@@ -17,6 +17,7 @@ import logging
 import os
 import os.path as osp
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Sequence, Tuple
@@ -97,6 +98,10 @@ def resolve_checkpoint_path(path: str) -> str:
     raise FileNotFoundError(f'checkpoint not found: {where}')
 
 
+# the names of the weights files save_pretrained writes (sharded ones and their index
+# included; a download saved by wget may end in ``?download=true``)
+HF_WEIGHTS_FILE = r'(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?($|\?)'
+
 # where transformers' composite models keep the config of their image encoder (SAM's
 # ``vision_config``, UperNet's ``backbone_config``)
 NESTED_CONFIG_KEYS = ('vision_config', 'backbone_config')
@@ -106,7 +111,12 @@ def source_config(path: str, model_types: Sequence[str]) -> Optional[dict]:
     """The architecture transformers' ``save_pretrained`` writes beside the weights
     (``config.json`` in the weights file's folder), or its image encoder's part, when its
     ``model_type`` is one of ``model_types``; None where there is no such file (timm, mmdet,
-    mmseg and the authors' releases keep no architecture beside their weights)."""
+    mmseg and the authors' releases keep no architecture beside their weights). Only a file
+    named as transformers names its weights (:data:`HF_WEIGHTS_FILE`) is described by it: a
+    file of another name in that folder (a timm or converted file kept beside a download) is
+    not."""
+    if not re.match(HF_WEIGHTS_FILE, osp.basename(path)):
+        return None
     name = osp.join(osp.dirname(osp.abspath(path)), 'config.json')
     if not osp.isfile(name):
         return None

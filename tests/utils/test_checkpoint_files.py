@@ -312,3 +312,27 @@ def test_a_position_grid_that_is_square_or_the_models_is_read_as_config_json_say
     assert torch.equal(own.pos_embed, ref.state_dict()['embeddings.position_embeddings'])
     assert any('7x28' in msg and '14x14' in msg and '224x224' in msg and
                kw['level'] == logging.WARNING for msg, kw in logged), logged
+
+
+def test_a_config_json_describes_only_the_weights_files_transformers_names(tmp_path):
+    """A timm or converted file kept in a save_pretrained folder (a user's checkpoints folder
+    holding one transformers download) was refused for the head count of the download's
+    config.json, which does not describe it; it loads. transformers' own names (a wget'd
+    ``model.safetensors?download=true`` among them) are still checked."""
+    from transformers import ViTConfig, ViTModel
+
+    from mmvtx.models.backbones.vit import ViT
+    from mmvtx.utils import CheckpointMismatchError
+    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                       intermediate_size=128, image_size=64),
+             add_pooling_layer=False).save_pretrained(str(tmp_path))
+    build = (lambda: ViT(dict(embed_dims=32, num_layers=1, num_heads=2), img_size=64,
+                         out_indices=(2,)))
+    mine = jitter_(build())
+    torch.save(mine.state_dict(), tmp_path / 'vit_2heads.pth')
+    model = build()
+    model.load_pretrained(str(tmp_path / 'vit_2heads.pth'))
+    assert all(torch.equal(v, mine.state_dict()[k]) for k, v in model.state_dict().items())
+    (tmp_path / 'model.safetensors').rename(tmp_path / 'model.safetensors?download=true')
+    with pytest.raises(CheckpointMismatchError, match='num_attention_heads=4'):
+        build().load_pretrained(str(tmp_path / 'model.safetensors?download=true'))
