@@ -172,12 +172,14 @@ def _read_sharded(path: str) -> Dict[str, torch.Tensor]:
 
 # what a pickle of numpy arrays (detectron2's model-zoo ``.pkl`` files: ``{'model': {name:
 # ndarray}, '__author__': ...}``) may name: numpy's array reconstruction and nothing else
-# (protocol 2 writes an array's bytes through ``_codecs.encode``, a str -> bytes conversion)
+# (protocol 2 writes an array's bytes through ``_codecs.encode``, a str -> bytes conversion;
+# protocol 5, Python 3.14's default, an array as ``_frombuffer(bytes, dtype, shape, order)``)
 NUMPY_PICKLE_GLOBALS = {
     (module, name) for module in ('numpy.core.multiarray', 'numpy._core.multiarray')
-    for name in ('_reconstruct', 'scalar')} | {('numpy', 'ndarray'), ('numpy', 'dtype'),
-                                              ('collections', 'OrderedDict'),
-                                              ('_codecs', 'encode')}
+    for name in ('_reconstruct', 'scalar')} | {
+        (module, '_frombuffer') for module in ('numpy.core.numeric', 'numpy._core.numeric')} | {
+        ('numpy', 'ndarray'), ('numpy', 'dtype'), ('collections', 'OrderedDict'),
+        ('_codecs', 'encode')}
 
 
 class _NumpyUnpickler(pickle.Unpickler):

@@ -758,12 +758,14 @@ def test_hub_names_load_to_the_same_model(kind):
             assert torch.equal(sa[k], sb[k]), k
 
 
-@pytest.mark.parametrize('protocol', [0, 1])
+@pytest.mark.parametrize('protocol', [0, 1, 5])
 def test_detectron2_pkl_of_python2s_protocols_is_read(tmp_path, protocol):
     """Python 2's cPickle wrote protocol 0 by default (``(dp0``) or 1 (``}q``) when asked for a
     binary one: such a pickle has no PROTO opcode, so it was refused as 'not a checkpoint file
     ... a web page or an error message saved in its place?'. It loads as protocol 2's does; an
-    array of Python objects in it is refused naming its key (was numpy's conversion error)."""
+    array of Python objects in it is refused naming its key (was numpy's conversion error).
+    Protocol 5 (Python 3.14's default, pickle.HIGHEST_PROTOCOL) writes arrays through numpy's
+    ``_frombuffer``: was refused as 'it would build numpy._core.numeric._frombuffer'."""
     import pickle
 
     sd = _detectron2_layout(_hf_vitdet().state_dict())
