@@ -84,6 +84,13 @@ def resolve_checkpoint_path(path: str) -> str:
         for name in HF_WEIGHTS_NAMES:
             if osp.isfile(osp.join(path, name)):
                 return osp.join(path, name)
+        broken = [n for n in HF_WEIGHTS_NAMES if osp.islink(osp.join(path, n))]
+        if broken:  # a hub snapshot whose blob is absent (an interrupted download)
+            link = osp.join(path, broken[0])
+            raise FileNotFoundError(
+                f'{link} is a link to {os.readlink(link)}, which does not exist (a hub '
+                'snapshot whose download was interrupted or whose blobs were deleted?): '
+                'download the model again')
         raise FileNotFoundError(
             f'{path} is a folder, not a checkpoint file, and holds none of the weights files '
             f'transformers\' save_pretrained writes ({", ".join(HF_WEIGHTS_NAMES)}); its '

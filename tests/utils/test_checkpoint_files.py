@@ -336,3 +336,18 @@ def test_a_config_json_describes_only_the_weights_files_transformers_names(tmp_p
     (tmp_path / 'model.safetensors').rename(tmp_path / 'model.safetensors?download=true')
     with pytest.raises(CheckpointMismatchError, match='num_attention_heads=4'):
         build().load_pretrained(str(tmp_path / 'model.safetensors?download=true'))
+
+
+def test_a_hub_snapshot_whose_weights_blob_is_absent_is_named(tmp_path):
+    """A hub cache snapshot links its files to blobs: an interrupted download leaves
+    model.safetensors linking to nothing, and the folder was reported as holding none of the
+    weights files while listing model.safetensors among its entries."""
+    import os
+
+    snapshot = tmp_path / 'models--org--vit' / 'snapshots' / 'abc123'
+    snapshot.mkdir(parents=True)
+    (snapshot / 'config.json').write_text('{"model_type": "vit"}')
+    os.symlink('../../blobs/0f3e.incomplete', snapshot / 'model.safetensors')
+    with pytest.raises(FileNotFoundError, match=r'model\.safetensors is a link to '
+                       r'\.\./\.\./blobs/0f3e\.incomplete, which does not exist'):
+        load_state_dict_file(str(snapshot))
