@@ -432,8 +432,9 @@ def convert_swin(sd: dict, model: 'SwinTransformer') -> ConvertedCheckpoint:
     if any(k.startswith('encoder.patch_embed.') for k in sd):
         # the SimMIM authors' pre-training: the authors' Swin under encoder. with its mask
         # token, beside the pixel decoder (decoder.)
-        sd = {k[len('encoder.'):]: v for k, v in sd.items()
-              if k.startswith('encoder.') and k != 'encoder.mask_token'}
+        sd = {k[len('encoder.'):]: v for k, v in sd.items() if k.startswith('encoder.')}
+    # SimMIM's mask token (the authors', mmpretrain's SimMIMSwinTransformer): no backbone's
+    sd = {k: v for k, v in sd.items() if k != 'mask_token'}
     fmt = detect_swin_format(sd)
     last = len(model.stages) - 1
     out = {}

@@ -232,6 +232,16 @@ def test_the_simmim_authors_pretraining_checkpoint_loads_its_encoder():
     load_backbone_checkpoint(from_release, {'model': authors})
     for k, v in from_release.state_dict().items():
         assert torch.equal(from_simmim.state_dict()[k], v), k
+    # mmpretrain's SimMIM (SimMIMSwinTransformer: mmdet's layout with a mask token, under
+    # backbone., beside neck. and head.): was refused for the unexpected mask_token
+    mmdet = {f'backbone.{k}': v for k, v in _mmdet_swin().state_dict().items()}
+    mmpretrain = {**mmdet, 'backbone.mask_token': torch.zeros(1, 1, 96),
+                  'neck.decoder.0.weight': torch.zeros(3072, 768, 1, 1)}
+    from_mmpretrain, from_mmdet = SwinTransformer('tiny'), SwinTransformer('tiny')
+    load_backbone_checkpoint(from_mmpretrain, {'state_dict': mmpretrain})
+    load_backbone_checkpoint(from_mmdet, {'state_dict': mmdet})
+    for k, v in from_mmdet.state_dict().items():
+        assert torch.equal(from_mmpretrain.state_dict()[k], v), k
 
 
 # ------------------------------------------------------------------------- the shift rule
