@@ -28,10 +28,7 @@ from mmengine.logging import print_log
 from torch import nn
 
 CONTAINER_KEYS = ('state_dict', 'model', 'module', 'model_state', 'model_state_dict',
-                  'state_dict_ema', 'model_ema',
-                  # DINOv2's teacher_checkpoint.pth ({'teacher': backbone., dino_head., ...}),
-                  # what its evaluations read
-                  'teacher')
+                  'state_dict_ema', 'model_ema')
 
 # the update counter an averaged model (``module.`` + its weights) keeps: torch's AveragedModel,
 # mmengine's averaged models
