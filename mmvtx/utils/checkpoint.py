@@ -246,7 +246,7 @@ def _content_format(path: str) -> Optional[str]:
     return None
 
 
-def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
+def load_state_dict_file(path: str, prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
     """A flat ``name -> tensor`` dict from a checkpoint file, without unpickling objects.
     A file that cannot be read (empty, truncated, another format) raises ``RuntimeError``
     naming it."""
@@ -286,7 +286,7 @@ def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
                         'mmvtx never unpickles arbitrary objects. Save the bare state dict '
                         '(torch.save(model.state_dict(), ...)) or convert it with '
                         'tools/model_converters/*2mmvtx.py.') from e
-                return unwrap_state_dict(ckpt, origin=path)
+                return unwrap_state_dict(ckpt, origin=path, prefix=prefix)
             if not head.startswith((b'PK',) + PICKLE_STARTS):  # neither a zip nor a pickle
                 raise RuntimeError(
                     f'{path} is not a checkpoint file: its bytes are none of torch.save\'s '
@@ -298,7 +298,7 @@ def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
                 'mmvtx never unpickles arbitrary objects. Save the bare state dict '
                 '(torch.save(model.state_dict(), ...)) or convert it with '
                 'tools/model_converters/*2mmvtx.py.') from e
-    return unwrap_state_dict(ckpt, origin=path)
+    return unwrap_state_dict(ckpt, origin=path, prefix=prefix)
 
 
 def _count_tensors(obj) -> int:
@@ -309,12 +309,15 @@ def _count_tensors(obj) -> int:
     return 0
 
 
-def unwrap_state_dict(ckpt, origin: str = '') -> Dict[str, torch.Tensor]:
+def unwrap_state_dict(ckpt, origin: str = '', prefix: Optional[str] = None
+                      ) -> Dict[str, torch.Tensor]:
     """Takes the weights out of training checkpoints (``{'state_dict': ...}``, ``{'model': ...}``)
     and strips DataParallel's ``module.`` prefix (an averaged model's too, without its update
     counter). A checkpoint holding no tensor there (its
     weights under another name, or none) raises :class:`CheckpointMismatchError` naming its
-    entries."""
+    entries, unless ``prefix`` begins with the name of the entry that holds them (DINOv2's
+    ``teacher_checkpoint.pth``: ``prefix='teacher.backbone.'``): that entry's tensors are
+    returned under their full names."""
     where = []
     while isinstance(ckpt, dict):
         key = next((k for k in CONTAINER_KEYS if isinstance(ckpt.get(k), dict)), None)
@@ -325,15 +328,26 @@ def unwrap_state_dict(ckpt, origin: str = '') -> Dict[str, torch.Tensor]:
     if not isinstance(ckpt, dict):
         raise CheckpointMismatchError(f'expected a state dict, got {type(ckpt).__name__}')
     sd = {k: v for k, v in ckpt.items() if isinstance(v, torch.Tensor)}
+    entry = prefix.split('.', 1)[0] if prefix else None
+    if not sd and isinstance(ckpt.get(entry), dict) and _count_tensors(ckpt[entry]):
+        # the entry the prefix names, under its name (strip_prefix then takes the prefix)
+        return {f'{entry}.{k}': v for k, v in unwrap_state_dict(
+            ckpt[entry], origin, prefix.split('.', 1)[1] if '.' in prefix else None).items()}
     if not sd:
+        holders = [k for k, v in ckpt.items() if isinstance(v, dict) and _count_tensors(v)]
         entries = [f'{k} ({type(v).__name__}' + (f' holding {_count_tensors(v)} tensors)'
                                                  if isinstance(v, dict) else ')')
                    for k, v in list(ckpt.items())[:20]]
         inside = f' under {"/".join(where)}' if where else ''
+        example = ''
+        if holders:  # an entry (DINOv2's 'teacher') holds them: its backbone if it has one
+            backbone = any(str(k).startswith('backbone.') for k in ckpt[holders[0]])
+            example = (", or name the entry with init_cfg's prefix (load_pretrained's "
+                       f"prefix=), e.g. prefix='{holders[0]}.{'backbone.' if backbone else ''}'")
         raise CheckpointMismatchError(
             f'{origin or "the checkpoint"} holds no tensors{inside}, so no weights to load; '
             f'its entries: {", ".join(entries) or "none"}. Save the weights on their own '
-            '(e.g. torch.save(ckpt[name], ...) for the entry that holds them).')
+            f'(e.g. torch.save(ckpt[name], ...) for the entry that holds them){example}.')
     # DataParallel's module. prefix; an averaged model (torch's AveragedModel for SWA/EMA,
     # mmengine's ExponentialMovingAverage) also holds its update counter beside the weights
     counters = [k for k in AVERAGING_COUNTERS if k in sd and sd[k].numel() == 1]
@@ -455,11 +469,12 @@ def check_finite(sd: Dict[str, torch.Tensor], origin: str = ''):
             "allow_nonfinite=True in init_cfg=dict(type='Pretrained', ...).")
 
 
-def read_checkpoint(checkpoint) -> Dict[str, torch.Tensor]:
-    """A flat ``name -> tensor`` dict from a checkpoint file path or an in-memory checkpoint."""
+def read_checkpoint(checkpoint, prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    """A flat ``name -> tensor`` dict from a checkpoint file path or an in-memory checkpoint
+    (``prefix``: see :func:`unwrap_state_dict`)."""
     if isinstance(checkpoint, str):
-        return load_state_dict_file(checkpoint)
-    return unwrap_state_dict(checkpoint)
+        return load_state_dict_file(checkpoint, prefix)
+    return unwrap_state_dict(checkpoint, prefix=prefix)
 
 
 def load_backbone_checkpoint(model: nn.Module, checkpoint, prefix: Optional[str] = None,

@@ -261,6 +261,19 @@ def test_a_backbone_under_a_wrapper_is_found(tmp_path):
         load_backbone_checkpoint(model, str(tmp_path / name))
         for k, v in expected.items():
             assert torch.equal(model.state_dict()[k], v), (name, k)
+    # DINOv2's teacher_checkpoint.pth (what its evaluations read: the teacher's backbone and
+    # heads under 'teacher'): refused naming the entry and the prefix that loads it (was only
+    # 'save the weights on their own', and prefix= could not reach into the entry)
+    torch.save({'teacher': {**{f'backbone.{k}': v for k, v in teacher.items()},
+                            'dino_head.mlp.0.weight': torch.zeros(4, 8)}},
+               tmp_path / 'teacher_checkpoint.pth')
+    with pytest.raises(CheckpointMismatchError, match=r"teacher \(dict holding \d+ tensors\)"
+                       r".*e\.g\. prefix='teacher\.backbone\.'"):
+        load_backbone_checkpoint(SwinTransformer(arch), str(tmp_path / 'teacher_checkpoint.pth'))
+    model = SwinTransformer(arch)
+    load_backbone_checkpoint(model, str(tmp_path / 'teacher_checkpoint.pth'),
+                             prefix='teacher.backbone.')
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in teacher.items())
     # the student on request
     model = SwinTransformer(arch)
     load_backbone_checkpoint(model, str(tmp_path / 'dinov2_train.pth'),

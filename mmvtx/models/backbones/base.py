@@ -374,8 +374,8 @@ class VisionBackbone(BaseModule):
         ``allow_nonfinite``. Returns what was loaded."""
         origin = resolve_checkpoint_path(checkpoint) if isinstance(checkpoint, str) else ''
         config = self.check_source_config(origin) if origin else None
-        state_dict = strip_prefix(read_checkpoint(origin if origin else checkpoint), prefix,
-                                  origin)
+        state_dict = strip_prefix(read_checkpoint(origin if origin else checkpoint, prefix),
+                                  prefix, origin)
         if not allow_nonfinite:
             check_finite(state_dict, origin)
         # what the conversion may read of the source's config.json (ViT: its pretraining grid)
