@@ -80,8 +80,18 @@ def convert_backbone_keys(model: nn.Module, state_dict: Dict,
             continue
         sub = {k[len(prefix):]: state_dict[k] for k in keys}
         own = backbone.state_dict()
-        if all(k in own for k in sub):
-            continue  # mmvtx's own names
+        if all(k in own for k in sub):  # mmvtx's own names
+            # an RGB model's file fine-tuned with in_channels != 3 (its patch embedding is
+            # adapted, as init_cfg adapts it, not left at its random init)
+            adapted = {}
+            if backbone.adapt_rgb_input(sub, adapted):
+                key = prefix + backbone.input_conv
+                state_dict[key] = sub[backbone.input_conv]
+                if resized is not None:
+                    resized[key] = tuple(adapted[backbone.input_conv].shape)
+                done.append(f'{key}: the RGB patch embedding adapted to in_channels='
+                            f'{state_dict[key].shape[1]} of {type(backbone).__name__}')
+            continue
         # the converter changes nothing in the model: the checkpoint-chosen settings (Swin's
         # shift rule) it picks for the file's codebase are in the converted weights, and
         # mmengine's load applies them (the backbone's load_state_dict post-hook)

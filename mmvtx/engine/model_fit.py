@@ -46,6 +46,7 @@ mmseg's ``MLANeck`` (SETR-MLA) adds its maps together: maps at several strides a
 import logging
 from typing import List
 
+import torch
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from torch import nn
@@ -478,13 +479,55 @@ def _out_desc(name: str, neck: nn.Module, channels: List[int]) -> str:
             f'{list(channels)} channels')
 
 
+def _input_errors(model: nn.Module, backbone: nn.Module) -> List[str]:
+    """The data preprocessor's normalisation against the backbone's ``in_channels``: one
+    ``mean``/``std`` value per channel (else the first batch failed in the preprocessor with
+    a bare shape error). mmdet's and mmseg's ``bgr_to_rgb`` converts 3-channel images only:
+    with another count it is a warning (the channels arrive as loaded)."""
+    preprocessor = getattr(model, 'data_preprocessor', None)
+    conv = dict(backbone.named_parameters()).get(backbone.input_conv)
+    if preprocessor is None or conv is None or conv.dim() != 4:
+        return []
+    channels = conv.shape[1]
+    errors = []
+    # mmengine's ImgDataPreprocessor (mmdet's DetDataPreProcessor) takes 1 or 3 values only
+    from mmengine.model import ImgDataPreprocessor
+    fix = ('give one value, or set mean=None, std=None and normalise in the pipeline '
+           f'({type(preprocessor).__name__} takes 1 or 3 values)'
+           if isinstance(preprocessor, ImgDataPreprocessor) and channels != 3 else
+           'give one value per input channel')
+    if getattr(preprocessor, '_enable_normalize', False):
+        for name in ('mean', 'std'):
+            value = getattr(preprocessor, name, None)
+            if isinstance(value, torch.Tensor) and value.numel() not in (1, channels):
+                errors.append(f'model.data_preprocessor.{name} has {value.numel()} values '
+                              f'({[round(v, 4) for v in value.flatten().tolist()]}) but the '
+                              f'backbone ({type(backbone).__name__}) takes in_channels='
+                              f'{channels}: {fix}')
+    convert = getattr(preprocessor, '_channel_conversion',
+                      getattr(preprocessor, 'channel_conversion', False))
+    if convert and channels != 3:
+        print_log(f'model.data_preprocessor: bgr_to_rgb/rgb_to_bgr reverses the channels of '
+                  f'3-channel images only, so the {channels}-channel inputs of this '
+                  f'{type(backbone).__name__} (in_channels={channels}) reach it in the order '
+                  'they were loaded (cv2: B, G, R, then the others); an RGB checkpoint\'s '
+                  'patch embedding, adapted, expects R, G, B first: order the channels in the '
+                  'pipeline, and mean/std with them', logger='current', level=logging.WARNING)
+    return errors
+
+
 def backbone_fit_errors(model: nn.Module) -> List[str]:
-    """What does not fit between an mmvtx backbone's outputs and the module that reads them
-    (empty: it fits, or the backbone is not one of mmvtx's)."""
+    """What does not fit between an mmvtx backbone's outputs and the module that reads them,
+    or between its inputs and the data preprocessor's normalisation (empty: it fits, or the
+    backbone is not one of mmvtx's)."""
     from mmvtx.models.backbones.base import VisionBackbone
     backbone = getattr(model, 'backbone', None)
     if not isinstance(backbone, VisionBackbone):
         return []
+    return _input_errors(model, backbone) + _map_errors(model, backbone)
+
+
+def _map_errors(model: nn.Module, backbone: nn.Module) -> List[str]:
     channels = list(backbone.out_channels)
     desc = _backbone_desc(backbone)
     cls_token = _cls_token(backbone)

@@ -17,6 +17,7 @@ import logging
 import os
 import os.path as osp
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Sequence, Tuple
@@ -83,6 +84,13 @@ def resolve_checkpoint_path(path: str) -> str:
         for name in HF_WEIGHTS_NAMES:
             if osp.isfile(osp.join(path, name)):
                 return osp.join(path, name)
+        broken = [n for n in HF_WEIGHTS_NAMES if osp.islink(osp.join(path, n))]
+        if broken:  # a hub snapshot whose blob is absent (an interrupted download)
+            link = osp.join(path, broken[0])
+            raise FileNotFoundError(
+                f'{link} is a link to {os.readlink(link)}, which does not exist (a hub '
+                'snapshot whose download was interrupted or whose blobs were deleted?): '
+                'download the model again')
         raise FileNotFoundError(
             f'{path} is a folder, not a checkpoint file, and holds none of the weights files '
             f'transformers\' save_pretrained writes ({", ".join(HF_WEIGHTS_NAMES)}); its '
@@ -97,6 +105,10 @@ def resolve_checkpoint_path(path: str) -> str:
     raise FileNotFoundError(f'checkpoint not found: {where}')
 
 
+# the names of the weights files save_pretrained writes (sharded ones and their index
+# included; a download saved by wget may end in ``?download=true``)
+HF_WEIGHTS_FILE = r'(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?($|\?)'
+
 # where transformers' composite models keep the config of their image encoder (SAM's
 # ``vision_config``, UperNet's ``backbone_config``)
 NESTED_CONFIG_KEYS = ('vision_config', 'backbone_config')
@@ -106,7 +118,12 @@ def source_config(path: str, model_types: Sequence[str]) -> Optional[dict]:
     """The architecture transformers' ``save_pretrained`` writes beside the weights
     (``config.json`` in the weights file's folder), or its image encoder's part, when its
     ``model_type`` is one of ``model_types``; None where there is no such file (timm, mmdet,
-    mmseg and the authors' releases keep no architecture beside their weights)."""
+    mmseg and the authors' releases keep no architecture beside their weights). Only a file
+    named as transformers names its weights (:data:`HF_WEIGHTS_FILE`) is described by it: a
+    file of another name in that folder (a timm or converted file kept beside a download) is
+    not."""
+    if not re.match(HF_WEIGHTS_FILE, osp.basename(path)):
+        return None
     name = osp.join(osp.dirname(osp.abspath(path)), 'config.json')
     if not osp.isfile(name):
         return None
@@ -162,12 +179,14 @@ def _read_sharded(path: str) -> Dict[str, torch.Tensor]:
 
 # what a pickle of numpy arrays (detectron2's model-zoo ``.pkl`` files: ``{'model': {name:
 # ndarray}, '__author__': ...}``) may name: numpy's array reconstruction and nothing else
-# (protocol 2 writes an array's bytes through ``_codecs.encode``, a str -> bytes conversion)
+# (protocol 2 writes an array's bytes through ``_codecs.encode``, a str -> bytes conversion;
+# protocol 5, Python 3.14's default, an array as ``_frombuffer(bytes, dtype, shape, order)``)
 NUMPY_PICKLE_GLOBALS = {
     (module, name) for module in ('numpy.core.multiarray', 'numpy._core.multiarray')
-    for name in ('_reconstruct', 'scalar')} | {('numpy', 'ndarray'), ('numpy', 'dtype'),
-                                              ('collections', 'OrderedDict'),
-                                              ('_codecs', 'encode')}
+    for name in ('_reconstruct', 'scalar')} | {
+        (module, '_frombuffer') for module in ('numpy.core.numeric', 'numpy._core.numeric')} | {
+        ('numpy', 'ndarray'), ('numpy', 'dtype'), ('collections', 'OrderedDict'),
+        ('_codecs', 'encode')}
 
 
 class _NumpyUnpickler(pickle.Unpickler):
@@ -180,12 +199,21 @@ class _NumpyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f'it would build {module}.{name}, which is not a numpy array')
 
 
-def _numpy_to_torch(obj):
+def _numpy_to_torch(obj, name: str = ''):
     if isinstance(obj, np.ndarray):
+        if obj.dtype.hasobject:  # Python objects, not numbers: no tensor holds them
+            raise pickle.UnpicklingError(f'{name or "an entry"} is an array of Python objects '
+                                         f'(dtype {obj.dtype}), not of numbers')
         return torch.from_numpy(np.ascontiguousarray(obj))
     if isinstance(obj, dict):
-        return {k: _numpy_to_torch(v) for k, v in obj.items()}
+        return {k: _numpy_to_torch(v, f'{name}/{k}' if name else str(k))
+                for k, v in obj.items()}
     return obj
+
+
+# how a pickle of a dict begins: protocol 2+ with its PROTO opcode; Python 2's cPickle default,
+# protocol 0 (``(dp0``, an OrderedDict's ``ccollections``), and protocol 1 (``}q``) without one
+PICKLE_STARTS = (b'\x80', b'(dp', b'}', b'ccollections\nOrderedDict\n')
 
 
 def _read_numpy_pickle(path: str):
@@ -218,7 +246,7 @@ def _content_format(path: str) -> Optional[str]:
     return None
 
 
-def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
+def load_state_dict_file(path: str, prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
     """A flat ``name -> tensor`` dict from a checkpoint file, without unpickling objects.
     A file that cannot be read (empty, truncated, another format) raises ``RuntimeError``
     naming it."""
@@ -246,7 +274,7 @@ def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
         except Exception as e:  # noqa: BLE001 - re-raised with what a user needs
             with open(path, 'rb') as f:
                 head = f.read(16)
-            if head.startswith(b'\x80') and not zipfile.is_zipfile(path):
+            if head.startswith(PICKLE_STARTS) and not zipfile.is_zipfile(path):
                 # a plain pickle: detectron2's .pkl releases hold numpy arrays
                 try:
                     ckpt = _read_numpy_pickle(path)
@@ -258,8 +286,8 @@ def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
                         'mmvtx never unpickles arbitrary objects. Save the bare state dict '
                         '(torch.save(model.state_dict(), ...)) or convert it with '
                         'tools/model_converters/*2mmvtx.py.') from e
-                return unwrap_state_dict(ckpt, origin=path)
-            if not head.startswith((b'PK', b'\x80')):  # neither torch.save's zip nor a pickle
+                return unwrap_state_dict(ckpt, origin=path, prefix=prefix)
+            if not head.startswith((b'PK',) + PICKLE_STARTS):  # neither a zip nor a pickle
                 raise RuntimeError(
                     f'{path} is not a checkpoint file: its bytes are none of torch.save\'s '
                     f'formats, safetensors or .npz (it begins {head!r}); a web page or an '
@@ -270,7 +298,7 @@ def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
                 'mmvtx never unpickles arbitrary objects. Save the bare state dict '
                 '(torch.save(model.state_dict(), ...)) or convert it with '
                 'tools/model_converters/*2mmvtx.py.') from e
-    return unwrap_state_dict(ckpt, origin=path)
+    return unwrap_state_dict(ckpt, origin=path, prefix=prefix)
 
 
 def _count_tensors(obj) -> int:
@@ -281,12 +309,15 @@ def _count_tensors(obj) -> int:
     return 0
 
 
-def unwrap_state_dict(ckpt, origin: str = '') -> Dict[str, torch.Tensor]:
+def unwrap_state_dict(ckpt, origin: str = '', prefix: Optional[str] = None
+                      ) -> Dict[str, torch.Tensor]:
     """Takes the weights out of training checkpoints (``{'state_dict': ...}``, ``{'model': ...}``)
     and strips DataParallel's ``module.`` prefix (an averaged model's too, without its update
     counter). A checkpoint holding no tensor there (its
     weights under another name, or none) raises :class:`CheckpointMismatchError` naming its
-    entries."""
+    entries, unless ``prefix`` begins with the name of the entry that holds them (DINOv2's
+    ``teacher_checkpoint.pth``: ``prefix='teacher.backbone.'``): that entry's tensors are
+    returned under their full names."""
     where = []
     while isinstance(ckpt, dict):
         key = next((k for k in CONTAINER_KEYS if isinstance(ckpt.get(k), dict)), None)
@@ -297,15 +328,26 @@ def unwrap_state_dict(ckpt, origin: str = '') -> Dict[str, torch.Tensor]:
     if not isinstance(ckpt, dict):
         raise CheckpointMismatchError(f'expected a state dict, got {type(ckpt).__name__}')
     sd = {k: v for k, v in ckpt.items() if isinstance(v, torch.Tensor)}
+    entry = prefix.split('.', 1)[0] if prefix else None
+    if not sd and isinstance(ckpt.get(entry), dict) and _count_tensors(ckpt[entry]):
+        # the entry the prefix names, under its name (strip_prefix then takes the prefix)
+        return {f'{entry}.{k}': v for k, v in unwrap_state_dict(
+            ckpt[entry], origin, prefix.split('.', 1)[1] if '.' in prefix else None).items()}
     if not sd:
+        holders = [k for k, v in ckpt.items() if isinstance(v, dict) and _count_tensors(v)]
         entries = [f'{k} ({type(v).__name__}' + (f' holding {_count_tensors(v)} tensors)'
                                                  if isinstance(v, dict) else ')')
                    for k, v in list(ckpt.items())[:20]]
         inside = f' under {"/".join(where)}' if where else ''
+        example = ''
+        if holders:  # an entry (DINOv2's 'teacher') holds them: its backbone if it has one
+            backbone = any(str(k).startswith('backbone.') for k in ckpt[holders[0]])
+            example = (", or name the entry with init_cfg's prefix (load_pretrained's "
+                       f"prefix=), e.g. prefix='{holders[0]}.{'backbone.' if backbone else ''}'")
         raise CheckpointMismatchError(
             f'{origin or "the checkpoint"} holds no tensors{inside}, so no weights to load; '
             f'its entries: {", ".join(entries) or "none"}. Save the weights on their own '
-            '(e.g. torch.save(ckpt[name], ...) for the entry that holds them).')
+            f'(e.g. torch.save(ckpt[name], ...) for the entry that holds them){example}.')
     # DataParallel's module. prefix; an averaged model (torch's AveragedModel for SWA/EMA,
     # mmengine's ExponentialMovingAverage) also holds its update counter beside the weights
     counters = [k for k in AVERAGING_COUNTERS if k in sd and sd[k].numel() == 1]
@@ -427,11 +469,12 @@ def check_finite(sd: Dict[str, torch.Tensor], origin: str = ''):
             "allow_nonfinite=True in init_cfg=dict(type='Pretrained', ...).")
 
 
-def read_checkpoint(checkpoint) -> Dict[str, torch.Tensor]:
-    """A flat ``name -> tensor`` dict from a checkpoint file path or an in-memory checkpoint."""
+def read_checkpoint(checkpoint, prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    """A flat ``name -> tensor`` dict from a checkpoint file path or an in-memory checkpoint
+    (``prefix``: see :func:`unwrap_state_dict`)."""
     if isinstance(checkpoint, str):
-        return load_state_dict_file(checkpoint)
-    return unwrap_state_dict(checkpoint)
+        return load_state_dict_file(checkpoint, prefix)
+    return unwrap_state_dict(checkpoint, prefix=prefix)
 
 
 def load_backbone_checkpoint(model: nn.Module, checkpoint, prefix: Optional[str] = None,

@@ -711,3 +711,32 @@ def test_knet_kernel_generate_head_reads_the_maps(tmp_path):
     assert backbone_fit_errors(_mmseg_recipe(
         tmp_path, base, SWIN_MINI, auxiliary_head=dict(in_channels=128),
         decode_head=dict(kernel_generate_head=dict(in_channels=[32, 64, 128, 256])))) == []
+
+
+@pytest.mark.parametrize('cfg,scope', [(DET_CFG, 'mmdet'), (SEG_CFG, 'mmseg')])
+def test_normalisation_of_other_input_channels_is_checked(monkeypatch, cfg, scope):
+    """in_channels=4 (RGB-D) with the recipe's 3-value mean/std: the first batch failed in the
+    data preprocessor with 'The size of tensor a (4) must match the size of tensor b (3)';
+    refused before the run naming both. With 4 values it fits; bgr_to_rgb (which mmdet and
+    mmseg apply to 3-channel images only) is then a warning: the channels arrive as loaded."""
+    from mmvtx.engine import model_fit
+    logged = []
+    monkeypatch.setattr(model_fit, 'print_log', lambda msg, **kw: logged.append(msg))
+    errors = backbone_fit_errors(_model(cfg, scope, **{'model.backbone.in_channels': 4}))
+    assert [e.split(' (')[0] for e in errors] == [
+        'model.data_preprocessor.mean has 3 values', 'model.data_preprocessor.std has 3 values']
+    assert all('takes in_channels=4: give one value' + (
+        ', or set mean=None, std=None and normalise in the pipeline (DetDataPreprocessor '
+        'takes 1 or 3 values)' if scope == 'mmdet' else ' per input channel') in e
+        for e in errors), errors
+    # (mmdet's preprocessor takes 1 or 3 values: one for every channel)
+    n = 1 if scope == 'mmdet' else 4
+    four = {'model.backbone.in_channels': 4, 'model.data_preprocessor.mean': [120.0] * n,
+            'model.data_preprocessor.std': [60.0] * n}
+    logged.clear()
+    assert backbone_fit_errors(_model(cfg, scope, **four)) == []
+    assert any('3-channel images only' in m for m in logged), logged
+    logged.clear()
+    assert backbone_fit_errors(_model(cfg, scope, **dict(
+        four, **{'model.data_preprocessor.bgr_to_rgb': False}))) == []
+    assert not any('3-channel images only' in m for m in logged), logged

@@ -261,6 +261,19 @@ def test_a_backbone_under_a_wrapper_is_found(tmp_path):
         load_backbone_checkpoint(model, str(tmp_path / name))
         for k, v in expected.items():
             assert torch.equal(model.state_dict()[k], v), (name, k)
+    # DINOv2's teacher_checkpoint.pth (what its evaluations read: the teacher's backbone and
+    # heads under 'teacher'): refused naming the entry and the prefix that loads it (was only
+    # 'save the weights on their own', and prefix= could not reach into the entry)
+    torch.save({'teacher': {**{f'backbone.{k}': v for k, v in teacher.items()},
+                            'dino_head.mlp.0.weight': torch.zeros(4, 8)}},
+               tmp_path / 'teacher_checkpoint.pth')
+    with pytest.raises(CheckpointMismatchError, match=r"teacher \(dict holding \d+ tensors\)"
+                       r".*e\.g\. prefix='teacher\.backbone\.'"):
+        load_backbone_checkpoint(SwinTransformer(arch), str(tmp_path / 'teacher_checkpoint.pth'))
+    model = SwinTransformer(arch)
+    load_backbone_checkpoint(model, str(tmp_path / 'teacher_checkpoint.pth'),
+                             prefix='teacher.backbone.')
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in teacher.items())
     # the student on request
     model = SwinTransformer(arch)
     load_backbone_checkpoint(model, str(tmp_path / 'dinov2_train.pth'),
@@ -271,3 +284,83 @@ def test_a_backbone_under_a_wrapper_is_found(tmp_path):
     with pytest.raises(CheckpointMismatchError, match=r"several backbones \(ema\.backbone\., "
                        r"model\.backbone\.\).*prefix='ema\.backbone\.'"):
         load_backbone_checkpoint(SwinTransformer(arch), two)
+
+
+def test_a_position_grid_that_is_square_or_the_models_is_read_as_config_json_says(
+        tmp_path, monkeypatch):
+    """A 14x14 release (224 px, patch 16) into a ViT pretrained at 112x448 (a 7x28 grid): both
+    hold 196 positions, and the file was read as the model's 7x28 grid without resampling
+    (positions scrambled). transformers' config.json beside it gives image_size/patch_size:
+    the 14x14 grid is resampled to 7x28, to transformers' own interpolated embedding. Without
+    a config the model's grid is kept (a file saved from this model), with a warning naming
+    both readings and the img_size that reads a square release right."""
+    import logging
+
+    from transformers import ViTConfig, ViTModel
+
+    from mmvtx.models.backbones.vit import ViT
+    from mmvtx.utils import logging as mmvtx_logging
+    ref = jitter_(ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=128, image_size=224, patch_size=16,
+                                     layer_norm_eps=1e-6, hidden_dropout_prob=0.0,
+                                     attention_probs_dropout_prob=0.0),
+                           add_pooling_layer=False)).eval()
+    ref.save_pretrained(str(tmp_path / 'hf'))
+    build = (lambda: ViT(dict(embed_dims=32, num_layers=1, num_heads=2), img_size=(112, 448),
+                         out_indices=(2,), drop_path_rate=0.0).eval())
+    model = build()
+    assert 'pos_embed' in model.load_pretrained(str(tmp_path / 'hf')).resized
+    x = torch.randn(1, 3, 112, 448)
+    with torch.no_grad():
+        last = ref(x, interpolate_pos_encoding=True).last_hidden_state[:, 1:]
+        expected = model.pyramid([last.transpose(1, 2).reshape(1, 32, 7, 28)])[0]
+        assert (model(x)[0] - expected).abs().max() <= 1e-4
+    assert model.converting_config is None  # only while converting
+    logged = []
+    monkeypatch.setattr(mmvtx_logging, 'print_log', lambda msg, **kw: logged.append((msg, kw)))
+    monkeypatch.setattr(mmvtx_logging, '_seen', set())
+    own = build()
+    converted = own.load_pretrained(ref.state_dict())  # no config.json: the model's grid
+    assert 'pos_embed' not in converted.resized
+    assert torch.equal(own.pos_embed, ref.state_dict()['embeddings.position_embeddings'])
+    assert any('7x28' in msg and '14x14' in msg and '224x224' in msg and
+               kw['level'] == logging.WARNING for msg, kw in logged), logged
+
+
+def test_a_config_json_describes_only_the_weights_files_transformers_names(tmp_path):
+    """A timm or converted file kept in a save_pretrained folder (a user's checkpoints folder
+    holding one transformers download) was refused for the head count of the download's
+    config.json, which does not describe it; it loads. transformers' own names (a wget'd
+    ``model.safetensors?download=true`` among them) are still checked."""
+    from transformers import ViTConfig, ViTModel
+
+    from mmvtx.models.backbones.vit import ViT
+    from mmvtx.utils import CheckpointMismatchError
+    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                       intermediate_size=128, image_size=64),
+             add_pooling_layer=False).save_pretrained(str(tmp_path))
+    build = (lambda: ViT(dict(embed_dims=32, num_layers=1, num_heads=2), img_size=64,
+                         out_indices=(2,)))
+    mine = jitter_(build())
+    torch.save(mine.state_dict(), tmp_path / 'vit_2heads.pth')
+    model = build()
+    model.load_pretrained(str(tmp_path / 'vit_2heads.pth'))
+    assert all(torch.equal(v, mine.state_dict()[k]) for k, v in model.state_dict().items())
+    (tmp_path / 'model.safetensors').rename(tmp_path / 'model.safetensors?download=true')
+    with pytest.raises(CheckpointMismatchError, match='num_attention_heads=4'):
+        build().load_pretrained(str(tmp_path / 'model.safetensors?download=true'))
+
+
+def test_a_hub_snapshot_whose_weights_blob_is_absent_is_named(tmp_path):
+    """A hub cache snapshot links its files to blobs: an interrupted download leaves
+    model.safetensors linking to nothing, and the folder was reported as holding none of the
+    weights files while listing model.safetensors among its entries."""
+    import os
+
+    snapshot = tmp_path / 'models--org--vit' / 'snapshots' / 'abc123'
+    snapshot.mkdir(parents=True)
+    (snapshot / 'config.json').write_text('{"model_type": "vit"}')
+    os.symlink('../../blobs/0f3e.incomplete', snapshot / 'model.safetensors')
+    with pytest.raises(FileNotFoundError, match=r'model\.safetensors is a link to '
+                       r'\.\./\.\./blobs/0f3e\.incomplete, which does not exist'):
+        load_state_dict_file(str(snapshot))

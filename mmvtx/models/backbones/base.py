@@ -343,19 +343,26 @@ class VisionBackbone(BaseModule):
         (grey, RGB-D, multispectral input), as resampled tables are: named in ``resized``
         (logged, and a whole model's file so adapted is not taken for the one it was)."""
         converted = self.convert_layout(state_dict)
-        sd, key = converted.state_dict, self.input_conv
-        own = self.state_dict().get(key)
-        if key in sd and own is not None and sd[key].dim() == own.dim() == 4 and \
-                sd[key].shape[1] == 3 and own.shape[1] != 3 and \
-                sd[key].shape[:1] + sd[key].shape[2:] == own.shape[:1] + own.shape[2:]:
-            converted.resized[key] = sd[key]
-            sd[key] = adapt_input_channels(sd[key], own.shape[1])
-            how = ('summed over R, G, B' if own.shape[1] == 1 else
-                   f'R, G, B cycled over the channels, scaled by 3/{own.shape[1]}')
-            print_log(f'{type(self).__name__}: the checkpoint\'s RGB patch embedding adapted to '
-                      f'in_channels={own.shape[1]} ({how})', logger='current',
-                      level=logging.INFO)
+        self.adapt_rgb_input(converted.state_dict, converted.resized)
         return converted
+
+    def adapt_rgb_input(self, sd: dict, resized: dict) -> bool:
+        """Adapts, in place, ``sd``'s RGB patch embedding (in this model's names) to the
+        model's ``in_channels`` (timm's rule), the file's tensor put in ``resized``; whether
+        it did."""
+        key = self.input_conv
+        own = self.state_dict().get(key)
+        if not (key in sd and own is not None and sd[key].dim() == own.dim() == 4 and
+                sd[key].shape[1] == 3 and own.shape[1] != 3 and
+                sd[key].shape[:1] + sd[key].shape[2:] == own.shape[:1] + own.shape[2:]):
+            return False
+        resized[key] = sd[key]
+        sd[key] = adapt_input_channels(sd[key], own.shape[1])
+        how = ('summed over R, G, B' if own.shape[1] == 1 else
+               f'R, G, B cycled over the channels, scaled by 3/{own.shape[1]}')
+        print_log(f'{type(self).__name__}: the checkpoint\'s RGB patch embedding adapted to '
+                  f'in_channels={own.shape[1]} ({how})', logger='current', level=logging.INFO)
+        return True
 
     def load_pretrained(self, checkpoint, prefix: Optional[str] = None, strict: bool = True,
                         allow_nonfinite: bool = False) -> ConvertedCheckpoint:
@@ -366,13 +373,17 @@ class VisionBackbone(BaseModule):
         unexpected and mis-shaped key, and every tensor with NaN/inf values unless
         ``allow_nonfinite``. Returns what was loaded."""
         origin = resolve_checkpoint_path(checkpoint) if isinstance(checkpoint, str) else ''
-        if origin:
-            self.check_source_config(origin)
-        state_dict = strip_prefix(read_checkpoint(origin if origin else checkpoint), prefix,
-                                  origin)
+        config = self.check_source_config(origin) if origin else None
+        state_dict = strip_prefix(read_checkpoint(origin if origin else checkpoint, prefix),
+                                  prefix, origin)
         if not allow_nonfinite:
             check_finite(state_dict, origin)
-        converted = self.convert_state_dict(state_dict)
+        # what the conversion may read of the source's config.json (ViT: its pretraining grid)
+        self.converting_config = config
+        try:
+            converted = self.convert_state_dict(state_dict)
+        finally:
+            self.converting_config = None
         load_converted(self, converted, strict=strict, origin=origin)
         if origin:
             from mmvtx.utils.standin import is_standin_checkpoint
@@ -383,19 +394,24 @@ class VisionBackbone(BaseModule):
                           logger='current', level=logging.WARNING)
         return converted
 
-    def check_source_config(self, origin: str):
+    # transformers' config.json of the weights being converted (its image encoder's part), if
+    # any: set by load_pretrained for convert_state_dict only
+    converting_config: Optional[dict] = None
+
+    def check_source_config(self, origin: str) -> Optional[dict]:
         """Refuses weights whose ``config.json`` (transformers' ``save_pretrained``) gives
         another number of attention heads than this model's: the weights would load, as a
-        head count changes no shape, and attend with the wrong split of the channels."""
+        head count changes no shape, and attend with the wrong split of the channels. Returns
+        that config (None where there is none)."""
         config = source_config(origin, self.hf_model_types)
         if config is None:
-            return
+            return None
         name = 'num_attention_heads' if 'num_attention_heads' in config else 'num_heads'
         theirs, ours = config.get(name), self.arch_settings['num_heads']
         as_list = (lambda v: list(v) if isinstance(v, (list, tuple)) else [v])
         if theirs is None or len(as_list(theirs)) != len(as_list(ours)) or \
                 as_list(theirs) == as_list(ours):
-            return  # another number of stages is named by the weights' keys
+            return config  # another number of stages is named by the weights' keys
         where = osp.join(osp.dirname(origin), 'config.json')
         raise CheckpointMismatchError(
             f'{type(self).__name__}: {origin} was saved from a model with {name}={theirs} '

@@ -429,6 +429,12 @@ MMDET_SWIN_RULES = (
 
 def convert_swin(sd: dict, model: 'SwinTransformer') -> ConvertedCheckpoint:
     """Any public Swin checkpoint -> mmvtx names (window size resized to the model's)."""
+    if any(k.startswith('encoder.patch_embed.') for k in sd):
+        # the SimMIM authors' pre-training: the authors' Swin under encoder. with its mask
+        # token, beside the pixel decoder (decoder.)
+        sd = {k[len('encoder.'):]: v for k, v in sd.items() if k.startswith('encoder.')}
+    # SimMIM's mask token (the authors', mmpretrain's SimMIMSwinTransformer): no backbone's
+    sd = {k: v for k, v in sd.items() if k != 'mask_token'}
     fmt = detect_swin_format(sd)
     last = len(model.stages) - 1
     out = {}

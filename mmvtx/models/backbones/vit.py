@@ -879,11 +879,25 @@ def _convert_pos_embed(out: dict, model: 'ViT', resized: dict):
     pos = out['pos_embed']
     if pos.dim() == 4:  # SAM: 1 x h x w x C, no [CLS] slot
         pos = pos.flatten(1, 2)
-    if model.pos_embed is None or pos.shape == model.pos_embed.shape:
+    if model.pos_embed is None:
+        out['pos_embed'] = pos
+        return
+    known = _config_grid(model.converting_config)
+    if pos.shape == model.pos_embed.shape and (
+            out['pos_embed'].dim() == 4 or known in (None, model.pretrain_grid)):
+        if known is None and _ambiguous_grid(model):
+            gh, gw = model.pretrain_grid
+            side = math.isqrt(gh * gw)
+            log_once(f'ViT: the checkpoint\'s pos_embed {tuple(pos.shape)} fits the model\'s '
+                     f'{gh}x{gw} grid and a square {side}x{side} one alike: read as {gh}x{gw} '
+                     '(a file saved from this model). A release pretrained at a square size '
+                     f'(e.g. {side * model.patch_size}x{side * model.patch_size}) is read right '
+                     'by a ViT built with img_size set to it (inputs of other sizes are '
+                     'resampled to at run time)', 'WARNING')
         out['pos_embed'] = pos
         return
     n_extra = int(model.with_cls_token)
-    grid, src_extra = _pos_grid(out['pos_embed'], model, 'cls_token' in out)
+    grid, src_extra = _pos_grid(out['pos_embed'], model, 'cls_token' in out, known)
     if src_extra > n_extra:  # the model has no [CLS]: drop its position
         pos = pos[:, src_extra - n_extra:]
     elif src_extra < n_extra:  # the checkpoint has no [CLS] position: a zero one
@@ -899,18 +913,42 @@ def _convert_pos_embed(out: dict, model: 'ViT', resized: dict):
                                         **model.interpolate)
 
 
-def _pos_grid(pos: torch.Tensor, model: 'ViT', has_cls: bool) -> Tuple[Tuple[int, int], int]:
+def _config_grid(config: Optional[dict]) -> Optional[Tuple[int, int]]:
+    """The position embedding's patch grid that transformers' config.json gives (``image_size``
+    over ``patch_size``; VitDet's ``pretrain_image_size``), or None."""
+    if not config:
+        return None
+    size = config.get('pretrain_image_size') or config.get('image_size')
+    patch = config.get('patch_size')
+    pair = (lambda v: tuple(v) if isinstance(v, (list, tuple)) and len(v) == 2 else (v, v))
+    try:
+        (h, w), (ph, pw) = pair(size), pair(patch)
+        grid = (int(h) // int(ph), int(w) // int(pw))
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    return grid if min(grid) > 0 else None
+
+
+def _ambiguous_grid(model: 'ViT') -> bool:
+    """Whether the model's grid is not square but holds a square number of positions."""
+    gh, gw = model.pretrain_grid
+    return gh != gw and math.isqrt(gh * gw) ** 2 == gh * gw
+
+
+def _pos_grid(pos: torch.Tensor, model: 'ViT', has_cls: bool,
+              known: Optional[Tuple[int, int]] = None) -> Tuple[Tuple[int, int], int]:
     """The patch grid ``(h, w)`` of a checkpoint's position embedding and how many slots
     precede it (a [CLS] position or none): SAM's ``1 x h x w x C`` says it; a sequence is the
-    model's own pretraining grid or a square one, after a [CLS] slot first if the checkpoint
-    has a [CLS] token (some, e.g. DeiT-III, keep none for it), else after none first."""
+    grid its config.json gives (``known``), the model's own pretraining grid or a square one,
+    after a [CLS] slot first if the checkpoint has a [CLS] token (some, e.g. DeiT-III, keep
+    none for it), else after none first."""
     if pos.dim() == 4:
         return (pos.shape[1], pos.shape[2]), 0
     n = pos.shape[1]
     gh, gw = model.pretrain_grid
     for extra in ((1, 0) if has_cls else (0, 1)):
         side = math.isqrt(max(n - extra, 0))
-        for grid in ((gh, gw), (side, side)):
+        for grid in (known or (gh, gw), (gh, gw), (side, side)):
             if grid[0] * grid[1] == n - extra > 0:
                 return grid, extra
     raise CheckpointMismatchError(

@@ -216,6 +216,34 @@ def test_a_simmim_checkpoint_loads_its_encoder():
     assert (expected - got.flatten(2).transpose(1, 2)).abs().max() <= TOL
 
 
+def test_the_simmim_authors_pretraining_checkpoint_loads_its_encoder():
+    """The SimMIM authors' releases (simmim_pretrain__swin_base__img192_window6__800ep.pth:
+    ``{'model': {'encoder.<the authors' Swin>', 'encoder.mask_token', 'decoder.0.*'}}``) load
+    their encoder, as the authors' Swin release of the same weights loads; were refused as not
+    a Swin checkpoint."""
+    arch = dict(embed_dims=16, depths=(1, 1, 2, 1), num_heads=(1, 1, 1, 1))
+    authors = _authors_layout(jitter_(SwinTransformer(arch)))['model']
+    simmim = {'model': {**{f'encoder.{k}': v for k, v in authors.items()},
+                        'encoder.mask_token': torch.zeros(1, 1, 16),
+                        'decoder.0.weight': torch.zeros(3072, 128, 1, 1),
+                        'decoder.0.bias': torch.zeros(3072)}}
+    from_simmim, from_release = SwinTransformer(arch), SwinTransformer(arch)
+    assert load_backbone_checkpoint(from_simmim, simmim).source == 'official'
+    load_backbone_checkpoint(from_release, {'model': authors})
+    for k, v in from_release.state_dict().items():
+        assert torch.equal(from_simmim.state_dict()[k], v), k
+    # mmpretrain's SimMIM (SimMIMSwinTransformer: mmdet's layout with a mask token, under
+    # backbone., beside neck. and head.): was refused for the unexpected mask_token
+    mmdet = {f'backbone.{k}': v for k, v in _mmdet_swin().state_dict().items()}
+    mmpretrain = {**mmdet, 'backbone.mask_token': torch.zeros(1, 1, 96),
+                  'neck.decoder.0.weight': torch.zeros(3072, 768, 1, 1)}
+    from_mmpretrain, from_mmdet = SwinTransformer('tiny'), SwinTransformer('tiny')
+    load_backbone_checkpoint(from_mmpretrain, {'state_dict': mmpretrain})
+    load_backbone_checkpoint(from_mmdet, {'state_dict': mmdet})
+    for k, v in from_mmdet.state_dict().items():
+        assert torch.equal(from_mmpretrain.state_dict()[k], v), k
+
+
 # ------------------------------------------------------------------------- the shift rule
 def _authors_layout(model):
     """An mmvtx Swin's weights in the authors' release names (layers.i, merging at the end of

@@ -7,6 +7,7 @@ from the same weights load to the same outputs. Relative-position gradients agai
 formula in float64."""
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -755,3 +756,31 @@ def test_hub_names_load_to_the_same_model(kind):
     for k in sa:
         if not k.startswith('pyramid'):
             assert torch.equal(sa[k], sb[k]), k
+
+
+@pytest.mark.parametrize('protocol', [0, 1, 5])
+def test_detectron2_pkl_of_python2s_protocols_is_read(tmp_path, protocol):
+    """Python 2's cPickle wrote protocol 0 by default (``(dp0``) or 1 (``}q``) when asked for a
+    binary one: such a pickle has no PROTO opcode, so it was refused as 'not a checkpoint file
+    ... a web page or an error message saved in its place?'. It loads as protocol 2's does; an
+    array of Python objects in it is refused naming its key (was numpy's conversion error).
+    Protocol 5 (Python 3.14's default, pickle.HIGHEST_PROTOCOL) writes arrays through numpy's
+    ``_frombuffer``: was refused as 'it would build numpy._core.numeric._frombuffer'."""
+    import pickle
+
+    sd = _detectron2_layout(_hf_vitdet().state_dict())
+    with open(tmp_path / 'model_final.pkl', 'wb') as f:
+        pickle.dump({'model': {k: v.numpy() for k, v in sd.items()}, '__author__': 'x'}, f,
+                    protocol=protocol)
+    from_pkl, from_dict = _vitdet(), _vitdet()
+    from_pkl.load_pretrained(str(tmp_path / 'model_final.pkl'))
+    load_backbone_checkpoint(from_dict, sd)
+    for k, v in from_dict.state_dict().items():
+        if not k.startswith('pyramid.'):
+            assert torch.equal(from_pkl.state_dict()[k], v), k
+    with open(tmp_path / 'objects.pkl', 'wb') as f:
+        pickle.dump({'model': {'backbone.net.names': np.array(['a', 1], dtype=object)}}, f,
+                    protocol=protocol)
+    with pytest.raises(RuntimeError, match=r'model/backbone\.net\.names is an array of Python '
+                       r'objects \(dtype object\)'):
+        _vitdet().load_pretrained(str(tmp_path / 'objects.pkl'))
