@@ -340,13 +340,19 @@ SWIN_MINI = ("dict(_delete_=True, type='mmvtx.SwinTransformer', embed_dims=32, d
              " num_heads=(1, 1, 1, 1)")
 
 
+def _recipe(tmp_path, scope, base, backbone, **model):
+    """The model of an installed mmdet/mmseg recipe with ``backbone`` swapped in."""
+    pretrained = 'pretrained=None, ' if scope == 'mmseg' else ''
+    (tmp_path / 'cfg.py').write_text(
+        f"_base_ = '{scope}::{base}'\n"
+        "custom_imports = dict(imports=['mmvtx'], allow_failed_imports=False)\n"
+        f"model = dict({pretrained}backbone={backbone}), **{model!r})\n")
+    return _model(str(tmp_path / 'cfg.py'), scope)
+
+
 def _mmdet_recipe(tmp_path, base, backbone='', **model):
     """An mmdet recipe with a small mmvtx Swin (channels [32, 64, 128, 256]) swapped in."""
-    (tmp_path / 'cfg.py').write_text(
-        f"_base_ = 'mmdet::{base}'\n"
-        "custom_imports = dict(imports=['mmvtx'], allow_failed_imports=False)\n"
-        f"model = dict(backbone={SWIN_MINI}{backbone}), **{model!r})\n")
-    return _model(str(tmp_path / 'cfg.py'), 'mmdet')
+    return _recipe(tmp_path, 'mmdet', base, SWIN_MINI + backbone, **model)
 
 
 def test_yolof_dilated_encoder_reads_the_last_maps_width(tmp_path):
@@ -559,11 +565,7 @@ def test_more_necks_that_take_every_map_are_refused(scope, neck):
 
 
 def _mmseg_recipe(tmp_path, base, backbone, **model):
-    (tmp_path / 'cfg.py').write_text(
-        f"_base_ = 'mmseg::{base}'\n"
-        "custom_imports = dict(imports=['mmvtx'], allow_failed_imports=False)\n"
-        f"model = dict(pretrained=None, backbone={backbone}), **{model!r})\n")
-    return _model(str(tmp_path / 'cfg.py'), 'mmseg')
+    return _recipe(tmp_path, 'mmseg', base, backbone, **model)
 
 
 def test_setr_mla_neck_on_a_pyramid_is_refused(tmp_path):
