@@ -246,6 +246,12 @@ def _content_format(path: str) -> Optional[str]:
     return None
 
 
+# what a file torch.load(weights_only=True) cannot read is told
+NO_UNPICKLING = ('mmvtx never unpickles arbitrary objects. Save the bare state dict '
+                 '(torch.save(model.state_dict(), ...)) or convert it with '
+                 'tools/model_converters/*2mmvtx.py.')
+
+
 def load_state_dict_file(path: str, prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
     """A flat ``name -> tensor`` dict from a checkpoint file, without unpickling objects.
     A file that cannot be read (empty, truncated, another format) raises ``RuntimeError``
@@ -283,9 +289,7 @@ def load_state_dict_file(path: str, prefix: Optional[str] = None) -> Dict[str, t
                         f'{path} could not be read with torch.load(weights_only=True) '
                         f'({str(e) or type(e).__name__}) nor as a pickle of numpy arrays '
                         f'(detectron2\'s .pkl): {numpy_error}\n'
-                        'mmvtx never unpickles arbitrary objects. Save the bare state dict '
-                        '(torch.save(model.state_dict(), ...)) or convert it with '
-                        'tools/model_converters/*2mmvtx.py.') from e
+                        + NO_UNPICKLING) from e
                 return unwrap_state_dict(ckpt, origin=path, prefix=prefix)
             if not head.startswith((b'PK',) + PICKLE_STARTS):  # neither a zip nor a pickle
                 raise RuntimeError(
@@ -295,9 +299,7 @@ def load_state_dict_file(path: str, prefix: Optional[str] = None) -> Dict[str, t
             raise RuntimeError(
                 f'{path} could not be read with torch.load(weights_only=True): '
                 f'{str(e) or type(e).__name__}\n'
-                'mmvtx never unpickles arbitrary objects. Save the bare state dict '
-                '(torch.save(model.state_dict(), ...)) or convert it with '
-                'tools/model_converters/*2mmvtx.py.') from e
+                + NO_UNPICKLING) from e
     return unwrap_state_dict(ckpt, origin=path, prefix=prefix)
 
 

@@ -333,16 +333,21 @@ class VisionBackbone(BaseModule):
     def _default_init(self):
         raise NotImplementedError
 
-    def convert_layout(self, state_dict: dict) -> ConvertedCheckpoint:
-        """Any public checkpoint layout of this architecture -> this model's names."""
+    def convert_layout(self, state_dict: dict,
+                       source_config: Optional[dict] = None) -> ConvertedCheckpoint:
+        """Any public checkpoint layout of this architecture -> this model's names
+        (``source_config``: transformers' config.json of the file, where it has one)."""
         raise NotImplementedError
 
-    def convert_state_dict(self, state_dict: dict) -> ConvertedCheckpoint:
+    def convert_state_dict(self, state_dict: dict,
+                           source_config: Optional[dict] = None) -> ConvertedCheckpoint:
         """Any public checkpoint of this architecture -> this model's weights
-        (:meth:`convert_layout`), an RGB patch embedding adapted to another ``in_channels``
-        (grey, RGB-D, multispectral input), as resampled tables are: named in ``resized``
-        (logged, and a whole model's file so adapted is not taken for the one it was)."""
-        converted = self.convert_layout(state_dict)
+        (:meth:`convert_layout`; ``source_config``: the file's config.json, see
+        :meth:`check_source_config`), an RGB patch embedding adapted to another
+        ``in_channels`` (grey, RGB-D, multispectral input), as resampled tables are: named in
+        ``resized`` (logged, and a whole model's file so adapted is not taken for the one it
+        was)."""
+        converted = self.convert_layout(state_dict, source_config)
         self.adapt_rgb_input(converted.state_dict, converted.resized)
         return converted
 
@@ -351,7 +356,7 @@ class VisionBackbone(BaseModule):
         model's ``in_channels`` (timm's rule), the file's tensor put in ``resized``; whether
         it did."""
         key = self.input_conv
-        own = self.state_dict().get(key)
+        own = dict(self.named_parameters()).get(key)
         if not (key in sd and own is not None and sd[key].dim() == own.dim() == 4 and
                 sd[key].shape[1] == 3 and own.shape[1] != 3 and
                 sd[key].shape[:1] + sd[key].shape[2:] == own.shape[:1] + own.shape[2:]):
@@ -378,12 +383,8 @@ class VisionBackbone(BaseModule):
                                   prefix, origin)
         if not allow_nonfinite:
             check_finite(state_dict, origin)
-        # what the conversion may read of the source's config.json (ViT: its pretraining grid)
-        self.converting_config = config
-        try:
-            converted = self.convert_state_dict(state_dict)
-        finally:
-            self.converting_config = None
+        # the conversion may read the source's config.json (ViT: its pretraining grid)
+        converted = self.convert_state_dict(state_dict, config)
         load_converted(self, converted, strict=strict, origin=origin)
         if origin:
             from mmvtx.utils.standin import is_standin_checkpoint
@@ -393,10 +394,6 @@ class VisionBackbone(BaseModule):
                           'delete it and let the real file be downloaded to fine-tune for real',
                           logger='current', level=logging.WARNING)
         return converted
-
-    # transformers' config.json of the weights being converted (its image encoder's part), if
-    # any: set by load_pretrained for convert_state_dict only
-    converting_config: Optional[dict] = None
 
     def check_source_config(self, origin: str) -> Optional[dict]:
         """Refuses weights whose ``config.json`` (transformers' ``save_pretrained``) gives

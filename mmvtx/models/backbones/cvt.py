@@ -269,7 +269,8 @@ class CvT(VisionBackbone):
         init_transformer_weights(self)
         trunc_normal_(self.stages[2].cls_token, std=0.02)
 
-    def convert_layout(self, state_dict: dict) -> ConvertedCheckpoint:
+    def convert_layout(self, state_dict: dict,
+                       source_config: Optional[dict] = None) -> ConvertedCheckpoint:
         converted = convert_cvt(state_dict)
         act = self.recorded_setting('mlp_act', converted) or (
             'quick_gelu' if converted.source == 'official' else 'gelu')

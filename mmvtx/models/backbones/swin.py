@@ -345,7 +345,8 @@ class SwinTransformer(VisionBackbone):
     def _applied_setting(self, name: str) -> str:
         return SHIFT_RULES[self.shifts_every_block]
 
-    def convert_layout(self, state_dict: dict) -> ConvertedCheckpoint:
+    def convert_layout(self, state_dict: dict,
+                       source_config: Optional[dict] = None) -> ConvertedCheckpoint:
         converted = convert_swin(state_dict, self)
         source = converted.source
         if source == 'mmdet':  # mmdet, mmseg and mmpretrain share one layout and one rule

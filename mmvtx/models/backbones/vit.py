@@ -587,8 +587,9 @@ class ViT(VisionBackbone):
                     if p is not None:  # ViTDet zero-initialises the relative positions
                         nn.init.zeros_(p)
 
-    def convert_layout(self, state_dict: dict) -> ConvertedCheckpoint:
-        return convert_vit(state_dict, self)
+    def convert_layout(self, state_dict: dict,
+                       source_config: Optional[dict] = None) -> ConvertedCheckpoint:
+        return convert_vit(state_dict, self, source_config)
 
 
 def _resample_linear(x: torch.Tensor, dim: int, size: int, step: float) -> torch.Tensor:
@@ -740,10 +741,12 @@ MMSEG_VIT_RULES = (
 )
 
 
-def convert_vit(sd: dict, model: 'ViT') -> ConvertedCheckpoint:
+def convert_vit(sd: dict, model: 'ViT',
+                source_config: Optional[dict] = None) -> ConvertedCheckpoint:
     """Any public ViT checkpoint -> mmvtx names; the position embedding is resized from the
-    checkpoint's grid to the model's pretraining grid when they differ, ViTDet's relative
-    position tables to the model's grids."""
+    checkpoint's grid (the one transformers' ``source_config`` gives, where there is one) to
+    the model's pretraining grid when they differ, ViTDet's relative position tables to the
+    model's grids."""
     sd = _unwrap(sd)
     fmt = detect_vit_format(sd)
     if fmt == 'jax':
@@ -800,7 +803,7 @@ def convert_vit(sd: dict, model: 'ViT') -> ConvertedCheckpoint:
             'supported; use the non-distilled release')
     _convert_qkv_bias(out, model)
     resized = {}  # the file's tensors that are resampled to the model's grids
-    _convert_pos_embed(out, model, resized)
+    _convert_pos_embed(out, model, resized, _config_grid(source_config))
     _convert_rel_pos(out, model, resized)
     hint = _pyramid_by_level(out, model) if fmt == 'mmvtx' else ''
     if isinstance(model.norm, nn.Identity):  # final_norm=False: the release's norm is unused
@@ -873,7 +876,9 @@ def _convert_qkv_bias(out: dict, model: 'ViT'):
             out[head + 'qkv.bias'] = torch.cat([q, torch.zeros_like(q), v])
 
 
-def _convert_pos_embed(out: dict, model: 'ViT', resized: dict):
+def _convert_pos_embed(out: dict, model: 'ViT', resized: dict,
+                       known: Optional[Tuple[int, int]] = None):
+    """``known``: the file's grid as its config.json gives it (None: not known)."""
     if 'pos_embed' not in out:
         return
     pos = out['pos_embed']
@@ -882,7 +887,6 @@ def _convert_pos_embed(out: dict, model: 'ViT', resized: dict):
     if model.pos_embed is None:
         out['pos_embed'] = pos
         return
-    known = _config_grid(model.converting_config)
     if pos.shape == model.pos_embed.shape and (
             out['pos_embed'].dim() == 4 or known in (None, model.pretrain_grid)):
         if known is None and _ambiguous_grid(model):
