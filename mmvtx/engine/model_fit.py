@@ -44,7 +44,7 @@ where the neck runs, a warning) says to remove it (or set MultiLevelNeck's scale
 mmseg's ``MLANeck`` (SETR-MLA) adds its maps together: maps at several strides are refused.
 """
 import logging
-from typing import List
+from typing import List, Optional
 
 import torch
 from mmengine.hooks import Hook
@@ -433,6 +433,16 @@ def _list_head_errors(model: nn.Module, channels: List[int], desc: str) -> List[
             f'bbox_head.in_channels={fix}']
 
 
+def _named(name: str, module: Optional[nn.Module]):
+    """``(name, module)``, ``(name[i], module[i])`` for each of a ModuleList (a cascade's
+    stages, several decode heads), nothing for None."""
+    if isinstance(module, nn.ModuleList):
+        for i, m in enumerate(module):
+            yield f'{name}[{i}]', m
+    elif module is not None:
+        yield name, module
+
+
 def _det_heads_errors(model: nn.Module, channels: List[int], desc: str) -> List[str]:
     """mmdet's heads that take every map the neck returns at one width (its out_channels):
     the dense heads' and RPN's ``in_channels`` (an int), the RoI heads' extractors'
@@ -442,16 +452,8 @@ def _det_heads_errors(model: nn.Module, channels: List[int], desc: str) -> List[
         return []  # maps of several widths: heads that list them (SSD's, YOLOv3's) are apart
     width = channels[0]
     found = []
-
-    def each(name, module):
-        if isinstance(module, nn.ModuleList):
-            for i, m in enumerate(module):
-                yield f'{name}[{i}]', m
-        elif module is not None:
-            yield name, module
-
     for name in ('rpn_head', 'bbox_head'):
-        for path, head in each(name, getattr(model, name, None)):
+        for path, head in _named(name, getattr(model, name, None)):
             found.append((path, head, 'in_channels', 'runs on every map'))
     roi_head = getattr(model, 'roi_head', None)
     for part, attr, how in (('bbox_roi_extractor', 'out_channels', 'pools the maps'),
@@ -460,7 +462,7 @@ def _det_heads_errors(model: nn.Module, channels: List[int], desc: str) -> List[
                             ('mask_head', 'in_channels', 'takes the pooled maps')):
         if getattr(roi_head, 'share_roi_extractor', False) and part == 'mask_roi_extractor':
             continue
-        for path, module in each(f'roi_head.{part}', getattr(roi_head, part, None)):
+        for path, module in _named(f'roi_head.{part}', getattr(roi_head, part, None)):
             found.append((path, module, attr, how))
     errors = []
     for path, module, attr, how in found:
@@ -562,14 +564,8 @@ def _seg_heads_errors(model: nn.Module, channels: List[int], desc: str,
     errors = []
     # mmseg's heads; mmdet's MaskFormer/Mask2Former (no neck: their pixel decoder is one)
     for name in ('decode_head', 'auxiliary_head', 'panoptic_head'):
-        heads = getattr(model, name, None)
-        if heads is None:
-            continue
-        if isinstance(heads, nn.ModuleList):
-            for i, head in enumerate(heads):
-                errors += _head_errors(f'{name}[{i}]', head, channels, desc, cls_token)
-        else:
-            errors += _head_errors(name, heads, channels, desc, cls_token)
+        for path, head in _named(name, getattr(model, name, None)):
+            errors += _head_errors(path, head, channels, desc, cls_token)
     return errors
 
 
