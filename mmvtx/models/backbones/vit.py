@@ -265,7 +265,8 @@ class ViT(VisionBackbone):
             (DINOv2's arguments of the same names).
         window_size: >0 runs the layers not in ``global_attn_indexes`` with attention inside
             ``window_size x window_size`` windows of the patch map (ViTDet: 14 with global
-            layers 2, 5, 8, 11); the [CLS] token is then not used.
+            layers 2, 5, 8, 11); the [CLS] token is then not used. ``window_size=0`` on a
+            windowed preset makes every layer global (the preset's global layers dropped).
         use_rel_pos: ViTDet's decomposed relative positions in every block, learned for the
             window (windowed blocks) or the ``rel_pos_img_size`` patch grid (global blocks;
             default ``img_size``).
@@ -328,6 +329,7 @@ class ViT(VisionBackbone):
                      mlp_hidden_dims=mlp_hidden_dims, pos_embed=pos_embed,
                      rope_theta=rope_theta, interpolate_antialias=interpolate_antialias,
                      interpolate_offset=interpolate_offset, feature_norm=feature_norm)
+        arch_name = arch
         arch, opt = self.resolve_settings(arch, **given)
         self.preset_settings = opt
         cfg = self.resolve_arch(arch, embed_dims=embed_dims, num_layers=num_layers,
@@ -377,6 +379,17 @@ class ViT(VisionBackbone):
             raise ValueError(f'ViT: global_attn_indexes={global_attn_indexes!r} must be a '
                              'sequence of layer indices')
         global_attn_indexes = tuple(global_attn_indexes)
+        if global_attn_indexes and given['global_attn_indexes'] is None:
+            # a windowed preset's global blocks (ViTDet's four evenly spaced ones): they name
+            # the blocks among windowed ones that attend globally, for the preset's depth
+            if window_size == 0:  # no windows set explicitly: every block is global
+                global_attn_indexes = ()
+            elif max(global_attn_indexes) >= depth:
+                raise ValueError(
+                    f'ViT: arch={arch_name!r} attends globally in blocks {global_attn_indexes} '
+                    f'of its windowed ones; with num_layers={depth} set global_attn_indexes '
+                    f'to indices in [0, {depth}) (or window_size=0 for global attention in '
+                    'every block)')
         if global_attn_indexes and window_size == 0:
             raise ValueError(f'ViT: global_attn_indexes={global_attn_indexes} needs '
                              'window_size > 0 (without windows every layer is global)')

@@ -713,6 +713,36 @@ def test_family_presets_and_bad_values():
         ViT('dinov4-b')
 
 
+
+@pytest.mark.parametrize('arch', ['vitdet-b', 'sam-b'])
+def test_explicit_window_size_0_overrides_the_presets_global_blocks(arch):
+    """``window_size=0`` (every block global) set explicitly on a windowed preset wins over
+    the preset: its global blocks (ViTDet's 2/5/8/11) only name the blocks among windowed
+    ones that are not windowed, and are dropped with the windows."""
+    kw = dict(embed_dims=32, num_layers=12, num_heads=2, img_size=64, drop_path_rate=0.0)
+    model = ViT(arch, **kw, window_size=0).eval()
+    spelled = ViT(arch, **kw, window_size=0, global_attn_indexes=()).eval()
+    assert all(b.window_size == 0 for b in model.blocks)
+    spelled.load_state_dict(model.state_dict())
+    x = torch.randn(1, 3, 48, 80)
+    with torch.no_grad():
+        for a, b in zip(model(x), spelled(x)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_a_presets_global_blocks_beyond_another_depth_are_named():
+    """A windowed preset at another depth: the error names the preset whose global blocks
+    (not given by the user) do not fit, and the argument that sets them."""
+    with pytest.raises(ValueError, match=r"arch='vitdet-b'.*\(2, 5, 8, 11\).*num_layers=6.*"
+                                         r'global_attn_indexes'):
+        ViT('vitdet-b', num_layers=6)
+    # given explicitly, the user's own indices are checked as before
+    with pytest.raises(ValueError, match=r'global_attn_indexes\[...\]=7'):
+        ViT('vitdet-b', num_layers=6, global_attn_indexes=(1, 7))
+    assert [i for i, b in enumerate(ViT('vitdet-b', num_layers=6, global_attn_indexes=(2, 5))
+                                    .blocks) if b.window_size == 0] == [2, 5]
+
+
 # ------------------------------------------------------------- transformers hub (4.x) names
 def _to_hub_names(sd, dinov3=False):
     """transformers 5.x names -> the names of the checkpoints on the hub (transformers 4.x):
