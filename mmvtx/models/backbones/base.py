@@ -23,12 +23,15 @@ from mmvtx.utils.checkpoint import (CheckpointMismatchError, ConvertedCheckpoint
 
 def forward_block(block: nn.Module, x: torch.Tensor, *args, with_cp: bool = False):
     """``block(x, *args)``, under activation checkpointing (non-reentrant, so DDP-safe) when
-    ``with_cp`` and the block trains with a gradient flowing in. The recomputation in backward
+    ``with_cp`` and the block trains with a gradient flowing in or to its own weights (the
+    first block after ``frozen_stages`` gets an input without gradient and trains all the
+    same: checkpointed too, or its activations would all be kept). The recomputation in backward
     does not update BatchNorm running statistics a second time (CvT's projections), so they
     are the same with and without ``with_cp``. Under ``torch.compile`` (which accepts only
     ``TorchDispatchMode`` contexts there) no context is passed: the compiled graph applies the
     statistics' update once, in the forward, and its backward recomputes without mutating."""
-    if with_cp and block.training and x.requires_grad:
+    if with_cp and block.training and torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in block.parameters())):
         if torch.compiler.is_compiling():
             return cp.checkpoint(block, x, *args, use_reentrant=False)
         return cp.checkpoint(block, x, *args, use_reentrant=False,

@@ -165,6 +165,41 @@ def test_with_cp_trains_the_same(cls, kwargs):
         assert torch.equal(b, c), name
 
 
+
+def _saved_activation_bytes(model, x):
+    """Bytes autograd keeps for backward over one training forward."""
+    total = [0]
+
+    def pack(t):
+        total[0] += t.numel() * t.element_size()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    return total[0]
+
+
+@pytest.mark.parametrize('cls, kwargs', LOADERS)
+def test_with_cp_checkpoints_every_trained_block_after_frozen_stages(cls, kwargs, monkeypatch):
+    """Under ``frozen_stages`` the first trained block gets an input without gradient (the
+    frozen part's output): it is checkpointed as every other trained block, so that freezing
+    more never keeps more activations for backward."""
+    from mmvtx.models.backbones import base
+    checkpointed = []
+    checkpoint = base.cp.checkpoint
+    monkeypatch.setattr(base.cp, 'checkpoint', lambda fn, *a, **kw: (
+        checkpointed.append(fn), checkpoint(fn, *a, **kw))[1])
+    x = torch.randn(2, 3, 64, 96)
+    saved = {}
+    for frozen in (-1, 0, 1):
+        model = cls(**kwargs, frozen_stages=frozen, with_cp=True).train()
+        checkpointed.clear()
+        saved[frozen] = _saved_activation_bytes(model, x)
+        trained = [m for name, m in model.named_modules() if name.split('.')[-2:-1] == ['blocks']
+                   and any(p.requires_grad for p in m.parameters())]
+        assert trained and [id(m) for m in checkpointed] == [id(m) for m in trained], frozen
+    assert saved[-1] >= saved[0] >= saved[1], saved
+
+
 @pytest.mark.parametrize('name', sorted(BACKBONES) + ['vitdet'])
 def test_a_batch_of_no_images(name):
     """An empty batch gives empty maps of the shapes one image gets (and a backward runs)."""
