@@ -228,6 +228,9 @@ class VisionBackbone(BaseModule):
         if x.dim() != 4:
             raise ValueError(f'{type(self).__name__} expects B x C x H x W, '
                              f'got {tuple(x.shape)}')
+        if x.shape[-2] < 1 or x.shape[-1] < 1:  # padding makes any side >= 1 a whole patch
+            raise ValueError(f'{type(self).__name__} expects B x C x H x W with H, W >= 1, '
+                             f'got {tuple(x.shape)}')
 
     # ------------------------------------------------------------------------ training behaviour
     def _frozen_modules(self) -> Sequence:

@@ -5,6 +5,8 @@ Contiguity is not cosmetic: mmcv's CPU RoIAlign reads its input as contiguous NC
 whatever its strides (open-mmlab/mmcv#2203), and a convolution keeps a channels-last layout, so a channels-last map
 from the backbone reaches the RoI heads through the FPN as scrambled features (CvT trained
 from scratch on shapes stayed at 0.01 bbox mAP until its maps were made contiguous)."""
+import re
+
 import pytest
 import torch
 from mmcv.ops import roi_align
@@ -198,6 +200,17 @@ def test_with_cp_checkpoints_every_trained_block_after_frozen_stages(cls, kwargs
                    and any(p.requires_grad for p in m.parameters())]
         assert trained and [id(m) for m in checkpointed] == [id(m) for m in trained], frozen
     assert saved[-1] >= saved[0] >= saved[1], saved
+
+
+
+@pytest.mark.parametrize('name', sorted(BACKBONES))
+@pytest.mark.parametrize('shape', [(1, 3, 0, 5), (2, 3, 7, 0)])
+def test_an_image_without_pixels_is_refused_by_its_shape(name, shape):
+    """Any H, W >= 1 is taken; an empty side (a degenerate crop or resize upstream) is refused
+    naming the input's shape, not by a convolution deep inside ("Kernel size can't be
+    greater than actual input size")."""
+    with pytest.raises(ValueError, match=r'H, W >= 1, got ' + re.escape(str(shape))):
+        BACKBONES[name]()(torch.randn(*shape))
 
 
 @pytest.mark.parametrize('name', sorted(BACKBONES) + ['vitdet'])
