@@ -55,7 +55,17 @@ class ConvProjection(nn.Module):
         self.bn = nn.BatchNorm2d(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(x)).flatten(2).transpose(1, 2)
+        y = self.conv(x)
+        if self.bn.training and y.shape[0] * y.shape[2] * y.shape[3] == 1:
+            # batch statistics of a single value per channel do not exist (PyTorch refuses
+            # them with a message that names neither the layer nor a way out)
+            raise ValueError(
+                f'CvT: a training batch of {x.shape[0]} image(s) whose token map is '
+                f'{x.shape[2]}x{x.shape[3]} leaves the BatchNorm of a convolutional projection '
+                'one value per channel (the 1x1 keys and values of a map of at most 2x2: the '
+                'last stage of inputs up to 32 px), so no batch statistics: train with 2 or '
+                'more images per batch, larger images, or norm_eval=True (running statistics)')
+        return self.bn(y).flatten(2).transpose(1, 2)
 
 
 class ConvAttention(nn.Module):

@@ -97,6 +97,21 @@ def test_output_shapes_any_size(H, W):
     assert model.out_channels == (16, 32, 48, 48)
 
 
+@pytest.mark.parametrize('H,W', [(1, 1), (32, 32), (17, 9)])
+def test_one_small_training_image_is_refused_with_a_way_out(H, W):
+    """Batch statistics need two values per channel: one training image whose last stage's
+    keys and values are 1x1 is refused naming what to change; norm_eval=True (running
+    statistics) trains on it with the documented shapes, and so does a batch of two."""
+    with pytest.raises(ValueError, match=r'CvT: .* 1 image.*norm_eval=True'):
+        CvT(**LAYOUTS['small']).train()(torch.randn(1, 3, H, W))
+    for model, batch in ((CvT(**LAYOUTS['small'], norm_eval=True).train(), 1),
+                         (CvT(**LAYOUTS['small']).train(), 2)):
+        outs = model(torch.randn(batch, 3, H, W))
+        sum(o.sum() for o in outs).backward()
+        assert [o.shape[2:] for o in outs] == [(math.ceil(H / s), math.ceil(W / s))
+                                               for s in (4, 8, 16, 32)]
+
+
 def test_presets():
     for arch, params in (('13', 20.0e6), ('21', 31.6e6)):
         n = sum(p.numel() for p in CvT(arch).parameters())
