@@ -1,4 +1,6 @@
 """Resolution is a first-class operation: resizing learned position tables between sizes."""
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
@@ -17,6 +19,33 @@ def resize_rel_pos_bias_table(table: torch.Tensor, window_size: int) -> torch.Te
     return grid.reshape(heads, dst * dst).T.to(table.dtype)
 
 
+def deterministic_resample() -> bool:
+    """Whether run-time resampling of learned tables must avoid ``F.interpolate``'s backward:
+    PyTorch refuses it on CUDA under ``torch.use_deterministic_algorithms(True)`` (mmengine's
+    ``randomness=dict(deterministic=True)``, ``tools/train.py --deterministic``)."""
+    return torch.are_deterministic_algorithms_enabled() and torch.is_grad_enabled()
+
+
+def interpolation_matrix(src: int, dst: int, mode: str, scale: Optional[float] = None,
+                         antialias: bool = False, device=None) -> torch.Tensor:
+    """``dst x src`` weights of ``F.interpolate`` along one axis (``mode`` ``'linear'`` or
+    ``'bicubic'``, ``align_corners=False``; ``scale``: its ``scale_factor``, else ``size``),
+    read off by interpolating the unit vectors. PyTorch's bilinear/bicubic resampling (also
+    antialiased) is separable, so a 2-D resize is ``A_h @ grid @ A_w^T``: matrix products, whose
+    backward is deterministic where ``F.interpolate``'s is refused."""
+    eye = torch.eye(src, device=device, dtype=torch.float32)
+    kw = dict(scale_factor=scale) if scale is not None else dict(size=dst)
+    if mode == 'linear':
+        out = F.interpolate(eye[:, None, :], mode='linear', align_corners=False, **kw)[:, 0]
+    else:  # a 2-D mode on src x 2 maps, the second axis kept (not 1 wide: PyTorch's
+        # antialiased bicubic gives every output row the same weights when a side is 1)
+        kw = dict(scale_factor=(scale, 1.0)) if scale is not None else dict(size=(dst, 2))
+        out = F.interpolate(eye[:, None, :, None].expand(src, 1, src, 2).contiguous(),
+                            mode=mode, align_corners=False, antialias=antialias,
+                            **kw)[:, 0, :, 0]
+    return out.t()
+
+
 def resize_pos_embed(pos_embed: torch.Tensor, src_grid, dst_grid, num_extra_tokens: int = 1,
                      antialias: bool = False, offset: float = 0.0) -> torch.Tensor:
     """``1 x (extra + h*w) x C`` position embedding from an ``h x w`` patch grid to another
@@ -31,8 +60,16 @@ def resize_pos_embed(pos_embed: torch.Tensor, src_grid, dst_grid, num_extra_toke
     extra, grid = pos_embed[:, :num_extra_tokens], pos_embed[:, num_extra_tokens:]
     C = pos_embed.shape[-1]
     grid = grid.reshape(1, src_grid[0], src_grid[1], C).permute(0, 3, 1, 2).float()
-    if offset:
-        scales = [(d + offset) / s for d, s in zip(dst_grid, src_grid)]
+    scales = [(d + offset) / s for d, s in zip(dst_grid, src_grid)] if offset else None
+    if deterministic_resample() and grid.requires_grad:  # the same map as matrix products
+        a_h, a_w = (interpolation_matrix(s, d, 'bicubic', scales and scales[i], antialias,
+                                         grid.device)
+                    for i, (s, d) in enumerate(zip(src_grid, dst_grid)))
+        if (a_h.shape[0], a_w.shape[0]) != dst_grid:
+            raise ValueError(f'position embedding offset {offset} resized {src_grid} to '
+                             f'{(a_h.shape[0], a_w.shape[0])}, not {dst_grid}')
+        grid = torch.einsum('ih,bchw,jw->bcij', a_h, grid, a_w)
+    elif offset:
         grid = F.interpolate(grid, scale_factor=scales, mode='bicubic', align_corners=False,
                              antialias=antialias)
         if tuple(grid.shape[-2:]) != dst_grid:

@@ -9,12 +9,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .pos_embed import deterministic_resample, interpolation_matrix
+
 
 def resize_rel_pos_table(table: torch.Tensor, length: int) -> torch.Tensor:
     """A ``L x d`` relative position table resized to ``length`` rows by linear interpolation
     (ViTDet), in its own dtype; unchanged when it has that length."""
     if table.shape[0] == length:
         return table
+    if deterministic_resample() and table.requires_grad:  # the same map as a matrix product
+        a = interpolation_matrix(table.shape[0], length, 'linear', device=table.device)
+        return a.to(table.dtype) @ table
     return F.interpolate(table.t().unsqueeze(0), size=length, mode='linear')[0].t()
 
 

@@ -743,6 +743,55 @@ def test_a_presets_global_blocks_beyond_another_depth_are_named():
                                     .blocks) if b.window_size == 0] == [2, 5]
 
 
+
+def _autograd_nodes(outs):
+    seen, todo, names = set(), [o.grad_fn for o in outs], set()
+    while todo:
+        fn = todo.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        names.add(type(fn).__name__)
+        todo.extend(f for f, _ in fn.next_functions)
+    return names
+
+
+@pytest.mark.parametrize('arch, kw', [
+    ('base', dict(img_size=64)),
+    ('dinov2-b', dict(img_size=112)),  # DINOv2's offset: a scale factor, not a size
+    ('dinov2-reg-b', dict(img_size=112)),  # antialiased (the input grid is smaller)
+    ('vitdet-b', dict(img_size=64, window_size=3, global_attn_indexes=(1,))),
+])
+def test_deterministic_mode_resamples_tables_without_interpolate_backward(arch, kw):
+    """``tools/train.py --deterministic`` (``torch.use_deterministic_algorithms``): PyTorch
+    refuses ``F.interpolate``'s backward on CUDA there, so the run-time resizing of the
+    position embedding (bicubic, DINOv2's offset and antialiasing) and of ViTDet's relative
+    position tables (linear) is done by matrix products instead: no upsampling in the graph,
+    the same outputs and gradients."""
+    model = jitter_(ViT(arch, embed_dims=32, num_layers=2, num_heads=2, drop_path_rate=0.0,
+                        **kw).train())
+    x = torch.randn(2, 3, 70, 42)
+    results = []
+    previous = torch.are_deterministic_algorithms_enabled()
+    for deterministic in (False, True):
+        torch.use_deterministic_algorithms(deterministic)
+        try:
+            model.zero_grad()
+            outs = model(x)
+            nodes = _autograd_nodes(outs)
+            sum(o.square().mean() for o in outs).backward()
+        finally:
+            torch.use_deterministic_algorithms(previous)
+        upsampling = {n for n in nodes if 'Upsample' in n}
+        assert bool(upsampling) != deterministic, (deterministic, upsampling)
+        results.append((outs, {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (plain, plain_grads), (det, det_grads) = results
+    for a, b in zip(plain, det):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    for name, g in plain_grads.items():
+        torch.testing.assert_close(det_grads[name], g, rtol=1e-4, atol=1e-6, msg=name)
+
+
 # ------------------------------------------------------------- transformers hub (4.x) names
 def _to_hub_names(sd, dinov3=False):
     """transformers 5.x names -> the names of the checkpoints on the hub (transformers 4.x):
