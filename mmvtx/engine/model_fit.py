@@ -29,6 +29,13 @@ Checked for mmvtx's backbones (their ``out_channels``):
   the neck's maps are of one width, mmdet's dense and RPN heads' ``in_channels`` and the RoI
   heads' extractors' ``out_channels`` and bbox/mask heads' ``in_channels`` (a neck's
   out_channels changed alone);
+* the strides of the neck's maps (mmdet's FPN and its kind from ``start_level`` on, then its
+  extra levels at twice the stride each; ChannelMapper, the PAFPNs, BFP, DyHead keep the
+  backbone's) against those mmdet's dense and RPN heads place their priors at (their
+  ``strides`` or ``anchor_generator.strides``) and its RoI extractors' ``featmap_strides``: an
+  FPN that keeps the R-50 recipe's ``start_level=1`` after ``out_indices`` dropped the stride-4
+  level returns maps at twice the strides the anchors assume, and training runs on without a
+  word. Where another ``start_level`` fits, the advice names it;
 * without a neck, mmseg's decode and auxiliary heads (and mmdet's MaskFormer/Mask2Former
   ``panoptic_head``) against the backbone: ``in_index`` within the returned maps and
   ``in_channels`` equal to the channels it selects (for ``resize_concat`` the list of them,
@@ -310,6 +317,106 @@ def _neck_out(neck: nn.Module, channels: List[int]):
     return None
 
 
+def _fpn_like(neck: nn.Module) -> bool:
+    """mmdet's FPN and its kind: the maps from ``start_level`` on, then extra levels."""
+    return bool(set(_family(neck)) & {'FPN', 'PAFPN', 'FPN_CARAFE'}) and all(
+        isinstance(getattr(neck, k, None), int)
+        for k in ('start_level', 'backbone_end_level', 'num_outs'))
+
+
+def _neck_strides(neck: nn.Module, strides: List[int], start_level: Optional[int] = None):
+    """The strides of the maps a neck returns when given maps at ``strides`` (``None`` where
+    not known); ``start_level``: in place of an FPN's own. FPN and its kind return the maps from
+    ``start_level`` to ``backbone_end_level``, then each extra level (a convolution or a
+    max-pool of stride 2) at twice the stride of the one before, up to ``num_outs``."""
+    kind = type(neck).__name__
+    if kind == 'ChannelMapper':
+        out = list(strides[:len(neck.convs)])
+        extras = len(neck.extra_convs or ())
+    elif _fpn_like(neck):
+        start = neck.start_level if start_level is None else start_level
+        out = list(strides[start:neck.backbone_end_level])
+        extras = neck.num_outs - len(out)
+    elif kind in ('YOLOXPAFPN', 'CSPNeXtPAFPN', 'BFP', 'DyHead'):
+        return list(strides)
+    else:
+        return None
+    for _ in range(extras):
+        out.append(out[-1] * 2 if out else None)
+    return out if out and None not in out else None
+
+
+def _head_strides(model: nn.Module):
+    """mmdet's heads that place priors (or pool RoIs) at the strides of the neck's maps:
+    ``(config key, head type, strides, how many maps it takes)``; a dense head takes every
+    map (its prior generator asserts the count), a RoI extractor the first ones."""
+    found = []
+    for name in ('rpn_head', 'bbox_head'):
+        for path, head in _named(name, getattr(model, name, None)):
+            strides = getattr(getattr(head, 'prior_generator', None), 'strides', None)
+            if not isinstance(strides, (list, tuple)) or not strides:
+                continue
+            strides = [s[0] if isinstance(s, (list, tuple)) else s for s in strides]
+            key = 'strides' if isinstance(getattr(head, 'strides', None), (list, tuple)) \
+                else 'anchor_generator.strides'
+            found.append((f'{path}.{key}', type(head).__name__, strides, None))
+    roi_head = getattr(model, 'roi_head', None)
+    for part in ('bbox_roi_extractor', 'mask_roi_extractor'):
+        for path, extractor in _named(f'roi_head.{part}', getattr(roi_head, part, None)):
+            strides = getattr(extractor, 'featmap_strides', None)
+            if isinstance(strides, (list, tuple)) and strides:
+                found.append((f'{path}.featmap_strides', type(extractor).__name__,
+                              list(strides), len(strides)))
+    return found
+
+
+def _stride_errors(model: nn.Module, chain: List[nn.Module], names: List[str],
+                   backbone: nn.Module) -> List[str]:
+    """The heads' priors and RoI extractors against the strides of the maps the neck returns.
+    An FPN keeps its ``start_level`` (1 in mmdet's RetinaNet, FCOS, ATSS recipes: it skips
+    ResNet's stride-4 map) when the backbone's ``out_indices`` drop that level: its maps are
+    then at twice the strides the anchors are placed at, and training ran on without a word."""
+    def chain_strides(start_level=None):
+        strides = [4 * 2 ** i for i in backbone.out_indices]
+        for i, part in enumerate(chain):
+            strides = _neck_strides(part, strides, start_level if i == 0 else None)
+            if strides is None:
+                return None
+        return strides
+
+    strides = chain_strides()
+    heads = _head_strides(model)
+    if strides is None or not heads:
+        return []
+
+    def fits(have, want, count):
+        return have[:count] == want if count else have == want
+
+    bad = [h for h in heads if not fits(strides, h[2], h[3])]
+    if not bad:
+        return []
+    first = chain[0]
+    desc = (f'model.{names[-1]} ({type(chain[-1]).__name__}) returns maps at strides {strides}'
+            f'; {_backbone_desc(backbone)}, at strides '
+            f'{[4 * 2 ** i for i in backbone.out_indices]}')
+    fix = ''
+    if _fpn_like(first):
+        start = first.start_level
+        starts = [s for s in range(len(backbone.out_indices)) if s != start and
+                  (other := chain_strides(s)) is not None and
+                  all(fits(other, want, count) for _, _, want, count in heads)]
+        if starts:
+            fix = (f'set {names[0]}.start_level={starts[0]} (it is {start}: the neck skips the '
+                   f'first {start} map(s) the backbone returns)')
+    errors = []
+    for key, kind, want, count in bad:
+        have = strides[:count] if count else strides
+        todo = fix or (f'set {key}={have} (or the backbone\'s out_indices to the levels the '
+                       'heads expect)')
+        errors.append(f'model.{key}={want} ({kind}) but {desc}: {todo}')
+    return errors
+
+
 def _neck_errors(name: str, neck: nn.Module, channels: List[int], desc: str, cls_token: bool,
                  backbone: nn.Module, model: nn.Module, other: str) -> List[str]:
     """What does not fit between a neck (``name``: 'neck' or 'neck[i]') and the maps of
@@ -553,7 +660,9 @@ def _map_errors(model: nn.Module, backbone: nn.Module) -> List[str]:
             other = f'or the settings of model.{name} to what it takes'
         # the heads read the last neck's maps (the [CLS] token stops at the neck)
         return _list_head_errors(model, channels, desc) + _det_heads_errors(
-            model, channels, desc) + _seg_heads_errors(model, channels, desc, False)
+            model, channels, desc) + _seg_heads_errors(model, channels, desc, False) + \
+            _stride_errors(model, chain, [f'neck[{i}]' if isinstance(neck, nn.Sequential)
+                                          else 'neck' for i in range(len(chain))], backbone)
     return _seg_heads_errors(model, channels, desc, cls_token)
 
 

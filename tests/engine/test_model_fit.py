@@ -40,9 +40,12 @@ def test_tools_train_names_a_neck_that_does_not_fit(tmp_path):
 def test_fitting_models_pass_and_other_widths_are_named():
     assert backbone_fit_errors(_model(DET_CFG, 'mmdet')) == []
     assert backbone_fit_errors(_model(SEG_CFG, 'mmseg')) == []
-    # the levels and the neck changed together: fits
+    # the levels, the neck and the strides the heads read the neck's maps at changed together
     assert backbone_fit_errors(_model(DET_CFG, 'mmdet', **{
-        'model.backbone.out_indices': (1, 2, 3), 'model.neck.in_channels': [96, 192, 384]})) == []
+        'model.backbone.out_indices': (1, 2, 3), 'model.neck.in_channels': [96, 192, 384],
+        'model.rpn_head.anchor_generator.strides': [8, 16, 32, 64, 128],
+        'model.roi_head.bbox_roi_extractor.featmap_strides': [8, 16, 32, 64],
+        'model.roi_head.mask_roi_extractor.featmap_strides': [8, 16, 32, 64]})) == []
     errors = backbone_fit_errors(_model(DET_CFG, 'mmdet', **{'model.backbone.embed_dims': 24}))
     assert errors == ['model.neck.in_channels=[48, 96, 192, 384] (FPN) but model.backbone '
                       '(SwinTransformer, out_indices=(0, 1, 2, 3)) returns 4 maps with '
@@ -655,13 +658,64 @@ def test_detection_heads_take_the_necks_width():
 
 def test_retinanet_head_takes_the_necks_width(tmp_path):
     base = 'retinanet/retinanet_r50_fpn_1x_coco.py'
-    neck = dict(in_channels=[64, 128, 256])
+    neck = dict(in_channels=[64, 128, 256], start_level=0)
     assert backbone_fit_errors(_mmdet_recipe(tmp_path, base, ', out_indices=(1, 2, 3)',
                                              neck=neck)) == []
     assert backbone_fit_errors(_mmdet_recipe(tmp_path, base, ', out_indices=(1, 2, 3)',
                                              neck=dict(neck, out_channels=128))) == [
         'model.bbox_head.in_channels=256 (RetinaHead, runs on every map) but model.neck (FPN) '
         'returns 5 maps with [128, 128, 128, 128, 128] channels: set bbox_head.in_channels=128']
+
+
+def _map_strides(model, size=128):
+    """The strides of the maps the model's neck returns, measured on a ``size`` image."""
+    import torch
+    model.eval()
+    with torch.no_grad():
+        return [size // f.shape[-1] for f in model.extract_feat(torch.zeros(1, 3, size, size))]
+
+
+@pytest.mark.parametrize('base', ['retinanet/retinanet_r50_fpn_1x_coco.py',
+                                  'fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py'])
+def test_fpn_start_level_and_the_heads_strides(tmp_path, base):
+    """mmdet's RetinaNet/FCOS FPN skips the first map (start_level=1: ResNet's stride 4): the
+    backbone's levels changed to (1, 2, 3) and the neck's in_channels with them (the advice for
+    them) returned maps at strides 16..256 where the head places its priors at 8..128, and
+    training ran on without a word. Refused naming start_level; its advice fits the maps."""
+    neck = dict(in_channels=[64, 128, 256])
+    errors = backbone_fit_errors(_mmdet_recipe(tmp_path, base, ', out_indices=(1, 2, 3)',
+                                               neck=neck))
+    key = 'anchor_generator.strides' if 'retinanet' in base else 'strides'
+    head = 'RetinaHead' if 'retinanet' in base else 'FCOSHead'
+    assert errors == [
+        f'model.bbox_head.{key}=[8, 16, 32, 64, 128] ({head}) but model.neck (FPN) returns maps '
+        'at strides [16, 32, 64, 128, 256]; model.backbone (SwinTransformer, out_indices=(1, 2, '
+        '3)) returns 3 maps with [64, 128, 256] channels, at strides [8, 16, 32]: set '
+        'neck.start_level=0 (it is 1: the neck skips the first 1 map(s) the backbone returns)']
+    model = _mmdet_recipe(tmp_path, base, ', out_indices=(1, 2, 3)',
+                          neck=dict(neck, start_level=0))
+    assert backbone_fit_errors(model) == []
+    assert _map_strides(model, 256) == [8, 16, 32, 64, 128]
+
+
+def test_mask_rcnn_heads_strides_after_the_levels_changed():
+    """The shapes recipe (Mask R-CNN) with out_indices=(1, 2, 3) and its neck's in_channels
+    (what the neck's advice says): its RPN placed anchors at strides 4..64 and its RoI
+    extractors pooled at 4..32 on maps at 8..128. Each is named with the strides that fit."""
+    options = {'model.backbone.out_indices': (1, 2, 3), 'model.neck.in_channels': [96, 192, 384]}
+    errors = backbone_fit_errors(_model(DET_CFG, 'mmdet', **options))
+    assert [e.split(' but ')[0] + ' -> ' + e.split(': ')[-1] for e in errors] == [
+        'model.rpn_head.anchor_generator.strides=[4, 8, 16, 32, 64] (RPNHead) -> set '
+        'rpn_head.anchor_generator.strides=[8, 16, 32, 64, 128] (or the backbone\'s out_indices '
+        'to the levels the heads expect)',
+        'model.roi_head.bbox_roi_extractor.featmap_strides=[4, 8, 16, 32] (SingleRoIExtractor) -> '
+        'set roi_head.bbox_roi_extractor.featmap_strides=[8, 16, 32, 64] (or the backbone\'s '
+        'out_indices to the levels the heads expect)',
+        'model.roi_head.mask_roi_extractor.featmap_strides=[4, 8, 16, 32] (SingleRoIExtractor) -> '
+        'set roi_head.mask_roi_extractor.featmap_strides=[8, 16, 32, 64] (or the backbone\'s '
+        'out_indices to the levels the heads expect)']
+    assert all('model.neck (FPN) returns maps at strides [8, 16, 32, 64, 128]' in e
+               for e in errors), errors
 
 
 @pytest.mark.parametrize('base,head,decoder', [
