@@ -45,6 +45,13 @@ Checked for mmvtx's backbones (their ``out_channels``):
   ``IterativeDecodeHead`` by its kernel generating head; mmseg's ``DPTHead`` (it takes (map,
   [CLS] token) pairs of stride-16 maps) is refused on mmvtx's maps.
 
+Maps the model never reads (an FPN with the R-50 recipes' ``start_level=1``; mmseg's FCN,
+PSPNet, DeepLabV3+ heads, which read one or two maps) leave the backbone's parameters that only
+they pass through (Swin's output norms, ViT's pyramid levels, CvT's ``out_norms``) without a
+gradient: DDP without ``find_unused_parameters`` stops at the second iteration. The hook refuses
+such a run under DDP and warns otherwise, naming the ``out_indices`` of the maps read and the
+neck's or heads' settings that go with them (:func:`unread_maps_message`).
+
 mmseg's ``MultiLevelNeck`` (its ViT recipes) and ``Feature2Pyramid`` (BEiT/MAE) rescale
 stride-16 maps into a pyramid: on mmvtx's maps, already at strides 4..32, the message (or,
 where the neck runs, a warning) says to remove it (or set MultiLevelNeck's scales to 1).
@@ -678,6 +685,91 @@ def _seg_heads_errors(model: nn.Module, channels: List[int], desc: str,
     return errors
 
 
+def _head_reads(head: nn.Module, n: int):
+    """The positions of the backbone's maps an mmseg head reads (``None``: every map, or not
+    known)."""
+    in_index = getattr(head, 'in_index', None)
+    if getattr(head, 'pixel_decoder', None) is not None or type(head).__name__ == 'DPTHead' \
+            or not isinstance(in_index, (int, list, tuple)):
+        return None
+    read = {i % n for i in (in_index if isinstance(in_index, (list, tuple)) else [in_index])}
+    if _conv_in(getattr(head, 'c1_bottleneck', None)) is not None:
+        read.add(0)  # DeepLabV3+'s c1 branch reads the first map
+    return read
+
+
+def _read_maps(model: nn.Module, backbone: nn.Module):
+    """Which of the maps the backbone returns the model reads: ``(positions, {setting path:
+    (value, what to set it to for out_indices of those maps alone)})``, or ``None`` where every
+    map is read or it is not known."""
+    n = len(backbone.out_indices)
+    neck = getattr(model, 'neck', None)
+    if neck is not None:
+        first = neck[0] if isinstance(neck, nn.Sequential) and len(neck) else neck
+        name = 'neck[0]' if isinstance(neck, nn.Sequential) else 'neck'
+        if not _fpn_like(first) or (first.start_level, first.backbone_end_level) == (0, n):
+            return None  # necks that take every map they are given
+        read = set(range(first.start_level, first.backbone_end_level))
+        fix = {f'{name}.in_channels': [first.in_channels[i] for i in sorted(read)],
+               f'{name}.start_level': 0}
+        if first.end_level != -1:
+            fix[f'{name}.end_level'] = first.end_level - first.start_level
+        return read, fix
+    heads = [(path, head) for name in ('decode_head', 'auxiliary_head', 'panoptic_head')
+             for path, head in _named(name, getattr(model, name, None))]
+    read, reads = set(), []
+    for path, head in heads:
+        inner = getattr(head, 'kernel_generate_head', None)
+        if isinstance(inner, nn.Module):  # K-Net: the head that reads the maps
+            path, head = f'{path}.kernel_generate_head', inner
+        head_read = _head_reads(head, n + _cls_token(backbone))
+        if head_read is None:
+            return None
+        read |= head_read
+        reads.append((path, head))
+    read.discard(n)  # a [CLS] token returned after the maps
+    if not heads or len(read) == n:
+        return None
+    position = {p: i for i, p in enumerate(sorted(read))}
+    fix = {}
+    for path, head in reads:
+        in_index = head.in_index
+        fix[f'{path}.in_index'] = [position[i % n] for i in in_index] \
+            if isinstance(in_index, (list, tuple)) else position[in_index % n]
+    return read, fix
+
+
+def unread_maps_message(model: nn.Module) -> str:
+    """Where the model never reads some of the maps an mmvtx backbone returns (an FPN with
+    mmdet's R-50 ``start_level=1``; mmseg's FCN/PSPNet/DeepLabV3+ heads, which select one or
+    two maps), and the backbone has parameters those maps alone pass through (Swin's output
+    norms, ViT's pyramid levels, CvT's ``out_norms``): what to set ('' where there is none).
+    Those parameters get no gradient: DDP without ``find_unused_parameters`` stops at the
+    second iteration ("Expected to have finished reduction in the prior iteration...")."""
+    from mmvtx.models.backbones.base import VisionBackbone
+    backbone = getattr(model, 'backbone', None)
+    if not isinstance(backbone, VisionBackbone):
+        return ''
+    found = _read_maps(model, backbone)
+    if found is None:
+        return ''
+    read, fix = found
+    params = [f'{name}.{p}' for name, module in backbone.named_modules()
+              if module in backbone.output_modules(read)
+              for p, param in module.named_parameters() if param.requires_grad]
+    if not params:
+        return ''
+    unread = [p for p in range(len(backbone.out_indices)) if p not in read]
+    strides = [4 * 2 ** backbone.out_indices[p] for p in unread]
+    keep = tuple(backbone.out_indices[p] for p in sorted(read))
+    todo = ', '.join([f'backbone.out_indices={keep}'] + [f'{k}={v}' for k, v in fix.items()])
+    return (f'{_backbone_desc(backbone)}, but the model never reads the maps at strides '
+            f'{strides} (positions {unread}): the backbone\'s {", ".join(params)} get no '
+            f'gradient, which DDP (find_unused_parameters=False) refuses at the second '
+            f'iteration: set {todo} (the same model, without the maps it does not read), or '
+            f'find_unused_parameters=True')
+
+
 @HOOKS.register_module()
 class BackboneFitHook(Hook):
     """Raises ``ValueError`` in ``before_run`` when the neck (or, without one, mmseg's decode
@@ -691,3 +783,9 @@ class BackboneFitHook(Hook):
         if errors:
             raise ValueError('\n'.join(
                 ['the model\'s parts do not fit together:'] + errors))
+        unread = unread_maps_message(model)
+        if unread and runner.model is not model and \
+                getattr(runner.model, 'find_unused_parameters', True) is False:
+            raise ValueError(unread)
+        if unread:
+            print_log(unread, logger='current', level=logging.WARNING)

@@ -796,3 +796,111 @@ def test_normalisation_of_other_input_channels_is_checked(monkeypatch, cfg, scop
     assert backbone_fit_errors(_model(cfg, scope, **dict(
         four, **{'model.data_preprocessor.bgr_to_rgb': False}))) == []
     assert not any('3-channel images only' in m for m in logged), logged
+
+
+FCN = 'fcn/fcn_r50-d8_4xb4-80k_ade20k-512x512.py'
+
+
+def _fcn(tmp_path, **model):
+    """mmseg's FCN recipe (its heads read the maps at in_index 3 and 2) with a small Swin."""
+    return _recipe(tmp_path, 'mmseg', FCN, SWIN_MINI + model.pop('backbone', ''), **dict(
+        dict(data_preprocessor=dict(size=(64, 64)), decode_head=dict(in_channels=256),
+             auxiliary_head=dict(in_channels=128)), **model))
+
+
+def _ddp_step_leaves_no_grad(model):
+    """The backbone's parameters that one training step leaves without a gradient."""
+    import torch
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    model = revert_sync_batchnorm(model).train()
+    sample = SegDataSample(gt_sem_seg=PixelData(data=torch.randint(0, 150, (1, 64, 64))),
+                           metainfo=dict(img_shape=(64, 64), ori_shape=(64, 64)))
+    data = model.data_preprocessor(dict(inputs=[torch.zeros(3, 64, 64)] * 2,
+                                        data_samples=[sample] * 2), True)
+    loss, _ = model.parse_losses(model(**data, mode='loss'))
+    loss.backward()
+    return [n for n, p in model.backbone.named_parameters() if p.requires_grad and p.grad is None]
+
+
+def test_maps_the_heads_never_read_are_named(tmp_path):
+    """mmseg's FCN/PSPNet/DeepLabV3+ heads read one or two maps: with a swapped Swin (every
+    level returned, as DESIGN's swap shows) its output norms of the other levels got no
+    gradient, which DDP (tools/dist_train.sh) refuses at the second iteration with 'Expected to
+    have finished reduction in the prior iteration'. Named before the run; the advice, followed,
+    leaves every parameter a gradient and still fits."""
+    from mmvtx.engine.model_fit import unread_maps_message
+    model = _fcn(tmp_path)
+    assert backbone_fit_errors(model) == []
+    assert _ddp_step_leaves_no_grad(model) == ['norm0.weight', 'norm0.bias', 'norm1.weight',
+                                               'norm1.bias']
+    assert unread_maps_message(model) == (
+        'model.backbone (SwinTransformer, out_indices=(0, 1, 2, 3)) returns 4 maps with [32, 64, '
+        '128, 256] channels, but the model never reads the maps at strides [4, 8] (positions '
+        "[0, 1]): the backbone's norm0.weight, norm0.bias, norm1.weight, norm1.bias get no "
+        'gradient, which DDP (find_unused_parameters=False) refuses at the second iteration: set '
+        'backbone.out_indices=(2, 3), decode_head.in_index=1, auxiliary_head.in_index=0 (the same '
+        'model, without the maps it does not read), or find_unused_parameters=True')
+    advised = _fcn(tmp_path, backbone=', out_indices=(2, 3)',
+                   decode_head=dict(in_channels=256, in_index=1),
+                   auxiliary_head=dict(in_channels=128, in_index=0))
+    assert backbone_fit_errors(advised) == [] and unread_maps_message(advised) == ''
+    assert _ddp_step_leaves_no_grad(advised) == []
+
+
+@pytest.mark.parametrize('base', ['retinanet/retinanet_r50_fpn_1x_coco.py',
+                                  'atss/atss_r50_fpn_1x_coco.py'])
+def test_maps_an_fpn_skips_are_named(tmp_path, base):
+    """DESIGN's swap on mmdet's RetinaNet/ATSS (neck.in_channels set to the 4 maps): their FPN
+    keeps start_level=1 and never reads the stride-4 map; the advice (its levels dropped, the
+    FPN from level 0) fits, strides included."""
+    from mmvtx.engine.model_fit import unread_maps_message
+    neck = dict(in_channels=[32, 64, 128, 256])
+    if 'atss' in base:
+        neck = dict(neck, start_level=1, end_level=-1)
+    message = unread_maps_message(_mmdet_recipe(tmp_path, base, neck=neck))
+    assert message.endswith(
+        "never reads the maps at strides [4] (positions [0]): the backbone's norm0.weight, "
+        'norm0.bias get no gradient, which DDP (find_unused_parameters=False) refuses at the '
+        'second iteration: set backbone.out_indices=(1, 2, 3), neck.in_channels=[64, 128, 256], '
+        'neck.start_level=0 (the same model, without the maps it does not read), or '
+        'find_unused_parameters=True'), message
+    advised = _mmdet_recipe(tmp_path, base, ', out_indices=(1, 2, 3)',
+                            neck=dict(in_channels=[64, 128, 256], start_level=0))
+    assert backbone_fit_errors(advised) == [] and unread_maps_message(advised) == ''
+    assert _map_strides(advised, 256) == [8, 16, 32, 64, 128]
+
+
+def test_backbone_fit_hook_refuses_unread_maps_under_ddp(tmp_path, monkeypatch):
+    """Under DDP without find_unused_parameters the hook refuses the run (it would stop at the
+    second iteration); a single process is warned."""
+    import os
+
+    import torch.distributed as dist
+    from mmengine.model import MMDistributedDataParallel, revert_sync_batchnorm
+
+    from mmvtx.engine import BackboneFitHook, model_fit
+    logged = []
+    monkeypatch.setattr(model_fit, 'print_log', lambda msg, **kw: logged.append(msg))
+    model = revert_sync_batchnorm(_fcn(tmp_path))  # DDP on CPU modules: no SyncBN
+
+    class Runner:
+        pass
+
+    runner = Runner()
+    runner.model = model
+    BackboneFitHook().before_run(runner)
+    assert len(logged) == 1 and 'never reads the maps at strides [4, 8]' in logged[0], logged
+    monkeypatch.setitem(os.environ, 'MASTER_ADDR', '127.0.0.1')
+    monkeypatch.setitem(os.environ, 'MASTER_PORT', '29561')
+    dist.init_process_group('gloo', rank=0, world_size=1)
+    try:
+        runner.model = MMDistributedDataParallel(module=model, find_unused_parameters=False)
+        with pytest.raises(ValueError, match=r'never reads the maps at strides \[4, 8\].*set '
+                                             r'backbone.out_indices=\(2, 3\)'):
+            BackboneFitHook().before_run(runner)
+        runner.model = MMDistributedDataParallel(module=model, find_unused_parameters=True)
+        BackboneFitHook().before_run(runner)
+    finally:
+        dist.destroy_process_group()

@@ -6,7 +6,7 @@ import functools
 import logging
 import numbers
 import os.path as osp
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.utils.checkpoint as cp
@@ -229,6 +229,12 @@ class VisionBackbone(BaseModule):
     # ------------------------------------------------------------------------ training behaviour
     def _frozen_modules(self) -> Sequence:
         raise NotImplementedError
+
+    def output_modules(self, read: Sequence[int]) -> List[nn.Module]:
+        """The modules that only returned maps other than those at positions ``read`` (of
+        ``out_indices``) pass through (an output norm, a pyramid level): where the model never
+        reads those maps, their parameters get no gradient."""
+        return []
 
     def _freeze_stages(self):
         if self.frozen_stages < 0:

@@ -314,6 +314,10 @@ class SwinTransformer(VisionBackbone):
                 break
         return tuple(outs)
 
+    def output_modules(self, read) -> list:
+        return [getattr(self, f'norm{i}') for p, i in enumerate(self.out_indices)
+                if p not in read]
+
     def _frozen_modules(self) -> list:
         frozen = [self.patch_embed, self.pos_drop]
         for i in range(self.frozen_stages):
