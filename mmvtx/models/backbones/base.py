@@ -236,7 +236,18 @@ class VisionBackbone(BaseModule):
         reads those maps, their parameters get no gradient."""
         return []
 
+    def _unreached_modules(self) -> List[nn.Module]:
+        """The modules no returned map passes through (the stages after the deepest level of
+        ``out_indices``, a norm of a level not returned)."""
+        return []
+
     def _freeze_stages(self):
+        # parameters no output depends on are not trained: DDP (find_unused_parameters=False)
+        # refuses parameters without a gradient at the second iteration; they stay in the
+        # state dict, so that checkpoints load and save as for every out_indices
+        for m in self._unreached_modules():
+            for p in m.parameters():
+                p.requires_grad = False
         if self.frozen_stages < 0:
             return
         for m in self._frozen_modules():

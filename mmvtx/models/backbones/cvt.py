@@ -260,6 +260,11 @@ class CvT(VisionBackbone):
         return next(m.name for m in self.modules() if isinstance(m, Activation))
 
     # -------------------------------------------------------------------- training behaviour
+    def _unreached_modules(self) -> list:
+        last_stage = min(self.out_indices[-1], 2) if not self.output_cls_token else 2
+        return list(self.stages[last_stage + 1:]) + self.output_modules(
+            range(len(self.out_indices)))
+
     def output_modules(self, read) -> list:
         if self.out_norms is None:
             return []

@@ -314,6 +314,11 @@ class SwinTransformer(VisionBackbone):
                 break
         return tuple(outs)
 
+    def _unreached_modules(self) -> list:
+        last = self.out_indices[-1]  # the forward stops there: its downsampling is not read
+        return [m for m in [self.stages[last].downsample, *self.stages[last + 1:]]
+                if m is not None]
+
     def output_modules(self, read) -> list:
         return [getattr(self, f'norm{i}') for p, i in enumerate(self.out_indices)
                 if p not in read]
