@@ -364,8 +364,9 @@ def _head_strides(model: nn.Module):
             if not isinstance(strides, (list, tuple)) or not strides:
                 continue
             strides = [s[0] if isinstance(s, (list, tuple)) else s for s in strides]
-            key = 'strides' if isinstance(getattr(head, 'strides', None), (list, tuple)) \
-                else 'anchor_generator.strides'
+            key = next((k for k in ('strides', 'point_strides')  # RepPoints': point_strides
+                        if isinstance(getattr(head, k, None), (list, tuple))),
+                       'anchor_generator.strides')
             found.append((f'{path}.{key}', type(head).__name__, strides, None))
     roi_head = getattr(model, 'roi_head', None)
     for part in ('bbox_roi_extractor', 'mask_roi_extractor'):
@@ -707,6 +708,8 @@ def _read_maps(model: nn.Module, backbone: nn.Module):
     if neck is not None:
         first = neck[0] if isinstance(neck, nn.Sequential) and len(neck) else neck
         name = 'neck[0]' if isinstance(neck, nn.Sequential) else 'neck'
+        if type(first).__name__ in LAST_MAP_NECKS:  # YOLOF's, CenterNet's: the last map only
+            return ({n - 1}, {}) if n > 1 else None
         if not _fpn_like(first) or (first.start_level, first.backbone_end_level) == (0, n):
             return None  # necks that take every map they are given
         read = set(range(first.start_level, first.backbone_end_level))

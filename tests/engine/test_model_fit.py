@@ -872,6 +872,22 @@ def test_maps_an_fpn_skips_are_named(tmp_path, base):
     assert _map_strides(advised, 256) == [8, 16, 32, 64, 128]
 
 
+def test_maps_a_last_map_neck_skips_are_named(tmp_path):
+    """YOLOF's DilatedEncoder reads the last map alone: DESIGN's swap (every level returned)
+    left the other levels' output norms without a gradient."""
+    from mmvtx.engine.model_fit import unread_maps_message
+    base = 'yolof/yolof_r50-c5_8xb8-1x_coco.py'
+    message = unread_maps_message(_mmdet_recipe(tmp_path, base, neck=dict(in_channels=256)))
+    assert message.endswith(
+        "never reads the maps at strides [4, 8, 16] (positions [0, 1, 2]): the backbone's "
+        'norm0.weight, norm0.bias, norm1.weight, norm1.bias, norm2.weight, norm2.bias get no '
+        'gradient, which DDP (find_unused_parameters=False) refuses at the second iteration: '
+        'set backbone.out_indices=(3,) (the same model, without the maps it does not read), or '
+        'find_unused_parameters=True'), message
+    advised = _mmdet_recipe(tmp_path, base, ', out_indices=(3,)', neck=dict(in_channels=256))
+    assert backbone_fit_errors(advised) == [] and unread_maps_message(advised) == ''
+
+
 def test_backbone_fit_hook_refuses_unread_maps_under_ddp(tmp_path, monkeypatch):
     """Under DDP without find_unused_parameters the hook refuses the run (it would stop at the
     second iteration); a single process is warned."""
