@@ -49,7 +49,8 @@ Maps the model never reads (an FPN with the R-50 recipes' ``start_level=1``; mms
 PSPNet, DeepLabV3+ heads, which read one or two maps) leave the backbone's parameters that only
 they pass through (Swin's output norms, ViT's pyramid levels, CvT's ``out_norms``) without a
 gradient: DDP without ``find_unused_parameters`` stops at the second iteration. The hook refuses
-such a run under DDP and warns otherwise, naming the ``out_indices`` of the maps read and the
+to train such a model under DDP (``before_train``: a test run computes no gradients) and warns
+otherwise, naming the ``out_indices`` of the maps read and the
 neck's or heads' settings that go with them (:func:`unread_maps_message`).
 
 mmseg's ``MultiLevelNeck`` (its ViT recipes) and ``Feature2Pyramid`` (BEiT/MAE) rescale
@@ -777,7 +778,9 @@ def unread_maps_message(model: nn.Module) -> str:
 class BackboneFitHook(Hook):
     """Raises ``ValueError`` in ``before_run`` when the neck (or, without one, mmseg's decode
     and auxiliary heads) does not take the maps the mmvtx backbone returns, naming the settings
-    (see :func:`backbone_fit_errors`)."""
+    (see :func:`backbone_fit_errors`); in ``before_train``, when the model never reads some of
+    the maps and DDP would stop on their parameters (a warning without DDP, see
+    :func:`unread_maps_message`)."""
     priority = 'VERY_HIGH'
 
     def before_run(self, runner) -> None:
@@ -786,6 +789,10 @@ class BackboneFitHook(Hook):
         if errors:
             raise ValueError('\n'.join(
                 ['the model\'s parts do not fit together:'] + errors))
+
+    def before_train(self, runner) -> None:
+        # training only: tools/test.py (DDP-wrapped in dist_test.sh) computes no gradients
+        model = unwrap_model(runner.model)
         unread = unread_maps_message(model)
         if unread and runner.model is not model and \
                 getattr(runner.model, 'find_unused_parameters', True) is False:

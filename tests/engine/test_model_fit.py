@@ -889,8 +889,9 @@ def test_maps_a_last_map_neck_skips_are_named(tmp_path):
 
 
 def test_backbone_fit_hook_refuses_unread_maps_under_ddp(tmp_path, monkeypatch):
-    """Under DDP without find_unused_parameters the hook refuses the run (it would stop at the
-    second iteration); a single process is warned."""
+    """Under DDP without find_unused_parameters the hook refuses to train (it would stop at
+    the second iteration); a single process is warned; a test run (no gradients) is not
+    refused."""
     import os
 
     import torch.distributed as dist
@@ -906,17 +907,18 @@ def test_backbone_fit_hook_refuses_unread_maps_under_ddp(tmp_path, monkeypatch):
 
     runner = Runner()
     runner.model = model
-    BackboneFitHook().before_run(runner)
+    BackboneFitHook().before_train(runner)
     assert len(logged) == 1 and 'never reads the maps at strides [4, 8]' in logged[0], logged
     monkeypatch.setitem(os.environ, 'MASTER_ADDR', '127.0.0.1')
     monkeypatch.setitem(os.environ, 'MASTER_PORT', '29561')
     dist.init_process_group('gloo', rank=0, world_size=1)
     try:
         runner.model = MMDistributedDataParallel(module=model, find_unused_parameters=False)
+        BackboneFitHook().before_run(runner)  # what tools/test.py runs
         with pytest.raises(ValueError, match=r'never reads the maps at strides \[4, 8\].*set '
                                              r'backbone.out_indices=\(2, 3\)'):
-            BackboneFitHook().before_run(runner)
+            BackboneFitHook().before_train(runner)
         runner.model = MMDistributedDataParallel(module=model, find_unused_parameters=True)
-        BackboneFitHook().before_run(runner)
+        BackboneFitHook().before_train(runner)
     finally:
         dist.destroy_process_group()
