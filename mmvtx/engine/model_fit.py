@@ -354,6 +354,28 @@ def _neck_strides(neck: nn.Module, strides: List[int], start_level: Optional[int
     return out if out and None not in out else None
 
 
+def _start_level_hint(name: str, neck: nn.Module, backbone: Optional[nn.Module],
+                      model: nn.Module) -> str:
+    """With its in_channels set to the backbone's maps, the ``start_level`` an FPN needs for
+    its maps to be at the strides the heads place priors at (mmdet's RetinaNet/FCOS/ATSS keep
+    1, which skips a map the backbone no longer returns when its out_indices start at 1)."""
+    if backbone is None or not _fpn_like(neck) or neck.end_level != -1:
+        return ''
+    heads = _head_strides(model)
+    levels = [4 * 2 ** i for i in backbone.out_indices]
+
+    def fits(start):
+        strides = levels[start:]
+        strides += [strides[-1] * 2 ** (i + 1) for i in range(neck.num_outs - len(strides))]
+        return all(strides[:count] == want if count else strides == want
+                   for _, _, want, count in heads)
+
+    if not heads or fits(neck.start_level):
+        return ''
+    starts = [s for s in range(len(levels)) if fits(s)]
+    return f' and {name}.start_level={starts[0]}' if starts else ''
+
+
 def _head_strides(model: nn.Module):
     """mmdet's heads that place priors (or pool RoIs) at the strides of the neck's maps:
     ``(config key, head type, strides, how many maps it takes)``; a dense head takes every
@@ -500,7 +522,8 @@ def _neck_errors(name: str, neck: nn.Module, channels: List[int], desc: str, cls
     have = tuple(in_channels) if isinstance(in_channels, tuple) else list(in_channels)
     line = f'model.{name}.in_channels={have} ({kind}) but {desc}' + (
         f'. {rescale}' if rescale else
-        f': set {name}.in_channels={fix}{order} ({other})')
+        f': set {name}.in_channels={fix}{order}{_start_level_hint(name, neck, backbone, model)}'
+        f' ({other})')
     if every_map:
         return [line]
     print_log(line, logger='current', level=logging.WARNING)

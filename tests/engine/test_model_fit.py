@@ -696,6 +696,12 @@ def test_fpn_start_level_and_the_heads_strides(tmp_path, base):
                           neck=dict(neck, start_level=0))
     assert backbone_fit_errors(model) == []
     assert _map_strides(model, 256) == [8, 16, 32, 64, 128]
+    # the levels changed alone (the recipe's R-50 in_channels kept): the advice names both
+    assert backbone_fit_errors(_mmdet_recipe(tmp_path, base, ', out_indices=(1, 2, 3)')) == [
+        'model.neck.in_channels=[256, 512, 1024, 2048] (FPN) but model.backbone '
+        '(SwinTransformer, out_indices=(1, 2, 3)) returns 3 maps with [64, 128, 256] channels: '
+        'set neck.in_channels=[64, 128, 256] and neck.start_level=0 (or the backbone\'s '
+        'out_indices to the levels the neck expects)']
 
 
 def test_mask_rcnn_heads_strides_after_the_levels_changed():
