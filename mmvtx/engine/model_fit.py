@@ -29,6 +29,13 @@ Checked for mmvtx's backbones (their ``out_channels``):
   the neck's maps are of one width, mmdet's dense and RPN heads' ``in_channels`` and the RoI
   heads' extractors' ``out_channels`` and bbox/mask heads' ``in_channels`` (a neck's
   out_channels changed alone);
+* the strides of the neck's maps (mmdet's FPN and its kind from ``start_level`` on, then its
+  extra levels at twice the stride each; ChannelMapper, the PAFPNs, BFP, DyHead keep the
+  backbone's) against those mmdet's dense and RPN heads place their priors at (their
+  ``strides`` or ``anchor_generator.strides``) and its RoI extractors' ``featmap_strides``: an
+  FPN that keeps the R-50 recipe's ``start_level=1`` after ``out_indices`` dropped the stride-4
+  level returns maps at twice the strides the anchors assume, and training runs on without a
+  word. Where another ``start_level`` fits, the advice names it;
 * without a neck, mmseg's decode and auxiliary heads (and mmdet's MaskFormer/Mask2Former
   ``panoptic_head``) against the backbone: ``in_index`` within the returned maps and
   ``in_channels`` equal to the channels it selects (for ``resize_concat`` the list of them,
@@ -37,6 +44,14 @@ Checked for mmvtx's backbones (their ``out_channels``):
   backbone's channels; a returned [CLS] token (``output_cls_token``) is not a map. K-Net's
   ``IterativeDecodeHead`` by its kernel generating head; mmseg's ``DPTHead`` (it takes (map,
   [CLS] token) pairs of stride-16 maps) is refused on mmvtx's maps.
+
+Maps the model never reads (an FPN with the R-50 recipes' ``start_level=1``; mmseg's FCN,
+PSPNet, DeepLabV3+ heads, which read one or two maps) leave the backbone's parameters that only
+they pass through (Swin's output norms, ViT's pyramid levels, CvT's ``out_norms``) without a
+gradient: DDP without ``find_unused_parameters`` stops at the second iteration. The hook refuses
+to train such a model under DDP (``before_train``: a test run computes no gradients) and warns
+otherwise, naming the ``out_indices`` of the maps read and the
+neck's or heads' settings that go with them (:func:`unread_maps_message`).
 
 mmseg's ``MultiLevelNeck`` (its ViT recipes) and ``Feature2Pyramid`` (BEiT/MAE) rescale
 stride-16 maps into a pyramid: on mmvtx's maps, already at strides 4..32, the message (or,
@@ -310,6 +325,129 @@ def _neck_out(neck: nn.Module, channels: List[int]):
     return None
 
 
+def _fpn_like(neck: nn.Module) -> bool:
+    """mmdet's FPN and its kind: the maps from ``start_level`` on, then extra levels."""
+    return bool(set(_family(neck)) & {'FPN', 'PAFPN', 'FPN_CARAFE'}) and all(
+        isinstance(getattr(neck, k, None), int)
+        for k in ('start_level', 'backbone_end_level', 'num_outs'))
+
+
+def _neck_strides(neck: nn.Module, strides: List[int], start_level: Optional[int] = None):
+    """The strides of the maps a neck returns when given maps at ``strides`` (``None`` where
+    not known); ``start_level``: in place of an FPN's own. FPN and its kind return the maps from
+    ``start_level`` to ``backbone_end_level``, then each extra level (a convolution or a
+    max-pool of stride 2) at twice the stride of the one before, up to ``num_outs``."""
+    kind = type(neck).__name__
+    if kind == 'ChannelMapper':
+        out = list(strides[:len(neck.convs)])
+        extras = len(neck.extra_convs or ())
+    elif _fpn_like(neck):
+        start = neck.start_level if start_level is None else start_level
+        out = list(strides[start:neck.backbone_end_level])
+        extras = neck.num_outs - len(out)
+    elif kind in ('YOLOXPAFPN', 'CSPNeXtPAFPN', 'BFP', 'DyHead'):
+        return list(strides)
+    else:
+        return None
+    for _ in range(extras):
+        out.append(out[-1] * 2 if out else None)
+    return out if out and None not in out else None
+
+
+def _start_level_hint(name: str, neck: nn.Module, backbone: Optional[nn.Module],
+                      model: nn.Module) -> str:
+    """With its in_channels set to the backbone's maps, the ``start_level`` an FPN needs for
+    its maps to be at the strides the heads place priors at (mmdet's RetinaNet/FCOS/ATSS keep
+    1, which skips a map the backbone no longer returns when its out_indices start at 1)."""
+    if backbone is None or not _fpn_like(neck) or neck.end_level != -1:
+        return ''
+    heads = _head_strides(model)
+    levels = [4 * 2 ** i for i in backbone.out_indices]
+
+    def fits(start):
+        strides = levels[start:]
+        strides += [strides[-1] * 2 ** (i + 1) for i in range(neck.num_outs - len(strides))]
+        return all(strides[:count] == want if count else strides == want
+                   for _, _, want, count in heads)
+
+    if not heads or fits(neck.start_level):
+        return ''
+    starts = [s for s in range(len(levels)) if fits(s)]
+    return f' and {name}.start_level={starts[0]}' if starts else ''
+
+
+def _head_strides(model: nn.Module):
+    """mmdet's heads that place priors (or pool RoIs) at the strides of the neck's maps:
+    ``(config key, head type, strides, how many maps it takes)``; a dense head takes every
+    map (its prior generator asserts the count), a RoI extractor the first ones."""
+    found = []
+    for name in ('rpn_head', 'bbox_head'):
+        for path, head in _named(name, getattr(model, name, None)):
+            strides = getattr(getattr(head, 'prior_generator', None), 'strides', None)
+            if not isinstance(strides, (list, tuple)) or not strides:
+                continue
+            strides = [s[0] if isinstance(s, (list, tuple)) else s for s in strides]
+            key = next((k for k in ('strides', 'point_strides')  # RepPoints': point_strides
+                        if isinstance(getattr(head, k, None), (list, tuple))),
+                       'anchor_generator.strides')
+            found.append((f'{path}.{key}', type(head).__name__, strides, None))
+    roi_head = getattr(model, 'roi_head', None)
+    for part in ('bbox_roi_extractor', 'mask_roi_extractor'):
+        for path, extractor in _named(f'roi_head.{part}', getattr(roi_head, part, None)):
+            strides = getattr(extractor, 'featmap_strides', None)
+            if isinstance(strides, (list, tuple)) and strides:
+                found.append((f'{path}.featmap_strides', type(extractor).__name__,
+                              list(strides), len(strides)))
+    return found
+
+
+def _stride_errors(model: nn.Module, chain: List[nn.Module], names: List[str],
+                   backbone: nn.Module) -> List[str]:
+    """The heads' priors and RoI extractors against the strides of the maps the neck returns.
+    An FPN keeps its ``start_level`` (1 in mmdet's RetinaNet, FCOS, ATSS recipes: it skips
+    ResNet's stride-4 map) when the backbone's ``out_indices`` drop that level: its maps are
+    then at twice the strides the anchors are placed at, and training ran on without a word."""
+    def chain_strides(start_level=None):
+        strides = [4 * 2 ** i for i in backbone.out_indices]
+        for i, part in enumerate(chain):
+            strides = _neck_strides(part, strides, start_level if i == 0 else None)
+            if strides is None:
+                return None
+        return strides
+
+    strides = chain_strides()
+    heads = _head_strides(model)
+    if strides is None or not heads:
+        return []
+
+    def fits(have, want, count):
+        return have[:count] == want if count else have == want
+
+    bad = [h for h in heads if not fits(strides, h[2], h[3])]
+    if not bad:
+        return []
+    first = chain[0]
+    desc = (f'model.{names[-1]} ({type(chain[-1]).__name__}) returns maps at strides {strides}'
+            f'; {_backbone_desc(backbone)}, at strides '
+            f'{[4 * 2 ** i for i in backbone.out_indices]}')
+    fix = ''
+    if _fpn_like(first):
+        start = first.start_level
+        starts = [s for s in range(len(backbone.out_indices)) if s != start and
+                  (other := chain_strides(s)) is not None and
+                  all(fits(other, want, count) for _, _, want, count in heads)]
+        if starts:
+            fix = (f'set {names[0]}.start_level={starts[0]} (it is {start}: the neck skips the '
+                   f'first {start} map(s) the backbone returns)')
+    errors = []
+    for key, kind, want, count in bad:
+        have = strides[:count] if count else strides
+        todo = fix or (f'set {key}={have} (or the backbone\'s out_indices to the levels the '
+                       'heads expect)')
+        errors.append(f'model.{key}={want} ({kind}) but {desc}: {todo}')
+    return errors
+
+
 def _neck_errors(name: str, neck: nn.Module, channels: List[int], desc: str, cls_token: bool,
                  backbone: nn.Module, model: nn.Module, other: str) -> List[str]:
     """What does not fit between a neck (``name``: 'neck' or 'neck[i]') and the maps of
@@ -384,7 +522,8 @@ def _neck_errors(name: str, neck: nn.Module, channels: List[int], desc: str, cls
     have = tuple(in_channels) if isinstance(in_channels, tuple) else list(in_channels)
     line = f'model.{name}.in_channels={have} ({kind}) but {desc}' + (
         f'. {rescale}' if rescale else
-        f': set {name}.in_channels={fix}{order} ({other})')
+        f': set {name}.in_channels={fix}{order}{_start_level_hint(name, neck, backbone, model)}'
+        f' ({other})')
     if every_map:
         return [line]
     print_log(line, logger='current', level=logging.WARNING)
@@ -553,7 +692,9 @@ def _map_errors(model: nn.Module, backbone: nn.Module) -> List[str]:
             other = f'or the settings of model.{name} to what it takes'
         # the heads read the last neck's maps (the [CLS] token stops at the neck)
         return _list_head_errors(model, channels, desc) + _det_heads_errors(
-            model, channels, desc) + _seg_heads_errors(model, channels, desc, False)
+            model, channels, desc) + _seg_heads_errors(model, channels, desc, False) + \
+            _stride_errors(model, chain, [f'neck[{i}]' if isinstance(neck, nn.Sequential)
+                                          else 'neck' for i in range(len(chain))], backbone)
     return _seg_heads_errors(model, channels, desc, cls_token)
 
 
@@ -569,11 +710,100 @@ def _seg_heads_errors(model: nn.Module, channels: List[int], desc: str,
     return errors
 
 
+def _head_reads(head: nn.Module, n: int):
+    """The positions of the backbone's maps an mmseg head reads (``None``: every map, or not
+    known)."""
+    in_index = getattr(head, 'in_index', None)
+    if getattr(head, 'pixel_decoder', None) is not None or type(head).__name__ == 'DPTHead' \
+            or not isinstance(in_index, (int, list, tuple)):
+        return None
+    read = {i % n for i in (in_index if isinstance(in_index, (list, tuple)) else [in_index])}
+    if _conv_in(getattr(head, 'c1_bottleneck', None)) is not None:
+        read.add(0)  # DeepLabV3+'s c1 branch reads the first map
+    return read
+
+
+def _read_maps(model: nn.Module, backbone: nn.Module):
+    """Which of the maps the backbone returns the model reads: ``(positions, {setting path:
+    (value, what to set it to for out_indices of those maps alone)})``, or ``None`` where every
+    map is read or it is not known."""
+    n = len(backbone.out_indices)
+    neck = getattr(model, 'neck', None)
+    if neck is not None:
+        first = neck[0] if isinstance(neck, nn.Sequential) and len(neck) else neck
+        name = 'neck[0]' if isinstance(neck, nn.Sequential) else 'neck'
+        if type(first).__name__ in LAST_MAP_NECKS:  # YOLOF's, CenterNet's: the last map only
+            return ({n - 1}, {}) if n > 1 else None
+        if not _fpn_like(first) or (first.start_level, first.backbone_end_level) == (0, n):
+            return None  # necks that take every map they are given
+        read = set(range(first.start_level, first.backbone_end_level))
+        fix = {f'{name}.in_channels': [first.in_channels[i] for i in sorted(read)],
+               f'{name}.start_level': 0}
+        if first.end_level != -1:
+            fix[f'{name}.end_level'] = first.end_level - first.start_level
+        return read, fix
+    heads = [(path, head) for name in ('decode_head', 'auxiliary_head', 'panoptic_head')
+             for path, head in _named(name, getattr(model, name, None))]
+    read, reads = set(), []
+    for path, head in heads:
+        inner = getattr(head, 'kernel_generate_head', None)
+        if isinstance(inner, nn.Module):  # K-Net: the head that reads the maps
+            path, head = f'{path}.kernel_generate_head', inner
+        head_read = _head_reads(head, n + _cls_token(backbone))
+        if head_read is None:
+            return None
+        read |= head_read
+        reads.append((path, head))
+    read.discard(n)  # a [CLS] token returned after the maps
+    if not heads or len(read) == n:
+        return None
+    position = {p: i for i, p in enumerate(sorted(read))}
+    fix = {}
+    for path, head in reads:
+        in_index = head.in_index
+        fix[f'{path}.in_index'] = [position[i % n] for i in in_index] \
+            if isinstance(in_index, (list, tuple)) else position[in_index % n]
+    return read, fix
+
+
+def unread_maps_message(model: nn.Module) -> str:
+    """Where the model never reads some of the maps an mmvtx backbone returns (an FPN with
+    mmdet's R-50 ``start_level=1``; mmseg's FCN/PSPNet/DeepLabV3+ heads, which select one or
+    two maps), and the backbone has parameters those maps alone pass through (Swin's output
+    norms, ViT's pyramid levels, CvT's ``out_norms``): what to set ('' where there is none).
+    Those parameters get no gradient: DDP without ``find_unused_parameters`` stops at the
+    second iteration ("Expected to have finished reduction in the prior iteration...")."""
+    from mmvtx.models.backbones.base import VisionBackbone
+    backbone = getattr(model, 'backbone', None)
+    if not isinstance(backbone, VisionBackbone):
+        return ''
+    found = _read_maps(model, backbone)
+    if found is None:
+        return ''
+    read, fix = found
+    params = [f'{name}.{p}' for name, module in backbone.named_modules()
+              if module in backbone.output_modules(read)
+              for p, param in module.named_parameters() if param.requires_grad]
+    if not params:
+        return ''
+    unread = [p for p in range(len(backbone.out_indices)) if p not in read]
+    strides = [4 * 2 ** backbone.out_indices[p] for p in unread]
+    keep = tuple(backbone.out_indices[p] for p in sorted(read))
+    todo = ', '.join([f'backbone.out_indices={keep}'] + [f'{k}={v}' for k, v in fix.items()])
+    return (f'{_backbone_desc(backbone)}, but the model never reads the maps at strides '
+            f'{strides} (positions {unread}): the backbone\'s {", ".join(params)} get no '
+            f'gradient, which DDP (find_unused_parameters=False) refuses at the second '
+            f'iteration: set {todo} (the same model, without the maps it does not read), or '
+            f'find_unused_parameters=True')
+
+
 @HOOKS.register_module()
 class BackboneFitHook(Hook):
     """Raises ``ValueError`` in ``before_run`` when the neck (or, without one, mmseg's decode
     and auxiliary heads) does not take the maps the mmvtx backbone returns, naming the settings
-    (see :func:`backbone_fit_errors`)."""
+    (see :func:`backbone_fit_errors`); in ``before_train``, when the model never reads some of
+    the maps and DDP would stop on their parameters (a warning without DDP, see
+    :func:`unread_maps_message`)."""
     priority = 'VERY_HIGH'
 
     def before_run(self, runner) -> None:
@@ -582,3 +812,13 @@ class BackboneFitHook(Hook):
         if errors:
             raise ValueError('\n'.join(
                 ['the model\'s parts do not fit together:'] + errors))
+
+    def before_train(self, runner) -> None:
+        # training only: tools/test.py (DDP-wrapped in dist_test.sh) computes no gradients
+        model = unwrap_model(runner.model)
+        unread = unread_maps_message(model)
+        if unread and runner.model is not model and \
+                getattr(runner.model, 'find_unused_parameters', True) is False:
+            raise ValueError(unread)
+        if unread:
+            print_log(unread, logger='current', level=logging.WARNING)

@@ -40,9 +40,12 @@ def test_tools_train_names_a_neck_that_does_not_fit(tmp_path):
 def test_fitting_models_pass_and_other_widths_are_named():
     assert backbone_fit_errors(_model(DET_CFG, 'mmdet')) == []
     assert backbone_fit_errors(_model(SEG_CFG, 'mmseg')) == []
-    # the levels and the neck changed together: fits
+    # the levels, the neck and the strides the heads read the neck's maps at changed together
     assert backbone_fit_errors(_model(DET_CFG, 'mmdet', **{
-        'model.backbone.out_indices': (1, 2, 3), 'model.neck.in_channels': [96, 192, 384]})) == []
+        'model.backbone.out_indices': (1, 2, 3), 'model.neck.in_channels': [96, 192, 384],
+        'model.rpn_head.anchor_generator.strides': [8, 16, 32, 64, 128],
+        'model.roi_head.bbox_roi_extractor.featmap_strides': [8, 16, 32, 64],
+        'model.roi_head.mask_roi_extractor.featmap_strides': [8, 16, 32, 64]})) == []
     errors = backbone_fit_errors(_model(DET_CFG, 'mmdet', **{'model.backbone.embed_dims': 24}))
     assert errors == ['model.neck.in_channels=[48, 96, 192, 384] (FPN) but model.backbone '
                       '(SwinTransformer, out_indices=(0, 1, 2, 3)) returns 4 maps with '
@@ -655,13 +658,70 @@ def test_detection_heads_take_the_necks_width():
 
 def test_retinanet_head_takes_the_necks_width(tmp_path):
     base = 'retinanet/retinanet_r50_fpn_1x_coco.py'
-    neck = dict(in_channels=[64, 128, 256])
+    neck = dict(in_channels=[64, 128, 256], start_level=0)
     assert backbone_fit_errors(_mmdet_recipe(tmp_path, base, ', out_indices=(1, 2, 3)',
                                              neck=neck)) == []
     assert backbone_fit_errors(_mmdet_recipe(tmp_path, base, ', out_indices=(1, 2, 3)',
                                              neck=dict(neck, out_channels=128))) == [
         'model.bbox_head.in_channels=256 (RetinaHead, runs on every map) but model.neck (FPN) '
         'returns 5 maps with [128, 128, 128, 128, 128] channels: set bbox_head.in_channels=128']
+
+
+def _map_strides(model, size=128):
+    """The strides of the maps the model's neck returns, measured on a ``size`` image."""
+    import torch
+    model.eval()
+    with torch.no_grad():
+        return [size // f.shape[-1] for f in model.extract_feat(torch.zeros(1, 3, size, size))]
+
+
+@pytest.mark.parametrize('base', ['retinanet/retinanet_r50_fpn_1x_coco.py',
+                                  'fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py'])
+def test_fpn_start_level_and_the_heads_strides(tmp_path, base):
+    """mmdet's RetinaNet/FCOS FPN skips the first map (start_level=1: ResNet's stride 4): the
+    backbone's levels changed to (1, 2, 3) and the neck's in_channels with them (the advice for
+    them) returned maps at strides 16..256 where the head places its priors at 8..128, and
+    training ran on without a word. Refused naming start_level; its advice fits the maps."""
+    neck = dict(in_channels=[64, 128, 256])
+    errors = backbone_fit_errors(_mmdet_recipe(tmp_path, base, ', out_indices=(1, 2, 3)',
+                                               neck=neck))
+    key = 'anchor_generator.strides' if 'retinanet' in base else 'strides'
+    head = 'RetinaHead' if 'retinanet' in base else 'FCOSHead'
+    assert errors == [
+        f'model.bbox_head.{key}=[8, 16, 32, 64, 128] ({head}) but model.neck (FPN) returns maps '
+        'at strides [16, 32, 64, 128, 256]; model.backbone (SwinTransformer, out_indices=(1, 2, '
+        '3)) returns 3 maps with [64, 128, 256] channels, at strides [8, 16, 32]: set '
+        'neck.start_level=0 (it is 1: the neck skips the first 1 map(s) the backbone returns)']
+    model = _mmdet_recipe(tmp_path, base, ', out_indices=(1, 2, 3)',
+                          neck=dict(neck, start_level=0))
+    assert backbone_fit_errors(model) == []
+    assert _map_strides(model, 256) == [8, 16, 32, 64, 128]
+    # the levels changed alone (the recipe's R-50 in_channels kept): the advice names both
+    assert backbone_fit_errors(_mmdet_recipe(tmp_path, base, ', out_indices=(1, 2, 3)')) == [
+        'model.neck.in_channels=[256, 512, 1024, 2048] (FPN) but model.backbone '
+        '(SwinTransformer, out_indices=(1, 2, 3)) returns 3 maps with [64, 128, 256] channels: '
+        'set neck.in_channels=[64, 128, 256] and neck.start_level=0 (or the backbone\'s '
+        'out_indices to the levels the neck expects)']
+
+
+def test_mask_rcnn_heads_strides_after_the_levels_changed():
+    """The shapes recipe (Mask R-CNN) with out_indices=(1, 2, 3) and its neck's in_channels
+    (what the neck's advice says): its RPN placed anchors at strides 4..64 and its RoI
+    extractors pooled at 4..32 on maps at 8..128. Each is named with the strides that fit."""
+    options = {'model.backbone.out_indices': (1, 2, 3), 'model.neck.in_channels': [96, 192, 384]}
+    errors = backbone_fit_errors(_model(DET_CFG, 'mmdet', **options))
+    assert [e.split(' but ')[0] + ' -> ' + e.split(': ')[-1] for e in errors] == [
+        'model.rpn_head.anchor_generator.strides=[4, 8, 16, 32, 64] (RPNHead) -> set '
+        'rpn_head.anchor_generator.strides=[8, 16, 32, 64, 128] (or the backbone\'s out_indices '
+        'to the levels the heads expect)',
+        'model.roi_head.bbox_roi_extractor.featmap_strides=[4, 8, 16, 32] (SingleRoIExtractor) -> '
+        'set roi_head.bbox_roi_extractor.featmap_strides=[8, 16, 32, 64] (or the backbone\'s '
+        'out_indices to the levels the heads expect)',
+        'model.roi_head.mask_roi_extractor.featmap_strides=[4, 8, 16, 32] (SingleRoIExtractor) -> '
+        'set roi_head.mask_roi_extractor.featmap_strides=[8, 16, 32, 64] (or the backbone\'s '
+        'out_indices to the levels the heads expect)']
+    assert all('model.neck (FPN) returns maps at strides [8, 16, 32, 64, 128]' in e
+               for e in errors), errors
 
 
 @pytest.mark.parametrize('base,head,decoder', [
@@ -742,3 +802,129 @@ def test_normalisation_of_other_input_channels_is_checked(monkeypatch, cfg, scop
     assert backbone_fit_errors(_model(cfg, scope, **dict(
         four, **{'model.data_preprocessor.bgr_to_rgb': False}))) == []
     assert not any('3-channel images only' in m for m in logged), logged
+
+
+FCN = 'fcn/fcn_r50-d8_4xb4-80k_ade20k-512x512.py'
+
+
+def _fcn(tmp_path, **model):
+    """mmseg's FCN recipe (its heads read the maps at in_index 3 and 2) with a small Swin."""
+    return _recipe(tmp_path, 'mmseg', FCN, SWIN_MINI + model.pop('backbone', ''), **dict(
+        dict(data_preprocessor=dict(size=(64, 64)), decode_head=dict(in_channels=256),
+             auxiliary_head=dict(in_channels=128)), **model))
+
+
+def _ddp_step_leaves_no_grad(model):
+    """The backbone's parameters that one training step leaves without a gradient."""
+    import torch
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    model = revert_sync_batchnorm(model).train()
+    sample = SegDataSample(gt_sem_seg=PixelData(data=torch.randint(0, 150, (1, 64, 64))),
+                           metainfo=dict(img_shape=(64, 64), ori_shape=(64, 64)))
+    data = model.data_preprocessor(dict(inputs=[torch.zeros(3, 64, 64)] * 2,
+                                        data_samples=[sample] * 2), True)
+    loss, _ = model.parse_losses(model(**data, mode='loss'))
+    loss.backward()
+    return [n for n, p in model.backbone.named_parameters() if p.requires_grad and p.grad is None]
+
+
+def test_maps_the_heads_never_read_are_named(tmp_path):
+    """mmseg's FCN/PSPNet/DeepLabV3+ heads read one or two maps: with a swapped Swin (every
+    level returned, as DESIGN's swap shows) its output norms of the other levels got no
+    gradient, which DDP (tools/dist_train.sh) refuses at the second iteration with 'Expected to
+    have finished reduction in the prior iteration'. Named before the run; the advice, followed,
+    leaves every parameter a gradient and still fits."""
+    from mmvtx.engine.model_fit import unread_maps_message
+    model = _fcn(tmp_path)
+    assert backbone_fit_errors(model) == []
+    assert _ddp_step_leaves_no_grad(model) == ['norm0.weight', 'norm0.bias', 'norm1.weight',
+                                               'norm1.bias']
+    assert unread_maps_message(model) == (
+        'model.backbone (SwinTransformer, out_indices=(0, 1, 2, 3)) returns 4 maps with [32, 64, '
+        '128, 256] channels, but the model never reads the maps at strides [4, 8] (positions '
+        "[0, 1]): the backbone's norm0.weight, norm0.bias, norm1.weight, norm1.bias get no "
+        'gradient, which DDP (find_unused_parameters=False) refuses at the second iteration: set '
+        'backbone.out_indices=(2, 3), decode_head.in_index=1, auxiliary_head.in_index=0 (the same '
+        'model, without the maps it does not read), or find_unused_parameters=True')
+    advised = _fcn(tmp_path, backbone=', out_indices=(2, 3)',
+                   decode_head=dict(in_channels=256, in_index=1),
+                   auxiliary_head=dict(in_channels=128, in_index=0))
+    assert backbone_fit_errors(advised) == [] and unread_maps_message(advised) == ''
+    assert _ddp_step_leaves_no_grad(advised) == []
+
+
+@pytest.mark.parametrize('base', ['retinanet/retinanet_r50_fpn_1x_coco.py',
+                                  'atss/atss_r50_fpn_1x_coco.py'])
+def test_maps_an_fpn_skips_are_named(tmp_path, base):
+    """DESIGN's swap on mmdet's RetinaNet/ATSS (neck.in_channels set to the 4 maps): their FPN
+    keeps start_level=1 and never reads the stride-4 map; the advice (its levels dropped, the
+    FPN from level 0) fits, strides included."""
+    from mmvtx.engine.model_fit import unread_maps_message
+    neck = dict(in_channels=[32, 64, 128, 256])
+    if 'atss' in base:
+        neck = dict(neck, start_level=1, end_level=-1)
+    message = unread_maps_message(_mmdet_recipe(tmp_path, base, neck=neck))
+    assert message.endswith(
+        "never reads the maps at strides [4] (positions [0]): the backbone's norm0.weight, "
+        'norm0.bias get no gradient, which DDP (find_unused_parameters=False) refuses at the '
+        'second iteration: set backbone.out_indices=(1, 2, 3), neck.in_channels=[64, 128, 256], '
+        'neck.start_level=0 (the same model, without the maps it does not read), or '
+        'find_unused_parameters=True'), message
+    advised = _mmdet_recipe(tmp_path, base, ', out_indices=(1, 2, 3)',
+                            neck=dict(in_channels=[64, 128, 256], start_level=0))
+    assert backbone_fit_errors(advised) == [] and unread_maps_message(advised) == ''
+    assert _map_strides(advised, 256) == [8, 16, 32, 64, 128]
+
+
+def test_maps_a_last_map_neck_skips_are_named(tmp_path):
+    """YOLOF's DilatedEncoder reads the last map alone: DESIGN's swap (every level returned)
+    left the other levels' output norms without a gradient."""
+    from mmvtx.engine.model_fit import unread_maps_message
+    base = 'yolof/yolof_r50-c5_8xb8-1x_coco.py'
+    message = unread_maps_message(_mmdet_recipe(tmp_path, base, neck=dict(in_channels=256)))
+    assert message.endswith(
+        "never reads the maps at strides [4, 8, 16] (positions [0, 1, 2]): the backbone's "
+        'norm0.weight, norm0.bias, norm1.weight, norm1.bias, norm2.weight, norm2.bias get no '
+        'gradient, which DDP (find_unused_parameters=False) refuses at the second iteration: '
+        'set backbone.out_indices=(3,) (the same model, without the maps it does not read), or '
+        'find_unused_parameters=True'), message
+    advised = _mmdet_recipe(tmp_path, base, ', out_indices=(3,)', neck=dict(in_channels=256))
+    assert backbone_fit_errors(advised) == [] and unread_maps_message(advised) == ''
+
+
+def test_backbone_fit_hook_refuses_unread_maps_under_ddp(tmp_path, monkeypatch):
+    """Under DDP without find_unused_parameters the hook refuses to train (it would stop at
+    the second iteration); a single process is warned; a test run (no gradients) is not
+    refused."""
+    import os
+
+    import torch.distributed as dist
+    from mmengine.model import MMDistributedDataParallel, revert_sync_batchnorm
+
+    from mmvtx.engine import BackboneFitHook, model_fit
+    logged = []
+    monkeypatch.setattr(model_fit, 'print_log', lambda msg, **kw: logged.append(msg))
+    model = revert_sync_batchnorm(_fcn(tmp_path))  # DDP on CPU modules: no SyncBN
+
+    class Runner:
+        pass
+
+    runner = Runner()
+    runner.model = model
+    BackboneFitHook().before_train(runner)
+    assert len(logged) == 1 and 'never reads the maps at strides [4, 8]' in logged[0], logged
+    monkeypatch.setitem(os.environ, 'MASTER_ADDR', '127.0.0.1')
+    monkeypatch.setitem(os.environ, 'MASTER_PORT', '29561')
+    dist.init_process_group('gloo', rank=0, world_size=1)
+    try:
+        runner.model = MMDistributedDataParallel(module=model, find_unused_parameters=False)
+        BackboneFitHook().before_run(runner)  # what tools/test.py runs
+        with pytest.raises(ValueError, match=r'never reads the maps at strides \[4, 8\].*set '
+                                             r'backbone.out_indices=\(2, 3\)'):
+            BackboneFitHook().before_train(runner)
+        runner.model = MMDistributedDataParallel(module=model, find_unused_parameters=True)
+        BackboneFitHook().before_train(runner)
+    finally:
+        dist.destroy_process_group()

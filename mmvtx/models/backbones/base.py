@@ -6,7 +6,7 @@ import functools
 import logging
 import numbers
 import os.path as osp
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.utils.checkpoint as cp
@@ -236,7 +236,24 @@ class VisionBackbone(BaseModule):
     def _frozen_modules(self) -> Sequence:
         raise NotImplementedError
 
+    def output_modules(self, read: Sequence[int]) -> List[nn.Module]:
+        """The modules that only returned maps other than those at positions ``read`` (of
+        ``out_indices``) pass through (an output norm, a pyramid level): where the model never
+        reads those maps, their parameters get no gradient."""
+        return []
+
+    def _unreached_modules(self) -> List[nn.Module]:
+        """The modules no returned map passes through (the stages after the deepest level of
+        ``out_indices``, a norm of a level not returned)."""
+        return []
+
     def _freeze_stages(self):
+        # parameters no output depends on are not trained: DDP (find_unused_parameters=False)
+        # refuses parameters without a gradient at the second iteration; they stay in the
+        # state dict, so that checkpoints load and save as for every out_indices
+        for m in self._unreached_modules():
+            for p in m.parameters():
+                p.requires_grad = False
         if self.frozen_stages < 0:
             return
         for m in self._frozen_modules():

@@ -270,6 +270,19 @@ class CvT(VisionBackbone):
         return next(m.name for m in self.modules() if isinstance(m, Activation))
 
     # -------------------------------------------------------------------- training behaviour
+    def _unreached_modules(self) -> list:
+        last_stage = min(self.out_indices[-1], 2) if not self.output_cls_token else 2
+        return list(self.stages[last_stage + 1:]) + self.output_modules(
+            range(len(self.out_indices)))
+
+    def output_modules(self, read) -> list:
+        if self.out_norms is None:
+            return []
+        levels = {self.out_indices[p] for p in read}
+        if 3 in levels:  # the stride-32 map is pooled from the normed stride-16 one
+            levels.add(2)
+        return [norm for i, norm in enumerate(self.out_norms) if i not in levels]
+
     def _frozen_modules(self) -> list:
         frozen = [self.stages[0].patch_embed]
         frozen += [self.stages[i] for i in range(self.frozen_stages)]

@@ -314,6 +314,15 @@ class SwinTransformer(VisionBackbone):
                 break
         return tuple(outs)
 
+    def _unreached_modules(self) -> list:
+        last = self.out_indices[-1]  # the forward stops there: its downsampling is not read
+        return [m for m in [self.stages[last].downsample, *self.stages[last + 1:]]
+                if m is not None]
+
+    def output_modules(self, read) -> list:
+        return [getattr(self, f'norm{i}') for p, i in enumerate(self.out_indices)
+                if p not in read]
+
     def _frozen_modules(self) -> list:
         frozen = [self.patch_embed, self.pos_drop]
         for i in range(self.frozen_stages):

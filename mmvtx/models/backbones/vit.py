@@ -572,6 +572,9 @@ class ViT(VisionBackbone):
         return _resample_linear(feat, -1, -(-W // 16), 16 / p)
 
     # -------------------------------------------------------------------- training behaviour
+    def output_modules(self, read) -> list:
+        return [m for p, m in enumerate(self.pyramid.scales) if p not in read]
+
     def _frozen_modules(self) -> list:
         frozen = [self.patch_embed, self.pos_drop]
         for i in range(self.frozen_stages):

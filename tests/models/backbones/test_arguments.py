@@ -96,6 +96,10 @@ def test_valid_settings_build_run_and_give_the_documented_shapes(model, batch, h
         assert o.dtype == dtype and o.is_contiguous()
     sum(o.float().sum() for o in outs).backward()
     assert x.grad is not None and torch.isfinite(x.grad.float()).all()
+    # DDP (find_unused_parameters=False) refuses trainable parameters without a gradient at
+    # the second iteration: Swin's stages after the deepest level returned, CvT's out_norms of
+    # levels not returned had none
+    assert [n for n, p in m.named_parameters() if p.requires_grad and p.grad is None] == [], cfg
 
 
 SWIN_BAD = [('window_size', 0), ('window_size', 2.5), ('patch_size', 0), ('patch_size', -4),
