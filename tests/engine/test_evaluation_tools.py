@@ -253,6 +253,23 @@ def test_demo_refuses_a_segmentation_config_before_training(tmp_path, monkeypatc
     assert not built and not (tmp_path / 'work').exists()
 
 
+def test_demo_refuses_a_config_of_another_dataset_before_writing_shapes_there(tmp_path,
+                                                                           monkeypatch):
+    """``--config`` of a COCO recipe generated the shapes scenes into its ``data/coco/`` (a
+    folder meant for the real COCO), then failed on the missing
+    ``instances_train2017.json``."""
+    demo = _load_demo()
+    built = []
+    monkeypatch.setattr(demo, 'Runner', SimpleNamespace(from_cfg=built.append))
+    monkeypatch.setattr(demo, 'ROOT', str(tmp_path))  # where the demo runs and writes data
+    config = osp.join(ROOT, 'configs/swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')
+    with pytest.raises(SystemExit, match=f'error: {config} trains on CocoDataset '
+                       r'\(data/coco/\), not the shapes scenes'):
+        demo.main(['--config', config, '--work-dir', str(tmp_path / 'work')])
+    assert not built and not (tmp_path / 'data').exists()
+    assert not (tmp_path / 'work').exists()
+
+
 def test_demo_draws_from_a_data_root_with_brackets_in_its_name(tmp_path, monkeypatch):
     """The val images were found with ``glob`` on the data root unescaped: a root such as
     ``data/shapes [v2]`` matched no file, and the demo ended with "predictions drawn: none"."""
