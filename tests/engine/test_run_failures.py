@@ -228,3 +228,23 @@ def test_launcher_pytorch_without_torchrun_says_how_to_start(monkeypatch):
                        r'MASTER_PORT not set; torchrun sets them \(bash tools/dist_train.sh'):
         init_cpu_distributed(Config(), 'pytorch')
     assert init_cpu_distributed(Config(), 'none') is False
+
+
+def test_a_missing_config_or_checkpoint_is_named_before_anything_is_built(tmp_path, capsys):
+    """``tools/train.py configs/swin/typo.py`` stopped with mmengine's traceback; ``tools/test.py
+    CONFIG missing.pth`` built the model and the test set first, then stopped with mmengine's
+    traceback ``missing.pth can not be found`` from inside the Runner."""
+    from mmengine.config import Config
+
+    from mmvtx.engine.runner import parse_tool_args, prepare_test_cfg, tool_parser
+    missing = str(tmp_path / 'typo.py')
+    with pytest.raises(SystemExit) as exit_info:
+        parse_tool_args(tool_parser('train'), [missing])
+    assert exit_info.value.code == 2
+    assert f'error: config {missing}: no such file' in capsys.readouterr().err
+    assert parse_tool_args(tool_parser('train'), [SEG_CFG]).config == SEG_CFG
+    cfg = Config(dict(default_hooks=dict()))
+    with pytest.raises(FileNotFoundError, match=f'checkpoint {tmp_path / "nope.pth"}: no such'):
+        prepare_test_cfg(cfg, SEG_CFG, str(tmp_path / 'nope.pth'))
+    prepare_test_cfg(cfg, SEG_CFG, 'https://example.org/model.pth')  # fetched by mmengine
+    assert cfg.load_from == 'https://example.org/model.pth'
