@@ -155,11 +155,15 @@ def find_resume_checkpoint(work_dir: str) -> Optional[str]:
 
 def check_checkpoint_file(path: str, what: str = '--resume'):
     """Refuses ``--resume PATH`` (or the checkpoint of another option, ``what``) naming the
-    file when it is not there, or when it is a ``torch.save`` zip cut off before its end
-    (torch's own error names no file), with the newest complete checkpoint beside it. Remote
-    paths (``s3://``) are left to mmengine."""
+    file when it is not there or is a folder, or when it is a ``torch.save`` zip cut off
+    before its end (torch's own error names no file), with the newest complete checkpoint
+    beside it. Remote paths (``s3://``) are left to mmengine."""
     if '://' in path:
         return
+    if osp.isdir(path):  # e.g. the work dir itself
+        raise IsADirectoryError(f'{what} {path} is a folder, not a checkpoint file' + (
+            '; --resume alone resumes from the newest complete checkpoint of the work dir: '
+            f'--resume --work-dir {path}' if what == '--resume' else ''))
     if not osp.isfile(path):
         raise FileNotFoundError(f'{what} {path}: no such file')
     with open(path, 'rb') as f:

@@ -248,3 +248,20 @@ def test_a_missing_config_or_checkpoint_is_named_before_anything_is_built(tmp_pa
         prepare_test_cfg(cfg, SEG_CFG, str(tmp_path / 'nope.pth'))
     prepare_test_cfg(cfg, SEG_CFG, 'https://example.org/model.pth')  # fetched by mmengine
     assert cfg.load_from == 'https://example.org/model.pth'
+
+
+def test_a_folder_given_as_the_checkpoint_is_named_as_a_folder(tmp_path):
+    """``--resume work_dirs/exp`` (the work dir, not a file in it) and ``tools/test.py CONFIG
+    work_dirs/exp`` said ``no such file`` of a folder that is there."""
+    from mmvtx.engine.reliability import check_checkpoint_file
+    work = tmp_path / 'exp'
+    work.mkdir()
+    with pytest.raises(IsADirectoryError, match=f'--resume {work} is a folder, not a checkpoint '
+                       f'file; --resume alone resumes from the newest complete checkpoint of '
+                       f'the work dir: --resume --work-dir {work}'):
+        check_checkpoint_file(str(work))
+    with pytest.raises(IsADirectoryError, match=f'checkpoint {work} is a folder, not a '
+                       'checkpoint file'):
+        check_checkpoint_file(str(work), 'checkpoint')
+    with pytest.raises(FileNotFoundError, match=f'checkpoint {work / "x.pth"}: no such file'):
+        check_checkpoint_file(str(work / 'x.pth'), 'checkpoint')
