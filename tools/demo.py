@@ -129,7 +129,16 @@ def main(argv=None):
         sys.exit(f'error: {config} is an {scope} config; the demo trains, evaluates and draws '
                  f'a detector (an mmdet config, e.g. {CONFIGS["swin"]}): train it with '
                  'tools/train.py instead')
-    prepare_shapes(cfg.train_dataloader.dataset.data_root)
+    dataset = cfg.train_dataloader.dataset
+    while 'dataset' in dataset:  # RepeatDataset, ClassBalancedDataset, ...
+        dataset = dataset['dataset']
+    if str(dataset.get('type', '')).split('.')[-1] != 'ShapesDetDataset':
+        # the scenes would be written into its data_root (data/coco/: the real COCO's place)
+        sys.exit(f'error: {config} trains on {dataset.get("type")} '
+                 f'({dataset.get("data_root")}), not the shapes scenes; the demo trains, '
+                 f'evaluates and draws a detector on them (e.g. {CONFIGS["swin"]}): train it '
+                 'with tools/train.py instead')
+    prepare_shapes(dataset.get('data_root') or 'data/shapes')
     # the checkpoint a finished run ends with: epoch-based configs (mmdet's) save epoch_N.pth
     final = (f'epoch_{cfg.train_cfg.max_epochs}.pth' if 'max_epochs' in cfg.train_cfg
              else f'iter_{cfg.train_cfg.max_iters}.pth')

@@ -85,12 +85,36 @@ def atomic_write(data: bytes, path: str):
         raise
 
 
+# files ``AtomicLocalBackend.remove`` was asked to delete, by folder: deleted once the next file
+# of that folder is written whole (one process writes a run's checkpoints: rank 0)
+_DEFERRED_REMOVALS = {}
+
+
 @register_backend(ATOMIC_BACKEND)
 class AtomicLocalBackend(LocalBackend):
-    """mmengine's local file backend with atomic writes (temporary file + rename)."""
+    """mmengine's local file backend with atomic writes (temporary file + rename).
+
+    mmengine's ``CheckpointHook`` deletes the oldest checkpoint (``max_keep_ckpts``) and the
+    previous best checkpoint *before* it writes the new one, so with ``max_keep_ckpts=1`` a
+    kill during that write left no checkpoint to resume from. ``remove`` therefore only marks
+    a file; it is deleted after the next file of its folder has been written whole (a kill
+    in between leaves it, and ``--resume`` takes it)."""
 
     def put(self, obj: bytes, filepath) -> None:
         atomic_write(obj, str(filepath))
+        written = osp.abspath(str(filepath))
+        pending = _DEFERRED_REMOVALS.pop(osp.dirname(written), [])
+        for path in pending:
+            if path != written and osp.isfile(path):
+                os.remove(path)
+
+    def remove(self, filepath) -> None:
+        path = osp.abspath(str(filepath))
+        if not osp.isfile(path):  # what LocalBackend.remove refuses
+            super().remove(filepath)
+        folder = _DEFERRED_REMOVALS.setdefault(osp.dirname(path), [])
+        if path not in folder:
+            folder.append(path)
 
     def put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
         atomic_write(obj.encode(encoding), str(filepath))
@@ -131,11 +155,15 @@ def find_resume_checkpoint(work_dir: str) -> Optional[str]:
 
 def check_checkpoint_file(path: str, what: str = '--resume'):
     """Refuses ``--resume PATH`` (or the checkpoint of another option, ``what``) naming the
-    file when it is not there, or when it is a ``torch.save`` zip cut off before its end
-    (torch's own error names no file), with the newest complete checkpoint beside it. Remote
-    paths (``s3://``) are left to mmengine."""
+    file when it is not there or is a folder, or when it is a ``torch.save`` zip cut off
+    before its end (torch's own error names no file), with the newest complete checkpoint
+    beside it. Remote paths (``s3://``) are left to mmengine."""
     if '://' in path:
         return
+    if osp.isdir(path):  # e.g. the work dir itself
+        raise IsADirectoryError(f'{what} {path} is a folder, not a checkpoint file' + (
+            '; --resume alone resumes from the newest complete checkpoint of the work dir: '
+            f'--resume --work-dir {path}' if what == '--resume' else ''))
     if not osp.isfile(path):
         raise FileNotFoundError(f'{what} {path}: no such file')
     with open(path, 'rb') as f:

@@ -28,8 +28,12 @@ def tool_parser(description: str) -> argparse.ArgumentParser:
 
 def parse_tool_args(parser: argparse.ArgumentParser,
                     argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """Parses ``argv`` and sets ``LOCAL_RANK`` from ``--local-rank`` when the launcher did not."""
+    """Parses ``argv`` and sets ``LOCAL_RANK`` from ``--local-rank`` when the launcher did not.
+    A config path that is no file is refused here, as argparse refuses a bad flag (mmengine
+    stopped with a traceback)."""
     args = parser.parse_args(argv)
+    if not osp.isfile(args.config):
+        parser.error(f'config {args.config}: no such file')
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
@@ -163,9 +167,9 @@ def prepare_test_cfg(cfg: Config, config_path: str, checkpoint: str,
     ``tta``: test-time augmentation as mmdet's and mmseg's ``tools/test.py --tta`` (see
     :func:`prepare_tta_cfg`)."""
     _prepare_common(cfg, config_path, work_dir, launcher)
-    if osp.isfile(checkpoint):  # a missing one is named by mmengine
-        from .reliability import check_checkpoint_file
-        check_checkpoint_file(checkpoint, 'checkpoint')  # cut off: named, before building
+    from .reliability import check_checkpoint_file
+    # missing or cut off: named before building (a URL is left to mmengine)
+    check_checkpoint_file(checkpoint, 'checkpoint')
     cfg.load_from = checkpoint
     _add_hook(cfg, 'CheckpointFitHook')
     if tta:

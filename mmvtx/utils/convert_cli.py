@@ -57,16 +57,29 @@ def convert_main(backbone_type: str, default_arch: str, argv=None):
     import mmvtx  # noqa: F401
     from mmvtx.engine.safe_load import allow_mmengine_checkpoints
     from mmvtx.registry import MODELS
-    from mmvtx.utils.checkpoint import load_backbone_checkpoint, resolve_checkpoint_path
+    from mmvtx.utils.checkpoint import (CheckpointMismatchError, load_backbone_checkpoint,
+                                        resolve_checkpoint_path)
     from mmvtx.utils.standin import WARNING, mark_standin, standin_info
-    src = resolve_checkpoint_path(args.src)
+    try:
+        src = resolve_checkpoint_path(args.src)
+    except FileNotFoundError as e:
+        parser.exit(1, f'error: {e}\n')
     _check_output(parser, src, args.dst)
+    try:  # a preset or constructor argument the backbone refuses, named as the model says
+        model = MODELS.build(dict(type=backbone_type, **options))
+    except (ValueError, TypeError) as e:
+        given = [f'--arch {options["arch"]}'] if args.arch or args.options == '{}' else []
+        if args.options != '{}':
+            given.append(f'--options {args.options}')
+        parser.error(f'{" ".join(given)}: {e}')
     os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
     # mmengine's training checkpoints (HistoryBuffer, numpy scalars in meta) under
     # torch.load(weights_only=True), as tools/train.py and tools/test.py read them
     allow_mmengine_checkpoints()
-    model = MODELS.build(dict(type=backbone_type, **options))
-    converted = load_backbone_checkpoint(model, src, prefix=args.prefix)
+    try:
+        converted = load_backbone_checkpoint(model, src, prefix=args.prefix)
+    except CheckpointMismatchError as e:  # another architecture's file, another size: named
+        parser.exit(1, f'error: {args.src}: {e}\n')
     sd = {k: v.contiguous() for k, v in model.state_dict().items()}
     standin = standin_info(src)
     if args.dst.lower().endswith('.safetensors'):

@@ -253,6 +253,23 @@ def test_demo_refuses_a_segmentation_config_before_training(tmp_path, monkeypatc
     assert not built and not (tmp_path / 'work').exists()
 
 
+def test_demo_refuses_a_config_of_another_dataset_before_writing_shapes_there(tmp_path,
+                                                                           monkeypatch):
+    """``--config`` of a COCO recipe generated the shapes scenes into its ``data/coco/`` (a
+    folder meant for the real COCO), then failed on the missing
+    ``instances_train2017.json``."""
+    demo = _load_demo()
+    built = []
+    monkeypatch.setattr(demo, 'Runner', SimpleNamespace(from_cfg=built.append))
+    monkeypatch.setattr(demo, 'ROOT', str(tmp_path))  # where the demo runs and writes data
+    config = osp.join(ROOT, 'configs/swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')
+    with pytest.raises(SystemExit, match=f'error: {config} trains on CocoDataset '
+                       r'\(data/coco/\), not the shapes scenes'):
+        demo.main(['--config', config, '--work-dir', str(tmp_path / 'work')])
+    assert not built and not (tmp_path / 'data').exists()
+    assert not (tmp_path / 'work').exists()
+
+
 def test_demo_draws_from_a_data_root_with_brackets_in_its_name(tmp_path, monkeypatch):
     """The val images were found with ``glob`` on the data root unescaped: a root such as
     ``data/shapes [v2]`` matched no file, and the demo ended with "predictions drawn: none"."""
@@ -319,25 +336,28 @@ def test_tools_test_draws_segmentation_under_the_work_dir(tmp_path):
     assert not list((tmp_path / 'cwd').iterdir())
 
 
-def test_tta_wraps_the_model_and_replaces_the_test_pipeline(shapes_data):  # noqa: F811
+def test_tta_wraps_the_model_and_replaces_the_test_pipeline(shapes_data,  # noqa: F811
+                                                              tmp_path):
     """``tools/test.py --tta`` (mmdet's and mmseg's flag) was refused as an unknown argument."""
 
     from mmvtx.engine.runner import prepare_test_cfg
+    ckpt = str(tmp_path / 'x.pth')  # the file to test is there (a missing one is refused)
+    torch.save({}, ckpt)
     ade = Config.fromfile(osp.join(ROOT, 'configs/swin/upernet_swin-t-p4-w7_4xb4-160k_'
                                    'ade20k-512x512.py'))
-    prepare_test_cfg(ade, 'upernet.py', 'x.pth', tta=True)
+    prepare_test_cfg(ade, 'upernet.py', ckpt, tta=True)
     assert ade.model.type == 'SegTTAModel' and ade.model.module.type == 'EncoderDecoder'
     assert ade.test_dataloader.dataset.pipeline == ade.tta_pipeline
     with pytest.raises(ValueError, match='--out preds.json: '):  # was refused after loading
-        prepare_test_cfg(Config.fromfile(SEG_CFG), SEG_CFG, 'x.pth', out='preds.json')
+        prepare_test_cfg(Config.fromfile(SEG_CFG), SEG_CFG, ckpt, out='preds.json')
     with pytest.raises(ValueError, match='--tta needs tta_pipeline'):  # the shapes config
-        prepare_test_cfg(Config.fromfile(SEG_CFG), SEG_CFG, 'x.pth', tta=True)
+        prepare_test_cfg(Config.fromfile(SEG_CFG), SEG_CFG, ckpt, tta=True)
     with pytest.raises(ValueError, match='MaskRCNN predicts masks'):  # mmdet's TTA: boxes
-        prepare_test_cfg(Config.fromfile(DET_CFG), DET_CFG, 'x.pth', tta=True)
+        prepare_test_cfg(Config.fromfile(DET_CFG), DET_CFG, ckpt, tta=True)
 
     det = Config.fromfile(DET_CFG)  # a box-only detector gets mmdet's default flip TTA
     det.model.roi_head.update(mask_roi_extractor=None, mask_head=None)
-    prepare_test_cfg(det, DET_CFG, 'x.pth', tta=True)
+    prepare_test_cfg(det, DET_CFG, ckpt, tta=True)
     assert det.model.type == 'DetTTAModel' and det.model.module.type == 'MaskRCNN'
     from mmdet.registry import DATASETS
     data_cfg = dict(det.test_dataloader.dataset, indices=1)

@@ -324,3 +324,54 @@ def validated_steps(work):
         with open(f) as fh:
             steps += [r['step'] for r in map(json.loads, fh) if 'mIoU' in r]
     return steps
+
+
+def test_a_kill_while_saving_with_max_keep_ckpts_1_keeps_the_last_checkpoint(tmp_path,
+                                                                            monkeypatch):
+    """mmengine's CheckpointHook deletes the oldest checkpoint (``max_keep_ckpts``) and the
+    previous best before writing the new one: with ``max_keep_ckpts=1`` a kill during the
+    write left no checkpoint at all, and ``--resume`` trained from the start. The tools'
+    checkpoint backend deletes them only once the new file is written whole. mmengine's own
+    hook, writing through the backend the tools set; the kill is the write interrupted."""
+    from types import SimpleNamespace
+
+    from mmengine.hooks import CheckpointHook
+    from mmengine.logging import MessageHub
+    from mmengine.runner.checkpoint import save_checkpoint
+
+    from mmvtx.engine import reliability
+    from mmvtx.engine.reliability import ATOMIC_BACKEND, find_resume_checkpoint
+    work = str(tmp_path)
+    backend_args = dict(backend=ATOMIC_BACKEND)
+    hub = MessageHub.get_instance(f'max_keep_{os.getpid()}')
+
+    def save(out_dir, filename, *args, **kwargs):
+        save_checkpoint({'meta': {'step': filename}}, osp.join(out_dir, filename),
+                        backend_args=backend_args)
+
+    runner = SimpleNamespace(work_dir=work, message_hub=hub, save_checkpoint=save, iter=1,
+                             epoch=0, logger=SimpleNamespace(info=lambda *a: None))
+    hook = CheckpointHook(interval=1, by_epoch=False, max_keep_ckpts=1, save_best='mIoU',
+                          rule='greater', backend_args=backend_args)
+    hook.before_train(runner)
+    hook._save_checkpoint_with_step(runner, 1, {})
+    hook._save_best_checkpoint(runner, {'mIoU': 0.5})
+    assert sorted(os.listdir(work)) == ['best_mIoU_iter_1.pth', 'iter_1.pth', 'last_checkpoint']
+
+    def killed(fd):
+        raise KeyboardInterrupt  # the process stops in the middle of writing the file
+
+    monkeypatch.setattr(reliability.os, 'fsync', killed)
+    runner.iter = 2
+    with pytest.raises(KeyboardInterrupt):
+        hook._save_checkpoint_with_step(runner, 2, {})
+    with pytest.raises(KeyboardInterrupt):
+        hook._save_best_checkpoint(runner, {'mIoU': 0.6})
+    assert find_resume_checkpoint(work) == osp.join(work, 'iter_1.pth')
+    assert osp.isfile(osp.join(work, 'best_mIoU_iter_1.pth'))
+
+    monkeypatch.undo()  # the resumed run saves: the superseded files go once the new is whole
+    runner.iter = 3
+    hook._save_checkpoint_with_step(runner, 3, {})
+    hook._save_best_checkpoint(runner, {'mIoU': 0.7})
+    assert sorted(os.listdir(work)) == ['best_mIoU_iter_3.pth', 'iter_3.pth', 'last_checkpoint']

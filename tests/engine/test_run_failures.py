@@ -228,3 +228,40 @@ def test_launcher_pytorch_without_torchrun_says_how_to_start(monkeypatch):
                        r'MASTER_PORT not set; torchrun sets them \(bash tools/dist_train.sh'):
         init_cpu_distributed(Config(), 'pytorch')
     assert init_cpu_distributed(Config(), 'none') is False
+
+
+def test_a_missing_config_or_checkpoint_is_named_before_anything_is_built(tmp_path, capsys):
+    """``tools/train.py configs/swin/typo.py`` stopped with mmengine's traceback; ``tools/test.py
+    CONFIG missing.pth`` built the model and the test set first, then stopped with mmengine's
+    traceback ``missing.pth can not be found`` from inside the Runner."""
+    from mmengine.config import Config
+
+    from mmvtx.engine.runner import parse_tool_args, prepare_test_cfg, tool_parser
+    missing = str(tmp_path / 'typo.py')
+    with pytest.raises(SystemExit) as exit_info:
+        parse_tool_args(tool_parser('train'), [missing])
+    assert exit_info.value.code == 2
+    assert f'error: config {missing}: no such file' in capsys.readouterr().err
+    assert parse_tool_args(tool_parser('train'), [SEG_CFG]).config == SEG_CFG
+    cfg = Config(dict(default_hooks=dict()))
+    with pytest.raises(FileNotFoundError, match=f'checkpoint {tmp_path / "nope.pth"}: no such'):
+        prepare_test_cfg(cfg, SEG_CFG, str(tmp_path / 'nope.pth'))
+    prepare_test_cfg(cfg, SEG_CFG, 'https://example.org/model.pth')  # fetched by mmengine
+    assert cfg.load_from == 'https://example.org/model.pth'
+
+
+def test_a_folder_given_as_the_checkpoint_is_named_as_a_folder(tmp_path):
+    """``--resume work_dirs/exp`` (the work dir, not a file in it) and ``tools/test.py CONFIG
+    work_dirs/exp`` said ``no such file`` of a folder that is there."""
+    from mmvtx.engine.reliability import check_checkpoint_file
+    work = tmp_path / 'exp'
+    work.mkdir()
+    with pytest.raises(IsADirectoryError, match=f'--resume {work} is a folder, not a checkpoint '
+                       f'file; --resume alone resumes from the newest complete checkpoint of '
+                       f'the work dir: --resume --work-dir {work}'):
+        check_checkpoint_file(str(work))
+    with pytest.raises(IsADirectoryError, match=f'checkpoint {work} is a folder, not a '
+                       'checkpoint file'):
+        check_checkpoint_file(str(work), 'checkpoint')
+    with pytest.raises(FileNotFoundError, match=f'checkpoint {work / "x.pth"}: no such file'):
+        check_checkpoint_file(str(work / 'x.pth'), 'checkpoint')

@@ -225,3 +225,34 @@ def test_slurm_train_keeps_paths_with_spaces_whole(tmp_path):
         sys.executable, '-u', osp.join(ROOT, 'tools', 'train.py'), 'my configs/det.py',
         '--work-dir=work dirs/run 1', '--launcher=slurm', '--cfg-options',
         'train_cfg.max_iters=2', 'a b']
+
+
+@pytest.mark.parametrize('script, args, bad', [
+    ('dist_train.sh', ['cfg.py'], "''"),
+    ('dist_train.sh', ['cfg.py', '--work-dir', 'w'], "'--work-dir'"),
+    ('dist_train.sh', ['cfg.py', '0'], "'0'"),
+    ('dist_test.sh', ['cfg.py', 'model.pth'], "''"),
+    ('dist_test.sh', ['cfg.py', 'model.pth', '--out', 'p.pkl'], "'--out'")])
+def test_dist_scripts_name_a_missing_process_count(tmp_path, script, args, bad):
+    """``bash tools/dist_train.sh CONFIG`` (the GPU count forgotten, or an option in its place)
+    stopped in torchrun with ``ValueError: Unsupported nproc_per_node value: --work-dir`` and
+    its traceback; now the script says what it takes, and starts nothing. A stand-in
+    ``$PYTHON`` records whether torchrun was started."""
+    ran = tmp_path / 'ran'
+    python = tmp_path / 'python'
+    python.write_text(f'#!/usr/bin/env bash\ntouch {ran}\n')
+    python.chmod(0o755)
+
+    def run(argv):
+        return subprocess.run(['bash', osp.join(ROOT, 'tools', script)] + argv,
+                              cwd=str(tmp_path), capture_output=True, text=True, timeout=60,
+                              env=dict(os.environ, PYTHON=str(python)))
+
+    out = run(args)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f'GPUS={bad}: the number of processes (GPUs) must be an integer >= 1' in out.stderr
+    assert f'usage: bash tools/{script} CONFIG ' in out.stderr
+    assert not ran.exists()
+    given = args[:1] if script == 'dist_train.sh' else args[:2]  # CONFIG [CHECKPOINT]
+    out = run(given + ['2'])
+    assert out.returncode == 0 and ran.exists(), out.stderr  # a count: torchrun is started

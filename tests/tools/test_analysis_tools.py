@@ -129,6 +129,20 @@ def test_attention_distance_names_an_unreadable_image(tmp_path):
                                                 (32, 32), 1)
 
 
+def test_attention_distance_reads_a_folder_with_brackets_in_its_name(tmp_path, images):
+    """``--images 'runs/exp[1]'``: the folder's name was read as a glob pattern (``[1]``
+    matches ``1``), so its images were not found."""
+    import shutil
+
+    from mmengine.config import Config
+    folder = tmp_path / 'exp[1]'
+    shutil.copytree(images, folder)
+    batch, paths = _tool('attention_distance').load_images(
+        str(folder), Config(dict(model=dict())), (32, 48), 2)
+    assert batch.shape == (2, 3, 32, 48)
+    assert paths == [str(folder / '000000.png'), str(folder / '000001.png')]
+
+
 def test_build_backbone_checkpoints(tmp_path):
     """The analysis tools' backbone loading: a backbone-only checkpoint (as
     tools/model_converters/*2mmvtx.py write) and a released layout (mmdet's) load into the

@@ -165,3 +165,30 @@ def test_converter_names_bad_options(tmp_path, capsys):
     convert_main('SwinTransformer', 'tiny', [str(src), str(tmp_path / 'out.pth'), '--options',
                                              json.dumps(dict(options, arch='tiny'))])
     assert 'state_dict' in torch.load(tmp_path / 'out.pth', weights_only=True)
+
+
+def test_converter_names_a_wrong_input_without_a_traceback(tmp_path, capsys):
+    """A Swin file given to the ViT converter, a missing file, an unknown ``--arch`` or
+    constructor argument, a checkpoint of another width: each stopped with a traceback (as
+    tools/train.py and tools/test.py no longer do for a checkpoint that does not fit); now
+    ``error:`` and the reason, exit status 1 or 2, and no output file."""
+    src = tmp_path / 'swin.pth'
+    torch.save(SwinTransformer(**SMALL_SWIN).state_dict(), src)
+    dst = tmp_path / 'out.pth'
+    for converter, argv, why in (
+            (('ViT', 'base'), [str(src), str(dst)], 'not a ViT checkpoint in a known format'),
+            (('SwinTransformer', 'tiny'), [str(tmp_path / 'nope.pth'), str(dst)],
+             f'checkpoint not found: {tmp_path / "nope.pth"}'),
+            (('SwinTransformer', 'tiny'), [str(src), str(dst), '--arch', 'huge'],
+             "--arch huge: SwinTransformer: unknown arch 'huge'"),
+            (('SwinTransformer', 'tiny'), [str(src), str(dst), '--options', '{"embed_dim": 24}'],
+             "unexpected keyword argument 'embed_dim'"),
+            (('SwinTransformer', 'tiny'), [str(src), str(dst)],
+             'patch_embed.proj.weight: checkpoint (24, 3, 4, 4) vs model (96, 3, 4, 4)')):
+        with pytest.raises(SystemExit) as exit_info:
+            convert_main(*converter, argv)
+        assert exit_info.value.code in (1, 2)
+        err = capsys.readouterr().err
+        assert err.startswith(('error: ', 'usage: ')) and why in err, err
+        assert 'Traceback' not in err
+    assert not dst.exists()

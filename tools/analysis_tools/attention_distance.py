@@ -50,7 +50,9 @@ def load_images(folder: str, cfg, size, max_images: int) -> torch.Tensor:
     """The first ``max_images`` images of ``folder`` resized to ``size`` (h, w), normalised with
     the config's data preprocessor (mean, std, BGR -> RGB): ``B x 3 x h x w``."""
     import mmcv
-    paths = sorted(p for p in glob.glob(osp.join(folder, '*')) if p.lower().endswith(IMAGE_EXTS))
+    # the folder's own name is not a pattern: 'exp[1]' would match 'exp1'
+    paths = sorted(p for p in glob.glob(osp.join(glob.escape(folder), '*'))
+                   if p.lower().endswith(IMAGE_EXTS))
     if not paths:
         raise FileNotFoundError(f'--images {folder}: no image ({", ".join(IMAGE_EXTS)}) there')
     pre = cfg.model.get('data_preprocessor') or {}
