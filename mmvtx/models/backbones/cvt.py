@@ -172,7 +172,8 @@ class CvT(VisionBackbone):
         output_cls_token: also return the last stage's [CLS] token (``B x C``) after the maps.
         out_norms: a LayerNorm on each returned map (new layers, kept at their init when a
             released checkpoint loads); the raw stage maps otherwise, as the released models.
-        frozen_stages: -1 none; 0 the first token embedding; k also the first k stages.
+        frozen_stages: -1 none; 0 the first token embedding; k also the first k stages (and
+            their ``out_norms``).
         drop_path_rate, with_cp, norm_eval (BatchNorm of the projections in eval mode),
         init_cfg: as in every mmvtx backbone.
     """
@@ -286,6 +287,8 @@ class CvT(VisionBackbone):
     def _frozen_modules(self) -> list:
         frozen = [self.stages[0].patch_embed]
         frozen += [self.stages[i] for i in range(self.frozen_stages)]
+        if self.out_norms is not None:  # a frozen stage's map stays as it was (Swin's norm_i)
+            frozen += [self.out_norms[i] for i in range(self.frozen_stages)]
         return frozen
 
     def _default_init(self):

@@ -167,7 +167,6 @@ def test_with_cp_trains_the_same(cls, kwargs):
         assert torch.equal(b, c), name
 
 
-
 def _saved_activation_bytes(model, x):
     """Bytes autograd keeps for backward over one training forward."""
     total = [0]
@@ -202,7 +201,6 @@ def test_with_cp_checkpoints_every_trained_block_after_frozen_stages(cls, kwargs
     assert saved[-1] >= saved[0] >= saved[1], saved
 
 
-
 @pytest.mark.parametrize('name', sorted(BACKBONES))
 @pytest.mark.parametrize('shape', [(1, 3, 0, 5), (2, 3, 7, 0)])
 def test_an_image_without_pixels_is_refused_by_its_shape(name, shape):
@@ -223,3 +221,25 @@ def test_a_batch_of_no_images(name):
     assert [o.shape[1:] for o in empty] == [o.shape[1:] for o in one]
     assert all(o.shape[0] == 0 for o in empty)
     sum(o.sum() for o in empty).backward()
+
+
+@pytest.mark.parametrize('name', ['swin', 'cvt-out-norms'])
+def test_a_frozen_levels_map_is_not_changed_by_training(name):
+    """``frozen_stages=k`` keeps the maps of the first k levels as they were (the output norms
+    of those levels included, as mmdet's Swin freezes its norm0): a training step changes only
+    the later levels."""
+    model = BACKBONES[name]()
+    model.frozen_stages = 1
+    model.train()  # applies frozen_stages
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        before = model(x)
+    params = [p for p in model.parameters() if p.requires_grad]
+    sum(o.square().mean() for o in model(x)).backward()
+    with torch.no_grad():
+        for p in params:
+            if p.grad is not None:
+                p -= 0.5 * p.grad
+        after = model(x)
+    assert torch.equal(before[0], after[0])
+    assert not torch.equal(before[1], after[1])

@@ -713,7 +713,6 @@ def test_family_presets_and_bad_values():
         ViT('dinov4-b')
 
 
-
 @pytest.mark.parametrize('arch', ['vitdet-b', 'sam-b'])
 def test_explicit_window_size_0_overrides_the_presets_global_blocks(arch):
     """``window_size=0`` (every block global) set explicitly on a windowed preset wins over
@@ -741,7 +740,6 @@ def test_a_presets_global_blocks_beyond_another_depth_are_named():
         ViT('vitdet-b', num_layers=6, global_attn_indexes=(1, 7))
     assert [i for i, b in enumerate(ViT('vitdet-b', num_layers=6, global_attn_indexes=(2, 5))
                                     .blocks) if b.window_size == 0] == [2, 5]
-
 
 
 def _autograd_nodes(outs):
