@@ -202,7 +202,8 @@ class CvT(VisionBackbone):
                  init_cfg: Optional[dict] = None,
                  pretrained: Optional[str] = None):
         super().__init__(init_cfg=self.pretrained_init_cfg(pretrained, init_cfg))
-        cfg = self.resolve_arch(str(arch) if isinstance(arch, int) else arch,
+        cfg = self.resolve_arch(str(arch) if isinstance(arch, int) and not isinstance(arch, bool)
+                                else arch,
                                 embed_dims=embed_dims, depths=depths, num_heads=num_heads)
         dims, depths, heads = (self.check_ints(k, cfg[k], length=3)
                                for k in ('embed_dims', 'depths', 'num_heads'))

@@ -486,8 +486,9 @@ class ViT(VisionBackbone):
         if isinstance(arch, str) and arch.lower() in cls.presets:
             preset = dict(cls.presets[arch.lower()])
             arch = preset.pop('arch')
-        elif isinstance(arch, str) and arch.lower() not in cls.arch_zoo and \
-                cls.arch_aliases.get(arch.lower()) not in cls.arch_zoo:
+        elif isinstance(arch, (str, int)) and not isinstance(arch, bool) and \
+                str(arch).lower() not in cls.arch_zoo and \
+                cls.arch_aliases.get(str(arch).lower()) not in cls.arch_zoo:
             raise ValueError(f'ViT: unknown arch {arch!r}; sizes are {sorted(cls.arch_zoo)}, '
                              f'families {sorted(cls.presets)}, or a dict')
         unknown = sorted(set(given) - set(cls.defaults))

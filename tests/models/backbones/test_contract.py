@@ -243,3 +243,15 @@ def test_a_frozen_levels_map_is_not_changed_by_training(name):
         after = model(x)
     assert torch.equal(before[0], after[0])
     assert not torch.equal(before[1], after[1])
+
+
+@pytest.mark.parametrize('cls', [SwinTransformer, ViT, CvT])
+def test_an_arch_of_another_type_is_refused_naming_the_kinds_of_arch(cls):
+    """``arch=True`` (a bool is an int to Python) is no preset name; an unknown number names
+    every preset the backbone has (ViT's families too)."""
+    with pytest.raises(ValueError, match=r'arch=True must be a preset name or a dict'):
+        cls(arch=True)
+    with pytest.raises(ValueError, match='unknown arch') as info:
+        cls(arch=99)
+    if cls is ViT:
+        assert 'dinov2-b' in str(info.value)
