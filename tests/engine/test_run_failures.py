@@ -147,7 +147,8 @@ def test_resume_from_a_weights_only_file_names_it():
     sd = model.state_dict()
     with pytest.raises(CheckpointMismatchError, match=r"released\.pth holds weights only, not "
                        r"the state of a training run \(no meta\['epoch'\], meta\['iter'\], "
-                       r"'message_hub'.* give it as load_from without --resume"):
+                       r"'message_hub'.* give it as load_from without --resume \(and "
+                       r"resume=False in the config"):
         hook.after_load_checkpoint(runner, {'state_dict': sd})
     hook.after_load_checkpoint(runner, {'state_dict': sd, 'meta': dict(epoch=0, iter=4),
                                         'message_hub': {}})
