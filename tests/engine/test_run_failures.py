@@ -347,3 +347,23 @@ def test_resume_true_in_the_config_does_not_resume_a_test(tmp_path):
     cfg = Config(dict(resume=True))
     prepare_test_cfg(cfg, 'x.py', str(tmp_path / 'model.pth'), work_dir=str(tmp_path))
     assert cfg.resume is False and cfg.load_from == str(tmp_path / 'model.pth')
+
+
+def test_a_nan_stop_names_the_last_checkpoint_where_the_hook_writes(tmp_path):
+    """The NaN stop's advice named the newest checkpoint of the work dir only: with the
+    checkpoint hook's ``out_dir`` and ``filename_tmpl`` (and no ``last_checkpoint`` yet read)
+    it said 'Train again' though a checkpoint was there to resume from."""
+    from mmvtx.engine import NonFiniteCheckHook
+    (tmp_path / 'work').mkdir()
+    folder = tmp_path / 'out' / 'work'
+    folder.mkdir(parents=True)
+    torch.save({}, folder / 'ckpt_0002.pth')
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.bias[0] = float('nan')
+    ckpt_hook = SimpleNamespace(out_dir=str(folder), filename_tmpl='ckpt_{:04d}.pth')
+    runner = SimpleNamespace(model=model, iter=3, work_dir=str(tmp_path / 'work'),
+                             hooks=[ckpt_hook])
+    with pytest.raises(FloatingPointError, match=f'The last checkpoint is '
+                       f'{folder / "ckpt_0002.pth"}: resume from it'):
+        NonFiniteCheckHook().before_save_checkpoint(runner, {})
