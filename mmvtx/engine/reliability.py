@@ -5,9 +5,10 @@ the rank and the iteration, so that a resumed run continues exactly as the unint
 * :class:`AtomicLocalBackend` (file backend ``mmvtx_atomic``): mmengine's checkpoint writes go
   to a temporary file in the same directory, flushed to disk and renamed over the target, so a
   process killed while saving leaves the previous checkpoints and no partial file.
-* :func:`find_resume_checkpoint`: ``--resume`` without a path takes the newest *complete*
-  checkpoint of the work dir (``last_checkpoint``, which mmengine writes in place, is followed
-  only if it names a complete file).
+* :func:`find_resume_checkpoint`: ``--resume`` without a path (and ``resume = True`` in a
+  config) takes the newest *complete* checkpoint of the work dir and of the checkpoint hook's
+  folder, under its names (``out_dir``, ``filename_tmpl``); ``last_checkpoint``, which mmengine
+  writes in place, is followed only if it names a complete file.
 * :class:`ExactResumeHook`: mmengine seeds Python, NumPy and torch once per run, so after a
   resume every later draw (drop path, dropout, data augmentation, proposal sampling) comes out
   of a different stream. The hook reseeds all of them (CUDA included) from ``(seed, rank,
@@ -202,11 +203,13 @@ def find_resume_checkpoint(work_dir: str, ckpt_dir: Optional[str] = None,
     return None
 
 
-def check_checkpoint_file(path: str, what: str = '--resume'):
+def check_checkpoint_file(path: str, what: str = '--resume',
+                          filename_tmpl: Optional[str] = None):
     """Refuses ``--resume PATH`` (or the checkpoint of another option, ``what``) naming the
     file when it is not there or is a folder, or when it is a ``torch.save`` zip cut off
     before its end (torch's own error names no file), with the newest complete checkpoint
-    beside it. Remote paths (``s3://``) are left to mmengine."""
+    beside it (named ``epoch_*.pth``/``iter_*.pth`` or by the checkpoint hook's
+    ``filename_tmpl``). Remote paths (``s3://``) are left to mmengine."""
     if '://' in path:
         return
     if osp.isdir(path):  # e.g. the work dir itself
@@ -218,7 +221,8 @@ def check_checkpoint_file(path: str, what: str = '--resume'):
     with open(path, 'rb') as f:
         zipped = f.read(4) == b'PK\x03\x04'  # torch.save's format (the legacy one is a pickle)
     if zipped and not is_complete_checkpoint(path):
-        other = find_resume_checkpoint(osp.dirname(osp.abspath(path)))
+        other = find_resume_checkpoint(osp.dirname(osp.abspath(path)),
+                                       filename_tmpl=filename_tmpl)
         raise ValueError(f'{what} {path}: the file is incomplete (cut off while it was being '
                          'written or copied) and cannot be read; ' + (
                              f'the newest complete checkpoint beside it is {other}'

@@ -168,7 +168,7 @@ def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = N
                       logger='current', level=logging.WARNING)
     elif resume is not None:
         from .reliability import check_checkpoint_file
-        check_checkpoint_file(resume, flag)
+        check_checkpoint_file(resume, flag, _checkpoint_places(cfg)[1])
         cfg.resume = True
         cfg.load_from = resume
     if cfg.get('resume', False):

@@ -3,6 +3,7 @@ a cut-off file, a loss that turns NaN. Each stops with an error that names the b
 value, and the checkpoints saved before are kept."""
 import glob
 import os.path as osp
+import re
 import sys
 from types import SimpleNamespace
 
@@ -280,7 +281,7 @@ def _cut_off_run(folder, names=('iter_2.pth', 'iter_4.pth')):
 
 
 @pytest.mark.parametrize('how', ['config', 'cfg-options'])
-def test_resume_true_in_the_config_is_resume(tmp_path, how):
+def test_resume_true_in_the_config_is_resume(tmp_path, how, monkeypatch):
     """``resume = True`` in a config (an OpenMMLab habit; or ``--cfg-options resume=True``)
     without ``--resume`` went to mmengine's own resume: it followed ``last_checkpoint`` to a
     cut-off file (torch's error names no file) and left the interrupted write's temporary file.
@@ -290,6 +291,7 @@ def test_resume_true_in_the_config_is_resume(tmp_path, how):
 
     from tools.train import parse_args
     from mmvtx.engine.runner import load_config, prepare_train_cfg
+    monkeypatch.setenv('LOCAL_RANK', '0')  # what parse_args sets, undone after the test
     good, cut = _cut_off_run(tmp_path / 'work')
     (tmp_path / 'work' / 'last_checkpoint').write_text(cut)
     config = tmp_path / 'cfg.py'
@@ -334,6 +336,10 @@ def test_resume_finds_checkpoints_where_the_hook_writes_them(tmp_path, hook):
     prepare_train_cfg(cfg, 'x.py', work_dir=str(tmp_path / 'run'), resume='auto')
     assert cfg.resume and cfg.load_from == good
     assert not glob.glob(str(folder / '.*.tmp'))
+    cfg.pop('custom_hooks')  # --resume FILE of a cut-off file names the good one beside it
+    with pytest.raises(ValueError, match=f'the newest complete checkpoint beside it is '
+                       f'{re.escape(good)}'):
+        prepare_train_cfg(cfg, 'x.py', work_dir=str(tmp_path / 'run'), resume=cut)
 
 
 def test_resume_true_in_the_config_does_not_resume_a_test(tmp_path):
