@@ -219,7 +219,8 @@ class CheckpointFitHook(Hook):
                 'evaluated': 'Evaluate it with the config it was trained with. A backbone '
                              "checkpoint goes into the config's init_cfg, not here.",
                 'resumed': 'Resume it with the config it was trained with; to start a changed '
-                           'model from its weights, give it as load_from without --resume.',
+                           'model from its weights, give it as load_from without --resume '
+                           '(and resume=False in the config).',
                 'fine-tuned': 'None of its tensors fits the model, so nothing would be loaded. '
                               'A backbone checkpoint goes into model.backbone.init_cfg='
                               "dict(type='Pretrained', checkpoint=...), not load_from."
@@ -239,5 +240,6 @@ class CheckpointFitHook(Hook):
                     f'{source} holds weights only, not the state of a training run (no '
                     f'{", ".join(lacks)}: a released model or a converted file?); it is not '
                     'resumed. To start training from its weights, give it as load_from '
-                    'without --resume.')
+                    'without --resume (and resume=False in the config: resume=True with '
+                    'load_from resumes from it).')
         print_log(f'{source}: all {len(state_dict)} tensors fit the model', logger='current')

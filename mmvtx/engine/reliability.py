@@ -5,9 +5,10 @@ the rank and the iteration, so that a resumed run continues exactly as the unint
 * :class:`AtomicLocalBackend` (file backend ``mmvtx_atomic``): mmengine's checkpoint writes go
   to a temporary file in the same directory, flushed to disk and renamed over the target, so a
   process killed while saving leaves the previous checkpoints and no partial file.
-* :func:`find_resume_checkpoint`: ``--resume`` without a path takes the newest *complete*
-  checkpoint of the work dir (``last_checkpoint``, which mmengine writes in place, is followed
-  only if it names a complete file).
+* :func:`find_resume_checkpoint`: ``--resume`` without a path (and ``resume = True`` in a
+  config) takes the newest *complete* checkpoint of the work dir and of the checkpoint hook's
+  folder, under its names (``out_dir``, ``filename_tmpl``); ``last_checkpoint``, which mmengine
+  writes in place, is followed only if it names a complete file.
 * :class:`ExactResumeHook`: mmengine seeds Python, NumPy and torch once per run, so after a
   resume every later draw (drop path, dropout, data augmentation, proposal sampling) comes out
   of a different stream. The hook reseeds all of them (CUDA included) from ``(seed, rank,
@@ -120,9 +121,53 @@ class AtomicLocalBackend(LocalBackend):
         atomic_write(obj.encode(encoding), str(filepath))
 
 
-def _step(path: str) -> int:
-    m = re.search(r'(\d+)\.pth$', osp.basename(path))
-    return int(m.group(1)) if m else -1
+DEFAULT_TEMPLATES = ('epoch_{}.pth', 'iter_{}.pth')  # mmengine's CheckpointHook's names
+
+
+def _template_parts(filename_tmpl: str) -> Optional[tuple]:
+    """``(glob, regex)`` of the file names a ``CheckpointHook.filename_tmpl`` gives (its one
+    replacement field, ``{}`` or ``{:06d}``, is the step); None for a template of another
+    form (no field, or several)."""
+    import string
+    try:
+        parts = list(string.Formatter().parse(filename_tmpl))
+    except ValueError:  # an unbalanced '{': mmengine would fail on it when saving
+        return None
+    if sum(field is not None for _, field, _, _ in parts) != 1:
+        return None
+    pattern, regex = '', ''
+    for literal, field, _, _ in parts:
+        pattern += glob.escape(literal) + ('*' if field is not None else '')
+        regex += re.escape(literal) + (r'(\d+)' if field is not None else '')
+    return pattern, regex
+
+
+def checkpoint_dir(work_dir: str, out_dir=None) -> str:
+    """The folder mmengine's ``CheckpointHook`` writes to: ``work_dir``, or with ``out_dir``
+    set (and not the work dir itself) ``out_dir/<the work dir's last folder name>``. mmengine
+    compares ``out_dir`` with the Runner's absolute work dir."""
+    work_dir = osp.abspath(work_dir)
+    if out_dir is None or out_dir == work_dir:
+        return work_dir
+    return osp.join(str(out_dir), osp.basename(work_dir.rstrip(osp.sep)))
+
+
+def _saved_checkpoints(folder: str, filename_tmpl: Optional[str]) -> list:
+    """``[(step, path)]`` of the checkpoints in ``folder`` named by mmengine's default templates
+    and by ``filename_tmpl``."""
+    found = {}
+    templates = DEFAULT_TEMPLATES + ((filename_tmpl,) if filename_tmpl else ())
+    for tmpl in templates:
+        parts = _template_parts(tmpl)
+        if parts is None:
+            continue
+        pattern, regex = parts
+        # glob.escape: '[', '*', '?' in the folder's name
+        for path in glob.glob(osp.join(glob.escape(folder), pattern)):
+            m = re.fullmatch(regex, osp.relpath(path, folder))
+            if m:
+                found[path] = int(m.group(1))
+    return [(step, path) for path, step in found.items()]
 
 
 def is_complete_checkpoint(path: str) -> bool:
@@ -131,9 +176,12 @@ def is_complete_checkpoint(path: str) -> bool:
     return osp.isfile(path) and zipfile.is_zipfile(path)
 
 
-def find_resume_checkpoint(work_dir: str) -> Optional[str]:
-    """The checkpoint ``--resume`` continues from: the one ``last_checkpoint`` names if it is
-    complete, else the newest complete ``epoch_*.pth`` / ``iter_*.pth`` of ``work_dir``."""
+def find_resume_checkpoint(work_dir: str, ckpt_dir: Optional[str] = None,
+                           filename_tmpl: Optional[str] = None) -> Optional[str]:
+    """The checkpoint ``--resume`` continues from: the one ``last_checkpoint`` (in ``work_dir``)
+    names if it is complete, else the newest complete checkpoint of ``work_dir`` and of
+    ``ckpt_dir``, the folder the checkpoint hook writes to (:func:`checkpoint_dir`), named
+    ``epoch_*.pth`` / ``iter_*.pth`` or by the hook's ``filename_tmpl``."""
     candidates = []
     pointer = osp.join(work_dir, 'last_checkpoint')
     if osp.isfile(pointer):
@@ -141,9 +189,11 @@ def find_resume_checkpoint(work_dir: str) -> Optional[str]:
             named = f.read().strip()
         if named:
             candidates.append(named if osp.isabs(named) else osp.join(work_dir, named))
-    pattern = osp.join(glob.escape(work_dir), '{}_*.pth')  # '[', '*', '?' in the dir's name
-    saved = glob.glob(pattern.format('epoch')) + glob.glob(pattern.format('iter'))
-    candidates += sorted(saved, key=lambda p: (_step(p), osp.getmtime(p)), reverse=True)
+    saved = []
+    for folder in dict.fromkeys([work_dir] + ([ckpt_dir] if ckpt_dir else [])):
+        saved += _saved_checkpoints(folder, filename_tmpl)
+    candidates += [path for _, path in sorted(saved, key=lambda sp: (sp[0], osp.getmtime(
+        sp[1])), reverse=True)]
     for i, path in enumerate(candidates):
         if is_complete_checkpoint(path):
             if i and candidates[0] != path:
@@ -153,11 +203,13 @@ def find_resume_checkpoint(work_dir: str) -> Optional[str]:
     return None
 
 
-def check_checkpoint_file(path: str, what: str = '--resume'):
+def check_checkpoint_file(path: str, what: str = '--resume',
+                          filename_tmpl: Optional[str] = None):
     """Refuses ``--resume PATH`` (or the checkpoint of another option, ``what``) naming the
     file when it is not there or is a folder, or when it is a ``torch.save`` zip cut off
     before its end (torch's own error names no file), with the newest complete checkpoint
-    beside it. Remote paths (``s3://``) are left to mmengine."""
+    beside it (named ``epoch_*.pth``/``iter_*.pth`` or by the checkpoint hook's
+    ``filename_tmpl``). Remote paths (``s3://``) are left to mmengine."""
     if '://' in path:
         return
     if osp.isdir(path):  # e.g. the work dir itself
@@ -169,18 +221,29 @@ def check_checkpoint_file(path: str, what: str = '--resume'):
     with open(path, 'rb') as f:
         zipped = f.read(4) == b'PK\x03\x04'  # torch.save's format (the legacy one is a pickle)
     if zipped and not is_complete_checkpoint(path):
-        other = find_resume_checkpoint(osp.dirname(osp.abspath(path)))
+        other = find_resume_checkpoint(osp.dirname(osp.abspath(path)),
+                                       filename_tmpl=filename_tmpl)
         raise ValueError(f'{what} {path}: the file is incomplete (cut off while it was being '
                          'written or copied) and cannot be read; ' + (
                              f'the newest complete checkpoint beside it is {other}'
                              if other else 'there is no complete checkpoint beside it'))
 
 
-def remove_partial_writes(work_dir: str) -> list:
+def remove_partial_writes(work_dir: str, filename_tmpl: Optional[str] = None) -> list:
     """Deletes the temporary files of checkpoint writes that a kill interrupted (they never
-    replaced a checkpoint); returns their paths. Every process of a distributed run calls it
-    at the same time, so a file another one deleted first is skipped."""
-    stale = glob.glob(osp.join(glob.escape(work_dir), '.*.pth.*.tmp'))
+    replaced a checkpoint) in ``work_dir`` (or the checkpoint hook's folder): those of ``*.pth``
+    files and of files named by ``filename_tmpl``; returns their paths. Every process of a
+    distributed run calls it at the same time, so a file another one deleted first is
+    skipped."""
+    patterns = ['*.pth']  # atomic_write's temporary file of NAME: .NAME.<random>.tmp
+    parts = _template_parts(filename_tmpl) if filename_tmpl else None
+    if parts is not None:
+        patterns.append(parts[0])
+    stale = []
+    for pattern in patterns:
+        folder, name = osp.split(pattern)  # a template may name a subfolder
+        stale += glob.glob(osp.join(glob.escape(work_dir), folder, f'.{name}.*.tmp'))
+    stale = list(dict.fromkeys(stale))
     for path in stale:
         try:
             os.unlink(path)
@@ -447,7 +510,13 @@ class NonFiniteCheckHook(Hook):
 
     @staticmethod
     def _stop(runner, what: str, params: list):
-        last = find_resume_checkpoint(runner.work_dir) if osp.isdir(runner.work_dir) else None
+        # where the run's checkpoint hook writes (out_dir, filename_tmpl), as --resume looks
+        ckpt = next((h for h in getattr(runner, 'hooks', []) if hasattr(h, 'filename_tmpl')),
+                    None)
+        folder = str(getattr(ckpt, 'out_dir', None) or runner.work_dir)
+        last = find_resume_checkpoint(
+            runner.work_dir, None if '://' in folder else folder,
+            getattr(ckpt, 'filename_tmpl', None)) if osp.isdir(runner.work_dir) else None
         shown = ', '.join(params[:5]) + (f' and {len(params) - 5} more' if len(params) > 5
                                          else '')
         raise FloatingPointError(

@@ -74,6 +74,18 @@ def _prepare_common(cfg: Config, config_path: str, work_dir: Optional[str], laun
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
 
 
+def _checkpoint_places(cfg: Config) -> tuple:
+    """``(folder, filename_tmpl)`` of the checkpoints the config's checkpoint hook writes
+    (``default_hooks.checkpoint``'s ``out_dir`` and ``filename_tmpl``): the folder is None
+    for a remote ``out_dir`` (``s3://``), left to mmengine, and the template None for
+    mmengine's default names."""
+    from .reliability import checkpoint_dir
+    hook = (cfg.get('default_hooks') or {}).get('checkpoint') or {}
+    out_dir = hook.get('out_dir')
+    folder = None if '://' in str(out_dir or '') else checkpoint_dir(cfg.work_dir, out_dir)
+    return folder, hook.get('filename_tmpl')
+
+
 def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = None,
                       amp: bool = False, resume: Optional[str] = None,
                       auto_scale_lr: bool = False, launcher: str = 'none',
@@ -123,11 +135,25 @@ def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = N
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise ValueError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
         cfg.auto_scale_lr.enable = True
+    flag = '--resume'
+    if resume is None and cfg.get('resume', False):
+        # `resume = True` in the config (or --cfg-options resume=True), as OpenMMLab configs
+        # often have it: mmengine's own resume followed last_checkpoint as it was (a cut-off
+        # file stopped in torch.load, naming no file) and left interrupted writes behind. It
+        # means what --resume means: with load_from, mmengine resumes from that file
+        # (--resume FILE), without, from the work dir's newest checkpoint (--resume)
+        if cfg.get('load_from'):
+            resume, flag = str(cfg.load_from), 'load_from (with resume=True)'
+        else:
+            resume, flag = 'auto', 'resume=True'
     if resume == 'auto':
         from .reliability import find_resume_checkpoint, remove_partial_writes
-        if osp.isdir(cfg.work_dir):
-            remove_partial_writes(cfg.work_dir)
-        found = find_resume_checkpoint(cfg.work_dir)
+        ckpt_dir, filename_tmpl = _checkpoint_places(cfg)
+        # the interrupted writes of the work dir and of the checkpoint hook's out_dir
+        for folder in dict.fromkeys([cfg.work_dir] + ([ckpt_dir] if ckpt_dir else [])):
+            if osp.isdir(folder):
+                remove_partial_writes(folder, filename_tmpl)
+        found = find_resume_checkpoint(cfg.work_dir, ckpt_dir, filename_tmpl)
         cfg.resume = found is not None
         if found is not None:
             cfg.load_from = found
@@ -136,11 +162,13 @@ def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = N
             # the flag, from the config's load_from (fine-tuning) if there is one
             start = (f"the config's load_from, {cfg.load_from}" if cfg.get('load_from')
                      else 'the start')
-            print_log(f'--resume: no complete checkpoint in {cfg.work_dir}; training from '
-                      f'{start}', logger='current', level=logging.WARNING)
+            where = cfg.work_dir + (f' or {ckpt_dir}' if ckpt_dir and ckpt_dir != osp.abspath(
+                cfg.work_dir) else '')
+            print_log(f'{flag}: no complete checkpoint in {where}; training from {start}',
+                      logger='current', level=logging.WARNING)
     elif resume is not None:
         from .reliability import check_checkpoint_file
-        check_checkpoint_file(resume)
+        check_checkpoint_file(resume, flag, _checkpoint_places(cfg)[1])
         cfg.resume = True
         cfg.load_from = resume
     if cfg.get('resume', False):
@@ -171,6 +199,10 @@ def prepare_test_cfg(cfg: Config, config_path: str, checkpoint: str,
     # missing or cut off: named before building (a URL is left to mmengine)
     check_checkpoint_file(checkpoint, 'checkpoint')
     cfg.load_from = checkpoint
+    # `resume = True` of a training config made mmengine resume from the checkpoint: a released
+    # model (weights only) stopped with KeyError: 'meta', a training checkpoint built the
+    # training loop and data; a test loads the weights only
+    cfg.resume = False
     _add_hook(cfg, 'CheckpointFitHook')
     if tta:
         prepare_tta_cfg(cfg)

@@ -229,3 +229,22 @@ def build_backbone(config: str, checkpoint=None):
             raise CheckpointMismatchError(
                 f'{checkpoint} does not fit the backbone of {config}: {e}') from e
     return backbone.eval(), cfg
+
+
+def build_backbone_for_tool(parser, config: str, checkpoint=None,
+                            flags=('config', 'checkpoint')):
+    """:func:`build_backbone` for an analysis tool: a config or checkpoint that is no file, and
+    a checkpoint that does not fit the backbone, are refused with ``parser.error`` naming the
+    value (``flags``: how the tool's options are called), as argparse refuses a bad flag,
+    instead of a traceback."""
+    import os.path as osp
+
+    from mmvtx.utils.checkpoint import CheckpointMismatchError
+    if not osp.isfile(config):
+        parser.error(f'{flags[0]} {config}: no such file')
+    if checkpoint and '://' not in checkpoint and not osp.isfile(checkpoint):
+        parser.error(f'{flags[1]} {checkpoint}: no such file')
+    try:
+        return build_backbone(config, checkpoint)
+    except CheckpointMismatchError as e:
+        parser.error(f'{flags[1]} {e}')

@@ -3,6 +3,7 @@ a cut-off file, a loss that turns NaN. Each stops with an error that names the b
 value, and the checkpoints saved before are kept."""
 import glob
 import os.path as osp
+import re
 import sys
 from types import SimpleNamespace
 
@@ -147,7 +148,8 @@ def test_resume_from_a_weights_only_file_names_it():
     sd = model.state_dict()
     with pytest.raises(CheckpointMismatchError, match=r"released\.pth holds weights only, not "
                        r"the state of a training run \(no meta\['epoch'\], meta\['iter'\], "
-                       r"'message_hub'.* give it as load_from without --resume"):
+                       r"'message_hub'.* give it as load_from without --resume \(and "
+                       r"resume=False in the config"):
         hook.after_load_checkpoint(runner, {'state_dict': sd})
     hook.after_load_checkpoint(runner, {'state_dict': sd, 'meta': dict(epoch=0, iter=4),
                                         'message_hub': {}})
@@ -265,3 +267,109 @@ def test_a_folder_given_as_the_checkpoint_is_named_as_a_folder(tmp_path):
         check_checkpoint_file(str(work), 'checkpoint')
     with pytest.raises(FileNotFoundError, match=f'checkpoint {work / "x.pth"}: no such file'):
         check_checkpoint_file(str(work / 'x.pth'), 'checkpoint')
+
+
+def _cut_off_run(folder, names=('iter_2.pth', 'iter_4.pth')):
+    """``folder`` as a killed run without atomic writes leaves it: a complete checkpoint, a
+    newer one cut off, and an interrupted write's temporary file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({'state_dict': {}}, folder / names[0])
+    data = (folder / names[0]).read_bytes()
+    (folder / names[1]).write_bytes(data[:len(data) // 2])
+    (folder / f'.{names[1]}.abc123.tmp').write_bytes(data[:10])
+    return str(folder / names[0]), str(folder / names[1])
+
+
+@pytest.mark.parametrize('how', ['config', 'cfg-options'])
+def test_resume_true_in_the_config_is_resume(tmp_path, how, monkeypatch):
+    """``resume = True`` in a config (an OpenMMLab habit; or ``--cfg-options resume=True``)
+    without ``--resume`` went to mmengine's own resume: it followed ``last_checkpoint`` to a
+    cut-off file (torch's error names no file) and left the interrupted write's temporary file.
+    It now takes the newest complete checkpoint as ``--resume`` does, and with ``load_from``
+    checks that file as ``--resume FILE`` does."""
+    from mmengine.config import Config
+
+    from tools.train import parse_args
+    from mmvtx.engine.runner import load_config, prepare_train_cfg
+    monkeypatch.setenv('LOCAL_RANK', '0')  # what parse_args sets, undone after the test
+    good, cut = _cut_off_run(tmp_path / 'work')
+    (tmp_path / 'work' / 'last_checkpoint').write_text(cut)
+    config = tmp_path / 'cfg.py'
+    config.write_text("optim_wrapper = dict(type='OptimWrapper')\n" +
+                      ('resume = True\n' if how == 'config' else ''))
+    argv = [str(config), '--work-dir', str(tmp_path / 'work')]
+    args = parse_args(argv + (['--cfg-options', 'resume=True'] if how == 'cfg-options' else []))
+    cfg = load_config(args)
+    prepare_train_cfg(cfg, args.config, work_dir=args.work_dir, resume=args.resume)
+    assert cfg.resume and cfg.load_from == good
+    assert not glob.glob(str(tmp_path / 'work' / '.*.tmp'))  # the interrupted write is removed
+    assert dict(type='mmvtx.ResumeScheduleHook') in cfg.custom_hooks
+    # resume=True with load_from: mmengine resumes from that file, checked as --resume FILE
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper'), resume=True, load_from=cut))
+    with pytest.raises(ValueError, match=r'load_from \(with resume=True\) .*iter_4\.pth: the '
+                       r'file is incomplete .* the newest complete checkpoint beside it is '
+                       r'.*iter_2\.pth'):
+        prepare_train_cfg(cfg, 'x.py', work_dir=str(tmp_path / 'other'))
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper'), resume=True, load_from=good))
+    prepare_train_cfg(cfg, 'x.py', work_dir=str(tmp_path / 'other'))
+    assert cfg.resume and cfg.load_from == good
+
+
+@pytest.mark.parametrize('hook', [dict(filename_tmpl='ckpt_{:04d}.pth'),
+                                  dict(out_dir='OUT'),
+                                  dict(out_dir='OUT', filename_tmpl='model_{}')])
+def test_resume_finds_checkpoints_where_the_hook_writes_them(tmp_path, hook):
+    """``--resume`` with no ``last_checkpoint`` looked for ``iter_*.pth`` / ``epoch_*.pth`` in
+    the work dir only: checkpoints of a custom ``filename_tmpl``, or under ``out_dir`` (mmengine
+    writes to ``out_dir/<work dir's name>``), were not found, the run trained from the start
+    and the interrupted writes there stayed."""
+    from mmengine.config import Config
+
+    from mmvtx.engine.runner import prepare_train_cfg
+    hook = {k: str(tmp_path / v) if k == 'out_dir' else v for k, v in hook.items()}
+    tmpl = hook.get('filename_tmpl', 'iter_{}.pth')
+    folder = tmp_path / 'OUT' / 'run' if 'out_dir' in hook else tmp_path / 'run'
+    good, cut = _cut_off_run(folder, (tmpl.format(2), tmpl.format(4)))
+    torch.save({'state_dict': {}}, tmp_path / 'run.pth')  # not a checkpoint of the run
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper'), default_hooks=dict(
+        checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False, **hook))))
+    prepare_train_cfg(cfg, 'x.py', work_dir=str(tmp_path / 'run'), resume='auto')
+    assert cfg.resume and cfg.load_from == good
+    assert not glob.glob(str(folder / '.*.tmp'))
+    cfg.pop('custom_hooks')  # --resume FILE of a cut-off file names the good one beside it
+    with pytest.raises(ValueError, match=f'the newest complete checkpoint beside it is '
+                       f'{re.escape(good)}'):
+        prepare_train_cfg(cfg, 'x.py', work_dir=str(tmp_path / 'run'), resume=cut)
+
+
+def test_resume_true_in_the_config_does_not_resume_a_test(tmp_path):
+    """``tools/test.py`` with a training config of ``resume = True``: mmengine resumed from the
+    checkpoint to test, and a released model (weights only) stopped with KeyError: 'meta'.
+    A test loads the weights only."""
+    from mmengine.config import Config
+
+    from mmvtx.engine.runner import prepare_test_cfg
+    torch.save({'state_dict': {}}, tmp_path / 'model.pth')
+    cfg = Config(dict(resume=True))
+    prepare_test_cfg(cfg, 'x.py', str(tmp_path / 'model.pth'), work_dir=str(tmp_path))
+    assert cfg.resume is False and cfg.load_from == str(tmp_path / 'model.pth')
+
+
+def test_a_nan_stop_names_the_last_checkpoint_where_the_hook_writes(tmp_path):
+    """The NaN stop's advice named the newest checkpoint of the work dir only: with the
+    checkpoint hook's ``out_dir`` and ``filename_tmpl`` (and no ``last_checkpoint`` yet read)
+    it said 'Train again' though a checkpoint was there to resume from."""
+    from mmvtx.engine import NonFiniteCheckHook
+    (tmp_path / 'work').mkdir()
+    folder = tmp_path / 'out' / 'work'
+    folder.mkdir(parents=True)
+    torch.save({}, folder / 'ckpt_0002.pth')
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.bias[0] = float('nan')
+    ckpt_hook = SimpleNamespace(out_dir=str(folder), filename_tmpl='ckpt_{:04d}.pth')
+    runner = SimpleNamespace(model=model, iter=3, work_dir=str(tmp_path / 'work'),
+                             hooks=[ckpt_hook])
+    with pytest.raises(FloatingPointError, match=f'The last checkpoint is '
+                       f'{folder / "ckpt_0002.pth"}: resume from it'):
+        NonFiniteCheckHook().before_save_checkpoint(runner, {})

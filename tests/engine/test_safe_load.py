@@ -41,14 +41,17 @@ def test_import_changes_nothing_and_the_hook_allows_mmengine_checkpoints(tmp_pat
     assert out.returncode == 0 and 'OK' in out.stdout, out.stdout + out.stderr
 
 
-def test_the_tools_add_the_hook_to_every_run():
+def test_the_tools_add_the_hook_to_every_run(tmp_path):
+    import torch
     from mmengine.config import Config
 
     from mmvtx.engine.runner import prepare_test_cfg, prepare_train_cfg
+    ckpt = str(tmp_path / 'ckpt.pth')
+    torch.save({'state_dict': {}}, ckpt)  # tools/test.py refuses a checkpoint that is no file
     for prepare, args, last in ((prepare_train_cfg, (), ['mmvtx.ExactResumeHook',
                                                          'mmvtx.ResumeValidationHook',
                                                          'mmvtx.NonFiniteCheckHook']),
-                                (prepare_test_cfg, ('ckpt.pth',), ['mmvtx.CheckpointFitHook'])):
+                                (prepare_test_cfg, (ckpt,), ['mmvtx.CheckpointFitHook'])):
         cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper'), custom_hooks=[
             dict(type='EMAHook')]))
         prepare(cfg, 'configs/x.py', *args)

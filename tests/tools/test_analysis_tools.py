@@ -304,3 +304,26 @@ def test_cost_vs_resolution_tool_end_to_end(tmp_path):
     bad = subprocess.run([sys.executable, osp.join(TOOLS, 'cost_vs_resolution.py'), '--models',
                           'swin-x'], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode != 0 and "--models 'swin-x'" in bad.stderr
+
+
+def test_analysis_tools_name_a_config_block_or_head_that_does_not_fit(tmp_path, capsys):
+    """A ``--config`` of another backbone (or no file), a ``--block`` or ``--head`` the model
+    does not have stopped with a ValueError traceback (FileNotFoundError for the file); they
+    are refused as a bad flag is, naming the value."""
+    tool = _tool('draw_windows')
+    swin = CONFIGS['swin']
+    for flags, message in (
+            (['--config', CONFIGS['cvt']], f"--config {CONFIGS['cvt']}: its backbone, CvT, "
+             'is not an mmvtx Swin'),
+            (['--config', 'no/such.py'], '--config no/such.py: no such file'),
+            (['--config', swin, '--checkpoint', 'no.pth'], '--checkpoint no.pth: no such file'),
+            (['--config', swin, '--block', 'stages.9.blocks.0'],
+             f'--block stages.9.blocks.0: not a Swin block of {swin} (its blocks: '
+             'stages.0.blocks.0 ... stages.3.blocks.1)'),
+            (['--config', swin, '--head', '7'], '--head 7: stages.0.blocks.1 has 3 heads '
+             '(0 to 2)')):
+        err = _parser_error(tool.main, flags + ['--out', str(tmp_path)], capsys)
+        assert message in err, err
+    err = _parser_error(_tool('attention_distance').main,
+                        ['no/such.py', '--images', str(tmp_path)], capsys)
+    assert 'config no/such.py: no such file' in err

@@ -63,7 +63,8 @@ def test_recipe_benchmark_losses_agree(preset, batch, loss_names, tmp_path):
     (['--batch-size', '-1'], '--batch-size -1: must be >= 1'),
     (['--repeats', '0'], '--repeats 0: must be >= 1'),
     (['--warmup', '-1'], '--warmup -1: must be >= 0'),
-    (['--device', 'cuda:99'], '--device cuda:99: ')])  # was torch's AssertionError on CPU torch
+    (['--device', 'cuda:99'], '--device cuda:99: '),  # was torch's AssertionError on CPU torch
+    (['--ours', 'no/such.py'], '--ours no/such.py: no such file')])  # was Config's traceback
 def test_recipe_benchmark_refuses_bad_counts(flags, message, capsys):
     sys.path.insert(0, osp.dirname(SCRIPT))
     try:

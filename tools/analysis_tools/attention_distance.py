@@ -178,9 +178,12 @@ def main(argv=None):
     if args.query and not (0 <= args.query[0] < size[0] and 0 <= args.query[1] < size[1]):
         parser.error(f'--query {args.query}: outside the {size[0]}x{size[1]} image')
     from mmvtx.utils.attention_analysis import (attention_distances, backbone_kind,
-                                                build_backbone, record_attention)
-    backbone, cfg = build_backbone(args.config, args.checkpoint)
-    kind = backbone_kind(backbone)
+                                                build_backbone_for_tool, record_attention)
+    backbone, cfg = build_backbone_for_tool(parser, args.config, args.checkpoint)
+    try:
+        kind = backbone_kind(backbone)
+    except ValueError as e:  # another codebase's backbone: named, as a bad flag is
+        parser.error(f'config {args.config}: {e}')
     images, paths = load_images(args.images, cfg, size, args.max_images)
     os.makedirs(args.out_dir, exist_ok=True)
     rows = None

@@ -668,6 +668,10 @@ def parse_args(argv=None):
         parser.error(f'--device {args.device}: {problem}')
     preset_ours, preset_ref = PRESETS[args.preset]
     args.ours, args.ref = args.ours or preset_ours, args.ref or preset_ref
+    for flag, path in (('--ours', args.ours), ('--ref', args.ref)):
+        # a config that is no file is named as a bad flag is (Config.fromfile's traceback)
+        if '::' not in path and not osp.isfile(path) and not osp.isfile(osp.join(ROOT, path)):
+            parser.error(f'{flag} {path}: no such file')
     return args
 
 

@@ -157,16 +157,23 @@ def main(argv=None):
         "the authors' rule; --always-shift for mmdet's"
     attn = None
     if args.config:
-        from mmvtx.utils.attention_analysis import build_backbone
-        backbone, _ = build_backbone(args.config, args.checkpoint)
+        from mmvtx.utils.attention_analysis import build_backbone_for_tool
+        backbone, _ = build_backbone_for_tool(parser, args.config, args.checkpoint,
+                                              ('--config', '--checkpoint'))
+        # a value that does not fit the config's model is refused as argparse refuses a bad
+        # flag (it had stopped with a ValueError traceback)
         if not hasattr(backbone, 'shifts_every_block'):
-            raise ValueError(f'--config {args.config}: its backbone, {type(backbone).__name__}, '
-                             'is not an mmvtx Swin')
+            parser.error(f'--config {args.config}: its backbone, {type(backbone).__name__}, '
+                         'is not an mmvtx Swin')
+        blocks = [name[:-len('.attn')] for name, m in backbone.named_modules()
+                  if name.endswith('.attn') and hasattr(m, 'relative_position_bias_table')]
         attn = dict(backbone.named_modules()).get(args.block + '.attn')
-        if attn is None or not hasattr(attn, 'relative_position_bias_table'):
-            raise ValueError(f'--block {args.block}: not a Swin block of {args.config}')
+        if args.block not in blocks:
+            parser.error(f'--block {args.block}: not a Swin block of {args.config} (its blocks: '
+                         f'{blocks[0]} ... {blocks[-1]})')
         if not 0 <= args.head < attn.num_heads:
-            raise ValueError(f'--head {args.head}: the block has {attn.num_heads} heads')
+            parser.error(f'--head {args.head}: {args.block} has {attn.num_heads} heads '
+                         f'(0 to {attn.num_heads - 1})')
         if args.window is not None and args.window != attn.window_size:
             parser.error(f'--window {args.window}: {args.block} of {args.config} has windows '
                          f'of {attn.window_size} (leave --window out to draw its own)')
