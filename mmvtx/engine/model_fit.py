@@ -209,6 +209,11 @@ def _c1_errors(name: str, head: nn.Module, channels: List[int], desc: str) -> Li
             f'{name}.c1_in_channels={channels[0]}']
 
 
+def _level_strides(backbone: nn.Module) -> List[int]:
+    """The strides of the maps an mmvtx backbone returns (level ``i`` at ``4 * 2 ** i``)."""
+    return [4 * 2 ** i for i in backbone.out_indices]
+
+
 def _rescaling_neck(neck: nn.Module, backbone: nn.Module) -> str:
     """mmseg's ``MultiLevelNeck`` (its ViT recipes) resizes each map by ``scales``
     (``[4, 2, 1, 0.5]``), made for mmseg's ViT whose outputs are all at stride 16; mmvtx's maps
@@ -219,7 +224,7 @@ def _rescaling_neck(neck: nn.Module, backbone: nn.Module) -> str:
                      None)
     if not isinstance(scales, (list, tuple)) or all(s == 1 for s in scales):
         return ''
-    strides = [4 * 2 ** i for i in backbone.out_indices]
+    strides = _level_strides(backbone)
     if len(set(strides)) == 1:  # one map: the neck builds the pyramid from it, as in mmseg
         return ''
     after = [int(st / sc) if st / sc == int(st / sc) else st / sc
@@ -332,18 +337,21 @@ def _fpn_like(neck: nn.Module) -> bool:
         for k in ('start_level', 'backbone_end_level', 'num_outs'))
 
 
-def _neck_strides(neck: nn.Module, strides: List[int], start_level: Optional[int] = None):
+def _neck_strides(neck: nn.Module, strides: List[int], start_level: Optional[int] = None,
+                  end_level: Optional[int] = None):
     """The strides of the maps a neck returns when given maps at ``strides`` (``None`` where
-    not known); ``start_level``: in place of an FPN's own. FPN and its kind return the maps from
-    ``start_level`` to ``backbone_end_level``, then each extra level (a convolution or a
-    max-pool of stride 2) at twice the stride of the one before, up to ``num_outs``."""
+    not known); ``start_level``, ``end_level``: in place of an FPN's own ``start_level`` and
+    ``backbone_end_level``. FPN and its kind return the maps from ``start_level`` to
+    ``backbone_end_level``, then each extra level (a convolution or a max-pool of stride 2) at
+    twice the stride of the one before, up to ``num_outs``."""
     kind = type(neck).__name__
     if kind == 'ChannelMapper':
         out = list(strides[:len(neck.convs)])
         extras = len(neck.extra_convs or ())
     elif _fpn_like(neck):
         start = neck.start_level if start_level is None else start_level
-        out = list(strides[start:neck.backbone_end_level])
+        end = neck.backbone_end_level if end_level is None else end_level
+        out = list(strides[start:end])
         extras = neck.num_outs - len(out)
     elif kind in ('YOLOXPAFPN', 'CSPNeXtPAFPN', 'BFP', 'DyHead'):
         return list(strides)
@@ -362,13 +370,10 @@ def _start_level_hint(name: str, neck: nn.Module, backbone: Optional[nn.Module],
     if backbone is None or not _fpn_like(neck) or neck.end_level != -1:
         return ''
     heads = _head_strides(model)
-    levels = [4 * 2 ** i for i in backbone.out_indices]
+    levels = _level_strides(backbone)
 
-    def fits(start):
-        strides = levels[start:]
-        strides += [strides[-1] * 2 ** (i + 1) for i in range(neck.num_outs - len(strides))]
-        return all(strides[:count] == want if count else strides == want
-                   for _, _, want, count in heads)
+    def fits(start):  # the neck's maps once its in_channels are the backbone's (end_level -1)
+        return _priors_fit(_neck_strides(neck, levels, start, len(levels)), heads)
 
     if not heads or fits(neck.start_level):
         return ''
@@ -401,6 +406,18 @@ def _head_strides(model: nn.Module):
     return found
 
 
+def _strides_fit(have: List[int], want: List[int], count: Optional[int]) -> bool:
+    """Whether maps at strides ``have`` are those a head expects (``want``; its ``count``
+    first maps, ``None``: every map)."""
+    return have[:count] == want if count else have == want
+
+
+def _priors_fit(have: Optional[List[int]], heads) -> bool:
+    """Whether maps at strides ``have`` fit every head of :func:`_head_strides`."""
+    return have is not None and all(_strides_fit(have, want, count)
+                                    for _, _, want, count in heads)
+
+
 def _stride_errors(model: nn.Module, chain: List[nn.Module], names: List[str],
                    backbone: nn.Module) -> List[str]:
     """The heads' priors and RoI extractors against the strides of the maps the neck returns.
@@ -408,7 +425,7 @@ def _stride_errors(model: nn.Module, chain: List[nn.Module], names: List[str],
     ResNet's stride-4 map) when the backbone's ``out_indices`` drop that level: its maps are
     then at twice the strides the anchors are placed at, and training ran on without a word."""
     def chain_strides(start_level=None):
-        strides = [4 * 2 ** i for i in backbone.out_indices]
+        strides = _level_strides(backbone)
         for i, part in enumerate(chain):
             strides = _neck_strides(part, strides, start_level if i == 0 else None)
             if strides is None:
@@ -420,22 +437,18 @@ def _stride_errors(model: nn.Module, chain: List[nn.Module], names: List[str],
     if strides is None or not heads:
         return []
 
-    def fits(have, want, count):
-        return have[:count] == want if count else have == want
-
-    bad = [h for h in heads if not fits(strides, h[2], h[3])]
+    bad = [h for h in heads if not _strides_fit(strides, h[2], h[3])]
     if not bad:
         return []
     first = chain[0]
     desc = (f'model.{names[-1]} ({type(chain[-1]).__name__}) returns maps at strides {strides}'
             f'; {_backbone_desc(backbone)}, at strides '
-            f'{[4 * 2 ** i for i in backbone.out_indices]}')
+            f'{_level_strides(backbone)}')
     fix = ''
     if _fpn_like(first):
         start = first.start_level
-        starts = [s for s in range(len(backbone.out_indices)) if s != start and
-                  (other := chain_strides(s)) is not None and
-                  all(fits(other, want, count) for _, _, want, count in heads)]
+        starts = [s for s in range(len(backbone.out_indices))
+                  if s != start and _priors_fit(chain_strides(s), heads)]
         if starts:
             fix = (f'set {names[0]}.start_level={starts[0]} (it is {start}: the neck skips the '
                    f'first {start} map(s) the backbone returns)')
@@ -493,7 +506,7 @@ def _neck_errors(name: str, neck: nn.Module, channels: List[int], desc: str, cls
     if kind == 'SSDNeck':
         return _ssd_errors(name, neck, channels, desc, model, other)
     if kind == 'MLANeck' and backbone is not None:
-        strides = [4 * 2 ** i for i in backbone.out_indices]
+        strides = _level_strides(backbone)
         if len(set(strides)) > 1:
             # SETR-MLA: it adds its maps together, all at stride 16 from mmseg's ViT (a tensor
             # size message in the first forward, whatever in_channels says)
@@ -781,13 +794,14 @@ def unread_maps_message(model: nn.Module) -> str:
     if found is None:
         return ''
     read, fix = found
+    unread_only = backbone.output_modules(read)
     params = [f'{name}.{p}' for name, module in backbone.named_modules()
-              if module in backbone.output_modules(read)
+              if module in unread_only
               for p, param in module.named_parameters() if param.requires_grad]
     if not params:
         return ''
     unread = [p for p in range(len(backbone.out_indices)) if p not in read]
-    strides = [4 * 2 ** backbone.out_indices[p] for p in unread]
+    strides = [_level_strides(backbone)[p] for p in unread]
     keep = tuple(backbone.out_indices[p] for p in sorted(read))
     todo = ', '.join([f'backbone.out_indices={keep}'] + [f'{k}={v}' for k, v in fix.items()])
     return (f'{_backbone_desc(backbone)}, but the model never reads the maps at strides '
