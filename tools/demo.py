@@ -24,7 +24,7 @@ from mmengine.runner import Runner  # noqa: E402
 import mmvtx  # noqa: E402,F401
 from mmvtx.datasets import prepare_shapes  # noqa: E402
 from mmvtx.engine.reliability import find_resume_checkpoint  # noqa: E402
-from mmvtx.engine.runner import prepare_train_cfg  # noqa: E402
+from mmvtx.engine.runner import innermost_dataset, prepare_train_cfg  # noqa: E402
 
 CONFIGS = {
     'swin': 'configs/swin/mask-rcnn_swin-mini-p4-w7_fpn_700i_shapes.py',
@@ -129,9 +129,7 @@ def main(argv=None):
         sys.exit(f'error: {config} is an {scope} config; the demo trains, evaluates and draws '
                  f'a detector (an mmdet config, e.g. {CONFIGS["swin"]}): train it with '
                  'tools/train.py instead')
-    dataset = cfg.train_dataloader.dataset
-    while 'dataset' in dataset:  # RepeatDataset, ClassBalancedDataset, ...
-        dataset = dataset['dataset']
+    dataset = innermost_dataset(cfg.train_dataloader.dataset)  # inside RepeatDataset, ...
     if str(dataset.get('type', '')).split('.')[-1] != 'ShapesDetDataset':
         # the scenes would be written into its data_root (data/coco/: the real COCO's place)
         sys.exit(f'error: {config} trains on {dataset.get("type")} '

@@ -57,6 +57,14 @@ def _add_hook(cfg: Config, name: str, hook: Optional[dict] = None, replace: bool
     cfg.custom_hooks = others + [hook or dict(type=f'mmvtx.{name}')]
 
 
+def innermost_dataset(dataset_cfg):
+    """The dataset a wrapper's config (``RepeatDataset``, ``ClassBalancedDataset``, ...) wraps,
+    however deep; the config itself where it wraps none."""
+    while 'dataset' in dataset_cfg:
+        dataset_cfg = dataset_cfg['dataset']
+    return dataset_cfg
+
+
 def _prepare_common(cfg: Config, config_path: str, work_dir: Optional[str], launcher: str):
     """What training and testing set alike: the launcher, the work dir (``./work_dirs/NAME``
     by default), the hook that lets mmengine load its checkpoints with
@@ -247,9 +255,7 @@ def prepare_tta_cfg(cfg: Config) -> Config:
             cfg.tta_model = dict(type='DetTTAModel', tta_cfg=dict(
                 nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
         if 'tta_pipeline' not in cfg:
-            data_cfg = cfg.test_dataloader.dataset
-            while 'dataset' in data_cfg:
-                data_cfg = data_cfg['dataset']
+            data_cfg = innermost_dataset(cfg.test_dataloader.dataset)
             pipeline = copy.deepcopy(data_cfg.pipeline)
             meta_keys = tuple(pipeline[-1].get('meta_keys') or (
                 'img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))

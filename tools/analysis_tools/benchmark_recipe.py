@@ -62,6 +62,7 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from mmvtx.engine.runner import innermost_dataset  # noqa: E402
 from mmvtx.utils.benchmark import (alternate_timing, check_device, device_name,  # noqa: E402
                                    peak_memory_mib, report_peak, run_memory_worker)
 
@@ -132,12 +133,6 @@ def set_key(node, key: str, value):
     elif isinstance(node, (list, tuple)):
         count += sum(set_key(v, key, value) for v in node)
     return count
-
-
-def innermost_dataset(dataset_cfg):
-    while 'dataset' in dataset_cfg:  # RepeatDataset, ClassBalancedDataset...
-        dataset_cfg = dataset_cfg['dataset']
-    return dataset_cfg
 
 
 def standin_kind(cfg) -> str:
