@@ -78,41 +78,9 @@ def convert_backbone_keys(model: nn.Module, state_dict: Dict,
                 break
         else:
             continue
-        sub = {k[len(prefix):]: state_dict[k] for k in keys}
-        own = backbone.state_dict()
-        if all(k in own for k in sub):  # mmvtx's own names
-            # an RGB model's file fine-tuned with in_channels != 3 (its patch embedding is
-            # adapted, as init_cfg adapts it, not left at its random init)
-            adapted = {}
-            if backbone.adapt_rgb_input(sub, adapted):
-                key = prefix + backbone.input_conv
-                state_dict[key] = sub[backbone.input_conv]
-                if resized is not None:
-                    resized[key] = tuple(adapted[backbone.input_conv].shape)
-                done.append(f'{key}: the RGB patch embedding adapted to in_channels='
-                            f'{state_dict[key].shape[1]} of {type(backbone).__name__}')
-            continue
-        # the converter changes nothing in the model: the checkpoint-chosen settings (Swin's
-        # shift rule) it picks for the file's codebase are in the converted weights, and
-        # mmengine's load applies them (the backbone's load_state_dict post-hook)
-        try:
-            converted = backbone.convert_state_dict(dict(sub))
-        except CheckpointMismatchError as e:  # not a layout it knows: the fit check reports it
-            if unknown is not None:
-                unknown.append(f'{prefix}*: {e}')
-            continue
-        if converted.source == 'mmvtx':
-            continue
-        for k in keys:
-            del state_dict[k]
-        state_dict.update({prefix + k: v for k, v in converted.state_dict.items()})
-        if resized is not None:
-            resized.update({prefix + k: tuple(v.shape) for k, v in converted.resized.items()})
-        done.append(f'{prefix}*: {len(sub)} tensors in the {converted.source} '
-                    f'layout converted to {len(converted.state_dict)} of '
-                    f'{type(backbone).__name__}' + (
-                        f' ({len(converted.resized)} tables of another window or grid size '
-                        'resampled)' if converted.resized else ''))
+        line = backbone.convert_keys_under(state_dict, prefix, resized, unknown)
+        if line:
+            done.append(line)
     return done
 
 

@@ -75,6 +75,26 @@ class VisionBackbone(BaseModule):
     frozen_stages: int = -1
     norm_eval: bool = False
 
+    def __init__(self, init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        # a whole model's state dict with this backbone's part in another codebase's layout
+        # (mmdet's released Mask R-CNN Swin loaded by mmdet's init_detector, DetInferencer,
+        # mmseg's init_model, mmengine's load_checkpoint, model.load_state_dict) is converted
+        # as it is loaded; the tools' ConvertCheckpointHook has done so before their fit check
+        self.register_load_state_dict_pre_hook(VisionBackbone._convert_foreign_part)
+
+    @staticmethod
+    def _convert_foreign_part(module: 'VisionBackbone', state_dict, prefix, local_metadata,
+                              strict, missing_keys, unexpected_keys, error_msgs):
+        resized = {}
+        done = module.convert_keys_under(state_dict, prefix, resized)
+        if done:
+            print_log(done, logger='current')
+        if resized:
+            print_log(f'{prefix}*: {", ".join(sorted(resized))} of another window or grid size '
+                      'were resampled to the model\'s: this is not the network the file was '
+                      'trained as', logger='current', level=logging.WARNING)
+
     # ------------------------------------------------------------------------ settings
     @classmethod
     def pretrained_init_cfg(cls, pretrained, init_cfg):
@@ -373,6 +393,54 @@ class VisionBackbone(BaseModule):
         converted = self.convert_layout(state_dict, source_config)
         self.adapt_rgb_input(converted.state_dict, converted.resized)
         return converted
+
+    def convert_keys_under(self, state_dict: dict, prefix: str,
+                           resized: Optional[dict] = None,
+                           unknown: Optional[List[str]] = None) -> Optional[str]:
+        """Converts, in place, the keys of ``state_dict`` under ``prefix`` (this backbone's
+        part of a whole model's state dict, e.g. ``backbone.``) from another codebase's layout
+        to this model's names; an RGB patch embedding in this model's names is adapted to its
+        ``in_channels``. A part in this model's names, or in no layout the converter knows, is
+        left as it is (``unknown``, if given, receives a line saying why). ``resized``, if
+        given, receives the keys of resampled or adapted tensors and the file's shapes. Returns
+        a line saying what was converted, or None."""
+        keys = [k for k in state_dict if k.startswith(prefix)]
+        if not keys:
+            return None
+        sub = {k[len(prefix):]: state_dict[k] for k in keys}
+        own = self.state_dict(keep_vars=True)
+        if all(k in own for k in sub):  # this model's own names
+            # an RGB model's file fine-tuned with in_channels != 3 (its patch embedding is
+            # adapted, as init_cfg adapts it, not left at its random init)
+            adapted = {}
+            if not self.adapt_rgb_input(sub, adapted):
+                return None
+            key = prefix + self.input_conv
+            state_dict[key] = sub[self.input_conv]
+            if resized is not None:
+                resized[key] = tuple(adapted[self.input_conv].shape)
+            return (f'{key}: the RGB patch embedding adapted to in_channels='
+                    f'{state_dict[key].shape[1]} of {type(self).__name__}')
+        # the converter changes nothing in the model: the checkpoint-chosen settings (Swin's
+        # shift rule) it picks for the file's codebase are in the converted weights, and
+        # loading them applies them (the load_state_dict post-hook)
+        try:
+            converted = self.convert_state_dict(dict(sub))
+        except CheckpointMismatchError as e:  # not a layout it knows: the fit check reports it
+            if unknown is not None:
+                unknown.append(f'{prefix}*: {e}')
+            return None
+        if converted.source == 'mmvtx':
+            return None
+        for k in keys:
+            del state_dict[k]
+        state_dict.update({prefix + k: v for k, v in converted.state_dict.items()})
+        if resized is not None:
+            resized.update({prefix + k: tuple(v.shape) for k, v in converted.resized.items()})
+        return (f'{prefix}*: {len(sub)} tensors in the {converted.source} layout converted to '
+                f'{len(converted.state_dict)} of {type(self).__name__}' + (
+                    f' ({len(converted.resized)} tables of another window or grid size '
+                    'resampled)' if converted.resized else ''))
 
     def adapt_rgb_input(self, sd: dict, resized: dict) -> bool:
         """Adapts, in place, ``sd``'s RGB patch embedding (in this model's names) to the
