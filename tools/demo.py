@@ -147,6 +147,9 @@ def main(argv=None):
         latest = find_resume_checkpoint(work_dir)
     done = latest is not None and osp.basename(latest) == final
     partial = latest is not None and not done
+    # the demo decides what is resumed: a config's `resume = True` neither resumes a
+    # --retrain nor makes the evaluation of a finished run resume training
+    cfg.resume = False
     prepare_train_cfg(cfg, config, work_dir=work_dir, resume='auto' if partial else None)
     if done:
         cfg.load_from = latest

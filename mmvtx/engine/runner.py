@@ -82,13 +82,23 @@ def _prepare_common(cfg: Config, config_path: str, work_dir: Optional[str], laun
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
 
 
+def _checkpoint_hook(cfg: Config):
+    """The config of the run's checkpoint hook: ``default_hooks.checkpoint``, or where that is
+    unset, a ``CheckpointHook`` (any scope) of ``custom_hooks``; None if there is none."""
+    hook = (cfg.get('default_hooks') or {}).get('checkpoint')
+    if hook is not None:
+        return hook
+    return next((h for h in cfg.get('custom_hooks') or []
+                 if str(h.get('type', '')).split('.')[-1] == 'CheckpointHook'), None)
+
+
 def _checkpoint_places(cfg: Config) -> tuple:
     """``(folder, filename_tmpl)`` of the checkpoints the config's checkpoint hook writes
     (``default_hooks.checkpoint``'s ``out_dir`` and ``filename_tmpl``): the folder is None
     for a remote ``out_dir`` (``s3://``), left to mmengine, and the template None for
     mmengine's default names."""
     from .reliability import checkpoint_dir
-    hook = (cfg.get('default_hooks') or {}).get('checkpoint') or {}
+    hook = _checkpoint_hook(cfg) or {}
     out_dir = hook.get('out_dir')
     folder = None if '://' in str(out_dir or '') else checkpoint_dir(cfg.work_dir, out_dir)
     return folder, hook.get('filename_tmpl')
@@ -108,7 +118,7 @@ def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = N
     _add_hook(cfg, 'ExactResumeHook')
     _add_hook(cfg, 'ResumeValidationHook')  # a validation a kill interrupted runs on resume
     _add_hook(cfg, 'NonFiniteCheckHook')  # NaN weights stop the run, are never saved
-    ckpt_hook = (cfg.get('default_hooks') or {}).get('checkpoint')
+    ckpt_hook = _checkpoint_hook(cfg)
     if ckpt_hook is not None and not ckpt_hook.get('backend_args') and not ckpt_hook.get(
             'file_client_args') and '://' not in str(ckpt_hook.get('out_dir') or ''):
         from .reliability import ATOMIC_BACKEND

@@ -211,6 +211,13 @@ def test_demo_resumes_a_retrain_interrupted_after_a_finished_run(tmp_path, monke
     assert 'CheckpointFitHook' in str(cfg.custom_hooks)
     cfg = run('iter_200.pth', '--retrain')  # from the start
     assert not cfg.get('resume') and cfg.get('load_from') is None
+    # a config with `resume = True` (as OpenMMLab configs often have): --retrain resumed it
+    config = tmp_path / 'resume_true.py'
+    config.write_text(f'_base_ = {osp.join(ROOT, demo.CONFIGS["swin"])!r}\nresume = True\n')
+    cfg = run('iter_200.pth', '--retrain', '--config', str(config))
+    assert not cfg.get('resume') and cfg.get('load_from') is None
+    cfg = run('iter_700.pth', '--config', str(config))  # evaluated, not resumed
+    assert not cfg.get('resume') and cfg.load_from == str(work / 'iter_700.pth')
 
 
 def test_demo_takes_an_epoch_based_config(tmp_path, monkeypatch):

@@ -315,14 +315,17 @@ def test_resume_true_in_the_config_is_resume(tmp_path, how, monkeypatch):
     assert cfg.resume and cfg.load_from == good
 
 
+@pytest.mark.parametrize('custom', [False, True], ids=['default_hooks', 'custom_hooks'])
 @pytest.mark.parametrize('hook', [dict(filename_tmpl='ckpt_{:04d}.pth'),
                                   dict(out_dir='OUT'),
                                   dict(out_dir='OUT', filename_tmpl='model_{}')])
-def test_resume_finds_checkpoints_where_the_hook_writes_them(tmp_path, hook):
+def test_resume_finds_checkpoints_where_the_hook_writes_them(tmp_path, hook, custom):
     """``--resume`` with no ``last_checkpoint`` looked for ``iter_*.pth`` / ``epoch_*.pth`` in
     the work dir only: checkpoints of a custom ``filename_tmpl``, or under ``out_dir`` (mmengine
     writes to ``out_dir/<work dir's name>``), were not found, the run trained from the start
-    and the interrupted writes there stayed."""
+    and the interrupted writes there stayed. The same for a checkpoint hook declared in
+    ``custom_hooks`` (``default_hooks.checkpoint=None``), whose checkpoints are also written
+    atomically."""
     from mmengine.config import Config
 
     from mmvtx.engine.runner import prepare_train_cfg
@@ -331,12 +334,17 @@ def test_resume_finds_checkpoints_where_the_hook_writes_them(tmp_path, hook):
     folder = tmp_path / 'OUT' / 'run' if 'out_dir' in hook else tmp_path / 'run'
     good, cut = _cut_off_run(folder, (tmpl.format(2), tmpl.format(4)))
     torch.save({'state_dict': {}}, tmp_path / 'run.pth')  # not a checkpoint of the run
-    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper'), default_hooks=dict(
-        checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False, **hook))))
+    ckpt_hook = dict(type='CheckpointHook', interval=2, by_epoch=False, **hook)
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper'),
+                      default_hooks=dict(checkpoint=None if custom else ckpt_hook),
+                      custom_hooks=[ckpt_hook] if custom else []))
     prepare_train_cfg(cfg, 'x.py', work_dir=str(tmp_path / 'run'), resume='auto')
     assert cfg.resume and cfg.load_from == good
+    written = cfg.custom_hooks[0] if custom else cfg.default_hooks.checkpoint
+    assert written.backend_args['backend'] == 'mmvtx_atomic'
     assert not glob.glob(str(folder / '.*.tmp'))
-    cfg.pop('custom_hooks')  # --resume FILE of a cut-off file names the good one beside it
+    # --resume FILE of a cut-off file names the good one beside it
+    cfg.custom_hooks = [h for h in cfg.custom_hooks if h['type'] == 'CheckpointHook']
     with pytest.raises(ValueError, match=f'the newest complete checkpoint beside it is '
                        f'{re.escape(good)}'):
         prepare_train_cfg(cfg, 'x.py', work_dir=str(tmp_path / 'run'), resume=cut)
