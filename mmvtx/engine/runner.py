@@ -5,6 +5,7 @@ import copy
 import logging
 import os
 import os.path as osp
+import sys
 from typing import Optional, Sequence
 
 import torch
@@ -31,6 +32,14 @@ def parse_tool_args(parser: argparse.ArgumentParser,
     """Parses ``argv`` and sets ``LOCAL_RANK`` from ``--local-rank`` when the launcher did not.
     A config path that is no file is refused here, as argparse refuses a bad flag (mmengine
     stopped with a traceback)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `tools/train.py --resume CONFIG` (or --compile CONFIG): argparse takes the config as the
+    # option's optional value and stops with "the following arguments are required: config".
+    # A .py file is never a checkpoint or a backend: it is the config, put where it belongs
+    optional = {s for a in parser._actions if a.nargs == '?' for s in a.option_strings}
+    configs = [i for i, a in enumerate(argv) if a.endswith('.py')]
+    if len(configs) == 1 and configs[0] > 0 and argv[configs[0] - 1] in optional:
+        argv.insert(0, argv.pop(configs[0]))
     args = parser.parse_args(argv)
     if not osp.isfile(args.config):
         parser.error(f'config {args.config}: no such file')

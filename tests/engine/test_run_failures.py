@@ -280,6 +280,23 @@ def _cut_off_run(folder, names=('iter_2.pth', 'iter_4.pth')):
     return str(folder / names[0]), str(folder / names[1])
 
 
+def test_the_config_after_resume_is_the_config(tmp_path, monkeypatch):
+    """``tools/train.py --resume CONFIG``: argparse took the config as the checkpoint to resume
+    from and stopped with "the following arguments are required: config"."""
+    from tools.train import parse_args
+    monkeypatch.setenv('LOCAL_RANK', '0')  # what parse_args sets, undone after the test
+    config = tmp_path / 'cfg.py'
+    config.write_text("optim_wrapper = dict(type='OptimWrapper')\n")
+    for argv, resume, compile in (
+            (['--resume', str(config)], 'auto', None),
+            (['--work-dir', 'w', '--resume', str(config)], 'auto', None),
+            (['--compile', str(config), '--resume', 'x.pth'], 'x.pth', 'inductor'),
+            ([str(config), '--resume'], 'auto', None),
+            ([str(config), '--resume', 'x.pth'], 'x.pth', None)):
+        args = parse_args(argv)
+        assert (args.config, args.resume, args.compile) == (str(config), resume, compile), argv
+
+
 @pytest.mark.parametrize('how', ['config', 'cfg-options'])
 def test_resume_true_in_the_config_is_resume(tmp_path, how, monkeypatch):
     """``resume = True`` in a config (an OpenMMLab habit; or ``--cfg-options resume=True``)
