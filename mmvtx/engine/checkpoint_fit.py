@@ -27,6 +27,7 @@ Allowed differences, all of which the model fills in itself:
 
 Any other missing parameter or buffer would keep its random init, so it is refused.
 """
+import logging
 import re
 from typing import Dict, List, Optional
 
@@ -180,6 +181,18 @@ class CheckpointFitHook(Hook):
         if fitting:  # another model's heads or classes: mmengine loads what fits
             print_log(f'{source}: {fitting} of {len(state_dict)} tensors fit the model and are '
                       'loaded (fine-tuning; mmengine names the others)', logger='current')
+            # another backbone's detector: its neck and heads load, the backbone takes nothing
+            # and keeps its init_cfg (or random) weights; say so, not only in mmengine's list
+            own = model.state_dict()
+            for name, backbone in _backbones(model):
+                prefix = f'{name}.' if name else ''
+                keys = [k for k in own if k.startswith(prefix)]
+                if keys and not _fitting(model, {k: state_dict[k] for k in keys
+                                                 if k in state_dict}):
+                    print_log(f'{source}: none of its tensors fits model.{name or "backbone"} '
+                              f'({type(backbone).__name__}): the backbone keeps its '
+                              'initial weights (its init_cfg); a checkpoint of another '
+                              'backbone or width?', logger='current', level=logging.WARNING)
             return
         if lines:
             lines += [note for h in converters for note in h.notes]

@@ -19,7 +19,10 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """Scales the learning rate of backbone block ``i`` (of ``N``, counted across stages) by
     ``decay_rate ** (N + 1 - layer_id)``: the embeddings get ``layer_id`` 0, block ``i`` gets
     ``i + 1`` (patch merging / token embedding between stages share the preceding block's id),
-    and everything outside the backbone (neck, heads) ``N + 1``, i.e. the full rate.
+    and everything after the last block (the backbone's output norms, ViT's feature pyramid)
+    and outside the backbone (neck, heads) ``N + 1``, i.e. the full rate. ``N`` counts the
+    blocks up to the deepest one that is trained (stages no returned map passes through are
+    not).
     Biases, norms, position embeddings, [CLS] and register tokens and Swin's relative position
     bias tables get no weight decay (ViTDet's decomposed relative position tables do, as in
     detectron2).
@@ -69,18 +72,36 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
 
     def add_params(self, params: List[dict], module: nn.Module, **kwargs):
         named = list(module.named_parameters())
-        block_ids, layer_of = {}, {}
-        current = 0
+        block_of = {}
         for name, _ in named:
             m = BLOCK.match(name)
             if m:
-                current = block_ids.setdefault(m.group(0), len(block_ids) + 1)
-            layer_of[name] = current if name.startswith('backbone.') else None
+                block_of[name] = m.group(0)
+        blocks = list(dict.fromkeys(block_of.values()))
+        # blocks after the last one that trains (Swin's stages past the deepest level of
+        # out_indices: no returned map passes through them) are not trained: the deepest block
+        # a map comes from is the one next to the neck
+        by_name = dict(named)
+        trained = [b for n, b in block_of.items() if by_name[n].requires_grad]
+        if trained:
+            blocks = blocks[:blocks.index(trained[-1]) + 1]
+        block_ids = {b: i + 1 for i, b in enumerate(blocks)}
         num_layers = len(block_ids)
         if not num_layers:
             raise ValueError('LayerDecayOptimWrapperConstructor: the model has no backbone '
                              'blocks (parameters named backbone.blocks.N. or '
                              'backbone.stages.N.blocks.M.) to decay the learning rate over')
+        # the embeddings (before the first block) get layer 0, what lies between blocks (patch
+        # merging, a stage's token embedding) the preceding block's, and what comes after the
+        # last block (output norms, ViT's feature pyramid: new layers of a detector) the full
+        # rate, as detectron2's ViTDet, BEiT/mmseg and SimMIM's Swin give them
+        last = max(i for i, (n, _) in enumerate(named) if block_of.get(n) in block_ids)
+        layer_of, current = {}, 0
+        for i, (name, _) in enumerate(named):
+            if name in block_of:
+                current = block_ids.get(block_of[name], num_layers)
+            inside = name.startswith('backbone.') and (i <= last or name in block_of)
+            layer_of[name] = current if inside else None
         wd = self.base_wd or 0.0
         sorted_keys = sorted(sorted(self.custom_keys), key=len, reverse=True)
         for name, param in named:

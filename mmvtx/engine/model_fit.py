@@ -811,13 +811,64 @@ def unread_maps_message(model: nn.Module) -> str:
             f'find_unused_parameters=True')
 
 
+def _class_heads(model: nn.Module):
+    """``(config path, head)`` of the heads whose ``num_classes`` is the dataset's class count:
+    mmdet's dense heads (``bbox_head``) and RoI heads' bbox and mask heads (every stage of a
+    cascade), mmseg's decode and auxiliary heads. RPN heads (one class, object or not), panoptic
+    heads (things and stuff apart) and other modules with a ``num_classes`` are not read."""
+    found = []
+
+    def add(path, module):
+        if isinstance(module, (nn.ModuleList, list, tuple)):
+            for i, m in enumerate(module):
+                add(f'{path}[{i}]', m)
+        elif module is not None and isinstance(getattr(module, 'num_classes', None), int):
+            found.append((path, module))
+
+    roi = getattr(model, 'roi_head', None)
+    for name in ('bbox_head', 'mask_head'):
+        add(f'model.roi_head.{name}', getattr(roi, name, None))
+    for name in ('bbox_head', 'decode_head', 'auxiliary_head'):
+        add(f'model.{name}', getattr(model, name, None))
+    return found
+
+
+def class_count_errors(model: nn.Module, classes, dataset: str = 'the dataset'):
+    """``(errors, warnings)``: each head of :func:`_class_heads` whose ``num_classes`` is not
+    the number of the dataset's ``classes`` (its ``metainfo``, e.g. a user's
+    ``metainfo=dict(classes=(...))`` with the COCO recipe's ``num_classes=80`` left). Fewer
+    outputs than classes is an error: mmdet's heads take label ``num_classes`` as background
+    (that class trains as background without a word), larger labels fail in the loss. More is a
+    warning: the model trains outputs no label asks for, and a box labelled with one of them
+    stops mmdet's CocoMetric (``IndexError``) at the first validation. ``classes`` given as one
+    string (``classes=('balloon')``, no comma) is an error: it counts its letters."""
+    if classes is None:
+        return [], []
+    if isinstance(classes, str):
+        return [f'{dataset} metainfo classes={classes!r} is a string, not a tuple of names: '
+                f'write classes=({classes!r},)'], []
+    n = len(classes)
+    errors, warnings = [], []
+    for path, head in _class_heads(model):
+        if head.num_classes == n:
+            continue
+        line = (f'{path}.num_classes={head.num_classes} ({type(head).__name__}) but '
+                f'{dataset} has {n} classes {tuple(classes)[:8]}'
+                f'{"..." if n > 8 else ""}: set {path}.num_classes={n}')
+        (errors if head.num_classes < n else warnings).append(line)
+    return errors, warnings
+
+
 @HOOKS.register_module()
 class BackboneFitHook(Hook):
     """Raises ``ValueError`` in ``before_run`` when the neck (or, without one, mmseg's decode
     and auxiliary heads) does not take the maps the mmvtx backbone returns, naming the settings
     (see :func:`backbone_fit_errors`); in ``before_train``, when the model never reads some of
     the maps and DDP would stop on their parameters (a warning without DDP, see
-    :func:`unread_maps_message`)."""
+    :func:`unread_maps_message`); and in ``before_train`` when a head's ``num_classes`` is
+    smaller than the training dataset's number of classes (a warning where it is larger; see
+    :func:`class_count_errors`: mmdet's ``NumClassCheckHook``, which no mmdet 3.x config adds,
+    asserts the same)."""
     priority = 'VERY_HIGH'
 
     def before_run(self, runner) -> None:
@@ -830,6 +881,18 @@ class BackboneFitHook(Hook):
     def before_train(self, runner) -> None:
         # training only: tools/test.py (DDP-wrapped in dist_test.sh) computes no gradients
         model = unwrap_model(runner.model)
+        loader = getattr(runner, 'train_dataloader', None)
+        dataset = getattr(loader, 'dataset', None)
+        metainfo = getattr(dataset, 'metainfo', None) or {}
+        # a panoptic dataset's things are what mmdet's detection heads classify
+        classes = metainfo.get('thing_classes', metainfo.get('classes'))
+        errors, warnings = class_count_errors(
+            model, classes, f'the training dataset ({type(dataset).__name__})')
+        if errors:
+            raise ValueError('\n'.join(['the model\'s heads do not fit the dataset\'s '
+                                         'classes:'] + errors + warnings))
+        for line in warnings:
+            print_log(line, logger='current', level=logging.WARNING)
         unread = unread_maps_message(model)
         if unread and runner.model is not model and \
                 getattr(runner.model, 'find_unused_parameters', True) is False:

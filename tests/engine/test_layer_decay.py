@@ -96,3 +96,35 @@ def test_layer_decay_refuses_a_backbone_without_blocks():
     model = Detector(nn.Conv2d(3, 4, 3))
     with pytest.raises(ValueError, match='no backbone blocks'):
         _groups(model, dict(layer_decay_rate=0.7))
+
+
+def test_layer_decay_gives_what_follows_the_last_block_the_full_rate():
+    # ViT's feature pyramid and Swin's output norms are new layers of the detector, after the
+    # last block: detectron2 (ViTDet's pyramid), BEiT/mmseg and SimMIM's Swin give them the
+    # heads' full rate; they had the last block's decayed one (0.5 here)
+    from mmvtx.models.backbones.swin import SwinTransformer
+    groups = _groups(Detector(ViT(embed_dims=32, num_layers=2, num_heads=2)),
+                     dict(layer_decay_rate=0.5))
+    pyramid = [n for n in groups if n.startswith('backbone.pyramid.')]
+    assert pyramid and all(groups[n][0] == pytest.approx(1e-3) for n in pyramid)
+    assert groups['backbone.blocks.1.mlp.fc1.weight'][0] == pytest.approx(1e-3 * 0.5)
+    swin = SwinTransformer(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1))
+    groups = _groups(Detector(swin), dict(layer_decay_rate=0.5))
+    for i in range(4):
+        assert groups[f'backbone.norm{i}.weight'] == (pytest.approx(1e-3), 0)
+    # patch merging keeps the rate of the block before it, the embedding layer 0
+    assert groups['backbone.stages.0.downsample.reduction.weight'][0] == pytest.approx(
+        1e-3 * 0.5 ** 4)
+    assert groups['backbone.patch_embed.proj.weight'][0] == pytest.approx(1e-3 * 0.5 ** 5)
+
+
+def test_layer_decay_counts_the_blocks_up_to_the_deepest_trained_one():
+    # out_indices=(0, 1, 2): Swin's last stage is not trained; the deepest block a map comes
+    # from is next to the neck (lr x 0.5), not three blocks away from it as if stage 3 counted
+    from mmvtx.models.backbones.swin import SwinTransformer
+    swin = SwinTransformer(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1),
+                           out_indices=(0, 1, 2))
+    groups = _groups(Detector(swin), dict(layer_decay_rate=0.5))
+    assert groups['backbone.stages.2.blocks.0.attn.qkv.weight'][0] == pytest.approx(1e-3 * 0.5)
+    assert groups['backbone.patch_embed.proj.weight'][0] == pytest.approx(1e-3 * 0.5 ** 4)
+    assert not any(n.startswith('backbone.stages.3.') for n in groups)

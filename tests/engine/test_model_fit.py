@@ -928,3 +928,47 @@ def test_backbone_fit_hook_refuses_unread_maps_under_ddp(tmp_path, monkeypatch):
         BackboneFitHook().before_train(runner)
     finally:
         dist.destroy_process_group()
+
+
+def test_backbone_fit_hook_names_heads_of_another_class_count(monkeypatch):
+    """A user's dataset with its own classes (metainfo=dict(classes=...)) and the recipe's
+    num_classes left: fewer outputs than classes trained the class at index num_classes as
+    background without a word (mmdet checks none of it); more is a warning; a string of one
+    name (no comma) counted its letters."""
+    from mmvtx.engine import BackboneFitHook, model_fit
+    logged = []
+    monkeypatch.setattr(model_fit, 'print_log', lambda msg, **kw: logged.append(msg))
+
+    class Dataset:
+        metainfo = dict(classes=('a', 'b', 'c', 'd'))
+
+    class Runner:
+        pass
+
+    runner = Runner()
+    runner.model = _model(DET_CFG, 'mmdet')  # num_classes=3
+    runner.train_dataloader = type('Loader', (), {'dataset': Dataset()})()
+    with pytest.raises(ValueError, match=r"model.roi_head.bbox_head.num_classes=3 "
+                       r"\(Shared2FCBBoxHead\) but the training dataset \(Dataset\) has 4 "
+                       r"classes \('a', 'b', 'c', 'd'\): set model.roi_head.bbox_head."
+                       r"num_classes=4\n.*model.roi_head.mask_head.num_classes=3"):
+        BackboneFitHook().before_train(runner)
+    Dataset.metainfo = dict(classes='balloon')
+    with pytest.raises(ValueError, match=r"classes='balloon' is a string.*\('balloon',\)"):
+        BackboneFitHook().before_train(runner)
+    Dataset.metainfo = dict(classes=('a', 'b'))
+    BackboneFitHook().before_train(runner)
+    assert [m.split(' but')[0] for m in logged] == [
+        'model.roi_head.bbox_head.num_classes=3 (Shared2FCBBoxHead)',
+        'model.roi_head.mask_head.num_classes=3 (FCNMaskHead)'], logged
+    logged.clear()
+    Dataset.metainfo = dict(classes=('a', 'b', 'c'))
+    BackboneFitHook().before_train(runner)
+    assert logged == []
+    # mmseg: decode and auxiliary heads
+    runner.model = _model(SEG_CFG, 'mmseg')
+    n = runner.model.decode_head.num_classes
+    Dataset.metainfo = dict(classes=tuple(str(i) for i in range(n + 1)))
+    with pytest.raises(ValueError, match=rf'model.decode_head.num_classes={n} .*\n'
+                                         rf'model.auxiliary_head.num_classes={n} '):
+        BackboneFitHook().before_train(runner)
