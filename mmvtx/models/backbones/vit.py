@@ -27,6 +27,7 @@ from ..layers import (DropPath, LayerScale, Linear, Mlp, PatchEmbed, SwiGLU, att
                       drop_path_rates)
 from ..layers.init import init_transformer_weights, trunc_normal_
 from ..layers.norm import LayerNorm, LayerNorm2d
+from ..layers.padding import crop_hw, max_pool2d_ceil
 from ..layers.pos_embed import resize_pos_embed
 from ..layers.position import (Rope2d, apply_rope, decomposed_rel_pos,
                               resize_rel_pos_table)
@@ -170,7 +171,7 @@ class SimpleFeaturePyramid(nn.Module):
                 layers.append(nn.Identity())
                 self.channels.append(dim)
             elif s == 32:
-                layers.append(nn.MaxPool2d(2, ceil_mode=True))
+                layers.append(_MaxPoolCeil(2, ceil_mode=True))
                 self.channels.append(dim)
             else:
                 raise ValueError(f'SimpleFeaturePyramid: stride {s} is not one of 4, 8, 16, 32')
@@ -180,6 +181,14 @@ class SimpleFeaturePyramid(nn.Module):
         """``feats``: one stride-16 ``B x C x h x w`` map per output level (the same one for
         all levels in ViTDet's layout)."""
         return tuple(layer(f) for layer, f in zip(self.scales, feats))
+
+
+class _MaxPoolCeil(nn.MaxPool2d):
+    """``nn.MaxPool2d(2, ceil_mode=True)`` written so that ``torch.export`` with dynamic sizes
+    takes it (:func:`~mmvtx.models.layers.padding.max_pool2d_ceil`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return max_pool2d_ceil(x)
 
 
 # ViTDet's global blocks by depth (the same for SAM's image encoders)
@@ -553,7 +562,7 @@ class ViT(VisionBackbone):
         outs = self.pyramid(feats)
         # the deconvolutions upsample the padded stride-16 grid: crop each level to the
         # ceil(H / stride) x ceil(W / stride) of the contract (a no-op where 16 divides H, W)
-        outs = tuple(o[..., :-(-H // s), :-(-W // s)].contiguous()
+        outs = tuple(crop_hw(o, (H + s - 1) // s, (W + s - 1) // s).contiguous()
                      for o, s in zip(outs, self.pyramid.strides))
         if self.output_cls_token:
             outs = outs + (x[:, 0],)

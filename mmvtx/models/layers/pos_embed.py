@@ -4,6 +4,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .padding import same_size
+
 
 def resize_rel_pos_bias_table(table: torch.Tensor, window_size: int) -> torch.Tensor:
     """``(2m-1)^2 x heads`` relative position bias table -> ``(2M-1)^2 x heads`` by bicubic
@@ -46,6 +48,28 @@ def interpolation_matrix(src: int, dst: int, mode: str, scale: Optional[float] =
     return out.t()
 
 
+def bicubic_matrix(src: int, dst, scale, device=None) -> torch.Tensor:
+    """``dst x src`` weights of ``F.interpolate(mode='bicubic', align_corners=False,
+    scale_factor=scale)`` along one axis (``dst`` output cells; not antialiased), computed from
+    the sizes with tensor operations as PyTorch's kernel does (cubic convolution with
+    ``A = -0.75``, taps clamped to the border), so that ``dst`` and ``scale`` may be symbolic
+    (``torch.export`` with dynamic sizes); ``scale`` may be a 0-dim tensor."""
+    A = -0.75
+    x = (torch.arange(dst, device=device, dtype=torch.float64) + 0.5) * (1.0 / scale) - 0.5
+    i0 = x.floor()
+    t = x - i0
+
+    def near(d):  # |d| <= 1
+        return ((A + 2) * d - (A + 3)) * d * d + 1
+
+    def far(d):  # 1 < |d| < 2
+        return ((A * d - 5 * A) * d + 8 * A) * d - 4 * A
+
+    weights = torch.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], -1)  # dst x 4
+    taps = (i0.long()[:, None] + torch.arange(-1, 3, device=device)).clamp(0, src - 1)
+    return (F.one_hot(taps, src).to(weights.dtype) * weights[..., None]).sum(1).float()
+
+
 def resize_pos_embed(pos_embed: torch.Tensor, src_grid, dst_grid, num_extra_tokens: int = 1,
                      antialias: bool = False, offset: float = 0.0) -> torch.Tensor:
     """``1 x (extra + h*w) x C`` position embedding from an ``h x w`` patch grid to another
@@ -55,7 +79,7 @@ def resize_pos_embed(pos_embed: torch.Tensor, src_grid, dst_grid, num_extra_toke
     ``interpolate_offset``: with an offset the resampling scale is ``(dst + offset) / src`` (the
     DINO "historical kludge", 0.1 in DINOv2's release) instead of ``dst / src``."""
     src_grid, dst_grid = tuple(src_grid), tuple(dst_grid)
-    if src_grid == dst_grid:
+    if same_size(src_grid, dst_grid):  # (a symbolic grid is resampled: the identity there)
         return pos_embed
     extra, grid = pos_embed[:, :num_extra_tokens], pos_embed[:, num_extra_tokens:]
     C = pos_embed.shape[-1]
@@ -68,6 +92,18 @@ def resize_pos_embed(pos_embed: torch.Tensor, src_grid, dst_grid, num_extra_toke
         if (a_h.shape[0], a_w.shape[0]) != dst_grid:
             raise ValueError(f'position embedding offset {offset} resized {src_grid} to '
                              f'{(a_h.shape[0], a_w.shape[0])}, not {dst_grid}')
+        grid = torch.einsum('ih,bchw,jw->bcij', a_h, grid, a_w)
+    elif offset and not antialias and (torch.compiler.is_compiling() or
+                                       torch.jit.is_tracing()):
+        # the scale (dst + offset) / src depends on the input size: F.interpolate takes it as
+        # a constant (torch.export specialised the program to the example's size, jit.trace
+        # failed), the same resampling as matrices built from the size does not. The grid
+        # may be the source grid at run time, which eager mode keeps as it is: there the
+        # offset is 0 (a tensor, not a guard), and the matrices are the identity
+        dst = [torch.full((), d, dtype=torch.float64, device=grid.device) for d in dst_grid]
+        moved = (dst[0] != src_grid[0]) | (dst[1] != src_grid[1])
+        a_h, a_w = (bicubic_matrix(s, d, (d_t + offset * moved) / s, grid.device)
+                    for s, d, d_t in zip(src_grid, dst_grid, dst))
         grid = torch.einsum('ih,bchw,jw->bcij', a_h, grid, a_w)
     elif offset:
         grid = F.interpolate(grid, scale_factor=scales, mode='bicubic', align_corners=False,

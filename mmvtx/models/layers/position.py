@@ -9,13 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .padding import same_size
 from .pos_embed import deterministic_resample, interpolation_matrix
 
 
 def resize_rel_pos_table(table: torch.Tensor, length: int) -> torch.Tensor:
     """A ``L x d`` relative position table resized to ``length`` rows by linear interpolation
     (ViTDet), in its own dtype; unchanged when it has that length."""
-    if table.shape[0] == length:
+    if same_size(table.shape[0], length):  # (a symbolic length is resampled: the identity)
         return table
     if deterministic_resample() and table.requires_grad:  # the same map as a matrix product
         a = interpolation_matrix(table.shape[0], length, 'linear', device=table.device)
