@@ -188,11 +188,11 @@ class SwinStage(nn.Module):
 
     def geometry(self, H: int, W: int, device: torch.device) -> WindowGeometry:
         M = self.window_size
-        shift = M // 2
-        if not self.always_shift and min(H, W) <= M:
-            shift = 0  # the authors' rule: a map no larger than a window is not shifted
-        return self.geometry_cache.get(H, W, M, shift, device,
-                                       with_shifted=len(self.blocks) > 1)
+        # the authors' rule: a map no larger than a window (min(H, W) <= M) is not shifted;
+        # applied by the cache (inside its custom ops while compiling: no branch on the size)
+        return self.geometry_cache.get(H, W, M, M // 2, device,
+                                       with_shifted=len(self.blocks) > 1,
+                                       no_shift_within=0 if self.always_shift else M)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         geo = self.geometry(x.shape[1], x.shape[2], x.device)

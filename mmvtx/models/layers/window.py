@@ -14,6 +14,7 @@ to each other: :func:`shifted_window_mask` gives the additive ``nW x N x N`` mas
 paper (0 within one of the nine regions, -100 across). :class:`WindowGeometryCache` works all of
 this out once per input size and hands it to every block of a stage.
 """
+from functools import partial
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -93,16 +94,31 @@ def window_token_index(H: int, W: int, window_size: int, shift_size: int):
     return slots.clamp(min=0), inverse, pad_slots
 
 
-def _fill_pad_slots(out: torch.Tensor, pad_slots: torch.Tensor, fill: Optional[torch.Tensor]):
-    # with no padded slot a no-op; not branched on while compiling, so that maps with and
-    # without padding share one graph
-    if torch.compiler.is_compiling() or pad_slots.numel():
+def _fill_pad_slots(out: torch.Tensor, pad: torch.Tensor, fill: Optional[torch.Tensor]):
+    """``out`` (``B x P x D`` window slots) with its padded slots set to ``fill`` (a ``D``
+    vector) or zeros. ``pad``: the padded slots' indices (eager mode: with none, a no-op), or
+    while compiling/exporting a ``P`` bool mask of them (the geometry's custom op): a select
+    over all slots, whose shapes do not depend on how many slots are padded (an index list of
+    ``slots - H*W`` entries specialised a trace to maps with 0, 1 or more padded slots)."""
+    if pad.dtype == torch.bool:
         if fill is None:
-            out.index_fill_(1, pad_slots, 0)
+            return out.masked_fill(pad[:, None], 0)
+        return torch.where(pad[:, None], fill.to(out.dtype), out)
+    if pad.numel():
+        if fill is None:
+            out.index_fill_(1, pad, 0)
         else:
-            B, K, D = out.shape[0], pad_slots.numel(), out.shape[-1]
-            out.index_copy_(1, pad_slots, fill.to(out.dtype).expand(B, K, D))
+            B, K, D = out.shape[0], pad.numel(), out.shape[-1]
+            out.index_copy_(1, pad, fill.to(out.dtype).expand(B, K, D))
     return out
+
+
+def _pad_slot_sum(grad: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    """Sum over the batch and the padded slots of a ``B x P x D`` gradient (``pad``: indices
+    or a bool mask, as :func:`_fill_pad_slots`)."""
+    if pad.dtype == torch.bool:
+        return torch.where(pad[:, None], grad, 0).sum((0, 1))
+    return grad.index_select(1, pad).sum((0, 1))
 
 
 class _TokensToWindows(torch.autograd.Function):
@@ -121,7 +137,7 @@ class _TokensToWindows(torch.autograd.Function):
         grad_tokens = grad.index_select(1, inverse) if ctx.needs_input_grad[0] else None
         grad_fill = None
         if ctx.needs_input_grad[4]:
-            grad_fill = grad.index_select(1, pad_slots).sum((0, 1)).to(ctx.fill_dtype)
+            grad_fill = _pad_slot_sum(grad, pad_slots).to(ctx.fill_dtype)
         return grad_tokens, None, None, None, grad_fill
 
 
@@ -188,12 +204,23 @@ class WindowGeometryCache:
         self._cache.clear()
 
     def get(self, H: int, W: int, window_size: int, shift_size: int, device: torch.device,
-            with_shifted: bool = True) -> WindowGeometry:
+            with_shifted: bool = True, no_shift_within: int = 0) -> WindowGeometry:
         """Geometry of an ``H x W`` map; ``with_shifted=False`` leaves out the shifted gather and
-        the mask (a stage of one block, or ViTDet's unshifted windows)."""
+        the mask (a stage of one block, or ViTDet's unshifted windows). ``no_shift_within``:
+        a map with ``min(H, W) <= no_shift_within`` is not shifted (Swin's authors' rule with
+        the window size; 0: every SW-MSA block shifts). In eager mode the shift is then 0;
+        while compiling or exporting the rule is applied inside the custom ops (the shifted
+        gather is the unshifted one and the mask all zeros), so that the trace has no branch
+        on the map's size and one program serves maps on both sides of the rule."""
         if torch.compiler.is_compiling():  # sizes may be symbolic: no cache, opaque ops
+            # exporting: one all-padding window more (see the custom ops below)
+            rule = dict(no_shift_within=no_shift_within,
+                        extra_window=torch.compiler.is_exporting())
             return _build_geometry(H, W, window_size, shift_size, device, with_shifted,
-                                   _window_token_index_op, _shifted_window_mask_op)
+                                   partial(_window_token_index_op, **rule),
+                                   partial(_shifted_window_mask_op, **rule))
+        if min(H, W) <= no_shift_within:
+            shift_size = 0
         key = (H, W, window_size, shift_size, with_shifted, str(device))
         geo = self._cache.get(key)
         if geo is None:
@@ -228,30 +255,63 @@ def _build_geometry(H, W, M: int, shift_size: int, device, with_shifted: bool, t
 # Under torch.compile the geometry is built by two custom ops whose outputs' sizes are given in
 # closed form (their fake implementations): traced through, the index arithmetic of
 # window_token_index and shifted_window_regions on symbolic sizes makes sympy expressions that
-# took minutes to simplify when a size first changed (automatic dynamic shapes).
+# took minutes to simplify when a size first changed (automatic dynamic shapes). Their outputs'
+# shapes depend on H, W and the window size alone, so that no guard on the map's size is added
+# (torch.export with dynamic sizes: one program for every size):
+# - the padded slots are a mask over all slots, not a list of ``slots - H*W`` indices (whose
+#   length PyTorch specialises where it is 0 or 1);
+# - the shift rule (``no_shift_within``) is applied inside: a map that is not shifted gets the
+#   unshifted gather and an all-zero mask, not a Python branch on its size;
+# - ``extra_window`` (torch.export) appends one window of padded slots (zero shift mask), which
+#   attends among its padding and is dropped by the inverse gather: the window count is then
+#   at least 2, where a count that may be 1 (a stage map within one window: stage 4 of
+#   Swin-T below 225 px) is specialised by PyTorch to 1 or to more than 1 (every tensor with a
+#   window axis adds the guard), whichever the example had.
 @torch.library.custom_op('mmvtx::window_token_index', mutates_args=())
 def _window_token_index_op(H: int, W: int, window_size: int, shift_size: int,
-                           device: torch.device) -> Tuple[torch.Tensor, torch.Tensor,
-                                                          torch.Tensor]:
+                           device: torch.device, no_shift_within: int = 0,
+                           extra_window: bool = False
+                           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if min(H, W) <= no_shift_within:
+        shift_size = 0
+    index, inverse, pad_slots = window_token_index(H, W, window_size, shift_size)
+    slots = index.numel()
+    pad = torch.zeros(slots, dtype=torch.bool).index_fill_(0, pad_slots, True)
+    if extra_window:
+        N = window_size * window_size
+        index = torch.cat([index, index.new_zeros(N)])
+        pad = torch.cat([pad, pad.new_ones(N)])
     # fresh tensors: inductor assumes a custom op's outputs are aligned (slices of one sort are not)
-    return tuple(t.clone() for t in _token_index_on(H, W, window_size, shift_size, device))
+    return tuple(t.to(device).clone() for t in (index, inverse, pad))
 
 
 @_window_token_index_op.register_fake
-def _(H, W, window_size, shift_size, device):
-    slots = padded(H, window_size) * padded(W, window_size)
+def _(H, W, window_size, shift_size, device, no_shift_within=0, extra_window=False):
+    slots = (padded(H, window_size) // window_size * (padded(W, window_size) // window_size)
+             + extra_window) * window_size * window_size
     return (torch.empty(slots, dtype=torch.long, device=device),
             torch.empty(H * W, dtype=torch.long, device=device),
-            torch.empty(slots - H * W, dtype=torch.long, device=device))
+            torch.empty(slots, dtype=torch.bool, device=device))
 
 
 @torch.library.custom_op('mmvtx::shifted_window_mask', mutates_args=())
 def _shifted_window_mask_op(H: int, W: int, window_size: int, shift_size: int,
-                            device: torch.device) -> torch.Tensor:
-    return _mask_on(H, W, window_size, shift_size, device)
+                            device: torch.device, no_shift_within: int = 0,
+                            extra_window: bool = False) -> torch.Tensor:
+    # H, W: the padded map's (a map fits in one window along a side exactly if its padded side
+    # is one window)
+    N = window_size * window_size
+    if min(H, W) <= no_shift_within:
+        mask = torch.zeros((H // window_size) * (W // window_size), N, N)
+    else:
+        mask = shifted_window_mask(H, W, window_size, shift_size)
+    if extra_window:
+        mask = torch.cat([mask, mask.new_zeros(1, N, N)])
+    return mask.to(device)
 
 
 @_shifted_window_mask_op.register_fake
-def _(H, W, window_size, shift_size, device):
+def _(H, W, window_size, shift_size, device, no_shift_within=0, extra_window=False):
     N = window_size * window_size
-    return torch.empty((H // window_size) * (W // window_size), N, N, device=device)
+    return torch.empty((H // window_size) * (W // window_size) + extra_window, N, N,
+                       device=device)

@@ -4,13 +4,16 @@ sizes and computes the eager outputs; ``torch.jit.trace`` runs at the traced siz
 An exported program is checked at sizes on the other side of every size-dependent shortcut
 than the example: multiples of the patch size (no crop, no padding) vs not, and a patch grid
 equal to the pretraining grid (the position embedding or ViTDet's relative position tables
-kept as they are) vs another. Tolerance: 1e-5 absolute (outputs of order 1; measured <= 5e-7).
+kept as they are) vs another; for window attention (Swin, ViTDet), maps with and without
+padded window slots, with one window and with several, and (Swin's authors' rule) stages that
+fit in one window (not shifted) and larger ones. Tolerance: 1e-5 absolute (outputs of order 1;
+measured <= 5e-7 for ViT and CvT, <= 4e-6 for Swin).
 """
 import pytest
 import torch
 from torch.export import Dim, export
 
-from mmvtx.models.backbones import CvT, ViT
+from mmvtx.models.backbones import CvT, SwinTransformer, ViT
 from tests.conftest import jitter_
 
 TOL = 1e-5
@@ -28,6 +31,13 @@ MODELS = {
                           layer_scale_init=0.5),
     'cvt': lambda: CvT(arch=dict(embed_dims=(16, 32, 32), depths=(1, 1, 1),
                                  num_heads=(1, 2, 2))),
+    # window 4, the authors' shift rule: at 64 x 64 the stage maps are 16, 8, 4, 2 (no padded
+    # slot in stages 1-3, one window in stages 3-4, stage 4 not shifted)
+    'swin': lambda: SwinTransformer(arch=dict(embed_dims=16, depths=(2, 2, 2, 2),
+                                              num_heads=(1, 2, 2, 2)), window_size=4),
+    # window 7, every block shifted (mmdet's rule): stage 4 is one window up to 224 px
+    'swin-mmdet': lambda: SwinTransformer(arch=dict(embed_dims=16, depths=(2, 2, 2, 2),
+                                                    num_heads=(1, 2, 2, 2)), always_shift=True),
 }
 
 
@@ -53,14 +63,18 @@ def test_exported_program_runs_at_other_sizes(name):
     failed at every other size for ViTDet (the relative position tables' "already this
     length" shortcut, a guard ``ceil(H / 16) == 4``) and DINOv2 (the position embedding's
     offset scale taken as a constant), and at sizes not multiples of 16 for every ViT whose
-    example was one (the crop of the upsampled levels, a guard that it cropped nothing)."""
+    example was one (the crop of the upsampled levels, a guard that it cropped nothing).
+    Swin had failed at every size with padded window slots (their count, 0 at the example,
+    specialised: a guard ``slots - H*W < 2``), with several windows in stage 3 (a window count
+    of 1 specialised) or, with the authors' shift rule, with a shifted stage 4 (a guard
+    ``min(h, w) <= 4``); ViTDet at sizes without padded slots (48 x 48)."""
     model = _model(name)
     x = torch.randn(2, 3, 64, 64)
     ep = export(model, (x,), dynamic_shapes={'x': {0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO}})
-    _check(ep.module(), model, [(64, 64), (45, 77), (100, 37), (56, 56)])
+    _check(ep.module(), model, [(64, 64), (45, 77), (100, 37), (56, 56), (48, 48), (224, 224)])
 
 
-@pytest.mark.parametrize('name', ['vit', 'dinov3', 'dinov2-reg'])
+@pytest.mark.parametrize('name', ['vit', 'dinov3', 'dinov2-reg', 'swin'])
 def test_export_with_ranged_dims(name):
     """``Dim('H', min=33, max=2048)`` (maps of at least 2 x 2 cells at stride 32): accepted,
     no size in the range refused as a guard (had: the pretraining grid's size excluded, and the

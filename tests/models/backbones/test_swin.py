@@ -118,6 +118,39 @@ def test_window_gather_is_pad_roll_partition_and_back(H, W, shift):
     assert torch.equal(got[inverse], tokens.reshape(-1))
 
 
+@pytest.mark.parametrize('H,W,rule', [(14, 14, 0), (9, 16, 0), (5, 3, 7), (7, 20, 7), (8, 20, 7),
+                                       (7, 7, 0)])
+@pytest.mark.parametrize('extra_window', [False, True])
+def test_compiling_geometry_ops_apply_the_rule_with_fixed_shapes(H, W, rule, extra_window):
+    """The custom ops that build the geometry while compiling/exporting give the eager
+    gather and mask, with the shift rule applied inside (``no_shift_within``: the unshifted
+    gather and an all-zero mask where ``min(H, W) <= M``), the padded slots as a mask over all
+    slots and, with ``extra_window`` (export), one more window of padded slots; their shapes
+    depend on H, W and M alone (the fake implementations). Before, the padded slots were a
+    list of ``slots - H*W`` indices and the rule a Python branch on the size."""
+    from mmvtx.models.layers.window import (_shifted_window_mask_op, _window_token_index_op,
+                                            padded)
+    M, s = 7, 3
+    shift = 0 if min(H, W) <= rule else s
+    index, inverse, pad_slots = window_token_index(H, W, M, shift)
+    got = _window_token_index_op(H, W, M, s, torch.device('cpu'), no_shift_within=rule,
+                                 extra_window=extra_window)
+    extra = M * M if extra_window else 0
+    pad = torch.zeros(index.numel() + extra, dtype=torch.bool)
+    pad[pad_slots] = True
+    pad[index.numel():] = True
+    assert got[2].dtype == torch.bool and torch.equal(got[2], pad)
+    assert torch.equal(got[0][:index.numel()], index) and torch.equal(got[1], inverse)
+    assert got[0].numel() == index.numel() + extra
+    Hp, Wp = padded(H, M), padded(W, M)
+    mask = _shifted_window_mask_op(Hp, Wp, M, s, torch.device('cpu'), no_shift_within=rule,
+                                   extra_window=extra_window)
+    expected = shifted_window_mask(Hp, Wp, M, s) if shift else torch.zeros(
+        Hp * Wp // (M * M), M * M, M * M)
+    assert torch.equal(mask[:expected.shape[0]], expected)
+    assert mask.shape[0] == expected.shape[0] + extra_window and not mask[expected.shape[0]:].any()
+
+
 # ----------------------------------------------------------------------------------- parity
 def _mmdet_swin():
     from mmdet.models.backbones import SwinTransformer as MMDetSwin
