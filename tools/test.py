@@ -1,7 +1,11 @@
 """Evaluate a checkpoint on the config's test set (detection or segmentation alike).
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--out PKL] [--tta]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--out PKL|DIR] [--tta]
                          [--cfg-options k=v]
+
+``--out preds.pkl`` dumps the raw predictions (mmdet's ``--out``); with a segmentation config,
+``--out DIR`` writes the predicted label maps as PNG files (mmseg's ``--out``, what mmseg's
+``tools/analysis_tools/confusion_matrix.py CONFIG DIR SAVE_DIR`` reads).
 
 A checkpoint whose keys or shapes do not fit the config's model (another model's, a backbone's
 alone) is refused, naming the keys, instead of being evaluated half loaded
@@ -24,7 +28,9 @@ from mmvtx.utils.checkpoint import CheckpointMismatchError  # noqa: E402
 def parse_args(argv=None):
     parser = tool_parser('Test (and evaluate) a model')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--out', help='dump the raw predictions to this pickle file')
+    parser.add_argument('--out', help='dump the raw predictions to this .pkl file; for a '
+                        'segmentation config a folder (no suffix) gets the predicted label maps '
+                        'as PNG files, as mmseg\'s --out')
     parser.add_argument('--show-dir', help='draw the predictions on the images into this dir '
                         '(under the work dir: <work_dir>/<timestamp>/DIR)')
     parser.add_argument('--tta', action='store_true',
