@@ -42,9 +42,12 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args)
-    prepare_test_cfg(cfg, args.config, args.checkpoint, work_dir=args.work_dir,
-                     show_dir=args.show_dir, out=args.out, launcher=args.launcher,
-                     tta=args.tta)
+    try:
+        prepare_test_cfg(cfg, args.config, args.checkpoint, work_dir=args.work_dir,
+                         show_dir=args.show_dir, out=args.out, launcher=args.launcher,
+                         tta=args.tta)
+    except ValueError as e:  # a flag the config cannot take (--tta, --out, --amp, ...)
+        sys.exit(f'error: {e}')
     own_group = init_cpu_distributed(cfg, args.launcher)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     metrics = runner.test()
