@@ -1,7 +1,11 @@
 """Evaluate a checkpoint on the config's test set (detection or segmentation alike).
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--out PKL] [--tta]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--out PKL|DIR] [--tta]
                          [--cfg-options k=v]
+
+``--out preds.pkl`` dumps the raw predictions (mmdet's ``--out``); with a segmentation config,
+``--out DIR`` writes the predicted label maps as PNG files (mmseg's ``--out``, what mmseg's
+``tools/analysis_tools/confusion_matrix.py CONFIG DIR SAVE_DIR`` reads).
 
 A checkpoint whose keys or shapes do not fit the config's model (another model's, a backbone's
 alone) is refused, naming the keys, instead of being evaluated half loaded
@@ -24,7 +28,9 @@ from mmvtx.utils.checkpoint import CheckpointMismatchError  # noqa: E402
 def parse_args(argv=None):
     parser = tool_parser('Test (and evaluate) a model')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--out', help='dump the raw predictions to this pickle file')
+    parser.add_argument('--out', help='dump the raw predictions to this .pkl file; for a '
+                        'segmentation config a folder (no suffix) gets the predicted label maps '
+                        'as PNG files, as mmseg\'s --out')
     parser.add_argument('--show-dir', help='draw the predictions on the images into this dir '
                         '(under the work dir: <work_dir>/<timestamp>/DIR)')
     parser.add_argument('--tta', action='store_true',
@@ -36,9 +42,12 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args)
-    prepare_test_cfg(cfg, args.config, args.checkpoint, work_dir=args.work_dir,
-                     show_dir=args.show_dir, out=args.out, launcher=args.launcher,
-                     tta=args.tta)
+    try:
+        prepare_test_cfg(cfg, args.config, args.checkpoint, work_dir=args.work_dir,
+                         show_dir=args.show_dir, out=args.out, launcher=args.launcher,
+                         tta=args.tta)
+    except ValueError as e:  # a flag the config cannot take (--tta, --out, --amp, ...)
+        sys.exit(f'error: {e}')
     own_group = init_cpu_distributed(cfg, args.launcher)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     metrics = runner.test()

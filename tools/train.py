@@ -38,10 +38,13 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args)
-    prepare_train_cfg(cfg, args.config, work_dir=args.work_dir, amp=args.amp,
-                      resume=args.resume, auto_scale_lr=args.auto_scale_lr,
-                      launcher=args.launcher, deterministic=args.deterministic,
-                      compile=args.compile)
+    try:
+        prepare_train_cfg(cfg, args.config, work_dir=args.work_dir, amp=args.amp,
+                          resume=args.resume, auto_scale_lr=args.auto_scale_lr,
+                          launcher=args.launcher, deterministic=args.deterministic,
+                          compile=args.compile)
+    except ValueError as e:  # a flag the config cannot take (--tta, --out, --amp, ...)
+        sys.exit(f'error: {e}')
     own_group = init_cpu_distributed(cfg, args.launcher)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     runner.train()

@@ -250,15 +250,41 @@ def prepare_test_cfg(cfg: Config, config_path: str, checkpoint: str,
         vis.interval = 1
         vis.test_out_dir = show_dir  # under <work_dir>/<timestamp>/
     if out is not None:
-        if not out.endswith(('.pkl', '.pickle')):
-            raise ValueError(f'--out {out}: the predictions are dumped as a pickle, so the file '
-                             'name must end with .pkl or .pickle')
-        scope = cfg.get('default_scope', 'mmdet')
+        prepare_test_out(cfg, out)
+    return cfg
+
+
+def prepare_test_out(cfg: Config, out: str) -> Config:
+    """``tools/test.py --out``: a ``.pkl``/``.pickle`` file gets the raw predictions (mmdet's
+    ``--out``; for a segmentor mmengine's ``DumpResults``). For a segmentation config any other
+    name without a file suffix (or an existing folder) is mmseg's ``--out``: the predicted label
+    maps are written there as PNG files by the config's IoU metric (``output_dir``), what mmseg's
+    ``tools/analysis_tools/confusion_matrix.py`` reads."""
+    scope = cfg.get('default_scope', 'mmdet')
+    evaluator = cfg.test_evaluator
+    metrics = list(evaluator) if isinstance(evaluator, (list, tuple)) else [evaluator]
+    if out.endswith(('.pkl', '.pickle')):
         dump = dict(type='DumpDetResults' if scope == 'mmdet' else 'DumpResults',
                     out_file_path=out)
-        evaluator = cfg.test_evaluator
-        cfg.test_evaluator = (list(evaluator) if isinstance(evaluator, (list, tuple))
-                              else [evaluator]) + [dump]
+        cfg.test_evaluator = metrics + [dump]
+        return cfg
+    if scope != 'mmseg':
+        raise ValueError(f'--out {out}: the predictions are dumped as a pickle, so the file '
+                         'name must end with .pkl or .pickle')
+    if osp.splitext(out.rstrip('/'))[1] and not osp.isdir(out):
+        raise ValueError(f'--out {out}: a .pkl or .pickle file for the raw predictions, or a '
+                         'folder (a name without a suffix) for the predicted label maps as '
+                         'PNG files (mmseg\'s --out)')
+    writers = [m for m in metrics if isinstance(m, dict) and str(m.get('type', '')).split(
+        '.')[-1] in ('IoUMetric', 'CityscapesMetric')]
+    if not writers:
+        types = [m.get('type') if isinstance(m, dict) else m for m in metrics]
+        raise ValueError(f'--out {out}: the label maps are written by mmseg\'s IoUMetric or '
+                         f'CityscapesMetric (output_dir), the test_evaluator has {types}; '
+                         'use --out FILE.pkl for the raw predictions')
+    for metric in writers:
+        metric['output_dir'] = out
+        metric['keep_results'] = True  # (CityscapesMetric: keep the files)
     return cfg
 
 

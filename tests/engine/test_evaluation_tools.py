@@ -354,6 +354,41 @@ def test_tools_test_draws_segmentation_under_the_work_dir(tmp_path):
     assert not list((tmp_path / 'cwd').iterdir())
 
 
+def test_tools_test_out_folder_feeds_mmsegs_confusion_matrix(tmp_path):
+    """mmseg's ``tools/test.py CONFIG CKPT --out DIR`` writes the predicted label maps there as
+    PNG files, which mmseg's ``analysis_tools/confusion_matrix.py CONFIG DIR SAVE_DIR`` reads;
+    ours refused any name but a .pkl. A .pkl still gets the raw predictions."""
+    import numpy as np
+    from PIL import Image
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+    cfg = small_config(tmp_path, SEG_CFG, 'seg', iters=1, ckpt_interval=1)
+    register_all_modules(init_default_scope=False)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        model = MODELS.build(Config.fromfile(cfg).model)
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, tmp_path / 'seg.pth')
+    out = run_tool([sys.executable, osp.join(ROOT, 'tools/test.py'), cfg,
+                    str(tmp_path / 'seg.pth'), '--work-dir', str(tmp_path / 'test'),
+                    '--out', 'preds'], cwd=str(tmp_path))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert 'mIoU' in out.stdout + out.stderr
+    maps = sorted(glob.glob(str(tmp_path / 'preds' / '*.png')))
+    assert len(maps) == 8
+    assert np.asarray(Image.open(maps[0])).max() < 4  # class indices of the 4 shapes classes
+    tool = osp.join(osp.dirname(__import__('mmseg').__file__), '.mim', 'tools',
+                    'analysis_tools', 'confusion_matrix.py')
+    cm = run_tool([sys.executable, tool, cfg, 'preds', 'cm'], cwd=str(tmp_path),
+                  env_extra=dict(MPLBACKEND='Agg'))
+    assert cm.returncode == 0, cm.stdout[-3000:] + cm.stderr[-3000:]
+    assert (tmp_path / 'cm' / 'confusion_matrix.png').exists()
+
+    from mmvtx.engine.runner import prepare_test_out
+    pkl = prepare_test_out(Config.fromfile(cfg), 'p.pkl')  # the raw predictions, as before
+    assert pkl.test_evaluator[-1] == dict(type='DumpResults', out_file_path='p.pkl')
+    with pytest.raises(ValueError, match='must end with .pkl'):  # mmdet's --out: a pickle
+        prepare_test_out(Config.fromfile(DET_CFG), 'preds')
+
+
 def test_tta_wraps_the_model_and_replaces_the_test_pipeline(shapes_data,  # noqa: F811
                                                               tmp_path):
     """``tools/test.py --tta`` (mmdet's and mmseg's flag) was refused as an unknown argument."""
@@ -366,7 +401,7 @@ def test_tta_wraps_the_model_and_replaces_the_test_pipeline(shapes_data,  # noqa
     prepare_test_cfg(ade, 'upernet.py', ckpt, tta=True)
     assert ade.model.type == 'SegTTAModel' and ade.model.module.type == 'EncoderDecoder'
     assert ade.test_dataloader.dataset.pipeline == ade.tta_pipeline
-    with pytest.raises(ValueError, match='--out preds.json: '):  # was refused after loading
+    with pytest.raises(ValueError, match='--out preds.json: a .pkl'):  # refused before loading
         prepare_test_cfg(Config.fromfile(SEG_CFG), SEG_CFG, ckpt, out='preds.json')
     with pytest.raises(ValueError, match='--tta needs tta_pipeline'):  # the shapes config
         prepare_test_cfg(Config.fromfile(SEG_CFG), SEG_CFG, ckpt, tta=True)

@@ -300,3 +300,22 @@ def test_dist_scripts_name_a_missing_process_count(tmp_path, script, args, bad):
     given = args[:1] if script == 'dist_train.sh' else args[:2]  # CONFIG [CHECKPOINT]
     out = run(given + ['2'])
     assert out.returncode == 0 and ran.exists(), out.stderr  # a count: torchrun is started
+
+
+@pytest.mark.parametrize('script, flags, message', [
+    ('test.py', ['--tta'], 'error: --tta needs tta_pipeline in the config'),
+    ('test.py', ['--out', 'preds.json'], 'error: --out preds.json: a .pkl or .pickle file'),
+    ('train.py', ['--auto-scale-lr'], 'error: --auto-scale-lr needs auto_scale_lr'),
+])
+def test_tools_refuse_a_flag_the_config_cannot_take_in_one_line(tmp_path, script, flags,
+                                                               message):
+    """A flag the config cannot take (``--tta`` without a ``tta_pipeline``, ``--out`` of
+    another kind of file, ``--auto-scale-lr`` without ``auto_scale_lr``) stops with an
+    ``error:`` line, as a bad file does, not with a traceback."""
+    import torch
+    torch.save({}, tmp_path / 'model.pth')
+    ckpt = [str(tmp_path / 'model.pth')] if script == 'test.py' else []
+    out = run_tool([sys.executable, osp.join(ROOT, 'tools', script), SEG_CFG, *ckpt, *flags,
+                    '--work-dir', str(tmp_path / 'w')], cwd=str(tmp_path), timeout=120)
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    assert message in out.stderr and 'Traceback' not in out.stderr, out.stderr[-2000:]

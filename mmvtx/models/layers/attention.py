@@ -25,6 +25,10 @@ the choice of kernel lives here and nowhere else.
     logits.
 * Dropout on the attention probabilities while training: the fused kernel's dropout, with the
   bias as an ``attn_mask`` (PyTorch's math path when the bias needs a gradient).
+* Under ``torch.jit`` tracing (mmengine's FLOP counter, as mmdet's/mmseg's ``get_flops.py``
+  call it; ``torch.jit.trace``; ONNX export): ``softmax(q k^T * scale + terms) v`` as two
+  matmuls (:func:`_traced_attention`), which the tracer records and the counter counts (it
+  counts neither the fused kernel nor a custom autograd Function, :mod:`.tracing`).
 """
 import math
 import os
@@ -32,6 +36,8 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+
+from .tracing import tracing
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -52,6 +58,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         return (q.sum(-1, keepdim=True) + k.sum() + v.sum()).expand(*q.shape[:-1], v.shape[-1])
     if _RECORDERS:  # analysis tools: also keep the probabilities (outputs unchanged)
         _RECORDERS[-1].add(q, k, bias, mask, scale, rel_pos)
+    if tracing():
+        return _traced_attention(q, k, v, bias, mask, scale, dropout_p, rel_pos)
     if bias is None and rel_pos is None:
         return scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
                                             dropout_p=dropout_p)
@@ -69,6 +77,21 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     attn_mask = _logit_terms(bias, rel_h, rel_w, mask, q.shape[-2], None)
     return scaled_dot_product_attention(q, k, v, attn_mask=attn_mask.to(q.dtype), scale=scale,
                                         dropout_p=dropout_p)
+
+
+def _traced_attention(q, k, v, bias, mask, scale, dropout_p, rel_pos):
+    """:func:`attention` as plain operators, for ``torch.jit``'s tracer (:mod:`.tracing`):
+    the logits in at least float32, as the fused kernels accumulate them."""
+    rel_h, rel_w = rel_pos if rel_pos is not None else (None, None)
+    logits = torch.matmul(q * scale, k.transpose(-2, -1))
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    terms = _logit_terms(bias, rel_h, rel_w, mask, q.shape[-2], None)
+    if terms is not None:
+        logits = logits + terms
+    probs = logits.softmax(-1).to(v.dtype)
+    if dropout_p:
+        probs = F.dropout(probs, dropout_p)
+    return torch.matmul(probs, v)
 
 
 _RECORDERS: list = []

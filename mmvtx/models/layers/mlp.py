@@ -3,6 +3,7 @@ from torch import nn
 
 from .linear import Linear, scaled_weight
 from .recompute import gelu_linear
+from .tracing import tracing
 
 
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:
@@ -36,7 +37,8 @@ class Mlp(nn.Module):
 
     With (exact) GELU, training keeps only the first Linear's output for backward
     (:func:`gelu_linear`), not the activation's output as well; without grad (inference) the
-    GELU runs in place on the first Linear's output."""
+    GELU runs in place on the first Linear's output; under ``torch.jit`` tracing it is plain
+    GELU + Linear (:mod:`.tracing`)."""
 
     def __init__(self, dim: int, hidden_dim: int, act: str = 'gelu'):
         super().__init__()
@@ -48,6 +50,8 @@ class Mlp(nn.Module):
         """``out_scale``: LayerScale of the branch, folded into ``fc2``."""
         h = self.fc1(x)
         if self.act.name == 'gelu':
+            if tracing():  # plain operators for the tracer (mmengine's FLOP counter, export)
+                return self.fc2(torch.nn.functional.gelu(h), out_scale)
             if not torch.is_grad_enabled():  # h is this call's own: GELU in place
                 return self.fc2(torch.ops.aten.gelu_(h), out_scale)
             return gelu_linear(h, *scaled_weight(self.fc2.weight, self.fc2.bias, out_scale),

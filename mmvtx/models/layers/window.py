@@ -20,6 +20,7 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from .padding import padded
+from .tracing import tracing
 
 # Value the Swin authors (and mmdet, timm, transformers) put on attention logits between tokens
 # that came from different regions of the cyclically shifted map.
@@ -159,9 +160,9 @@ def tokens_to_windows(tokens: torch.Tensor, gather: tuple,
                       fill: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Tokens (``B x H*W x D``) into the slots of :func:`window_token_index` ``gather``; padded
     slots hold ``fill`` (a ``D`` vector) or zeros. Plain tensor ops where no gradient is needed
-    (inference, export)."""
+    (inference) and under ``torch.jit`` tracing (export, mmengine's FLOP counter)."""
     index, inverse, pad_slots = gather
-    if torch.is_grad_enabled() and (tokens.requires_grad or (
+    if torch.is_grad_enabled() and not tracing() and (tokens.requires_grad or (
             fill is not None and fill.requires_grad)):
         return _TokensToWindows.apply(tokens, index, inverse, pad_slots, fill)
     return _fill_pad_slots(tokens.index_select(1, index), pad_slots, fill)
@@ -170,7 +171,7 @@ def tokens_to_windows(tokens: torch.Tensor, gather: tuple,
 def windows_to_tokens(windows: torch.Tensor, gather: tuple) -> torch.Tensor:
     """The inverse of :func:`tokens_to_windows` (``B x P x D`` -> ``B x H*W x D``)."""
     index, inverse, pad_slots = gather
-    if torch.is_grad_enabled() and windows.requires_grad:
+    if torch.is_grad_enabled() and windows.requires_grad and not tracing():
         return _WindowsToTokens.apply(windows, index, inverse, pad_slots)
     return windows.index_select(1, inverse)
 
