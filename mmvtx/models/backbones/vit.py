@@ -256,7 +256,7 @@ class ViT(VisionBackbone):
             (1280/32/16), ``giant`` (1536/40/24), a family preset above, or a dict with
             ``embed_dims``, ``num_layers``, ``num_heads``.
         img_size: the pretraining size (a side or ``(h, w)``); the position embedding covers its
-            patch grid (a checkpoint's table of another grid is resampled to it at load) and is
+            patch grid (``ceil(side / patch)``, the grid of an input of that size; a checkpoint's table of another grid is resampled to it at load) and is
             resized (bicubic, with ``interpolate_*``) to the grid of each input.
         patch_size: kernel and stride of the patch embedding (16).
         out_indices: which of the pyramid levels (strides 4, 8, 16, 32) to return.
@@ -436,7 +436,12 @@ class ViT(VisionBackbone):
         self.arch_settings = dict(embed_dims=dim, num_layers=depth, num_heads=heads)
         self.embed_dims = dim
         self.patch_size = patch_size
-        self.pretrain_grid = (img_hw[0] // patch_size, img_hw[1] // patch_size)
+        # the grid an img_size input gets: inputs are padded to a multiple of the patch, so a
+        # side that is not one (DINOv2's 512-px crops: 37 cells of 14) has ceil(side / patch)
+        # cells; with the floor (36) the table would be resampled at load and back at every
+        # forward of an img_size input, and an image of the pretraining size would not see the
+        # checkpoint's embedding
+        self.pretrain_grid = (-(-img_hw[0] // patch_size), -(-img_hw[1] // patch_size))
         self.feature_layers = feature_layers
         self.feature_norm = opt['feature_norm']
         self.with_cls_token = with_cls_token
@@ -464,7 +469,7 @@ class ViT(VisionBackbone):
         global_attn_indexes = set(global_attn_indexes)
         rel_hw = img_hw if opt['rel_pos_img_size'] is None else self.check_size(
             'rel_pos_img_size', opt['rel_pos_img_size'], patch_size)
-        rel_grid = (rel_hw[0] // patch_size, rel_hw[1] // patch_size)
+        rel_grid = (-(-rel_hw[0] // patch_size), -(-rel_hw[1] // patch_size))  # as above
 
         def rel_pos_size(i):
             if not opt['use_rel_pos']:

@@ -861,3 +861,28 @@ def test_detectron2_pkl_of_python2s_protocols_is_read(tmp_path, protocol):
     with pytest.raises(RuntimeError, match=r'model/backbone\.net\.names is an array of Python '
                        r'objects \(dtype object\)'):
         _vitdet().load_pretrained(str(tmp_path / 'objects.pkl'))
+
+
+@pytest.mark.parametrize('arch', ['dinov2-b', 'dinov2-reg-b'])
+def test_img_size_not_a_multiple_of_the_patch_keeps_the_checkpoint_embedding(arch):
+    """DINOv2 (patch 14) with img_size=512, the crop of the ADE20K recipes: a 512-px input is
+    padded to 518, a 37x37 grid, so the table is 37x37 and a 518-px release's table is used
+    as it is. With a floor grid (36x36) it was resampled 37->36 at load and 36->37 again at
+    every forward: the maps of a 512-px image were not the release's (max diff ~1.8 here)."""
+    kw = dict(embed_dims=32, num_layers=2, num_heads=2, feature_layers=(0, 1, 1, 1),
+              drop_path_rate=0.0)
+    torch.manual_seed(0)
+    release = ViT(arch, img_size=518, **kw).eval()
+    with torch.no_grad():
+        release.pos_embed.normal_()  # a table that resampling would visibly change
+    ours = ViT(arch, img_size=512, **kw).eval()
+    assert ours.pretrain_grid == (37, 37)
+    load_backbone_checkpoint(ours, release.state_dict())
+    torch.testing.assert_close(ours.pos_embed, release.pos_embed, rtol=0, atol=0)
+    x = torch.randn(1, 3, 512, 512)
+    with torch.no_grad():
+        for a, b in zip(ours(x), release(x)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # (h, w) sides alike, and a plain ViT: 232 px at patch 16 is a 15x15 grid
+    assert ViT(arch, img_size=(512, 500), **kw).pretrain_grid == (37, 36)
+    assert ViT('base', img_size=232, **kw).pretrain_grid == (15, 15)
