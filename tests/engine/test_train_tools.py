@@ -294,7 +294,8 @@ def test_dist_scripts_name_a_missing_process_count(tmp_path, script, args, bad):
 
     out = run(args)
     assert out.returncode == 2, out.stdout + out.stderr
-    assert f'GPUS={bad}: the number of processes (GPUs) must be an integer >= 1' in out.stderr
+    assert f'error: GPUS={bad}: the number of processes (GPUs) must be an integer >= 1' \
+        in out.stderr
     assert f'usage: bash tools/{script} CONFIG ' in out.stderr
     assert not ran.exists()
     given = args[:1] if script == 'dist_train.sh' else args[:2]  # CONFIG [CHECKPOINT]
@@ -316,6 +317,23 @@ def test_tools_refuse_a_flag_the_config_cannot_take_in_one_line(tmp_path, script
     torch.save({}, tmp_path / 'model.pth')
     ckpt = [str(tmp_path / 'model.pth')] if script == 'test.py' else []
     out = run_tool([sys.executable, osp.join(ROOT, 'tools', script), SEG_CFG, *ckpt, *flags,
+                    '--work-dir', str(tmp_path / 'w')], cwd=str(tmp_path), timeout=120)
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    assert message in out.stderr and 'Traceback' not in out.stderr, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize('script, args, message', [
+    ('test.py', ['nope.pth'], 'error: checkpoint nope.pth: no such file'),
+    ('test.py', ['work_dirs'], 'error: checkpoint work_dirs is a folder, not a checkpoint file'),
+    ('train.py', ['--resume', 'nope.pth'], 'error: --resume nope.pth: no such file'),
+])
+def test_tools_name_a_missing_checkpoint_in_one_line(tmp_path, script, args, message):
+    """``python tools/test.py CONFIG CHECKPOINT`` with a checkpoint that is not there (a typo,
+    a release not downloaded yet) or a folder, and ``tools/train.py --resume FILE``: the
+    README's one ``error:`` line; they stopped with the traceback of a ``FileNotFoundError`` /
+    ``IsADirectoryError`` (only a cut-off file was a line)."""
+    (tmp_path / 'work_dirs').mkdir()
+    out = run_tool([sys.executable, osp.join(ROOT, 'tools', script), SEG_CFG, *args,
                     '--work-dir', str(tmp_path / 'w')], cwd=str(tmp_path), timeout=120)
     assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
     assert message in out.stderr and 'Traceback' not in out.stderr, out.stderr[-2000:]
