@@ -352,7 +352,31 @@ def init_cpu_distributed(cfg: Config, launcher: str) -> bool:
     wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
     wrapper['device_ids'] = None  # CPU modules
     cfg.model_wrapper_cfg = wrapper
+    # PyTorch's DDP refuses SyncBatchNorm on CPU modules ("SyncBatchNorm layers only work with
+    # GPU modules"): the GPU recipes' heads (UPerNet's SyncBN) become BN, as mmengine's Runner
+    # reverts them without distributed training; each process then normalises its own batch
+    synced = _revert_sync_bn(cfg.get('model'), 'model')
+    if synced and int(os.environ['RANK']) == 0:
+        print_log(f'CPU distributed training (gloo): SyncBN is GPU-only in PyTorch, so '
+                  f'{", ".join(synced)} run as BN (statistics of each process\'s batch)',
+                  logger='current', level=logging.WARNING)
     return True
+
+
+def _revert_sync_bn(node, path: str) -> list:
+    """Sets ``type='BN'`` in every norm config of ``node`` whose type is SyncBN (torch's
+    ``SyncBN`` or mmcv's ``MMSyncBN``); returns their paths."""
+    found = []
+    if isinstance(node, dict):
+        if node.get('type') in ('SyncBN', 'MMSyncBN'):
+            node['type'] = 'BN'
+            found.append(path)
+        for key, value in node.items():
+            found += _revert_sync_bn(value, f'{path}.{key}')
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            found += _revert_sync_bn(value, f'{path}[{i}]')
+    return found
 
 
 def finish_cpu_distributed(own_group: bool):

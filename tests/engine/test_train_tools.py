@@ -337,3 +337,24 @@ def test_tools_name_a_missing_checkpoint_in_one_line(tmp_path, script, args, mes
                     '--work-dir', str(tmp_path / 'w')], cwd=str(tmp_path), timeout=120)
     assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
     assert message in out.stderr and 'Traceback' not in out.stderr, out.stderr[-2000:]
+
+
+def test_dist_train_on_cpu_runs_a_recipe_with_syncbn_heads(tmp_path):
+    """``bash tools/dist_train.sh CONFIG GPUS`` runs gloo where there is no GPU, but the ADE20K
+    recipes' heads use SyncBN, which PyTorch's DDP refuses on CPU modules (``ValueError:
+    SyncBatchNorm layers only work with GPU modules`` in every rank). On a CPU-only machine the
+    tools now run them as BN, as mmengine's Runner does without distributed training, and say
+    so. Here the shapes UPerNet with its heads' norm set to SyncBN, as in those recipes."""
+    cfg = small_config(tmp_path, SEG_CFG, 'seg', iters=1, ckpt_interval=1)
+    with open(cfg, 'a') as f:
+        f.write("model['decode_head']['norm_cfg'] = dict(type='SyncBN', requires_grad=True)\n"
+                "model['auxiliary_head']['norm_cfg'] = dict(type='SyncBN', requires_grad=True)\n"
+                "val_dataloader['dataset']['indices'] = 2\n")
+    work = str(tmp_path / 'w')
+    out = run_tool(['bash', osp.join(ROOT, 'tools/dist_train.sh'), cfg, '2', '--work-dir', work],
+                   cwd=str(tmp_path), env_extra=dict(PORT=str(29500 + os.getpid() % 1000 + 7)))
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-3000:]
+    assert ('SyncBN is GPU-only in PyTorch, so model.decode_head.norm_cfg, '
+            'model.auxiliary_head.norm_cfg run as BN') in log
+    assert osp.exists(osp.join(work, 'iter_1.pth'))
