@@ -296,10 +296,10 @@ def prepare_tta_cfg(cfg: Config) -> Config:
     only, so a detector that predicts masks (Mask R-CNN) is refused before any image is run."""
     scope = cfg.get('default_scope', 'mmdet')
     if scope == 'mmdet':
-        if 'tta_model' not in cfg:
+        if cfg.get('tta_model') is None:
             cfg.tta_model = dict(type='DetTTAModel', tta_cfg=dict(
                 nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
-        if 'tta_pipeline' not in cfg:
+        if cfg.get('tta_pipeline') is None:
             data_cfg = innermost_dataset(cfg.test_dataloader.dataset)
             pipeline = copy.deepcopy(data_cfg.pipeline)
             meta_keys = tuple(pipeline[-1].get('meta_keys') or (
@@ -316,11 +316,11 @@ def prepare_tta_cfg(cfg: Config) -> Config:
                              'set a tta_model that merges masks in the config, or test without '
                              '--tta')
     else:
-        if 'tta_pipeline' not in cfg:
+        if cfg.get('tta_pipeline') is None:
             raise ValueError('--tta needs tta_pipeline in the config (the test-time '
                              'augmentations, e.g. mmseg\'s multi-scale + flip of '
                              'configs/_base_/datasets/ade20k_512x512.py)')
-        if 'tta_model' not in cfg:
+        if cfg.get('tta_model') is None:
             cfg.tta_model = dict(type='SegTTAModel')
     cfg.model = dict(cfg.tta_model, module=cfg.model)
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline

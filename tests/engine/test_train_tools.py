@@ -305,6 +305,8 @@ def test_dist_scripts_name_a_missing_process_count(tmp_path, script, args, bad):
 
 @pytest.mark.parametrize('script, flags, message', [
     ('test.py', ['--tta'], 'error: --tta needs tta_pipeline in the config'),
+    ('test.py', ['--tta', '--cfg-options', 'tta_pipeline=None'],
+     'error: --tta needs tta_pipeline in the config'),
     ('test.py', ['--out', 'preds.json'], 'error: --out preds.json: a .pkl or .pickle file'),
     ('train.py', ['--auto-scale-lr'], 'error: --auto-scale-lr needs auto_scale_lr'),
 ])
