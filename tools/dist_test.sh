@@ -7,7 +7,7 @@ GPUS=$3
 PORT=${PORT:-29500}
 # torchrun alone stopped with a traceback ("Unsupported nproc_per_node value: --work-dir")
 if ! [[ "$GPUS" =~ ^([1-9][0-9]*|auto|cpu|gpu)$ ]]; then
-    echo "GPUS='$GPUS': the number of processes (GPUs) must be an integer >= 1 (or torchrun's auto, cpu, gpu)" >&2
+    echo "error: GPUS='$GPUS': the number of processes (GPUs) must be an integer >= 1 (or torchrun's auto, cpu, gpu)" >&2
     echo "usage: bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args]" >&2
     exit 2
 fi

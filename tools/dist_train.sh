@@ -10,7 +10,7 @@ PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 # torchrun alone stopped with a traceback ("Unsupported nproc_per_node value: --work-dir")
 if ! [[ "$GPUS" =~ ^([1-9][0-9]*|auto|cpu|gpu)$ ]]; then
-    echo "GPUS='$GPUS': the number of processes (GPUs) must be an integer >= 1 (or torchrun's auto, cpu, gpu)" >&2
+    echo "error: GPUS='$GPUS': the number of processes (GPUs) must be an integer >= 1 (or torchrun's auto, cpu, gpu)" >&2
     echo "usage: bash tools/dist_train.sh CONFIG GPUS [train.py args]" >&2
     exit 2
 fi

@@ -46,7 +46,9 @@ def main(argv=None):
         prepare_test_cfg(cfg, args.config, args.checkpoint, work_dir=args.work_dir,
                          show_dir=args.show_dir, out=args.out, launcher=args.launcher,
                          tta=args.tta)
-    except ValueError as e:  # a flag the config cannot take (--tta, --out, --amp, ...)
+    # a flag the config cannot take (--tta, --out, --amp, ...), a checkpoint that is no file
+    # (missing, a folder, cut off): one line, as argparse refuses a bad flag
+    except (ValueError, FileNotFoundError, IsADirectoryError) as e:
         sys.exit(f'error: {e}')
     own_group = init_cpu_distributed(cfg, args.launcher)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)

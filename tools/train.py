@@ -43,7 +43,9 @@ def main(argv=None):
                           resume=args.resume, auto_scale_lr=args.auto_scale_lr,
                           launcher=args.launcher, deterministic=args.deterministic,
                           compile=args.compile)
-    except ValueError as e:  # a flag the config cannot take (--tta, --out, --amp, ...)
+    # a flag the config cannot take (--tta, --out, --amp, ...), a checkpoint that is no file
+    # (missing, a folder, cut off): one line, as argparse refuses a bad flag
+    except (ValueError, FileNotFoundError, IsADirectoryError) as e:
         sys.exit(f'error: {e}')
     own_group = init_cpu_distributed(cfg, args.launcher)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)

@@ -296,10 +296,10 @@ def prepare_tta_cfg(cfg: Config) -> Config:
     only, so a detector that predicts masks (Mask R-CNN) is refused before any image is run."""
     scope = cfg.get('default_scope', 'mmdet')
     if scope == 'mmdet':
-        if 'tta_model' not in cfg:
+        if cfg.get('tta_model') is None:
             cfg.tta_model = dict(type='DetTTAModel', tta_cfg=dict(
                 nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
-        if 'tta_pipeline' not in cfg:
+        if cfg.get('tta_pipeline') is None:
             data_cfg = innermost_dataset(cfg.test_dataloader.dataset)
             pipeline = copy.deepcopy(data_cfg.pipeline)
             meta_keys = tuple(pipeline[-1].get('meta_keys') or (
@@ -316,11 +316,11 @@ def prepare_tta_cfg(cfg: Config) -> Config:
                              'set a tta_model that merges masks in the config, or test without '
                              '--tta')
     else:
-        if 'tta_pipeline' not in cfg:
+        if cfg.get('tta_pipeline') is None:
             raise ValueError('--tta needs tta_pipeline in the config (the test-time '
                              'augmentations, e.g. mmseg\'s multi-scale + flip of '
                              'configs/_base_/datasets/ade20k_512x512.py)')
-        if 'tta_model' not in cfg:
+        if cfg.get('tta_model') is None:
             cfg.tta_model = dict(type='SegTTAModel')
     cfg.model = dict(cfg.tta_model, module=cfg.model)
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
@@ -352,7 +352,31 @@ def init_cpu_distributed(cfg: Config, launcher: str) -> bool:
     wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
     wrapper['device_ids'] = None  # CPU modules
     cfg.model_wrapper_cfg = wrapper
+    # PyTorch's DDP refuses SyncBatchNorm on CPU modules ("SyncBatchNorm layers only work with
+    # GPU modules"): the GPU recipes' heads (UPerNet's SyncBN) become BN, as mmengine's Runner
+    # reverts them without distributed training; each process then normalises its own batch
+    synced = _revert_sync_bn(cfg.get('model'), 'model')
+    if synced and int(os.environ['RANK']) == 0:
+        print_log(f'CPU distributed training (gloo): SyncBN is GPU-only in PyTorch, so '
+                  f'{", ".join(synced)} run as BN (statistics of each process\'s batch)',
+                  logger='current', level=logging.WARNING)
     return True
+
+
+def _revert_sync_bn(node, path: str) -> list:
+    """Sets ``type='BN'`` in every norm config of ``node`` whose type is SyncBN (torch's
+    ``SyncBN`` or mmcv's ``MMSyncBN``); returns their paths."""
+    found = []
+    if isinstance(node, dict):
+        if node.get('type') in ('SyncBN', 'MMSyncBN'):
+            node['type'] = 'BN'
+            found.append(path)
+        for key, value in node.items():
+            found += _revert_sync_bn(value, f'{path}.{key}')
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            found += _revert_sync_bn(value, f'{path}[{i}]')
+    return found
 
 
 def finish_cpu_distributed(own_group: bool):

@@ -294,7 +294,8 @@ def test_dist_scripts_name_a_missing_process_count(tmp_path, script, args, bad):
 
     out = run(args)
     assert out.returncode == 2, out.stdout + out.stderr
-    assert f'GPUS={bad}: the number of processes (GPUs) must be an integer >= 1' in out.stderr
+    assert f'error: GPUS={bad}: the number of processes (GPUs) must be an integer >= 1' \
+        in out.stderr
     assert f'usage: bash tools/{script} CONFIG ' in out.stderr
     assert not ran.exists()
     given = args[:1] if script == 'dist_train.sh' else args[:2]  # CONFIG [CHECKPOINT]
@@ -304,6 +305,8 @@ def test_dist_scripts_name_a_missing_process_count(tmp_path, script, args, bad):
 
 @pytest.mark.parametrize('script, flags, message', [
     ('test.py', ['--tta'], 'error: --tta needs tta_pipeline in the config'),
+    ('test.py', ['--tta', '--cfg-options', 'tta_pipeline=None'],
+     'error: --tta needs tta_pipeline in the config'),
     ('test.py', ['--out', 'preds.json'], 'error: --out preds.json: a .pkl or .pickle file'),
     ('train.py', ['--auto-scale-lr'], 'error: --auto-scale-lr needs auto_scale_lr'),
 ])
@@ -319,3 +322,41 @@ def test_tools_refuse_a_flag_the_config_cannot_take_in_one_line(tmp_path, script
                     '--work-dir', str(tmp_path / 'w')], cwd=str(tmp_path), timeout=120)
     assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
     assert message in out.stderr and 'Traceback' not in out.stderr, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize('script, args, message', [
+    ('test.py', ['nope.pth'], 'error: checkpoint nope.pth: no such file'),
+    ('test.py', ['work_dirs'], 'error: checkpoint work_dirs is a folder, not a checkpoint file'),
+    ('train.py', ['--resume', 'nope.pth'], 'error: --resume nope.pth: no such file'),
+])
+def test_tools_name_a_missing_checkpoint_in_one_line(tmp_path, script, args, message):
+    """``python tools/test.py CONFIG CHECKPOINT`` with a checkpoint that is not there (a typo,
+    a release not downloaded yet) or a folder, and ``tools/train.py --resume FILE``: the
+    README's one ``error:`` line; they stopped with the traceback of a ``FileNotFoundError`` /
+    ``IsADirectoryError`` (only a cut-off file was a line)."""
+    (tmp_path / 'work_dirs').mkdir()
+    out = run_tool([sys.executable, osp.join(ROOT, 'tools', script), SEG_CFG, *args,
+                    '--work-dir', str(tmp_path / 'w')], cwd=str(tmp_path), timeout=120)
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    assert message in out.stderr and 'Traceback' not in out.stderr, out.stderr[-2000:]
+
+
+def test_dist_train_on_cpu_runs_a_recipe_with_syncbn_heads(tmp_path):
+    """``bash tools/dist_train.sh CONFIG GPUS`` runs gloo where there is no GPU, but the ADE20K
+    recipes' heads use SyncBN, which PyTorch's DDP refuses on CPU modules (``ValueError:
+    SyncBatchNorm layers only work with GPU modules`` in every rank). On a CPU-only machine the
+    tools now run them as BN, as mmengine's Runner does without distributed training, and say
+    so. Here the shapes UPerNet with its heads' norm set to SyncBN, as in those recipes."""
+    cfg = small_config(tmp_path, SEG_CFG, 'seg', iters=1, ckpt_interval=1)
+    with open(cfg, 'a') as f:
+        f.write("model['decode_head']['norm_cfg'] = dict(type='SyncBN', requires_grad=True)\n"
+                "model['auxiliary_head']['norm_cfg'] = dict(type='SyncBN', requires_grad=True)\n"
+                "val_dataloader['dataset']['indices'] = 2\n")
+    work = str(tmp_path / 'w')
+    out = run_tool(['bash', osp.join(ROOT, 'tools/dist_train.sh'), cfg, '2', '--work-dir', work],
+                   cwd=str(tmp_path), env_extra=dict(PORT=str(29500 + os.getpid() % 1000 + 7)))
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-3000:]
+    assert ('SyncBN is GPU-only in PyTorch, so model.decode_head.norm_cfg, '
+            'model.auxiliary_head.norm_cfg run as BN') in log
+    assert osp.exists(osp.join(work, 'iter_1.pth'))
