@@ -280,6 +280,7 @@ def test_demo_refuses_a_config_of_another_dataset_before_writing_shapes_there(tm
     built = []
     monkeypatch.setattr(demo, 'Runner', SimpleNamespace(from_cfg=built.append))
     monkeypatch.setattr(demo, 'ROOT', str(tmp_path))  # where the demo runs and writes data
+    monkeypatch.chdir(tmp_path)  # the demo changes directory; put back after the test
     config = osp.join(ROOT, 'configs/swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')
     with pytest.raises(SystemExit, match=f'error: {config} trains on CocoDataset '
                        r'\(data/coco/\), not the shapes scenes'):
