@@ -91,13 +91,14 @@ def _overrides(cfg: Config, iters: int, val: bool) -> list:
     return opts
 
 
-# Each backbone family runs one recipe at its real pipeline sizes (Swin: the two resumed ones;
-# ViT: the ViTDet LSJ detector at 1024; CvT: UPerNet at 512); the others run at half their sizes,
+# Each backbone family runs one recipe at its real pipeline sizes (Swin: the resumed Mask R-CNN
+# at 1333x800; ViT: the ViTDet LSJ detector at 1024; CvT: UPerNet at 512, so one UPerNet at 512
+# too); the others run at half their sizes (Swin's resumed UPerNet too: 128 s at 512 here),
 # as a user tries a recipe on a small machine. Their real-size iteration is what the suite could
 # not afford (a ViT-B Mask R-CNN at 1024 is 1.5-2.5 min on one CPU thread) and halving keeps
 # every code path: the pipelines' transforms, position embeddings and relative tables resized
 # to another grid, window padding, the heads.
-FULL_SIZE = RESUMED + ('mask-rcnn_vit-b-p16_sfp_16xb4-amp-lsj-100e_coco.py',
+FULL_SIZE = RESUMED[:1] + ('mask-rcnn_vit-b-p16_sfp_16xb4-amp-lsj-100e_coco.py',
                        'upernet_cvt-13_4xb4-160k_ade20k-512x512.py')
 # the settings that size the images: in the pipelines' transforms, and the padding of the data
 # preprocessor (mmdet's BatchFixedSizePad, mmseg's SegDataPreProcessor)

@@ -201,8 +201,6 @@ def test_vit_and_cvt_train_in_mask_rcnn_and_upernet(tmp_path, arch):
         records = scalars(work)
         assert_loss_went_down(records)
         assert [r[key] for r in records if key in r], records[-1]
-        if (arch, kind) in (('vit', 'det'), ('cvt', 'seg')):  # the other two: Swin's tests
-            assert_inference_apis_load(cfg, osp.join(work, 'iter_30.pth'), kind, tmp_path)
 
 
 def test_train_compile_flag_compiles_the_backbone(tmp_path):
