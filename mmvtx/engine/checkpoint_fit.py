@@ -136,9 +136,10 @@ def checkpoint_mismatches(model: nn.Module, state_dict: Dict,
     return mismatch_lines(missing, unexpected, mis_shaped)
 
 
-def _fitting(model: nn.Module, state_dict: Dict) -> int:
-    """How many tensors of ``state_dict`` the model takes (same name, same shape)."""
-    own = model.state_dict()
+def _fitting(model: nn.Module, state_dict: Dict, own: Optional[Dict] = None) -> int:
+    """How many tensors of ``state_dict`` the model takes (same name, same shape); ``own``: the
+    model's state dict, where the caller has it already."""
+    own = model.state_dict() if own is None else own
     return sum(1 for k, v in state_dict.items()
                if k in own and tuple(getattr(v, 'shape', ())) == tuple(own[k].shape))
 
@@ -188,7 +189,7 @@ class CheckpointFitHook(Hook):
                 prefix = f'{name}.' if name else ''
                 keys = [k for k in own if k.startswith(prefix)]
                 if keys and not _fitting(model, {k: state_dict[k] for k in keys
-                                                 if k in state_dict}):
+                                                 if k in state_dict}, own):
                     print_log(f'{source}: none of its tensors fits model.{name or "backbone"} '
                               f'({type(backbone).__name__}): the backbone keeps its '
                               'initial weights (its init_cfg); a checkpoint of another '
