@@ -15,6 +15,7 @@ from mmengine.model import BaseModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from mmvtx.models.layers.compat import is_compiling, register_load_state_dict_pre_hook
 from mmvtx.models.layers.patch_embed import adapt_input_channels
 from mmvtx.utils.checkpoint import (CheckpointMismatchError, ConvertedCheckpoint, check_finite,
                                     load_converted, read_checkpoint, resolve_checkpoint_path,
@@ -32,7 +33,7 @@ def forward_block(block: nn.Module, x: torch.Tensor, *args, with_cp: bool = Fals
     statistics' update once, in the forward, and its backward recomputes without mutating."""
     if with_cp and block.training and torch.is_grad_enabled() and (
             x.requires_grad or any(p.requires_grad for p in block.parameters())):
-        if torch.compiler.is_compiling():
+        if is_compiling():
             return cp.checkpoint(block, x, *args, use_reentrant=False)
         return cp.checkpoint(block, x, *args, use_reentrant=False,
                              context_fn=functools.partial(_recompute_contexts, block))
@@ -81,7 +82,7 @@ class VisionBackbone(BaseModule):
         # (mmdet's released Mask R-CNN Swin loaded by mmdet's init_detector, DetInferencer,
         # mmseg's init_model, mmengine's load_checkpoint, model.load_state_dict) is converted
         # as it is loaded; the tools' ConvertCheckpointHook has done so before their fit check
-        self.register_load_state_dict_pre_hook(VisionBackbone._convert_foreign_part)
+        register_load_state_dict_pre_hook(self, VisionBackbone._convert_foreign_part)
 
     @staticmethod
     def _convert_foreign_part(module: 'VisionBackbone', state_dict, prefix, local_metadata,

@@ -37,6 +37,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from .compat import is_compiling
 from .tracing import tracing
 
 
@@ -54,7 +55,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     gradient is the row/column sum of the logits' gradient. ``dropout_p`` is applied to the
     probabilities (pass 0 outside training)."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    if q.numel() == 0 and not torch.compiler.is_compiling():  # e.g. a batch of no images
+    if q.numel() == 0 and not is_compiling():  # e.g. a batch of no images
         return (q.sum(-1, keepdim=True) + k.sum() + v.sum()).expand(*q.shape[:-1], v.shape[-1])
     if _RECORDERS:  # analysis tools: also keep the probabilities (outputs unchanged)
         _RECORDERS[-1].add(q, k, bias, mask, scale, rel_pos)
@@ -237,7 +238,7 @@ SPLIT_QUERIES_MIN = 1 << 20  # queries x keys of a pair below which the call is 
 def _split_queries(q, k, v) -> int:
     """Groups to split the queries of a training call into (1: none; always under
     ``torch.compile``, whose generated kernels are not PyTorch's eager backward)."""
-    if torch.compiler.is_compiling() or q.device.type != 'cpu':
+    if is_compiling() or q.device.type != 'cpu':
         return 1
     pairs, threads = q.shape[0] * q.shape[1], torch.get_num_threads()
     if (q.dim() != 4 or pairs >= threads
@@ -271,7 +272,7 @@ def _query_blocks(q: torch.Tensor, L: int):
     while compiling: the block count would be a guard on the input size, and inductor plans
     the memory of the graph itself)."""
     N = q.shape[-2]
-    if torch.compiler.is_compiling():
+    if is_compiling():
         return [slice(0, N)]
     per_row = max(1, q[..., :1, :1].numel() * L)
     rows = max(1, min(N, BLOCK_LOGITS // per_row))

@@ -22,6 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .compat import is_compiling
+
+
 @functools.lru_cache(maxsize=None)
 def cpu_vendor() -> str:
     """The CPU's vendor id (``AuthenticAMD``, ``GenuineIntel``, ...; ``''`` if unknown)."""
@@ -60,8 +63,7 @@ def _compiling() -> bool:
     """Inside torch.compile's tracing: the compiler picks the matrix kernels itself, and the
     view's batch split (a divisor of the token count) would guard each graph on the token
     count, compiling anew for most input sizes."""
-    is_compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling', None)
-    return bool(is_compiling and is_compiling())
+    return is_compiling()
 
 
 def uses_onednn(x: torch.Tensor, weight: torch.Tensor, onednn: bool = True) -> bool:

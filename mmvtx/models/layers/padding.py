@@ -1,6 +1,8 @@
 import torch
 import torch.nn.functional as F
 
+from .compat import is_compiling
+
 
 def padded(n, multiple: int):
     """``n`` rounded up to a multiple of ``multiple``. Written with floor divisions (not
@@ -17,7 +19,7 @@ def pad_hw(x: torch.Tensor, multiple: int, channels_last: bool = False):
     tensor (the input itself when no padding is needed)."""
     h, w = (x.shape[1], x.shape[2]) if channels_last else (x.shape[-2], x.shape[-1])
     ph, pw = padded(h, multiple) - h, padded(w, multiple) - w
-    if not torch.compiler.is_compiling() and ph == 0 and pw == 0:  # compiling: one graph for
+    if not is_compiling() and ph == 0 and pw == 0:  # compiling: one graph for
         return x                                                   # padded and unpadded sizes
     if channels_last:
         return F.pad(x, (0, 0, 0, pw, 0, ph))
@@ -43,7 +45,7 @@ def crop_hw(x: torch.Tensor, h, w) -> torch.Tensor:
     compiling or exporting it is a gather (``index_select``): a slice's bounds are guarded
     against the (symbolic) size, which specialised an exported program to inputs that need the
     crop or to inputs that do not, whichever the example was; in eager mode a slice."""
-    if torch.compiler.is_compiling():
+    if is_compiling():
         x = x.index_select(-2, torch.arange(h, device=x.device))
         return x.index_select(-1, torch.arange(w, device=x.device))
     return x[..., :h, :w]
@@ -54,7 +56,7 @@ def max_pool2d_ceil(x: torch.Tensor) -> torch.Tensor:
     exporting the odd side is padded with ``-inf`` first (the same maxima): the ceil mode's
     output-size rule adds guards on symbolic sizes that ``torch.export`` with ranged ``Dim``s
     refuses as unprovable."""
-    if torch.compiler.is_compiling():
+    if is_compiling():
         h, w = x.shape[-2:]
         x = F.pad(x, (0, padded(w, 2) - w, 0, padded(h, 2) - h), value=float('-inf'))
         return F.max_pool2d(x, 2)

@@ -4,6 +4,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .compat import is_compiling
 from .padding import same_size
 
 
@@ -93,7 +94,7 @@ def resize_pos_embed(pos_embed: torch.Tensor, src_grid, dst_grid, num_extra_toke
             raise ValueError(f'position embedding offset {offset} resized {src_grid} to '
                              f'{(a_h.shape[0], a_w.shape[0])}, not {dst_grid}')
         grid = torch.einsum('ih,bchw,jw->bcij', a_h, grid, a_w)
-    elif offset and not antialias and (torch.compiler.is_compiling() or
+    elif offset and not antialias and (is_compiling() or
                                        torch.jit.is_tracing()):
         # the scale (dst + offset) / src depends on the input size: F.interpolate takes it as
         # a constant (torch.export specialised the program to the example's size, jit.trace

@@ -19,6 +19,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from .compat import custom_op, is_compiling, is_exporting
 from .padding import padded
 from .tracing import tracing
 
@@ -213,10 +214,10 @@ class WindowGeometryCache:
         while compiling or exporting the rule is applied inside the custom ops (the shifted
         gather is the unshifted one and the mask all zeros), so that the trace has no branch
         on the map's size and one program serves maps on both sides of the rule."""
-        if torch.compiler.is_compiling():  # sizes may be symbolic: no cache, opaque ops
+        if is_compiling():  # sizes may be symbolic: no cache, opaque ops
             # exporting: one all-padding window more (see the custom ops below)
             rule = dict(no_shift_within=no_shift_within,
-                        extra_window=torch.compiler.is_exporting())
+                        extra_window=is_exporting())
             return _build_geometry(H, W, window_size, shift_size, device, with_shifted,
                                    partial(_window_token_index_op, **rule),
                                    partial(_shifted_window_mask_op, **rule))
@@ -268,7 +269,7 @@ def _build_geometry(H, W, M: int, shift_size: int, device, with_shifted: bool, t
 #   at least 2, where a count that may be 1 (a stage map within one window: stage 4 of
 #   Swin-T below 225 px) is specialised by PyTorch to 1 or to more than 1 (every tensor with a
 #   window axis adds the guard), whichever the example had.
-@torch.library.custom_op('mmvtx::window_token_index', mutates_args=())
+@custom_op('mmvtx::window_token_index', mutates_args=())
 def _window_token_index_op(H: int, W: int, window_size: int, shift_size: int,
                            device: torch.device, no_shift_within: int = 0,
                            extra_window: bool = False
@@ -295,7 +296,7 @@ def _(H, W, window_size, shift_size, device, no_shift_within=0, extra_window=Fal
             torch.empty(slots, dtype=torch.bool, device=device))
 
 
-@torch.library.custom_op('mmvtx::shifted_window_mask', mutates_args=())
+@custom_op('mmvtx::shifted_window_mask', mutates_args=())
 def _shifted_window_mask_op(H: int, W: int, window_size: int, shift_size: int,
                             device: torch.device, no_shift_within: int = 0,
                             extra_window: bool = False) -> torch.Tensor:
