@@ -77,6 +77,7 @@ class VisionBackbone(BaseModule):
     norm_eval: bool = False
 
     def __init__(self, init_cfg=None):
+        self.check_init_cfg(init_cfg)
         super().__init__(init_cfg=init_cfg)
         # a whole model's state dict with this backbone's part in another codebase's layout
         # (mmdet's released Mask R-CNN Swin loaded by mmdet's init_detector, DetInferencer,
@@ -119,6 +120,23 @@ class VisionBackbone(BaseModule):
                   'model.pretrained=None if these are not weights for this backbone',
                   logger='current', level=logging.WARNING)
         return dict(type='Pretrained', checkpoint=pretrained)
+
+    @classmethod
+    def check_init_cfg(cls, init_cfg):
+        """``init_cfg`` is None, a dict with a ``type`` (mmengine's initialisers, ``Pretrained``)
+        or a list of them: a checkpoint path given as ``init_cfg`` itself was refused by
+        mmengine only at ``init_weights``, without naming it (``'str' object has no attribute
+        'pop'``)."""
+        if not init_cfg:
+            return
+        cfgs = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
+        for cfg in cfgs:
+            if not (isinstance(cfg, dict) and 'type' in cfg):
+                hint = (f"; for weights: init_cfg=dict(type='Pretrained', checkpoint={cfg!r})"
+                        if isinstance(cfg, str) else '')
+                raise ValueError(f'{cls.__name__}: init_cfg={init_cfg!r} must be a dict with a '
+                                 "'type' (e.g. dict(type='Pretrained', checkpoint=PATH)), a list "
+                                 f'of them, or None; {cfg!r} is not one{hint}')
 
     @classmethod
     def resolve_arch(cls, arch, **overrides) -> dict:

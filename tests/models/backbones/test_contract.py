@@ -131,6 +131,20 @@ def test_a_list_of_init_cfg_applies_every_entry(tmp_path, cls, kwargs):
 
 
 @pytest.mark.parametrize('cls, kwargs', LOADERS)
+@pytest.mark.parametrize('init_cfg', ['swin_tiny_patch4_window7_224.pth', 5,
+                                      dict(checkpoint='w.pth'),
+                                      [dict(type='Constant', layer='Linear', val=0.5), 'w.pth']])
+def test_an_init_cfg_that_is_no_initialiser_is_refused_by_its_value(cls, kwargs, init_cfg):
+    """A checkpoint path given as init_cfg itself (or an entry without a type) is refused when
+    the backbone is built, naming it and, for a path, the spelling that loads it; mmengine
+    failed at init_weights with "'str' object has no attribute 'pop'"."""
+    with pytest.raises(ValueError, match=r'init_cfg=.*must be a dict with a .type.') as err:
+        cls(**kwargs, init_cfg=init_cfg)
+    if isinstance(init_cfg, str):
+        assert f"dict(type='Pretrained', checkpoint={init_cfg!r})" in str(err.value)
+
+
+@pytest.mark.parametrize('cls, kwargs', LOADERS)
 def test_strict_false_says_what_it_skipped(tmp_path, cls, kwargs, monkeypatch):
     from mmvtx.utils import checkpoint
     sd = cls(**kwargs).state_dict()
