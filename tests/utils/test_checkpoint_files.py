@@ -57,6 +57,35 @@ def test_a_file_is_read_as_its_content_shows(tmp_path, fmt, name):
     assert list(load_state_dict_file(str(tmp_path / name))) == ['w']
 
 
+def test_a_legacy_format_file_that_cannot_be_read_is_named(tmp_path):
+    """torch.save's legacy (pickle) format, as torch < 1.6 and mmdet 2.x's / mmseg 0.x's
+    publish_model wrote their releases: a complete file loads; one cut off, or holding objects
+    other than weights (a training script's argparse.Namespace), was read as a detectron2
+    pickle of numpy arrays, whose first object is the legacy format's magic number, and refused
+    as 'expected a state dict, got int', naming neither the file nor the reason."""
+    import argparse
+    from mmvtx.utils.checkpoint import CheckpointReadError
+    weights = {'model': {'w': torch.arange(4096.0)}}
+    torch.save(weights, tmp_path / 'old.pth', _use_new_zipfile_serialization=False)
+    assert torch.equal(load_state_dict_file(str(tmp_path / 'old.pth'))['w'], torch.arange(4096.0))
+    data = (tmp_path / 'old.pth').read_bytes()
+    (tmp_path / 'cut.pth').write_bytes(data[:len(data) * 3 // 4])
+    torch.save(dict(weights, args=argparse.Namespace(lr=0.1)), tmp_path / 'args.pth',
+               _use_new_zipfile_serialization=False)
+    torch.save(weights, tmp_path / 'new.pth')
+    data = (tmp_path / 'new.pth').read_bytes()
+    (tmp_path / 'cut_zip.pth').write_bytes(data[:len(data) * 3 // 4])
+    for name, why in (('cut', 'damaged or incomplete'), ('args', 'never unpickles'),
+                      ('cut_zip', 'damaged or incomplete')):
+        path = tmp_path / f'{name}.pth'
+        with pytest.raises(CheckpointReadError) as e:
+            load_state_dict_file(str(path))
+        assert str(e.value).startswith(f'{path} could not be read with torch.load'), e.value
+        assert why in str(e.value)
+        assert ('legacy format' in str(e.value)) == (name != 'cut_zip')
+    assert 'never unpickles' not in str(e.value)  # a cut-off file holds no objects to refuse
+
+
 def test_a_single_npy_array_named_npz_is_refused(tmp_path):
     np.save(tmp_path / 'a.npy', np.zeros(3))
     (tmp_path / 'a.npz').write_bytes((tmp_path / 'a.npy').read_bytes())
