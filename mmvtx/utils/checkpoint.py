@@ -531,6 +531,30 @@ class KeyRule:
                 and all(c in key for c in self.contains))
 
 
+# what tells the weights of each backbone family apart in every layout it is released in
+# (the authors', timm, transformers, mmdet/mmseg/mmpretrain, mmvtx), checked in this order: a
+# Swin block's attention is named like a ViT's (attn.qkv), but only Swin nests blocks in stages
+# with relative position bias tables; CvT's convolutional projections are its own
+BACKBONE_FAMILIES = (
+    ('SwinTransformer', 'a Swin Transformer',
+     re.compile(r'(^|\.)(layers|stages)\.\d+\.blocks\.\d+\..*relative_position_bias_table$')),
+    ('CvT', 'a CvT', re.compile(r'(conv_proj_q|convolution_projection_query)\.')),
+    ('ViT', 'a ViT', re.compile(
+        r'(^|\.)(blocks|layer|layers)\.(\d+\.)?\d+\.(attn\.(qkv|q_bias|attn\.in_proj)|'
+        r'attention\.(qkv|attention\.query|q_proj)|mlp\.lin1|layer_norm1)')),
+)
+
+
+def backbone_family(sd: Dict[str, torch.Tensor]) -> Optional[Tuple[str, str, str]]:
+    """``(mmvtx type, what it is, a key that shows it)`` of the backbone family whose weights
+    ``sd`` holds (:data:`BACKBONE_FAMILIES`), or None where no key shows one."""
+    for family, what, pattern in BACKBONE_FAMILIES:
+        key = next((k for k in sd if pattern.search(k)), None)
+        if key is not None:
+            return family, what, key
+    return None
+
+
 def detect_format(sd: Dict[str, torch.Tensor], rules: Sequence[KeyRule], what: str,
                   known: str) -> str:
     """The layout of the first rule that one of ``sd``'s keys matches; otherwise a

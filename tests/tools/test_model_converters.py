@@ -180,7 +180,8 @@ def test_converter_names_a_wrong_input_without_a_traceback(tmp_path, capsys):
     for converter, argv, why in (
             (('SwinTransformer', 'tiny'), [str(cut), str(dst)],
              f'{cut} could not be read with torch.load'),
-            (('ViT', 'base'), [str(src), str(dst)], 'not a ViT checkpoint in a known format'),
+            (('ViT', 'base'), [str(src), str(dst)],
+             'not a ViT checkpoint: it holds the weights of a Swin Transformer'),
             (('SwinTransformer', 'tiny'), [str(tmp_path / 'nope.pth'), str(dst)],
              f'checkpoint not found: {tmp_path / "nope.pth"}'),
             (('SwinTransformer', 'tiny'), [str(src), str(dst), '--arch', 'huge'],

@@ -392,3 +392,46 @@ def test_a_hub_snapshot_whose_weights_blob_is_absent_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=r'model\.safetensors is a link to '
                        r'\.\./\.\./blobs/0f3e\.incomplete, which does not exist'):
         load_state_dict_file(str(snapshot))
+
+
+def test_another_familys_weights_are_named():
+    """A checkpoint of another backbone family: the Swin authors' release (``layers.i.blocks.j``
+    with ``attn.qkv``) given to a ViT was converted as mmpretrain's ViT layout and refused as
+    'the mmpretrain checkpoint does not fit the model' with ~140 renamed keys
+    (``blocks.0.blocks.0...``); transformers' SwinModel given to a ViT (and ViTModel to a Swin)
+    as 'the transformers checkpoint'. The error now says what the file holds; a whole detector's
+    backbone part of another family is left in its own names for the fit check, with that
+    line."""
+    from transformers import SwinConfig, SwinModel, ViTConfig, ViTModel
+
+    from mmvtx.models.backbones.cvt import CvT
+    from mmvtx.models.backbones.swin import SwinTransformer
+    from mmvtx.models.backbones.vit import ViT
+    from mmvtx.utils.checkpoint import CheckpointMismatchError
+    swin = SwinTransformer(arch=dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1)))
+    vit = ViT(arch=dict(embed_dims=32, num_layers=1, num_heads=1))
+    cvt = CvT(embed_dims=(16, 16, 16), depths=(1, 1, 1), num_heads=(1, 1, 1))
+    authors_swin = {k.replace('stages.', 'layers.'): v for k, v in swin.state_dict().items()
+                    if not k.startswith(('norm', 'shift_rule'))}
+    hf_swin = SwinModel(SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1]))
+    hf_vit = ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=1,
+                                intermediate_size=128))
+    official_cvt = {'stage' + k[len('stages.'):]: v for k, v in cvt.state_dict().items()
+                    if k.startswith('stages.')}
+    for sd, model, what in ((authors_swin, vit, 'a Swin Transformer'),
+                            (hf_swin.state_dict(), vit, 'a Swin Transformer'),
+                            (hf_vit.state_dict(), swin, 'a ViT'),
+                            (official_cvt, swin, 'a CvT'), (vit.state_dict(), cvt, 'a ViT')):
+        mine = {SwinTransformer: 'a Swin Transformer', ViT: 'a ViT', CvT: 'a CvT'}[type(model)]
+        with pytest.raises(CheckpointMismatchError,
+                           match=f'not {mine} checkpoint: it holds the weights of {what} '):
+            model.load_pretrained(dict(sd))
+    # each family's own files still load
+    for model, sd in ((swin, authors_swin), (vit, hf_vit.state_dict()), (cvt, official_cvt)):
+        model.load_pretrained(dict(sd))
+    # the tools' conversion of a whole detector (ConvertCheckpointHook): the part is not renamed
+    detector = {f'backbone.{k}': v for k, v in authors_swin.items()}
+    unknown = []
+    assert vit.convert_keys_under(detector, 'backbone.', {}, unknown) is None
+    assert set(detector) == {f'backbone.{k}' for k in authors_swin}
+    assert len(unknown) == 1 and 'holds the weights of a Swin Transformer' in unknown[0]

@@ -289,6 +289,7 @@ class ViT(VisionBackbone):
             k also the first k encoder layers.
         drop_path_rate, with_cp, norm_eval, init_cfg: as in every mmvtx backbone.
     """
+    family = 'ViT'
     hf_model_types = ('vit', 'vit_mae', 'vit_msn', 'deit', 'dinov2', 'dinov2_with_registers',
                       'dinov3_vit', 'vitdet', 'sam_vision_model')
     arch_zoo = {
