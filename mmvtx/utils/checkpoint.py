@@ -39,6 +39,11 @@ class CheckpointMismatchError(RuntimeError):
     """A checkpoint whose (converted) keys or shapes do not fit the model."""
 
 
+class CheckpointReadError(RuntimeError):
+    """A checkpoint file that cannot be read (empty, cut off, damaged, another format under
+    its name, or objects that are not weights); the message names the file and why."""
+
+
 @dataclass
 class ConvertedCheckpoint:
     """A state dict in mmvtx naming, the source format it came from, the model keys it may
@@ -146,8 +151,8 @@ def _read_safetensors(path: str) -> Dict[str, torch.Tensor]:
     try:
         return load_file(path)
     except SafetensorError as e:
-        raise RuntimeError(f'{path} is not a valid .safetensors file (truncated, or another '
-                           f'format under that name?): {e}') from e
+        raise CheckpointReadError(f'{path} is not a valid .safetensors file (truncated, or '
+                                  f'another format under that name?): {e}') from e
 
 
 def _read_npz(path: str) -> Dict[str, torch.Tensor]:
@@ -158,8 +163,8 @@ def _read_npz(path: str) -> Dict[str, torch.Tensor]:
         with npz:
             return {k: torch.from_numpy(npz[k].copy()) for k in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise RuntimeError(f'{path} is not a valid .npz file (truncated, or another format '
-                           f'under that name?): {e}') from e
+        raise CheckpointReadError(f'{path} is not a valid .npz file (truncated, or another '
+                                  f'format under that name?): {e}') from e
 
 
 def _read_sharded(path: str) -> Dict[str, torch.Tensor]:
@@ -169,8 +174,9 @@ def _read_sharded(path: str) -> Dict[str, torch.Tensor]:
         with open(path) as f:
             shards = sorted(set(json.load(f)['weight_map'].values()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise RuntimeError(f'{path} is not a valid sharded-checkpoint index (a JSON file '
-                           f'with a "weight_map" of tensor name -> shard file): {e!r}') from e
+        raise CheckpointReadError(f'{path} is not a valid sharded-checkpoint index (a JSON '
+                                  'file with a "weight_map" of tensor name -> shard file): '
+                                  f'{e!r}') from e
     sd = {}
     for shard in shards:
         sd.update(load_state_dict_file(osp.join(osp.dirname(path), shard)))
@@ -252,14 +258,27 @@ NO_UNPICKLING = ('mmvtx never unpickles arbitrary objects. Save the bare state d
                  'tools/model_converters/*2mmvtx.py.')
 
 
+# the first object torch.save's legacy (pickle) format writes
+LEGACY_TORCH_MAGIC = 0x1950a86a20f9469cfc6c
+
+
+def _why_unreadable(error: Exception) -> str:
+    """What to do about a file torch.load(weights_only=True) refused: objects other than
+    weights (its allow-list named them), or a damaged file (cut off, corrupted)."""
+    if 'weights only load failed' in str(error).lower():
+        return NO_UNPICKLING
+    return ('The file is damaged or incomplete (cut off by an interrupted download or copy?): '
+            'fetch it again.')
+
+
 def load_state_dict_file(path: str, prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
     """A flat ``name -> tensor`` dict from a checkpoint file, without unpickling objects.
-    A file that cannot be read (empty, truncated, another format) raises ``RuntimeError``
-    naming it."""
+    A file that cannot be read (empty, truncated, another format) raises
+    :class:`CheckpointReadError` (a ``RuntimeError``) naming it."""
     path = resolve_checkpoint_path(path)
     if osp.getsize(path) == 0:
-        raise RuntimeError(f'{path} is empty (0 bytes), not a checkpoint: an interrupted '
-                           'download or copy? Fetch it again.')
+        raise CheckpointReadError(f'{path} is empty (0 bytes), not a checkpoint: an '
+                                  'interrupted download or copy? Fetch it again.')
     fmt = 'index' if path.endswith('.index.json') else _content_format(path) or (
         'safetensors' if path.endswith('.safetensors') else
         'npz' if path.endswith('.npz') else 'torch')
@@ -280,26 +299,37 @@ def load_state_dict_file(path: str, prefix: Optional[str] = None) -> Dict[str, t
         except Exception as e:  # noqa: BLE001 - re-raised with what a user needs
             with open(path, 'rb') as f:
                 head = f.read(16)
+            torch_error = str(e) or type(e).__name__
             if head.startswith(PICKLE_STARTS) and not zipfile.is_zipfile(path):
-                # a plain pickle: detectron2's .pkl releases hold numpy arrays
+                # a plain pickle: detectron2's .pkl releases hold numpy arrays; torch.save's
+                # legacy format (torch < 1.6, or _use_new_zipfile_serialization=False, as
+                # mmdet 2.x / mmseg 0.x published their models) is a pickle too
                 try:
                     ckpt = _read_numpy_pickle(path)
                 except Exception as numpy_error:  # noqa: BLE001 - reported with torch's
-                    raise RuntimeError(
+                    raise CheckpointReadError(
                         f'{path} could not be read with torch.load(weights_only=True) '
-                        f'({str(e) or type(e).__name__}) nor as a pickle of numpy arrays '
+                        f'({torch_error}) nor as a pickle of numpy arrays '
                         f'(detectron2\'s .pkl): {numpy_error}\n'
-                        + NO_UNPICKLING) from e
+                        + _why_unreadable(e)) from e
+                if not isinstance(ckpt, dict):  # the legacy format's magic number, first
+                    legacy = isinstance(ckpt, int) and ckpt == LEGACY_TORCH_MAGIC
+                    raise CheckpointReadError(
+                        f'{path} could not be read with torch.load(weights_only=True): '
+                        f'{torch_error}\n' + (
+                            'It is a torch.save file of the legacy format (torch < 1.6, or '
+                            '_use_new_zipfile_serialization=False). ' if legacy else
+                            f'It is a pickle of a {type(ckpt).__name__}, not of a dict of '
+                            'weights. ') + _why_unreadable(e)) from e
                 return unwrap_state_dict(ckpt, origin=path, prefix=prefix)
             if not head.startswith((b'PK',) + PICKLE_STARTS):  # neither a zip nor a pickle
-                raise RuntimeError(
+                raise CheckpointReadError(
                     f'{path} is not a checkpoint file: its bytes are none of torch.save\'s '
                     f'formats, safetensors or .npz (it begins {head!r}); a web page or an '
                     'error message saved in its place? Fetch the file again.') from e
-            raise RuntimeError(
+            raise CheckpointReadError(
                 f'{path} could not be read with torch.load(weights_only=True): '
-                f'{str(e) or type(e).__name__}\n'
-                + NO_UNPICKLING) from e
+                f'{torch_error}\n' + _why_unreadable(e)) from e
     return unwrap_state_dict(ckpt, origin=path, prefix=prefix)
 
 
@@ -499,6 +529,30 @@ class KeyRule:
     def matches(self, key: str) -> bool:
         return ((not self.prefixes or key.startswith(self.prefixes))
                 and all(c in key for c in self.contains))
+
+
+# what tells the weights of each backbone family apart in every layout it is released in
+# (the authors', timm, transformers, mmdet/mmseg/mmpretrain, mmvtx), checked in this order: a
+# Swin block's attention is named like a ViT's (attn.qkv), but only Swin nests blocks in stages
+# with relative position bias tables; CvT's convolutional projections are its own
+BACKBONE_FAMILIES = (
+    ('SwinTransformer', 'a Swin Transformer',
+     re.compile(r'(^|\.)(layers|stages)\.\d+\.blocks\.\d+\..*relative_position_bias_table$')),
+    ('CvT', 'a CvT', re.compile(r'(conv_proj_q|convolution_projection_query)\.')),
+    ('ViT', 'a ViT', re.compile(
+        r'(^|\.)(blocks|layer|layers)\.(\d+\.)?\d+\.(attn\.(qkv|q_bias|attn\.in_proj)|'
+        r'attention\.(qkv|attention\.query|q_proj)|mlp\.lin1|layer_norm1)')),
+)
+
+
+def backbone_family(sd: Dict[str, torch.Tensor]) -> Optional[Tuple[str, str, str]]:
+    """``(mmvtx type, what it is, a key that shows it)`` of the backbone family whose weights
+    ``sd`` holds (:data:`BACKBONE_FAMILIES`), or None where no key shows one."""
+    for family, what, pattern in BACKBONE_FAMILIES:
+        key = next((k for k in sd if pattern.search(k)), None)
+        if key is not None:
+            return family, what, key
+    return None
 
 
 def detect_format(sd: Dict[str, torch.Tensor], rules: Sequence[KeyRule], what: str,

@@ -57,8 +57,8 @@ def convert_main(backbone_type: str, default_arch: str, argv=None):
     import mmvtx  # noqa: F401
     from mmvtx.engine.safe_load import allow_mmengine_checkpoints
     from mmvtx.registry import MODELS
-    from mmvtx.utils.checkpoint import (CheckpointMismatchError, load_backbone_checkpoint,
-                                        resolve_checkpoint_path)
+    from mmvtx.utils.checkpoint import (CheckpointMismatchError, CheckpointReadError,
+                                        load_backbone_checkpoint, resolve_checkpoint_path)
     from mmvtx.utils.standin import WARNING, mark_standin, standin_info
     try:
         src = resolve_checkpoint_path(args.src)
@@ -80,6 +80,8 @@ def convert_main(backbone_type: str, default_arch: str, argv=None):
         converted = load_backbone_checkpoint(model, src, prefix=args.prefix)
     except CheckpointMismatchError as e:  # another architecture's file, another size: named
         parser.exit(1, f'error: {args.src}: {e}\n')
+    except (CheckpointReadError, FileNotFoundError) as e:  # cut off, damaged; a missing shard
+        parser.exit(1, f'error: {e}\n')
     sd = {k: v.contiguous() for k, v in model.state_dict().items()}
     standin = standin_info(src)
     if args.dst.lower().endswith('.safetensors'):

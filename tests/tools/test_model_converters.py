@@ -168,15 +168,20 @@ def test_converter_names_bad_options(tmp_path, capsys):
 
 
 def test_converter_names_a_wrong_input_without_a_traceback(tmp_path, capsys):
-    """A Swin file given to the ViT converter, a missing file, an unknown ``--arch`` or
-    constructor argument, a checkpoint of another width: each stopped with a traceback (as
+    """A Swin file given to the ViT converter, a missing or cut-off file, an unknown ``--arch``
+    or constructor argument, a checkpoint of another width: each stopped with a traceback (as
     tools/train.py and tools/test.py no longer do for a checkpoint that does not fit); now
     ``error:`` and the reason, exit status 1 or 2, and no output file."""
     src = tmp_path / 'swin.pth'
     torch.save(SwinTransformer(**SMALL_SWIN).state_dict(), src)
+    cut = tmp_path / 'cut.pth'  # an interrupted download: was a RuntimeError's traceback
+    cut.write_bytes(src.read_bytes()[:src.stat().st_size // 2])
     dst = tmp_path / 'out.pth'
     for converter, argv, why in (
-            (('ViT', 'base'), [str(src), str(dst)], 'not a ViT checkpoint in a known format'),
+            (('SwinTransformer', 'tiny'), [str(cut), str(dst)],
+             f'{cut} could not be read with torch.load'),
+            (('ViT', 'base'), [str(src), str(dst)],
+             'not a ViT checkpoint: it holds the weights of a Swin Transformer'),
             (('SwinTransformer', 'tiny'), [str(tmp_path / 'nope.pth'), str(dst)],
              f'checkpoint not found: {tmp_path / "nope.pth"}'),
             (('SwinTransformer', 'tiny'), [str(src), str(dst), '--arch', 'huge'],

@@ -57,6 +57,35 @@ def test_a_file_is_read_as_its_content_shows(tmp_path, fmt, name):
     assert list(load_state_dict_file(str(tmp_path / name))) == ['w']
 
 
+def test_a_legacy_format_file_that_cannot_be_read_is_named(tmp_path):
+    """torch.save's legacy (pickle) format, as torch < 1.6 and mmdet 2.x's / mmseg 0.x's
+    publish_model wrote their releases: a complete file loads; one cut off, or holding objects
+    other than weights (a training script's argparse.Namespace), was read as a detectron2
+    pickle of numpy arrays, whose first object is the legacy format's magic number, and refused
+    as 'expected a state dict, got int', naming neither the file nor the reason."""
+    import argparse
+    from mmvtx.utils.checkpoint import CheckpointReadError
+    weights = {'model': {'w': torch.arange(4096.0)}}
+    torch.save(weights, tmp_path / 'old.pth', _use_new_zipfile_serialization=False)
+    assert torch.equal(load_state_dict_file(str(tmp_path / 'old.pth'))['w'], torch.arange(4096.0))
+    data = (tmp_path / 'old.pth').read_bytes()
+    (tmp_path / 'cut.pth').write_bytes(data[:len(data) * 3 // 4])
+    torch.save(dict(weights, args=argparse.Namespace(lr=0.1)), tmp_path / 'args.pth',
+               _use_new_zipfile_serialization=False)
+    torch.save(weights, tmp_path / 'new.pth')
+    data = (tmp_path / 'new.pth').read_bytes()
+    (tmp_path / 'cut_zip.pth').write_bytes(data[:len(data) * 3 // 4])
+    for name, why in (('cut', 'damaged or incomplete'), ('args', 'never unpickles'),
+                      ('cut_zip', 'damaged or incomplete')):
+        path = tmp_path / f'{name}.pth'
+        with pytest.raises(CheckpointReadError) as e:
+            load_state_dict_file(str(path))
+        assert str(e.value).startswith(f'{path} could not be read with torch.load'), e.value
+        assert why in str(e.value)
+        assert ('legacy format' in str(e.value)) == (name != 'cut_zip')
+    assert 'never unpickles' not in str(e.value)  # a cut-off file holds no objects to refuse
+
+
 def test_a_single_npy_array_named_npz_is_refused(tmp_path):
     np.save(tmp_path / 'a.npy', np.zeros(3))
     (tmp_path / 'a.npz').write_bytes((tmp_path / 'a.npy').read_bytes())
@@ -363,3 +392,46 @@ def test_a_hub_snapshot_whose_weights_blob_is_absent_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=r'model\.safetensors is a link to '
                        r'\.\./\.\./blobs/0f3e\.incomplete, which does not exist'):
         load_state_dict_file(str(snapshot))
+
+
+def test_another_familys_weights_are_named():
+    """A checkpoint of another backbone family: the Swin authors' release (``layers.i.blocks.j``
+    with ``attn.qkv``) given to a ViT was converted as mmpretrain's ViT layout and refused as
+    'the mmpretrain checkpoint does not fit the model' with ~140 renamed keys
+    (``blocks.0.blocks.0...``); transformers' SwinModel given to a ViT (and ViTModel to a Swin)
+    as 'the transformers checkpoint'. The error now says what the file holds; a whole detector's
+    backbone part of another family is left in its own names for the fit check, with that
+    line."""
+    from transformers import SwinConfig, SwinModel, ViTConfig, ViTModel
+
+    from mmvtx.models.backbones.cvt import CvT
+    from mmvtx.models.backbones.swin import SwinTransformer
+    from mmvtx.models.backbones.vit import ViT
+    from mmvtx.utils.checkpoint import CheckpointMismatchError
+    swin = SwinTransformer(arch=dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1)))
+    vit = ViT(arch=dict(embed_dims=32, num_layers=1, num_heads=1))
+    cvt = CvT(embed_dims=(16, 16, 16), depths=(1, 1, 1), num_heads=(1, 1, 1))
+    authors_swin = {k.replace('stages.', 'layers.'): v for k, v in swin.state_dict().items()
+                    if not k.startswith(('norm', 'shift_rule'))}
+    hf_swin = SwinModel(SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1]))
+    hf_vit = ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=1,
+                                intermediate_size=128))
+    official_cvt = {'stage' + k[len('stages.'):]: v for k, v in cvt.state_dict().items()
+                    if k.startswith('stages.')}
+    for sd, model, what in ((authors_swin, vit, 'a Swin Transformer'),
+                            (hf_swin.state_dict(), vit, 'a Swin Transformer'),
+                            (hf_vit.state_dict(), swin, 'a ViT'),
+                            (official_cvt, swin, 'a CvT'), (vit.state_dict(), cvt, 'a ViT')):
+        mine = {SwinTransformer: 'a Swin Transformer', ViT: 'a ViT', CvT: 'a CvT'}[type(model)]
+        with pytest.raises(CheckpointMismatchError,
+                           match=f'not {mine} checkpoint: it holds the weights of {what} '):
+            model.load_pretrained(dict(sd))
+    # each family's own files still load
+    for model, sd in ((swin, authors_swin), (vit, hf_vit.state_dict()), (cvt, official_cvt)):
+        model.load_pretrained(dict(sd))
+    # the tools' conversion of a whole detector (ConvertCheckpointHook): the part is not renamed
+    detector = {f'backbone.{k}': v for k, v in authors_swin.items()}
+    unknown = []
+    assert vit.convert_keys_under(detector, 'backbone.', {}, unknown) is None
+    assert set(detector) == {f'backbone.{k}' for k in authors_swin}
+    assert len(unknown) == 1 and 'holds the weights of a Swin Transformer' in unknown[0]

@@ -17,7 +17,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmvtx.models.layers.compat import is_compiling, register_load_state_dict_pre_hook
 from mmvtx.models.layers.patch_embed import adapt_input_channels
-from mmvtx.utils.checkpoint import (CheckpointMismatchError, ConvertedCheckpoint, check_finite,
+from mmvtx.utils.checkpoint import (BACKBONE_FAMILIES, CheckpointMismatchError,
+                                    ConvertedCheckpoint, backbone_family, check_finite,
                                     load_converted, read_checkpoint, resolve_checkpoint_path,
                                     source_config, strip_prefix)
 
@@ -73,6 +74,8 @@ class VisionBackbone(BaseModule):
     hf_model_types: Tuple[str, ...] = ()
     # the first convolution's weight: an RGB checkpoint's is adapted to other input channels
     input_conv: str = 'patch_embed.proj.weight'
+    # the backbone family whose weights it loads (:data:`BACKBONE_FAMILIES`)
+    family: str = ''
     frozen_stages: int = -1
     norm_eval: bool = False
 
@@ -409,9 +412,25 @@ class VisionBackbone(BaseModule):
         ``in_channels`` (grey, RGB-D, multispectral input), as resampled tables are: named in
         ``resized`` (logged, and a whole model's file so adapted is not taken for the one it
         was)."""
+        self.check_family(state_dict)
         converted = self.convert_layout(state_dict, source_config)
         self.adapt_rgb_input(converted.state_dict, converted.resized)
         return converted
+
+    def check_family(self, state_dict: dict):
+        """Refuses the weights of another backbone family (a Swin file given to a ViT) naming
+        what they are: some layouts of two families share names (the Swin authors' ``layers.*``
+        and mmpretrain's ViT), and such a file was converted as the other family's layout and
+        refused as a long list of renamed keys that fit nothing, under that layout's name."""
+        found = backbone_family(state_dict)
+        if found is None or not self.family or found[0] == self.family:
+            return
+        family, what, key = found
+        mine = next(w for f, w, _ in BACKBONE_FAMILIES if f == self.family)
+        raise CheckpointMismatchError(
+            f'{type(self).__name__}: not {mine} checkpoint: it holds the weights of {what} '
+            f'(e.g. {key!r}). Load it into a {family} (type=\'mmvtx.{family}\'), or give '
+            f'this backbone {mine} checkpoint.')
 
     def convert_keys_under(self, state_dict: dict, prefix: str,
                            resized: Optional[dict] = None,

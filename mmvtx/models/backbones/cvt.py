@@ -177,6 +177,7 @@ class CvT(VisionBackbone):
         drop_path_rate, with_cp, norm_eval (BatchNorm of the projections in eval mode),
         init_cfg: as in every mmvtx backbone.
     """
+    family = 'CvT'
     hf_model_types = ('cvt',)
     input_conv = 'stages.0.patch_embed.proj.weight'
     arch_zoo = {

@@ -232,6 +232,7 @@ class SwinTransformer(VisionBackbone):
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` loads the authors', timm,
             transformers or mmdet/mmseg/mmpretrain weights (see :mod:`mmvtx.utils.checkpoint`).
     """
+    family = 'SwinTransformer'
     hf_model_types = ('swin',)
     arch_zoo = {
         'tiny': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),

@@ -246,6 +246,10 @@ class ViT(VisionBackbone):
       LayerScale, query/value biases only, LayerNorm eps 1e-5.
     * ``deit3-*``: LayerScale (DeiT-III).
 
+    The distilled DeiTs (``dist_token``; transformers' ``DeiTModel``) load into a ViT with
+    ``num_register_tokens=1``: the distillation token attends as a register token, its
+    position added to it.
+
     Patch sizes other than 16 (DINOv2's 14) keep their native token grid through the encoder;
     the map handed to the pyramid is then resampled bilinearly, pixel-aligned (cell centres at
     ``(i + 0.5) p`` mapped to ``(j + 0.5) 16``), to the stride-16 grid ``ceil(H/16) x ceil(W/16)``,
@@ -289,6 +293,7 @@ class ViT(VisionBackbone):
             k also the first k encoder layers.
         drop_path_rate, with_cp, norm_eval, init_cfg: as in every mmvtx backbone.
     """
+    family = 'ViT'
     hf_model_types = ('vit', 'vit_mae', 'vit_msn', 'deit', 'dinov2', 'dinov2_with_registers',
                       'dinov3_vit', 'vitdet', 'sam_vision_model')
     arch_zoo = {
@@ -655,7 +660,8 @@ VIT_FORMATS = (
 )
 # wrappers around a ViT's weights: SAM's whole model (authors', transformers), detectron2's
 # ViTDet backbone (``backbone.net.``, ``backbone.`` already cut), transformers' task models
-_WRAPPERS = ('image_encoder.', 'vision_encoder.', 'net.', 'dinov2.', 'dinov2_with_registers.')
+_WRAPPERS = ('image_encoder.', 'vision_encoder.', 'net.', 'dinov2.', 'dinov2_with_registers.',
+             'deit.')
 
 
 def detect_vit_format(sd: dict) -> str:
@@ -712,6 +718,7 @@ def _jax_to_timm(sd: dict) -> dict:
 HF_VIT_RULES = (
     ('embeddings.cls_token', 'cls_token'),
     ('embeddings.register_tokens', 'register_tokens'),
+    ('embeddings.distillation_token', 'dist_token'),  # DeiTModel (the distilled DeiTs)
     ('embeddings.position_embeddings', 'pos_embed'),
     ('embeddings.patch_embeddings.projection', 'patch_embed.proj'),
     ('encoder.layer.', 'blocks.'), ('layers.', 'blocks.'),
@@ -748,7 +755,8 @@ LAYER_SCALE_RULES = (('.gamma_1', '.ls1.gamma'), ('.gamma_2', '.ls2.gamma'),
 # detectron2's simple feature pyramid
 _DROPPED = ('head', 'fc_norm', 'pre_logits', 'decoder', 'mask_token', 'embeddings.mask_token',
             'neck.', 'rope_embed.',
-            'rope_embeddings.', 'local_cls_norm', 'simfp_', 'pooler.', 'classifier.')
+            'rope_embeddings.', 'local_cls_norm', 'simfp_', 'pooler.', 'classifier.',
+            'cls_classifier.', 'distillation_classifier.')
 
 
 def _unwrap(sd: dict) -> dict:
@@ -829,9 +837,7 @@ def convert_vit(sd: dict, model: 'ViT',
         sd = rename_keys(sd, (('.mlp.fc1.', '.mlp.w12.'), ('.mlp.fc2.', '.mlp.w3.')))
     out = {k: v for k, v in sd.items() if not k.startswith(_DROPPED)}
     if 'dist_token' in out:
-        raise CheckpointMismatchError(
-            'ViT: a distilled DeiT checkpoint (dist_token, two extra positions) is not '
-            'supported; use the non-distilled release')
+        _fold_distillation_token(out, model)
     _convert_qkv_bias(out, model)
     resized = {}  # the file's tensors that are resampled to the model's grids
     _convert_pos_embed(out, model, resized, _config_grid(source_config))
@@ -855,6 +861,26 @@ def convert_vit(sd: dict, model: 'ViT',
         may_miss += [f'blocks.{i}.attn.rel_pos_{a}' for i in range(len(model.blocks))
                      for a in 'hw']
     return ConvertedCheckpoint(out, fmt_in, may_miss, hint, resized)
+
+
+def _fold_distillation_token(out: dict, model: 'ViT'):
+    """A distilled DeiT (the authors' and timm's ``dist_token``, transformers' ``DeiTModel``):
+    [CLS], the distillation token, then the patches, each with a position (two extra slots).
+    The distillation token attends as a register token does: it loads as the model's one
+    register token with its position added to it (as timm folds DINOv2's [CLS] position into
+    its token), so that a ViT with ``num_register_tokens=1`` computes the release's features."""
+    dist = out.pop('dist_token')
+    if model.num_register_tokens != 1 or model.cls_token is None:
+        raise CheckpointMismatchError(
+            'ViT: a distilled DeiT checkpoint (a distillation token after [CLS], two extra '
+            'positions): build the ViT with num_register_tokens=1 (and with_cls_token=True), so '
+            'that the distillation token loads as its register token, its position added to '
+            'it, and the model computes the release\'s features')
+    pos = out.get('pos_embed')
+    if pos is not None and pos.dim() == 3 and pos.shape[1] >= 2:
+        dist = dist + pos[:, 1:2]
+        out['pos_embed'] = torch.cat([pos[:, :1], pos[:, 2:]], 1)
+    out['register_tokens'] = dist.reshape(1, 1, -1)
 
 
 def _pyramid_by_level(out: dict, model: 'ViT') -> str:

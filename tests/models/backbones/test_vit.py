@@ -242,6 +242,54 @@ def test_jax_npz_checkpoint_matches_transformers(tmp_path):
         assert (_as_map(expected[:, 1:], (224, 224)) - ours(x)[0]).abs().max() <= TOL
 
 
+@pytest.mark.parametrize('layout', ['transformers', 'timm'])
+def test_distilled_deit_loads_its_distillation_token_as_a_register(layout):
+    """The distilled DeiTs (deit_base_distilled_patch16_224: timm's and the authors'
+    ``dist_token`` and ``head_dist``; transformers' DeiTForImageClassificationWithTeacher,
+    model_type 'deit', under ``deit.``) were refused ('not supported'; transformers' as no
+    known format). The distillation token attends as a register token: a ViT with
+    num_register_tokens=1 computes transformers' DeiTModel features, at the pretraining size
+    and another; without the register the error says how to build it."""
+    from transformers import DeiTConfig, DeiTForImageClassificationWithTeacher
+    cfg = DeiTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=256, image_size=224, patch_size=16, layer_norm_eps=1e-6,
+                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=10)
+    ref = jitter_(DeiTForImageClassificationWithTeacher(cfg).eval())
+    sd = ref.state_dict()
+    if layout == 'timm':  # the authors' / timm's names, from the same weights
+        hf = {k[len('deit.'):]: v for k, v in sd.items() if k.startswith('deit.')}
+        sd = {'cls_token': hf['embeddings.cls_token'],
+              'dist_token': hf['embeddings.distillation_token'],
+              'pos_embed': hf['embeddings.position_embeddings'],
+              'patch_embed.proj.weight': hf['embeddings.patch_embeddings.projection.weight'],
+              'patch_embed.proj.bias': hf['embeddings.patch_embeddings.projection.bias'],
+              'norm.weight': hf['layernorm.weight'], 'norm.bias': hf['layernorm.bias'],
+              'head.weight': sd['cls_classifier.weight'],
+              'head_dist.weight': sd['distillation_classifier.weight']}
+        for i in range(2):
+            p, b = f'layers.{i}.', f'blocks.{i}.'
+            for part in ('weight', 'bias'):
+                sd[b + 'attn.qkv.' + part] = torch.cat(
+                    [hf[f'{p}attention.{t}_proj.{part}'] for t in 'qkv'])
+                for theirs, ours in (('attention.o_proj', 'attn.proj'),
+                                     ('layernorm_before', 'norm1'), ('layernorm_after', 'norm2'),
+                                     ('mlp.fc1', 'mlp.fc1'), ('mlp.fc2', 'mlp.fc2')):
+                    sd[f'{b}{ours}.{part}'] = hf[f'{p}{theirs}.{part}']
+    arch = dict(embed_dims=64, num_layers=2, num_heads=2)
+    with pytest.raises(CheckpointMismatchError, match='build the ViT with num_register_tokens=1'):
+        load_backbone_checkpoint(ViT(arch), dict(sd))
+    ours = ViT(arch, num_register_tokens=1, out_indices=(2,), output_cls_token=True,
+               drop_path_rate=0.0).eval()
+    load_backbone_checkpoint(ours, dict(sd))
+    for size in ((224, 224), (160, 256)):
+        x = torch.randn(2, 3, *size)
+        with torch.no_grad():
+            expected = ref.deit(x, interpolate_pos_encoding=True).last_hidden_state
+            feat, cls = ours(x)
+        assert (_as_map(expected[:, 2:], size) - feat).abs().max() <= TOL
+        assert (expected[:, 0] - cls).abs().max() <= TOL
+
+
 def test_bad_arguments_and_checkpoints():
     with pytest.raises(ValueError, match='feature_layers'):
         ViT(**SMALL, feature_layers=(1, 2))
