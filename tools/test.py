@@ -22,7 +22,8 @@ from mmengine.runner import Runner  # noqa: E402
 import mmvtx  # noqa: E402,F401
 from mmvtx.engine.runner import (finish_cpu_distributed, init_cpu_distributed,  # noqa: E402
                                  load_config, parse_tool_args, prepare_test_cfg, tool_parser)
-from mmvtx.utils.checkpoint import CheckpointMismatchError  # noqa: E402
+from mmvtx.utils.checkpoint import (CheckpointMismatchError,  # noqa: E402
+                                    CheckpointReadError)
 
 
 def parse_args(argv=None):
@@ -61,5 +62,6 @@ def main(argv=None):
 if __name__ == '__main__':
     try:
         main()
-    except CheckpointMismatchError as e:  # a checkpoint of another model: no metrics
+    # a checkpoint of another model, or one that cannot be read: no metrics, one line
+    except (CheckpointMismatchError, CheckpointReadError) as e:
         sys.exit(f'error: {e}')

@@ -15,7 +15,8 @@ from mmengine.runner import Runner  # noqa: E402
 import mmvtx  # noqa: E402,F401  registers models/datasets/hooks
 from mmvtx.engine.runner import (finish_cpu_distributed, init_cpu_distributed,  # noqa: E402
                                  load_config, parse_tool_args, prepare_train_cfg, tool_parser)
-from mmvtx.utils.checkpoint import CheckpointMismatchError  # noqa: E402
+from mmvtx.utils.checkpoint import (CheckpointMismatchError,  # noqa: E402
+                                    CheckpointReadError)
 
 
 def parse_args(argv=None):
@@ -57,5 +58,7 @@ def main(argv=None):
 if __name__ == '__main__':
     try:
         main()
-    except CheckpointMismatchError as e:  # --resume with a changed model: named, no traceback
+    # --resume with a changed model, an init_cfg checkpoint that cannot be read: named, no
+    # traceback
+    except (CheckpointMismatchError, CheckpointReadError) as e:
         sys.exit(f'error: {e}')

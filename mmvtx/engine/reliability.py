@@ -46,6 +46,7 @@ from mmengine.logging import print_log
 
 from mmvtx.engine._model import unwrap_model
 from mmvtx.registry import HOOKS
+from mmvtx.utils.checkpoint import LEGACY_TORCH_MAGIC
 
 ATOMIC_BACKEND = 'mmvtx_atomic'
 VALIDATED_FILE = '.validated.json'  # in the work dir: the validations training finished
@@ -203,6 +204,24 @@ def find_resume_checkpoint(work_dir: str, ckpt_dir: Optional[str] = None,
     return None
 
 
+# how torch.save's legacy format (torch < 1.6, or _use_new_zipfile_serialization=False, as
+# mmdet 2.x / mmseg 0.x published their models) begins: pickle protocol 2, then its magic number
+LEGACY_HEAD = b'\x80\x02\x8a\x0a' + LEGACY_TORCH_MAGIC.to_bytes(10, 'little')
+
+
+def _legacy_file_is_cut_off(path: str) -> bool:
+    """Whether a legacy-format ``torch.save`` file ends before its last tensor (it has no zip
+    directory to look at: it is read). A file that holds objects torch's allow-list refuses is
+    not called cut off here: its loader says what they are."""
+    from mmvtx.engine.safe_load import mmengine_checkpoint_globals
+    try:
+        with mmengine_checkpoint_globals(), open(path, 'rb') as f:
+            torch.load(f, map_location='cpu', weights_only=True)
+    except Exception as e:  # noqa: BLE001 - only its kind is wanted
+        return 'weights only load failed' not in str(e).lower()
+    return False
+
+
 def check_checkpoint_file(path: str, what: str = '--resume',
                           filename_tmpl: Optional[str] = None):
     """Refuses ``--resume PATH`` (or the checkpoint of another option, ``what``) naming the
@@ -219,7 +238,12 @@ def check_checkpoint_file(path: str, what: str = '--resume',
     if not osp.isfile(path):
         raise FileNotFoundError(f'{what} {path}: no such file')
     with open(path, 'rb') as f:
-        zipped = f.read(4) == b'PK\x03\x04'  # torch.save's format (the legacy one is a pickle)
+        head = f.read(len(LEGACY_HEAD))
+    zipped = head.startswith(b'PK\x03\x04')  # torch.save's format (the legacy one is a pickle)
+    if head == LEGACY_HEAD and _legacy_file_is_cut_off(path):
+        raise ValueError(f'{what} {path}: the file (torch.save\'s legacy format, e.g. an '
+                         'mmdet 2.x / mmseg 0.x release) is incomplete or damaged (cut off by '
+                         'an interrupted download or copy?) and cannot be read: fetch it again')
     if zipped and not is_complete_checkpoint(path):
         other = find_resume_checkpoint(osp.dirname(osp.abspath(path)),
                                        filename_tmpl=filename_tmpl)

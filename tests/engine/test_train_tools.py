@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DET_CFG = osp.join(ROOT, 'configs/swin/mask-rcnn_swin-mini-p4-w7_fpn_700i_shapes.py')
@@ -326,13 +327,26 @@ def test_tools_refuse_a_flag_the_config_cannot_take_in_one_line(tmp_path, script
     ('test.py', ['nope.pth'], 'error: checkpoint nope.pth: no such file'),
     ('test.py', ['work_dirs'], 'error: checkpoint work_dirs is a folder, not a checkpoint file'),
     ('train.py', ['--resume', 'nope.pth'], 'error: --resume nope.pth: no such file'),
+    # a cut-off file of torch.save's legacy format (mmdet 2.x / mmseg 0.x releases): torch's
+    # traceback ('unexpected EOF'), which named no file
+    ('test.py', ['cut.pth'], 'error: checkpoint cut.pth: the file (torch.save\'s legacy format'),
+    ('train.py', ['--cfg-options', 'load_from=cut.pth'], 'error: load_from cut.pth: the file'),
+    # the same as the backbone's init_cfg checkpoint, read when the backbone initialises
+    ('train.py', ['--cfg-options', 'model.backbone.init_cfg.type=Pretrained',
+                  'model.backbone.init_cfg.checkpoint=cut.pth'],
+     'error: cut.pth could not be read with torch.load(weights_only=True)'),
 ])
 def test_tools_name_a_missing_checkpoint_in_one_line(tmp_path, script, args, message):
     """``python tools/test.py CONFIG CHECKPOINT`` with a checkpoint that is not there (a typo,
     a release not downloaded yet) or a folder, and ``tools/train.py --resume FILE``: the
     README's one ``error:`` line; they stopped with the traceback of a ``FileNotFoundError`` /
-    ``IsADirectoryError`` (only a cut-off file was a line)."""
+    ``IsADirectoryError`` (only a cut-off file was a line). The same for a legacy-format file
+    cut off (it has no zip directory to look at) as checkpoint, ``load_from`` or ``init_cfg``."""
     (tmp_path / 'work_dirs').mkdir()
+    legacy = tmp_path / 'legacy.pth'
+    torch.save({'state_dict': {'w': torch.ones(64, 64)}}, legacy,
+               _use_new_zipfile_serialization=False)
+    (tmp_path / 'cut.pth').write_bytes(legacy.read_bytes()[:-100])
     out = run_tool([sys.executable, osp.join(ROOT, 'tools', script), SEG_CFG, *args,
                     '--work-dir', str(tmp_path / 'w')], cwd=str(tmp_path), timeout=120)
     assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
