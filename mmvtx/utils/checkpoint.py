@@ -477,6 +477,11 @@ def load_converted(model: nn.Module, converted: ConvertedCheckpoint, strict: boo
         msg += f' ({origin})'
     if allowed:
         msg += f'; not in that format, kept at their init: {", ".join(sorted(allowed))}'
+    if converted.resized:  # e.g. a window-12 release fine-tuned with window 7: named
+        k, v = sorted(converted.resized.items())[0]
+        msg += (f'; {len(converted.resized)} tensor(s) of another window or grid size '
+                f'resampled to the model\'s (e.g. {k}: {tuple(v.shape)} -> '
+                f'{tuple(own[k].shape) if k in own else "?"})')
     print_log(msg, logger='current')
     if lines:  # strict=False: say what was not loaded
         print_log('\n'.join([f'{name}: strict=False, so these were skipped (the model keeps '

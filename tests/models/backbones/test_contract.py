@@ -165,6 +165,31 @@ def test_strict_false_says_what_it_skipped(tmp_path, cls, kwargs, monkeypatch):
     assert all(k in text for k in (dropped, extra, reshaped)), text
 
 
+@pytest.mark.parametrize('cls, source, target, key', [
+    (SwinTransformer, dict(window_size=12), dict(window_size=7), 'relative_position_bias_table'),
+    (ViT, dict(img_size=224), dict(img_size=320), 'pos_embed')])
+def test_init_cfg_names_the_tables_it_resampled(tmp_path, monkeypatch, cls, source, target,
+                                                key):
+    """Fine-tuning a release of another window or pretraining size through ``init_cfg`` (a
+    window-12 Swin in a window-7 recipe) resamples its tables: the load line says so, with a
+    table's shapes (it said only 'loaded N tensors', as if the file were the model's)."""
+    from mmvtx.utils import checkpoint
+    kwargs = dict(LOADERS[0][1] if cls is SwinTransformer else LOADERS[1][1])
+    torch.save(cls(**kwargs, **source).state_dict(), tmp_path / 'src.pth')
+    logged = []
+    monkeypatch.setattr(checkpoint, 'print_log', lambda msg, **kw: logged.append(msg))
+    model = cls(**kwargs, **target,
+                init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'src.pth')))
+    model.init_weights()
+    text = '\n'.join(logged)
+    shapes = {k: (tuple(v.shape), tuple(model.state_dict()[k].shape))
+              for k, v in cls(**kwargs, **source).state_dict().items() if k.endswith(key)}
+    k, (was, now) = sorted(shapes.items())[0]
+    assert was != now
+    assert (f'{len(shapes)} tensor(s) of another window or grid size resampled to the '
+            f"model's (e.g. {k}: {was} -> {now})") in text, text
+
+
 @pytest.mark.parametrize('cls, kwargs', LOADERS)
 def test_with_cp_trains_the_same(cls, kwargs):
     """Activation checkpointing changes memory, not training: same loss and gradients, and the
