@@ -859,6 +859,42 @@ def class_count_errors(model: nn.Module, classes, dataset: str = 'the dataset'):
     return errors, warnings
 
 
+def dataset_classes(dataset):
+    """The class names of a built dataset (a wrapper's: its ``metainfo`` is the wrapped one's),
+    or None: a panoptic dataset's ``thing_classes`` (what mmdet's detection heads classify),
+    else its ``classes``."""
+    metainfo = getattr(dataset, 'metainfo', None) or {}
+    return metainfo.get('thing_classes', metainfo.get('classes'))
+
+
+def _names(classes) -> str:
+    classes = tuple(classes)
+    return f'{len(classes)} classes {classes[:8]}{"..." if len(classes) > 8 else ""}'
+
+
+def eval_class_errors(learnt, learnt_from: str, evaluated, evaluated_from: str) -> List[str]:
+    """One line if a dataset is evaluated with other classes (names, order or number) than the
+    model learnt, else none. The evaluators score label ``i`` as the evaluated dataset's
+    ``classes[i]`` (mmdet's CocoMetric maps it to that name's category id, mmseg's IoUMetric
+    counts that many classes): a user's ``metainfo=dict(classes=...)`` set on the training
+    dataset and left out of ``val_dataloader``/``test_dataloader`` (whose dataset then has
+    COCO's 80 or no classes) gave wrong metrics without a word. ``None`` (not known) or a
+    string (refused elsewhere) is not compared."""
+    if learnt is None or evaluated is None or isinstance(learnt, str) or \
+            isinstance(evaluated, str):
+        return []
+    learnt, evaluated = tuple(learnt), tuple(evaluated)
+    if learnt == evaluated:
+        return []
+    first = next((i for i, (a, b) in enumerate(zip(learnt, evaluated)) if a != b), None)
+    where = (f'; they first differ at label {first}: {learnt[first]!r} vs '
+             f'{evaluated[first]!r}' if first is not None else '')
+    return [f'{evaluated_from} has {_names(evaluated)} but the model learnt '
+            f'{_names(learnt)} ({learnt_from}){where}. Its evaluator would score label i as '
+            f'the dataset\'s class i, so the metrics would be wrong: give that dataset the same '
+            f'metainfo=dict(classes=...) as the training one']
+
+
 @HOOKS.register_module()
 class BackboneFitHook(Hook):
     """Raises ``ValueError`` in ``before_run`` when the neck (or, without one, mmseg's decode
@@ -868,7 +904,8 @@ class BackboneFitHook(Hook):
     :func:`unread_maps_message`); and in ``before_train`` when a head's ``num_classes`` is
     smaller than the training dataset's number of classes (a warning where it is larger; see
     :func:`class_count_errors`: mmdet's ``NumClassCheckHook``, which no mmdet 3.x config adds,
-    asserts the same)."""
+    asserts the same), or when the validation dataset has other classes than the training one
+    (:func:`eval_class_errors`)."""
     priority = 'VERY_HIGH'
 
     def before_run(self, runner) -> None:
@@ -883,14 +920,21 @@ class BackboneFitHook(Hook):
         model = unwrap_model(runner.model)
         loader = getattr(runner, 'train_dataloader', None)
         dataset = getattr(loader, 'dataset', None)
-        metainfo = getattr(dataset, 'metainfo', None) or {}
-        # a panoptic dataset's things are what mmdet's detection heads classify
-        classes = metainfo.get('thing_classes', metainfo.get('classes'))
+        classes = dataset_classes(dataset)
         errors, warnings = class_count_errors(
             model, classes, f'the training dataset ({type(dataset).__name__})')
+        # the validation dataset, built before training starts: its classes are the ones
+        # the model learns (checked here, not after the first epoch)
+        val_loop = getattr(runner, '_val_loop', None)
+        val_set = getattr(getattr(val_loop, 'dataloader', None), 'dataset', None)
+        if val_set is not None:
+            errors += eval_class_errors(
+                classes, f'the training dataset\'s, {type(dataset).__name__}',
+                dataset_classes(val_set),
+                f'the validation dataset (val_dataloader.dataset, {type(val_set).__name__})')
         if errors:
-            raise ValueError('\n'.join(['the model\'s heads do not fit the dataset\'s '
-                                         'classes:'] + errors + warnings))
+            raise ValueError('\n'.join(['the model does not fit the datasets\' classes:'] +
+                                        errors + warnings))
         for line in warnings:
             print_log(line, logger='current', level=logging.WARNING)
         unread = unread_maps_message(model)

@@ -427,3 +427,41 @@ def test_tta_wraps_the_model_and_replaces_the_test_pipeline(shapes_data,  # noqa
     with pytest.raises(CheckpointMismatchError):
         _check(model, {k: v for k, v in model.module.state_dict().items()
                        if 'rpn_head' not in k})
+
+
+def test_tools_test_refuses_a_dataset_of_other_classes_than_the_checkpoints():
+    """A user's detector trained with ``metainfo=dict(classes=('cat', 'dog', 'bird'))`` on the
+    training set only, tested with the test set left at CocoDataset's 80 classes: mmdet's
+    CocoMetric scored label 0 ('cat') as 'person', and so on, and reported the wrong mAP with
+    exit status 0. The classes the checkpoint's meta records (mmengine saves the training
+    dataset's) are compared with the evaluated dataset's before anything is evaluated."""
+    from mmdet.datasets import CocoDataset
+    from mmengine.runner import BaseLoop
+
+    class Loop(BaseLoop):
+        def run(self):
+            pass
+
+    swin = _detector('swin')  # 3 classes, as the shapes data
+    sd = swin.state_dict()
+
+    def evaluate(classes, meta):
+        dataset = SimpleNamespace(metainfo=dict(classes=classes))
+        runner = SimpleNamespace(model=swin, _load_from='mine.pth', _val_loop=None)
+        runner._test_loop = Loop(runner, SimpleNamespace(dataset=dataset))
+        CheckpointFitHook().after_load_checkpoint(runner, {'state_dict': sd, 'meta': meta})
+
+    learnt = {'dataset_meta': {'classes': ('cat', 'dog', 'bird')}}
+    with pytest.raises(CheckpointMismatchError) as e:
+        evaluate(CocoDataset.METAINFO['classes'], learnt)
+    msg = str(e.value)
+    assert "has 80 classes ('person', 'bicycle'" in msg
+    assert "but the model learnt 3 classes ('cat', 'dog', 'bird') (mine.pth's meta)" in msg
+    assert "first differ at label 0: 'cat' vs 'person'" in msg and 'not evaluated' in msg
+    with pytest.raises(CheckpointMismatchError, match="label 1: 'dog' vs 'bird'"):  # the order
+        evaluate(('cat', 'bird', 'dog'), learnt)
+    evaluate(('cat', 'dog', 'bird'), learnt)  # the same classes
+    evaluate(CocoDataset.METAINFO['classes'], {})  # a file that records none (a release)
+    with pytest.raises(CheckpointMismatchError, match=r'has 2 classes .* learnt 3 classes'):
+        evaluate(('a', 'b'), {'CLASSES': ('a', 'b', 'c')})  # mmdet 2.x / mmseg 0.x meta
+

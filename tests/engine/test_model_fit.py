@@ -972,3 +972,36 @@ def test_backbone_fit_hook_names_heads_of_another_class_count(monkeypatch):
     with pytest.raises(ValueError, match=rf'model.decode_head.num_classes={n} .*\n'
                                          rf'model.auxiliary_head.num_classes={n} '):
         BackboneFitHook().before_train(runner)
+
+
+def test_backbone_fit_hook_refuses_a_validation_set_of_other_classes():
+    """``metainfo=dict(classes=...)`` on the training dataset only: the validation dataset kept
+    its class's default (CocoDataset's 80, a BaseSegDataset's none), and every validation
+    scored label i as that class i (wrong mAP, or nonsense mIoU) after a whole epoch of
+    training. Refused before training, naming both."""
+    from types import SimpleNamespace
+
+    from mmdet.datasets import CocoDataset
+
+    from mmvtx.engine import BackboneFitHook
+    learnt = ('circle', 'square', 'triangle')
+
+    def runner(val_classes):
+        def loader(classes):
+            return SimpleNamespace(dataset=SimpleNamespace(metainfo=dict(classes=classes)))
+        return SimpleNamespace(model=_model(DET_CFG, 'mmdet'), train_dataloader=loader(learnt),
+                               _val_loop=SimpleNamespace(dataloader=loader(val_classes)))
+
+    with pytest.raises(ValueError) as e:
+        BackboneFitHook().before_train(runner(CocoDataset.METAINFO['classes']))
+    msg = str(e.value)
+    assert "the validation dataset (val_dataloader.dataset, SimpleNamespace) has 80 classes " \
+           "('person', 'bicycle'" in msg
+    assert "but the model learnt 3 classes ('circle', 'square', 'triangle')" in msg
+    assert "first differ at label 0: 'circle' vs 'person'" in msg
+    with pytest.raises(ValueError, match=r"label 2: 'triangle' vs 'star'"):
+        BackboneFitHook().before_train(runner(('circle', 'square', 'star')))
+    BackboneFitHook().before_train(runner(learnt))
+    r = runner(('other',))
+    r._val_loop = dict(type='ValLoop')  # a loop not built (no validation): nothing to compare
+    BackboneFitHook().before_train(r)
