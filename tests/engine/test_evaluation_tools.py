@@ -465,3 +465,37 @@ def test_tools_test_refuses_a_dataset_of_other_classes_than_the_checkpoints():
     with pytest.raises(CheckpointMismatchError, match=r'has 2 classes .* learnt 3 classes'):
         evaluate(('a', 'b'), {'CLASSES': ('a', 'b', 'c')})  # mmdet 2.x / mmseg 0.x meta
 
+
+def test_tta_of_a_wrapped_test_dataset_goes_to_the_datasets_it_wraps(tmp_path):
+    """``--tta`` with a test set in a wrapper (``RepeatDataset``, ``ConcatDataset`` of two
+    val sets): the TTA pipeline was set on the wrapper, which takes none (TypeError: unexpected
+    keyword argument 'pipeline', as mmseg's tools/test.py does); it goes to every dataset the
+    wrapper holds, and the wrapped test set gives each image's augmented views."""
+    from mmseg.registry import DATASETS
+    from mmseg.utils import register_all_modules
+
+    from mmvtx.engine.runner import prepare_test_cfg
+    ckpt = str(tmp_path / 'x.pth')
+    torch.save({}, ckpt)
+    cfg = Config.fromfile(SEG_CFG)
+    cfg.tta_pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='TestTimeAug', transforms=[
+            [dict(type='Resize', scale_factor=r, keep_ratio=True) for r in (0.5, 1.0)],
+            [dict(type='LoadAnnotations')], [dict(type='PackSegInputs')]])]
+    data = dict(cfg.test_dataloader.dataset, data_root=osp.join(ROOT, 'data', 'shapes'),
+                indices=1)
+    cfg.test_dataloader.dataset = dict(type='ConcatDataset', datasets=[
+        dict(type='RepeatDataset', times=1, dataset=data), data])
+    prepare_test_cfg(cfg, SEG_CFG, ckpt, tta=True)
+    wrapped = cfg.test_dataloader.dataset
+    assert 'pipeline' not in wrapped and 'pipeline' not in wrapped.datasets[0]
+    assert wrapped.datasets[0].dataset.pipeline == wrapped.datasets[1].pipeline == \
+        cfg.tta_pipeline
+    register_all_modules(init_default_scope=False)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        dataset = DATASETS.build(wrapped)
+    assert len(dataset) == 2
+    views = dataset[1]['data_samples']
+    assert [s.img_shape for s in views] == [tuple(round(x / 2) for x in views[1].img_shape),
+                                            views[1].img_shape]
