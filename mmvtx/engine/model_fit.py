@@ -895,6 +895,45 @@ def eval_class_errors(learnt, learnt_from: str, evaluated, evaluated_from: str) 
             f'metainfo=dict(classes=...) as the training one']
 
 
+def coco_category_errors(classes, evaluator, where: str) -> List[str]:
+    """One line per COCO evaluator (mmdet's ``CocoMetric`` with an ``ann_file``) whose
+    annotation file does not name the dataset's ``classes`` as they are written, in their order.
+
+    mmdet's ``CocoDataset`` reads the categories whose names are among ``metainfo['classes']``
+    and labels them 0, 1, ... in the order the file lists them, not in the order of
+    ``classes``: classes written in another order (``('bird', 'cat', 'dog')`` for a file that
+    lists cat, dog, bird) train and score correctly but every drawing, per-class result and
+    inferencer output names them wrongly; a name the file does not have (``'Dog'`` for
+    ``'dog'``, a typo) leaves that category's annotations out of training and evaluation (its
+    objects become background) and shifts the names of the classes after it. Neither is said
+    by mmdet."""
+    if classes is None or isinstance(classes, str):
+        return []
+    errors = []
+    for metric in getattr(evaluator, 'metrics', None) or []:
+        api = getattr(metric, '_coco_api', None)
+        if api is None or type(metric).__name__ != 'CocoMetric':
+            continue
+        names = [c.get('name') for c in api.dataset.get('categories', [])]
+        ann_file = f"its {type(metric).__name__}'s ann_file"
+        listed = f'{len(names)} categories {tuple(names[:8])}{"..." if len(names) > 8 else ""}'
+        missing = [c for c in classes if c not in names]
+        in_file_order = tuple(n for n in names if n in classes)
+        if missing:
+            errors.append(
+                f'{where} has classes {missing} that {ann_file} does not name (it has '
+                f'{listed}): mmdet leaves the annotations of a class it cannot find out (its '
+                f'objects are trained and scored as background) and names the labels after it '
+                f'wrongly. Write the names as the file does.')
+        elif in_file_order != tuple(classes):
+            errors.append(
+                f'{where} has classes {tuple(classes)}, and {ann_file} lists them in the order '
+                f'{in_file_order}: mmdet labels them in the file\'s order, so drawings, '
+                f'per-class results and the inferencers would name every label wrongly. Write '
+                f'metainfo=dict(classes={in_file_order}).')
+    return errors
+
+
 @HOOKS.register_module()
 class BackboneFitHook(Hook):
     """Raises ``ValueError`` in ``before_run`` when the neck (or, without one, mmseg's decode
@@ -915,6 +954,20 @@ class BackboneFitHook(Hook):
             raise ValueError('\n'.join(
                 ['the model\'s parts do not fit together:'] + errors))
 
+    def before_test(self, runner) -> None:
+        """The test dataset's classes against its COCO annotation file (see
+        :func:`coco_category_errors`), before any image is run."""
+        loop = getattr(runner, '_test_loop', None)
+        dataset = getattr(getattr(loop, 'dataloader', None), 'dataset', None)
+        if dataset is None:
+            return
+        errors = coco_category_errors(
+            dataset_classes(dataset), getattr(loop, 'evaluator', None),
+            f'the test dataset (test_dataloader.dataset, {type(dataset).__name__})')
+        if errors:
+            raise ValueError('\n'.join(['the test dataset\'s classes do not fit its '
+                                        'annotation file:'] + errors))
+
     def before_train(self, runner) -> None:
         # training only: tools/test.py (DDP-wrapped in dist_test.sh) computes no gradients
         model = unwrap_model(runner.model)
@@ -931,6 +984,9 @@ class BackboneFitHook(Hook):
             errors += eval_class_errors(
                 classes, f'the training dataset\'s, {type(dataset).__name__}',
                 dataset_classes(val_set),
+                f'the validation dataset (val_dataloader.dataset, {type(val_set).__name__})')
+            errors += coco_category_errors(
+                dataset_classes(val_set), getattr(val_loop, 'evaluator', None),
                 f'the validation dataset (val_dataloader.dataset, {type(val_set).__name__})')
         if errors:
             raise ValueError('\n'.join(['the model does not fit the datasets\' classes:'] +
