@@ -144,6 +144,26 @@ def _fitting(model: nn.Module, state_dict: Dict, own: Optional[Dict] = None) -> 
                if k in own and tuple(getattr(v, 'shape', ())) == tuple(own[k].shape))
 
 
+def learnt_classes(checkpoint: dict):
+    """The class names of the dataset a checkpoint was trained on, as mmengine saves them
+    (``meta['dataset_meta']``; ``meta['CLASSES']`` in mmdet 2.x / mmseg 0.x files), or None."""
+    meta = checkpoint.get('meta') if isinstance(checkpoint.get('meta'), dict) else {}
+    dataset_meta = meta.get('dataset_meta') if isinstance(meta.get('dataset_meta'), dict) else {}
+    classes = dataset_meta.get('thing_classes', dataset_meta.get('classes'))
+    return meta.get('CLASSES') if classes is None else classes
+
+
+def _evaluated_dataset(runner):
+    """``(config key, dataset)`` of the loop the run evaluates with (test, else val), or
+    ``(None, None)`` where neither is built."""
+    from mmengine.runner import BaseLoop
+    for key in ('test', 'val'):
+        loop = getattr(runner, f'_{key}_loop', None)
+        if isinstance(loop, BaseLoop) and hasattr(loop, 'dataloader'):
+            return f'{key}_dataloader.dataset', loop.dataloader.dataset
+    return None, None
+
+
 @HOOKS.register_module()
 class CheckpointFitHook(Hook):
     """Raises :class:`~mmvtx.utils.checkpoint.CheckpointMismatchError` in
@@ -224,4 +244,15 @@ class CheckpointFitHook(Hook):
                     'resumed. To start training from its weights, give it as load_from '
                     'without --resume (and resume=False in the config: resume=True with '
                     'load_from resumes from it).')
+        if self.action == 'evaluated':
+            # a model of other classes than the dataset's is scored label for label against
+            # the wrong names (see eval_class_errors)
+            from .model_fit import dataset_classes, eval_class_errors
+            key, dataset = _evaluated_dataset(runner)
+            errors = [] if dataset is None else eval_class_errors(
+                learnt_classes(checkpoint), f'{source}\'s meta',
+                dataset_classes(dataset), f'the evaluated dataset ({key}, '
+                f'{type(dataset).__name__})')
+            if errors:
+                raise CheckpointMismatchError(f'{errors[0]}; it is not evaluated.')
         print_log(f'{source}: all {len(state_dict)} tensors fit the model', logger='current')

@@ -859,6 +859,81 @@ def class_count_errors(model: nn.Module, classes, dataset: str = 'the dataset'):
     return errors, warnings
 
 
+def dataset_classes(dataset):
+    """The class names of a built dataset (a wrapper's: its ``metainfo`` is the wrapped one's),
+    or None: a panoptic dataset's ``thing_classes`` (what mmdet's detection heads classify),
+    else its ``classes``."""
+    metainfo = getattr(dataset, 'metainfo', None) or {}
+    return metainfo.get('thing_classes', metainfo.get('classes'))
+
+
+def _names(classes) -> str:
+    classes = tuple(classes)
+    return f'{len(classes)} classes {classes[:8]}{"..." if len(classes) > 8 else ""}'
+
+
+def eval_class_errors(learnt, learnt_from: str, evaluated, evaluated_from: str) -> List[str]:
+    """One line if a dataset is evaluated with other classes (names, order or number) than the
+    model learnt, else none. The evaluators score label ``i`` as the evaluated dataset's
+    ``classes[i]`` (mmdet's CocoMetric maps it to that name's category id, mmseg's IoUMetric
+    counts that many classes): a user's ``metainfo=dict(classes=...)`` set on the training
+    dataset and left out of ``val_dataloader``/``test_dataloader`` (whose dataset then has
+    COCO's 80 or no classes) gave wrong metrics without a word. ``None`` (not known) or a
+    string (refused elsewhere) is not compared."""
+    if learnt is None or evaluated is None or isinstance(learnt, str) or \
+            isinstance(evaluated, str):
+        return []
+    learnt, evaluated = tuple(learnt), tuple(evaluated)
+    if learnt == evaluated:
+        return []
+    first = next((i for i, (a, b) in enumerate(zip(learnt, evaluated)) if a != b), None)
+    where = (f'; they first differ at label {first}: {learnt[first]!r} vs '
+             f'{evaluated[first]!r}' if first is not None else '')
+    return [f'{evaluated_from} has {_names(evaluated)} but the model learnt '
+            f'{_names(learnt)} ({learnt_from}){where}. Its evaluator would score label i as '
+            f'the dataset\'s class i, so the metrics would be wrong: give that dataset the same '
+            f'metainfo=dict(classes=...) as the training one']
+
+
+def coco_category_errors(classes, evaluator, where: str) -> List[str]:
+    """One line per COCO evaluator (mmdet's ``CocoMetric`` with an ``ann_file``) whose
+    annotation file does not name the dataset's ``classes`` as they are written, in their order.
+
+    mmdet's ``CocoDataset`` reads the categories whose names are among ``metainfo['classes']``
+    and labels them 0, 1, ... in the order the file lists them, not in the order of
+    ``classes``: classes written in another order (``('bird', 'cat', 'dog')`` for a file that
+    lists cat, dog, bird) train and score correctly but every drawing, per-class result and
+    inferencer output names them wrongly; a name the file does not have (``'Dog'`` for
+    ``'dog'``, a typo) leaves that category's annotations out of training and evaluation (its
+    objects become background) and shifts the names of the classes after it. Neither is said
+    by mmdet."""
+    if classes is None or isinstance(classes, str):
+        return []
+    errors = []
+    for metric in getattr(evaluator, 'metrics', None) or []:
+        api = getattr(metric, '_coco_api', None)
+        if api is None or type(metric).__name__ != 'CocoMetric':
+            continue
+        names = [c.get('name') for c in api.dataset.get('categories', [])]
+        ann_file = f"its {type(metric).__name__}'s ann_file"
+        listed = f'{len(names)} categories {tuple(names[:8])}{"..." if len(names) > 8 else ""}'
+        missing = [c for c in classes if c not in names]
+        in_file_order = tuple(n for n in names if n in classes)
+        if missing:
+            errors.append(
+                f'{where} has classes {missing} that {ann_file} does not name (it has '
+                f'{listed}): mmdet leaves the annotations of a class it cannot find out (its '
+                f'objects are trained and scored as background) and names the labels after it '
+                f'wrongly. Write the names as the file does.')
+        elif in_file_order != tuple(classes):
+            errors.append(
+                f'{where} has classes {tuple(classes)}, and {ann_file} lists them in the order '
+                f'{in_file_order}: mmdet labels them in the file\'s order, so drawings, '
+                f'per-class results and the inferencers would name every label wrongly. Write '
+                f'metainfo=dict(classes={in_file_order}).')
+    return errors
+
+
 @HOOKS.register_module()
 class BackboneFitHook(Hook):
     """Raises ``ValueError`` in ``before_run`` when the neck (or, without one, mmseg's decode
@@ -868,7 +943,8 @@ class BackboneFitHook(Hook):
     :func:`unread_maps_message`); and in ``before_train`` when a head's ``num_classes`` is
     smaller than the training dataset's number of classes (a warning where it is larger; see
     :func:`class_count_errors`: mmdet's ``NumClassCheckHook``, which no mmdet 3.x config adds,
-    asserts the same)."""
+    asserts the same), or when the validation dataset has other classes than the training one
+    (:func:`eval_class_errors`)."""
     priority = 'VERY_HIGH'
 
     def before_run(self, runner) -> None:
@@ -878,19 +954,43 @@ class BackboneFitHook(Hook):
             raise ValueError('\n'.join(
                 ['the model\'s parts do not fit together:'] + errors))
 
+    def before_test(self, runner) -> None:
+        """The test dataset's classes against its COCO annotation file (see
+        :func:`coco_category_errors`), before any image is run."""
+        loop = getattr(runner, '_test_loop', None)
+        dataset = getattr(getattr(loop, 'dataloader', None), 'dataset', None)
+        if dataset is None:
+            return
+        errors = coco_category_errors(
+            dataset_classes(dataset), getattr(loop, 'evaluator', None),
+            f'the test dataset (test_dataloader.dataset, {type(dataset).__name__})')
+        if errors:
+            raise ValueError('\n'.join(['the test dataset\'s classes do not fit its '
+                                        'annotation file:'] + errors))
+
     def before_train(self, runner) -> None:
         # training only: tools/test.py (DDP-wrapped in dist_test.sh) computes no gradients
         model = unwrap_model(runner.model)
         loader = getattr(runner, 'train_dataloader', None)
         dataset = getattr(loader, 'dataset', None)
-        metainfo = getattr(dataset, 'metainfo', None) or {}
-        # a panoptic dataset's things are what mmdet's detection heads classify
-        classes = metainfo.get('thing_classes', metainfo.get('classes'))
+        classes = dataset_classes(dataset)
         errors, warnings = class_count_errors(
             model, classes, f'the training dataset ({type(dataset).__name__})')
+        # the validation dataset, built before training starts: its classes are the ones
+        # the model learns (checked here, not after the first epoch)
+        val_loop = getattr(runner, '_val_loop', None)
+        val_set = getattr(getattr(val_loop, 'dataloader', None), 'dataset', None)
+        if val_set is not None:
+            errors += eval_class_errors(
+                classes, f'the training dataset\'s, {type(dataset).__name__}',
+                dataset_classes(val_set),
+                f'the validation dataset (val_dataloader.dataset, {type(val_set).__name__})')
+            errors += coco_category_errors(
+                dataset_classes(val_set), getattr(val_loop, 'evaluator', None),
+                f'the validation dataset (val_dataloader.dataset, {type(val_set).__name__})')
         if errors:
-            raise ValueError('\n'.join(['the model\'s heads do not fit the dataset\'s '
-                                         'classes:'] + errors + warnings))
+            raise ValueError('\n'.join(['the model does not fit the datasets\' classes:'] +
+                                        errors + warnings))
         for line in warnings:
             print_log(line, logger='current', level=logging.WARNING)
         unread = unread_maps_message(model)

@@ -68,10 +68,19 @@ def _add_hook(cfg: Config, name: str, hook: Optional[dict] = None, replace: bool
 
 def innermost_dataset(dataset_cfg):
     """The dataset a wrapper's config (``RepeatDataset``, ``ClassBalancedDataset``, ...) wraps,
-    however deep; the config itself where it wraps none."""
-    while 'dataset' in dataset_cfg:
-        dataset_cfg = dataset_cfg['dataset']
-    return dataset_cfg
+    however deep (a ``ConcatDataset``'s first); the config itself where it wraps none."""
+    return innermost_datasets(dataset_cfg)[0]
+
+
+def innermost_datasets(dataset_cfg) -> list:
+    """The configs of every dataset that wrappers (``RepeatDataset``, ``ClassBalancedDataset``,
+    ``ConcatDataset``'s ``datasets``, ...) wrap, however deep, in order: the ones that take a
+    ``pipeline``; ``[dataset_cfg]`` where it wraps none."""
+    if 'dataset' in dataset_cfg:
+        return innermost_datasets(dataset_cfg['dataset'])
+    if isinstance(dataset_cfg.get('datasets'), (list, tuple)) and dataset_cfg['datasets']:
+        return [leaf for d in dataset_cfg['datasets'] for leaf in innermost_datasets(d)]
+    return [dataset_cfg]
 
 
 def _prepare_common(cfg: Config, config_path: str, work_dir: Optional[str], launcher: str):
@@ -323,7 +332,10 @@ def prepare_tta_cfg(cfg: Config) -> Config:
         if cfg.get('tta_model') is None:
             cfg.tta_model = dict(type='SegTTAModel')
     cfg.model = dict(cfg.tta_model, module=cfg.model)
-    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    # the datasets that take a pipeline: a wrapper (RepeatDataset, ConcatDataset) takes none,
+    # and mmdet's/mmseg's `dataset.pipeline = tta_pipeline` stopped it with a TypeError
+    for data_cfg in innermost_datasets(cfg.test_dataloader.dataset):
+        data_cfg.pipeline = copy.deepcopy(cfg.tta_pipeline)
     return cfg
 
 

@@ -133,3 +133,25 @@ def test_mmdet_and_mmseg_datasets_read_it(shapes_root):
                              pipeline=[]))
     assert len(seg) == SPLITS['val'][0]
     assert seg.metainfo['classes'] == ('background', 'circle', 'square', 'triangle')
+
+
+def test_a_shapes_config_pointed_at_the_users_data_names_the_dataset_type_to_use(tmp_path):
+    """A user copies the shapes config (the one that trains on a CPU) and sets data_root to
+    their own COCO-format folder: the error said to point data_root at another folder, which
+    is the one thing they do not want. It names the dataset type that reads their data."""
+    from mmdet.registry import DATASETS as DET
+    from mmengine.registry import DefaultScope
+    from mmseg.registry import DATASETS as SEG
+    mine = tmp_path / 'balloon'
+    (mine / 'annotations').mkdir(parents=True)
+    (mine / 'annotations' / 'train.json').write_text('{}')
+    for registry, scope, name, advice in (
+            (DET, 'mmdet', 'ShapesDetDataset', "type='CocoDataset' with metainfo"),
+            (SEG, 'mmseg', 'ShapesSegDataset', "type='BaseSegDataset' with metainfo")):
+        with DefaultScope.overwrite_default_scope(scope), \
+                pytest.raises(FileExistsError) as e:
+            registry.build(dict(type=f'mmvtx.{name}', data_root=str(mine), pipeline=[]))
+        msg = str(e.value)
+        assert str(mine) in msg and f'mmvtx.{name} is the generated shapes scenes' in msg
+        assert f'to train on your own data in {mine}, set the dataset {advice}' in msg
+    assert sorted(p.name for p in mine.iterdir()) == ['annotations']  # left untouched

@@ -427,3 +427,75 @@ def test_tta_wraps_the_model_and_replaces_the_test_pipeline(shapes_data,  # noqa
     with pytest.raises(CheckpointMismatchError):
         _check(model, {k: v for k, v in model.module.state_dict().items()
                        if 'rpn_head' not in k})
+
+
+def test_tools_test_refuses_a_dataset_of_other_classes_than_the_checkpoints():
+    """A user's detector trained with ``metainfo=dict(classes=('cat', 'dog', 'bird'))`` on the
+    training set only, tested with the test set left at CocoDataset's 80 classes: mmdet's
+    CocoMetric scored label 0 ('cat') as 'person', and so on, and reported the wrong mAP with
+    exit status 0. The classes the checkpoint's meta records (mmengine saves the training
+    dataset's) are compared with the evaluated dataset's before anything is evaluated."""
+    from mmdet.datasets import CocoDataset
+    from mmengine.runner import BaseLoop
+
+    class Loop(BaseLoop):
+        def run(self):
+            pass
+
+    swin = _detector('swin')  # 3 classes, as the shapes data
+    sd = swin.state_dict()
+
+    def evaluate(classes, meta):
+        dataset = SimpleNamespace(metainfo=dict(classes=classes))
+        runner = SimpleNamespace(model=swin, _load_from='mine.pth', _val_loop=None)
+        runner._test_loop = Loop(runner, SimpleNamespace(dataset=dataset))
+        CheckpointFitHook().after_load_checkpoint(runner, {'state_dict': sd, 'meta': meta})
+
+    learnt = {'dataset_meta': {'classes': ('cat', 'dog', 'bird')}}
+    with pytest.raises(CheckpointMismatchError) as e:
+        evaluate(CocoDataset.METAINFO['classes'], learnt)
+    msg = str(e.value)
+    assert "has 80 classes ('person', 'bicycle'" in msg
+    assert "but the model learnt 3 classes ('cat', 'dog', 'bird') (mine.pth's meta)" in msg
+    assert "first differ at label 0: 'cat' vs 'person'" in msg and 'not evaluated' in msg
+    with pytest.raises(CheckpointMismatchError, match="label 1: 'dog' vs 'bird'"):  # the order
+        evaluate(('cat', 'bird', 'dog'), learnt)
+    evaluate(('cat', 'dog', 'bird'), learnt)  # the same classes
+    evaluate(CocoDataset.METAINFO['classes'], {})  # a file that records none (a release)
+    with pytest.raises(CheckpointMismatchError, match=r'has 2 classes .* learnt 3 classes'):
+        evaluate(('a', 'b'), {'CLASSES': ('a', 'b', 'c')})  # mmdet 2.x / mmseg 0.x meta
+
+
+def test_tta_of_a_wrapped_test_dataset_goes_to_the_datasets_it_wraps(tmp_path):
+    """``--tta`` with a test set in a wrapper (``RepeatDataset``, ``ConcatDataset`` of two
+    val sets): the TTA pipeline was set on the wrapper, which takes none (TypeError: unexpected
+    keyword argument 'pipeline', as mmseg's tools/test.py does); it goes to every dataset the
+    wrapper holds, and the wrapped test set gives each image's augmented views."""
+    from mmseg.registry import DATASETS
+    from mmseg.utils import register_all_modules
+
+    from mmvtx.engine.runner import prepare_test_cfg
+    ckpt = str(tmp_path / 'x.pth')
+    torch.save({}, ckpt)
+    cfg = Config.fromfile(SEG_CFG)
+    cfg.tta_pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='TestTimeAug', transforms=[
+            [dict(type='Resize', scale_factor=r, keep_ratio=True) for r in (0.5, 1.0)],
+            [dict(type='LoadAnnotations')], [dict(type='PackSegInputs')]])]
+    data = dict(cfg.test_dataloader.dataset, data_root=osp.join(ROOT, 'data', 'shapes'),
+                indices=1)
+    cfg.test_dataloader.dataset = dict(type='ConcatDataset', datasets=[
+        dict(type='RepeatDataset', times=1, dataset=data), data])
+    prepare_test_cfg(cfg, SEG_CFG, ckpt, tta=True)
+    wrapped = cfg.test_dataloader.dataset
+    assert 'pipeline' not in wrapped and 'pipeline' not in wrapped.datasets[0]
+    assert wrapped.datasets[0].dataset.pipeline == wrapped.datasets[1].pipeline == \
+        cfg.tta_pipeline
+    register_all_modules(init_default_scope=False)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        dataset = DATASETS.build(wrapped)
+    assert len(dataset) == 2
+    views = dataset[1]['data_samples']
+    assert [s.img_shape for s in views] == [tuple(round(x / 2) for x in views[1].img_shape),
+                                            views[1].img_shape]

@@ -972,3 +972,89 @@ def test_backbone_fit_hook_names_heads_of_another_class_count(monkeypatch):
     with pytest.raises(ValueError, match=rf'model.decode_head.num_classes={n} .*\n'
                                          rf'model.auxiliary_head.num_classes={n} '):
         BackboneFitHook().before_train(runner)
+
+
+def test_backbone_fit_hook_refuses_a_validation_set_of_other_classes():
+    """``metainfo=dict(classes=...)`` on the training dataset only: the validation dataset kept
+    its class's default (CocoDataset's 80, a BaseSegDataset's none), and every validation
+    scored label i as that class i (wrong mAP, or nonsense mIoU) after a whole epoch of
+    training. Refused before training, naming both."""
+    from types import SimpleNamespace
+
+    from mmdet.datasets import CocoDataset
+
+    from mmvtx.engine import BackboneFitHook
+    learnt = ('circle', 'square', 'triangle')
+
+    def runner(val_classes):
+        def loader(classes):
+            return SimpleNamespace(dataset=SimpleNamespace(metainfo=dict(classes=classes)))
+        return SimpleNamespace(model=_model(DET_CFG, 'mmdet'), train_dataloader=loader(learnt),
+                               _val_loop=SimpleNamespace(dataloader=loader(val_classes)))
+
+    with pytest.raises(ValueError) as e:
+        BackboneFitHook().before_train(runner(CocoDataset.METAINFO['classes']))
+    msg = str(e.value)
+    assert "the validation dataset (val_dataloader.dataset, SimpleNamespace) has 80 classes " \
+           "('person', 'bicycle'" in msg
+    assert "but the model learnt 3 classes ('circle', 'square', 'triangle')" in msg
+    assert "first differ at label 0: 'circle' vs 'person'" in msg
+    with pytest.raises(ValueError, match=r"label 2: 'triangle' vs 'star'"):
+        BackboneFitHook().before_train(runner(('circle', 'square', 'star')))
+    BackboneFitHook().before_train(runner(learnt))
+    r = runner(('other',))
+    r._val_loop = dict(type='ValLoop')  # a loop not built (no validation): nothing to compare
+    BackboneFitHook().before_train(r)
+
+
+def test_classes_are_checked_against_the_coco_files_categories(tmp_path):
+    """mmdet's CocoDataset labels the categories of a user's file in the file's order and
+    leaves out any class name it does not find: ``classes=('bird', 'cat', 'dog')`` for a file
+    listing cat, dog, bird trained 'cat' objects as label 0, which every drawing and the
+    inferencer named 'bird'; ``'Dog'`` for ``'dog'`` trained the dogs as background. Both
+    are refused before training (validation set) and before testing, naming the fix."""
+    import json
+    from types import SimpleNamespace
+
+    from mmdet.datasets import CocoDataset
+    from mmdet.evaluation import CocoMetric
+
+    from mmvtx.engine import BackboneFitHook
+    ann = tmp_path / 'val.json'
+    ann.write_text(json.dumps(dict(
+        images=[dict(id=1, file_name='a.png', height=30, width=40)],
+        annotations=[dict(id=i + 1, image_id=1, category_id=c, bbox=[1, 1, 9, 9], area=81,
+                          iscrowd=0, segmentation=[[1, 1, 10, 1, 10, 10, 1, 10]])
+                     for i, c in enumerate((5, 9, 2))],
+        categories=[dict(id=5, name='cat'), dict(id=9, name='dog'), dict(id=2, name='bird')])))
+
+    def dataset(classes):
+        return CocoDataset(ann_file=str(ann), metainfo=dict(classes=classes), pipeline=[],
+                           data_prefix=dict(img=str(tmp_path)), test_mode=True)
+
+    # what the check is about: mmdet's labels follow the file, not metainfo
+    shuffled = dataset(('bird', 'cat', 'dog'))
+    assert [i['bbox_label'] for i in shuffled.get_data_info(0)['instances']] == [0, 1, 2]
+    assert len(dataset(('cat', 'Dog', 'bird')).get_data_info(0)['instances']) == 2
+
+    evaluator = SimpleNamespace(metrics=[CocoMetric(ann_file=str(ann))])
+    model = _model(DET_CFG, 'mmdet')
+
+    def runner(classes):
+        loop = SimpleNamespace(dataloader=SimpleNamespace(dataset=dataset(classes)),
+                               evaluator=evaluator)
+        loader = SimpleNamespace(dataset=SimpleNamespace(metainfo=dict(classes=classes)))
+        return SimpleNamespace(model=model, train_dataloader=loader, _val_loop=loop,
+                               _test_loop=loop)
+
+    for hook in (BackboneFitHook().before_train, BackboneFitHook().before_test):
+        with pytest.raises(ValueError, match=r"has classes \('bird', 'cat', 'dog'\), and its "
+                           r"CocoMetric's ann_file lists them in the order \('cat', 'dog', "
+                           r"'bird'\).*Write metainfo=dict\(classes=\('cat', 'dog', 'bird'\)\)"):
+            hook(runner(('bird', 'cat', 'dog')))
+        with pytest.raises(ValueError, match=r"has classes \['Dog'\] that its CocoMetric's "
+                           r"ann_file does not name \(it has 3 categories \('cat', 'dog', "
+                           r"'bird'\)\)"):
+            hook(runner(('cat', 'Dog', 'bird')))
+        hook(runner(('cat', 'dog', 'bird')))  # as the file lists them
+        hook(runner(('cat', 'bird')))  # a subset, in the file's order

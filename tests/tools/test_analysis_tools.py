@@ -327,3 +327,43 @@ def test_analysis_tools_name_a_config_block_or_head_that_does_not_fit(tmp_path, 
     err = _parser_error(_tool('attention_distance').main,
                         ['no/such.py', '--images', str(tmp_path)], capsys)
     assert 'config no/such.py: no such file' in err
+
+
+def test_attention_distance_reads_images_as_the_backbone_takes_them(tmp_path):
+    """A model of grey images (``in_channels=1``, a one-value mean and std, as a user's config
+    for 1-channel data has them): the tool stopped with ``RuntimeError: shape '[3, 1, 1]' is
+    invalid for input of size 1``. Images are read with the backbone's channels (grey as
+    mmcv's ``color_type='grayscale'``; 4 as the file's own), normalised by the config."""
+    import cv2
+    import numpy as np
+    from mmengine.config import Config
+    rng = np.random.RandomState(0)
+    rgb = rng.randint(0, 256, (32, 48, 3), np.uint8)
+    cv2.imwrite(str(tmp_path / 'a.png'), rgb)
+    cv2.imwrite(str(tmp_path / 'b.png'), rgb[..., 0])  # a grey file
+    tool = _tool('attention_distance')
+    grey_cfg = Config(dict(model=dict(data_preprocessor=dict(mean=[100.0], std=[50.0]))))
+    batch, _ = tool.load_images(str(tmp_path), grey_cfg, (32, 48), 2, channels=1)
+    assert batch.shape == (2, 1, 32, 48)
+    expected = [cv2.imread(str(tmp_path / n), cv2.IMREAD_GRAYSCALE) for n in ('a.png', 'b.png')]
+    for got, want in zip(batch, expected):
+        assert torch.allclose(got[0], (torch.from_numpy(want).float() - 100) / 50)
+    rgb_cfg = Config(dict(model=dict(data_preprocessor=dict(
+        mean=[1.0, 2.0, 3.0], std=[1.0, 1.0, 1.0], bgr_to_rgb=True))))
+    batch, _ = tool.load_images(str(tmp_path), rgb_cfg, (32, 48), 1)  # unchanged for RGB
+    assert torch.equal(batch[0], torch.from_numpy(rgb[..., ::-1].copy()).permute(2, 0, 1)
+                       .float() - torch.tensor([1.0, 2.0, 3.0]).view(3, 1, 1))
+    with pytest.raises(ValueError, match=r'a.png has 3 channels, the backbone takes 4'):
+        tool.load_images(str(tmp_path), Config(dict(model=dict())), (32, 48), 1, channels=4)
+    with pytest.raises(ValueError, match=r'mean has 3 values, the backbone takes 1'):
+        tool.load_images(str(tmp_path), rgb_cfg, (32, 48), 1, channels=1)
+    # the command on a grey model's config, end to end
+    cfg = tmp_path / 'grey.py'
+    cfg.write_text(f"_base_ = {osp.join(ROOT, CONFIGS['swin'])!r}\n"
+                   "model = dict(data_preprocessor=dict(mean=[100.0], std=[50.0], "
+                   "bgr_to_rgb=False), backbone=dict(in_channels=1))\n")
+    tool.main([str(cfg), '--images', str(tmp_path), '--size', '32', '--max-images', '2',
+               '--out-dir', str(tmp_path / 'out')])
+    rows = _distances(str(tmp_path / 'out' / 'attention_distance.csv'))
+    assert rows and all(np.isfinite(d) and d >= 0 for _, _, d in rows)
+    assert max(d for _, _, d in rows) > 0

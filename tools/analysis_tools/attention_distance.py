@@ -33,22 +33,31 @@ import torch  # noqa: E402
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
 
 
-def read_image(path: str, channel_order: str = 'rgb') -> np.ndarray:
-    """``H x W x 3`` uint8; a file that OpenCV cannot decode is refused by its name."""
+def read_image(path: str, channel_order: str = 'rgb', channels: int = 3) -> np.ndarray:
+    """``H x W x channels`` uint8: colour (3), grey (1, as mmcv's ``color_type='grayscale'``)
+    or the file's own channels (any other count: RGBA, RGB-D...); a file that OpenCV cannot
+    decode, or that has another number of channels, is refused by its name."""
     import mmcv
+    flag = {3: 'color', 1: 'grayscale'}.get(channels, 'unchanged')
     try:
-        img = mmcv.imread(path, channel_order=channel_order)
+        img = mmcv.imread(path, flag=flag, channel_order=channel_order)
     except Exception as e:  # noqa: BLE001 - OpenCV's errors do not name the file
         raise ValueError(f'{path} could not be read as an image (corrupt or truncated?): '
                          f'{e}') from e
     if img is None or img.size == 0:
         raise ValueError(f'{path} could not be read as an image (corrupt or truncated?)')
+    img = img.reshape(img.shape[:2] + (-1,))
+    if img.shape[2] != channels:
+        raise ValueError(f'{path} has {img.shape[2]} channels, the backbone takes {channels} '
+                         '(its in_channels)')
     return img
 
 
-def load_images(folder: str, cfg, size, max_images: int) -> torch.Tensor:
+def load_images(folder: str, cfg, size, max_images: int, channels: int = 3) -> torch.Tensor:
     """The first ``max_images`` images of ``folder`` resized to ``size`` (h, w), normalised with
-    the config's data preprocessor (mean, std, BGR -> RGB): ``B x 3 x h x w``."""
+    the config's data preprocessor (mean, std, BGR -> RGB): ``B x channels x h x w``, read as
+    the backbone takes them (``channels``, its ``in_channels``: 1 reads grey images, as a
+    pipeline's ``LoadImageFromFile(color_type='grayscale')``)."""
     import mmcv
     # the folder's own name is not a pattern: 'exp[1]' would match 'exp1'
     paths = sorted(p for p in glob.glob(osp.join(glob.escape(folder), '*'))
@@ -56,12 +65,20 @@ def load_images(folder: str, cfg, size, max_images: int) -> torch.Tensor:
     if not paths:
         raise FileNotFoundError(f'--images {folder}: no image ({", ".join(IMAGE_EXTS)}) there')
     pre = cfg.model.get('data_preprocessor') or {}
-    mean = torch.tensor(pre.get('mean', [123.675, 116.28, 103.53])).view(3, 1, 1)
-    std = torch.tensor(pre.get('std', [58.395, 57.12, 57.375])).view(3, 1, 1)
+    default = ([123.675, 116.28, 103.53], [58.395, 57.12, 57.375]) if channels == 3 else \
+        ([0.0], [1.0])
+    mean = torch.tensor(pre.get('mean', default[0]), dtype=torch.float32).view(-1, 1, 1)
+    std = torch.tensor(pre.get('std', default[1]), dtype=torch.float32).view(-1, 1, 1)
+    for name, value in (('mean', mean), ('std', std)):
+        if len(value) not in (1, channels):  # mmengine's data preprocessor asserts the same
+            raise ValueError(f'model.data_preprocessor.{name} has {len(value)} values, the '
+                             f'backbone takes {channels} channels (its in_channels)')
     out = []
     for path in paths[:max_images]:
-        img = read_image(path, 'rgb' if pre.get('bgr_to_rgb', True) else 'bgr')
-        img = mmcv.imresize(img, (size[1], size[0]))
+        # (mmengine's data preprocessor swaps BGR to RGB in 3-channel inputs only: so does
+        # mmcv's imread)
+        img = read_image(path, 'rgb' if pre.get('bgr_to_rgb', True) else 'bgr', channels)
+        img = mmcv.imresize(img, (size[1], size[0])).reshape(size + (channels,))
         out.append((torch.from_numpy(img).permute(2, 0, 1).float() - mean) / std)
     return torch.stack(out), paths[:max_images]
 
@@ -184,7 +201,9 @@ def main(argv=None):
         kind = backbone_kind(backbone)
     except ValueError as e:  # another codebase's backbone: named, as a bad flag is
         parser.error(f'config {args.config}: {e}')
-    images, paths = load_images(args.images, cfg, size, args.max_images)
+    # the channels the backbone's first layer (its patch embedding) takes: its in_channels
+    channels = next(m.in_channels for m in backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    images, paths = load_images(args.images, cfg, size, args.max_images, channels)
     os.makedirs(args.out_dir, exist_ok=True)
     rows = None
     for i in range(len(images)):  # one image at a time: the probabilities of one pass
