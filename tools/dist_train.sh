@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Distributed training through torchrun: bash tools/dist_train.sh CONFIG GPUS [train.py args]
 # Uses NCCL on GPUs and gloo on CPU-only machines (the config's env_cfg decides).
+# Several machines, as mmdet's: NNODES=2 NODE_RANK=0|1 MASTER_ADDR=<node 0> [PORT=29500]
 set -e
 CONFIG=$1
 GPUS=$2
@@ -15,6 +16,7 @@ if ! [[ "$GPUS" =~ ^([1-9][0-9]*|auto|cpu|gpu)$ ]]; then
     exit 2
 fi
 DIR=$(dirname "$0")
+source "$DIR/dist_check_port.sh"
 PYTHONPATH="$DIR/..":$PYTHONPATH \
 ${PYTHON:-python} -m torch.distributed.run \
     --nnodes=$NNODES --node_rank=$NODE_RANK --master_addr=$MASTER_ADDR \

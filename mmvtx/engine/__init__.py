@@ -6,7 +6,7 @@ from .model_fit import BackboneFitHook, backbone_fit_errors
 from .reliability import (AtomicLocalBackend, ExactResumeHook, NonFiniteCheckHook,
                           ResumeScheduleHook, ResumeValidationHook, find_resume_checkpoint)
 from .safe_load import SafeCheckpointLoadHook, allow_mmengine_checkpoints
-from .visualization import SegShowDirHook
+from .visualization import DetShowDirHook, SegShowDirHook
 
 __all__ = ['allow_mmengine_checkpoints', 'AtomicLocalBackend', 'BackboneFitHook',
            'backbone_fit_errors', 'CheckpointFitHook',
@@ -15,4 +15,4 @@ __all__ = ['allow_mmengine_checkpoints', 'AtomicLocalBackend', 'BackboneFitHook'
            'compile_hook_cfg', 'ExactResumeHook',
            'find_resume_checkpoint', 'LayerDecayOptimWrapperConstructor', 'NonFiniteCheckHook',
            'ResumeScheduleHook', 'ResumeValidationHook',
-           'SafeCheckpointLoadHook', 'SegShowDirHook']
+           'SafeCheckpointLoadHook', 'SegShowDirHook', 'DetShowDirHook']

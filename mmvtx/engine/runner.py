@@ -252,7 +252,10 @@ def prepare_test_cfg(cfg: Config, config_path: str, checkpoint: str,
             # relative to the current directory): ours adds mmdet's
             vis.type = 'mmvtx.SegShowDirHook'
             vis.show = False
-        elif vis_type not in ('DetVisualizationHook', 'SegShowDirHook'):
+        elif vis_type == 'DetVisualizationHook':
+            # mmdet's draws rank 0's images only: under dist_test.sh, half of them with 2
+            vis.type = 'mmvtx.DetShowDirHook'
+        elif vis_type not in ('DetShowDirHook', 'SegShowDirHook'):
             raise ValueError(f'--show-dir needs mmdet\'s DetVisualizationHook or mmseg\'s '
                              f'SegVisualizationHook in default_hooks.visualization, not {vis_type}')
         vis.draw = True

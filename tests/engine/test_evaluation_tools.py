@@ -499,3 +499,63 @@ def test_tta_of_a_wrapped_test_dataset_goes_to_the_datasets_it_wraps(tmp_path):
     views = dataset[1]['data_samples']
     assert [s.img_shape for s in views] == [tuple(round(x / 2) for x in views[1].img_shape),
                                             views[1].img_shape]
+
+
+@pytest.mark.parametrize('kind', ['det', 'seg'])
+def test_show_dir_draws_the_images_of_every_process(tmp_path, monkeypatch, kind):
+    """``tools/dist_test.sh CONFIG CKPT 2 --show-dir vis`` drew rank 0's images only (the 1st,
+    3rd, ... of the test set): mmdet's and mmseg's visualizers draw under ``@master_only``.
+    Here as rank 1 of 2 on a 3-image test set, batches of 2: rank 1 gets image 1 and, as
+    ``DefaultSampler``'s padding, image 0 again, which is rank 0's to draw."""
+    from importlib import import_module
+
+    import cv2
+    import mmengine.dist.utils as dist_utils
+    import numpy as np
+    from mmengine.dataset import DefaultSampler
+    from mmengine.structures import InstanceData, PixelData
+
+    from mmvtx.engine.runner import prepare_test_cfg
+    cfg = Config.fromfile(DET_CFG if kind == 'det' else SEG_CFG)
+    torch.save({'state_dict': {}}, tmp_path / 'm.pth')
+    prepare_test_cfg(cfg, 'cfg.py', str(tmp_path / 'm.pth'), work_dir=str(tmp_path),
+                     show_dir='vis', launcher='pytorch')
+    hook_cfg = dict(cfg.default_hooks.visualization)
+    paths = []
+    for i in range(3):
+        paths.append(str(tmp_path / f'{i:06d}.png'))
+        cv2.imwrite(paths[-1], np.full((40, 60, 3), 50 * i, np.uint8))
+
+    class Data(list):
+        metainfo = dict(classes=('a', 'b'), palette=[(255, 0, 0), (0, 255, 0)])
+
+    if kind == 'det':
+        from mmdet.structures import DetDataSample
+        from mmdet.visualization import DetLocalVisualizer as Vis
+        outputs = [DetDataSample(img_path=p, pred_instances=InstanceData(
+            bboxes=torch.tensor([[5., 5., 30., 20.]]), labels=torch.tensor([1]),
+            scores=torch.tensor([0.9]))) for p in (paths[1], paths[0])]
+    else:
+        from mmseg.structures import SegDataSample
+        from mmseg.visualization import SegLocalVisualizer as Vis
+        outputs = [SegDataSample(img_path=p, pred_sem_seg=PixelData(
+            data=torch.ones(1, 40, 60, dtype=torch.long))) for p in (paths[1], paths[0])]
+    Vis.get_instance(f'show_dir_{kind}_{tmp_path.name}', vis_backends=[])
+    monkeypatch.setattr(dist_utils, 'get_rank', lambda group=None: 1)  # is_main_process: False
+    from mmengine.registry import HOOKS
+    import_module('mmdet.utils' if kind == 'det' else 'mmseg.utils').register_all_modules(
+        init_default_scope=False)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):  # as the Runner builds it
+        hook = HOOKS.build(hook_cfg)
+    sampler = DefaultSampler(Data([0, 1, 2]), shuffle=False)
+    sampler.rank, sampler.world_size = 1, 2
+    runner = SimpleNamespace(work_dir=str(tmp_path), timestamp='ts', iter=0,
+                             test_dataloader=SimpleNamespace(sampler=sampler, batch_size=2,
+                                                             dataset=sampler.dataset))
+    hook.after_test_iter(runner, 0, {}, outputs)
+    drawn = sorted(osp.basename(p) for p in glob.glob(str(tmp_path / 'ts' / 'vis' / '*')))
+    assert drawn == ['000001.png']  # its own image; not rank 0's repeated one
+    img = cv2.imread(str(tmp_path / 'ts' / 'vis' / '000001.png'))
+    assert img.shape[0] == 40 and img.shape[1] in (60, 120)  # (mmdet: ground truth | pred)
+    assert (img[:, -60:] != 50).any()  # the prediction drawn on image 1
+    assert not dist_utils.is_main_process()  # the drawing's stand-in rank 0 was undone

@@ -302,6 +302,86 @@ def test_dist_scripts_name_a_missing_process_count(tmp_path, script, args, bad):
     assert out.returncode == 0 and ran.exists(), out.stderr  # a count: torchrun is started
 
 
+def _stand_in_python(tmp_path):
+    """A ``$PYTHON`` that records the torchrun command line it is given (and runs the scripts'
+    own ``python -c`` checks with the real interpreter)."""
+    log = tmp_path / 'torchrun.args'
+    python = tmp_path / 'python'
+    python.write_text(f'#!/usr/bin/env bash\nif [ "$1" = -c ]; then exec {sys.executable} "$@"; '
+                      f'fi\nprintf "%s\\n" "$@" > {log}\n')
+    python.chmod(0o755)
+    return python, log
+
+
+@pytest.mark.parametrize('script, args', [('dist_train.sh', ['cfg.py', '2']),
+                                          ('dist_test.sh', ['cfg.py', 'model.pth', '2'])])
+def test_dist_scripts_take_mmdets_node_settings_and_name_a_busy_port(tmp_path, script, args):
+    """mmdet's and mmseg's ``dist_test.sh`` take NNODES, NODE_RANK and MASTER_ADDR as their
+    ``dist_train.sh`` does; ours ignored them (each node tested alone, as its own rank 0). A
+    PORT held by another run (two jobs on one machine, both on the default 29500) stopped in
+    torchrun with a 40-line traceback ending in EADDRINUSE; now one line names it and a free
+    one, before any process starts."""
+    import socket
+    python, log = _stand_in_python(tmp_path)
+
+    def run(**env):
+        return subprocess.run(['bash', osp.join(ROOT, 'tools', script)] + args,
+                              cwd=str(tmp_path), capture_output=True, text=True, timeout=60,
+                              env=dict(os.environ, PYTHON=str(python), **env))
+
+    out = run(NNODES='2', NODE_RANK='1', MASTER_ADDR='10.0.0.7', PORT='29555')
+    assert out.returncode == 0, out.stderr
+    torchrun = log.read_text().splitlines()
+    assert torchrun[:2] == ['-m', 'torch.distributed.run']
+    for flag in ('--nnodes=2', '--node_rank=1', '--master_addr=10.0.0.7', '--nproc_per_node=2',
+                 '--master_port=29555'):
+        assert flag in torchrun
+    log.unlink()
+    busy = socket.socket()
+    busy.bind(('127.0.0.1', 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        out = run(PORT=str(port))
+        assert out.returncode == 2 and not log.exists(), out.stderr
+        assert f'error: PORT={port} is in use on this machine' in out.stderr
+        assert 'Traceback' not in out.stderr
+        free = int(out.stderr.split('e.g. PORT=')[1].split()[0])
+        socket.socket().bind(('', free))  # the port it proposes is free
+        out = run(PORT=str(port), NODE_RANK='1', NNODES='2')  # the master is another machine
+        assert out.returncode == 0 and log.exists(), out.stderr
+    finally:
+        busy.close()
+    out = run(PORT='29500x')
+    assert out.returncode == 2 and "error: PORT='29500x'" in out.stderr
+
+
+def test_slurm_train_names_missing_arguments_and_a_missing_srun(tmp_path):
+    """Without slurm, ``bash tools/slurm_train.sh ...`` stopped with bash's ``srun: command
+    not found`` (status 127), and with arguments missing it ran srun with empty ones; each is
+    now one error line (status 2) that says what to run instead."""
+    import shutil
+    bin_dir = tmp_path / 'bin'  # a PATH without srun
+    bin_dir.mkdir()
+    for tool in ('dirname',):
+        os.symlink(shutil.which(tool), bin_dir / tool)
+    env = dict(os.environ, PATH=str(bin_dir))
+
+    def run(argv):
+        return subprocess.run([shutil.which('bash'), osp.join(ROOT, 'tools/slurm_train.sh')]
+                              + argv, cwd=str(tmp_path), capture_output=True, text=True,
+                              timeout=60, env=env)
+
+    out = run(['part', 'job', 'cfg.py'])
+    assert out.returncode == 2, out.stderr
+    assert 'error: slurm_train.sh takes PARTITION JOB_NAME CONFIG WORK_DIR, 3 argument(s)' \
+        in out.stderr
+    out = run(['part', 'job', 'cfg.py', 'work'])
+    assert out.returncode == 2, out.stderr
+    assert 'error: srun not found' in out.stderr and 'tools/dist_train.sh' in out.stderr
+    assert 'command not found' not in out.stderr
+
+
 @pytest.mark.parametrize('script, flags, message', [
     ('test.py', ['--tta'], 'error: --tta needs tta_pipeline in the config'),
     ('test.py', ['--tta', '--cfg-options', 'tta_pipeline=None'],
