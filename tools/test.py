@@ -20,8 +20,9 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmvtx  # noqa: E402,F401
-from mmvtx.engine.runner import (finish_cpu_distributed, init_cpu_distributed,  # noqa: E402
-                                 load_config, parse_tool_args, prepare_test_cfg, tool_parser)
+from mmvtx.engine.runner import (LauncherError, finish_cpu_distributed,  # noqa: E402
+                                 init_cpu_distributed, load_config, parse_tool_args,
+                                 prepare_test_cfg, tool_parser)
 from mmvtx.utils.checkpoint import (CheckpointMismatchError,  # noqa: E402
                                     CheckpointReadError)
 
@@ -62,6 +63,7 @@ def main(argv=None):
 if __name__ == '__main__':
     try:
         main()
-    # a checkpoint of another model, or one that cannot be read: no metrics, one line
-    except (CheckpointMismatchError, CheckpointReadError) as e:
+    # a checkpoint of another model, or one that cannot be read, a --launcher pytorch
+    # without torchrun: no metrics, one line
+    except (CheckpointMismatchError, CheckpointReadError, LauncherError) as e:
         sys.exit(f'error: {e}')

@@ -13,8 +13,9 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmvtx  # noqa: E402,F401  registers models/datasets/hooks
-from mmvtx.engine.runner import (finish_cpu_distributed, init_cpu_distributed,  # noqa: E402
-                                 load_config, parse_tool_args, prepare_train_cfg, tool_parser)
+from mmvtx.engine.runner import (LauncherError, finish_cpu_distributed,  # noqa: E402
+                                 init_cpu_distributed, load_config, parse_tool_args,
+                                 prepare_train_cfg, tool_parser)
 from mmvtx.utils.checkpoint import (CheckpointMismatchError,  # noqa: E402
                                     CheckpointReadError)
 
@@ -58,7 +59,7 @@ def main(argv=None):
 if __name__ == '__main__':
     try:
         main()
-    # --resume with a changed model, an init_cfg checkpoint that cannot be read: named, no
-    # traceback
-    except (CheckpointMismatchError, CheckpointReadError) as e:
+    # --resume with a changed model, an init_cfg checkpoint that cannot be read, --launcher
+    # pytorch without torchrun: named, no traceback
+    except (CheckpointMismatchError, CheckpointReadError, LauncherError) as e:
         sys.exit(f'error: {e}')

@@ -342,6 +342,11 @@ def prepare_tta_cfg(cfg: Config) -> Config:
     return cfg
 
 
+class LauncherError(RuntimeError):
+    """A ``--launcher`` the process was not started for (``pytorch`` without torchrun): the
+    tools report it as one ``error:`` line."""
+
+
 def init_cpu_distributed(cfg: Config, launcher: str) -> bool:
     """mmengine's ``init_dist`` calls ``torch.cuda.set_device``, which fails without a GPU.
     On a CPU-only machine started by torchrun (``--launcher pytorch``) the process group is set
@@ -354,7 +359,7 @@ def init_cpu_distributed(cfg: Config, launcher: str) -> bool:
     unset = [k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT') if k not in os.environ]
     if launcher == 'pytorch' and unset and not dist.is_initialized():
         # mmengine's init_dist (and the group below) failed with KeyError: 'RANK'
-        raise RuntimeError(f'--launcher pytorch: {", ".join(unset)} not set; torchrun sets them '
+        raise LauncherError(f'--launcher pytorch: {", ".join(unset)} not set; torchrun sets them '
                            '(bash tools/dist_train.sh CONFIG GPUS, tools/dist_test.sh CONFIG '
                            'CHECKPOINT GPUS); without a launcher, leave --launcher out')
     if launcher != 'pytorch' or torch.cuda.is_available() or dist.is_initialized():

@@ -218,7 +218,7 @@ def test_resume_follows_the_configs_longer_schedule(tmp_path):
     assert checkpoint['param_schedulers'][0]['end'] == 20
 
 
-def test_launcher_pytorch_without_torchrun_says_how_to_start(monkeypatch):
+def test_launcher_pytorch_without_torchrun_says_how_to_start(monkeypatch, tmp_path):
     """``python tools/train.py CONFIG --launcher pytorch`` (not started by torchrun) stopped with
     ``KeyError: 'RANK'``."""
     from mmengine.config import Config
@@ -230,6 +230,14 @@ def test_launcher_pytorch_without_torchrun_says_how_to_start(monkeypatch):
                        r'MASTER_PORT not set; torchrun sets them \(bash tools/dist_train.sh'):
         init_cpu_distributed(Config(), 'pytorch')
     assert init_cpu_distributed(Config(), 'none') is False
+    # as the tools report it: one error: line (it was that RuntimeError's traceback)
+    torch.save({'state_dict': {}}, tmp_path / 'some.pth')
+    for script in ('train.py', 'test.py'):
+        checkpoint = [str(tmp_path / 'some.pth')] if script == 'test.py' else []
+        out = run_tool([sys.executable, osp.join(ROOT, 'tools', script), SEG_CFG, *checkpoint,
+                        '--launcher', 'pytorch'], cwd=ROOT, timeout=120)
+        assert out.returncode == 1 and 'Traceback' not in out.stderr, out.stderr[-2000:]
+        assert 'error: --launcher pytorch: RANK, WORLD_SIZE' in out.stderr, out.stderr[-2000:]
 
 
 def test_a_missing_config_or_checkpoint_is_named_before_anything_is_built(tmp_path, capsys):
