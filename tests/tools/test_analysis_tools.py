@@ -211,6 +211,29 @@ def test_draw_windows_tool_end_to_end(tmp_path):
     assert out.returncode != 0 and '--shift 4: must be in [0, window=4)' in out.stderr
 
 
+@pytest.mark.parametrize('H,W,M,shift', [(14, 14, 7, 3), (9, 11, 4, 1)])
+def test_draw_windows_pictures_show_every_title_and_the_windows_of_the_mask(H, W, M, shift,
+                                                                            tmp_path):
+    """The default picture (14x14, window 7) had the first line of its three titles cut off at
+    the top (tight_layout left the square panels room they then grew into), and the mask
+    panel drew the gaps between windows white like a 0 entry, so windows without -100 merged
+    into one white area: nothing may touch the picture's border, and the gaps have a colour."""
+    import matplotlib.pyplot as plt
+    tool = _tool('draw_windows')
+    tool.main(['--map', str(H), str(W), '--window', str(M), '--shift', str(shift),
+               '--out', str(tmp_path)])
+    for name in ('windows.png', 'relative_position.png'):
+        img = plt.imread(str(tmp_path / name))[..., :3]
+        for edge in (img[0], img[-1], img[:, 0], img[:, -1]):  # the background only
+            assert edge.min() > 0.99, name
+    img = plt.imread(str(tmp_path / 'windows.png'))[..., :3]
+    gap = torch.tensor([int(tool.GAP_COLOUR[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    mask_panel = torch.from_numpy(img[:, 2 * img.shape[1] // 3:].copy())
+    is_gap = ((mask_panel - gap).abs().amax(-1) < 0.02)
+    rows_with_gap = is_gap.any(1).sum().item()
+    assert rows_with_gap > 0.5 * mask_panel.shape[0]  # a gap beside every window row
+
+
 @pytest.mark.parametrize('H,W,M,always,shift', [
     (7, 7, 7, False, 0), (7, 7, 7, True, 3), (8, 14, 7, False, 3), (14, 4, 4, False, 0),
     (14, 5, 4, False, 2)])
