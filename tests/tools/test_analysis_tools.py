@@ -329,6 +329,39 @@ def test_cost_vs_resolution_tool_end_to_end(tmp_path):
     assert bad.returncode != 0 and "--models 'swin-x'" in bad.stderr
 
 
+@pytest.mark.parametrize('sizes', [[97, 131], [224, 448], [224, 448, 672, 896, 1120, 1344]])
+def test_cost_vs_resolution_axis_labels_do_not_overlap(sizes, tmp_path, monkeypatch):
+    """With sizes spanning less than a decade of pixels (97 131, 224 448) matplotlib labelled
+    every minor tick of the log axis, the labels printed over each other: the x labels of every
+    panel are readable (no two overlap) and there are at least two of them."""
+    from matplotlib.figure import Figure
+    tool = _cost_tool()
+    monkeypatch.setattr(tool, 'build', lambda name: torch.nn.Identity())
+    monkeypatch.setattr(tool, 'encoder_flops', lambda model, x: (x.shape[-1] ** 2 * 1e6, 0))
+    monkeypatch.setattr(tool, 'measure', lambda name, model, x: (x.shape[-1] ** 2 * 1e-5,
+                                                                 100 + x.shape[-1] * 0.5))
+    labels = []
+    save = Figure.savefig
+
+    def savefig(fig, *args, **kwargs):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            labels.append([(t.get_text(), t.get_window_extent(renderer))
+                           for t in ax.get_xticklabels(which='both')
+                           if t.get_visible() and t.get_text()])
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, 'savefig', savefig)
+    tool.cost_curves(['swin-t', 'vit-b'], sizes, False, str(tmp_path))
+    assert len(labels) == 3  # GFLOPs, time, memory
+    for panel in labels:
+        assert len(panel) >= 2, panel
+        for i, (text, box) in enumerate(panel):
+            for other, other_box in panel[i + 1:]:
+                assert not box.overlaps(other_box), (text, other, sizes)
+
+
 def test_analysis_tools_name_a_config_block_or_head_that_does_not_fit(tmp_path, capsys):
     """A ``--config`` of another backbone (or no file), a ``--block`` or ``--head`` the model
     does not have stopped with a ValueError traceback (FileNotFoundError for the file); they
