@@ -98,34 +98,36 @@ def write_distance_outputs(rows, kind: str, out_dir: str, title: str):
 
 
 def query_maps(calls, image_index: int, pixel, size):
-    """For every call: ``heads x h x w`` maps (at the query grid's resolution) of the weights
-    that the query token nearest to ``pixel`` (y, x) of image ``image_index`` puts on each key
-    (a key of a coarser grid, CvT's, fills the cells it covers)."""
+    """For every call: ``(layer, map)`` of :func:`query_map`."""
+    return [query_map(c, image_index, pixel, size) for c in calls]
+
+
+def query_map(c, image_index: int, pixel, size):
+    """``(layer, heads x h x w map)`` (at the query grid's resolution) of the weights that the
+    query token nearest to ``pixel`` (y, x) of image ``image_index`` puts on each key in call
+    ``c`` (a key of a coarser grid, CvT's, fills the cells it covers)."""
     target = torch.tensor(pixel, dtype=torch.float32) + 0.5
-    out = []
-    for c in calls:
-        probs = c.probs.reshape(-1, *c.probs.shape[-3:])  # (images [x windows]) x heads x Nq x Nk
-        if c.q_pos.dim() == 3:  # windows: positions per window
-            valid = c.q_valid if c.q_valid is not None else torch.ones(c.q_pos.shape[:2], bool)
-            d = (c.q_pos - target).norm(dim=-1).masked_fill(~valid, float('inf'))
-            w, n = divmod(int(d.argmin()), c.q_pos.shape[1])
-            p = probs[image_index * c.q_pos.shape[0] + w, :, n]
-            keys = c.k_pos[w]
-        else:
-            n = int((c.q_pos - target).norm(dim=-1).argmin())
-            p, keys = probs[image_index, :, n], c.k_pos
-        h, w_ = -(-size[0] // int(c.q_stride)), -(-size[1] // int(c.q_stride))
-        canvas = torch.zeros(p.shape[0], h, w_)
-        cell = (keys / c.q_stride).floor().long()
-        inside = (cell[:, 0] < h) & (cell[:, 1] < w_)  # padded slots lie outside
-        step = max(1, round(c.k_stride / c.q_stride))
-        for dy in range(step):
-            for dx in range(step):
-                yy = (cell[inside, 0] + dy).clamp(max=h - 1)
-                xx = (cell[inside, 1] + dx).clamp(max=w_ - 1)
-                canvas[:, yy, xx] = p[:, inside]
-        out.append((c.layer, canvas))
-    return out
+    probs = c.probs.reshape(-1, *c.probs.shape[-3:])  # (images [x windows]) x heads x Nq x Nk
+    if c.q_pos.dim() == 3:  # windows: positions per window
+        valid = c.q_valid if c.q_valid is not None else torch.ones(c.q_pos.shape[:2], bool)
+        d = (c.q_pos - target).norm(dim=-1).masked_fill(~valid, float('inf'))
+        w, n = divmod(int(d.argmin()), c.q_pos.shape[1])
+        p = probs[image_index * c.q_pos.shape[0] + w, :, n]
+        keys = c.k_pos[w]
+    else:
+        n = int((c.q_pos - target).norm(dim=-1).argmin())
+        p, keys = probs[image_index, :, n], c.k_pos
+    h, w_ = -(-size[0] // int(c.q_stride)), -(-size[1] // int(c.q_stride))
+    canvas = torch.zeros(p.shape[0], h, w_)
+    cell = (keys / c.q_stride).floor().long()
+    inside = (cell[:, 0] < h) & (cell[:, 1] < w_)  # padded slots lie outside
+    step = max(1, round(c.k_stride / c.q_stride))
+    for dy in range(step):
+        for dx in range(step):
+            yy = (cell[inside, 0] + dy).clamp(max=h - 1)
+            xx = (cell[inside, 1] + dx).clamp(max=w_ - 1)
+            canvas[:, yy, xx] = p[:, inside]
+    return c.layer, canvas
 
 
 def draw_query_maps(maps, image: np.ndarray, pixel, out_file: str, max_heads: int = 8):
@@ -177,8 +179,8 @@ def main(argv=None):
         parser.error(f'--max-heads {args.max_heads}: must be >= 1')
     if args.query and not (0 <= args.query[0] < size[0] and 0 <= args.query[1] < size[1]):
         parser.error(f'--query {args.query}: outside the {size[0]}x{size[1]} image')
-    from mmvtx.utils.attention_analysis import (attention_distances, backbone_kind,
-                                                build_backbone_for_tool, record_attention)
+    from mmvtx.utils.attention_analysis import (backbone_kind, build_backbone_for_tool,
+                                                mean_attention_distance, record_attention)
     backbone, cfg = build_backbone_for_tool(parser, args.config, args.checkpoint)
     try:
         kind = backbone_kind(backbone)
@@ -188,19 +190,26 @@ def main(argv=None):
     os.makedirs(args.out_dir, exist_ok=True)
     rows = None
     for i in range(len(images)):  # one image at a time: the probabilities of one pass
-        calls = record_attention(backbone, images[i:i + 1])
-        dists = attention_distances(calls)
+
+        def per_call(c, draw=i == 0 and args.query):
+            # each call's maps are dropped once measured (and drawn): the memory of one
+            # layer's maps, not of every layer's (ViT-B at 1024 px: 9.7 GB)
+            dist = mean_attention_distance(c.probs, c.q_pos, c.k_pos, c.q_valid)
+            return c.layer, dist, query_map(c, 0, args.query, size) if draw else None
+
+        results = record_attention(backbone, images[i:i + 1], on_call=per_call)
         if rows is None:
-            rows = [[name, index, dist / len(images)] for name, index, dist in dists]
+            rows = [[name, index, dist / len(images)]
+                    for index, (name, dist, _) in enumerate(results)]
         else:
-            for row, (_, _, dist) in zip(rows, dists):
+            for row, (_, dist, _) in zip(rows, results):
                 row[2] = row[2] + dist / len(images)
         if i == 0 and args.query:
             import mmcv
             img = mmcv.imresize(read_image(paths[0]), (size[1], size[0]))
-            draw_query_maps(query_maps(calls, 0, args.query, size), img, args.query,
+            draw_query_maps([m for _, _, m in results], img, args.query,
                             osp.join(args.out_dir, 'attention_query.png'), args.max_heads)
-        del calls
+        del results
     title = (f'{type(backbone).__name__} ({osp.basename(args.config)}), {len(images)} '
              f'image(s) at {size[0]}x{size[1]}')
     png = write_distance_outputs(rows, kind, args.out_dir, title)
