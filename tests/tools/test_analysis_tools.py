@@ -180,6 +180,31 @@ def test_attention_distance_reads_a_folder_with_brackets_in_its_name(tmp_path, i
     assert paths == [str(folder / '000000.png'), str(folder / '000001.png')]
 
 
+def test_attention_distance_takes_an_image_file(tmp_path, capsys):
+    """``--images photo.png`` (a user's own picture, here grayscale, and an RGBA TIFF in a
+    folder) stopped with a FileNotFoundError traceback, 'no image there'; a .tif was not
+    seen. A file is analysed itself; what is neither file nor folder is refused by name."""
+    import numpy as np
+    from mmengine.config import Config
+    from PIL import Image
+    rng = np.random.RandomState(0)
+    gray = tmp_path / 'gray.png'
+    Image.fromarray(rng.randint(0, 255, (37, 53), np.uint8), 'L').save(gray)
+    (tmp_path / 'sub').mkdir()
+    rgba = tmp_path / 'sub' / 'rgba.tif'
+    Image.fromarray(rng.randint(0, 255, (40, 30, 4), np.uint8), 'RGBA').save(rgba)
+    tool = _tool('attention_distance')
+    cfg = Config(dict(model=dict(data_preprocessor=dict(mean=[0, 0, 0], std=[1, 1, 1]))))
+    batch, paths = tool.load_images(str(gray), cfg, (32, 48), 8)
+    assert paths == [str(gray)] and batch.shape == (1, 3, 32, 48)
+    assert torch.equal(batch[0, 0], batch[0, 2])  # gray: the same values in R, G and B
+    batch, paths = tool.load_images(str(tmp_path / 'sub'), cfg, (32, 48), 8)
+    assert paths == [str(rgba)] and batch.shape == (1, 3, 32, 48)
+    missing = str(tmp_path / 'none.png')
+    err = _parser_error(tool.main, [CONFIGS['swin'], '--images', missing], capsys)
+    assert f'--images {missing}: no such file or folder' in err
+
+
 def test_build_backbone_checkpoints(tmp_path):
     """The analysis tools' backbone loading: a backbone-only checkpoint (as
     tools/model_converters/*2mmvtx.py write) and a released layout (mmdet's) load into the

@@ -1,8 +1,8 @@
 """Mean attention distance of every head of every layer (the ViT paper's Figure 7), and where
 one query pixel attends, for a config's backbone (mmvtx ViT, Swin or CvT, alone or inside a
-detector or segmentor) on a folder of images.
+detector or segmentor) on an image or a folder of images.
 
-    python tools/analysis_tools/attention_distance.py CONFIG [CHECKPOINT] --images DIR \\
+    python tools/analysis_tools/attention_distance.py CONFIG [CHECKPOINT] --images DIR|IMAGE \\
         [--size 224] [--max-images 8] [--out-dir DIR] [--query Y X]
 
 Writes ``attention_distance.csv`` (layer, layer index, head, distance in pixels),
@@ -30,7 +30,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
+IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 
 
 def read_image(path: str, channel_order: str = 'rgb') -> np.ndarray:
@@ -46,15 +46,27 @@ def read_image(path: str, channel_order: str = 'rgb') -> np.ndarray:
     return img
 
 
-def load_images(folder: str, cfg, size, max_images: int) -> torch.Tensor:
-    """The first ``max_images`` images of ``folder`` resized to ``size`` (h, w), normalised with
-    the config's data preprocessor (mean, std, BGR -> RGB): ``B x 3 x h x w``."""
-    import mmcv
+def image_paths(images: str) -> list:
+    """``images`` itself if it is a file (any name: OpenCV decides whether it is an image),
+    else the images (``IMAGE_EXTS``) of the folder ``images``, sorted."""
+    if osp.isfile(images):
+        return [images]
+    if not osp.isdir(images):
+        raise FileNotFoundError(f'--images {images}: no such file or folder')
     # the folder's own name is not a pattern: 'exp[1]' would match 'exp1'
-    paths = sorted(p for p in glob.glob(osp.join(glob.escape(folder), '*'))
+    paths = sorted(p for p in glob.glob(osp.join(glob.escape(images), '*'))
                    if p.lower().endswith(IMAGE_EXTS))
     if not paths:
-        raise FileNotFoundError(f'--images {folder}: no image ({", ".join(IMAGE_EXTS)}) there')
+        raise FileNotFoundError(f'--images {images}: no image ({", ".join(IMAGE_EXTS)}) there')
+    return paths
+
+
+def load_images(folder: str, cfg, size, max_images: int) -> torch.Tensor:
+    """The first ``max_images`` images of ``folder`` (or the image file ``folder``) resized to
+    ``size`` (h, w), normalised with the config's data preprocessor (mean, std, BGR -> RGB):
+    ``B x 3 x h x w``."""
+    import mmcv
+    paths = image_paths(folder)
     pre = cfg.model.get('data_preprocessor') or {}
     mean = torch.tensor(pre.get('mean', [123.675, 116.28, 103.53])).view(3, 1, 1)
     std = torch.tensor(pre.get('std', [58.395, 57.12, 57.375])).view(3, 1, 1)
@@ -160,7 +172,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config')
     parser.add_argument('checkpoint', nargs='?')
-    parser.add_argument('--images', required=True, help='folder of images')
+    parser.add_argument('--images', required=True,
+                        help='an image file or a folder of images')
     parser.add_argument('--size', type=int, nargs='+', default=[224],
                         help='resize to S (square) or H W (default 224)')
     parser.add_argument('--max-images', type=int, default=8)
@@ -186,7 +199,10 @@ def main(argv=None):
         kind = backbone_kind(backbone)
     except ValueError as e:  # another codebase's backbone: named, as a bad flag is
         parser.error(f'config {args.config}: {e}')
-    images, paths = load_images(args.images, cfg, size, args.max_images)
+    try:  # no such file or folder, no image in it, one OpenCV cannot read: named as a bad flag
+        images, paths = load_images(args.images, cfg, size, args.max_images)
+    except (FileNotFoundError, ValueError) as e:
+        parser.error(str(e) if str(e).startswith('--images') else f'--images {e}')
     os.makedirs(args.out_dir, exist_ok=True)
     rows = None
     for i in range(len(images)):  # one image at a time: the probabilities of one pass
