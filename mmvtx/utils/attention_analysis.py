@@ -254,7 +254,8 @@ def build_backbone(config: str, checkpoint=None):
         except CheckpointMismatchError as e:
             raise CheckpointMismatchError(
                 f'{checkpoint} does not fit the backbone of {config}: {e}') from e
-    return backbone.eval(), cfg
+    backbone.eval()  # not chained: mmdet's ResNet (and others) return None from train()
+    return backbone, cfg
 
 
 def build_backbone_for_tool(parser, config: str, checkpoint=None,

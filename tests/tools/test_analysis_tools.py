@@ -205,6 +205,24 @@ def test_attention_distance_takes_an_image_file(tmp_path, capsys):
     assert f'--images {missing}: no such file or folder' in err
 
 
+def test_analysis_tools_name_another_codebases_backbone(tmp_path, capsys):
+    """A detector config with mmdet's ResNet: the tools said its backbone was 'NoneType'
+    (build_backbone returned ``backbone.eval()``, which is None for mmdet's ResNet)."""
+    config = tmp_path / 'resnet.py'
+    config.write_text("default_scope = 'mmdet'\n"
+                      "model = dict(type='mmdet.ResNet', depth=18, num_stages=2, "
+                      "out_indices=(0, 1), strides=(1, 2), dilations=(1, 1))\n")
+    from mmvtx.utils.attention_analysis import build_backbone
+    backbone, _ = build_backbone(str(config))
+    assert type(backbone).__name__ == 'ResNet' and not backbone.training
+    err = _parser_error(_tool('attention_distance').main,
+                        [str(config), '--images', str(tmp_path)], capsys)
+    assert 'got ResNet' in err, err
+    err = _parser_error(_tool('draw_windows').main,
+                        ['--config', str(config), '--out', str(tmp_path)], capsys)
+    assert 'its backbone, ResNet, is not an mmvtx Swin' in err, err
+
+
 def test_build_backbone_checkpoints(tmp_path):
     """The analysis tools' backbone loading: a backbone-only checkpoint (as
     tools/model_converters/*2mmvtx.py write) and a released layout (mmdet's) load into the
