@@ -96,11 +96,27 @@ def test_attention_distance_keeps_one_layers_attention_maps_at_a_time(images, tm
         return call
 
     monkeypatch.setattr(aa, '_positions', tracked)
+    from matplotlib.figure import Figure
+    scatter, save = {}, Figure.savefig
+
+    def savefig(fig, path, *args, **kwargs):  # what the scatter's legend and x axis say
+        if str(path).endswith('attention_distance.png'):
+            fig.canvas.draw()
+            ax = fig.axes[0]
+            scatter['legend'] = [t.get_text() for t in ax.get_legend().get_texts()]
+            scatter['ticks'] = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+        return save(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, 'savefig', savefig)
     ckpt = _checkpoint(CONFIGS['vitdet'], str(tmp_path / 'model.pth'), seed=1)
     tool = _tool('attention_distance')
     tool.main([CONFIGS['vitdet'], ckpt, '--images', images, '--max-images', '1', '--size',
                '64', '80', '--query', '10', '70', '--out-dir', str(tmp_path / 'out')])
     assert len(alive_before) == 6 and max(alive_before) == 0, alive_before
+    # ViTDet's window and global blocks (2 and 5) told apart in the scatter, which had one
+    # colour per layer and no legend; the layer axis has whole numbers only (it had 0.5, ...)
+    assert scatter['legend'] == ['window attention', 'global attention'], scatter
+    assert all(t.lstrip('−-').isdigit() for t in scatter['ticks']), scatter
     assert osp.getsize(tmp_path / 'out' / 'attention_query.png') > 1000
     # the same figures as from every call's maps at once
     monkeypatch.setattr(aa, '_positions', positions)

@@ -78,29 +78,37 @@ def load_images(folder: str, cfg, size, max_images: int) -> torch.Tensor:
     return torch.stack(out), paths[:max_images]
 
 
-def write_distance_outputs(rows, kind: str, out_dir: str, title: str):
+def write_distance_outputs(rows, kind: str, out_dir: str, title: str, groups=None):
+    """The CSV and the scatter, one colour per group with a legend: ``groups`` (layer name ->
+    label), by default Swin's and CvT's stages (``stages.0``, ...); ViT's layers are grouped
+    by the tool as window or global attention (ViTDet, SAM), so that the colours mean
+    something (they had been one colour per layer, without a legend)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     with open(osp.join(out_dir, 'attention_distance.csv'), 'w', newline='') as f:
         w = csv.writer(f)
         w.writerow(['layer', 'layer_index', 'head', 'mean_distance_px'])
         for name, index, dist in rows:
             for h, d in enumerate(dist.tolist()):
                 w.writerow([name, index, h, f'{d:.3f}'])
+    groups = dict(groups or {})
+    for name, _, _ in rows:
+        groups.setdefault(name, name.split('.blocks')[0])
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    stages = sorted({name.split('.blocks')[0] for name, _, _ in rows}, key=lambda s: (len(s), s))
-    cmap = plt.get_cmap('viridis', max(2, len(stages)))
-    for s, stage in enumerate(stages):
-        pts = [(i, d) for name, i, dist in rows if name.split('.blocks')[0] == stage
+    labels = list(dict.fromkeys(groups[name] for name, _, _ in rows))  # in depth order
+    cmap = plt.get_cmap('viridis', max(2, len(labels)))
+    for s, label in enumerate(labels):
+        pts = [(i, d) for name, i, dist in rows if groups[name] == label
                for d in dist.tolist()]
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14, alpha=0.8,
-                   color=cmap(s), label=stage if kind != 'vit' else None)
+                   color=cmap(s), label=label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers: no 0.5, 1.5, ...
     ax.set_xlabel('layer (network depth)')
     ax.set_ylabel('mean attention distance (pixels)')
     ax.set_title(title)
-    if kind != 'vit':
-        ax.legend(fontsize=8)
+    ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     png = osp.join(out_dir, 'attention_distance.png')
@@ -211,24 +219,27 @@ def main(argv=None):
             # each call's maps are dropped once measured (and drawn): the memory of one
             # layer's maps, not of every layer's (ViT-B at 1024 px: 9.7 GB)
             dist = mean_attention_distance(c.probs, c.q_pos, c.k_pos, c.q_valid)
-            return c.layer, dist, query_map(c, 0, args.query, size) if draw else None
+            return (c.layer, dist, query_map(c, 0, args.query, size) if draw else None,
+                    'window attention' if c.q_pos.dim() == 3 else 'global attention')
 
         results = record_attention(backbone, images[i:i + 1], on_call=per_call)
         if rows is None:
             rows = [[name, index, dist / len(images)]
-                    for index, (name, dist, _) in enumerate(results)]
+                    for index, (name, dist, _, _) in enumerate(results)]
+            groups = {name: group for name, _, _, group in results}
         else:
-            for row, (_, dist, _) in zip(rows, results):
+            for row, (_, dist, _, _) in zip(rows, results):
                 row[2] = row[2] + dist / len(images)
         if i == 0 and args.query:
             import mmcv
             img = mmcv.imresize(read_image(paths[0]), (size[1], size[0]))
-            draw_query_maps([m for _, _, m in results], img, args.query,
+            draw_query_maps([m for _, _, m, _ in results], img, args.query,
                             osp.join(args.out_dir, 'attention_query.png'), args.max_heads)
         del results
     title = (f'{type(backbone).__name__} ({osp.basename(args.config)}), {len(images)} '
              f'image(s) at {size[0]}x{size[1]}')
-    png = write_distance_outputs(rows, kind, args.out_dir, title)
+    png = write_distance_outputs(rows, kind, args.out_dir, title,
+                                 groups if kind == 'vit' else None)
     for name, index, dist in rows:
         print(f'{name:28s} ' + ' '.join(f'{d:7.1f}' for d in dist.tolist()))
     print(f'wrote {osp.join(args.out_dir, "attention_distance.csv")}, {png}'
