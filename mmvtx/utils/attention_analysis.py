@@ -25,7 +25,7 @@ queries and keys sit on the image:
 A token ``(i, j)`` of a grid with stride ``s`` sits at pixel ``((i + 0.5) s, (j + 0.5) s)``.
 """
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -87,8 +87,10 @@ def mean_attention_distance(probs: torch.Tensor, q_pos: torch.Tensor, k_pos: tor
     if k_valid is not None:
         probs = over_real_keys(probs.double(), k_valid)
     dist = torch.cdist(q_pos.double(), k_pos.double())  # *lead' x Nq x Nk
-    per_query = (probs.double() * dist.unsqueeze(-3)).sum(-1)  # *lead x heads x Nq
     heads = probs.shape[-3]
+    # head by head: a double copy of one head's maps at a time, not of all of them
+    per_query = torch.stack([(probs[..., h, :, :].double() * dist).sum(-1)
+                             for h in range(heads)], -2)  # *lead x heads x Nq
     per_query = per_query.movedim(-2, -1)  # *lead x Nq x heads
     if q_valid is None:
         return per_query.reshape(-1, heads).mean(0)
@@ -131,16 +133,37 @@ def _layer_strides(backbone: nn.Module) -> dict:
     return out
 
 
-def record_attention(backbone: nn.Module, images: torch.Tensor) -> List[AttentionCall]:
+class _StreamingRecorder(AttentionRecorder):
+    """Hands every call, with its positions, to ``on_call`` as it is made and keeps only what
+    ``on_call`` returns: the probabilities of one call are alive at a time."""
+
+    def __init__(self, strides: dict, on_call: Callable[[AttentionCall], Any]):
+        super().__init__()
+        self.strides, self.on_call, self.results = strides, on_call, []
+
+    def add(self, *args):
+        super().add(*args)
+        (name, module, call_args, call_kwargs), probs = self.calls.pop()
+        kind, stride = self.strides[name]
+        call = _positions(name, kind, stride, module, call_args, call_kwargs, probs)
+        del probs
+        self.results.append(self.on_call(call))
+
+
+def record_attention(backbone: nn.Module, images: torch.Tensor,
+                     on_call: Optional[Callable[[AttentionCall], Any]] = None) -> list:
     """Runs ``backbone`` (eval mode, no grad) on ``images`` (``B x 3 x H x W``, normalised) and
-    returns every attention call with the pixel positions of its queries and keys."""
+    returns every attention call with the pixel positions of its queries and keys; with
+    ``on_call``, what ``on_call`` returns for each call, in call order, each call's
+    probabilities dropped as soon as it returns (the memory of one layer's attention maps, not
+    of all of them: ViT-B's twelve global layers at 1024 px hold 9.7 GB of maps)."""
     strides = _layer_strides(backbone)
     modules = dict(backbone.named_modules())
     missing = [n for n in strides if n not in modules]
     if missing:
         raise RuntimeError(f'{type(backbone).__name__} has no attention module {missing[0]}')
     handles = []
-    recorder = AttentionRecorder()
+    recorder = AttentionRecorder() if on_call is None else _StreamingRecorder(strides, on_call)
 
     def pre_hook(name):
         def hook(module, args, kwargs):
@@ -158,6 +181,9 @@ def record_attention(backbone: nn.Module, images: torch.Tensor) -> List[Attentio
         for h in handles:
             h.remove()
         backbone.train(was_training)
+        recorder.context = None  # the last block's inputs
+    if on_call is not None:
+        return recorder.results
     calls = []
     for (name, module, args, kwargs), probs in recorder.calls:
         kind, stride = strides[name]
@@ -228,7 +254,8 @@ def build_backbone(config: str, checkpoint=None):
         except CheckpointMismatchError as e:
             raise CheckpointMismatchError(
                 f'{checkpoint} does not fit the backbone of {config}: {e}') from e
-    return backbone.eval(), cfg
+    backbone.eval()  # not chained: mmdet's ResNet (and others) return None from train()
+    return backbone, cfg
 
 
 def build_backbone_for_tool(parser, config: str, checkpoint=None,

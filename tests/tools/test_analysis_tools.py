@@ -77,6 +77,59 @@ def test_attention_distance_tool_end_to_end(kind, images, tmp_path):
     assert _distances(osp.join(tmp_path, 'out2', 'attention_distance.csv')) != rows
 
 
+def test_attention_distance_keeps_one_layers_attention_maps_at_a_time(images, tmp_path,
+                                                                      monkeypatch):
+    """The tool kept every layer's attention maps until the forward pass ended: ViT-B's twelve
+    global layers at 1024 px hold 9.7 GB (ViTDet-mini at 1024: 2.3 GB peak, now 1.4 GB). Each
+    call's maps are measured (and drawn) as they come and dropped: when a call's positions are
+    made, no earlier call's maps are alive; the figures are those of the whole list."""
+    import weakref
+
+    from mmvtx.utils import attention_analysis as aa
+    made, alive_before = [], []
+    positions = aa._positions
+
+    def tracked(*args):
+        alive_before.append(sum(ref() is not None for ref in made))
+        call = positions(*args)
+        made.append(weakref.ref(call.probs))
+        return call
+
+    monkeypatch.setattr(aa, '_positions', tracked)
+    from matplotlib.figure import Figure
+    scatter, save = {}, Figure.savefig
+
+    def savefig(fig, path, *args, **kwargs):  # what the scatter's legend and x axis say
+        if str(path).endswith('attention_distance.png'):
+            fig.canvas.draw()
+            ax = fig.axes[0]
+            scatter['legend'] = [t.get_text() for t in ax.get_legend().get_texts()]
+            scatter['ticks'] = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+        return save(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, 'savefig', savefig)
+    ckpt = _checkpoint(CONFIGS['vitdet'], str(tmp_path / 'model.pth'), seed=1)
+    tool = _tool('attention_distance')
+    tool.main([CONFIGS['vitdet'], ckpt, '--images', images, '--max-images', '1', '--size',
+               '64', '80', '--query', '10', '70', '--out-dir', str(tmp_path / 'out')])
+    assert len(alive_before) == 6 and max(alive_before) == 0, alive_before
+    # ViTDet's window and global blocks (2 and 5) told apart in the scatter, which had one
+    # colour per layer and no legend; the layer axis has whole numbers only (it had 0.5, ...)
+    assert scatter['legend'] == ['window attention', 'global attention'], scatter
+    assert all(t.lstrip('−-').isdigit() for t in scatter['ticks']), scatter
+    assert osp.getsize(tmp_path / 'out' / 'attention_query.png') > 1000
+    # the same figures as from every call's maps at once
+    monkeypatch.setattr(aa, '_positions', positions)
+    backbone, cfg = aa.build_backbone(CONFIGS['vitdet'], ckpt)
+    x, _ = tool.load_images(images, cfg, (64, 80), 1)
+    whole = aa.attention_distances(aa.record_attention(backbone, x))
+    got = _distances(tmp_path / 'out' / 'attention_distance.csv')
+    assert [(layer, h) for layer, h, _ in got] == [
+        (layer, h) for layer, _, d in whole for h in range(len(d))]
+    assert [d for _, _, d in got] == pytest.approx(
+        [v for _, _, d in whole for v in d.tolist()], abs=1e-3)
+
+
 def test_attention_distance_tool_names_bad_inputs(tmp_path):
     out = subprocess.run([sys.executable, osp.join(TOOLS, 'attention_distance.py'),
                           CONFIGS['swin'], '--images', str(tmp_path), '--size', '64'],
@@ -141,6 +194,49 @@ def test_attention_distance_reads_a_folder_with_brackets_in_its_name(tmp_path, i
         str(folder), Config(dict(model=dict())), (32, 48), 2)
     assert batch.shape == (2, 3, 32, 48)
     assert paths == [str(folder / '000000.png'), str(folder / '000001.png')]
+
+
+def test_attention_distance_takes_an_image_file(tmp_path, capsys):
+    """``--images photo.png`` (a user's own picture, here grayscale, and an RGBA TIFF in a
+    folder) stopped with a FileNotFoundError traceback, 'no image there'; a .tif was not
+    seen. A file is analysed itself; what is neither file nor folder is refused by name."""
+    import numpy as np
+    from mmengine.config import Config
+    from PIL import Image
+    rng = np.random.RandomState(0)
+    gray = tmp_path / 'gray.png'
+    Image.fromarray(rng.randint(0, 255, (37, 53), np.uint8), 'L').save(gray)
+    (tmp_path / 'sub').mkdir()
+    rgba = tmp_path / 'sub' / 'rgba.tif'
+    Image.fromarray(rng.randint(0, 255, (40, 30, 4), np.uint8), 'RGBA').save(rgba)
+    tool = _tool('attention_distance')
+    cfg = Config(dict(model=dict(data_preprocessor=dict(mean=[0, 0, 0], std=[1, 1, 1]))))
+    batch, paths = tool.load_images(str(gray), cfg, (32, 48), 8)
+    assert paths == [str(gray)] and batch.shape == (1, 3, 32, 48)
+    assert torch.equal(batch[0, 0], batch[0, 2])  # gray: the same values in R, G and B
+    batch, paths = tool.load_images(str(tmp_path / 'sub'), cfg, (32, 48), 8)
+    assert paths == [str(rgba)] and batch.shape == (1, 3, 32, 48)
+    missing = str(tmp_path / 'none.png')
+    err = _parser_error(tool.main, [CONFIGS['swin'], '--images', missing], capsys)
+    assert f'--images {missing}: no such file or folder' in err
+
+
+def test_analysis_tools_name_another_codebases_backbone(tmp_path, capsys):
+    """A detector config with mmdet's ResNet: the tools said its backbone was 'NoneType'
+    (build_backbone returned ``backbone.eval()``, which is None for mmdet's ResNet)."""
+    config = tmp_path / 'resnet.py'
+    config.write_text("default_scope = 'mmdet'\n"
+                      "model = dict(type='mmdet.ResNet', depth=18, num_stages=2, "
+                      "out_indices=(0, 1), strides=(1, 2), dilations=(1, 1))\n")
+    from mmvtx.utils.attention_analysis import build_backbone
+    backbone, _ = build_backbone(str(config))
+    assert type(backbone).__name__ == 'ResNet' and not backbone.training
+    err = _parser_error(_tool('attention_distance').main,
+                        [str(config), '--images', str(tmp_path)], capsys)
+    assert 'got ResNet' in err, err
+    err = _parser_error(_tool('draw_windows').main,
+                        ['--config', str(config), '--out', str(tmp_path)], capsys)
+    assert 'its backbone, ResNet, is not an mmvtx Swin' in err, err
 
 
 def test_build_backbone_checkpoints(tmp_path):
@@ -209,6 +305,29 @@ def test_draw_windows_tool_end_to_end(tmp_path):
                           '--shift', '4', '--out', str(tmp_path / 'w')],
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode != 0 and '--shift 4: must be in [0, window=4)' in out.stderr
+
+
+@pytest.mark.parametrize('H,W,M,shift', [(14, 14, 7, 3), (9, 11, 4, 1)])
+def test_draw_windows_pictures_show_every_title_and_the_windows_of_the_mask(H, W, M, shift,
+                                                                            tmp_path):
+    """The default picture (14x14, window 7) had the first line of its three titles cut off at
+    the top (tight_layout left the square panels room they then grew into), and the mask
+    panel drew the gaps between windows white like a 0 entry, so windows without -100 merged
+    into one white area: nothing may touch the picture's border, and the gaps have a colour."""
+    import matplotlib.pyplot as plt
+    tool = _tool('draw_windows')
+    tool.main(['--map', str(H), str(W), '--window', str(M), '--shift', str(shift),
+               '--out', str(tmp_path)])
+    for name in ('windows.png', 'relative_position.png'):
+        img = plt.imread(str(tmp_path / name))[..., :3]
+        for edge in (img[0], img[-1], img[:, 0], img[:, -1]):  # the background only
+            assert edge.min() > 0.99, name
+    img = plt.imread(str(tmp_path / 'windows.png'))[..., :3]
+    gap = torch.tensor([int(tool.GAP_COLOUR[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    mask_panel = torch.from_numpy(img[:, 2 * img.shape[1] // 3:].copy())
+    is_gap = ((mask_panel - gap).abs().amax(-1) < 0.02)
+    rows_with_gap = is_gap.any(1).sum().item()
+    assert rows_with_gap > 0.5 * mask_panel.shape[0]  # a gap beside every window row
 
 
 @pytest.mark.parametrize('H,W,M,always,shift', [
@@ -304,6 +423,39 @@ def test_cost_vs_resolution_tool_end_to_end(tmp_path):
     bad = subprocess.run([sys.executable, osp.join(TOOLS, 'cost_vs_resolution.py'), '--models',
                           'swin-x'], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode != 0 and "--models 'swin-x'" in bad.stderr
+
+
+@pytest.mark.parametrize('sizes', [[97, 131], [224, 448], [224, 448, 672, 896, 1120, 1344]])
+def test_cost_vs_resolution_axis_labels_do_not_overlap(sizes, tmp_path, monkeypatch):
+    """With sizes spanning less than a decade of pixels (97 131, 224 448) matplotlib labelled
+    every minor tick of the log axis, the labels printed over each other: the x labels of every
+    panel are readable (no two overlap) and there are at least two of them."""
+    from matplotlib.figure import Figure
+    tool = _cost_tool()
+    monkeypatch.setattr(tool, 'build', lambda name: torch.nn.Identity())
+    monkeypatch.setattr(tool, 'encoder_flops', lambda model, x: (x.shape[-1] ** 2 * 1e6, 0))
+    monkeypatch.setattr(tool, 'measure', lambda name, model, x: (x.shape[-1] ** 2 * 1e-5,
+                                                                 100 + x.shape[-1] * 0.5))
+    labels = []
+    save = Figure.savefig
+
+    def savefig(fig, *args, **kwargs):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            labels.append([(t.get_text(), t.get_window_extent(renderer))
+                           for t in ax.get_xticklabels(which='both')
+                           if t.get_visible() and t.get_text()])
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, 'savefig', savefig)
+    tool.cost_curves(['swin-t', 'vit-b'], sizes, False, str(tmp_path))
+    assert len(labels) == 3  # GFLOPs, time, memory
+    for panel in labels:
+        assert len(panel) >= 2, panel
+        for i, (text, box) in enumerate(panel):
+            for other, other_box in panel[i + 1:]:
+                assert not box.overlaps(other_box), (text, other, sizes)
 
 
 def test_analysis_tools_name_a_config_block_or_head_that_does_not_fit(tmp_path, capsys):

@@ -76,3 +76,38 @@ def test_recipe_benchmark_refuses_bad_counts(flags, message, capsys):
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert benchmark_recipe.parse_args(['--batch-size', '1']).batch_size == 1
     assert benchmark_recipe.parse_args([]).batch_size is None  # the recipe's, in setup()
+
+
+def test_recipe_benchmark_gradients_of_a_swin_are_all_matched():
+    """The reference's Swin gradients, converted to mmvtx's layout, came with the converter's
+    ``shift_rule`` record, a buffer: every Swin run printed 'UNMATCHED ['backbone.shift_rule']'
+    beside the gradients, a mismatch that was none. The same gradients on both sides: every
+    tensor matched, no difference."""
+    import torch
+    from mmdet.models.backbones import SwinTransformer as MMDetSwin
+
+    from mmvtx.models.backbones import SwinTransformer
+    sys.path.insert(0, osp.dirname(SCRIPT))
+    try:
+        import benchmark_recipe
+    finally:
+        sys.path.remove(osp.dirname(SCRIPT))
+    torch.manual_seed(0)
+    ref = MMDetSwin(embed_dims=16, depths=(1, 1), num_heads=(1, 2), window_size=4,
+                    out_indices=(0, 1))
+    ours = torch.nn.Module()
+    ours.backbone = SwinTransformer(dict(embed_dims=16, depths=(1, 1), num_heads=(1, 2)),
+                                    window_size=4, out_indices=(0, 1))
+    ref_grads = {'backbone.' + k: torch.randn_like(p) for k, p in ref.named_parameters()}
+    ref_grads['decode_head.conv_seg.weight'] = torch.randn(3, 8, 1, 1)
+    converted = ours.backbone.convert_state_dict(
+        {k[len('backbone.'):]: g for k, g in ref_grads.items() if k.startswith('backbone.')})
+    own_names = {n for n, _ in ours.backbone.named_parameters()}
+    our_grads = {'backbone.' + k: g for k, g in converted.state_dict.items() if k in own_names}
+    our_grads['decode_head.conv_seg.weight'] = ref_grads['decode_head.conv_seg.weight']
+    maps = [torch.ones(1, 16, 4, 4)]
+    lines = benchmark_recipe.compare_maps_and_grads(
+        ours, {'maps': maps, 'grads': our_grads}, {'maps': maps, 'grads': ref_grads})
+    backbone = next(line for line in lines if line.startswith('gradients, backbone'))
+    assert f'({len(own_names)} tensors): |diff| / |grad| 0.0e+00' in backbone, backbone
+    assert 'UNMATCHED' not in '\n'.join(lines), lines

@@ -1,8 +1,8 @@
 """Mean attention distance of every head of every layer (the ViT paper's Figure 7), and where
 one query pixel attends, for a config's backbone (mmvtx ViT, Swin or CvT, alone or inside a
-detector or segmentor) on a folder of images.
+detector or segmentor) on an image or a folder of images.
 
-    python tools/analysis_tools/attention_distance.py CONFIG [CHECKPOINT] --images DIR \\
+    python tools/analysis_tools/attention_distance.py CONFIG [CHECKPOINT] --images DIR|IMAGE \\
         [--size 224] [--max-images 8] [--out-dir DIR] [--query Y X]
 
 Writes ``attention_distance.csv`` (layer, layer index, head, distance in pixels),
@@ -30,7 +30,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
+IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 
 
 def read_image(path: str, channel_order: str = 'rgb', channels: int = 3) -> np.ndarray:
@@ -53,17 +53,29 @@ def read_image(path: str, channel_order: str = 'rgb', channels: int = 3) -> np.n
     return img
 
 
-def load_images(folder: str, cfg, size, max_images: int, channels: int = 3) -> torch.Tensor:
-    """The first ``max_images`` images of ``folder`` resized to ``size`` (h, w), normalised with
-    the config's data preprocessor (mean, std, BGR -> RGB): ``B x channels x h x w``, read as
-    the backbone takes them (``channels``, its ``in_channels``: 1 reads grey images, as a
-    pipeline's ``LoadImageFromFile(color_type='grayscale')``)."""
-    import mmcv
+def image_paths(images: str) -> list:
+    """``images`` itself if it is a file (any name: OpenCV decides whether it is an image),
+    else the images (``IMAGE_EXTS``) of the folder ``images``, sorted."""
+    if osp.isfile(images):
+        return [images]
+    if not osp.isdir(images):
+        raise FileNotFoundError(f'--images {images}: no such file or folder')
     # the folder's own name is not a pattern: 'exp[1]' would match 'exp1'
-    paths = sorted(p for p in glob.glob(osp.join(glob.escape(folder), '*'))
+    paths = sorted(p for p in glob.glob(osp.join(glob.escape(images), '*'))
                    if p.lower().endswith(IMAGE_EXTS))
     if not paths:
-        raise FileNotFoundError(f'--images {folder}: no image ({", ".join(IMAGE_EXTS)}) there')
+        raise FileNotFoundError(f'--images {images}: no image ({", ".join(IMAGE_EXTS)}) there')
+    return paths
+
+
+def load_images(folder: str, cfg, size, max_images: int, channels: int = 3) -> torch.Tensor:
+    """The first ``max_images`` images of ``folder`` (or the image file ``folder``) resized to
+    ``size`` (h, w), normalised with the config's data preprocessor (mean, std, BGR -> RGB):
+    ``B x channels x h x w``, read as the backbone takes them (``channels``, its
+    ``in_channels``: 1 reads grey images, as a pipeline's
+    ``LoadImageFromFile(color_type='grayscale')``)."""
+    import mmcv
+    paths = image_paths(folder)
     pre = cfg.model.get('data_preprocessor') or {}
     default = ([123.675, 116.28, 103.53], [58.395, 57.12, 57.375]) if channels == 3 else \
         ([0.0], [1.0])
@@ -83,29 +95,37 @@ def load_images(folder: str, cfg, size, max_images: int, channels: int = 3) -> t
     return torch.stack(out), paths[:max_images]
 
 
-def write_distance_outputs(rows, kind: str, out_dir: str, title: str):
+def write_distance_outputs(rows, kind: str, out_dir: str, title: str, groups=None):
+    """The CSV and the scatter, one colour per group with a legend: ``groups`` (layer name ->
+    label), by default Swin's and CvT's stages (``stages.0``, ...); ViT's layers are grouped
+    by the tool as window or global attention (ViTDet, SAM), so that the colours mean
+    something (they had been one colour per layer, without a legend)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     with open(osp.join(out_dir, 'attention_distance.csv'), 'w', newline='') as f:
         w = csv.writer(f)
         w.writerow(['layer', 'layer_index', 'head', 'mean_distance_px'])
         for name, index, dist in rows:
             for h, d in enumerate(dist.tolist()):
                 w.writerow([name, index, h, f'{d:.3f}'])
+    groups = dict(groups or {})
+    for name, _, _ in rows:
+        groups.setdefault(name, name.split('.blocks')[0])
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    stages = sorted({name.split('.blocks')[0] for name, _, _ in rows}, key=lambda s: (len(s), s))
-    cmap = plt.get_cmap('viridis', max(2, len(stages)))
-    for s, stage in enumerate(stages):
-        pts = [(i, d) for name, i, dist in rows if name.split('.blocks')[0] == stage
+    labels = list(dict.fromkeys(groups[name] for name, _, _ in rows))  # in depth order
+    cmap = plt.get_cmap('viridis', max(2, len(labels)))
+    for s, label in enumerate(labels):
+        pts = [(i, d) for name, i, dist in rows if groups[name] == label
                for d in dist.tolist()]
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14, alpha=0.8,
-                   color=cmap(s), label=stage if kind != 'vit' else None)
+                   color=cmap(s), label=label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers: no 0.5, 1.5, ...
     ax.set_xlabel('layer (network depth)')
     ax.set_ylabel('mean attention distance (pixels)')
     ax.set_title(title)
-    if kind != 'vit':
-        ax.legend(fontsize=8)
+    ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     png = osp.join(out_dir, 'attention_distance.png')
@@ -115,34 +135,36 @@ def write_distance_outputs(rows, kind: str, out_dir: str, title: str):
 
 
 def query_maps(calls, image_index: int, pixel, size):
-    """For every call: ``heads x h x w`` maps (at the query grid's resolution) of the weights
-    that the query token nearest to ``pixel`` (y, x) of image ``image_index`` puts on each key
-    (a key of a coarser grid, CvT's, fills the cells it covers)."""
+    """For every call: ``(layer, map)`` of :func:`query_map`."""
+    return [query_map(c, image_index, pixel, size) for c in calls]
+
+
+def query_map(c, image_index: int, pixel, size):
+    """``(layer, heads x h x w map)`` (at the query grid's resolution) of the weights that the
+    query token nearest to ``pixel`` (y, x) of image ``image_index`` puts on each key in call
+    ``c`` (a key of a coarser grid, CvT's, fills the cells it covers)."""
     target = torch.tensor(pixel, dtype=torch.float32) + 0.5
-    out = []
-    for c in calls:
-        probs = c.probs.reshape(-1, *c.probs.shape[-3:])  # (images [x windows]) x heads x Nq x Nk
-        if c.q_pos.dim() == 3:  # windows: positions per window
-            valid = c.q_valid if c.q_valid is not None else torch.ones(c.q_pos.shape[:2], bool)
-            d = (c.q_pos - target).norm(dim=-1).masked_fill(~valid, float('inf'))
-            w, n = divmod(int(d.argmin()), c.q_pos.shape[1])
-            p = probs[image_index * c.q_pos.shape[0] + w, :, n]
-            keys = c.k_pos[w]
-        else:
-            n = int((c.q_pos - target).norm(dim=-1).argmin())
-            p, keys = probs[image_index, :, n], c.k_pos
-        h, w_ = -(-size[0] // int(c.q_stride)), -(-size[1] // int(c.q_stride))
-        canvas = torch.zeros(p.shape[0], h, w_)
-        cell = (keys / c.q_stride).floor().long()
-        inside = (cell[:, 0] < h) & (cell[:, 1] < w_)  # padded slots lie outside
-        step = max(1, round(c.k_stride / c.q_stride))
-        for dy in range(step):
-            for dx in range(step):
-                yy = (cell[inside, 0] + dy).clamp(max=h - 1)
-                xx = (cell[inside, 1] + dx).clamp(max=w_ - 1)
-                canvas[:, yy, xx] = p[:, inside]
-        out.append((c.layer, canvas))
-    return out
+    probs = c.probs.reshape(-1, *c.probs.shape[-3:])  # (images [x windows]) x heads x Nq x Nk
+    if c.q_pos.dim() == 3:  # windows: positions per window
+        valid = c.q_valid if c.q_valid is not None else torch.ones(c.q_pos.shape[:2], bool)
+        d = (c.q_pos - target).norm(dim=-1).masked_fill(~valid, float('inf'))
+        w, n = divmod(int(d.argmin()), c.q_pos.shape[1])
+        p = probs[image_index * c.q_pos.shape[0] + w, :, n]
+        keys = c.k_pos[w]
+    else:
+        n = int((c.q_pos - target).norm(dim=-1).argmin())
+        p, keys = probs[image_index, :, n], c.k_pos
+    h, w_ = -(-size[0] // int(c.q_stride)), -(-size[1] // int(c.q_stride))
+    canvas = torch.zeros(p.shape[0], h, w_)
+    cell = (keys / c.q_stride).floor().long()
+    inside = (cell[:, 0] < h) & (cell[:, 1] < w_)  # padded slots lie outside
+    step = max(1, round(c.k_stride / c.q_stride))
+    for dy in range(step):
+        for dx in range(step):
+            yy = (cell[inside, 0] + dy).clamp(max=h - 1)
+            xx = (cell[inside, 1] + dx).clamp(max=w_ - 1)
+            canvas[:, yy, xx] = p[:, inside]
+    return c.layer, canvas
 
 
 def draw_query_maps(maps, image: np.ndarray, pixel, out_file: str, max_heads: int = 8):
@@ -175,7 +197,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config')
     parser.add_argument('checkpoint', nargs='?')
-    parser.add_argument('--images', required=True, help='folder of images')
+    parser.add_argument('--images', required=True,
+                        help='an image file or a folder of images')
     parser.add_argument('--size', type=int, nargs='+', default=[224],
                         help='resize to S (square) or H W (default 224)')
     parser.add_argument('--max-images', type=int, default=8)
@@ -194,8 +217,8 @@ def main(argv=None):
         parser.error(f'--max-heads {args.max_heads}: must be >= 1')
     if args.query and not (0 <= args.query[0] < size[0] and 0 <= args.query[1] < size[1]):
         parser.error(f'--query {args.query}: outside the {size[0]}x{size[1]} image')
-    from mmvtx.utils.attention_analysis import (attention_distances, backbone_kind,
-                                                build_backbone_for_tool, record_attention)
+    from mmvtx.utils.attention_analysis import (backbone_kind, build_backbone_for_tool,
+                                                mean_attention_distance, record_attention)
     backbone, cfg = build_backbone_for_tool(parser, args.config, args.checkpoint)
     try:
         kind = backbone_kind(backbone)
@@ -203,26 +226,39 @@ def main(argv=None):
         parser.error(f'config {args.config}: {e}')
     # the channels the backbone's first layer (its patch embedding) takes: its in_channels
     channels = next(m.in_channels for m in backbone.modules() if isinstance(m, torch.nn.Conv2d))
-    images, paths = load_images(args.images, cfg, size, args.max_images, channels)
+    try:  # no such file or folder, no image in it, one OpenCV cannot read: named as a bad flag
+        images, paths = load_images(args.images, cfg, size, args.max_images, channels)
+    except (FileNotFoundError, ValueError) as e:
+        parser.error(str(e) if str(e).startswith('--images') else f'--images {e}')
     os.makedirs(args.out_dir, exist_ok=True)
     rows = None
     for i in range(len(images)):  # one image at a time: the probabilities of one pass
-        calls = record_attention(backbone, images[i:i + 1])
-        dists = attention_distances(calls)
+
+        def per_call(c, draw=i == 0 and args.query):
+            # each call's maps are dropped once measured (and drawn): the memory of one
+            # layer's maps, not of every layer's (ViT-B at 1024 px: 9.7 GB)
+            dist = mean_attention_distance(c.probs, c.q_pos, c.k_pos, c.q_valid)
+            return (c.layer, dist, query_map(c, 0, args.query, size) if draw else None,
+                    'window attention' if c.q_pos.dim() == 3 else 'global attention')
+
+        results = record_attention(backbone, images[i:i + 1], on_call=per_call)
         if rows is None:
-            rows = [[name, index, dist / len(images)] for name, index, dist in dists]
+            rows = [[name, index, dist / len(images)]
+                    for index, (name, dist, _, _) in enumerate(results)]
+            groups = {name: group for name, _, _, group in results}
         else:
-            for row, (_, _, dist) in zip(rows, dists):
+            for row, (_, dist, _, _) in zip(rows, results):
                 row[2] = row[2] + dist / len(images)
         if i == 0 and args.query:
             import mmcv
             img = mmcv.imresize(read_image(paths[0]), (size[1], size[0]))
-            draw_query_maps(query_maps(calls, 0, args.query, size), img, args.query,
+            draw_query_maps([m for _, _, m, _ in results], img, args.query,
                             osp.join(args.out_dir, 'attention_query.png'), args.max_heads)
-        del calls
+        del results
     title = (f'{type(backbone).__name__} ({osp.basename(args.config)}), {len(images)} '
              f'image(s) at {size[0]}x{size[1]}')
-    png = write_distance_outputs(rows, kind, args.out_dir, title)
+    png = write_distance_outputs(rows, kind, args.out_dir, title,
+                                 groups if kind == 'vit' else None)
     for name, index, dist in rows:
         print(f'{name:28s} ' + ' '.join(f'{d:7.1f}' for d in dist.tolist()))
     print(f'wrote {osp.join(args.out_dir, "attention_distance.csv")}, {png}'

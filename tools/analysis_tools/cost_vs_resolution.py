@@ -140,13 +140,32 @@ def cost_curves(models, sizes, flops_only: bool, out_dir: str, ref_max_size: int
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
+    fig, fits = draw_cost_curves(rows, models, flops_only)
+    fig.savefig(osp.join(out_dir, 'cost_vs_resolution.png'), dpi=120)
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    for (name, key), k in sorted(fits.items()):
+        pts = [(r['size'], r[key]) for r in rows if r['model'] == name and r[key]]
+        last = fit_exponent([p[0] for p in pts[-2:]], [p[1] for p in pts[-2:]])
+        print(f'exponent {name:14s} {key:10s} k = {k:.2f} (between the two largest sizes: '
+              f'{last:.2f})')
+    return rows, fits
+
+
+def draw_cost_curves(rows, models, flops_only: bool):
+    """The figure of ``cost_vs_resolution.png`` and the fitted exponents
+    ``{(model, metric): k}``. The x axis is marked at the measured sizes (``S²``): matplotlib's
+    own log ticks labelled every minor tick where the sizes span less than a decade of pixels
+    (``--sizes 97 131``, ``224 448``), the labels printed over each other."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, NullLocator
     metrics = [('gflops', 'forward GFLOPs (flop_counter)')] + (
         [] if flops_only else [('time_s', 'fwd+bwd time (s)'), ('memory_mib', 'peak memory (MiB)')])
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.4), squeeze=False)
     fits = {}
+    sizes = sorted({r['size'] for r in rows})
     for ax, (key, label) in zip(axes[0], metrics):
         for name in models:
             pts = [(r['size'], r[key]) for r in rows if r['model'] == name and r[key]]
@@ -156,20 +175,17 @@ def cost_curves(models, sizes, flops_only: bool, out_dir: str, ref_max_size: int
             fits[(name, key)] = k
             ax.loglog([p[0] ** 2 for p in pts], [p[1] for p in pts], 'o-' if '-' in name and
                       not name.startswith('mm') else 's--', label=f'{name}: k={k:.2f}')
-        ax.set_xlabel('pixels (H x W)')
+        ax.xaxis.set_major_locator(FixedLocator([s * s for s in sizes]))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticklabels([f'{s}\u00b2' for s in sizes], fontsize=7,
+                           rotation=0 if len(sizes) <= 4 else 45)
+        ax.set_xlabel('pixels (H x W), at the measured sizes')
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which='both')
         ax.legend(fontsize=7)
     fig.suptitle('cost ~ pixels^k (k fitted over the sizes)', fontsize=9)
     fig.tight_layout()
-    fig.savefig(osp.join(out_dir, 'cost_vs_resolution.png'), dpi=120)
-    plt.close(fig)
-    for (name, key), k in sorted(fits.items()):
-        pts = [(r['size'], r[key]) for r in rows if r['model'] == name and r[key]]
-        last = fit_exponent([p[0] for p in pts[-2:]], [p[1] for p in pts[-2:]])
-        print(f'exponent {name:14s} {key:10s} k = {k:.2f} (between the two largest sizes: '
-              f'{last:.2f})')
-    return rows, fits
+    return fig, fits
 
 
 def preset_figures(name: str, sizes=((224, 224), )):

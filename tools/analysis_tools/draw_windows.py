@@ -29,6 +29,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+GAP_COLOUR = '#4a90d9'  # between the windows of the mask panel
+
 
 def window_figures(H: int, W: int, M: int, shift: int):
     """What the pictures show, from the backbone's own functions: the padded map size, the
@@ -95,14 +97,26 @@ def draw_windows(H, W, M, shift, out_file, note: str = ''):
         for w in range(nW):
             r, c = divmod(w, cols)
             grid[r * (N + 2):r * (N + 2) + N, c * (N + 2):c * (N + 2) + N] = mask[w]
-        ax.imshow(grid, cmap='gray', vmin=-100, vmax=0)
-        ax.set_title(f'attention mask, {nW} x {N} x {N}\n(white 0: same region; black -100)',
-                     fontsize=8)
+        # the gaps between the windows' N x N squares in a colour of their own: white (NaN's
+        # default) made the all-0 windows one white area, the windows impossible to tell apart
+        cmap = plt.get_cmap('gray').copy()
+        cmap.set_bad(GAP_COLOUR)
+        ax.imshow(grid, cmap=cmap, vmin=-100, vmax=0)
+        ax.set_title(f'attention mask, {nW} x {N} x {N}: one square per window\n(white 0: same '
+                     'region; black -100; blue: between windows)', fontsize=8)
     for a in axes[0]:
         a.set_xticks([])
         a.set_yticks([])
     fig.tight_layout()
-    fig.savefig(out_file, dpi=120)
+    save_whole(fig, out_file)
+
+
+def save_whole(fig, out_file: str):
+    """Saves ``fig`` with every title and label inside the picture: ``tight_layout`` lays the
+    square image panels out before their aspect is applied, and the panels grew into the space
+    it left for their titles (the first title line was cut off at the top)."""
+    import matplotlib.pyplot as plt
+    fig.savefig(out_file, dpi=120, bbox_inches='tight', pad_inches=0.1)
     plt.close(fig)
 
 
@@ -125,8 +139,7 @@ def draw_relative_position(M, table, out_file, title):
         a.set_xlabel('key token of the window')
         a.set_ylabel('query token')
     fig.tight_layout()
-    fig.savefig(out_file, dpi=120)
-    plt.close(fig)
+    save_whole(fig, out_file)
     return index, bias
 
 
