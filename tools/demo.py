@@ -98,12 +98,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     default work dir ``work_dirs/demo_<name>`` and the drawings ``outputs/demo_<name>``, so a
     config never takes over another model's checkpoint."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--model', choices=sorted(CONFIGS), default='swin')
+    parser.add_argument('--model', choices=sorted(CONFIGS), default='swin',
+                        help='the backbone of the mini Mask R-CNN trained (default swin)')
     parser.add_argument('--config', help='another shapes detection config (its file name '
                         'names the work dir and outputs: work_dirs/demo_<name>)')
-    parser.add_argument('--work-dir')
+    parser.add_argument('--work-dir', help='where the checkpoints and logs go (default '
+                        'work_dirs/demo_<name>); a run there is resumed or evaluated')
     parser.add_argument('--retrain', action='store_true', help='train again from scratch')
-    parser.add_argument('--num-images', type=int, default=6)
+    parser.add_argument('--num-images', type=int, default=6,
+                        help='val images drawn with their predictions (default 6; 0: none)')
     args = parser.parse_args(argv)
     if args.num_images < 0:  # images[:-1] would draw all val images but the last
         parser.error(f'--num-images must be >= 0, got {args.num_images}')
@@ -115,6 +118,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.config = osp.join(ROOT, CONFIGS[args.model])
     args.work_dir = osp.abspath(args.work_dir or osp.join(ROOT, 'work_dirs', f'demo_{args.name}'))
     args.out_dir = osp.join(ROOT, 'outputs', f'demo_{args.name}')
+    from mmvtx.utils.cli import check_output_dir
+    check_output_dir(parser, args.work_dir, '--work-dir')  # before the scenes and the model
+    check_output_dir(parser, args.out_dir, 'the pictures\' folder')
     return args
 
 

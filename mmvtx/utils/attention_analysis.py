@@ -228,7 +228,7 @@ def attention_distances(calls: List[AttentionCall]) -> List[Tuple[str, int, torc
             for i, c in enumerate(calls)]
 
 
-def build_backbone(config: str, checkpoint=None):
+def build_backbone(config: str, checkpoint=None, cfg_options=None):
     """The backbone of ``config`` (a detector's or segmentor's ``model.backbone``, or the model
     itself), with ``checkpoint``'s weights, and the config. The checkpoint may be a whole
     model's (mmengine's layout, ``backbone.`` cut, a DDP ``module.`` prefix allowed), the
@@ -236,7 +236,8 @@ def build_backbone(config: str, checkpoint=None):
     layout the backbone converts (timm, the authors', transformers):
     :func:`~mmvtx.utils.load_backbone_checkpoint`, strict. A backbone weight missing from it,
     one it has that the backbone does not (a bigger model's checkpoint) or one of another
-    shape is refused, naming the keys."""
+    shape is refused, naming the keys. ``cfg_options``: ``--cfg-options``' dict, merged into
+    the config before the model is built (``model.backbone.window_size=12``...)."""
     from mmengine.config import Config
     from mmengine.registry import MODELS, DefaultScope
 
@@ -244,6 +245,8 @@ def build_backbone(config: str, checkpoint=None):
     from mmvtx.engine.safe_load import allow_mmengine_checkpoints
     from mmvtx.utils.checkpoint import CheckpointMismatchError, load_backbone_checkpoint
     cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmdet')):
         model = MODELS.build(cfg.model)
     backbone = getattr(model, 'backbone', model)
@@ -259,11 +262,12 @@ def build_backbone(config: str, checkpoint=None):
 
 
 def build_backbone_for_tool(parser, config: str, checkpoint=None,
-                            flags=('config', 'checkpoint')):
+                            flags=('config', 'checkpoint'), cfg_options=None):
     """:func:`build_backbone` for an analysis tool: a config or checkpoint that is no file, and
     a checkpoint that does not fit the backbone, are refused with ``parser.error`` naming the
     value (``flags``: how the tool's options are called), as argparse refuses a bad flag,
-    instead of a traceback."""
+    instead of a traceback. ``cfg_options``: see :func:`build_backbone`; a value the model
+    refuses is named with ``--cfg-options``."""
     import os.path as osp
 
     from mmvtx.utils.checkpoint import CheckpointMismatchError
@@ -272,6 +276,13 @@ def build_backbone_for_tool(parser, config: str, checkpoint=None,
     if checkpoint and '://' not in checkpoint and not osp.isfile(checkpoint):
         parser.error(f'{flags[1]} {checkpoint}: no such file')
     try:
-        return build_backbone(config, checkpoint)
+        return build_backbone(config, checkpoint, cfg_options)
     except CheckpointMismatchError as e:
         parser.error(f'{flags[1]} {e}')
+    except (KeyError, ValueError, TypeError, AssertionError) as e:
+        if not cfg_options:
+            raise
+        # a key or value of --cfg-options the model does not take: named as a bad flag
+        given = ' '.join(f'{k}={v}' for k, v in cfg_options.items())
+        parser.error(f'--cfg-options {given}: the model of {config} cannot be built with it: '
+                     f'{type(e).__name__}: {e}')

@@ -18,6 +18,10 @@ def _check_output(parser: argparse.ArgumentParser, src: str, dst: str):
                      f'not {ext or "no extension"!r}')
     if osp.isdir(dst):
         parser.error(f'{dst} is a folder: name the output file')
+    from mmvtx.utils.cli import output_file_problem
+    problem = output_file_problem(dst)  # a file on the way to it, no permission
+    if problem:
+        parser.error(f'{dst}: {problem}')
     if osp.realpath(dst) == osp.realpath(src):
         parser.error(f'{dst} is the input file: write the converted checkpoint to another file')
 
@@ -84,19 +88,24 @@ def convert_main(backbone_type: str, default_arch: str, argv=None):
         parser.exit(1, f'error: {e}\n')
     sd = {k: v.contiguous() for k, v in model.state_dict().items()}
     standin = standin_info(src)
+    from mmvtx.utils.cli import atomic_output
+    # written whole under a temporary name, then renamed: an interrupted run leaves no cut-off
+    # file, and no stand-in without its mark, under the output's name
+    with atomic_output(args.dst) as tmp:
+        if args.dst.lower().endswith('.safetensors'):
+            from safetensors.torch import save_file
+            save_file(sd, tmp)
+        else:
+            torch.save({'state_dict': sd, 'meta': {'converted_from': converted.source,
+                                                   'source_file': osp.basename(args.src)}},
+                       tmp)
+            if standin:  # loading the converted file still warns that these are random weights
+                mark_standin(tmp, dict(standin, converted_to=backbone_type))
     if args.dst.lower().endswith('.safetensors'):
-        from safetensors.torch import save_file
-        save_file(sd, args.dst)
         if standin:
             print(f'warning: {args.src} is a STAND-IN with random weights; a .safetensors '
                   f'file cannot carry its mark, so loading {args.dst} will not say so. '
                   f'{WARNING}')
-    else:
-        torch.save({'state_dict': sd, 'meta': {'converted_from': converted.source,
-                                               'source_file': osp.basename(args.src)}},
-                   args.dst)
-        if standin:  # loading the converted file still warns that these are random weights
-            mark_standin(args.dst, dict(standin, converted_to=backbone_type))
     print(f'{args.src} ({converted.source}) -> {args.dst}: {len(sd)} tensors')
     if backbone_type == 'CvT' and converted.source == 'official':
         print("note: the authors' CvT models use QuickGELU; the file records it (mlp_act), so "

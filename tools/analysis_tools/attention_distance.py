@@ -104,7 +104,9 @@ def write_distance_outputs(rows, kind: str, out_dir: str, title: str, groups=Non
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
-    with open(osp.join(out_dir, 'attention_distance.csv'), 'w', newline='') as f:
+    from mmvtx.utils.cli import atomic_output
+    with atomic_output(osp.join(out_dir, 'attention_distance.csv')) as tmp, \
+            open(tmp, 'w', newline='') as f:
         w = csv.writer(f)
         w.writerow(['layer', 'layer_index', 'head', 'mean_distance_px'])
         for name, index, dist in rows:
@@ -129,7 +131,8 @@ def write_distance_outputs(rows, kind: str, out_dir: str, title: str, groups=Non
     ax.grid(alpha=0.3)
     fig.tight_layout()
     png = osp.join(out_dir, 'attention_distance.png')
-    fig.savefig(png, dpi=120)
+    with atomic_output(png) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return png
 
@@ -194,19 +197,29 @@ def draw_query_maps(maps, image: np.ndarray, pixel, out_file: str, max_heads: in
 
 
 def main(argv=None):
+    from mmengine.config import DictAction  # light: not mmvtx, which --help would wait for
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('config')
-    parser.add_argument('checkpoint', nargs='?')
+    parser.add_argument('config', help='config file of a model with an mmvtx ViT, Swin or CvT '
+                        'backbone (a detector, a segmentor or the backbone alone)')
+    parser.add_argument('checkpoint', nargs='?',
+                        help="the model's or the backbone's weights (default: the random "
+                        'initialisation, a baseline)')
     parser.add_argument('--images', required=True,
                         help='an image file or a folder of images')
     parser.add_argument('--size', type=int, nargs='+', default=[224],
                         help='resize to S (square) or H W (default 224)')
-    parser.add_argument('--max-images', type=int, default=8)
-    parser.add_argument('--out-dir', default='work_dirs/attention_distance')
+    parser.add_argument('--max-images', type=int, default=8,
+                        help="the folder's first N images (sorted) are measured (default 8)")
+    parser.add_argument('--out-dir', default='work_dirs/attention_distance',
+                        help='folder of the CSV and the pictures (made if missing; default '
+                        'work_dirs/attention_distance)')
     parser.add_argument('--query', type=int, nargs=2, metavar=('Y', 'X'),
                         help='also draw where this pixel of the first image attends')
     parser.add_argument('--max-heads', type=int, default=8,
                         help='heads drawn per layer with --query (default 8)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+                        help='override config entries before the model is built, e.g. '
+                        'model.backbone.window_size=12')
     args = parser.parse_args(argv)
     if len(args.size) not in (1, 2) or min(args.size) < 16:
         parser.error(f'--size {args.size}: give S or H W, each >= 16')
@@ -219,7 +232,10 @@ def main(argv=None):
         parser.error(f'--query {args.query}: outside the {size[0]}x{size[1]} image')
     from mmvtx.utils.attention_analysis import (backbone_kind, build_backbone_for_tool,
                                                 mean_attention_distance, record_attention)
-    backbone, cfg = build_backbone_for_tool(parser, args.config, args.checkpoint)
+    from mmvtx.utils.cli import atomic_output, check_output_dir
+    check_output_dir(parser, args.out_dir, '--out-dir')  # before any work
+    backbone, cfg = build_backbone_for_tool(parser, args.config, args.checkpoint,
+                                            cfg_options=args.cfg_options)
     try:
         kind = backbone_kind(backbone)
     except ValueError as e:  # another codebase's backbone: named, as a bad flag is
@@ -242,6 +258,7 @@ def main(argv=None):
                     'window attention' if c.q_pos.dim() == 3 else 'global attention')
 
         results = record_attention(backbone, images[i:i + 1], on_call=per_call)
+        print(f'[{i + 1}/{len(images)}] {paths[i]}', flush=True)
         if rows is None:
             rows = [[name, index, dist / len(images)]
                     for index, (name, dist, _, _) in enumerate(results)]
@@ -252,8 +269,9 @@ def main(argv=None):
         if i == 0 and args.query:
             import mmcv
             img = mmcv.imresize(read_image(paths[0]), (size[1], size[0]))
-            draw_query_maps([m for _, _, m, _ in results], img, args.query,
-                            osp.join(args.out_dir, 'attention_query.png'), args.max_heads)
+            with atomic_output(osp.join(args.out_dir, 'attention_query.png')) as tmp:
+                draw_query_maps([m for _, _, m, _ in results], img, args.query, tmp,
+                                args.max_heads)
         del results
     title = (f'{type(backbone).__name__} ({osp.basename(args.config)}), {len(images)} '
              f'image(s) at {size[0]}x{size[1]}')

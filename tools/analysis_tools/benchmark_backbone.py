@@ -42,9 +42,6 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import torch  # noqa: E402
 
-from mmvtx.utils.benchmark import (alternate_timing, check_device, peak_memory_mib,  # noqa: E402
-                                   report_peak, run_memory_worker)
-from mmvtx.utils.flops import count_flops  # noqa: E402
 
 REUSE_MEMORY = 'glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=17179869184'
 DEFAULT_INPUT = {'swin': '2x3x512x512', 'vit': '2x3x512x512', 'cvt': '1x3x800x800',
@@ -187,6 +184,7 @@ def step(model, x, amp: bool, inference: bool = False):
 
 def measure_memory_worker(args):
     """Runs in a subprocess: peak memory (MiB) of one step of ``args.which``."""
+    from mmvtx.utils.benchmark import peak_memory_mib, report_peak
     torch.manual_seed(0)
     ours, ref, _ = build_pair(args.model)
     model = ours if args.which == 'ours' else ref
@@ -202,6 +200,7 @@ def measure_memory_worker(args):
 
 
 def measure_memory(args, which: str) -> float:
+    from mmvtx.utils.benchmark import run_memory_worker
     cmd = [sys.executable, __file__, '--model', args.model, '--input', args.input,
            '--device', args.device, '--memory-worker', which] + (['--amp'] if args.amp else []) + (
                ['--inference'] if args.inference else []) + (
@@ -212,14 +211,17 @@ def measure_memory(args, which: str) -> float:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--model', choices=['swin', 'vit', 'cvt', 'vitdet', 'dinov2'],
-                        default='swin')
+                        default='swin', help="the backbone and its reference: mmdet's Swin-T, "
+                        "mmseg's ViT-B, transformers' CvT-13, ViTDet-B, DINOv2-B (default swin)")
     parser.add_argument('--input', help='BxCxHxW (default: 2x3x512x512 for Swin and ViT, '
                         '1x3x800x800 for CvT, 1x3x1024x1024 for ViTDet, 2x3x518x518 for '
                         'DINOv2; H and W multiples of 4 for CvT, 16 for ViTDet, 14 for DINOv2)')
-    parser.add_argument('--device', default='cpu')
-    parser.add_argument('--amp', action='store_true')
+    parser.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N (default cpu)')
+    parser.add_argument('--amp', action='store_true',
+                        help='autocast: float16 on CUDA, bfloat16 on the CPU')
     parser.add_argument('--steps', type=int, default=5, help='timed steps per model')
-    parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--warmup', type=int, default=1,
+                        help='untimed steps per model before the timed ones (default 1)')
     parser.add_argument('--inference', action='store_true',
                         help='time a no-grad forward in eval mode instead of a training step')
     parser.add_argument('--reuse-memory', action='store_true',
@@ -233,6 +235,9 @@ def main(argv=None):
         parser.error(f'--steps {args.steps}: must be >= 1')
     if args.warmup < 0:
         parser.error(f'--warmup {args.warmup}: must be >= 0')
+    # importing mmvtx registers everything (seconds): not before --help and the flags' checks
+    from mmvtx.utils.benchmark import alternate_timing, check_device
+    from mmvtx.utils.flops import count_flops
     problem = check_device(args.device)
     if problem:
         parser.error(f'--device {args.device}: {problem}')

@@ -62,9 +62,13 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mmvtx.engine.runner import innermost_dataset  # noqa: E402
-from mmvtx.utils.benchmark import (alternate_timing, check_device, device_name,  # noqa: E402
-                                   peak_memory_mib, report_peak, run_memory_worker)
+
+def innermost_dataset(dataset_cfg):
+    """:func:`mmvtx.engine.runner.innermost_dataset`, imported when first needed: importing
+    mmvtx registers everything (seconds), which ``--help`` should not wait for."""
+    from mmvtx.engine.runner import innermost_dataset as innermost
+    return innermost(dataset_cfg)
+
 
 PRESETS = {
     'mask-rcnn': ('configs/swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py',
@@ -615,6 +619,7 @@ def memory_worker(args):
     iteration = Iteration(model, cfg, s['data'], args)
     if args.optim_step:
         iteration()  # the optimizer's state exists before the measured iteration, as in training
+    from mmvtx.utils.benchmark import peak_memory_mib, report_peak
     report_peak(peak_memory_mib(iteration, torch.device(args.device)))
 
 
@@ -639,7 +644,7 @@ def parse_args(argv=None):
                         'one is reused); default: a temporary folder, removed at the end')
     parser.add_argument('--batch-size', type=int, help='images in the batch (default: the mmvtx '
                         'recipe\'s images per GPU; UPerNet\'s pyramid pooling BN needs 2 or more)')
-    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N (default cpu)')
     parser.add_argument('--amp', action='store_true', help='time with mixed precision (CUDA: '
                         'AmpOptimWrapper as tools/train.py --amp; CPU: bfloat16 autocast)')
     parser.add_argument('--optim-step', action='store_true',
@@ -654,7 +659,9 @@ def parse_args(argv=None):
                         help='untimed iterations per model before the timed ones; without --amp '
                         'the first iteration is the float32 check (timed if --warmup 0, with '
                         'its recording and, for detectors, mmvtx\'s extra RoI-head forward)')
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--seed', type=int, default=0,
+                        help='seed of the weights, the pipeline\'s random draws and each forward '
+                        '(default 0)')
     parser.add_argument('--memory-worker', dest='which', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.batch_size is not None and args.batch_size < 1:
@@ -663,6 +670,7 @@ def parse_args(argv=None):
         parser.error(f'--repeats {args.repeats}: must be >= 1')
     if args.warmup < 0:
         parser.error(f'--warmup {args.warmup}: must be >= 0')
+    from mmvtx.utils.benchmark import check_device
     problem = check_device(args.device)
     if problem:
         parser.error(f'--device {args.device}: {problem}')
@@ -694,6 +702,7 @@ def main(argv=None):
 
 
 def run(args):
+    from mmvtx.utils.benchmark import alternate_timing, device_name, run_memory_worker
     device = torch.device(args.device)
     s = setup(args)
     ours, ref, data = s['ours'], s['ref'], s['data']

@@ -136,12 +136,15 @@ def cost_curves(models, sizes, flops_only: bool, out_dir: str, ref_max_size: int
             print(f'{name:14s} {s:5d}px  {total / 2e9:9.2f} GMACs' + (
                 '' if t is None else f'  {t:8.3f} s  {mem:9.0f} MiB'), flush=True)
         del model
-    with open(osp.join(out_dir, 'cost_vs_resolution.csv'), 'w', newline='') as f:
+    from mmvtx.utils.cli import atomic_output
+    with atomic_output(osp.join(out_dir, 'cost_vs_resolution.csv')) as tmp, \
+            open(tmp, 'w', newline='') as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
     fig, fits = draw_cost_curves(rows, models, flops_only)
-    fig.savefig(osp.join(out_dir, 'cost_vs_resolution.png'), dpi=120)
+    with atomic_output(osp.join(out_dir, 'cost_vs_resolution.png')) as tmp:
+        fig.savefig(tmp, dpi=120)
     import matplotlib.pyplot as plt
     plt.close(fig)
     for (name, key), k in sorted(fits.items()):
@@ -213,7 +216,8 @@ def params_flops_table(names, out_dir: str):
             f'{pub[0]}M / {pub[1]} G ({pub[2]}) | {g224 / pub[1] - 1:+.1%} |' if pub else
             '- | - |'))
         print(lines[-1], flush=True)
-    with open(osp.join(out_dir, 'params_flops.md'), 'w') as f:
+    from mmvtx.utils.cli import atomic_output
+    with atomic_output(osp.join(out_dir, 'params_flops.md')) as tmp, open(tmp, 'w') as f:
         f.write('\n'.join(lines) + '\n')
     return results
 
@@ -230,7 +234,9 @@ def main(argv=None):
                         'attention map for backward: about 12 GB at 896 px; FLOPs go on)')
     parser.add_argument('--table', action='store_true',
                         help='params/FLOPs of the presets at 224 and 1333x800 instead')
-    parser.add_argument('--out-dir', default='work_dirs/cost_vs_resolution')
+    parser.add_argument('--out-dir', default='work_dirs/cost_vs_resolution',
+                        help='folder of the CSV and the picture, or of params_flops.md (made '
+                        'if missing; default work_dirs/cost_vs_resolution)')
     parser.add_argument('--memory-worker', nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_worker:
@@ -245,6 +251,8 @@ def main(argv=None):
         if name not in PRESETS and name not in ('mmdet-swin-t', 'mmseg-vit-b'):
             parser.error(f'--models {name!r}: expected one of '
                          f'{sorted(PRESETS) + ["mmdet-swin-t", "mmseg-vit-b"]}')
+    from mmvtx.utils.cli import check_output_dir
+    check_output_dir(parser, args.out_dir, '--out-dir')  # before minutes of measuring
     os.makedirs(args.out_dir, exist_ok=True)
     if args.table:
         params_flops_table(list(dict.fromkeys(models)), args.out_dir)

@@ -116,7 +116,10 @@ def save_whole(fig, out_file: str):
     square image panels out before their aspect is applied, and the panels grew into the space
     it left for their titles (the first title line was cut off at the top)."""
     import matplotlib.pyplot as plt
-    fig.savefig(out_file, dpi=120, bbox_inches='tight', pad_inches=0.1)
+
+    from mmvtx.utils.cli import atomic_output
+    with atomic_output(out_file) as tmp:  # never a cut-off picture under the final name
+        fig.savefig(tmp, dpi=120, bbox_inches='tight', pad_inches=0.1)
     plt.close(fig)
 
 
@@ -144,6 +147,7 @@ def draw_relative_position(M, table, out_file, title):
 
 
 def main(argv=None):
+    from mmengine.config import DictAction  # light: not mmvtx, which --help would wait for
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--map', type=int, nargs=2, default=[14, 14], metavar=('H', 'W'),
                         help='token map size (default 14 14: Swin stage 3 at 224)')
@@ -155,24 +159,37 @@ def main(argv=None):
                         "authors' rule, no shift there; with --config: the backbone's rule)")
     parser.add_argument('--config', help='a config with an mmvtx Swin (for its bias table and '
                         'shift rule)')
-    parser.add_argument('--checkpoint')
-    parser.add_argument('--block', default='stages.0.blocks.1', help='block of the table')
-    parser.add_argument('--head', type=int, default=0)
-    parser.add_argument('--out', default='work_dirs/windows')
+    parser.add_argument('--checkpoint', help="weights of --config's model or backbone, whose "
+                        'bias table is drawn (default: the initialisation)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+                        help='with --config: override config entries before the model is '
+                        'built, e.g. model.backbone.window_size=12')
+    parser.add_argument('--block', default='stages.0.blocks.1',
+                        help='with --config: the block whose bias table is drawn (default '
+                        'stages.0.blocks.1)')
+    parser.add_argument('--head', type=int, default=0,
+                        help="with --config: the head of the block's bias drawn (default 0)")
+    parser.add_argument('--out', default='work_dirs/windows',
+                        help='folder of windows.png and relative_position.png (made if '
+                        'missing; default work_dirs/windows)')
     args = parser.parse_args(argv)
     H, W = args.map
     if args.checkpoint and not args.config:
         parser.error(f'--checkpoint {args.checkpoint} needs --config (the model it belongs to)')
+    if args.cfg_options and not args.config:
+        parser.error('--cfg-options needs --config (the config it changes)')
     if args.always_shift and args.config:
         parser.error('--always-shift with --config: the rule of the config\'s backbone is drawn '
-                     '(set always_shift in its config instead)')
+                     '(set it with --cfg-options model.backbone.always_shift=True)')
     always, rule = args.always_shift, "--always-shift: mmdet's rule" if args.always_shift else \
         "the authors' rule; --always-shift for mmdet's"
+    from mmvtx.utils.cli import check_output_dir
+    check_output_dir(parser, args.out, '--out')  # before the model is built
     attn = None
     if args.config:
         from mmvtx.utils.attention_analysis import build_backbone_for_tool
         backbone, _ = build_backbone_for_tool(parser, args.config, args.checkpoint,
-                                              ('--config', '--checkpoint'))
+                                              ('--config', '--checkpoint'), args.cfg_options)
         # a value that does not fit the config's model is refused as argparse refuses a bad
         # flag (it had stopped with a ValueError traceback)
         if not hasattr(backbone, 'shifts_every_block'):

@@ -17,13 +17,11 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from mmvtx.datasets.standin import (ADE_SPLITS, COCO_SPLITS,  # noqa: E402
-                                    write_ade20k_standin, write_coco_standin)
-
 DEFAULT_ROOTS = dict(coco='data/coco', ade20k='data/ade/ADEChallengeData2016')
 
 
 def describe_coco(root: str) -> str:
+    from mmvtx.datasets.standin import COCO_SPLITS
     lines = [f'COCO 2017 stand-in in {root}:']
     for split in COCO_SPLITS:
         ann_file = osp.join(root, 'annotations', f'instances_{split}.json')
@@ -38,6 +36,7 @@ def describe_coco(root: str) -> str:
 
 
 def describe_ade20k(root: str) -> str:
+    from mmvtx.datasets.standin import ADE_SPLITS
     lines = [f'ADE20K stand-in in {root}:']
     for folder, _ in ADE_SPLITS:
         images = len(os.listdir(osp.join(root, 'images', folder)))
@@ -51,7 +50,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description='Write the shapes scenes as synthetic stand-ins in the COCO 2017 and/or '
                     'ADE20K layouts (not real data).')
-    parser.add_argument('dataset', choices=['coco', 'ade20k', 'all'])
+    parser.add_argument('dataset', choices=['coco', 'ade20k', 'all'],
+                        help='which layout to write (all: both, in their default folders)')
     parser.add_argument('--root', help='output folder (default: data/coco, '
                         'data/ade/ADEChallengeData2016); not with "all"')
     parser.add_argument('--num-train', type=int, default=8, help='training images')
@@ -59,7 +59,8 @@ def main(argv=None):
     parser.add_argument('--max-side', type=int, default=640,
                         help='COCO only: long side of the largest images (640 gives COCO\'s '
                              'own sizes; up to 1333 scales them up)')
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--seed', type=int, default=0,
+                        help='seed of the scenes (default 0; the same seed writes the same files)')
     parser.add_argument('--force', action='store_true',
                         help='regenerate even if the same stand-in is there already')
     args = parser.parse_args(argv)
@@ -67,6 +68,12 @@ def main(argv=None):
         parser.error(f'--num-val {args.num_val}: must be >= 1 (the recipes validate on it)')
     if args.dataset == 'all' and args.root:
         parser.error('--root names one data set\'s folder: give coco or ade20k with it')
+    # importing mmvtx registers everything (seconds): not before --help and the flags' checks
+    from mmvtx.datasets.standin import write_ade20k_standin, write_coco_standin
+    from mmvtx.utils.cli import check_output_dir
+    for name in (['coco', 'ade20k'] if args.dataset == 'all' else [args.dataset]):
+        check_output_dir(parser, args.root or DEFAULT_ROOTS[name],
+                         '--root' if args.root else 'the default folder')
     common = dict(num_train=args.num_train, num_val=args.num_val, seed=args.seed,
                   force=args.force)
     try:

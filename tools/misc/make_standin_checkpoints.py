@@ -51,8 +51,10 @@ def main(argv=None) -> int:
     out_dir = args.out_dir or checkpoint_cache_dir()
 
     # check everything first: nothing is written if a name is unknown or out_dir unusable
-    if osp.exists(out_dir) and not osp.isdir(out_dir):
-        print(f'error: --out-dir {out_dir} is a file, not a folder', file=sys.stderr)
+    from mmvtx.utils.cli import output_dir_problem
+    problem = output_dir_problem(out_dir)  # a file, a file on the way to it, no permission
+    if problem:
+        print(f'error: --out-dir {out_dir} {problem}', file=sys.stderr)
         return 1
     configs = [a for a in args.inputs if a.endswith('.py')]
     names = [a for a in args.inputs if not a.endswith('.py')]
