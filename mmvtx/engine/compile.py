@@ -10,7 +10,11 @@ names, checkpoints and ``--resume`` stay as without compiling.
 Changing input sizes (detection batches are padded per batch to different sizes): with
 ``dynamic=None`` (the default, PyTorch's "automatic dynamic") the first size compiles a static
 graph, the first change of size recompiles once with symbolic sizes, and later sizes reuse
-it. ``tools/train.py CONFIG --compile [BACKEND]`` adds the hook.
+it (``dynamic=True``: the symbolic graph from the start); also where a Swin stage goes from
+several windows to one or back, and at a ViT's pretraining patch grid. PyTorch itself
+specialises maps of a single cell per side: inputs below 33 px on a side (stride-32 levels of
+one cell) compile a graph of their own. ``tools/train.py CONFIG --compile [BACKEND]`` adds
+the hook.
 """
 import logging
 from typing import Optional, Sequence

@@ -71,7 +71,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         if bias_grad_kernel(q) == 'sdpa' and (rel_pos is None or _rel_pos_fits(q, k)):
             attn_mask = _logit_terms(bias, rel_h, rel_w, mask, q.shape[-2], None)
             return scaled_dot_product_attention(q, k, v, attn_mask=attn_mask.to(q.dtype),
-                                                scale=scale)
+                                                scale=scale, dropout_p=0.0)
         return _BiasedAttention.apply(q, k, v, bias, rel_h, rel_w, mask, scale)
     if dropout_p == 0:  # no gradient: the fused kernel a block of queries at a time
         return _biased_forward(q, k, v, bias, rel_h, rel_w, mask, scale)
@@ -307,8 +307,11 @@ def _biased_forward(q, k, v, bias, rel_h, rel_w, mask, scale):
     for rows in blocks:
         attn_mask = _logit_terms(bias, rel_h, rel_w, mask, N, rows if len(blocks) > 1 else None)
         qr = q[..., rows, :] if len(blocks) > 1 else q
+        # dropout_p given, not left to its default: torch.compile(dynamic=True) makes a float
+        # default a graph input, and the second autograd.Function (block) that read it
+        # failed (a dynamo assertion, 'lift_tracked_freevar_to_input ... root SubgraphTracer')
         outs.append(scaled_dot_product_attention(qr, k, v, attn_mask=attn_mask.to(q.dtype),
-                                                 scale=scale))
+                                                 scale=scale, dropout_p=0.0))
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-2)
 
 

@@ -35,7 +35,9 @@ def same_size(a, b) -> bool:
     a, b = (tuple(a), tuple(b)) if isinstance(a, tuple) or isinstance(b, tuple) else ((a,), (b,))
     if len(a) != len(b):
         return False
-    if any(isinstance(v, torch.SymInt) for v in a + b):
+    # while torch.compile's dynamo traces, a symbolic size is no ``torch.SymInt`` to
+    # ``isinstance`` (the ints branch below then guarded on the size: a recompile per size)
+    if is_compiling() or any(isinstance(v, torch.SymInt) for v in a + b):
         return all(statically_known_true(x == y) for x, y in zip(a, b))
     return all(bool(x == y) for x, y in zip(a, b))  # ints (jit.trace: 0-dim tensors)
 

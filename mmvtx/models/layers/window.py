@@ -19,7 +19,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from .compat import custom_op, is_compiling, is_exporting
+from .compat import custom_op, is_compiling
 from .padding import padded
 from .tracing import tracing
 
@@ -215,9 +215,10 @@ class WindowGeometryCache:
         gather is the unshifted one and the mask all zeros), so that the trace has no branch
         on the map's size and one program serves maps on both sides of the rule."""
         if is_compiling():  # sizes may be symbolic: no cache, opaque ops
-            # exporting: one all-padding window more (see the custom ops below)
+            # one all-padding window more where the window count is not known to be >= 2
+            # (see the custom ops below)
             rule = dict(no_shift_within=no_shift_within,
-                        extra_window=is_exporting())
+                        extra_window=not _several_windows(H, W, window_size))
             return _build_geometry(H, W, window_size, shift_size, device, with_shifted,
                                    partial(_window_token_index_op, **rule),
                                    partial(_shifted_window_mask_op, **rule))
@@ -231,6 +232,19 @@ class WindowGeometryCache:
             geo = self._cache[key] = _build_geometry(H, W, window_size, shift_size, device,
                                                      with_shifted, _token_index_on, _mask_on)
         return geo
+
+
+def _several_windows(H, W, window_size: int) -> bool:
+    """Whether an ``H x W`` map is cut into at least 2 windows at every size the trace covers:
+    True for a static (int) size of several windows; for symbolic sizes (``torch.compile``
+    with dynamic sizes, ``torch.export``) only where the sizes' ranges prove it, without adding
+    a guard."""
+    windows = (padded(H, window_size) // window_size) * (padded(W, window_size) // window_size)
+    try:
+        from torch.fx.experimental.symbolic_shapes import statically_known_true
+    except ImportError:  # an older torch: only a static count is known
+        return isinstance(windows, int) and windows >= 2
+    return statically_known_true(windows >= 2)
 
 
 def _token_index_on(H, W, window_size, shift_size, device):
@@ -264,11 +278,15 @@ def _build_geometry(H, W, M: int, shift_size: int, device, with_shifted: bool, t
 #   length PyTorch specialises where it is 0 or 1);
 # - the shift rule (``no_shift_within``) is applied inside: a map that is not shifted gets the
 #   unshifted gather and an all-zero mask, not a Python branch on its size;
-# - ``extra_window`` (torch.export) appends one window of padded slots (zero shift mask), which
-#   attends among its padding and is dropped by the inverse gather: the window count is then
-#   at least 2, where a count that may be 1 (a stage map within one window: stage 4 of
-#   Swin-T below 225 px) is specialised by PyTorch to 1 or to more than 1 (every tensor with a
-#   window axis adds the guard), whichever the example had.
+# - ``extra_window`` appends one window of padded slots (zero shift mask), which attends among
+#   its padding and is dropped by the inverse gather: the window count is then at least 2,
+#   where a count that may be 1 (a stage map within one window: stage 4 of Swin-T at 224 px
+#   and below) is specialised by PyTorch to 1 or to more than 1 (every tensor with a window
+#   axis adds the guard), whichever the traced size had. torch.export's program then served
+#   one side only; torch.compile recompiled when a stage went from several windows to one or
+#   back (a detection stream of varying sizes: a graph more, and minutes of compiling on CPU).
+#   Added only where the count is not known to be >= 2 (a static size: never), so a compiled
+#   graph computes at most one window per stage more than eager.
 @custom_op('mmvtx::window_token_index', mutates_args=())
 def _window_token_index_op(H: int, W: int, window_size: int, shift_size: int,
                            device: torch.device, no_shift_within: int = 0,

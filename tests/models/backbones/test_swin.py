@@ -125,7 +125,8 @@ def test_compiling_geometry_ops_apply_the_rule_with_fixed_shapes(H, W, rule, ext
     """The custom ops that build the geometry while compiling/exporting give the eager
     gather and mask, with the shift rule applied inside (``no_shift_within``: the unshifted
     gather and an all-zero mask where ``min(H, W) <= M``), the padded slots as a mask over all
-    slots and, with ``extra_window`` (export), one more window of padded slots; their shapes
+    slots and, with ``extra_window`` (a window count that may be 1 while compiling or
+    exporting), one more window of padded slots; their shapes
     depend on H, W and M alone (the fake implementations). Before, the padded slots were a
     list of ``slots - H*W`` indices and the rule a Python branch on the size."""
     from mmvtx.models.layers.window import (_shifted_window_mask_op, _window_token_index_op,
