@@ -2,7 +2,9 @@
 and ``norm_eval`` in ``train()``, activation checkpointing of blocks, and weight initialisation
 with pretrained loading."""
 import contextlib
+import difflib
 import functools
+import inspect
 import logging
 import numbers
 import os.path as osp
@@ -181,6 +183,23 @@ class VisionBackbone(BaseModule):
             raise ValueError(f'{cls.__name__}: out_indices={given!r} must be distinct integer '
                              f'indices in [0, {num_levels})')
         return out
+
+    @classmethod
+    def refuse_unknown_arguments(cls, kwargs: dict, also: Sequence[str] = ()):
+        """Keywords that no argument of this backbone takes (a config written for another
+        codebase's backbone, a misspelling): refused naming each with its nearest argument name
+        and the full list (Python's ``TypeError`` named only the first, with no near miss:
+        ``embed_dim`` for ``embed_dims``). ``also``: names taken through ``**kwargs``."""
+        if not kwargs:
+            return
+        names = [n for n, p in inspect.signature(cls.__init__).parameters.items()
+                 if n != 'self' and p.kind is not p.VAR_KEYWORD] + list(also)
+        parts = []
+        for key in sorted(kwargs):
+            near = difflib.get_close_matches(key, names, n=1, cutoff=0.7)
+            parts.append(f'{key}={kwargs[key]!r}' + (f' (did you mean {near[0]}?)' if near else ''))
+        raise TypeError(f'{cls.__name__}: unknown argument(s) {", ".join(parts)}; '
+                        f'{cls.__name__} takes {", ".join(names)}')
 
     # Argument checks: each names the argument, its value and what is allowed.
     @classmethod

@@ -201,8 +201,9 @@ class CvT(VisionBackbone):
                  out_norms: bool = False,
                  frozen_stages: int = -1, with_cp: bool = False, norm_eval: bool = False,
                  init_cfg: Optional[dict] = None,
-                 pretrained: Optional[str] = None):
+                 pretrained: Optional[str] = None, **kwargs):
         super().__init__(init_cfg=self.pretrained_init_cfg(pretrained, init_cfg))
+        self.refuse_unknown_arguments(kwargs)
         cfg = self.resolve_arch(str(arch) if isinstance(arch, int) and not isinstance(arch, bool)
                                 else arch,
                                 embed_dims=embed_dims, depths=depths, num_heads=num_heads)

@@ -10,10 +10,12 @@ Tensors stay channels-last (``B x H x W x C``) inside the network; the window ge
 (padding, shift, mask; :mod:`..layers.window`) is worked out once per stage and input size, not
 once per block.
 """
+import numbers
 import re
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
+from mmengine.logging import print_log
 from torch import nn
 
 from mmvtx.registry import MODELS
@@ -80,14 +82,16 @@ class WindowMSA(nn.Module):
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: int, shifted: bool = False,
-                 qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
+                 qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0,
+                 qk_scale: Optional[float] = None):
         super().__init__()
         self.dim = dim
         self.num_heads = num_heads
         self.window_size = window_size
         self.shifted = shifted
         self.head_dim = dim // num_heads
-        self.scale = self.head_dim ** -0.5
+        # the paper's 1/sqrt(d); the authors' code (and mmdet's/mmseg's) take another qk_scale
+        self.scale = qk_scale or self.head_dim ** -0.5
         self.relative_position_bias_table = nn.Parameter(
             torch.zeros((2 * window_size - 1) ** 2, num_heads))
         self.register_buffer('relative_position_index',
@@ -137,11 +141,12 @@ class SwinBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, window_size: int = 7, shifted: bool = False,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_rate: float = 0.0,
-                 attn_drop_rate: float = 0.0, drop_path: float = 0.0, act: str = 'gelu'):
+                 attn_drop_rate: float = 0.0, drop_path: float = 0.0, act: str = 'gelu',
+                 qk_scale: Optional[float] = None):
         super().__init__()
         self.norm1 = LayerNorm(dim)
         self.attn = WindowMSA(dim, num_heads, window_size, shifted, qkv_bias, attn_drop_rate,
-                              drop_rate)
+                              drop_rate, qk_scale)
         self.drop_path = DropPath(drop_path)
         self.norm2 = LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act)
@@ -156,9 +161,9 @@ class PatchMerging(nn.Module):
     """Concatenates each 2x2 neighbourhood (4C, in the authors' order (0,0), (1,0), (0,1),
     (1,1) as (row, col)), LayerNorm, then a linear map to 2C. Odd sizes are padded."""
 
-    def __init__(self, dim: int, out_dim: Optional[int] = None):
+    def __init__(self, dim: int, out_dim: Optional[int] = None, norm: bool = True):
         super().__init__()
-        self.norm = LayerNorm(4 * dim)
+        self.norm = LayerNorm(4 * dim) if norm else nn.Identity()
         self.reduction = Linear(4 * dim, out_dim or 2 * dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -175,7 +180,7 @@ class SwinStage(nn.Module):
 
     def __init__(self, dim: int, depth: int, num_heads: int, window_size: int,
                  drop_paths: Sequence[float], downsample: bool, with_cp: bool = False,
-                 always_shift: bool = False, **block_kwargs):
+                 always_shift: bool = False, patch_norm: bool = True, **block_kwargs):
         super().__init__()
         self.window_size = window_size
         self.always_shift = always_shift
@@ -183,7 +188,7 @@ class SwinStage(nn.Module):
         self.blocks = nn.ModuleList([
             SwinBlock(dim, num_heads, window_size, shifted=i % 2 == 1,
                       drop_path=drop_paths[i], **block_kwargs) for i in range(depth)])
-        self.downsample = PatchMerging(dim) if downsample else None
+        self.downsample = PatchMerging(dim, norm=patch_norm) if downsample else None
         self.geometry_cache = WindowGeometryCache()
 
     def geometry(self, H: int, W: int, device: torch.device) -> WindowGeometry:
@@ -202,6 +207,63 @@ class SwinStage(nn.Module):
 
 
 # --------------------------------------------------------------------------------- backbone
+# Keyword arguments of mmdet's and mmseg's SwinTransformer that mmvtx's takes only through
+# ``**kwargs``: a config written for theirs (mmdet::swin, mask2former, rtmdet, v3det,
+# grounding_dino; mmseg::swin, knet, maskformer, mask2former) builds with only its ``type``
+# swapped. ``qk_scale`` is also the authors' argument; ``patch_norm=False`` drops the LayerNorm
+# of the patch embedding and of every patch merging, as theirs (the authors' keeps the merging's).
+MMDET_SWIN_KWARGS = ('pretrain_img_size', 'strides', 'qk_scale', 'patch_norm',
+                     'use_abs_pos_embed', 'act_cfg', 'norm_cfg', 'convert_weights')
+
+
+def mmdet_swin_kwargs(kwargs: dict, patch_size: int, num_stages: int) -> dict:
+    """The network asked for by mmdet's/mmseg's Swin keywords in ``kwargs`` (popped) as mmvtx's
+    settings ``qk_scale`` and ``patch_norm``. A value that asks for a network mmvtx does not
+    build (an absolute position embedding, overlapping patches, another activation or norm) is
+    refused naming it; ``pretrain_img_size`` (read by mmdet only for the absolute position
+    embedding) and ``convert_weights`` (the checkpoint's layout is detected from its keys) are
+    checked and have no effect."""
+    given = {k: kwargs.pop(k) for k in MMDET_SWIN_KWARGS if k in kwargs}
+    name = 'SwinTransformer'
+
+    def refuse(key: str, why: str):
+        raise ValueError(f"{name}: {key}={given[key]!r} (a keyword of mmdet's/mmseg's Swin) "
+                         f'{why}')
+
+    qk_scale = given.get('qk_scale')
+    if qk_scale is not None and (isinstance(qk_scale, bool) or not isinstance(
+            qk_scale, numbers.Real) or not 0 <= qk_scale < float('inf')):
+        refuse('qk_scale', "must be None (the paper's 1/sqrt(head_dim)) or a number > 0")
+    patch_norm = given.get('patch_norm', True)
+    if patch_norm not in (True, False):
+        refuse('patch_norm', 'must be True or False')
+    if 'pretrain_img_size' in given:
+        SwinTransformer.check_size('pretrain_img_size', given['pretrain_img_size'])
+    if 'strides' in given:
+        want = (patch_size,) + (2,) * (num_stages - 1)
+        if not (isinstance(given['strides'], Sequence) and tuple(given['strides']) == want):
+            refuse('strides', f'must be {want}: mmvtx\'s Swin embeds non-overlapping patches '
+                   f'(strides[0] = patch_size = {patch_size}) and merges 2x2 neighbourhoods '
+                   'between stages (2)')
+    if given.get('use_abs_pos_embed', False) is not False:
+        refuse('use_abs_pos_embed', 'asks for an absolute position embedding (the paper\'s '
+               '"abs. pos." ablation), which mmvtx\'s Swin does not build; no released Swin '
+               'uses it: use_abs_pos_embed=False')
+    for key, kind, allowed in (('act_cfg', 'GELU', ()), ('norm_cfg', 'LN', (('eps', 1e-5),
+                                                                             ('requires_grad',
+                                                                              True)))):
+        cfg = given.get(key)
+        if cfg is not None and not (isinstance(cfg, dict) and cfg.get('type') == kind and all(
+                k == 'type' or (k, v) in allowed for k, v in cfg.items())):
+            extra = ''.join(f', {k}={v!r}' for k, v in allowed)
+            refuse(key, f"asks for a network mmvtx's Swin does not build; it takes "
+                   f"dict(type='{kind}'{extra}) (the paper's)")
+    if given.get('convert_weights', False) not in (True, False):
+        refuse('convert_weights', 'must be True or False (and has no effect: mmvtx detects a '
+               'checkpoint\'s layout from its keys)')
+    return dict(given=sorted(given), qk_scale=qk_scale or None, patch_norm=bool(patch_norm))
+
+
 @MODELS.register_module()
 class SwinTransformer(VisionBackbone):
     """Swin Transformer backbone: NCHW maps at strides 4, 8, 16, 32.
@@ -231,6 +293,13 @@ class SwinTransformer(VisionBackbone):
         norm_eval: keep BatchNorm layers (none in Swin itself) in eval mode while training.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` loads the authors', timm,
             transformers or mmdet/mmseg/mmpretrain weights (see :mod:`mmvtx.utils.checkpoint`).
+        **kwargs: mmdet's and mmseg's own Swin keywords (:data:`MMDET_SWIN_KWARGS`), so that
+            their configs build this class with only ``type`` changed: ``qk_scale`` and
+            ``patch_norm`` build their network, ``strides``, ``act_cfg``, ``norm_cfg`` and
+            ``use_abs_pos_embed`` are taken at the values of the network built here (others are
+            refused by value), ``pretrain_img_size`` and ``convert_weights`` have no effect.
+            Any of them given with ``always_shift=None`` shifts every SW-MSA block, as theirs.
+            An unknown keyword is refused naming its nearest argument.
     """
     family = 'SwinTransformer'
     hf_model_types = ('swin',)
@@ -251,7 +320,7 @@ class SwinTransformer(VisionBackbone):
                  frozen_stages: int = -1, always_shift: Optional[bool] = None,
                  with_cp: bool = False,
                  norm_eval: bool = False, init_cfg: Optional[dict] = None,
-                 pretrained: Optional[str] = None):
+                 pretrained: Optional[str] = None, **kwargs):
         super().__init__(init_cfg=self.pretrained_init_cfg(pretrained, init_cfg))
         cfg = self.resolve_arch(arch, embed_dims=embed_dims, depths=depths, num_heads=num_heads)
         depths = self.check_ints('depths', cfg['depths'])
@@ -276,6 +345,17 @@ class SwinTransformer(VisionBackbone):
         if always_shift not in (None, True, False):
             raise ValueError(f'SwinTransformer: always_shift={always_shift!r} must be None, True '
                              'or False')
+        twin = mmdet_swin_kwargs(kwargs, patch_size, num_stages)
+        self.refuse_unknown_arguments(kwargs, also=MMDET_SWIN_KWARGS)
+        self.shift_rule_origin = 'set explicitly'
+        if twin['given'] and always_shift is None:
+            # mmdet's and mmseg's Swin shift every SW-MSA block: their config, their network
+            always_shift = True
+            self.shift_rule_origin = "as in mmdet's/mmseg's Swin, whose keywords were given"
+            print_log("SwinTransformer: a config for mmdet's/mmseg's Swin ("
+                      f"{', '.join(twin['given'])} given): every SW-MSA block shifts as in "
+                      "theirs (always_shift=True; always_shift=False for the authors' rule)",
+                      logger='current')
 
         self.arch_settings = dict(embed_dims=cfg['embed_dims'], depths=depths, num_heads=num_heads)
         self.embed_dims = cfg['embed_dims']
@@ -287,15 +367,15 @@ class SwinTransformer(VisionBackbone):
         self.with_cp = with_cp
         self.always_shift = always_shift  # None: follow the loaded checkpoint
 
-        self.patch_embed = PatchEmbed(in_channels, dims[0], patch_size, norm=True)
+        self.patch_embed = PatchEmbed(in_channels, dims[0], patch_size, norm=twin['patch_norm'])
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = drop_path_rates(drop_path_rate, depths)
         self.stages = nn.ModuleList([
             SwinStage(dims[i], depths[i], num_heads[i], window_size, dpr[i],
                       downsample=i < num_stages - 1, with_cp=with_cp,
-                      always_shift=bool(always_shift),
+                      always_shift=bool(always_shift), patch_norm=twin['patch_norm'],
                       mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_rate=drop_rate,
-                      attn_drop_rate=attn_drop_rate)
+                      attn_drop_rate=attn_drop_rate, qk_scale=twin['qk_scale'])
             for i in range(num_stages)])
         for i in out_indices:
             self.add_module(f'norm{i}', LayerNorm(dims[i]))
@@ -382,8 +462,9 @@ class SwinTransformer(VisionBackbone):
                      'None; set always_shift to choose)')
         else:
             if bool(self.always_shift) != always and (recorded is not None or source != 'mmvtx'):
-                log_once(f'SwinTransformer: always_shift={self.always_shift} set explicitly, '
-                         f'unlike the {source} checkpoint ({rule}, {origin})', 'WARNING')
+                log_once(f'SwinTransformer: always_shift={self.always_shift} '
+                         f'{self.shift_rule_origin}, unlike the {source} checkpoint ({rule}, '
+                         f'{origin})', 'WARNING')
             always = bool(self.always_shift)
         # the rule travels in the converted weights; loading them applies it
         converted.state_dict['shift_rule'] = self.setting_record('shift_rule', SHIFT_RULES[always])

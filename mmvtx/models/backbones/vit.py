@@ -225,6 +225,36 @@ def _family_presets() -> dict:
     return presets
 
 
+# Keyword arguments of mmseg's VisionTransformer that mmvtx's ViT does not take: its configs
+# (mmseg::vit, setr, segmenter, dpt, san) return stride-16 maps of the layers in ``out_indices``
+# for a separate neck (MultiLevelNeck) or head, where mmvtx's ViT builds its own pyramid.
+MMSEG_VIT_KWARGS = ('patch_pad', 'out_origin', 'norm_cfg', 'act_cfg', 'patch_norm', 'patch_bias',
+                    'pre_norm', 'interpolate_mode', 'num_fcs', 'frozen_exclude')
+
+
+def refuse_mmseg_vit_kwargs(kwargs: dict, out_indices):
+    """A config written for mmseg's VisionTransformer with only its ``type`` swapped would feed
+    mmvtx's pyramid (strides 4/8/16/32) to a neck or head built for stride-16 maps of chosen
+    layers, where ``out_indices`` counted layers: refused, saying how to write it for mmvtx."""
+    given = [k for k in MMSEG_VIT_KWARGS if k in kwargs]
+    if not given:
+        return
+    eps = kwargs.get('norm_cfg', {}).get('eps') if isinstance(kwargs.get('norm_cfg'), dict) \
+        else None
+    layers = (f'feature_layers={tuple(out_indices)!r}' if isinstance(out_indices, Sequence)
+              else 'feature_layers=None (the last layer)')
+    raise ValueError(
+        f"ViT: a config for mmseg's VisionTransformer ({', '.join(given)} given): mmseg's returns "
+        'stride-16 maps of the layers in out_indices for a separate neck (MultiLevelNeck) or '
+        "head, mmvtx's ViT builds its own pyramid at strides 4/8/16/32. Write, in the backbone, "
+        f"{layers} (mmseg's out_indices={out_indices!r} count layers), "
+        'out_indices=(0, 1, 2, 3) (pyramid levels)'
+        + (f', layer_norm_eps={eps!r}' if eps is not None else '') +
+        f" and none of {', '.join(given)}; remove the neck (neck=None) and set the head's "
+        "in_channels to the backbone's out_channels (configs/vit/upernet_vit-b-p16_4xb4-160k_"
+        'ade20k-512x512.py does)')
+
+
 @MODELS.register_module()
 class ViT(VisionBackbone):
     """Vision Transformer backbone with a built-in simple feature pyramid.
@@ -332,8 +362,10 @@ class ViT(VisionBackbone):
                  mlp_hidden_dims: Optional[int] = None, final_norm: Optional[bool] = None,
                  layer_norm_eps: Optional[float] = None, frozen_stages: int = -1,
                  with_cp: bool = False, norm_eval: bool = False, init_cfg: Optional[dict] = None,
-                 pretrained: Optional[str] = None):
+                 pretrained: Optional[str] = None, **kwargs):
         super().__init__(init_cfg=self.pretrained_init_cfg(pretrained, init_cfg))
+        refuse_mmseg_vit_kwargs(kwargs, out_indices)
+        self.refuse_unknown_arguments(kwargs)
         given = dict(img_size=img_size, patch_size=patch_size, mlp_ratio=mlp_ratio,
                      qkv_bias=qkv_bias, with_cls_token=with_cls_token, window_size=window_size,
                      global_attn_indexes=global_attn_indexes, final_norm=final_norm,

@@ -1,0 +1,152 @@
+"""A config written for mmdet's or mmseg's own backbone, with only its ``type`` swapped to
+mmvtx's: every installed mmdet/mmseg config whose backbone is their SwinTransformer (Mask R-CNN,
+RetinaNet, Mask2Former, MaskFormer, DINO, DDQ, RTMDet with its 5-stage Swin, GLIP, Grounding
+DINO, V3Det; UPerNet, K-Net) builds mmvtx's Swin and computes the twin's features from the
+twin's weights; a config for mmseg's VisionTransformer (which feeds stride-16 maps to a separate
+neck) is refused saying how to write it; a misspelt argument names its near miss."""
+import glob
+import json
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+
+from mmvtx.models.backbones import CvT, SwinTransformer, ViT
+from tests.conftest import jitter_
+
+
+def installed_configs(package: str, path_has: str):
+    root = osp.join(osp.dirname(__import__(package).__file__), '.mim', 'configs')
+    return [p for p in sorted(glob.glob(osp.join(root, '**', '*.py'), recursive=True))
+            if path_has in osp.relpath(p, root).lower()]
+
+
+def twin_swin_backbones():
+    """``{(scope, backbone dict as json): first config}`` over mmdet's and mmseg's installed
+    configs whose model's backbone is their SwinTransformer."""
+    out = {}
+    for scope in ('mmdet', 'mmseg'):
+        for path in installed_configs(scope, 'swin'):
+            backbone = Config.fromfile(path).get('model', {}).get('backbone')
+            if backbone and backbone.get('type') == 'SwinTransformer':
+                backbone = {k: v for k, v in backbone.to_dict().items()
+                            if k not in ('init_cfg', 'pretrained')}  # no download here
+                out.setdefault((scope, json.dumps(backbone, sort_keys=True)),
+                               osp.relpath(path, osp.dirname(osp.dirname(path))))
+    return out
+
+
+def narrowed(backbone: dict) -> dict:
+    """The same keywords with at most 2 blocks a stage and 8 channels a head, so that every
+    config is checked in seconds; everything the swap is about (the keywords, window size,
+    stage count, out_indices, strides) is kept."""
+    out = dict(backbone)
+    out['depths'] = [min(d, 2) for d in backbone['depths']]
+    out['embed_dims'] = 8 * backbone['num_heads'][0]
+    return out
+
+
+def build(scope: str, cfg: dict):
+    registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
+    with DefaultScope.overwrite_default_scope(scope):
+        return registry.build(cfg)
+
+
+def test_every_mmdet_and_mmseg_swin_config_builds_ours_with_only_its_type_swapped():
+    """Each distinct Swin backbone of the installed configs (35 in mmdet 3.3 / mmseg 1.2.2,
+    from 95 files): mmvtx's, built from the same keywords, loads the twin's weights and returns
+    its maps (eval mode, 1x3x65x97: padded patch embedding and merging; the last stages'
+    maps no larger than a window, where the twin's shift rule is the one asked for)."""
+    backbones = twin_swin_backbones()
+    assert len(backbones) >= 20, backbones  # the scan found the configs
+    seen = set()
+    for (scope, key), path in backbones.items():
+        cfg = narrowed(json.loads(key))
+        twin = jitter_(build(scope, cfg), std=0.05)
+        twin.eval()  # mmdet's train() returns None
+        ours = build(scope, dict(cfg, type='mmvtx.SwinTransformer')).eval()
+        assert type(ours) is SwinTransformer, path
+        ours.load_state_dict(twin.state_dict())
+        channels = cfg.get('in_channels', 3)  # mmseg's LEVIR change detection: 6
+        x = torch.randn(1, channels, 65, 97)
+        with torch.no_grad():
+            want, got = twin(x), ours(x)
+        assert len(got) == len(want), path
+        for a, b in zip(got, want):
+            assert a.shape == b.shape, path
+            assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), (path, (a - b).abs().max())
+        seen.add(cfg.get('strides', (4, 2, 2, 2)) and len(cfg['depths']))
+    assert seen == {4, 5}  # RTMDet's 5-stage Swin is among them
+
+
+@pytest.mark.parametrize('keywords', [dict(qk_scale=0.1), dict(patch_norm=False),
+                                      dict(qk_scale=None, patch_norm=True, convert_weights=True,
+                                           pretrain_img_size=(384, 384))])
+def test_mmdets_swin_keywords_build_mmdets_network(keywords):
+    """``qk_scale`` (another attention scale) and ``patch_norm=False`` (no LayerNorm after the
+    patch embedding), which the authors' code also takes, build the network mmdet builds."""
+    cfg = dict(type='SwinTransformer', embed_dims=24, depths=(2, 2), num_heads=(3, 6),
+               out_indices=(0, 1), **keywords)
+    twin = jitter_(build('mmdet', cfg), std=0.05)
+    twin.eval()
+    ours = build('mmdet', dict(cfg, type='mmvtx.SwinTransformer')).eval()
+    ours.load_state_dict(twin.state_dict())
+    x = torch.randn(2, 3, 64, 90)
+    with torch.no_grad():
+        for a, b in zip(ours(x), twin(x)):
+            assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+    assert ours.get_setting('shift_rule') == 'always'  # mmdet's: every SW-MSA block shifts
+
+
+@pytest.mark.parametrize('keywords, message', [
+    (dict(use_abs_pos_embed=True), "use_abs_pos_embed=True (a keyword of mmdet's/mmseg's "
+     'Swin) asks for an absolute position embedding'),
+    (dict(strides=(4, 2, 2, 1)), 'strides=(4, 2, 2, 1) (a keyword of mmdet\'s/mmseg\'s Swin) '
+     'must be (4, 2, 2, 2)'),
+    (dict(patch_size=2, strides=(4, 2, 2, 2)), 'must be (2, 2, 2, 2)'),
+    (dict(act_cfg=dict(type='ReLU')), "act_cfg={'type': 'ReLU'}"),
+    (dict(norm_cfg=dict(type='LN', eps=1e-6)), "it takes dict(type='LN', eps=1e-05"),
+    (dict(qk_scale=-1.0), 'qk_scale=-1.0'),
+    (dict(patch_norm='yes'), "patch_norm='yes'"),
+])
+def test_a_keyword_of_mmdets_swin_asking_for_another_network_is_refused(keywords, message):
+    with pytest.raises(ValueError) as error:
+        SwinTransformer(arch=dict(embed_dims=24, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)),
+                        **keywords)
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize('cls, keywords, message', [
+    (SwinTransformer, dict(embed_dim=96), 'embed_dim=96 (did you mean embed_dims?)'),
+    (ViT, dict(num_layer=3), 'num_layer=3 (did you mean num_layers?)'),
+    (CvT, dict(depth=(1, 2, 3), bogus=1), 'depth=(1, 2, 3) (did you mean depths?)'),
+])
+def test_an_unknown_argument_names_its_near_miss(cls, keywords, message):
+    """Python's TypeError named one keyword and no argument of the backbone."""
+    with pytest.raises(TypeError) as error:
+        cls(**keywords)
+    assert message in str(error.value)
+    assert f'{cls.__name__} takes arch, ' in str(error.value)
+    assert all(f'{k}=' in str(error.value) for k in keywords)
+
+
+def test_an_mmseg_vit_config_with_its_type_swapped_says_how_to_write_it():
+    """mmseg's ViT UPerNet returns stride-16 maps of layers 2, 5, 8, 11 to a MultiLevelNeck:
+    mmvtx's ViT, which builds the pyramid itself, would have fed its maps to a neck and head
+    built for others. The error gives the settings to write."""
+    [path] = [p for p in installed_configs('mmseg', 'vit/')
+              if osp.basename(p) == 'vit_vit-b16_mln_upernet_8xb2-80k_ade20k-512x512.py']
+    backbone = Config.fromfile(path).model.backbone.to_dict()
+    backbone.update(type='mmvtx.ViT', init_cfg=None, pretrained=None)
+    with pytest.raises(ValueError) as error:
+        build('mmseg', backbone)
+    message = str(error.value)
+    assert "a config for mmseg's VisionTransformer (norm_cfg, act_cfg, interpolate_mode" in message
+    assert 'feature_layers=(2, 5, 8, 11)' in message and 'layer_norm_eps=1e-06' in message
+    assert 'remove the neck (neck=None)' in message
+    # what it says builds
+    ours = ViT(arch='base', num_layers=12, feature_layers=(2, 5, 8, 11), out_indices=(0, 1, 2, 3),
+               layer_norm_eps=1e-6, img_size=(512, 512))
+    assert ours.out_channels == (192, 384, 768, 768)
