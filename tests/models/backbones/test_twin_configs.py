@@ -56,7 +56,7 @@ def build(scope: str, cfg: dict):
 
 def test_every_mmdet_and_mmseg_swin_config_builds_ours_with_only_its_type_swapped():
     """Each distinct Swin backbone of the installed configs (35 in mmdet 3.3 / mmseg 1.2.2,
-    from 95 files): mmvtx's, built from the same keywords, loads the twin's weights and returns
+    from 121 files): mmvtx's, built from the same keywords, loads the twin's weights and returns
     its maps (eval mode, 1x3x65x97: padded patch embedding and merging; the last stages'
     maps no larger than a window, where the twin's shift rule is the one asked for)."""
     backbones = twin_swin_backbones()
