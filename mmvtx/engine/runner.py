@@ -41,8 +41,11 @@ def parse_tool_args(parser: argparse.ArgumentParser,
     if len(configs) == 1 and configs[0] > 0 and argv[configs[0] - 1] in optional:
         argv.insert(0, argv.pop(configs[0]))
     args = parser.parse_args(argv)
-    if not osp.isfile(args.config):
-        parser.error(f'config {args.config}: no such file')
+    from mmvtx.utils.cli import config_path
+    try:  # also mmdet::swin/... (mim's and _base_'s name of a config installed with a package)
+        args.config = config_path(args.config)
+    except FileNotFoundError as error:
+        parser.error(str(error))
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args

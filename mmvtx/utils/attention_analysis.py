@@ -244,7 +244,8 @@ def build_backbone(config: str, checkpoint=None, cfg_options=None):
     import mmvtx  # noqa: F401  registers the backbones
     from mmvtx.engine.safe_load import allow_mmengine_checkpoints
     from mmvtx.utils.checkpoint import CheckpointMismatchError, load_backbone_checkpoint
-    cfg = Config.fromfile(config)
+    from mmvtx.utils.cli import config_path
+    cfg = Config.fromfile(config_path(config))
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmdet')):

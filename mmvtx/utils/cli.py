@@ -22,6 +22,28 @@ import tempfile
 from typing import Iterator, Optional
 
 
+def config_path(path: str) -> str:
+    """A config's file: ``path`` itself, or for ``PACKAGE::rel/path.py`` (``mmdet::swin/...``,
+    ``mmseg::...``, as mim and ``_base_`` name them) the file pip installed with that package
+    (what ``mmengine.hub.get_config`` reads, without its attempt to pip-install a package it
+    does not find by distribution name). Raises ``FileNotFoundError`` naming the path (and the
+    package's config folder) when there is no such file."""
+    if '::' not in path or osp.isfile(path):
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'config {path}: no such file')
+        return path
+    import importlib.util
+    package, rel = path.split('::', 1)
+    spec = importlib.util.find_spec(package) if package.isidentifier() else None
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(f'config {path}: no package {package!r} is installed')
+    folder = osp.join(osp.dirname(spec.origin), '.mim', 'configs')
+    if not osp.isfile(osp.join(folder, rel)):
+        raise FileNotFoundError(f'config {path}: {package} has no such config (its configs '
+                                f'are under {folder})')
+    return osp.join(folder, rel)
+
+
 def _nearest_existing(path: str) -> str:
     """``path`` or the nearest of its parents that exists."""
     path = osp.abspath(path)

@@ -639,7 +639,9 @@ def pretrained_checkpoints(config) -> List[str]:
     """The distinct ``Pretrained`` checkpoints of a config's model (a path or a Config)."""
     if isinstance(config, str):
         from mmengine.config import Config
-        config = Config.fromfile(config)
+
+        from mmvtx.utils.cli import config_path
+        config = Config.fromfile(config_path(config))
     found = []
     for _, ckpt in iter_pretrained_checkpoints(config.get('model', {})):
         if ckpt not in found:

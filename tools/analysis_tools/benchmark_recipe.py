@@ -46,7 +46,6 @@ import argparse
 import contextlib
 import copy
 import importlib
-import importlib.util
 import io
 import os.path as osp
 import random
@@ -89,16 +88,14 @@ LOSS_ATOL = 1e-7
 def load_config(path: str):
     """A config file, or ``mmdet::``/``mmseg::`` path inside an installed package."""
     from mmengine.config import Config
-    if '::' in path:
-        package, rel = path.split('::', 1)
-        spec = importlib.util.find_spec(package)
-        if spec is None or spec.origin is None:
-            raise SystemExit(f'{path}: {package} is not installed')
-        # the configs that pip installs with the package (what mmengine.hub.get_config reads,
-        # without its attempt to pip-install a package it does not find by distribution name)
-        path = osp.join(osp.dirname(spec.origin), '.mim', 'configs', rel)
-    if not osp.isfile(path) and osp.isfile(osp.join(ROOT, path)):
+
+    from mmvtx.utils.cli import config_path
+    if '::' not in path and not osp.isfile(path) and osp.isfile(osp.join(ROOT, path)):
         path = osp.join(ROOT, path)
+    try:
+        path = config_path(path)
+    except FileNotFoundError as error:
+        raise SystemExit(f'error: {error}')
     return Config.fromfile(path)
 
 

@@ -150,3 +150,34 @@ def test_an_mmseg_vit_config_with_its_type_swapped_says_how_to_write_it():
     ours = ViT(arch='base', num_layers=12, feature_layers=(2, 5, 8, 11), out_indices=(0, 1, 2, 3),
                layer_norm_eps=1e-6, img_size=(512, 512))
     assert ours.out_channels == (192, 384, 768, 768)
+
+
+def test_tools_take_a_packages_own_config_with_the_type_swapped_on_the_command_line(capsys):
+    """``python tools/train.py mmdet::swin/retinanet_swin-t-p4-w7_fpn_1x_coco.py --cfg-options
+    model.backbone.type=mmvtx.SwinTransformer`` (mim's and ``_base_``'s name of a config installed
+    with mmdet): the tools read the installed file (it was 'no such file'), and the model built
+    from it has mmvtx's Swin as mmdet's network. A config the package lacks is named."""
+    import os
+    import sys
+    tools = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.dirname(
+        osp.abspath(__file__))))), 'tools')
+    sys.path.insert(0, tools)
+    try:
+        import train
+    finally:
+        sys.path.remove(tools)
+    from mmvtx.engine.runner import load_config
+    args = train.parse_args(['mmdet::swin/retinanet_swin-t-p4-w7_fpn_1x_coco.py',
+                             '--cfg-options', 'model.backbone.type=mmvtx.SwinTransformer'])
+    assert args.config.endswith(os.path.join('mmdet', '.mim', 'configs', 'swin',
+                                             'retinanet_swin-t-p4-w7_fpn_1x_coco.py'))
+    cfg = load_config(args)
+    backbone = dict(cfg.model.backbone, init_cfg=None, depths=(2, 2, 2, 2))
+    model = build('mmdet', backbone)
+    assert type(model) is SwinTransformer and model.out_indices == (1, 2, 3)
+    assert model.get_setting('shift_rule') == 'always'
+    for missing, why in (('mmdet::swin/nope.py', 'mmdet has no such config'),
+                         ('nopkg::a/b.py', "no package 'nopkg' is installed")):
+        with pytest.raises(SystemExit):
+            train.parse_args([missing])
+        assert f'error: config {missing}: {why}' in capsys.readouterr().err
