@@ -88,7 +88,7 @@ def test_mmdets_swin_keywords_build_mmdets_network(keywords):
     """``qk_scale`` (another attention scale) and ``patch_norm=False`` (no LayerNorm after the
     patch embedding), which the authors' code also takes, build the network mmdet builds."""
     cfg = dict(type='SwinTransformer', embed_dims=24, depths=(2, 2), num_heads=(3, 6),
-               out_indices=(0, 1), **keywords)
+               out_indices=(0, 1), drop_path_rate=0.0, **keywords)
     twin = jitter_(build('mmdet', cfg), std=0.05)
     twin.eval()
     ours = build('mmdet', dict(cfg, type='mmvtx.SwinTransformer')).eval()
@@ -98,6 +98,15 @@ def test_mmdets_swin_keywords_build_mmdets_network(keywords):
         for a, b in zip(ours(x), twin(x)):
             assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
     assert ours.get_setting('shift_rule') == 'always'  # mmdet's: every SW-MSA block shifts
+    # and the gradient (training's attention path)
+    grads = []
+    for model in (ours, twin):
+        model.train()
+        xg = x.clone().requires_grad_()
+        sum((o * torch.randn_like(o, generator=torch.Generator().manual_seed(i))).sum()
+            for i, o in enumerate(model(xg))).backward()
+        grads.append(xg.grad)
+    assert torch.allclose(*grads, atol=1e-5), (grads[0] - grads[1]).abs().max()
 
 
 @pytest.mark.parametrize('keywords, message', [
