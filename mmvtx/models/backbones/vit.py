@@ -586,13 +586,16 @@ class ViT(VisionBackbone):
             x, n_extra = x[:, n_extra:], 0
         wanted = set(self.feature_layers) if self.feature_layers is not None else set()
         last = len(self.blocks) - 1
+        deepest = self._deepest_block()
         maps = {}
         geo = None
         if self.window_size > 0:
             geo = self.geometry_cache.get(h, w, self.window_size, 0, x.device,
                                           with_shifted=False)
         rope = self.rope(h, w, x.dtype) if self.rope is not None else None
-        for i, block in enumerate(self.blocks):
+        # the layers after the deepest of feature_layers feed no map (nor the [CLS] token):
+        # not run, and not trained (_unreached_modules)
+        for i, block in enumerate(self.blocks[:deepest + 1]):
             x = forward_block(block, x, geo, (h, w), rope, with_cp=self.with_cp)
             if i == last:
                 x = self.norm(x)
@@ -624,6 +627,20 @@ class ViT(VisionBackbone):
         return _resample_linear(feat, -1, -(-W // 16), 16 / p)
 
     # -------------------------------------------------------------------- training behaviour
+    def _deepest_block(self) -> int:
+        """The last encoder layer a returned map or token depends on."""
+        last = len(self.blocks) - 1
+        if self.feature_layers is None or self.output_cls_token:
+            return last
+        return max(self.feature_layers)
+
+    def _unreached_modules(self) -> list:
+        deepest = self._deepest_block()
+        unreached = list(self.blocks[deepest + 1:])
+        if deepest < len(self.blocks) - 1 and not self.feature_norm:
+            unreached.append(self.norm)  # the final norm follows the last layer only
+        return unreached
+
     def output_modules(self, read) -> list:
         return [m for p, m in enumerate(self.pyramid.scales) if p not in read]
 

@@ -74,8 +74,9 @@ def test_non_square_pretraining_grid(tmp_path):
 
 def _mmseg_vit(**kw):
     from mmseg.models.backbones import VisionTransformer
+    kw.setdefault('out_indices', (1, 3))
     ref = VisionTransformer(img_size=224, patch_size=16, embed_dims=192, num_layers=4,
-                            num_heads=3, mlp_ratio=4, out_indices=(1, 3), qkv_bias=True,
+                            num_heads=3, mlp_ratio=4, qkv_bias=True,
                             drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
                             with_cls_token=True, norm_cfg=dict(type='LN', eps=1e-6),
                             final_norm=True, interpolate_mode='bicubic', **kw)
@@ -96,6 +97,36 @@ def test_parity_with_mmseg_vit_intermediate_layers(size):
     assert e1.shape == o16.shape
     assert (e1 - o16).abs().max() <= TOL
     assert (F.max_pool2d(e3, 2, ceil_mode=True) - o32).abs().max() <= TOL
+
+
+def test_layers_after_the_deepest_feature_layer_are_neither_run_nor_trained():
+    """feature_layers=(0, 1) of 4 layers: layers 2, 3 and the final norm feed no map. They were
+    run on every forward and left trainable without a gradient, so DDP (mmengine's default
+    find_unused_parameters=False) stopped at the second iteration ('Expected to have finished
+    reduction in the prior iteration'). The maps stay mmseg's layer-0/1 outputs, and the
+    unused layers stay in the state dict."""
+    ref = _mmseg_vit(out_indices=(0, 1))
+    ours = ViT(**SMALL, out_indices=(2, 3), feature_layers=(0, 1), drop_path_rate=0.0)
+    load_backbone_checkpoint(ours, ref.state_dict())
+    assert 'blocks.3.attn.qkv.weight' in ours.state_dict()
+    ran = []
+    for i, block in enumerate(ours.blocks):
+        block.register_forward_hook(lambda m, a, o, i=i: ran.append(i))
+    x = torch.randn(2, 3, 80, 112)
+    ours.train()
+    o16, o32 = ours(x)
+    assert ran == [0, 1]
+    (o16.square().mean() + o32.square().mean()).backward()
+    no_grad = [n for n, p in ours.named_parameters() if p.requires_grad and p.grad is None]
+    assert no_grad == []
+    with torch.no_grad():
+        e0, e1 = ref(x)
+        o16, o32 = ours.eval()(x)
+    assert (e0 - o16).abs().max() <= TOL
+    assert (F.max_pool2d(e1, 2, ceil_mode=True) - o32).abs().max() <= TOL
+    # the [CLS] token comes from the last layer: then every layer runs and trains
+    cls_model = ViT(**SMALL, out_indices=(2,), feature_layers=(0,), output_cls_token=True)
+    assert all(p.requires_grad for p in cls_model.parameters())
 
 
 def test_a_file_without_final_norm_warns_and_fits_final_norm_false(monkeypatch):
