@@ -30,8 +30,11 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     ``paramwise_cfg=dict(layer_decay_rate=0.7)``; e.g. ViTDet's ViT-B recipe.
     ``custom_keys`` (mmengine's meaning: the longest key contained in a parameter's name) apply
     on top: ``lr_mult`` multiplies the decayed rate, ``decay_mult`` sets the weight decay to
-    ``weight_decay * decay_mult`` (also where the rules above give none). Other ``paramwise_cfg``
-    options of mmengine's constructor are refused by name rather than ignored."""
+    ``weight_decay * decay_mult`` (also where the rules above give none). mmengine's
+    ``norm_decay_mult``, ``bias_decay_mult`` and ``flat_decay_mult`` are taken at 0 (what the
+    rules above do; mmdet's and mmseg's Mask2Former configs set ``norm_decay_mult=0.0``) and
+    ``bypass_duplicate`` at either value; other values and ``paramwise_cfg`` options of
+    mmengine's constructor are refused by name rather than ignored."""
 
     CUSTOM_KEY_OPTIONS = ('lr_mult', 'decay_mult')
 
@@ -43,11 +46,21 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             raise ValueError(f'LayerDecayOptimWrapperConstructor: layer_decay_rate={rate!r} '
                              'must be a number in (0, 1]')
         self.custom_keys = dict(paramwise_cfg.pop('custom_keys', None) or {})
+        # mmengine's options for what this constructor already does (mmdet's and mmseg's
+        # Mask2Former configs set norm_decay_mult=0.0): taken at that value, refused otherwise
+        for key in ('norm_decay_mult', 'bias_decay_mult', 'flat_decay_mult'):
+            if key in paramwise_cfg and paramwise_cfg[key] in (0, 0.0) and not isinstance(
+                    paramwise_cfg[key], bool):
+                paramwise_cfg.pop(key)
+        if paramwise_cfg.get('bypass_duplicate') in (True, False):
+            paramwise_cfg.pop('bypass_duplicate')  # parameters are taken once each anyway
         if paramwise_cfg:
             raise ValueError(f'LayerDecayOptimWrapperConstructor: paramwise_cfg options '
                              f'{sorted(paramwise_cfg)} are not supported (it takes '
                              f'layer_decay_rate and custom_keys; biases, norms, position '
-                             f'embeddings and tokens already get no weight decay)')
+                             f'embeddings and tokens already get no weight decay: '
+                             f'norm_decay_mult, bias_decay_mult and flat_decay_mult are '
+                             f'taken at 0)')
         for key, opts in self.custom_keys.items():
             bad = sorted(set(opts) - set(self.CUSTOM_KEY_OPTIONS)) if isinstance(
                 opts, dict) else opts

@@ -74,7 +74,8 @@ def test_layer_decay_applies_custom_keys_and_skips_frozen_stages():
     (dict(layer_decay_rate=0), 'layer_decay_rate=0 '),
     (dict(layer_decay_rate=1.5), 'layer_decay_rate=1.5 '),
     (dict(layer_decay_rate='0.7'), "layer_decay_rate='0.7' "),
-    (dict(norm_decay_mult=0.), r"\['norm_decay_mult'\]"),
+    (dict(norm_decay_mult=1.), r"\['norm_decay_mult'\]"),  # 0 is taken: what it does
+    (dict(bias_decay_mult=0.5, dwconv_decay_mult=0.), r"\['bias_decay_mult', 'dwconv_decay_mult'"),
     (dict(custom_keys={'head': dict(lr=1.)}), "custom_keys\\['head'\\]"),
 ])
 def test_layer_decay_refuses_bad_paramwise_cfg_by_name(paramwise_cfg, match):
@@ -128,3 +129,13 @@ def test_layer_decay_counts_the_blocks_up_to_the_deepest_trained_one():
     assert groups['backbone.stages.2.blocks.0.attn.qkv.weight'][0] == pytest.approx(1e-3 * 0.5)
     assert groups['backbone.patch_embed.proj.weight'][0] == pytest.approx(1e-3 * 0.5 ** 4)
     assert not any(n.startswith('backbone.stages.3.') for n in groups)
+
+
+def test_layer_decay_takes_mmengines_zero_decay_options_of_mask2formers_configs():
+    """mmdet's and mmseg's Mask2Former configs set ``norm_decay_mult=0.0``: what the constructor
+    does already (norms, biases: no weight decay), so it is taken, not refused."""
+    model = Detector(ViT(embed_dims=32, num_layers=2, num_heads=2))
+    plain = _groups(model, dict(layer_decay_rate=0.7))
+    assert _groups(model, dict(layer_decay_rate=0.7, norm_decay_mult=0.0, bias_decay_mult=0,
+                               flat_decay_mult=0.0, bypass_duplicate=True)) == plain
+    assert plain['backbone.blocks.0.norm1.weight'][1] == 0
