@@ -13,6 +13,8 @@ import time
 import pytest
 import torch
 
+from tests import forkserver
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DET_CFG = osp.join(ROOT, 'configs/swin/mask-rcnn_swin-mini-p4-w7_fpn_700i_shapes.py')
 SEG_CFG = osp.join(ROOT, 'configs/swin/upernet_swin-mini-p4-w7_1000i_shapes-256x256.py')
@@ -65,10 +67,11 @@ def small_config(tmp_path, base: str, kind: str, iters: int, ckpt_interval: int,
 
 
 def run_tool(args, cwd, timeout=600, env_extra=None, **kw):
+    """``args`` run as a process in ``cwd`` (``python tools/X.py ...`` forked from a process that
+    has imported torch, mmdet and mmseg already: :mod:`tests.forkserver`), its output captured."""
     env = dict(os.environ, PYTHONPATH=ROOT, PYTHON=sys.executable,
                OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '2'), **(env_extra or {}))
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout, **kw)
+    return forkserver.run(args, cwd=cwd, env=env, timeout=timeout, **kw)
 
 
 def scalars(work_dir):

@@ -3,11 +3,12 @@ shapes configs with a checkpoint (small sizes), the pictures' mask is the backbo
 FLOPs counted from the operators match the papers' figures."""
 import csv
 import os.path as osp
-import subprocess
 import sys
 
 import pytest
 import torch
+
+from tests.engine.test_train_tools import run_tool
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOLS = osp.join(ROOT, 'tools', 'analysis_tools')
@@ -19,8 +20,7 @@ CONFIGS = {
 
 
 def _run(args, **kw):
-    out = subprocess.run([sys.executable] + args, capture_output=True, text=True,
-                         cwd=ROOT, **kw)
+    out = run_tool([sys.executable] + args, cwd=ROOT, **kw)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out.stdout
 
@@ -131,19 +131,17 @@ def test_attention_distance_keeps_one_layers_attention_maps_at_a_time(images, tm
 
 
 def test_attention_distance_tool_names_bad_inputs(tmp_path):
-    out = subprocess.run([sys.executable, osp.join(TOOLS, 'attention_distance.py'),
-                          CONFIGS['swin'], '--images', str(tmp_path), '--size', '64'],
-                         capture_output=True, text=True, cwd=ROOT)
+    out = run_tool([sys.executable, osp.join(TOOLS, 'attention_distance.py'),
+                          CONFIGS['swin'], '--images', str(tmp_path), '--size', '64'], cwd=ROOT)
     assert out.returncode != 0 and f'--images {tmp_path}: no image' in out.stderr
-    out = subprocess.run([sys.executable, osp.join(TOOLS, 'attention_distance.py'),
+    out = run_tool([sys.executable, osp.join(TOOLS, 'attention_distance.py'),
                           CONFIGS['swin'], '--images', str(tmp_path), '--size', '64',
-                          '--query', '70', '3'], capture_output=True, text=True, cwd=ROOT)
+                          '--query', '70', '3'], cwd=ROOT)
     assert out.returncode != 0 and '--query [70, 3]: outside the 64x64 image' in out.stderr
     # a checkpoint of another model: refused, naming the file and the config
     wrong = _checkpoint(CONFIGS['cvt'], str(tmp_path / 'cvt.pth'), seed=1)
-    out = subprocess.run([sys.executable, osp.join(TOOLS, 'attention_distance.py'),
-                          CONFIGS['swin'], wrong, '--images', str(tmp_path), '--size', '64'],
-                         capture_output=True, text=True, cwd=ROOT)
+    out = run_tool([sys.executable, osp.join(TOOLS, 'attention_distance.py'),
+                          CONFIGS['swin'], wrong, '--images', str(tmp_path), '--size', '64'], cwd=ROOT)
     assert out.returncode != 0
     assert f'{wrong} does not fit the backbone of {CONFIGS["swin"]}' in out.stderr
 
@@ -296,14 +294,12 @@ def test_draw_windows_tool_end_to_end(tmp_path):
     assert 'window 7, shift 3: wrote' in out  # the config's windows (7), mmdet's shift rule
     for name in ('windows.png', 'relative_position.png'):
         assert osp.getsize(tmp_path / 'w' / name) > 1000
-    out = subprocess.run([sys.executable, osp.join(TOOLS, 'draw_windows.py'), '--window', '4',
-                          '--config', CONFIGS['swin'], '--out', str(tmp_path / 'w')],
-                         capture_output=True, text=True, cwd=ROOT)
+    out = run_tool([sys.executable, osp.join(TOOLS, 'draw_windows.py'), '--window', '4',
+                          '--config', CONFIGS['swin'], '--out', str(tmp_path / 'w')], cwd=ROOT)
     assert out.returncode != 0 and ('--window 4: stages.0.blocks.1 of ' + CONFIGS['swin'] +
                                     ' has windows of 7') in out.stderr, out.stderr[-2000:]
-    out = subprocess.run([sys.executable, osp.join(TOOLS, 'draw_windows.py'), '--window', '4',
-                          '--shift', '4', '--out', str(tmp_path / 'w')],
-                         capture_output=True, text=True, cwd=ROOT)
+    out = run_tool([sys.executable, osp.join(TOOLS, 'draw_windows.py'), '--window', '4',
+                          '--shift', '4', '--out', str(tmp_path / 'w')], cwd=ROOT)
     assert out.returncode != 0 and '--shift 4: must be in [0, window=4)' in out.stderr
 
 
@@ -420,8 +416,8 @@ def test_cost_vs_resolution_tool_end_to_end(tmp_path):
     assert all(float(r['gflops']) > 0 and float(r['time_s']) > 0 and float(r['memory_mib']) > 0
                for r in rows)
     assert 'exponent cvt-13         gflops     k = ' in out
-    bad = subprocess.run([sys.executable, osp.join(TOOLS, 'cost_vs_resolution.py'), '--models',
-                          'swin-x'], capture_output=True, text=True, cwd=ROOT)
+    bad = run_tool([sys.executable, osp.join(TOOLS, 'cost_vs_resolution.py'), '--models',
+                          'swin-x'], cwd=ROOT)
     assert bad.returncode != 0 and "--models 'swin-x'" in bad.stderr
 
 

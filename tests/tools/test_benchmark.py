@@ -3,12 +3,14 @@ memory subprocesses included) and reports outputs equal to the reference's, and 
 from the operators run: where both models do the same maths (Swin at a size without padding,
 inference; DINOv2) the same count, though mmvtx runs PyTorch's fused CPU attention (which
 PyTorch's counter alone would count as 0) and the references plain matrix products."""
+import os
 import os.path as osp
 import re
-import subprocess
 import sys
 
 import pytest
+
+from tests.engine.test_train_tools import run_tool
 
 SCRIPT = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
                   'tools', 'analysis_tools', 'benchmark_backbone.py')
@@ -18,9 +20,10 @@ SCRIPT = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
     ('swin', '1x3x64x96', []), ('swin', '1x3x224x224', ['--inference']),
     ('vitdet', '1x3x224x160', []), ('dinov2', '1x3x126x98', [])])
 def test_benchmark_script_reports_ratios(model, size, extra):
-    out = subprocess.run(
-        [sys.executable, SCRIPT, '--model', model, '--input', size, '--steps', '1',
-         '--warmup', '0'] + extra, check=True, capture_output=True, text=True).stdout
+    run = run_tool([sys.executable, SCRIPT, '--model', model, '--input', size, '--steps', '1',
+                    '--warmup', '0'] + extra, cwd=os.getcwd())
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out = run.stdout
     diff = float(re.search(r'max \|output diff\| \(\w+ mode, same weights\): (\S+)', out)[1])
     assert diff <= 1e-4, out
     what = 'inference' if extra else 'train step'

@@ -3,10 +3,11 @@ recipes' own pipelines, memory subprocesses included) and reports every loss ter
 equal to the mmdet/mmseg model's within the script's stated tolerance."""
 import os.path as osp
 import re
-import subprocess
 import sys
 
 import pytest
+
+from tests.engine.test_train_tools import run_tool
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SCRIPT = osp.join(ROOT, 'tools', 'analysis_tools', 'benchmark_recipe.py')
@@ -28,13 +29,14 @@ def loss_terms(out: str):
     ('upernet', 2, {'decode.loss_ce', 'aux.loss_ce'}),
 ])
 def test_recipe_benchmark_losses_agree(preset, batch, loss_names, tmp_path):
-    out = subprocess.run(
+    run = run_tool(
         [sys.executable, SCRIPT, '--preset', preset, '--batch-size', str(batch), '--repeats',
          '1', '--warmup', '0', '--data-root', str(tmp_path)] +
         # the memory subprocesses once (UPerNet, the cheaper iteration): each costs one more
         # iteration a model
-        (['--no-memory'] if preset == 'mask-rcnn' else []),
-        check=True, capture_output=True, text=True, cwd=ROOT).stdout
+        (['--no-memory'] if preset == 'mask-rcnn' else []), cwd=ROOT, timeout=1800)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out = run.stdout
     assert 'the reference recipe\'s pipeline gives the same samples' in out, out
     terms = loss_terms(out)
     assert loss_names <= set(terms), out
