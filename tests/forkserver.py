@@ -13,9 +13,11 @@ the interpreter's: ``SystemExit``'s code (a message printed, status 1), an uncau
 traceback and status 1, the non-daemon threads joined and the ``atexit`` functions run.
 
 Commands that this cannot stand for run as real processes (:func:`eligible`): anything but a
-``.py`` file under ``tools/`` (``python -c``, ``bash``, torchrun), and an environment that
-differs from the server's in a variable read at import time (thread counts, allocator settings,
-``PYTHON*``). ``MMVTX_TEST_FORKSERVER=0`` runs every command as a real process.
+``.py`` file under ``tools/`` (``python -c``, ``bash``, torchrun). A command whose environment
+differs from every running server's in a variable that may be read at import time (thread
+counts, allocator settings, ``PYTHON*``; all but :data:`CALL_TIME_ENV`) gets a server of its own
+(at most :data:`MAX_SERVERS` are kept). ``MMVTX_TEST_FORKSERVER=0`` runs every command as a
+real process.
 
 The children share the server's hash seed (a real process draws its own).
 """
@@ -134,7 +136,8 @@ class ForkServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.log.close()
-        os.unlink(self.log.name)
+        if osp.exists(self.log.name):  # closed once evicted, again at exit
+            os.unlink(self.log.name)
 
     def _reply(self, timeout=None):
         """The server's next reply line, or None after ``timeout`` seconds without one."""
@@ -181,28 +184,39 @@ def _read(path):
         return f.read()
 
 
-_server = None
+# one server per environment a command runs with (what it reads while importing: thread counts,
+# allocator settings, PYTHON*), the most recently used last; tests change os.environ as they go
+# (LOCAL_RANK from the tools' parser run in-process, monkeypatched variables)
+_servers = {}
+MAX_SERVERS = 2
 
 
-def eligible(args, env: dict, kwargs: dict) -> bool:
+def signature(env: dict) -> tuple:
+    """What a server must share with a command's environment: all but :data:`CALL_TIME_ENV`."""
+    return tuple(sorted((k, v) for k, v in env.items() if k not in CALL_TIME_ENV))
+
+
+def eligible(args, kwargs: dict) -> bool:
+    """``python tools/X.py ...`` with nothing but ``cwd``/``env``/``timeout``, unless
+    ``MMVTX_TEST_FORKSERVER=0``."""
     if os.environ.get('MMVTX_TEST_FORKSERVER', '1') == '0' or kwargs:
         return False
-    if len(args) < 2 or args[0] != sys.executable or not str(args[1]).endswith('.py') \
-            or not osp.abspath(str(args[1])).startswith(TOOLS):
-        return False
-    if _server is None:
-        return True
-    keys = set(env) | set(_server.env)
-    return all(env.get(k) == _server.env.get(k) for k in keys - CALL_TIME_ENV)
+    return len(args) >= 2 and args[0] == sys.executable and str(args[1]).endswith('.py') \
+        and osp.abspath(str(args[1])).startswith(TOOLS)
 
 
 def run(args, cwd, env: dict, timeout=None, **kwargs) -> subprocess.CompletedProcess:
     """``subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
-    timeout=timeout, **kwargs)``, through the fork server where :func:`eligible`."""
-    global _server
-    if not eligible(args, env, kwargs):
+    timeout=timeout, **kwargs)``, through a fork server of that environment where
+    :func:`eligible`."""
+    if not eligible(args, kwargs):
         return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
                               timeout=timeout, **kwargs)
-    if _server is None or _server.proc.poll() is not None:
-        _server = ForkServer(env)
-    return _server.run(args, cwd, env, timeout)
+    key = signature(env)
+    server = _servers.pop(key, None)
+    if server is None or server.proc.poll() is not None:
+        server = ForkServer(env)
+    _servers[key] = server
+    while len(_servers) > MAX_SERVERS:
+        _servers.pop(next(iter(_servers))).close()
+    return server.run(args, cwd, env, timeout)

@@ -13,6 +13,7 @@ from tests.engine.test_train_tools import ROOT, run_tool
 
 SCRIPT = r'''
 import atexit, os, sys
+print('preloaded', 'torch' in sys.modules, file=sys.stderr)  # True only in a forked child
 print('argv', sys.argv[1:], 'cwd', os.getcwd(), 'path0', sys.path[0])
 print('env', os.environ.get('PORT'), 'mmvtx' in sys.modules)
 atexit.register(lambda: print('atexit ran'))
@@ -38,16 +39,16 @@ def test_forked_tool_run_is_the_real_process(what, tmp_path, monkeypatch):
     cwd = tmp_path / 'cwd'
     cwd.mkdir()
     args = [sys.executable, str(script), what]
+    monkeypatch.setenv('LOCAL_RANK', '0')  # tests change os.environ (here: the tools' parser)
     forked = run_tool(args, cwd=str(cwd), env_extra=dict(PORT='1234'))
-    assert forkserver.eligible(args, dict(os.environ, PYTHONPATH=ROOT, PYTHON=sys.executable,
-                                          OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS',
-                                                                         '2'), PORT='1234'), {})
+    assert forked.stderr.startswith('preloaded True\n'), forked.stderr  # it was forked
     assert forked.returncode == {'0': 0, '3': 3}.get(what, 1), forked.stderr
     if what != '0':  # (a real process importing mmvtx takes seconds)
         monkeypatch.setenv('MMVTX_TEST_FORKSERVER', '0')
         real = run_tool(args, cwd=str(cwd), env_extra=dict(PORT='1234'))
         assert forked.returncode == real.returncode
         assert forked.stdout == real.stdout, (forked.stdout, real.stdout)
+        assert real.stderr.startswith('preloaded False\n'), real.stderr
     assert f"argv ['{what}'] cwd {cwd} path0 {script.parent}\nenv 1234 False\n" in forked.stdout
     assert forked.stdout.endswith('atexit ran\n')
     if what == 'message':
@@ -72,24 +73,17 @@ def test_forked_tool_run_times_out_as_subprocess_run(tmp_path, monkeypatch):
 
 
 def test_commands_the_fork_server_cannot_stand_for_run_as_processes(monkeypatch):
-    monkeypatch.setattr(forkserver, '_server', None)
     env = dict(os.environ)
     tool = osp.join(ROOT, 'tools', 'train.py')
-    assert forkserver.eligible([sys.executable, tool, 'cfg.py'], env, {})
-    assert not forkserver.eligible([sys.executable, '-c', 'pass'], env, {})
-    assert not forkserver.eligible(['bash', osp.join(ROOT, 'tools', 'dist_train.sh')], env, {})
-    assert not forkserver.eligible([sys.executable, tool], env, {'input': 'x'})
-    assert not forkserver.eligible([sys.executable, osp.join(ROOT, 'setup.py')], env, {})
+    assert forkserver.eligible([sys.executable, tool, 'cfg.py'], {})
+    assert not forkserver.eligible([sys.executable, '-c', 'pass'], {})
+    assert not forkserver.eligible(['bash', osp.join(ROOT, 'tools', 'dist_train.sh')], {})
+    assert not forkserver.eligible([sys.executable, tool], {'input': 'x'})
+    assert not forkserver.eligible([sys.executable, osp.join(ROOT, 'setup.py')], {})
     monkeypatch.setenv('MMVTX_TEST_FORKSERVER', '0')
-    assert not forkserver.eligible([sys.executable, tool, 'cfg.py'], env, {})
-
-    class Server:  # one started with another thread count: a command with its own runs alone
-        pass
-
-    Server.env = dict(env, OMP_NUM_THREADS='7')
-
-    monkeypatch.delenv('MMVTX_TEST_FORKSERVER')
-    monkeypatch.setattr(forkserver, '_server', Server)
-    assert not forkserver.eligible([sys.executable, tool, 'cfg.py'], env, {})
-    assert forkserver.eligible([sys.executable, tool, 'cfg.py'],
-                               dict(Server.env, TORCH_HOME='/x', PORT='1'), {})
+    assert not forkserver.eligible([sys.executable, tool, 'cfg.py'], {})
+    # another thread count (read when torch is imported) needs a server of its own; variables
+    # read when the command runs do not
+    assert forkserver.signature(dict(env, OMP_NUM_THREADS='7')) != forkserver.signature(env)
+    assert forkserver.signature(dict(env, TORCH_HOME='/x', PORT='1')) == \
+        forkserver.signature(env)
