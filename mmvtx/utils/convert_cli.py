@@ -8,6 +8,11 @@ import os.path as osp
 import torch
 
 OUTPUT_FORMATS = ('.pth', '.pt', '.safetensors')  # torch.save (a zip), or safetensors
+# --options examples that each backbone takes, and that change what the converted file holds
+# (the window's bias tables, the position table's grid, the patch embedding's channels): one
+# example for all had named Swin's window_size, which CvT refuses
+OPTIONS_EXAMPLES = {'SwinTransformer': '{"window_size": 12}', 'ViT': '{"img_size": 384}',
+                    'CvT': '{"in_channels": 1}'}
 
 
 def _check_output(parser: argparse.ArgumentParser, src: str, dst: str):
@@ -26,17 +31,18 @@ def _check_output(parser: argparse.ArgumentParser, src: str, dst: str):
         parser.error(f'{dst} is the input file: write the converted checkpoint to another file')
 
 
-def _parse_options(parser: argparse.ArgumentParser, text: str, arch: str) -> dict:
+def _parse_options(parser: argparse.ArgumentParser, text: str, arch: str,
+                   example: str = OPTIONS_EXAMPLES['SwinTransformer']) -> dict:
     """The constructor arguments of ``--options`` (a JSON object) with the preset: refused
     naming the text when it is not a JSON object, or when it sets ``arch`` beside ``--arch``."""
     try:
         options = json.loads(text)
     except ValueError as e:
         parser.error(f'--options {text}: not valid JSON ({e}); write the names in double '
-                     'quotes, e.g. \'{"window_size": 12}\'')
+                     f'quotes, e.g. \'{example}\'')
     if not isinstance(options, dict):
         parser.error(f'--options {text}: must be a JSON object of constructor arguments, e.g. '
-                     '\'{"window_size": 12}\'')
+                     f'\'{example}\'')
     if 'arch' in options and arch is not None:
         parser.error(f'--options {text} sets arch, and so does --arch {arch}: give one')
     return dict(options, arch=options.get('arch', arch))
@@ -50,12 +56,13 @@ def convert_main(backbone_type: str, default_arch: str, argv=None):
     parser.add_argument('dst', help='output file (.pth/.pt, or .safetensors); its folder is '
                         'created')
     parser.add_argument('--arch', help=f'preset of the target model (default {default_arch})')
+    example = OPTIONS_EXAMPLES.get(backbone_type, OPTIONS_EXAMPLES['SwinTransformer'])
     parser.add_argument('--options', default='{}',
-                        help='JSON of other constructor arguments, e.g. \'{"window_size": 12}\'')
+                        help=f'JSON of other constructor arguments, e.g. \'{example}\'')
     parser.add_argument('--prefix', default=None,
                         help='take the keys under this prefix (default: backbone. if present)')
     args = parser.parse_args(argv)
-    options = _parse_options(parser, args.options, args.arch)
+    options = _parse_options(parser, args.options, args.arch, example)
     options['arch'] = options['arch'] or default_arch
 
     import mmvtx  # noqa: F401
