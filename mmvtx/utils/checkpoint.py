@@ -472,7 +472,9 @@ def load_converted(model: nn.Module, converted: ConvertedCheckpoint, strict: boo
                 copied += 1
     if '_settings' in model.__dict__:  # a backbone's checkpoint-chosen settings (buffers)
         model.apply_recorded_settings(sd)  # compute with what the converter recorded
-    msg = f'{name}: loaded {copied} tensors from a {converted.source} checkpoint'
+    article = 'an' if converted.source[:1].lower() in 'aeio' or converted.source[:2] == 'mm' \
+        else 'a'  # 'an official', 'an mmdet'
+    msg = f'{name}: loaded {copied} tensors from {article} {converted.source} checkpoint'
     if origin:
         msg += f' ({origin})'
     if allowed:
