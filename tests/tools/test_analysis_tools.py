@@ -501,6 +501,11 @@ def test_attention_distance_reads_images_as_the_backbone_takes_them(tmp_path):
     batch, _ = tool.load_images(str(tmp_path), rgb_cfg, (32, 48), 1)  # unchanged for RGB
     assert torch.equal(batch[0], torch.from_numpy(rgb[..., ::-1].copy()).permute(2, 0, 1)
                        .float() - torch.tensor([1.0, 2.0, 3.0]).view(3, 1, 1))
+    # a data preprocessor that swaps no channels and normalises nothing (mmdet's/mmseg's
+    # defaults): the model takes BGR pixel values, as from its pipeline (was RGB, ImageNet)
+    batch, _ = tool.load_images(str(tmp_path), Config(dict(model=dict(
+        data_preprocessor=dict(type='DetDataPreprocessor')))), (32, 48), 1)
+    assert torch.equal(batch[0], torch.from_numpy(rgb).permute(2, 0, 1).float())
     with pytest.raises(ValueError, match=r'a.png has 3 channels, the backbone takes 4'):
         tool.load_images(str(tmp_path), Config(dict(model=dict())), (32, 48), 1, channels=4)
     with pytest.raises(ValueError, match=r'mean has 3 values, the backbone takes 1'):

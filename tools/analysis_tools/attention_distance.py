@@ -70,17 +70,22 @@ def image_paths(images: str) -> list:
 
 def load_images(folder: str, cfg, size, max_images: int, channels: int = 3) -> torch.Tensor:
     """The first ``max_images`` images of ``folder`` (or the image file ``folder``) resized to
-    ``size`` (h, w), normalised with the config's data preprocessor (mean, std, BGR -> RGB):
+    ``size`` (h, w), normalised as the config's data preprocessor does (mean, std, BGR -> RGB
+    where it says so; ImageNet's RGB normalisation for a backbone without one):
     ``B x channels x h x w``, read as the backbone takes them (``channels``, its
     ``in_channels``: 1 reads grey images, as a pipeline's
     ``LoadImageFromFile(color_type='grayscale')``)."""
     import mmcv
     paths = image_paths(folder)
-    pre = cfg.model.get('data_preprocessor') or {}
-    default = ([123.675, 116.28, 103.53], [58.395, 57.12, 57.375]) if channels == 3 else \
-        ([0.0], [1.0])
-    mean = torch.tensor(pre.get('mean', default[0]), dtype=torch.float32).view(-1, 1, 1)
-    std = torch.tensor(pre.get('std', default[1]), dtype=torch.float32).view(-1, 1, 1)
+    pre = cfg.model.get('data_preprocessor')
+    if pre is None:  # a backbone alone: its pretrained weights' ImageNet normalisation, in RGB
+        pre = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
+                   bgr_to_rgb=True) if channels == 3 else {}
+    # what mmengine's ImgDataPreprocessor does with the config's values: no channel swap and no
+    # normalisation unless set (mmdet's and mmseg's defaults too)
+    swap = bool(pre.get('bgr_to_rgb', False) or pre.get('rgb_to_bgr', False))
+    mean = torch.tensor(pre.get('mean') or [0.0], dtype=torch.float32).view(-1, 1, 1)
+    std = torch.tensor(pre.get('std') or [1.0], dtype=torch.float32).view(-1, 1, 1)
     for name, value in (('mean', mean), ('std', std)):
         if len(value) not in (1, channels):  # mmengine's data preprocessor asserts the same
             raise ValueError(f'model.data_preprocessor.{name} has {len(value)} values, the '
@@ -89,7 +94,7 @@ def load_images(folder: str, cfg, size, max_images: int, channels: int = 3) -> t
     for path in paths[:max_images]:
         # (mmengine's data preprocessor swaps BGR to RGB in 3-channel inputs only: so does
         # mmcv's imread)
-        img = read_image(path, 'rgb' if pre.get('bgr_to_rgb', True) else 'bgr', channels)
+        img = read_image(path, 'rgb' if swap else 'bgr', channels)
         img = mmcv.imresize(img, (size[1], size[0])).reshape(size + (channels,))
         out.append((torch.from_numpy(img).permute(2, 0, 1).float() - mean) / std)
     return torch.stack(out), paths[:max_images]
