@@ -235,8 +235,8 @@ def mmdet_swin_kwargs(kwargs: dict, patch_size: int, num_stages: int) -> dict:
             qk_scale, numbers.Real) or not 0 <= qk_scale < float('inf')):
         refuse('qk_scale', "must be None (the paper's 1/sqrt(head_dim)) or a number > 0")
     patch_norm = given.get('patch_norm', True)
-    if patch_norm not in (True, False):
-        refuse('patch_norm', 'must be True or False')
+    SwinTransformer.check_bools(patch_norm=patch_norm,
+                                convert_weights=given.get('convert_weights', False))
     if 'pretrain_img_size' in given:
         SwinTransformer.check_size('pretrain_img_size', given['pretrain_img_size'])
     if 'strides' in given:
@@ -258,9 +258,6 @@ def mmdet_swin_kwargs(kwargs: dict, patch_size: int, num_stages: int) -> dict:
             extra = ''.join(f', {k}={v!r}' for k, v in allowed)
             refuse(key, f"asks for a network mmvtx's Swin does not build; it takes "
                    f"dict(type='{kind}'{extra}) (the paper's)")
-    if given.get('convert_weights', False) not in (True, False):
-        refuse('convert_weights', 'must be True or False (and has no effect: mmvtx detects a '
-               'checkpoint\'s layout from its keys)')
     return dict(given=sorted(given), qk_scale=qk_scale or None, patch_norm=bool(patch_norm))
 
 
