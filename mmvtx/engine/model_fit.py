@@ -102,15 +102,31 @@ def _neck_in_channels(neck: nn.Module):
 
 def _cls_token(backbone: nn.Module) -> bool:
     """Whether the backbone returns its [CLS] token (``B x C``) after the maps."""
-    return getattr(backbone, 'output_cls_token', False) is True
+    return getattr(backbone, 'output_cls_token', False) is True and not _cls_pairs(backbone)
+
+
+def _cls_pairs(backbone: nn.Module) -> bool:
+    """Whether each output is a ``[map, [CLS] token]`` pair (a ViT built from mmseg's
+    VisionTransformer config with ``output_cls_token=True``: DPT's input)."""
+    return getattr(backbone, 'output_cls_token', False) is True and \
+        getattr(backbone, 'layer_maps', False) is True
+
+
+def _written_out_indices(backbone: nn.Module) -> tuple:
+    """``out_indices`` as the config writes them: pyramid levels, or the encoder layers of a
+    ViT built from mmseg's VisionTransformer config."""
+    if getattr(backbone, 'layer_maps', False) is True:
+        return tuple(backbone.feature_layers)
+    return tuple(backbone.out_indices)
 
 
 def _backbone_desc(backbone: nn.Module) -> str:
     return (f'model.backbone ({type(backbone).__name__}, out_indices='
-            f'{tuple(backbone.out_indices)}) returns {len(backbone.out_channels)} maps with '
+            f'{_written_out_indices(backbone)}) returns {len(backbone.out_channels)} maps with '
             f'{list(backbone.out_channels)} channels' +
             (' and then its [CLS] token (B x C, output_cls_token=True)'
-             if _cls_token(backbone) else ''))
+             if _cls_token(backbone) else
+             ", each with its layer's [CLS] token" if _cls_pairs(backbone) else ''))
 
 
 def _pixel_decoder_widths(decoder: nn.Module):
@@ -132,13 +148,18 @@ def _pixel_decoder_widths(decoder: nn.Module):
 
 
 def _head_errors(name: str, head: nn.Module, channels: List[int], desc: str,
-                 cls_token: bool = False) -> List[str]:
+                 cls_token: bool = False, cls_pairs: bool = False) -> List[str]:
     inner = getattr(head, 'kernel_generate_head', None)
     if isinstance(inner, nn.Module):
         # mmseg's K-Net: IterativeDecodeHead keeps no in_channels/in_index; its kernel
         # generating head (e.g. UPerHead) reads the maps
-        return _head_errors(f'{name}.kernel_generate_head', inner, channels, desc, cls_token)
-    if type(head).__name__ == 'DPTHead':
+        return _head_errors(f'{name}.kernel_generate_head', inner, channels, desc, cls_token,
+                            cls_pairs)
+    if cls_pairs and type(head).__name__ != 'DPTHead':
+        return [f'model.{name} ({type(head).__name__}) reads maps, but {desc} as (map, [CLS] '
+                'token) pairs (output_cls_token=True, for DPTHead): set '
+                'backbone.output_cls_token=False']
+    if type(head).__name__ == 'DPTHead' and not cls_pairs:
         # mmseg's DPT: its reassemble blocks unpack each input as (map, [CLS] token) and resize
         # the maps, all at stride 16, into a pyramid: an in_channels fix alone then failed with
         # an empty AssertionError in the first forward
@@ -210,8 +231,9 @@ def _c1_errors(name: str, head: nn.Module, channels: List[int], desc: str) -> Li
 
 
 def _level_strides(backbone: nn.Module) -> List[int]:
-    """The strides of the maps an mmvtx backbone returns (level ``i`` at ``4 * 2 ** i``)."""
-    return [4 * 2 ** i for i in backbone.out_indices]
+    """The strides of the maps an mmvtx backbone returns (level ``i`` at ``4 * 2 ** i``; the
+    patch size for each map of a ViT built from mmseg's VisionTransformer config)."""
+    return list(backbone.out_strides)
 
 
 def _rescaling_neck(neck: nn.Module, backbone: nn.Module) -> str:
@@ -686,6 +708,12 @@ def _map_errors(model: nn.Module, backbone: nn.Module) -> List[str]:
     desc = _backbone_desc(backbone)
     cls_token = _cls_token(backbone)
     neck = getattr(model, 'neck', None)
+    if neck is not None and _cls_pairs(backbone):
+        name = 'neck[0]' if isinstance(neck, nn.Sequential) else 'neck'
+        first = neck[0] if isinstance(neck, nn.Sequential) else neck
+        return [f'model.{name} ({type(first).__name__}) takes maps, but {desc} as (map, '
+                '[CLS] token) pairs (output_cls_token=True, for DPTHead): set '
+                'backbone.output_cls_token=False']
     if neck is not None:
         # a config's list of necks is an nn.Sequential: each takes what the one before returns
         # (mmdet checks none of it: a wrong width failed inside a convolution, a wrong count in
@@ -708,18 +736,18 @@ def _map_errors(model: nn.Module, backbone: nn.Module) -> List[str]:
             model, channels, desc) + _seg_heads_errors(model, channels, desc, False) + \
             _stride_errors(model, chain, [f'neck[{i}]' if isinstance(neck, nn.Sequential)
                                           else 'neck' for i in range(len(chain))], backbone)
-    return _seg_heads_errors(model, channels, desc, cls_token)
+    return _seg_heads_errors(model, channels, desc, cls_token, _cls_pairs(backbone))
 
 
 def _seg_heads_errors(model: nn.Module, channels: List[int], desc: str,
-                      cls_token: bool) -> List[str]:
+                      cls_token: bool, cls_pairs: bool = False) -> List[str]:
     """mmseg's decode and auxiliary heads, and mmdet's MaskFormer/Mask2Former head, against the
     maps (``desc``) they are given."""
     errors = []
     # mmseg's heads; mmdet's MaskFormer/Mask2Former (no neck: their pixel decoder is one)
     for name in ('decode_head', 'auxiliary_head', 'panoptic_head'):
         for path, head in _named(name, getattr(model, name, None)):
-            errors += _head_errors(path, head, channels, desc, cls_token)
+            errors += _head_errors(path, head, channels, desc, cls_token, cls_pairs)
     return errors
 
 
@@ -802,7 +830,7 @@ def unread_maps_message(model: nn.Module) -> str:
         return ''
     unread = [p for p in range(len(backbone.out_indices)) if p not in read]
     strides = [_level_strides(backbone)[p] for p in unread]
-    keep = tuple(backbone.out_indices[p] for p in sorted(read))
+    keep = tuple(_written_out_indices(backbone)[p] for p in sorted(read))
     todo = ', '.join([f'backbone.out_indices={keep}'] + [f'{k}={v}' for k, v in fix.items()])
     return (f'{_backbone_desc(backbone)}, but the model never reads the maps at strides '
             f'{strides} (positions {unread}): the backbone\'s {", ".join(params)} get no '

@@ -148,6 +148,8 @@ def _with_defaults(bb: dict, scope: str) -> dict:
         for name, p in inspect.signature(cls.__init__).parameters.items():
             if p.default is not inspect.Parameter.empty:
                 out[name] = p.default
+        # mmvtx's ViT: None defaults standing for these (mmseg's config has its own)
+        out.update(getattr(cls, 'call_defaults', {}))
     out.update({k: v for k, v in bb.items() if k != '_scope_'})
     return out
 

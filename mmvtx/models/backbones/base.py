@@ -285,6 +285,11 @@ class VisionBackbone(BaseModule):
         """Channels of the returned maps (``num_features`` of the ``out_indices`` levels)."""
         return tuple(self.num_features[i] for i in self.out_indices)
 
+    @property
+    def out_strides(self) -> Tuple[int, ...]:
+        """Strides of the returned maps (level ``i`` at ``4 * 2 ** i``)."""
+        return tuple(4 * 2 ** i for i in self.out_indices)
+
     def check_input(self, x) -> None:
         if x.dim() != 4:
             raise ValueError(f'{type(self).__name__} expects B x C x H x W, '

@@ -225,34 +225,65 @@ def _family_presets() -> dict:
     return presets
 
 
-# Keyword arguments of mmseg's VisionTransformer that mmvtx's ViT does not take: its configs
-# (mmseg::vit, setr, segmenter, dpt, san) return stride-16 maps of the layers in ``out_indices``
-# for a separate neck (MultiLevelNeck) or head, where mmvtx's ViT builds its own pyramid.
+# Keyword arguments of mmseg's VisionTransformer that mmvtx's ViT has no argument of its own for.
+# Its configs (mmseg::vit, setr, segmenter, dpt) return stride-16 maps of the layers counted by
+# ``out_indices`` to a separate neck (MultiLevelNeck, MLANeck) or head (SETR, Segmenter, DPT).
 MMSEG_VIT_KWARGS = ('patch_pad', 'out_origin', 'norm_cfg', 'act_cfg', 'patch_norm', 'patch_bias',
                     'pre_norm', 'interpolate_mode', 'num_fcs', 'frozen_exclude')
+# what mmseg's VisionTransformer builds where its config is silent and mmvtx's default differs
+MMSEG_VIT_DEFAULTS = dict(final_norm=False, layer_norm_eps=1e-5, drop_path_rate=0.0)
 
 
-def refuse_mmseg_vit_kwargs(kwargs: dict, out_indices):
-    """A config written for mmseg's VisionTransformer with only its ``type`` swapped would feed
-    mmvtx's pyramid (strides 4/8/16/32) to a neck or head built for stride-16 maps of chosen
-    layers, where ``out_indices`` counted layers: refused, saying how to write it for mmvtx."""
-    given = [k for k in MMSEG_VIT_KWARGS if k in kwargs]
-    if not given:
-        return
-    eps = kwargs.get('norm_cfg', {}).get('eps') if isinstance(kwargs.get('norm_cfg'), dict) \
-        else None
-    layers = (f'feature_layers={tuple(out_indices)!r}' if isinstance(out_indices, Sequence)
-              else 'feature_layers=None (the last layer)')
-    raise ValueError(
-        f"ViT: a config for mmseg's VisionTransformer ({', '.join(given)} given): mmseg's returns "
-        'stride-16 maps of the layers in out_indices for a separate neck (MultiLevelNeck) or '
-        "head, mmvtx's ViT builds its own pyramid at strides 4/8/16/32. Write, in the backbone, "
-        f"{layers} (mmseg's out_indices={out_indices!r} count layers), "
-        'out_indices=(0, 1, 2, 3) (pyramid levels)'
-        + (f', layer_norm_eps={eps!r}' if eps is not None else '') +
-        f" and none of {', '.join(given)}; remove the neck (neck=None) and set the head's "
-        "in_channels to the backbone's out_channels (configs/vit/upernet_vit-b-p16_4xb4-160k_"
-        'ade20k-512x512.py does)')
+def mmseg_vit_kwargs(kwargs: dict, out_indices) -> Optional[dict]:
+    """The network a config for mmseg's VisionTransformer asks for, or ``None`` for a config in
+    mmvtx's own terms. Such a config gives one of :data:`MMSEG_VIT_KWARGS` (popped from
+    ``kwargs``) or ``out_indices`` that count encoder layers (an entry beyond the four pyramid
+    levels: DPT's ``(2, 5, 8, 11)``). It then returns ``dict(layers=..., interpolate_mode=...,
+    layer_norm_eps=...)``: the stride-16 maps of those layers (mmseg's ``out_indices``, default
+    ``-1``: the last) are returned as mmseg returns them. A value asking for a network mmvtx's
+    ViT does not build (SAN's CLIP encoder: ``pre_norm``, ``out_origin``, QuickGELU, no patch
+    bias) is refused naming it."""
+    given = {k: kwargs.pop(k) for k in MMSEG_VIT_KWARGS if k in kwargs}
+    indices = (out_indices,) if isinstance(out_indices, numbers.Integral) else out_indices
+    counts_layers = isinstance(indices, Sequence) and not isinstance(indices, (str, bytes)) and \
+        any(isinstance(i, numbers.Integral) and not isinstance(i, bool) and not -4 <= i < 4
+            for i in indices)
+    if not given and not counts_layers:
+        return None
+
+    def refuse(key: str, why: str):
+        raise ValueError(f"ViT: {key}={given[key]!r} (a keyword of mmseg's VisionTransformer) "
+                         f'{why}')
+
+    clip = "asks for SAN's CLIP image encoder, which mmvtx's ViT does not build: keep mmseg's " \
+           "VisionTransformer for it"
+    for key, want in (('pre_norm', False), ('out_origin', False), ('patch_bias', True),
+                      ('patch_norm', False), ('num_fcs', 2), ('patch_pad', 'corner')):
+        if key in given and not (given[key] == want and type(given[key]) is type(want)):
+            refuse(key, clip if key in ('pre_norm', 'out_origin', 'patch_bias') else
+                   f'asks for a network mmvtx\'s ViT does not build; it takes {key}={want!r}')
+    if 'frozen_exclude' in given and list(given['frozen_exclude'] or ()) != ['all']:
+        refuse('frozen_exclude', "freezes parameters by name (SAN): mmvtx's ViT freezes by "
+               "frozen_stages; it takes frozen_exclude=['all'] (mmseg's default: none frozen)")
+    act = given.get('act_cfg', dict(type='GELU'))
+    if not (isinstance(act, dict) and dict(act) == dict(type='GELU')):
+        refuse('act_cfg', clip if isinstance(act, dict) and act.get('type') == 'QuickGELU' else
+               "asks for a network mmvtx's ViT does not build; it takes dict(type='GELU')")
+    norm = given.get('norm_cfg', dict(type='LN'))
+    eps = norm.get('eps', 1e-5) if isinstance(norm, dict) else None
+    if not (isinstance(norm, dict) and norm.get('type') == 'LN' and set(norm) <= {
+            'type', 'eps', 'requires_grad'} and norm.get('requires_grad', True) is True
+            and isinstance(eps, numbers.Real) and not isinstance(eps, bool) and eps > 0):
+        refuse('norm_cfg', "asks for a network mmvtx's ViT does not build; it takes "
+               "dict(type='LN', eps=<a number > 0>)")
+    mode = given.get('interpolate_mode', 'bicubic')
+    if mode not in ('bicubic', 'bilinear'):
+        refuse('interpolate_mode', "must be 'bicubic' (mmseg's default) or 'bilinear' (SETR's): "
+               'how the position embedding is resized to the input')
+    if out_indices is None:
+        out_indices = -1  # mmseg's default: the last layer
+    return dict(given=sorted(given), layers=out_indices, interpolate_mode=mode,
+                layer_norm_eps=float(eps))
 
 
 @MODELS.register_module()
@@ -293,7 +324,8 @@ class ViT(VisionBackbone):
             patch grid (``ceil(side / patch)``, the grid of an input of that size; a checkpoint's table of another grid is resampled to it at load) and is
             resized (bicubic, with ``interpolate_*``) to the grid of each input.
         patch_size: kernel and stride of the patch embedding (16).
-        out_indices: which of the pyramid levels (strides 4, 8, 16, 32) to return.
+        out_indices: which of the pyramid levels (strides 4, 8, 16, 32) to return (default
+            all four). In a config for mmseg's VisionTransformer (below): encoder layers.
         feature_layers: ``None`` (ViTDet: every level from the last layer), or one encoder
             layer index per level of ``out_indices`` (mmseg's UPerNet-ViT: ``(2, 5, 8, 11)``).
         feature_norm: apply the final LayerNorm to the intermediate ``feature_layers`` too
@@ -321,7 +353,17 @@ class ViT(VisionBackbone):
         final_norm: LayerNorm on the last layer's output.
         frozen_stages: -1 none; 0 the patch embedding, [CLS], register and position embedding;
             k also the first k encoder layers.
-        drop_path_rate, with_cp, norm_eval, init_cfg: as in every mmvtx backbone.
+        drop_path_rate, with_cp, norm_eval, init_cfg: as in every mmvtx backbone
+            (``drop_path_rate`` 0.1 by default).
+        **kwargs: mmseg's own VisionTransformer keywords (:data:`MMSEG_VIT_KWARGS`), so that
+            its configs (UPerNet with MultiLevelNeck, SETR, Segmenter, DPT) build this class
+            with only ``type`` changed. Such a config (one of those keywords, or
+            ``out_indices`` beyond the four levels: DPT's ``(2, 5, 8, 11)``) gets mmseg's
+            network and outputs: the maps of the encoder layers its ``out_indices`` count
+            (default -1, the last) at the patch grid, in layer order, for its neck or head
+            (no pyramid; ``[map, [CLS] token]`` pairs with ``output_cls_token``), and mmseg's
+            defaults where it is silent (``final_norm=False``, LayerNorm eps 1e-5,
+            ``drop_path_rate=0``, the position embedding resized by ``interpolate_mode``).
     """
     family = 'ViT'
     hf_model_types = ('vit', 'vit_mae', 'vit_msn', 'deit', 'dinov2', 'dinov2_with_registers',
@@ -343,12 +385,17 @@ class ViT(VisionBackbone):
                     rope_theta=100.0, interpolate_antialias=False, interpolate_offset=0.0,
                     feature_norm=False)
 
+    # the arguments whose None default stands for these (mmseg's VisionTransformer config,
+    # where it is silent, asks for its own: MMSEG_VIT_DEFAULTS, out_indices=-1)
+    call_defaults = dict(out_indices=(0, 1, 2, 3), drop_path_rate=0.1)
+
     def __init__(self, arch: Union[str, dict] = 'base', embed_dims: Optional[int] = None,
                  num_layers: Optional[int] = None, num_heads: Optional[int] = None,
                  img_size: Union[int, Sequence[int], None] = None, patch_size: Optional[int] = None,
                  in_channels: int = 3, mlp_ratio: Optional[float] = None, qkv_bias=None,
                  drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.1, out_indices: Sequence[int] = (0, 1, 2, 3),
+                 drop_path_rate: Optional[float] = None,
+                 out_indices: Union[int, Sequence[int], None] = None,
                  feature_layers: Optional[Sequence[int]] = None,
                  feature_norm: Optional[bool] = None, with_cls_token: Optional[bool] = None,
                  output_cls_token: bool = False, num_register_tokens: Optional[int] = None,
@@ -364,8 +411,30 @@ class ViT(VisionBackbone):
                  with_cp: bool = False, norm_eval: bool = False, init_cfg: Optional[dict] = None,
                  pretrained: Optional[str] = None, **kwargs):
         super().__init__(init_cfg=self.pretrained_init_cfg(pretrained, init_cfg))
-        refuse_mmseg_vit_kwargs(kwargs, out_indices)
+        twin = mmseg_vit_kwargs(kwargs, out_indices)
         self.refuse_unknown_arguments(kwargs)
+        if twin is not None:  # a config for mmseg's VisionTransformer: its network and outputs
+            if feature_layers is not None:
+                raise ValueError(
+                    f'ViT: feature_layers={feature_layers!r} with a config for mmseg\'s '
+                    f"VisionTransformer ({', '.join(twin['given']) or 'out_indices'} given), "
+                    f'whose out_indices={out_indices!r} already name the layers whose maps are '
+                    'returned')
+            feature_layers = twin['layers']
+            if not (isinstance(arch, str) and arch.lower() in self.presets):
+                # mmseg's network; a family preset (arch='dinov2-b' put in mmseg's config)
+                # keeps the norms its weights were trained with
+                final_norm = MMSEG_VIT_DEFAULTS['final_norm'] if final_norm is None \
+                    else final_norm
+                if layer_norm_eps is None:
+                    layer_norm_eps = twin['layer_norm_eps']
+            if drop_path_rate is None:
+                drop_path_rate = MMSEG_VIT_DEFAULTS['drop_path_rate']
+        else:
+            out_indices = self.call_defaults['out_indices'] if out_indices is None \
+                else out_indices
+            drop_path_rate = self.call_defaults['drop_path_rate'] if drop_path_rate is None \
+                else drop_path_rate
         given = dict(img_size=img_size, patch_size=patch_size, mlp_ratio=mlp_ratio,
                      qkv_bias=qkv_bias, with_cls_token=with_cls_token, window_size=window_size,
                      global_attn_indexes=global_attn_indexes, final_norm=final_norm,
@@ -416,7 +485,7 @@ class ViT(VisionBackbone):
                              '(DINOv2 uses 0.1)')
         if opt['rel_pos_img_size'] is not None:
             self.check_size('rel_pos_img_size', opt['rel_pos_img_size'], patch_size)
-        if 0 in self.check_out_indices(out_indices, 4) and dim < 4:
+        if twin is None and 0 in self.check_out_indices(out_indices, 4) and dim < 4:
             raise ValueError(f'ViT: embed_dims={dim} is too narrow for the stride-4 level '
                              '(embed_dims // 4 channels); leave level 0 out of out_indices')
         global_attn_indexes = opt['global_attn_indexes']
@@ -441,8 +510,24 @@ class ViT(VisionBackbone):
                              'window_size > 0 (without windows every layer is global)')
         for i in global_attn_indexes:
             self.check_int('global_attn_indexes[...]', i, 0, depth - 1)
-        self.out_indices = self.check_out_indices(out_indices, 4)
-        if feature_layers is not None:
+        # the maps of encoder layers at the patch grid, as mmseg's VisionTransformer returns
+        # them (one per layer of its out_indices, in layer order), instead of the pyramid
+        self.layer_maps = twin is not None
+        if self.layer_maps:
+            layers = self.check_ints('out_indices', (feature_layers,) if isinstance(
+                feature_layers, numbers.Integral) else feature_layers, low=-depth)
+            if any(i >= depth for i in layers):
+                raise ValueError(f'ViT: out_indices={out_indices!r} (layers, as mmseg\'s '
+                                 f'VisionTransformer counts them) must be in [0, {depth})')
+            feature_layers = tuple(sorted({i % depth for i in layers}))
+            self.out_indices = tuple(range(len(feature_layers)))
+            log_once(f"ViT: a config for mmseg's VisionTransformer "
+                     f"({', '.join(twin['given']) or 'out_indices counting layers'}): returns "
+                     f'the maps of layers {feature_layers} at the patch grid (stride '
+                     f'{patch_size}), as mmseg\'s, for its neck or head (no feature pyramid)')
+        else:
+            self.out_indices = self.check_out_indices(out_indices, 4)
+        if feature_layers is not None and not self.layer_maps:
             feature_layers = self.check_ints('feature_layers', feature_layers, low=-depth)
             feature_layers = tuple(i % depth if i < 0 else i for i in feature_layers)
             if len(feature_layers) != len(self.out_indices) or any(
@@ -486,7 +571,8 @@ class ViT(VisionBackbone):
         self.output_cls_token = output_cls_token
         self.window_size = window_size
         self.interpolate = dict(antialias=opt['interpolate_antialias'],
-                                offset=opt['interpolate_offset'])
+                                offset=opt['interpolate_offset'],
+                                mode=twin['interpolate_mode'] if twin else 'bicubic')
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.with_cp = with_cp
@@ -525,7 +611,8 @@ class ViT(VisionBackbone):
             for i in range(depth)])
         self.norm = LayerNorm(dim, eps=opt['layer_norm_eps']) if opt['final_norm'] \
             else nn.Identity()
-        self.pyramid = SimpleFeaturePyramid(dim, [(4, 8, 16, 32)[i] for i in self.out_indices])
+        self.pyramid = None if self.layer_maps else SimpleFeaturePyramid(
+            dim, [(4, 8, 16, 32)[i] for i in self.out_indices])
         self.geometry_cache = WindowGeometryCache()
         self._freeze_stages()
 
@@ -551,7 +638,15 @@ class ViT(VisionBackbone):
 
     @property
     def out_channels(self) -> Tuple[int, ...]:
+        if self.layer_maps:
+            return (self.embed_dims,) * len(self.feature_layers)
         return tuple(self.pyramid.channels)
+
+    @property
+    def out_strides(self) -> Tuple[int, ...]:
+        if self.layer_maps:  # mmseg's layout: every map at the patch grid
+            return (self.patch_size,) * len(self.feature_layers)
+        return super().out_strides
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -587,7 +682,7 @@ class ViT(VisionBackbone):
         wanted = set(self.feature_layers) if self.feature_layers is not None else set()
         last = len(self.blocks) - 1
         deepest = self._deepest_block()
-        maps = {}
+        maps, cls = {}, {}
         geo = None
         if self.window_size > 0:
             geo = self.geometry_cache.get(h, w, self.window_size, 0, x.device,
@@ -602,6 +697,12 @@ class ViT(VisionBackbone):
             if i in wanted or (i == last and self.feature_layers is None):
                 y = self.norm(x) if self.feature_norm and i != last else x
                 maps[i] = y[:, n_extra:].transpose(1, 2).reshape(B, C, h, w)
+                if self.with_cls_token and n_extra:
+                    cls[i] = y[:, 0]
+        if self.layer_maps:  # mmseg's VisionTransformer's outputs: [map, [CLS]] pairs with
+            # output_cls_token (DPT's readout)
+            return tuple([maps[i].contiguous(), cls[i]] if self.output_cls_token
+                         else maps[i].contiguous() for i in self.feature_layers)
         layers = self.feature_layers or [last] * len(self.out_indices)
         feats = [self._to_stride16(maps[i], H, W) for i in layers]
         outs = self.pyramid(feats)
@@ -630,7 +731,7 @@ class ViT(VisionBackbone):
     def _deepest_block(self) -> int:
         """The last encoder layer a returned map or token depends on."""
         last = len(self.blocks) - 1
-        if self.feature_layers is None or self.output_cls_token:
+        if self.feature_layers is None or self.output_cls_token and not self.layer_maps:
             return last
         return max(self.feature_layers)
 
@@ -642,6 +743,8 @@ class ViT(VisionBackbone):
         return unreached
 
     def output_modules(self, read) -> list:
+        if self.pyramid is None:  # maps of layers: every layer before the deepest is needed
+            return []
         return [m for p, m in enumerate(self.pyramid.scales) if p not in read]
 
     def _frozen_modules(self) -> list:
@@ -891,7 +994,10 @@ def convert_vit(sd: dict, model: 'ViT',
     resized = {}  # the file's tensors that are resampled to the model's grids
     _convert_pos_embed(out, model, resized, _config_grid(source_config))
     _convert_rel_pos(out, model, resized)
-    hint = _pyramid_by_level(out, model) if fmt == 'mmvtx' else ''
+    if model.pyramid is None:  # maps of layers (mmseg's config): an mmvtx file's pyramid
+        # is not part of this network, its encoder is
+        out = {k: v for k, v in out.items() if not k.startswith('pyramid.')}
+    hint = _pyramid_by_level(out, model) if fmt == 'mmvtx' and model.pyramid is not None else ''
     if isinstance(model.norm, nn.Identity):  # final_norm=False: the release's norm is unused
         out = {k: v for k, v in out.items() if not k.startswith('norm.')}
     if 'cls_token' in out and model.cls_token is None:

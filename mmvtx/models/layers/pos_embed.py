@@ -72,9 +72,11 @@ def bicubic_matrix(src: int, dst, scale, device=None) -> torch.Tensor:
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, src_grid, dst_grid, num_extra_tokens: int = 1,
-                     antialias: bool = False, offset: float = 0.0) -> torch.Tensor:
+                     antialias: bool = False, offset: float = 0.0,
+                     mode: str = 'bicubic') -> torch.Tensor:
     """``1 x (extra + h*w) x C`` position embedding from an ``h x w`` patch grid to another
-    (bicubic, in float32, as mmseg/timm/transformers); the extra ([CLS]) positions are kept.
+    (bicubic, in float32, as mmseg/timm/transformers; ``mode='bilinear'``: mmseg's
+    ``interpolate_mode`` of SETR); the extra ([CLS]) positions are kept.
 
     ``antialias`` and ``offset`` follow DINOv2's ``interpolate_antialias`` /
     ``interpolate_offset``: with an offset the resampling scale is ``(dst + offset) / src`` (the
@@ -87,14 +89,14 @@ def resize_pos_embed(pos_embed: torch.Tensor, src_grid, dst_grid, num_extra_toke
     grid = grid.reshape(1, src_grid[0], src_grid[1], C).permute(0, 3, 1, 2).float()
     scales = [(d + offset) / s for d, s in zip(dst_grid, src_grid)] if offset else None
     if deterministic_resample() and grid.requires_grad:  # the same map as matrix products
-        a_h, a_w = (interpolation_matrix(s, d, 'bicubic', scales and scales[i], antialias,
+        a_h, a_w = (interpolation_matrix(s, d, mode, scales and scales[i], antialias,
                                          grid.device)
                     for i, (s, d) in enumerate(zip(src_grid, dst_grid)))
         if (a_h.shape[0], a_w.shape[0]) != dst_grid:
             raise ValueError(f'position embedding offset {offset} resized {src_grid} to '
                              f'{(a_h.shape[0], a_w.shape[0])}, not {dst_grid}')
         grid = torch.einsum('ih,bchw,jw->bcij', a_h, grid, a_w)
-    elif offset and not antialias and (is_compiling() or
+    elif offset and not antialias and mode == 'bicubic' and (is_compiling() or
                                        torch.jit.is_tracing()):
         # the scale (dst + offset) / src depends on the input size: F.interpolate takes it as
         # a constant (torch.export specialised the program to the example's size, jit.trace
@@ -107,13 +109,13 @@ def resize_pos_embed(pos_embed: torch.Tensor, src_grid, dst_grid, num_extra_toke
                     for s, d, d_t in zip(src_grid, dst_grid, dst))
         grid = torch.einsum('ih,bchw,jw->bcij', a_h, grid, a_w)
     elif offset:
-        grid = F.interpolate(grid, scale_factor=scales, mode='bicubic', align_corners=False,
+        grid = F.interpolate(grid, scale_factor=scales, mode=mode, align_corners=False,
                              antialias=antialias)
         if tuple(grid.shape[-2:]) != dst_grid:
             raise ValueError(f'position embedding offset {offset} resized {src_grid} to '
                              f'{tuple(grid.shape[-2:])}, not {dst_grid}')
     else:
-        grid = F.interpolate(grid, size=dst_grid, mode='bicubic', align_corners=False,
+        grid = F.interpolate(grid, size=dst_grid, mode=mode, align_corners=False,
                              antialias=antialias)
     grid = grid.to(pos_embed.dtype).flatten(2).transpose(1, 2)
     return torch.cat([extra, grid], dim=1)

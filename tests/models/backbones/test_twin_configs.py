@@ -2,8 +2,9 @@
 mmvtx's: every installed mmdet/mmseg config whose backbone is their SwinTransformer (Mask R-CNN,
 RetinaNet, Mask2Former, MaskFormer, DINO, DDQ, RTMDet with its 5-stage Swin, GLIP, Grounding
 DINO, V3Det; UPerNet, K-Net) builds mmvtx's Swin and computes the twin's features from the
-twin's weights; a config for mmseg's VisionTransformer (which feeds stride-16 maps to a separate
-neck) is refused saying how to write it; a misspelt argument names its near miss."""
+twin's weights; every installed mmseg config whose backbone is its VisionTransformer (UPerNet
+with MultiLevelNeck, SETR, Segmenter, DPT) builds mmvtx's ViT returning the twin's stride-16 maps
+of layers; a misspelt argument names its near miss."""
 import glob
 import json
 import os.path as osp
@@ -141,24 +142,120 @@ def test_an_unknown_argument_names_its_near_miss(cls, keywords, message):
     assert all(f'{k}=' in str(error.value) for k in keywords)
 
 
-def test_an_mmseg_vit_config_with_its_type_swapped_says_how_to_write_it():
-    """mmseg's ViT UPerNet returns stride-16 maps of layers 2, 5, 8, 11 to a MultiLevelNeck:
-    mmvtx's ViT, which builds the pyramid itself, would have fed its maps to a neck and head
-    built for others. The error gives the settings to write."""
-    [path] = [p for p in installed_configs('mmseg', 'vit/')
-              if osp.basename(p) == 'vit_vit-b16_mln_upernet_8xb2-80k_ade20k-512x512.py']
-    backbone = Config.fromfile(path).model.backbone.to_dict()
-    backbone.update(type='mmvtx.ViT', init_cfg=None, pretrained=None)
+def twin_vit_backbones():
+    """``{backbone dict as json: first config}`` over mmseg's installed ViT, SETR, Segmenter and
+    DPT configs (their backbone is mmseg's VisionTransformer)."""
+    out = {}
+    for folder in ('vit/', 'setr/', 'segmenter/', 'dpt/'):
+        for path in installed_configs('mmseg', folder):
+            backbone = Config.fromfile(path).model.backbone.to_dict()
+            assert backbone['type'] == 'VisionTransformer', path
+            backbone = {k: v for k, v in backbone.items() if k not in ('init_cfg', 'pretrained')}
+            out.setdefault(json.dumps(backbone, sort_keys=True), osp.basename(path))
+    return out
+
+
+def flat(outputs):
+    """The tensors of a backbone's outputs (DPT's are [map, [CLS] token] pairs)."""
+    return [t for o in outputs for t in (o if isinstance(o, (list, tuple)) else [o])]
+
+
+def test_every_mmseg_vit_config_builds_ours_with_only_its_type_swapped():
+    """Each distinct backbone of mmseg 1.2.2's ViT/DeiT UPerNet (MultiLevelNeck), SETR (naive,
+    PUP, MLA), Segmenter and DPT configs (16): mmvtx's ViT, built from the same keywords,
+    returns what mmseg's VisionTransformer returns from the same weights: the maps of the
+    layers its out_indices count (after the final norm only on the last layer, where
+    final_norm=True), at the patch grid, DPT's as [map, [CLS] token] pairs; the position
+    embedding resized as interpolate_mode says (SETR: bilinear) at 1x3x65x97 (padded patch
+    embedding, 5x7 grid from the configs' 14x14..48x48)."""
+    from mmvtx.utils.checkpoint import load_backbone_checkpoint
+    backbones = twin_vit_backbones()
+    assert len(backbones) >= 12, backbones  # the scan found the configs
+    seen = set()
+    for key, path in backbones.items():
+        cfg = json.loads(key)
+        cfg['embed_dims'] = 8 * cfg.get('num_heads', 12)  # narrowed: every layer kept
+        twin = jitter_(build('mmseg', cfg), std=0.05)
+        twin.eval()  # mmseg's train() returns None
+        ours = build('mmseg', dict(cfg, type='mmvtx.ViT')).eval()
+        assert type(ours) is ViT and ours.out_strides == (16,) * len(ours.out_channels), path
+        load_backbone_checkpoint(ours, twin.state_dict())
+        x = torch.randn(1, 3, 65, 97)
+        with torch.no_grad():
+            want, got = twin(x), ours(x)
+        assert len(got) == len(want) == len(ours.out_channels), path
+        assert [type(o) for o in got] == [type(o) for o in want], path
+        for a, b in zip(flat(got), flat(want), strict=True):
+            assert a.shape == b.shape, path
+            assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), (path, (a - b).abs().max())
+        seen.add((cfg.get('interpolate_mode', 'bicubic'), cfg.get('output_cls_token', False),
+                  cfg.get('with_cls_token', True)))
+    assert {m for m, _, _ in seen} == {'bicubic', 'bilinear'}
+    assert any(pairs for _, pairs, _ in seen) and any(not cls for _, _, cls in seen)
+
+
+def test_mmseg_vit_keywords_train_as_mmsegs_network():
+    """The gradient (training's path: drop path, attention) and mmseg's defaults where its
+    config is silent (final_norm=False, LayerNorm eps 1e-5, drop_path_rate 0): DPT's keywords
+    (none of mmseg's own: its out_indices, which count layers beyond the four pyramid levels,
+    say it is mmseg's config), and mmseg's default out_indices=-1 (the last layer)."""
+    from mmvtx.utils.checkpoint import load_backbone_checkpoint
+    cfg = dict(type='VisionTransformer', img_size=64, embed_dims=48, num_layers=6, num_heads=3,
+               out_indices=(1, 5), final_norm=True, output_cls_token=True)
+    twin = jitter_(build('mmseg', cfg), std=0.05)
+    ours = build('mmseg', dict(cfg, type='mmvtx.ViT'))
+    assert ours.blocks[0].norm1.eps == 1e-5 and ours.feature_layers == (1, 5)
+    load_backbone_checkpoint(ours, twin.state_dict())
+    x = torch.randn(2, 3, 40, 72)
+    grads = []
+    for model in (ours, twin):
+        model.train()
+        xg = x.clone().requires_grad_()
+        sum((o * torch.randn_like(o, generator=torch.Generator().manual_seed(i))).sum()
+            for i, o in enumerate(flat(model(xg)))).backward()
+        grads.append(xg.grad)
+    assert torch.allclose(*grads, atol=1e-5), (grads[0] - grads[1]).abs().max()
+    silent = build('mmseg', dict(type='mmvtx.ViT', embed_dims=48, num_layers=3, num_heads=3,
+                                 norm_cfg=dict(type='LN')))
+    assert silent.feature_layers == (2,) and isinstance(silent.norm, torch.nn.Identity)
+    assert silent.blocks[-1].drop_path.p == 0.0 and silent.blocks[0].norm1.eps == 1e-5
+    assert ViT(embed_dims=48, num_layers=3, num_heads=3).blocks[-1].drop_path.p == 0.1  # ours
+
+
+def test_a_family_preset_in_an_mmseg_vit_config_keeps_its_norms():
+    """``arch='dinov3-s'`` written into mmseg's UPerNet-ViT config (LayerNorm eps 1e-6, mmseg's
+    final_norm=False): the layers' maps as mmseg's, with the norms DINOv3's weights were
+    trained with (eps 1e-5, the final norm on every returned layer)."""
+    ours = build('mmseg', dict(type='mmvtx.ViT', arch='dinov3-s', num_layers=12,
+                               out_indices=(2, 5, 8, 11), norm_cfg=dict(type='LN', eps=1e-6),
+                               act_cfg=dict(type='GELU'), interpolate_mode='bicubic'))
+    assert ours.feature_layers == (2, 5, 8, 11) and ours.out_channels == (384,) * 4
+    assert ours.blocks[0].norm1.eps == 1e-5 and not isinstance(ours.norm, torch.nn.Identity)
+    assert ours.feature_norm
+    with torch.no_grad():
+        maps = ours.eval()(torch.randn(1, 3, 40, 56))
+    assert [tuple(m.shape) for m in maps] == [(1, 384, 3, 4)] * 4
+
+
+@pytest.mark.parametrize('keywords, message', [
+    (dict(pre_norm=True), "pre_norm=True (a keyword of mmseg's VisionTransformer) asks for "
+     "SAN's CLIP image encoder"),
+    (dict(act_cfg=dict(type='QuickGELU')), "SAN's CLIP image encoder"),
+    (dict(act_cfg=dict(type='ReLU')), "it takes dict(type='GELU')"),
+    (dict(norm_cfg=dict(type='BN')), "norm_cfg={'type': 'BN'}"),
+    (dict(interpolate_mode='nearest'), "interpolate_mode='nearest'"),
+    (dict(patch_pad=0), "it takes patch_pad='corner'"),
+    (dict(frozen_exclude=['pos_embed']), "frozen_exclude=['pos_embed']"),
+    (dict(out_indices=(2, 12)), 'out_indices=(2, 12) (layers, as mmseg'),
+    (dict(out_indices=(2, 5), feature_layers=(1, 2)), 'feature_layers=(1, 2) with a config for '
+     "mmseg's VisionTransformer"),
+])
+def test_an_mmseg_vit_keyword_asking_for_another_network_is_refused(keywords, message):
+    """SAN's CLIP encoder (pre_norm, QuickGELU, out_origin, no patch bias, unpadded patches,
+    frozen by name) is mmseg's VisionTransformer with settings mmvtx's ViT does not build."""
     with pytest.raises(ValueError) as error:
-        build('mmseg', backbone)
-    message = str(error.value)
-    assert "a config for mmseg's VisionTransformer (norm_cfg, act_cfg, interpolate_mode" in message
-    assert 'feature_layers=(2, 5, 8, 11)' in message and 'layer_norm_eps=1e-06' in message
-    assert 'remove the neck (neck=None)' in message
-    # what it says builds
-    ours = ViT(arch='base', num_layers=12, feature_layers=(2, 5, 8, 11), out_indices=(0, 1, 2, 3),
-               layer_norm_eps=1e-6, img_size=(512, 512))
-    assert ours.out_channels == (192, 384, 768, 768)
+        ViT(embed_dims=48, num_layers=12, num_heads=3, **keywords)
+    assert message in str(error.value)
 
 
 def test_tools_take_a_packages_own_config_with_the_type_swapped_on_the_command_line(capsys):
