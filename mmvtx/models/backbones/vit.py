@@ -521,10 +521,14 @@ class ViT(VisionBackbone):
                                  f'VisionTransformer counts them) must be in [0, {depth})')
             feature_layers = tuple(sorted({i % depth for i in layers}))
             self.out_indices = tuple(range(len(feature_layers)))
-            log_once(f"ViT: a config for mmseg's VisionTransformer "
-                     f"({', '.join(twin['given']) or 'out_indices counting layers'}): returns "
-                     f'the maps of layers {feature_layers} at the patch grid (stride '
-                     f'{patch_size}), as mmseg\'s, for its neck or head (no feature pyramid)')
+            # read from out_indices alone (DPT's config has none of mmseg's own keywords): a
+            # warning, as out_indices beyond the four levels may also be a slip
+            log_once(f"ViT: a config for mmseg's VisionTransformer ("
+                     + (', '.join(twin['given']) or f'out_indices={out_indices!r} count layers, '
+                        'beyond the 4 pyramid levels') +
+                     f'): returns the maps of layers {feature_layers} at the patch grid (stride '
+                     f'{patch_size}), as mmseg\'s, for its neck or head (no feature pyramid)',
+                     'INFO' if twin['given'] else 'WARNING')
         else:
             self.out_indices = self.check_out_indices(out_indices, 4)
         if feature_layers is not None and not self.layer_maps:
