@@ -876,6 +876,13 @@ def convert_vit(sd: dict, model: 'ViT',
             # mmseg's ViT has no bias in its patch embedding (patch_bias=False): a zero bias
             sd['patch_embed.proj.bias'] = sd['patch_embed.proj.weight'].new_zeros(
                 sd['patch_embed.proj.weight'].shape[0])
+        if fmt == 'mmseg':
+            # mmseg's qkv_bias=False builds nn.MultiheadAttention(bias=False), which drops
+            # the output projection's bias with the qkv one: a zero bias
+            for k in [k for k in sd if k.endswith('.attn.proj.weight')]:
+                bias = k[:-len('weight')] + 'bias'
+                if bias not in sd:
+                    sd[bias] = sd[k].new_zeros(sd[k].shape[0])
     sd = rename_keys(sd, LAYER_SCALE_RULES)
     # DINOv2's training checkpoints group the blocks in chunks: blocks.<chunk>.<i>.
     sd = {re.sub(r'^blocks\.\d+\.(\d+)\.', r'blocks.\1.', k): v for k, v in sd.items()}
