@@ -903,6 +903,11 @@ def convert_vit(sd: dict, model: 'ViT',
         out = {k: v for k, v in out.items() if not k.startswith('norm.')}
     if 'cls_token' in out and model.cls_token is None:
         out.pop('cls_token')
+    if 'register_tokens' in out and out['register_tokens'].numel() == 0 and \
+            model.register_tokens is None:
+        # transformers' DINOv3 and DINOv2-with-registers keep a 1 x 0 x C tensor when
+        # built without registers: nothing to load
+        out.pop('register_tokens')
     if 'norm.weight' not in out and not isinstance(model.norm, nn.Identity):
         # the network the file comes from had no final norm (mmseg's and mmpretrain's default
         # final_norm=False): with one at its init the features are not that network's
