@@ -296,7 +296,7 @@ def test_an_arch_of_another_type_is_refused_naming_the_kinds_of_arch(cls):
         assert 'dinov2-b' in str(info.value)
 
 
-@pytest.mark.parametrize('name', sorted(BACKBONES) + ['vitdet'])
+@pytest.mark.parametrize('name', ['swin', 'vitdet'])  # the backbones with window geometry
 def test_training_after_inference_mode_at_the_same_size(name):
     """An evaluation under ``torch.inference_mode()`` (a custom loop, Lightning's default)
     then training at the same size: Swin's and ViTDet's window geometry, cached per size, was
