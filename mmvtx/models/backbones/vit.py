@@ -983,6 +983,13 @@ def convert_vit(sd: dict, model: 'ViT',
             # mmseg's ViT has no bias in its patch embedding (patch_bias=False): a zero bias
             sd['patch_embed.proj.bias'] = sd['patch_embed.proj.weight'].new_zeros(
                 sd['patch_embed.proj.weight'].shape[0])
+        if fmt == 'mmseg':
+            # mmseg's qkv_bias=False builds nn.MultiheadAttention(bias=False), which drops
+            # the output projection's bias with the qkv one: a zero bias
+            for k in [k for k in sd if k.endswith('.attn.proj.weight')]:
+                bias = k[:-len('weight')] + 'bias'
+                if bias not in sd:
+                    sd[bias] = sd[k].new_zeros(sd[k].shape[0])
     sd = rename_keys(sd, LAYER_SCALE_RULES)
     # DINOv2's training checkpoints group the blocks in chunks: blocks.<chunk>.<i>.
     sd = {re.sub(r'^blocks\.\d+\.(\d+)\.', r'blocks.\1.', k): v for k, v in sd.items()}
@@ -1006,6 +1013,11 @@ def convert_vit(sd: dict, model: 'ViT',
         out = {k: v for k, v in out.items() if not k.startswith('norm.')}
     if 'cls_token' in out and model.cls_token is None:
         out.pop('cls_token')
+    if 'register_tokens' in out and out['register_tokens'].numel() == 0 and \
+            model.register_tokens is None:
+        # transformers' DINOv3 and DINOv2-with-registers keep a 1 x 0 x C tensor when
+        # built without registers: nothing to load
+        out.pop('register_tokens')
     if 'norm.weight' not in out and not isinstance(model.norm, nn.Identity):
         # the network the file comes from had no final norm (mmseg's and mmpretrain's default
         # final_norm=False): with one at its init the features are not that network's

@@ -229,8 +229,12 @@ class WindowGeometryCache:
         if geo is None:
             if len(self._cache) >= self.max_sizes:
                 self._cache.clear()
-            geo = self._cache[key] = _build_geometry(H, W, window_size, shift_size, device,
-                                                     with_shifted, _token_index_on, _mask_on)
+            # built as normal tensors also under torch.inference_mode(): the cache outlives
+            # the call, and inference tensors in it made every later training step at this
+            # size fail ("Inference tensors cannot be saved for backward")
+            with torch.inference_mode(False):
+                geo = self._cache[key] = _build_geometry(H, W, window_size, shift_size, device,
+                                                         with_shifted, _token_index_on, _mask_on)
         return geo
 
 

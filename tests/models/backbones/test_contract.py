@@ -294,3 +294,31 @@ def test_an_arch_of_another_type_is_refused_naming_the_kinds_of_arch(cls):
         cls(arch=99)
     if cls is ViT:
         assert 'dinov2-b' in str(info.value)
+
+
+@pytest.mark.parametrize('name', ['swin', 'vitdet'])  # the backbones with window geometry
+def test_training_after_inference_mode_at_the_same_size(name):
+    """An evaluation under ``torch.inference_mode()`` (a custom loop, Lightning's default)
+    then training at the same size: Swin's and ViTDet's window geometry, cached per size, was
+    built from inference tensors there and every later training step at that size failed
+    ("Inference tensors cannot be saved for backward"). The step gives the gradients of a
+    model that never ran under inference mode."""
+    def build():
+        torch.manual_seed(0)
+        return ViT('vitdet-b', embed_dims=48, num_layers=2, num_heads=2, window_size=3,
+                   global_attn_indexes=(1,)) if name == 'vitdet' \
+            else BACKBONES[name]()
+    x = torch.randn(2, 3, 45, 37)
+    grads = []
+    for infer_first in (True, False):
+        model = build().eval()
+        if infer_first:
+            with torch.inference_mode():
+                model(x)
+        model.train()
+        torch.manual_seed(1)  # the same stochastic depth in both steps
+        sum(o.square().mean() for o in model(x)).backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for n in grads[0]:
+        assert torch.equal(grads[0][n], grads[1][n]), n

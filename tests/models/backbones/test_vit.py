@@ -99,6 +99,29 @@ def test_parity_with_mmseg_vit_intermediate_layers(size):
     assert (F.max_pool2d(e3, 2, ceil_mode=True) - o32).abs().max() <= TOL
 
 
+def test_mmseg_vit_without_qkv_bias_loads_and_matches():
+    """mmseg's qkv_bias=False builds nn.MultiheadAttention(bias=False), which has no
+    output-projection bias either: its file was refused as missing blocks.N.attn.proj.bias.
+    Loaded with a zero bias, the model computes mmseg's maps (odd, non-square size)."""
+    from mmseg.models.backbones import VisionTransformer
+    ref = VisionTransformer(img_size=64, patch_size=16, embed_dims=32, num_layers=2, num_heads=2,
+                            qkv_bias=False, drop_path_rate=0.0, out_indices=(1,), final_norm=True,
+                            norm_cfg=dict(type='LN', eps=1e-6), interpolate_mode='bicubic')
+    ref.eval()
+    jitter_(ref)
+    assert not any(k.endswith(('in_proj_bias', 'out_proj.bias')) for k in ref.state_dict())
+    ours = ViT(dict(embed_dims=32, num_layers=2, num_heads=2), img_size=64, qkv_bias=False,
+               out_indices=(2,), drop_path_rate=0.0).eval()
+    assert load_backbone_checkpoint(ours, ref.state_dict()).source == 'mmseg'
+    assert all(not b.attn.proj.bias.any() for b in ours.blocks)
+    x = torch.randn(2, 3, 37, 101)
+    with torch.no_grad():
+        expected, = ref(x)
+        got, = ours(x)
+    assert expected.shape == got.shape == (2, 32, 3, 7)
+    assert (expected - got).abs().max() <= TOL
+
+
 def test_layers_after_the_deepest_feature_layer_are_neither_run_nor_trained():
     """feature_layers=(0, 1) of 4 layers: layers 2, 3 and the final norm feed no map. They were
     run on every forward and left trainable without a gradient, so DDP (mmengine's default

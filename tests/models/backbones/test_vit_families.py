@@ -886,3 +886,36 @@ def test_img_size_not_a_multiple_of_the_patch_keeps_the_checkpoint_embedding(arc
     # (h, w) sides alike, and a plain ViT: 232 px at patch 16 is a 15x15 grid
     assert ViT(arch, img_size=(512, 500), **kw).pretrain_grid == (37, 36)
     assert ViT('base', img_size=232, **kw).pretrain_grid == (15, 15)
+
+
+@pytest.mark.parametrize('kind', ['dinov3', 'dinov2-reg'])
+def test_a_transformers_model_without_registers_loads(kind):
+    """transformers' DINOv3ViTModel and Dinov2WithRegistersModel built with
+    num_register_tokens=0 keep an empty 1 x 0 x C ``register_tokens``: it was refused as an
+    unexpected key by a ViT without registers; now the model computes the reference's maps."""
+    if kind == 'dinov3':
+        from transformers import DINOv3ViTConfig as Config
+        from transformers import DINOv3ViTModel as Model
+        cfg = Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=128, patch_size=16, image_size=64,
+                     num_register_tokens=0, layerscale_value=0.1)
+        size, patch = (48, 112), 16
+    else:
+        from transformers import Dinov2WithRegistersConfig as Config
+        from transformers import Dinov2WithRegistersModel as Model
+        cfg = Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, patch_size=14,
+                     image_size=56, layer_norm_eps=1e-6, num_register_tokens=0)
+        size, patch = (56, 56), 14  # the pretraining size: no resampling of positions
+    ref = jitter_(Model(cfg).eval())
+    assert ref.state_dict()['embeddings.register_tokens'].shape == (1, 0, 32)
+    ours = ViT(f'{kind}-b', embed_dims=32, num_layers=2, num_heads=2, img_size=size[0],
+               num_register_tokens=0, out_indices=(2,), drop_path_rate=0.0).eval()
+    load_backbone_checkpoint(ours, ref.state_dict())
+    x = torch.randn(2, 3, *size)
+    H, W = size
+    with torch.no_grad():
+        tokens = ref(x).last_hidden_state[:, 1:]
+        expected = ours._to_stride16(_tokens_to_map(tokens, H // patch, W // patch), H, W)
+        got, = ours(x)
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max() <= TOL
