@@ -19,6 +19,7 @@ import os.path as osp
 import pickle
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -271,17 +272,50 @@ def _why_unreadable(error: Exception) -> str:
             'fetch it again.')
 
 
+def _check_zip_records(path: str):
+    """Refuses a torch.save file (a zip archive) whose records fail their CRC-32 check.
+    ``torch.load`` does not check them: bytes damaged after the file was written (a segmented
+    download that left a hole of zeros, a bad copy or disk) were loaded as weights without a
+    word. A record whose stored checksum is 0 is not checked (torch's
+    ``serialization.config.save.compute_crc32 = False`` writes 0 for every record). A cut-off
+    archive, or a damaged directory, is left to torch.load, which names it."""
+    bad = None
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if info.CRC == 0:  # written without a checksum
+                    continue
+                try:
+                    with z.open(info) as f:  # zipfile checks the CRC-32 at the end
+                        while f.read(1 << 24):
+                            pass
+                except (zipfile.BadZipFile, zlib.error, EOFError):
+                    bad = info.filename
+                    break
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return
+    if bad is not None:
+        raise CheckpointReadError(
+            f'{path} is damaged: its record {bad!r} fails the CRC-32 check torch.save wrote for '
+            'it, so its bytes are not those that were saved (torch.load does not check, and '
+            'would load them as weights). The file was corrupted after it was written (an '
+            'interrupted or segmented download, a bad copy or disk?): fetch it again.')
+
+
 def load_state_dict_file(path: str, prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
     """A flat ``name -> tensor`` dict from a checkpoint file, without unpickling objects.
-    A file that cannot be read (empty, truncated, another format) raises
+    A file that cannot be read (empty, truncated, damaged, another format) raises
     :class:`CheckpointReadError` (a ``RuntimeError``) naming it."""
     path = resolve_checkpoint_path(path)
     if osp.getsize(path) == 0:
         raise CheckpointReadError(f'{path} is empty (0 bytes), not a checkpoint: an '
                                   'interrupted download or copy? Fetch it again.')
-    fmt = 'index' if path.endswith('.index.json') else _content_format(path) or (
+    content = None if path.endswith('.index.json') else _content_format(path)
+    fmt = 'index' if path.endswith('.index.json') else content or (
         'safetensors' if path.endswith('.safetensors') else
         'npz' if path.endswith('.npz') else 'torch')
+    if content == 'torch':
+        _check_zip_records(path)
     if fmt == 'index':
         ckpt = _read_sharded(path)
     elif fmt == 'safetensors':

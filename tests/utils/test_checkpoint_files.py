@@ -435,3 +435,44 @@ def test_another_familys_weights_are_named():
     assert vit.convert_keys_under(detector, 'backbone.', {}, unknown) is None
     assert set(detector) == {f'backbone.{k}' for k in authors_swin}
     assert len(unknown) == 1 and 'holds the weights of a Swin Transformer' in unknown[0]
+
+
+def _zero_record(path, record: str, nbytes: int = 64):
+    """Zeroes ``nbytes`` in the middle of a zip record's data (a hole a segmented download
+    leaves, a bad copy), the archive's directory and the other records intact."""
+    import struct
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        info = next(i for i in z.infolist() if i.filename.endswith(record))
+    data = bytearray(path.read_bytes())
+    start = info.header_offset
+    name_len, extra_len = struct.unpack('<HH', data[start + 26:start + 30])
+    offset = start + 30 + name_len + extra_len + info.file_size // 2 - nbytes // 2
+    data[offset:offset + nbytes] = bytes(nbytes)
+    path.write_bytes(bytes(data))
+
+
+def test_a_torch_file_with_damaged_tensor_bytes_is_refused(tmp_path):
+    """torch.load does not check the CRC-32 that torch.save writes for each record: a .pth
+    whose tensor bytes were damaged after it was written (here 64 zeroed bytes in a weight)
+    loaded as weights without a word. It is refused, naming the file and the record; a file
+    saved without checksums (torch's compute_crc32=False) still loads."""
+    import torch.utils.serialization as serialization
+    weights = {'a': torch.randn(256), 'b': torch.randn(64, 64)}
+    torch.save(weights, tmp_path / 'ok.pth')
+    good = tmp_path / 'ok.pth'
+    assert torch.equal(load_state_dict_file(str(good))['b'], weights['b'])
+    bad = tmp_path / 'damaged.pth'
+    bad.write_bytes(good.read_bytes())
+    _zero_record(bad, 'data/1')  # b's storage
+    # the damage is real and torch reads it as weights
+    assert not torch.equal(torch.load(bad, weights_only=True)['b'], weights['b'])
+    with pytest.raises(RuntimeError, match=re.escape(str(bad)) + r'.*damaged.*data/1.*CRC-32'):
+        load_state_dict_file(str(bad))
+    saved = serialization.config.save.compute_crc32
+    serialization.config.save.compute_crc32 = False
+    try:
+        torch.save(weights, tmp_path / 'no_crc.pth')
+    finally:
+        serialization.config.save.compute_crc32 = saved
+    assert torch.equal(load_state_dict_file(str(tmp_path / 'no_crc.pth'))['b'], weights['b'])
