@@ -586,6 +586,27 @@ BACKBONE_FAMILIES = (
 )
 
 
+# architectures that no mmvtx backbone computes, told by layers of their own; checked before
+# :data:`BACKBONE_FAMILIES` (Swin V2's blocks hold no bias table, and its attention is named
+# like a ViT's): ``(what it is, a pattern of its keys, what differs)``
+UNSUPPORTED_FAMILIES = (
+    ('a Swin Transformer V2', re.compile(r'\.(cpb_mlp|continuous_position_bias_mlp)\.'),
+     "its scaled cosine attention (a learned logit_scale), continuous relative position bias "
+     "(an MLP, cpb_mlp, where Swin V1 learns a table) and post-norm blocks are not Swin V1's, "
+     "which mmvtx's SwinTransformer is"),
+)
+
+
+def unsupported_family(sd: Dict[str, torch.Tensor]) -> Optional[Tuple[str, str, str]]:
+    """``(what it is, a key that shows it, what differs)`` where ``sd`` holds the weights of an
+    architecture of :data:`UNSUPPORTED_FAMILIES`, or None."""
+    for what, pattern, why in UNSUPPORTED_FAMILIES:
+        key = next((k for k in sd if pattern.search(k)), None)
+        if key is not None:
+            return what, key, why
+    return None
+
+
 def backbone_family(sd: Dict[str, torch.Tensor]) -> Optional[Tuple[str, str, str]]:
     """``(mmvtx type, what it is, a key that shows it)`` of the backbone family whose weights
     ``sd`` holds (:data:`BACKBONE_FAMILIES`), or None where no key shows one."""

@@ -22,7 +22,7 @@ from mmvtx.models.layers.patch_embed import adapt_input_channels
 from mmvtx.utils.checkpoint import (BACKBONE_FAMILIES, CheckpointMismatchError,
                                     ConvertedCheckpoint, backbone_family, check_finite,
                                     load_converted, read_checkpoint, resolve_checkpoint_path,
-                                    source_config, strip_prefix)
+                                    source_config, strip_prefix, unsupported_family)
 
 
 def forward_block(block: nn.Module, x: torch.Tensor, *args, with_cp: bool = False):
@@ -441,6 +441,13 @@ class VisionBackbone(BaseModule):
         what they are: some layouts of two families share names (the Swin authors' ``layers.*``
         and mmpretrain's ViT), and such a file was converted as the other family's layout and
         refused as a long list of renamed keys that fit nothing, under that layout's name."""
+        other = unsupported_family(state_dict)
+        if other is not None:  # were named another family's, or failed half-way converting
+            what, key, why = other
+            raise CheckpointMismatchError(
+                f'{type(self).__name__}: {what} checkpoint (e.g. {key!r}), which no mmvtx '
+                f'backbone computes: {why}. Its weights cannot give that network\'s features; '
+                'give this backbone a checkpoint of its own architecture.')
         found = backbone_family(state_dict)
         if found is None or not self.family or found[0] == self.family:
             return
