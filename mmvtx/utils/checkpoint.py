@@ -75,6 +75,7 @@ def resolve_checkpoint_path(path: str) -> str:
     """A local file for ``path``: a URL is downloaded once into :func:`checkpoint_cache_dir`; a
     bare file name not in the working directory is looked up there too; a folder of
     transformers' ``save_pretrained`` gives its weights file (:data:`HF_WEIGHTS_NAMES`)."""
+    path = os.fspath(path)  # a pathlib.Path too
     if path.startswith(('http://', 'https://')):
         # downloaded once into torch's hub cache, then read like a local file (never unpickled)
         cache = checkpoint_cache_dir()
@@ -545,6 +546,8 @@ def check_finite(sd: Dict[str, torch.Tensor], origin: str = ''):
 def read_checkpoint(checkpoint, prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
     """A flat ``name -> tensor`` dict from a checkpoint file path or an in-memory checkpoint
     (``prefix``: see :func:`unwrap_state_dict`)."""
+    if isinstance(checkpoint, os.PathLike):  # a pathlib.Path
+        checkpoint = os.fspath(checkpoint)
     if isinstance(checkpoint, str):
         return load_state_dict_file(checkpoint, prefix)
     return unwrap_state_dict(checkpoint, prefix=prefix)

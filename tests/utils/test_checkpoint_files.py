@@ -537,3 +537,29 @@ def test_swin_v2_weights_are_named_as_swin_v2():
     unknown = []
     assert swin.convert_keys_under(detector, 'backbone.', {}, unknown) is None
     assert len(unknown) == 1 and 'a Swin Transformer V2 checkpoint' in unknown[0]
+
+
+def test_a_pathlib_path_loads_as_its_str(tmp_path):
+    """``init_cfg=dict(type='Pretrained', checkpoint=Path(...))``, ``load_pretrained(Path)``:
+    a ``pathlib.Path`` was taken for an in-memory checkpoint and refused as 'expected a state
+    dict, got PosixPath'; it loads the file as its str does (a save_pretrained folder too)."""
+    from pathlib import Path
+
+    from mmvtx.models.backbones.swin import SwinTransformer
+    arch = dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1))
+    src = SwinTransformer(arch)
+    jitter_(src)
+    torch.save({'state_dict': src.state_dict()}, tmp_path / 'swin.pth')
+    (tmp_path / 'hub').mkdir()
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()},
+              str(tmp_path / 'hub' / 'model.safetensors'))
+    assert set(load_state_dict_file(tmp_path / 'swin.pth')) == set(src.state_dict())
+    for path in (Path(tmp_path / 'swin.pth'), Path(tmp_path / 'hub')):
+        model = SwinTransformer(arch, init_cfg=dict(type='Pretrained', checkpoint=path))
+        model.init_weights()
+        other = SwinTransformer(arch)
+        other.load_pretrained(path)
+        for k, v in src.state_dict().items():
+            assert torch.equal(model.state_dict()[k], v), k
+            assert torch.equal(other.state_dict()[k], v), k

@@ -7,6 +7,7 @@ import functools
 import inspect
 import logging
 import numbers
+import os
 import os.path as osp
 from typing import List, Optional, Sequence, Tuple
 
@@ -532,6 +533,8 @@ class VisionBackbone(BaseModule):
         :class:`~mmvtx.utils.checkpoint.CheckpointMismatchError` naming every missing,
         unexpected and mis-shaped key, and every tensor with NaN/inf values unless
         ``allow_nonfinite``. Returns what was loaded."""
+        if isinstance(checkpoint, os.PathLike):  # a pathlib.Path, read as its str
+            checkpoint = os.fspath(checkpoint)
         origin = resolve_checkpoint_path(checkpoint) if isinstance(checkpoint, str) else ''
         config = self.check_source_config(origin) if origin else None
         state_dict = strip_prefix(read_checkpoint(origin if origin else checkpoint, prefix),
@@ -589,6 +592,8 @@ class VisionBackbone(BaseModule):
                 raise ValueError(f"{type(self).__name__}: init_cfg={cfg!r} names no checkpoint;"
                                  " set checkpoint='a path, URL or released file name'")
             checkpoint = cfg['checkpoint']
+            if isinstance(checkpoint, os.PathLike):
+                checkpoint = os.fspath(checkpoint)
             scheme = checkpoint.split('://')[0] if isinstance(checkpoint, str) and \
                 '://' in checkpoint else None
             if scheme is not None and scheme not in ('http', 'https'):
