@@ -40,6 +40,11 @@ class CheckpointMismatchError(RuntimeError):
     """A checkpoint whose (converted) keys or shapes do not fit the model."""
 
 
+class UnknownLayoutError(CheckpointMismatchError):
+    """Weights whose key names are in none of the layouts a backbone knows
+    (:func:`detect_format`)."""
+
+
 class CheckpointReadError(RuntimeError):
     """A checkpoint file that cannot be read (empty, cut off, damaged, another format under
     its name, or objects that are not weights); the message names the file and why."""
@@ -628,8 +633,35 @@ def detect_format(sd: Dict[str, torch.Tensor], rules: Sequence[KeyRule], what: s
     for rule in rules:
         if any(rule.matches(k) for k in sd):
             return rule.layout
-    raise CheckpointMismatchError(f'not a {what} checkpoint in a known format ({known}); '
-                                  'first keys: ' + ', '.join(sorted(sd)[:8]))
+    raise UnknownLayoutError(f'not a {what} checkpoint in a known format ({known}); '
+                             'first keys: ' + ', '.join(sorted(sd)[:8]))
+
+
+def nested_layouts(sd: Dict[str, torch.Tensor], rules: Sequence[KeyRule]) -> list:
+    """``(prefix, layout)`` for each place below the top level of ``sd`` where the keys begin
+    as a layout of ``rules`` does (a rule with ``prefixes``): a model that keeps its image
+    encoder under a name of its own (transformers' Mask2Former/MaskFormer
+    ``model.pixel_level_module.encoder.``, a PyTorch Lightning module's ``model.``). The
+    outermost of nested candidates only (``model.`` holding ``vit.embeddings``, not
+    ``model.vit.``)."""
+    starts = tuple(p for rule in rules for p in rule.prefixes)
+    candidates = set()
+    for k in sd:
+        for start in starts:
+            i = k.find('.' + start)
+            while i >= 0:
+                candidates.add(k[:i + 1])
+                i = k.find('.' + start, i + 1)
+    found = []
+    for prefix in sorted(candidates, key=len):
+        if any(prefix.startswith(p) for p, _ in found):
+            continue
+        sub = [k[len(prefix):] for k in sd if k.startswith(prefix)]
+        layout = next((rule.layout for rule in rules if any(rule.matches(k) for k in sub)),
+                      None)
+        if layout is not None:
+            found.append((prefix, layout))
+    return found
 
 
 def rename_keys(sd: Dict[str, torch.Tensor], rules: Sequence) -> Dict[str, torch.Tensor]:

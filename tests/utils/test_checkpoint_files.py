@@ -563,3 +563,52 @@ def test_a_pathlib_path_loads_as_its_str(tmp_path):
         for k, v in src.state_dict().items():
             assert torch.equal(model.state_dict()[k], v), k
             assert torch.equal(other.state_dict()[k], v), k
+
+
+def test_a_backbone_kept_under_a_name_of_its_own_is_found(tmp_path):
+    """A model that keeps its image encoder under a name other than ``backbone.``:
+    transformers' Mask2Former (``model.pixel_level_module.encoder.``, a COCO-trained Swin), a
+    PyTorch Lightning module holding a timm ViT as ``model.``. Given as the backbone's
+    checkpoint it was refused as 'not a ... checkpoint in a known format' (its first keys
+    listed, no word of where the backbone is); the one place holding this backbone's layout is
+    loaded, to the source network's features. Two such places are named, with the prefix to
+    choose."""
+    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
+
+    from mmvtx.models.backbones.swin import SwinTransformer
+    from mmvtx.models.backbones.vit import ViT
+    from mmvtx.utils.checkpoint import CheckpointMismatchError
+    swin_cfg = SwinConfig(embed_dim=16, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4],
+                          window_size=4, drop_path_rate=0.0,
+                          out_features=['stage1', 'stage2', 'stage3', 'stage4'])
+    m2f = Mask2FormerForUniversalSegmentation(Mask2FormerConfig(
+        backbone_config=swin_cfg, hidden_dim=32, mask_feature_size=32, feature_size=32,
+        encoder_layers=1, decoder_layers=2, num_queries=4, encoder_feedforward_dim=32,
+        dim_feedforward=32)).eval()
+    jitter_(m2f)
+    m2f.save_pretrained(str(tmp_path / 'mask2former'))
+    swin = SwinTransformer(dict(embed_dims=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4)),
+                           window_size=4, drop_path_rate=0.0, init_cfg=dict(
+                               type='Pretrained', checkpoint=str(tmp_path / 'mask2former')))
+    swin.init_weights()
+    x = torch.randn(1, 3, 61, 83)
+    with torch.no_grad():
+        want = m2f.model.pixel_level_module.encoder(x).feature_maps
+        got = swin.eval()(x)
+    assert max((w - g).abs().max() for w, g in zip(want, got)) <= 1e-4
+    # a Lightning module's checkpoint: {'state_dict': {'model.<timm names>'}, 'epoch': ...}
+    arch = dict(embed_dims=32, num_layers=2, num_heads=2)
+    src = ViT(arch, img_size=64, out_indices=(2,))
+    jitter_(src)
+    timm = {k: v for k, v in src.state_dict().items() if not k.startswith('pyramid.')}
+    lightning = {'state_dict': {f'model.{k}': v for k, v in timm.items()}, 'epoch': 3}
+    vit = ViT(arch, img_size=64, out_indices=(2,))
+    vit.load_pretrained(lightning)
+    for k, v in timm.items():
+        assert torch.equal(vit.state_dict()[k], v), k
+    two = {f'{who}.{k}': v for who in ('student', 'ema') for k, v in timm.items()}
+    with pytest.raises(CheckpointMismatchError,
+                       match=r"under 'ema\.' \(timm layout\), 'student\.' \(timm layout\): "
+                             r"name the one.*prefix='ema\.'"):
+        vit.load_pretrained(two)
+    vit.load_pretrained(two, prefix='student.')

@@ -21,9 +21,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mmvtx.models.layers.compat import is_compiling, register_load_state_dict_pre_hook
 from mmvtx.models.layers.patch_embed import adapt_input_channels
 from mmvtx.utils.checkpoint import (BACKBONE_FAMILIES, CheckpointMismatchError,
-                                    ConvertedCheckpoint, backbone_family, check_finite,
-                                    load_converted, read_checkpoint, resolve_checkpoint_path,
-                                    source_config, strip_prefix, unsupported_family)
+                                    ConvertedCheckpoint, UnknownLayoutError, backbone_family,
+                                    check_finite, load_converted, nested_layouts,
+                                    read_checkpoint, resolve_checkpoint_path, source_config,
+                                    strip_prefix, unsupported_family)
 
 
 def forward_block(block: nn.Module, x: torch.Tensor, *args, with_cp: bool = False):
@@ -79,6 +80,8 @@ class VisionBackbone(BaseModule):
     input_conv: str = 'patch_embed.proj.weight'
     # the backbone family whose weights it loads (:data:`BACKBONE_FAMILIES`)
     family: str = ''
+    # the layouts its checkpoints come in (how a backbone kept under another name is found)
+    checkpoint_formats: Tuple = ()
     frozen_stages: int = -1
     norm_eval: bool = False
 
@@ -542,7 +545,13 @@ class VisionBackbone(BaseModule):
         if not allow_nonfinite:
             check_finite(state_dict, origin)
         # the conversion may read the source's config.json (ViT: its pretraining grid)
-        converted = self.convert_state_dict(state_dict, config)
+        try:
+            converted = self.convert_state_dict(state_dict, config)
+        except UnknownLayoutError as e:
+            if prefix is not None:
+                raise
+            state_dict = self._nested_backbone(state_dict, origin, e)
+            converted = self.convert_state_dict(state_dict, config)
         load_converted(self, converted, strict=strict, origin=origin)
         if origin:
             from mmvtx.utils.standin import is_standin_checkpoint
@@ -552,6 +561,34 @@ class VisionBackbone(BaseModule):
                           'delete it and let the real file be downloaded to fine-tune for real',
                           logger='current', level=logging.WARNING)
         return converted
+
+    def _nested_backbone(self, state_dict: dict, origin: str,
+                         error: UnknownLayoutError) -> dict:
+        """The weights of a model that keeps this backbone under a name of its own (not
+        ``backbone.``: transformers' Mask2Former ``model.pixel_level_module.encoder.``, a PyTorch
+        Lightning module's ``model.``), where exactly one such place holds a layout this
+        backbone knows (:func:`~mmvtx.utils.checkpoint.nested_layouts`), under its own names;
+        ``error`` (the layout's) re-raised otherwise, naming the places found."""
+        found = []
+        for where, layout in nested_layouts(state_dict, self.checkpoint_formats):
+            sub = strip_prefix(state_dict, where)
+            family = backbone_family(sub)  # its keys show this backbone's family's layers
+            if family is not None and family[0] == self.family and \
+                    unsupported_family(sub) is None:
+                found.append((where, layout))
+        if len(found) != 1:
+            if found:
+                places = ', '.join(f'{p!r} ({layout} layout)' for p, layout in found)
+                raise CheckpointMismatchError(
+                    f'{error}\n  it holds weights in known layouts under {places}: name the one '
+                    "to load with init_cfg's prefix (load_pretrained's prefix=), e.g. "
+                    f'prefix={found[0][0]!r}') from error
+            raise error
+        where, layout = found[0]
+        print_log(f'{origin or "the checkpoint"}: loading the weights under {where!r} (the '
+                  f'{layout} layout of {type(self).__name__} there)', logger='current',
+                  level=logging.INFO)
+        return strip_prefix(state_dict, where)
 
     def check_source_config(self, origin: str) -> Optional[dict]:
         """Refuses weights whose ``config.json`` (transformers' ``save_pretrained``) gives

@@ -366,3 +366,4 @@ def convert_cvt(sd: dict) -> ConvertedCheckpoint:
         sd = {'stages.' + k[len('stage'):]: v for k, v in sd.items()
               if k.startswith('stage')}
     return ConvertedCheckpoint(dict(sd), fmt, ('out_norms',))
+CvT.checkpoint_formats = CVT_FORMATS

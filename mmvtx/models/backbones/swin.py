@@ -599,3 +599,4 @@ def convert_swin(sd: dict, model: 'SwinTransformer') -> ConvertedCheckpoint:
                 "type='Pretrained', checkpoint=..., strict=False)): the norms of the levels in "
                 'both then load, the others keep their init.')
     return ConvertedCheckpoint(out, fmt, may_miss, hint, resized)
+SwinTransformer.checkpoint_formats = SWIN_FORMATS

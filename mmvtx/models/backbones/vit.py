@@ -1079,3 +1079,4 @@ def _convert_rel_pos(out: dict, model: 'ViT', resized: dict):
 
 
 ViT.presets = _family_presets()
+ViT.checkpoint_formats = VIT_FORMATS
