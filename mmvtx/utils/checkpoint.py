@@ -18,6 +18,7 @@ import os
 import os.path as osp
 import pickle
 import re
+import urllib.parse
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -76,6 +77,22 @@ HF_WEIGHTS_NAMES = ('model.safetensors', 'model.safetensors.index.json', 'pytorc
                     'pytorch_model.bin.index.json')
 
 
+def url_cache_name(url: str) -> str:
+    """The file name a URL's download is kept under in :func:`checkpoint_cache_dir`: its file
+    name without the query (as torch.hub names it, and as a release's file name is looked up
+    there); a name that every transformers model's weights share (``model.safetensors``,
+    ``pytorch_model.bin``, their shards: :data:`HF_WEIGHTS_FILE`) with the URL's host and
+    path before it (``huggingface.co--<owner>--<repo>--resolve--<revision>--model.safetensors``),
+    so that the download of one model is not taken for another's."""
+    parsed = urllib.parse.urlparse(url)
+    parts = [p for p in parsed.path.split('/') if p]
+    name = parts[-1] if parts else parsed.netloc
+    if re.match(HF_WEIGHTS_FILE, name):
+        name = '--'.join(re.sub(r'[^A-Za-z0-9._-]', '_', p)
+                         for p in [parsed.netloc] + parts)
+    return name
+
+
 def resolve_checkpoint_path(path: str) -> str:
     """A local file for ``path``: a URL is downloaded once into :func:`checkpoint_cache_dir`; a
     bare file name not in the working directory is looked up there too; a folder of
@@ -85,7 +102,7 @@ def resolve_checkpoint_path(path: str) -> str:
         # downloaded once into torch's hub cache, then read like a local file (never unpickled)
         cache = checkpoint_cache_dir()
         os.makedirs(cache, exist_ok=True)
-        local = osp.join(cache, osp.basename(path.split('?')[0]))
+        local = osp.join(cache, url_cache_name(path))
         if not osp.exists(local):
             torch.hub.download_url_to_file(path, local, progress=True)
         return local

@@ -2,6 +2,7 @@
 refused with an error naming the file and what is wrong with it (were SafetensorError: header
 too small, EOFError, or an empty message)."""
 import json
+import os
 import re
 
 import numpy as np
@@ -612,3 +613,48 @@ def test_a_backbone_kept_under_a_name_of_its_own_is_found(tmp_path):
                              r"name the one.*prefix='ema\.'"):
         vit.load_pretrained(two)
     vit.load_pretrained(two, prefix='student.')
+
+
+def test_two_hub_models_weights_urls_are_cached_apart(tmp_path, monkeypatch):
+    """Every transformers model's weights file is named ``model.safetensors``: a URL's
+    download was cached under its file name alone, so the second model's URL (here
+    google/vit-base-patch16-224 after google/vit-base-patch16-224-in21k, the same architecture)
+    loaded the first model's weights without a word. Each is downloaded and loaded as its own;
+    a release's own file name is still what the cache holds."""
+    from safetensors.torch import save_file
+    from transformers import ViTConfig, ViTModel
+
+    from mmvtx.models.backbones.vit import ViT
+    from mmvtx.utils.checkpoint import checkpoint_cache_dir
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    hub, served = 'https://huggingface.co/google/', {}
+    config = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=1,
+                       intermediate_size=128, image_size=32)
+    for repo in ('vit-base-patch16-224-in21k', 'vit-base-patch16-224'):
+        (tmp_path / repo).mkdir()
+        src = ViTModel(config, add_pooling_layer=False)
+        jitter_(src)
+        save_file({k: v.contiguous() for k, v in src.state_dict().items()},
+                  str(tmp_path / repo / 'model.safetensors'))
+        served[f'{hub}{repo}/resolve/main/model.safetensors?download=true'] = \
+            (tmp_path / repo / 'model.safetensors', src)
+    downloads = []
+
+    def download(url, dst, progress=True):  # the hub, served from tmp_path
+        downloads.append(url)
+        with open(dst, 'wb') as f:
+            f.write(served[url][0].read_bytes())
+
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', download)
+    for url, (_, src) in served.items():
+        model = ViT(dict(embed_dims=32, num_layers=1, num_heads=1), img_size=32,
+                    init_cfg=dict(type='Pretrained', checkpoint=url))
+        model.init_weights()
+        assert torch.equal(model.patch_embed.proj.weight,
+                           src.state_dict()['embeddings.patch_embeddings.projection.weight'])
+    assert downloads == list(served)
+    model.init_weights()  # cached: not downloaded again
+    assert len(downloads) == 2 and len(os.listdir(checkpoint_cache_dir())) == 2
+    released = 'https://dl.fbaipublicfiles.com/deit/deit_tiny_patch16_224-a1311bcf.pth'
+    from mmvtx.utils.checkpoint import url_cache_name
+    assert url_cache_name(released) == 'deit_tiny_patch16_224-a1311bcf.pth'
