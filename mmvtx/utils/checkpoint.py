@@ -295,14 +295,14 @@ def _why_unreadable(error: Exception) -> str:
             'fetch it again.')
 
 
-def _check_zip_records(path: str):
-    """Refuses a torch.save file (a zip archive) whose records fail their CRC-32 check.
-    ``torch.load`` does not check them: bytes damaged after the file was written (a segmented
-    download that left a hole of zeros, a bad copy or disk) were loaded as weights without a
-    word. A record whose stored checksum is 0 is not checked (torch's
-    ``serialization.config.save.compute_crc32 = False`` writes 0 for every record). A cut-off
-    archive, or a damaged directory, is left to torch.load, which names it."""
-    bad = None
+def damaged_zip_record(path: str) -> Optional[str]:
+    """The first record of a torch.save file (a zip archive) that fails its CRC-32 check, or
+    None. ``torch.load`` does not check them: bytes damaged after the file was written (a
+    segmented download that left a hole of zeros, a bad copy or disk) were loaded as weights
+    without a word. A record whose stored checksum is 0 is not checked (torch's
+    ``serialization.config.save.compute_crc32 = False`` writes 0 for every record); nor is a
+    file that is no readable zip archive (cut off, or a damaged directory: torch.load names
+    it)."""
     try:
         with zipfile.ZipFile(path) as z:
             for info in z.infolist():
@@ -313,16 +313,26 @@ def _check_zip_records(path: str):
                         while f.read(1 << 24):
                             pass
                 except (zipfile.BadZipFile, zlib.error, EOFError):
-                    bad = info.filename
-                    break
+                    return info.filename
     except (zipfile.BadZipFile, OSError, ValueError):
-        return
+        return None
+    return None
+
+
+# what to say of a file whose record fails its checksum (:func:`damaged_zip_record`)
+DAMAGED_RECORD = ('its record {record!r} fails the CRC-32 check torch.save wrote for it, so '
+                  'its bytes are not those that were saved (torch.load does not check, and '
+                  'would load them as weights). The file was corrupted after it was written '
+                  '(an interrupted or segmented download, a bad copy or disk?)')
+
+
+def _check_zip_records(path: str):
+    """Refuses a torch.save file whose records fail their checksum (:func:`damaged_zip_record`),
+    naming the file and the record."""
+    bad = damaged_zip_record(path)
     if bad is not None:
-        raise CheckpointReadError(
-            f'{path} is damaged: its record {bad!r} fails the CRC-32 check torch.save wrote for '
-            'it, so its bytes are not those that were saved (torch.load does not check, and '
-            'would load them as weights). The file was corrupted after it was written (an '
-            'interrupted or segmented download, a bad copy or disk?): fetch it again.')
+        raise CheckpointReadError(f'{path} is damaged: ' + DAMAGED_RECORD.format(record=bad) +
+                                  ': fetch it again.')
 
 
 def load_state_dict_file(path: str, prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
