@@ -569,7 +569,8 @@ def test_a_pathlib_path_loads_as_its_str(tmp_path):
 def test_a_backbone_kept_under_a_name_of_its_own_is_found(tmp_path):
     """A model that keeps its image encoder under a name other than ``backbone.``:
     transformers' Mask2Former (``model.pixel_level_module.encoder.``, a COCO-trained Swin), a
-    PyTorch Lightning module holding a timm ViT as ``model.``. Given as the backbone's
+    PyTorch Lightning module holding a timm ViT as ``model.``, ``torch.compile(model)``'s
+    ``_orig_mod.``. Given as the backbone's
     checkpoint it was refused as 'not a ... checkpoint in a known format' (its first keys
     listed, no word of where the backbone is); the one place holding this backbone's layout is
     loaded, to the source network's features. Two such places are named, with the prefix to
@@ -606,6 +607,13 @@ def test_a_backbone_kept_under_a_name_of_its_own_is_found(tmp_path):
     vit = ViT(arch, img_size=64, out_indices=(2,))
     vit.load_pretrained(lightning)
     for k, v in timm.items():
+        assert torch.equal(vit.state_dict()[k], v), k
+    # the state dict of torch.compile(model): every key under _orig_mod.
+    compiled = torch.compile(src).state_dict()
+    assert next(iter(compiled)).startswith('_orig_mod.')
+    vit = ViT(arch, img_size=64, out_indices=(2,))
+    vit.load_pretrained(compiled)
+    for k, v in src.state_dict().items():
         assert torch.equal(vit.state_dict()[k], v), k
     two = {f'{who}.{k}': v for who in ('student', 'ema') for k, v in timm.items()}
     with pytest.raises(CheckpointMismatchError,
