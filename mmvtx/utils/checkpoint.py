@@ -93,6 +93,30 @@ def url_cache_name(url: str) -> str:
     return name
 
 
+# one shard of a sharded save_pretrained (``model-00002-of-00004.safetensors``) and its index
+HF_SHARD = re.compile(r'(model|pytorch_model)-(\d+)-of-(\d+)\.(safetensors|bin)$')
+
+
+def _whole_sharded_save(path: str) -> str:
+    """For one shard of transformers' sharded save (``model-00002-of-00004.safetensors``), the
+    index beside it, which reads every shard: the shard alone holds part of the weights and
+    was refused as a checkpoint in no known layout, or as missing most of the model's keys.
+    Any other file is itself."""
+    m = HF_SHARD.match(osp.basename(path))
+    if m is None or int(m.group(3)) < 2:
+        return path
+    index = osp.join(osp.dirname(path), f'{m.group(1)}.{m.group(4)}.index.json')
+    if osp.isfile(index):
+        print_log(f'{path} is shard {int(m.group(2))} of {int(m.group(3))} of a sharded save: '
+                  f'reading them all through {osp.basename(index)}', logger='current',
+                  level=logging.INFO)
+        return index
+    raise CheckpointReadError(
+        f'{path} is shard {int(m.group(2))} of {int(m.group(3))} of a sharded save, which holds '
+        f'part of the weights only, and {osp.basename(index)}, which names them all, is not '
+        'beside it: fetch the index and every shard into that folder and give the folder')
+
+
 def resolve_checkpoint_path(path: str) -> str:
     """A local file for ``path``: a URL is downloaded once into :func:`checkpoint_cache_dir`; a
     bare file name not in the working directory is looked up there too; a folder of
@@ -108,7 +132,7 @@ def resolve_checkpoint_path(path: str) -> str:
         return local
     path = osp.expanduser(path)
     if osp.isfile(path):
-        return path
+        return _whole_sharded_save(path)
     if osp.isdir(path):
         for name in HF_WEIGHTS_NAMES:
             if osp.isfile(osp.join(path, name)):
@@ -203,7 +227,7 @@ def _read_sharded(path: str) -> Dict[str, torch.Tensor]:
                                   f'{e!r}') from e
     sd = {}
     for shard in shards:
-        sd.update(load_state_dict_file(osp.join(osp.dirname(path), shard)))
+        sd.update(_read_file(osp.join(osp.dirname(path), shard)))
     return sd
 
 
@@ -339,7 +363,13 @@ def load_state_dict_file(path: str, prefix: Optional[str] = None) -> Dict[str, t
     """A flat ``name -> tensor`` dict from a checkpoint file, without unpickling objects.
     A file that cannot be read (empty, truncated, damaged, another format) raises
     :class:`CheckpointReadError` (a ``RuntimeError``) naming it."""
-    path = resolve_checkpoint_path(path)
+    return _read_file(resolve_checkpoint_path(path), prefix)
+
+
+def _read_file(path: str, prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    """:func:`load_state_dict_file` of a local file (a shard of a sharded save: that shard)."""
+    if not osp.isfile(path):  # a shard the index names
+        raise FileNotFoundError(f'checkpoint not found: {path}')
     if osp.getsize(path) == 0:
         raise CheckpointReadError(f'{path} is empty (0 bytes), not a checkpoint: an '
                                   'interrupted download or copy? Fetch it again.')

@@ -666,3 +666,36 @@ def test_two_hub_models_weights_urls_are_cached_apart(tmp_path, monkeypatch):
     released = 'https://dl.fbaipublicfiles.com/deit/deit_tiny_patch16_224-a1311bcf.pth'
     from mmvtx.utils.checkpoint import url_cache_name
     assert url_cache_name(released) == 'deit_tiny_patch16_224-a1311bcf.pth'
+
+
+def test_one_shard_of_a_sharded_save_reads_the_whole_save(tmp_path):
+    """One file of a sharded save_pretrained (``model-00002-of-00007.safetensors``), given as
+    the checkpoint, was read alone: refused as 'not a Swin Transformer checkpoint in a known
+    format' (or as missing most keys), with no word of the other shards. The index beside it
+    reads them all, to the source network's features; without the index the error says what
+    the file is and what to fetch."""
+    from transformers import SwinBackbone, SwinConfig
+
+    from mmvtx.models.backbones.swin import SwinTransformer
+    from mmvtx.utils.checkpoint import CheckpointReadError
+    ref = SwinBackbone(SwinConfig(embed_dim=16, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4],
+                                  window_size=4, drop_path_rate=0.0,
+                                  out_features=['stage1', 'stage2', 'stage3', 'stage4'])).eval()
+    jitter_(ref)
+    ref.save_pretrained(str(tmp_path / 'swin'), max_shard_size='50KB')
+    shards = sorted(p.name for p in (tmp_path / 'swin').glob('model-*-of-*.safetensors'))
+    assert len(shards) > 2
+    x = torch.randn(1, 3, 61, 83)
+    with torch.no_grad():
+        expected = ref(x).feature_maps
+    model = SwinTransformer(dict(embed_dims=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4)),
+                            window_size=4, drop_path_rate=0.0, init_cfg=dict(
+                                type='Pretrained', checkpoint=str(tmp_path / 'swin' / shards[1])))
+    model.init_weights()
+    with torch.no_grad():
+        got = model.eval()(x)
+    assert max((e - g).abs().max() for e, g in zip(expected, got)) <= 1e-5
+    (tmp_path / 'swin' / 'model.safetensors.index.json').unlink()
+    with pytest.raises(CheckpointReadError, match=re.escape(shards[1]) + r' is shard 2 of '
+                       rf'{len(shards)} of a sharded save.*model\.safetensors\.index\.json'):
+        model.load_pretrained(str(tmp_path / 'swin' / shards[1]))
