@@ -870,6 +870,10 @@ def convert_vit(sd: dict, model: 'ViT',
         for k, v in rename_keys(sd, MMSEG_VIT_RULES).items():
             if k.startswith('ln1.'):  # the final norm (final_norm=True)
                 k = 'norm.' + k[len('ln1.'):]
+            elif k.startswith('ln2.'):
+                # mmpretrain's norm of the averaged patch tokens (out_type='avg_featmap', its
+                # MAE/BEiT fine-tuned classifiers), classification's as timm's fc_norm is
+                continue
             out[k] = v
         sd = out
         if 'patch_embed.proj.bias' not in sd and 'patch_embed.proj.weight' in sd:
