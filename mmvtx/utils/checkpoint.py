@@ -120,7 +120,9 @@ def _whole_sharded_save(path: str) -> str:
 def resolve_checkpoint_path(path: str) -> str:
     """A local file for ``path``: a URL is downloaded once into :func:`checkpoint_cache_dir`; a
     bare file name not in the working directory is looked up there too; a folder of
-    transformers' ``save_pretrained`` gives its weights file (:data:`HF_WEIGHTS_NAMES`)."""
+    transformers' ``save_pretrained`` gives its weights file (:data:`HF_WEIGHTS_NAMES`), as
+    does a Hugging Face hub model id (``microsoft/swin-tiny-patch4-window7-224``) downloaded in
+    the hub's cache (:func:`hub_snapshot`)."""
     path = os.fspath(path)  # a pathlib.Path too
     if path.startswith(('http://', 'https://')):
         # downloaded once into torch's hub cache, then read like a local file (never unpickled)
@@ -154,8 +156,54 @@ def resolve_checkpoint_path(path: str) -> str:
         # a release published without a direct URL (e.g. the CvT authors'), named by its file
         # name in a config and put into the hub cache by hand
         return cached
+    hub_id = HUB_ID.match(path) is not None
+    if hub_id:  # a model of the Hugging Face hub, as transformers' from_pretrained names it
+        snapshot = hub_snapshot(path)
+        if snapshot is not None:
+            print_log(f'{path}: the Hugging Face hub model downloaded in {snapshot}',
+                      logger='current', level=logging.INFO)
+            return resolve_checkpoint_path(snapshot)
     where = path if osp.dirname(path) else f'{path} (looked in {os.getcwd()} and {cached})'
-    raise FileNotFoundError(f'checkpoint not found: {where}')
+    hint = ''
+    if hub_id and osp.splitext(path)[1].lower() not in CHECKPOINT_EXTENSIONS:
+        hint = (f' (a Hugging Face hub model id? It is not downloaded in the hub cache, '
+                f'{hf_hub_cache_dir()}: download it first, e.g. huggingface-cli download {path}, '
+                'or give the folder or file of the weights)')
+    raise FileNotFoundError(f'checkpoint not found: {where}{hint}')
+
+
+# a model id of the Hugging Face hub (``owner/name``), as transformers' from_pretrained takes it
+HUB_ID = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$')
+CHECKPOINT_EXTENSIONS = ('.pth', '.pt', '.bin', '.ckpt', '.safetensors', '.npz', '.pkl', '.tar')
+
+
+def hf_hub_cache_dir() -> str:
+    """Where huggingface_hub (transformers' from_pretrained) keeps its downloads, as it decides:
+    ``$HF_HUB_CACHE``, else ``$HF_HOME/hub`` (``~/.cache/huggingface/hub``)."""
+    cache = os.environ.get('HF_HUB_CACHE') or os.environ.get('HUGGINGFACE_HUB_CACHE')
+    if cache:
+        return osp.expanduser(cache)
+    home = os.environ.get('HF_HOME') or osp.join(
+        os.environ.get('XDG_CACHE_HOME') or osp.join('~', '.cache'), 'huggingface')
+    return osp.join(osp.expanduser(home), 'hub')
+
+
+def hub_snapshot(repo_id: str) -> Optional[str]:
+    """The folder of hub model ``repo_id``'s revision ``main`` (or its only revision) in
+    :func:`hf_hub_cache_dir`, where transformers has downloaded it, or None."""
+    repo = osp.join(hf_hub_cache_dir(), 'models--' + repo_id.replace('/', '--'))
+    snapshots = osp.join(repo, 'snapshots')
+    if not osp.isdir(snapshots):
+        return None
+    try:
+        with open(osp.join(repo, 'refs', 'main')) as f:
+            commit = f.read().strip()
+    except OSError:
+        commit = ''
+    if commit and osp.isdir(osp.join(snapshots, commit)):
+        return osp.join(snapshots, commit)
+    found = os.listdir(snapshots)
+    return osp.join(snapshots, found[0]) if len(found) == 1 else None
 
 
 # the names of the weights files save_pretrained writes (sharded ones and their index

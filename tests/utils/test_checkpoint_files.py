@@ -699,3 +699,39 @@ def test_one_shard_of_a_sharded_save_reads_the_whole_save(tmp_path):
     with pytest.raises(CheckpointReadError, match=re.escape(shards[1]) + r' is shard 2 of '
                        rf'{len(shards)} of a sharded save.*model\.safetensors\.index\.json'):
         model.load_pretrained(str(tmp_path / 'swin' / shards[1]))
+
+
+def test_a_hub_model_id_loads_from_the_hub_cache(tmp_path, monkeypatch):
+    """``checkpoint='microsoft/swin-tiny-patch4-window7-224'``, as transformers'
+    from_pretrained names a model: it was 'checkpoint not found' even where transformers had
+    downloaded it. The revision main of the hub's cache ($HF_HUB_CACHE) is loaded, to the
+    source network's features; an id not downloaded is named as one, with how to get it."""
+    from transformers import SwinBackbone, SwinConfig
+
+    from mmvtx.models.backbones.swin import SwinTransformer
+    monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path / 'hub'))
+    monkeypatch.chdir(tmp_path)
+    ref = SwinBackbone(SwinConfig(embed_dim=16, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4],
+                                  window_size=4, drop_path_rate=0.0,
+                                  out_features=['stage1', 'stage2', 'stage3', 'stage4'])).eval()
+    jitter_(ref)
+    repo = tmp_path / 'hub' / 'models--someone--swin-mini'
+    (repo / 'refs').mkdir(parents=True)
+    (repo / 'refs' / 'main').write_text('0123abcd')
+    ref.save_pretrained(str(repo / 'snapshots' / '0123abcd'))
+    other = SwinBackbone(ref.config)  # an older revision, not main
+    other.save_pretrained(str(repo / 'snapshots' / '4567ef01'))
+    arch = dict(embed_dims=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4))
+    model = SwinTransformer(arch, window_size=4, drop_path_rate=0.0, init_cfg=dict(
+        type='Pretrained', checkpoint='someone/swin-mini'))
+    model.init_weights()
+    x = torch.randn(1, 3, 61, 83)
+    with torch.no_grad():
+        expected, got = ref(x).feature_maps, model.eval()(x)
+    assert max((e - g).abs().max() for e, g in zip(expected, got)) <= 1e-5
+    with pytest.raises(FileNotFoundError, match=r'someone/swin-small.*a Hugging Face hub model '
+                       r'id\? It is not downloaded.*huggingface-cli download someone/swin-small'):
+        SwinTransformer(arch).load_pretrained('someone/swin-small')
+    with pytest.raises(FileNotFoundError) as e:  # a relative file path is not taken for one
+        SwinTransformer(arch).load_pretrained('work_dirs/epoch_12.pth')
+    assert 'hub model id' not in str(e.value)
