@@ -621,6 +621,18 @@ def test_a_backbone_kept_under_a_name_of_its_own_is_found(tmp_path):
                              r"name the one.*prefix='ema\.'"):
         vit.load_pretrained(two)
     vit.load_pretrained(two, prefix='student.')
+    # CLIP's encoders are named like SAM's in transformers, its text encoder too: no place is
+    # offered (none holds an image encoder's embedding beside the layers)
+    from transformers import CLIPConfig, CLIPModel
+    small = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=1,
+                 intermediate_size=64)
+    clip = CLIPModel(CLIPConfig(vision_config=dict(small, image_size=32, patch_size=16),
+                                text_config=small))
+    with pytest.raises(CheckpointMismatchError) as e:
+        ViT(arch, img_size=32).load_pretrained(clip.state_dict())
+    assert 'not a ViT checkpoint in a known format' in str(e.value)
+    assert 'text_model.encoder.' not in str(e.value).split('first keys:')[0]
+    assert 'prefix=' not in str(e.value)
 
 
 def test_two_hub_models_weights_urls_are_cached_apart(tmp_path, monkeypatch):

@@ -573,8 +573,9 @@ class VisionBackbone(BaseModule):
         for where, layout in nested_layouts(state_dict, self.checkpoint_formats):
             sub = strip_prefix(state_dict, where)
             family = backbone_family(sub)  # its keys show this backbone's family's layers
+            # and an image encoder's input embedding (not a text encoder's layers: CLIP's)
             if family is not None and family[0] == self.family and \
-                    unsupported_family(sub) is None:
+                    unsupported_family(sub) is None and any('embed' in k for k in sub):
                 found.append((where, layout))
         if len(found) != 1:
             if found:
