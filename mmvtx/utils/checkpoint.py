@@ -12,6 +12,7 @@ the weights out of their container (``state_dict``/``model``/``module.``/``backb
 and ``load_converted`` copies the result into a model, naming the missing, unexpected and
 mis-shaped keys if anything does not fit.
 """
+import hashlib
 import json
 import logging
 import os
@@ -83,13 +84,19 @@ def url_cache_name(url: str) -> str:
     there); a name that every transformers model's weights share (``model.safetensors``,
     ``pytorch_model.bin``, their shards: :data:`HF_WEIGHTS_FILE`) with the URL's host and
     path before it (``huggingface.co--<owner>--<repo>--resolve--<revision>--model.safetensors``),
-    so that the download of one model is not taken for another's."""
+    and a file named by the URL's query alone (``.../uc?id=...``) with a hash of the URL, so
+    that the download of one model is not taken for another's."""
     parsed = urllib.parse.urlparse(url)
     parts = [p for p in parsed.path.split('/') if p]
     name = parts[-1] if parts else parsed.netloc
     if re.match(HF_WEIGHTS_FILE, name):
         name = '--'.join(re.sub(r'[^A-Za-z0-9._-]', '_', p)
                          for p in [parsed.netloc] + parts)
+    elif parsed.query and '.' not in name:
+        # the file is named by the query (a file host's ``uc?id=...&export=download``): the
+        # path's last part is the same for every file there
+        name = f'{re.sub(r"[^A-Za-z0-9._-]", "_", name)}-' + \
+            hashlib.sha256(url.encode()).hexdigest()[:16]
     return name
 
 

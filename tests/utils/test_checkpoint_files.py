@@ -678,6 +678,10 @@ def test_two_hub_models_weights_urls_are_cached_apart(tmp_path, monkeypatch):
     released = 'https://dl.fbaipublicfiles.com/deit/deit_tiny_patch16_224-a1311bcf.pth'
     from mmvtx.utils.checkpoint import url_cache_name
     assert url_cache_name(released) == 'deit_tiny_patch16_224-a1311bcf.pth'
+    assert url_cache_name(released + '?download=true') == 'deit_tiny_patch16_224-a1311bcf.pth'
+    # files named by the query alone (a file host's download links) are kept apart too
+    drive = 'https://drive.google.com/uc?export=download&id='
+    assert len({url_cache_name(drive + i) for i in ('1AbC', '2dEf', '1AbC')}) == 2
 
 
 def test_one_shard_of_a_sharded_save_reads_the_whole_save(tmp_path):
