@@ -5,8 +5,10 @@
 ``.safetensors`` with safetensors, ``.npz`` without pickle and detectron2's ``.pkl`` (a pickle of
 numpy arrays) with an unpickler that builds numpy arrays only; it never unpickles arbitrary
 objects; a file is read as its content shows, its name deciding only where the content does
-not say. A folder written by transformers' ``save_pretrained`` is read through its weights file
-(sharded ones through their ``*.index.json``). ``unwrap_state_dict``/``strip_prefix`` take
+not say; a torch.save file whose records fail their CRC-32 is refused (torch.load does not
+check). A folder written by transformers' ``save_pretrained`` is read through its weights file
+(sharded ones, or one of their shards, through their ``*.index.json``), a hub model id through
+the hub cache's folder. ``unwrap_state_dict``/``strip_prefix`` take
 the weights out of their container (``state_dict``/``model``/``module.``/``backbone.``),
 ``detect_format`` tells a layout by its key names, ``rename_keys``/``merge_qkv`` convert names,
 and ``load_converted`` copies the result into a model, naming the missing, unexpected and
