@@ -896,6 +896,7 @@ def convert_vit(sd: dict, model: 'ViT',
     _convert_pos_embed(out, model, resized, _config_grid(source_config))
     _convert_rel_pos(out, model, resized)
     hint = _pyramid_by_level(out, model) if fmt == 'mmvtx' else ''
+    hint = '\n'.join(h for h in (hint, _patch_size_hint(out, model)) if h)
     if isinstance(model.norm, nn.Identity):  # final_norm=False: the release's norm is unused
         out = {k: v for k, v in out.items() if not k.startswith('norm.')}
     if 'cls_token' in out and model.cls_token is None:
@@ -914,6 +915,24 @@ def convert_vit(sd: dict, model: 'ViT',
         may_miss += [f'blocks.{i}.attn.rel_pos_{a}' for i in range(len(model.blocks))
                      for a in 'hw']
     return ConvertedCheckpoint(out, fmt_in, may_miss, hint, resized)
+
+
+def _patch_size_hint(out: dict, model: 'ViT') -> str:
+    """What to do where the checkpoint's patch embedding has another kernel than the model's
+    (DINOv2's patch 14 given to a patch-16 ViT: the mismatch named only the tensor's shape):
+    the patch size to build with, or ''."""
+    weight = out.get('patch_embed.proj.weight')
+    own = model.patch_embed.proj.weight
+    if weight is None or weight.dim() != 4 or weight.shape[-2:] == own.shape[-2:]:
+        return ''
+    kh, kw = weight.shape[-2:]
+    theirs = f'  hint: the checkpoint\'s patches are {kh}x{kw} pixels, the model\'s ' \
+        f'{own.shape[-2]}x{own.shape[-1]}'
+    if kh != kw:
+        return f'{theirs}: non-square patches, which this ViT does not build'
+    return (f'{theirs}: build the ViT with patch_size={kh} (DINOv2: arch=\'dinov2-s|b|l|g\'); '
+            'its token map is resampled to the stride-16 grid, so the pyramid stays at strides '
+            '4/8/16/32')
 
 
 def _fold_distillation_token(out: dict, model: 'ViT'):
