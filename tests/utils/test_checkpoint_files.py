@@ -751,3 +751,30 @@ def test_a_hub_model_id_loads_from_the_hub_cache(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError) as e:  # a relative file path is not taken for one
         SwinTransformer(arch).load_pretrained('work_dirs/epoch_12.pth')
     assert 'hub model id' not in str(e.value)
+
+
+def test_weights_of_another_size_name_the_checkpoints_architecture():
+    """Swin-S weights given to a Swin-T (CvT-21 to CvT-13, a deeper and wider ViT to a
+    smaller one) were refused with a list of keys and shapes only: the error names the
+    checkpoint's architecture, and its preset where one has it."""
+    from mmvtx.models.backbones.cvt import CvT
+    from mmvtx.models.backbones.swin import SwinTransformer
+    from mmvtx.models.backbones.vit import ViT
+    from mmvtx.utils.checkpoint import CheckpointMismatchError
+    vit = dict(embed_dims=32, num_layers=2, num_heads=2)
+    for src, model, says in (
+            (SwinTransformer('small'), SwinTransformer('tiny'),
+             "SwinTransformer embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24) "
+             "(arch='small'); the model has embed_dims=96, depths=(2, 2, 6, 2)"),
+            (CvT('21'), CvT('13'), "CvT embed_dims=(64, 192, 384), depths=(1, 4, 16) "
+                                   "(arch='21'); the model has"),
+            (ViT(dict(vit, embed_dims=48, num_layers=3)), ViT(vit),
+             'ViT embed_dims=48, num_layers=3; the model has embed_dims=32, num_layers=2')):
+        with pytest.raises(CheckpointMismatchError) as e:
+            model.load_pretrained(src.state_dict())
+        assert f'hint: the checkpoint is {says}' in str(e.value), str(e.value)[-600:]
+    # weights of the model's own architecture say nothing of it
+    with pytest.raises(CheckpointMismatchError) as e:
+        ViT(vit).load_pretrained({k: v for k, v in ViT(vit).state_dict().items()
+                                  if k != 'blocks.0.norm1.weight'})
+    assert 'hint: the checkpoint is' not in str(e.value)

@@ -438,7 +438,35 @@ class VisionBackbone(BaseModule):
         self.check_family(state_dict)
         converted = self.convert_layout(state_dict, source_config)
         self.adapt_rgb_input(converted.state_dict, converted.resized)
+        hint = self.architecture_hint(converted.state_dict)
+        if hint:  # said if the weights do not fit
+            converted.hint = '\n'.join(h for h in (converted.hint, hint) if h)
         return converted
+
+    def checkpoint_architecture(self, sd: dict) -> dict:
+        """The settings of :attr:`arch_settings` that weights in this model's names show (a
+        subset where some, e.g. a ViT's head count, change no shape); {} where none."""
+        return {}
+
+    def architecture_hint(self, sd: dict) -> str:
+        """A line naming the architecture of converted weights ``sd`` where it is not the
+        model's (a Swin-S file given to a Swin-T, a ViT-L to a ViT-B: the mismatch listed keys
+        and shapes only), with the preset that has it; '' otherwise."""
+        try:
+            theirs = self.checkpoint_architecture(sd)
+        except (KeyError, IndexError, ValueError, AttributeError):
+            return ''
+        ours = {k: self.arch_settings[k] for k in theirs}
+        if not theirs or theirs == ours:
+            return ''
+        presets = [name for name, cfg in self.arch_zoo.items()
+                   if all(tuple(cfg[k]) == tuple(v) if isinstance(v, tuple) else cfg[k] == v
+                          for k, v in theirs.items())]
+        what = ', '.join(f'{k}={v!r}' for k, v in theirs.items())
+        mine = ', '.join(f'{k}={v!r}' for k, v in ours.items())
+        return (f'  hint: the checkpoint is {type(self).__name__} {what}' +
+                (f" (arch={presets[0]!r})" if len(presets) == 1 else '') +
+                f'; the model has {mine}: build it as the checkpoint is')
 
     def check_family(self, state_dict: dict):
         """Refuses the weights of another backbone family (a Swin file given to a ViT) naming

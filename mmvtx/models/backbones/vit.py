@@ -672,6 +672,12 @@ class ViT(VisionBackbone):
                     if p is not None:  # ViTDet zero-initialises the relative positions
                         nn.init.zeros_(p)
 
+    def checkpoint_architecture(self, sd: dict) -> dict:
+        """(A head count changes no shape: not shown.)"""
+        layers = {int(m.group(1)) for m in (re.match(r'blocks\.(\d+)\.', k) for k in sd) if m}
+        return dict(embed_dims=sd['patch_embed.proj.weight'].shape[0],
+                    num_layers=max(layers) + 1)
+
     def convert_layout(self, state_dict: dict,
                        source_config: Optional[dict] = None) -> ConvertedCheckpoint:
         return convert_vit(state_dict, self, source_config)
