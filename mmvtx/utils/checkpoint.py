@@ -126,6 +126,28 @@ def _whole_sharded_save(path: str) -> str:
         'beside it: fetch the index and every shard into that folder and give the folder')
 
 
+def _check_download(url: str, local: str):
+    """Refuses, and removes from the cache, a download whose bytes are no checkpoint's (a web
+    page: a login wall, an expired link, a file's web view such as the hub's ``/blob/`` URL):
+    kept, it was read again on every run and refused as a file to fetch again, which the
+    cache never did."""
+    if local.endswith('.index.json'):  # a sharded save's index: JSON
+        return
+    with open(local, 'rb') as f:
+        head = f.read(64)
+    if head.startswith((b'PK',) + PICKLE_STARTS) or _content_format(local) is not None:
+        return
+    os.remove(local)
+    web_view = ''
+    if '/blob/' in urllib.parse.urlparse(url).path:
+        web_view = (': a /blob/ URL is the file\'s web page; its download URL has /resolve/ '
+                    '(huggingface.co) or /raw/ (github.com) in place of /blob/')
+    raise CheckpointReadError(
+        f'{url} gave no checkpoint file: its bytes begin {head[:40]!r} (a web page: a login, '
+        f'an expired link, a web view of the file?). The download was removed from the cache '
+        f'({local}); give the file\'s direct download URL{web_view}')
+
+
 def resolve_checkpoint_path(path: str) -> str:
     """A local file for ``path``: a URL is downloaded once into :func:`checkpoint_cache_dir`; a
     bare file name not in the working directory is looked up there too; a folder of
@@ -140,6 +162,7 @@ def resolve_checkpoint_path(path: str) -> str:
         local = osp.join(cache, url_cache_name(path))
         if not osp.exists(local):
             torch.hub.download_url_to_file(path, local, progress=True)
+        _check_download(path, local)
         return local
     path = osp.expanduser(path)
     if osp.isfile(path):

@@ -778,3 +778,41 @@ def test_weights_of_another_size_name_the_checkpoints_architecture():
         ViT(vit).load_pretrained({k: v for k, v in ViT(vit).state_dict().items()
                                   if k != 'blocks.0.norm1.weight'})
     assert 'hint: the checkpoint is' not in str(e.value)
+
+
+def test_a_url_that_gives_a_web_page_is_not_kept_in_the_cache(tmp_path, monkeypatch):
+    """A checkpoint URL that gives a web page (the hub's /blob/ view of a file, a login wall,
+    an expired link) was cached as the checkpoint: every later run read the same page from the
+    cache and was told to fetch the file again, which it never did. The page is refused naming
+    the URL (and /resolve/ for a /blob/ one) and removed, so the next run downloads again."""
+    from safetensors.torch import save_file
+
+    from mmvtx.models.backbones.swin import SwinTransformer
+    from mmvtx.utils.checkpoint import CheckpointReadError, checkpoint_cache_dir
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    arch = dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1))
+    src = SwinTransformer(arch)
+    jitter_(src)
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()},
+              str(tmp_path / 'weights.safetensors'))
+    pages = {'blob': b'<!DOCTYPE html><html>the file\'s page</html>',
+             'login': b'<html>sign in</html>'}
+
+    def download(url, dst, progress=True):  # the server, here: a page, then the file
+        with open(dst, 'wb') as f:
+            f.write(pages.pop('blob' if '/blob/' in url else 'login', None) or
+                    (tmp_path / 'weights.safetensors').read_bytes())
+
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', download)
+    url = 'https://huggingface.co/someone/swin-mini/blob/main/swin_mini.safetensors'
+    with pytest.raises(CheckpointReadError, match=r'(?s)gave no checkpoint file.*DOCTYPE.*'
+                       r'removed from the cache.*/resolve/'):
+        SwinTransformer(arch).load_pretrained(url)
+    assert os.listdir(checkpoint_cache_dir()) == []
+    other = 'https://example.org/files/swin_mini.pth'
+    with pytest.raises(CheckpointReadError, match='sign in'):
+        SwinTransformer(arch).load_pretrained(other)
+    model = SwinTransformer(arch)
+    model.load_pretrained(other)  # the server gives the file now: downloaded again
+    for k, v in src.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
