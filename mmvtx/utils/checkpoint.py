@@ -137,7 +137,10 @@ def _check_download(url: str, local: str):
         head = f.read(64)
     if head.startswith((b'PK',) + PICKLE_STARTS) or _content_format(local) is not None:
         return
-    os.remove(local)
+    try:
+        os.remove(local)
+    except FileNotFoundError:  # another process of the run removed it first
+        pass
     web_view = ''
     if '/blob/' in urllib.parse.urlparse(url).path:
         web_view = (': a /blob/ URL is the file\'s web page; its download URL has /resolve/ '
