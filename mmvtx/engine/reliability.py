@@ -228,7 +228,8 @@ def check_checkpoint_file(path: str, what: str = '--resume',
     file when it is not there or is a folder, or when it is a ``torch.save`` zip cut off
     before its end (torch's own error names no file), with the newest complete checkpoint
     beside it (named ``epoch_*.pth``/``iter_*.pth`` or by the checkpoint hook's
-    ``filename_tmpl``). Remote paths (``s3://``) are left to mmengine."""
+    ``filename_tmpl``), or when a record of its zip fails its CRC-32 check (torch.load does
+    not check). Remote paths (``s3://``) are left to mmengine."""
     if '://' in path:
         return
     if osp.isdir(path):  # e.g. the work dir itself
@@ -251,6 +252,12 @@ def check_checkpoint_file(path: str, what: str = '--resume',
                          'written or copied) and cannot be read; ' + (
                              f'the newest complete checkpoint beside it is {other}'
                              if other else 'there is no complete checkpoint beside it'))
+    if zipped:
+        from mmvtx.utils.checkpoint import DAMAGED_RECORD, damaged_zip_record
+        bad = damaged_zip_record(path)
+        if bad is not None:  # mmengine would load the damaged bytes as weights
+            raise ValueError(f'{what} {path}: the file is damaged: ' +
+                             DAMAGED_RECORD.format(record=bad) + '; fetch or copy it again')
 
 
 def remove_partial_writes(work_dir: str, filename_tmpl: Optional[str] = None) -> list:

@@ -5,20 +5,25 @@
 ``.safetensors`` with safetensors, ``.npz`` without pickle and detectron2's ``.pkl`` (a pickle of
 numpy arrays) with an unpickler that builds numpy arrays only; it never unpickles arbitrary
 objects; a file is read as its content shows, its name deciding only where the content does
-not say. A folder written by transformers' ``save_pretrained`` is read through its weights file
-(sharded ones through their ``*.index.json``). ``unwrap_state_dict``/``strip_prefix`` take
+not say; a torch.save file whose records fail their CRC-32 is refused (torch.load does not
+check). A folder written by transformers' ``save_pretrained`` is read through its weights file
+(sharded ones, or one of their shards, through their ``*.index.json``), a hub model id through
+the hub cache's folder. ``unwrap_state_dict``/``strip_prefix`` take
 the weights out of their container (``state_dict``/``model``/``module.``/``backbone.``),
 ``detect_format`` tells a layout by its key names, ``rename_keys``/``merge_qkv`` convert names,
 and ``load_converted`` copies the result into a model, naming the missing, unexpected and
 mis-shaped keys if anything does not fit.
 """
+import hashlib
 import json
 import logging
 import os
 import os.path as osp
 import pickle
 import re
+import urllib.parse
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -37,6 +42,11 @@ AVERAGING_COUNTERS = ('n_averaged', 'steps')
 
 class CheckpointMismatchError(RuntimeError):
     """A checkpoint whose (converted) keys or shapes do not fit the model."""
+
+
+class UnknownLayoutError(CheckpointMismatchError):
+    """Weights whose key names are in none of the layouts a backbone knows
+    (:func:`detect_format`)."""
 
 
 class CheckpointReadError(RuntimeError):
@@ -70,21 +80,96 @@ HF_WEIGHTS_NAMES = ('model.safetensors', 'model.safetensors.index.json', 'pytorc
                     'pytorch_model.bin.index.json')
 
 
+def url_cache_name(url: str) -> str:
+    """The file name a URL's download is kept under in :func:`checkpoint_cache_dir`: its file
+    name without the query (as torch.hub names it, and as a release's file name is looked up
+    there); a name that every transformers model's weights share (``model.safetensors``,
+    ``pytorch_model.bin``, their shards: :data:`HF_WEIGHTS_FILE`) with the URL's host and
+    path before it (``huggingface.co--<owner>--<repo>--resolve--<revision>--model.safetensors``),
+    and a file named by the URL's query alone (``.../uc?id=...``) with a hash of the URL, so
+    that the download of one model is not taken for another's."""
+    parsed = urllib.parse.urlparse(url)
+    parts = [p for p in parsed.path.split('/') if p]
+    name = parts[-1] if parts else parsed.netloc
+    if re.match(HF_WEIGHTS_FILE, name):
+        name = '--'.join(re.sub(r'[^A-Za-z0-9._-]', '_', p)
+                         for p in [parsed.netloc] + parts)
+    elif parsed.query and '.' not in name:
+        # the file is named by the query (a file host's ``uc?id=...&export=download``): the
+        # path's last part is the same for every file there
+        name = f'{re.sub(r"[^A-Za-z0-9._-]", "_", name)}-' + \
+            hashlib.sha256(url.encode()).hexdigest()[:16]
+    return name
+
+
+# one shard of a sharded save_pretrained (``model-00002-of-00004.safetensors``) and its index
+HF_SHARD = re.compile(r'(model|pytorch_model)-(\d+)-of-(\d+)\.(safetensors|bin)$')
+
+
+def _whole_sharded_save(path: str) -> str:
+    """For one shard of transformers' sharded save (``model-00002-of-00004.safetensors``), the
+    index beside it, which reads every shard: the shard alone holds part of the weights and
+    was refused as a checkpoint in no known layout, or as missing most of the model's keys.
+    Any other file is itself."""
+    m = HF_SHARD.match(osp.basename(path))
+    if m is None or int(m.group(3)) < 2:
+        return path
+    index = osp.join(osp.dirname(path), f'{m.group(1)}.{m.group(4)}.index.json')
+    if osp.isfile(index):
+        print_log(f'{path} is shard {int(m.group(2))} of {int(m.group(3))} of a sharded save: '
+                  f'reading them all through {osp.basename(index)}', logger='current',
+                  level=logging.INFO)
+        return index
+    raise CheckpointReadError(
+        f'{path} is shard {int(m.group(2))} of {int(m.group(3))} of a sharded save, which holds '
+        f'part of the weights only, and {osp.basename(index)}, which names them all, is not '
+        'beside it: fetch the index and every shard into that folder and give the folder')
+
+
+def _check_download(url: str, local: str):
+    """Refuses, and removes from the cache, a download whose bytes are no checkpoint's (a web
+    page: a login wall, an expired link, a file's web view such as the hub's ``/blob/`` URL):
+    kept, it was read again on every run and refused as a file to fetch again, which the
+    cache never did."""
+    if local.endswith('.index.json'):  # a sharded save's index: JSON
+        return
+    with open(local, 'rb') as f:
+        head = f.read(64)
+    if head.startswith((b'PK',) + PICKLE_STARTS) or _content_format(local) is not None:
+        return
+    try:
+        os.remove(local)
+    except FileNotFoundError:  # another process of the run removed it first
+        pass
+    web_view = ''
+    if '/blob/' in urllib.parse.urlparse(url).path:
+        web_view = (': a /blob/ URL is the file\'s web page; its download URL has /resolve/ '
+                    '(huggingface.co) or /raw/ (github.com) in place of /blob/')
+    raise CheckpointReadError(
+        f'{url} gave no checkpoint file: its bytes begin {head[:40]!r} (a web page: a login, '
+        f'an expired link, a web view of the file?). The download was removed from the cache '
+        f'({local}); give the file\'s direct download URL{web_view}')
+
+
 def resolve_checkpoint_path(path: str) -> str:
     """A local file for ``path``: a URL is downloaded once into :func:`checkpoint_cache_dir`; a
     bare file name not in the working directory is looked up there too; a folder of
-    transformers' ``save_pretrained`` gives its weights file (:data:`HF_WEIGHTS_NAMES`)."""
+    transformers' ``save_pretrained`` gives its weights file (:data:`HF_WEIGHTS_NAMES`), as
+    does a Hugging Face hub model id (``microsoft/swin-tiny-patch4-window7-224``) downloaded in
+    the hub's cache (:func:`hub_snapshot`)."""
+    path = os.fspath(path)  # a pathlib.Path too
     if path.startswith(('http://', 'https://')):
         # downloaded once into torch's hub cache, then read like a local file (never unpickled)
         cache = checkpoint_cache_dir()
         os.makedirs(cache, exist_ok=True)
-        local = osp.join(cache, osp.basename(path.split('?')[0]))
+        local = osp.join(cache, url_cache_name(path))
         if not osp.exists(local):
             torch.hub.download_url_to_file(path, local, progress=True)
+        _check_download(path, local)
         return local
     path = osp.expanduser(path)
     if osp.isfile(path):
-        return path
+        return _whole_sharded_save(path)
     if osp.isdir(path):
         for name in HF_WEIGHTS_NAMES:
             if osp.isfile(osp.join(path, name)):
@@ -106,8 +191,54 @@ def resolve_checkpoint_path(path: str) -> str:
         # a release published without a direct URL (e.g. the CvT authors'), named by its file
         # name in a config and put into the hub cache by hand
         return cached
+    hub_id = HUB_ID.match(path) is not None
+    if hub_id:  # a model of the Hugging Face hub, as transformers' from_pretrained names it
+        snapshot = hub_snapshot(path)
+        if snapshot is not None:
+            print_log(f'{path}: the Hugging Face hub model downloaded in {snapshot}',
+                      logger='current', level=logging.INFO)
+            return resolve_checkpoint_path(snapshot)
     where = path if osp.dirname(path) else f'{path} (looked in {os.getcwd()} and {cached})'
-    raise FileNotFoundError(f'checkpoint not found: {where}')
+    hint = ''
+    if hub_id and osp.splitext(path)[1].lower() not in CHECKPOINT_EXTENSIONS:
+        hint = (f' (a Hugging Face hub model id? It is not downloaded in the hub cache, '
+                f'{hf_hub_cache_dir()}: download it first, e.g. huggingface-cli download {path}, '
+                'or give the folder or file of the weights)')
+    raise FileNotFoundError(f'checkpoint not found: {where}{hint}')
+
+
+# a model id of the Hugging Face hub (``owner/name``), as transformers' from_pretrained takes it
+HUB_ID = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$')
+CHECKPOINT_EXTENSIONS = ('.pth', '.pt', '.bin', '.ckpt', '.safetensors', '.npz', '.pkl', '.tar')
+
+
+def hf_hub_cache_dir() -> str:
+    """Where huggingface_hub (transformers' from_pretrained) keeps its downloads, as it decides:
+    ``$HF_HUB_CACHE``, else ``$HF_HOME/hub`` (``~/.cache/huggingface/hub``)."""
+    cache = os.environ.get('HF_HUB_CACHE') or os.environ.get('HUGGINGFACE_HUB_CACHE')
+    if cache:
+        return osp.expanduser(cache)
+    home = os.environ.get('HF_HOME') or osp.join(
+        os.environ.get('XDG_CACHE_HOME') or osp.join('~', '.cache'), 'huggingface')
+    return osp.join(osp.expanduser(home), 'hub')
+
+
+def hub_snapshot(repo_id: str) -> Optional[str]:
+    """The folder of hub model ``repo_id``'s revision ``main`` (or its only revision) in
+    :func:`hf_hub_cache_dir`, where transformers has downloaded it, or None."""
+    repo = osp.join(hf_hub_cache_dir(), 'models--' + repo_id.replace('/', '--'))
+    snapshots = osp.join(repo, 'snapshots')
+    if not osp.isdir(snapshots):
+        return None
+    try:
+        with open(osp.join(repo, 'refs', 'main')) as f:
+            commit = f.read().strip()
+    except OSError:
+        commit = ''
+    if commit and osp.isdir(osp.join(snapshots, commit)):
+        return osp.join(snapshots, commit)
+    found = os.listdir(snapshots)
+    return osp.join(snapshots, found[0]) if len(found) == 1 else None
 
 
 # the names of the weights files save_pretrained writes (sharded ones and their index
@@ -179,7 +310,7 @@ def _read_sharded(path: str) -> Dict[str, torch.Tensor]:
                                   f'{e!r}') from e
     sd = {}
     for shard in shards:
-        sd.update(load_state_dict_file(osp.join(osp.dirname(path), shard)))
+        sd.update(_read_file(osp.join(osp.dirname(path), shard)))
     return sd
 
 
@@ -271,17 +402,66 @@ def _why_unreadable(error: Exception) -> str:
             'fetch it again.')
 
 
+def damaged_zip_record(path: str) -> Optional[str]:
+    """The first record of a torch.save file (a zip archive) that fails its CRC-32 check, or
+    None. ``torch.load`` does not check them: bytes damaged after the file was written (a
+    segmented download that left a hole of zeros, a bad copy or disk) were loaded as weights
+    without a word. A record whose stored checksum is 0 is not checked (torch's
+    ``serialization.config.save.compute_crc32 = False`` writes 0 for every record); nor is a
+    file that is no readable zip archive (cut off, or a damaged directory: torch.load names
+    it)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if info.CRC == 0:  # written without a checksum
+                    continue
+                try:
+                    with z.open(info) as f:  # zipfile checks the CRC-32 at the end
+                        while f.read(1 << 24):
+                            pass
+                except (zipfile.BadZipFile, zlib.error, EOFError):
+                    return info.filename
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+    return None
+
+
+# what to say of a file whose record fails its checksum (:func:`damaged_zip_record`)
+DAMAGED_RECORD = ('its record {record!r} fails the CRC-32 check torch.save wrote for it, so '
+                  'its bytes are not those that were saved (torch.load does not check, and '
+                  'would load them as weights). The file was corrupted after it was written '
+                  '(an interrupted or segmented download, a bad copy or disk?)')
+
+
+def _check_zip_records(path: str):
+    """Refuses a torch.save file whose records fail their checksum (:func:`damaged_zip_record`),
+    naming the file and the record."""
+    bad = damaged_zip_record(path)
+    if bad is not None:
+        raise CheckpointReadError(f'{path} is damaged: ' + DAMAGED_RECORD.format(record=bad) +
+                                  ': fetch it again.')
+
+
 def load_state_dict_file(path: str, prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
     """A flat ``name -> tensor`` dict from a checkpoint file, without unpickling objects.
-    A file that cannot be read (empty, truncated, another format) raises
+    A file that cannot be read (empty, truncated, damaged, another format) raises
     :class:`CheckpointReadError` (a ``RuntimeError``) naming it."""
-    path = resolve_checkpoint_path(path)
+    return _read_file(resolve_checkpoint_path(path), prefix)
+
+
+def _read_file(path: str, prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    """:func:`load_state_dict_file` of a local file (a shard of a sharded save: that shard)."""
+    if not osp.isfile(path):  # a shard the index names
+        raise FileNotFoundError(f'checkpoint not found: {path}')
     if osp.getsize(path) == 0:
         raise CheckpointReadError(f'{path} is empty (0 bytes), not a checkpoint: an '
                                   'interrupted download or copy? Fetch it again.')
-    fmt = 'index' if path.endswith('.index.json') else _content_format(path) or (
+    content = None if path.endswith('.index.json') else _content_format(path)
+    fmt = 'index' if path.endswith('.index.json') else content or (
         'safetensors' if path.endswith('.safetensors') else
         'npz' if path.endswith('.npz') else 'torch')
+    if content == 'torch':
+        _check_zip_records(path)
     if fmt == 'index':
         ckpt = _read_sharded(path)
     elif fmt == 'safetensors':
@@ -511,6 +691,8 @@ def check_finite(sd: Dict[str, torch.Tensor], origin: str = ''):
 def read_checkpoint(checkpoint, prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
     """A flat ``name -> tensor`` dict from a checkpoint file path or an in-memory checkpoint
     (``prefix``: see :func:`unwrap_state_dict`)."""
+    if isinstance(checkpoint, os.PathLike):  # a pathlib.Path
+        checkpoint = os.fspath(checkpoint)
     if isinstance(checkpoint, str):
         return load_state_dict_file(checkpoint, prefix)
     return unwrap_state_dict(checkpoint, prefix=prefix)
@@ -552,6 +734,27 @@ BACKBONE_FAMILIES = (
 )
 
 
+# architectures that no mmvtx backbone computes, told by layers of their own; checked before
+# :data:`BACKBONE_FAMILIES` (Swin V2's blocks hold no bias table, and its attention is named
+# like a ViT's): ``(what it is, a pattern of its keys, what differs)``
+UNSUPPORTED_FAMILIES = (
+    ('a Swin Transformer V2', re.compile(r'\.(cpb_mlp|continuous_position_bias_mlp)\.'),
+     "its scaled cosine attention (a learned logit_scale), continuous relative position bias "
+     "(an MLP, cpb_mlp, where Swin V1 learns a table) and post-norm blocks are not Swin V1's, "
+     "which mmvtx's SwinTransformer is"),
+)
+
+
+def unsupported_family(sd: Dict[str, torch.Tensor]) -> Optional[Tuple[str, str, str]]:
+    """``(what it is, a key that shows it, what differs)`` where ``sd`` holds the weights of an
+    architecture of :data:`UNSUPPORTED_FAMILIES`, or None."""
+    for what, pattern, why in UNSUPPORTED_FAMILIES:
+        key = next((k for k in sd if pattern.search(k)), None)
+        if key is not None:
+            return what, key, why
+    return None
+
+
 def backbone_family(sd: Dict[str, torch.Tensor]) -> Optional[Tuple[str, str, str]]:
     """``(mmvtx type, what it is, a key that shows it)`` of the backbone family whose weights
     ``sd`` holds (:data:`BACKBONE_FAMILIES`), or None where no key shows one."""
@@ -570,8 +773,35 @@ def detect_format(sd: Dict[str, torch.Tensor], rules: Sequence[KeyRule], what: s
     for rule in rules:
         if any(rule.matches(k) for k in sd):
             return rule.layout
-    raise CheckpointMismatchError(f'not a {what} checkpoint in a known format ({known}); '
-                                  'first keys: ' + ', '.join(sorted(sd)[:8]))
+    raise UnknownLayoutError(f'not a {what} checkpoint in a known format ({known}); '
+                             'first keys: ' + ', '.join(sorted(sd)[:8]))
+
+
+def nested_layouts(sd: Dict[str, torch.Tensor], rules: Sequence[KeyRule]) -> list:
+    """``(prefix, layout)`` for each place below the top level of ``sd`` where the keys begin
+    as a layout of ``rules`` does (a rule with ``prefixes``): a model that keeps its image
+    encoder under a name of its own (transformers' Mask2Former/MaskFormer
+    ``model.pixel_level_module.encoder.``, a PyTorch Lightning module's ``model.``). The
+    outermost of nested candidates only (``model.`` holding ``vit.embeddings``, not
+    ``model.vit.``)."""
+    starts = tuple(p for rule in rules for p in rule.prefixes)
+    candidates = set()
+    for k in sd:
+        for start in starts:
+            i = k.find('.' + start)
+            while i >= 0:
+                candidates.add(k[:i + 1])
+                i = k.find('.' + start, i + 1)
+    found = []
+    for prefix in sorted(candidates, key=len):
+        if any(prefix.startswith(p) for p, _ in found):
+            continue
+        sub = [k[len(prefix):] for k in sd if k.startswith(prefix)]
+        layout = next((rule.layout for rule in rules if any(rule.matches(k) for k in sub)),
+                      None)
+        if layout is not None:
+            found.append((prefix, layout))
+    return found
 
 
 def rename_keys(sd: Dict[str, torch.Tensor], rules: Sequence) -> Dict[str, torch.Tensor]:

@@ -73,7 +73,7 @@ def convert_main(backbone_type: str, default_arch: str, argv=None):
     from mmvtx.utils.standin import WARNING, mark_standin, standin_info
     try:
         src = resolve_checkpoint_path(args.src)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, CheckpointReadError) as e:  # one shard without its index
         parser.exit(1, f'error: {e}\n')
     _check_output(parser, src, args.dst)
     try:  # a preset or constructor argument the backbone refuses, named as the model says

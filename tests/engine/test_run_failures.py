@@ -174,6 +174,34 @@ def test_a_cut_off_checkpoint_to_test_or_fine_tune_from_is_named(tmp_path):
     prepare_test_cfg(Config(dict()), 'x.py', str(tmp_path / 'iter_2.pth'))
 
 
+def test_a_damaged_checkpoint_to_test_fine_tune_or_resume_from_is_named(tmp_path):
+    """``tools/test.py CONFIG CKPT``, ``load_from`` and ``--resume CKPT`` with a file whose
+    tensor bytes were damaged after it was written (a hole of zeros): mmengine's torch.load does
+    not check the CRC-32 torch.save writes, and the damaged weights were evaluated or trained
+    on without a word."""
+    from mmengine.config import Config
+
+    from mmvtx.engine.runner import prepare_test_cfg, prepare_train_cfg
+    from tests.utils.test_checkpoint_files import _zero_record
+    weights = {'state_dict': {'w': torch.randn(4096)}, 'meta': {'iter': 2}}
+    torch.save(weights, tmp_path / 'iter_2.pth')
+    damaged = tmp_path / 'iter_4.pth'
+    damaged.write_bytes((tmp_path / 'iter_2.pth').read_bytes())
+    _zero_record(damaged, 'data/0')
+    assert not torch.equal(torch.load(damaged, weights_only=True)['state_dict']['w'],
+                           weights['state_dict']['w'])  # what mmengine would load
+    with pytest.raises(ValueError, match=r'checkpoint .*iter_4\.pth: the file is damaged: its '
+                       r"record '.*data/0' fails the CRC-32 check"):
+        prepare_test_cfg(Config(dict()), 'x.py', str(damaged))
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper'), load_from=str(damaged)))
+    with pytest.raises(ValueError, match=r'load_from .*iter_4\.pth: the file is damaged'):
+        prepare_train_cfg(cfg, 'x.py', work_dir=str(tmp_path / 'work'))
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper')))
+    with pytest.raises(ValueError, match=r'--resume .*iter_4\.pth: the file is damaged'):
+        prepare_train_cfg(cfg, 'x.py', work_dir=str(tmp_path / 'work'), resume=str(damaged))
+    prepare_test_cfg(Config(dict()), 'x.py', str(tmp_path / 'iter_2.pth'))
+
+
 def test_resume_follows_the_configs_longer_schedule(tmp_path):
     """mmengine's resume loaded each scheduler's settings from the checkpoint: a run resumed
     with a longer schedule (PolyLR's end raised with max_iters) kept the old end, and trained

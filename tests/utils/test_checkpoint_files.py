@@ -2,6 +2,7 @@
 refused with an error naming the file and what is wrong with it (were SafetensorError: header
 too small, EOFError, or an empty message)."""
 import json
+import os
 import re
 
 import numpy as np
@@ -435,3 +436,383 @@ def test_another_familys_weights_are_named():
     assert vit.convert_keys_under(detector, 'backbone.', {}, unknown) is None
     assert set(detector) == {f'backbone.{k}' for k in authors_swin}
     assert len(unknown) == 1 and 'holds the weights of a Swin Transformer' in unknown[0]
+
+
+def _zero_record(path, record: str, nbytes: int = 64):
+    """Zeroes ``nbytes`` in the middle of a zip record's data (a hole a segmented download
+    leaves, a bad copy), the archive's directory and the other records intact."""
+    import struct
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        info = next(i for i in z.infolist() if i.filename.endswith(record))
+    data = bytearray(path.read_bytes())
+    start = info.header_offset
+    name_len, extra_len = struct.unpack('<HH', data[start + 26:start + 30])
+    offset = start + 30 + name_len + extra_len + info.file_size // 2 - nbytes // 2
+    data[offset:offset + nbytes] = bytes(nbytes)
+    path.write_bytes(bytes(data))
+
+
+def test_a_torch_file_with_damaged_tensor_bytes_is_refused(tmp_path):
+    """torch.load does not check the CRC-32 that torch.save writes for each record: a .pth
+    whose tensor bytes were damaged after it was written (here 64 zeroed bytes in a weight)
+    loaded as weights without a word. It is refused, naming the file and the record; a file
+    saved without checksums (torch's compute_crc32=False) still loads."""
+    import torch.utils.serialization as serialization
+    weights = {'a': torch.randn(256), 'b': torch.randn(64, 64)}
+    torch.save(weights, tmp_path / 'ok.pth')
+    good = tmp_path / 'ok.pth'
+    assert torch.equal(load_state_dict_file(str(good))['b'], weights['b'])
+    bad = tmp_path / 'damaged.pth'
+    bad.write_bytes(good.read_bytes())
+    _zero_record(bad, 'data/1')  # b's storage
+    # the damage is real and torch reads it as weights
+    assert not torch.equal(torch.load(bad, weights_only=True)['b'], weights['b'])
+    with pytest.raises(RuntimeError, match=re.escape(str(bad)) + r'.*damaged.*data/1.*CRC-32'):
+        load_state_dict_file(str(bad))
+    saved = serialization.config.save.compute_crc32
+    serialization.config.save.compute_crc32 = False
+    try:
+        torch.save(weights, tmp_path / 'no_crc.pth')
+    finally:
+        serialization.config.save.compute_crc32 = saved
+    assert torch.equal(load_state_dict_file(str(tmp_path / 'no_crc.pth'))['b'], weights['b'])
+
+
+def _swinv2_layouts():
+    """A tiny Swin V2 as transformers' Swinv2Model names it, and as the authors' (and timm)
+    name it (``attn.cpb_mlp``, ``attn.logit_scale``, ``attn.q_bias``/``v_bias``)."""
+    from transformers import Swinv2Config, Swinv2Model
+    hf = Swinv2Model(Swinv2Config(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1],
+                                  window_size=4)).state_dict()
+    rules = (('encoder.layers.', 'layers.'), ('embeddings.patch_embeddings.projection',
+                                              'patch_embed.proj'),
+             ('embeddings.norm', 'patch_embed.norm'), ('layernorm.', 'norm.'),
+             ('attention.self.continuous_position_bias_mlp', 'attn.cpb_mlp'),
+             ('attention.self.logit_scale', 'attn.logit_scale'),
+             ('attention.output.dense', 'attn.proj'), ('layernorm_before', 'norm1'),
+             ('layernorm_after', 'norm2'), ('intermediate.dense', 'mlp.fc1'),
+             ('output.dense', 'mlp.fc2'), ('attention.self.query.bias', 'attn.q_bias'),
+             ('attention.self.value.bias', 'attn.v_bias'))
+    authors = {}
+    for k, v in hf.items():
+        if '.attention.self.' in k and k.endswith(('query.weight', 'key.weight',
+                                                   'value.weight')):
+            continue
+        for old, new in rules:
+            k = k.replace(old, new)
+        authors[k] = v
+    for k in [k for k in hf if k.endswith('attention.self.query.weight')]:
+        head = k[:-len('query.weight')]
+        authors[head.replace('encoder.layers.', 'layers.').replace('attention.self.', '') +
+                'attn.qkv.weight'] = torch.cat([hf[head + n + '.weight']
+                                                for n in ('query', 'key', 'value')])
+    assert 'layers.0.blocks.0.attn.cpb_mlp.0.weight' in authors
+    assert 'layers.0.blocks.0.attn.qkv.weight' in authors
+    return hf, authors
+
+
+def test_swin_v2_weights_are_named_as_swin_v2():
+    """A Swin V2 checkpoint (swinv2_tiny_patch4_window8_256.pth, timm's or transformers'
+    Swinv2Model), which no mmvtx backbone computes: the authors' layout given to a
+    SwinTransformer was refused as 'it holds the weights of a ViT ... Load it into a ViT', and
+    transformers' as "stages.0.blocks.0: ['.attention.self.key.'] missing beside the other
+    attention projections" (V2 has no key bias). The error now says it is Swin V2 and why it
+    does not load, for every backbone and for a whole detector's backbone part."""
+    from mmvtx.models.backbones.cvt import CvT
+    from mmvtx.models.backbones.swin import SwinTransformer
+    from mmvtx.models.backbones.vit import ViT
+    from mmvtx.utils.checkpoint import CheckpointMismatchError
+    hf, authors = _swinv2_layouts()
+    swin = SwinTransformer(arch=dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1)),
+                           window_size=4)
+    vit = ViT(arch=dict(embed_dims=32, num_layers=1, num_heads=1))
+    cvt = CvT(embed_dims=(16, 16, 16), depths=(1, 1, 1), num_heads=(1, 1, 1))
+    for sd in (hf, authors):
+        for model in (swin, vit, cvt):
+            with pytest.raises(CheckpointMismatchError) as e:
+                model.load_pretrained(dict(sd))
+            assert f'{type(model).__name__}: a Swin Transformer V2 checkpoint' in str(e.value)
+            assert 'cpb_mlp' in str(e.value) and 'Load it into' not in str(e.value)
+    detector = {f'backbone.{k}': v for k, v in authors.items()}
+    unknown = []
+    assert swin.convert_keys_under(detector, 'backbone.', {}, unknown) is None
+    assert len(unknown) == 1 and 'a Swin Transformer V2 checkpoint' in unknown[0]
+
+
+def test_a_pathlib_path_loads_as_its_str(tmp_path):
+    """``init_cfg=dict(type='Pretrained', checkpoint=Path(...))``, ``load_pretrained(Path)``:
+    a ``pathlib.Path`` was taken for an in-memory checkpoint and refused as 'expected a state
+    dict, got PosixPath'; it loads the file as its str does (a save_pretrained folder too)."""
+    from pathlib import Path
+
+    from mmvtx.models.backbones.swin import SwinTransformer
+    arch = dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1))
+    src = SwinTransformer(arch)
+    jitter_(src)
+    torch.save({'state_dict': src.state_dict()}, tmp_path / 'swin.pth')
+    (tmp_path / 'hub').mkdir()
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()},
+              str(tmp_path / 'hub' / 'model.safetensors'))
+    assert set(load_state_dict_file(tmp_path / 'swin.pth')) == set(src.state_dict())
+    for path in (Path(tmp_path / 'swin.pth'), Path(tmp_path / 'hub')):
+        model = SwinTransformer(arch, init_cfg=dict(type='Pretrained', checkpoint=path))
+        model.init_weights()
+        other = SwinTransformer(arch)
+        other.load_pretrained(path)
+        for k, v in src.state_dict().items():
+            assert torch.equal(model.state_dict()[k], v), k
+            assert torch.equal(other.state_dict()[k], v), k
+
+
+def test_a_backbone_kept_under_a_name_of_its_own_is_found(tmp_path):
+    """A model that keeps its image encoder under a name other than ``backbone.``:
+    transformers' Mask2Former (``model.pixel_level_module.encoder.``, a COCO-trained Swin), a
+    PyTorch Lightning module holding a timm ViT as ``model.``, ``torch.compile(model)``'s
+    ``_orig_mod.``. Given as the backbone's
+    checkpoint it was refused as 'not a ... checkpoint in a known format' (its first keys
+    listed, no word of where the backbone is); the one place holding this backbone's layout is
+    loaded, to the source network's features. Two such places are named, with the prefix to
+    choose."""
+    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
+
+    from mmvtx.models.backbones.swin import SwinTransformer
+    from mmvtx.models.backbones.vit import ViT
+    from mmvtx.utils.checkpoint import CheckpointMismatchError
+    swin_cfg = SwinConfig(embed_dim=16, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4],
+                          window_size=4, drop_path_rate=0.0,
+                          out_features=['stage1', 'stage2', 'stage3', 'stage4'])
+    m2f = Mask2FormerForUniversalSegmentation(Mask2FormerConfig(
+        backbone_config=swin_cfg, hidden_dim=32, mask_feature_size=32, feature_size=32,
+        encoder_layers=1, decoder_layers=2, num_queries=4, encoder_feedforward_dim=32,
+        dim_feedforward=32)).eval()
+    jitter_(m2f)
+    m2f.save_pretrained(str(tmp_path / 'mask2former'))
+    swin = SwinTransformer(dict(embed_dims=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4)),
+                           window_size=4, drop_path_rate=0.0, init_cfg=dict(
+                               type='Pretrained', checkpoint=str(tmp_path / 'mask2former')))
+    swin.init_weights()
+    x = torch.randn(1, 3, 61, 83)
+    with torch.no_grad():
+        want = m2f.model.pixel_level_module.encoder(x).feature_maps
+        got = swin.eval()(x)
+    assert max((w - g).abs().max() for w, g in zip(want, got)) <= 1e-4
+    # a Lightning module's checkpoint: {'state_dict': {'model.<timm names>'}, 'epoch': ...}
+    arch = dict(embed_dims=32, num_layers=2, num_heads=2)
+    src = ViT(arch, img_size=64, out_indices=(2,))
+    jitter_(src)
+    timm = {k: v for k, v in src.state_dict().items() if not k.startswith('pyramid.')}
+    lightning = {'state_dict': {f'model.{k}': v for k, v in timm.items()}, 'epoch': 3}
+    vit = ViT(arch, img_size=64, out_indices=(2,))
+    vit.load_pretrained(lightning)
+    for k, v in timm.items():
+        assert torch.equal(vit.state_dict()[k], v), k
+    # the state dict of torch.compile(model): every key under _orig_mod.
+    compiled = torch.compile(src).state_dict()
+    assert next(iter(compiled)).startswith('_orig_mod.')
+    vit = ViT(arch, img_size=64, out_indices=(2,))
+    vit.load_pretrained(compiled)
+    for k, v in src.state_dict().items():
+        assert torch.equal(vit.state_dict()[k], v), k
+    two = {f'{who}.{k}': v for who in ('student', 'ema') for k, v in timm.items()}
+    with pytest.raises(CheckpointMismatchError,
+                       match=r"under 'ema\.' \(timm layout\), 'student\.' \(timm layout\): "
+                             r"name the one.*prefix='ema\.'"):
+        vit.load_pretrained(two)
+    vit.load_pretrained(two, prefix='student.')
+    # CLIP's encoders are named like SAM's in transformers, its text encoder too: no place is
+    # offered (none holds an image encoder's embedding beside the layers)
+    from transformers import CLIPConfig, CLIPModel
+    small = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=1,
+                 intermediate_size=64)
+    clip = CLIPModel(CLIPConfig(vision_config=dict(small, image_size=32, patch_size=16),
+                                text_config=small))
+    with pytest.raises(CheckpointMismatchError) as e:
+        ViT(arch, img_size=32).load_pretrained(clip.state_dict())
+    assert 'not a ViT checkpoint in a known format' in str(e.value)
+    assert 'text_model.encoder.' not in str(e.value).split('first keys:')[0]
+    assert 'prefix=' not in str(e.value)
+
+
+def test_two_hub_models_weights_urls_are_cached_apart(tmp_path, monkeypatch):
+    """Every transformers model's weights file is named ``model.safetensors``: a URL's
+    download was cached under its file name alone, so the second model's URL (here
+    google/vit-base-patch16-224 after google/vit-base-patch16-224-in21k, the same architecture)
+    loaded the first model's weights without a word. Each is downloaded and loaded as its own;
+    a release's own file name is still what the cache holds."""
+    from safetensors.torch import save_file
+    from transformers import ViTConfig, ViTModel
+
+    from mmvtx.models.backbones.vit import ViT
+    from mmvtx.utils.checkpoint import checkpoint_cache_dir
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    hub, served = 'https://huggingface.co/google/', {}
+    config = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=1,
+                       intermediate_size=128, image_size=32)
+    for repo in ('vit-base-patch16-224-in21k', 'vit-base-patch16-224'):
+        (tmp_path / repo).mkdir()
+        src = ViTModel(config, add_pooling_layer=False)
+        jitter_(src)
+        save_file({k: v.contiguous() for k, v in src.state_dict().items()},
+                  str(tmp_path / repo / 'model.safetensors'))
+        served[f'{hub}{repo}/resolve/main/model.safetensors?download=true'] = \
+            (tmp_path / repo / 'model.safetensors', src)
+    downloads = []
+
+    def download(url, dst, progress=True):  # the hub, served from tmp_path
+        downloads.append(url)
+        with open(dst, 'wb') as f:
+            f.write(served[url][0].read_bytes())
+
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', download)
+    for url, (_, src) in served.items():
+        model = ViT(dict(embed_dims=32, num_layers=1, num_heads=1), img_size=32,
+                    init_cfg=dict(type='Pretrained', checkpoint=url))
+        model.init_weights()
+        assert torch.equal(model.patch_embed.proj.weight,
+                           src.state_dict()['embeddings.patch_embeddings.projection.weight'])
+    assert downloads == list(served)
+    model.init_weights()  # cached: not downloaded again
+    assert len(downloads) == 2 and len(os.listdir(checkpoint_cache_dir())) == 2
+    released = 'https://dl.fbaipublicfiles.com/deit/deit_tiny_patch16_224-a1311bcf.pth'
+    from mmvtx.utils.checkpoint import url_cache_name
+    assert url_cache_name(released) == 'deit_tiny_patch16_224-a1311bcf.pth'
+    assert url_cache_name(released + '?download=true') == 'deit_tiny_patch16_224-a1311bcf.pth'
+    # files named by the query alone (a file host's download links) are kept apart too
+    drive = 'https://drive.google.com/uc?export=download&id='
+    assert len({url_cache_name(drive + i) for i in ('1AbC', '2dEf', '1AbC')}) == 2
+
+
+def test_one_shard_of_a_sharded_save_reads_the_whole_save(tmp_path):
+    """One file of a sharded save_pretrained (``model-00002-of-00007.safetensors``), given as
+    the checkpoint, was read alone: refused as 'not a Swin Transformer checkpoint in a known
+    format' (or as missing most keys), with no word of the other shards. The index beside it
+    reads them all, to the source network's features; without the index the error says what
+    the file is and what to fetch."""
+    from transformers import SwinBackbone, SwinConfig
+
+    from mmvtx.models.backbones.swin import SwinTransformer
+    from mmvtx.utils.checkpoint import CheckpointReadError
+    ref = SwinBackbone(SwinConfig(embed_dim=16, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4],
+                                  window_size=4, drop_path_rate=0.0,
+                                  out_features=['stage1', 'stage2', 'stage3', 'stage4'])).eval()
+    jitter_(ref)
+    ref.save_pretrained(str(tmp_path / 'swin'), max_shard_size='50KB')
+    shards = sorted(p.name for p in (tmp_path / 'swin').glob('model-*-of-*.safetensors'))
+    assert len(shards) > 2
+    x = torch.randn(1, 3, 61, 83)
+    with torch.no_grad():
+        expected = ref(x).feature_maps
+    model = SwinTransformer(dict(embed_dims=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4)),
+                            window_size=4, drop_path_rate=0.0, init_cfg=dict(
+                                type='Pretrained', checkpoint=str(tmp_path / 'swin' / shards[1])))
+    model.init_weights()
+    with torch.no_grad():
+        got = model.eval()(x)
+    assert max((e - g).abs().max() for e, g in zip(expected, got)) <= 1e-5
+    (tmp_path / 'swin' / 'model.safetensors.index.json').unlink()
+    with pytest.raises(CheckpointReadError, match=re.escape(shards[1]) + r' is shard 2 of '
+                       rf'{len(shards)} of a sharded save.*model\.safetensors\.index\.json'):
+        model.load_pretrained(str(tmp_path / 'swin' / shards[1]))
+
+
+def test_a_hub_model_id_loads_from_the_hub_cache(tmp_path, monkeypatch):
+    """``checkpoint='microsoft/swin-tiny-patch4-window7-224'``, as transformers'
+    from_pretrained names a model: it was 'checkpoint not found' even where transformers had
+    downloaded it. The revision main of the hub's cache ($HF_HUB_CACHE) is loaded, to the
+    source network's features; an id not downloaded is named as one, with how to get it."""
+    from transformers import SwinBackbone, SwinConfig
+
+    from mmvtx.models.backbones.swin import SwinTransformer
+    monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path / 'hub'))
+    monkeypatch.chdir(tmp_path)
+    ref = SwinBackbone(SwinConfig(embed_dim=16, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4],
+                                  window_size=4, drop_path_rate=0.0,
+                                  out_features=['stage1', 'stage2', 'stage3', 'stage4'])).eval()
+    jitter_(ref)
+    repo = tmp_path / 'hub' / 'models--someone--swin-mini'
+    (repo / 'refs').mkdir(parents=True)
+    (repo / 'refs' / 'main').write_text('0123abcd')
+    ref.save_pretrained(str(repo / 'snapshots' / '0123abcd'))
+    other = SwinBackbone(ref.config)  # an older revision, not main
+    other.save_pretrained(str(repo / 'snapshots' / '4567ef01'))
+    arch = dict(embed_dims=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4))
+    model = SwinTransformer(arch, window_size=4, drop_path_rate=0.0, init_cfg=dict(
+        type='Pretrained', checkpoint='someone/swin-mini'))
+    model.init_weights()
+    x = torch.randn(1, 3, 61, 83)
+    with torch.no_grad():
+        expected, got = ref(x).feature_maps, model.eval()(x)
+    assert max((e - g).abs().max() for e, g in zip(expected, got)) <= 1e-5
+    with pytest.raises(FileNotFoundError, match=r'someone/swin-small.*a Hugging Face hub model '
+                       r'id\? It is not downloaded.*huggingface-cli download someone/swin-small'):
+        SwinTransformer(arch).load_pretrained('someone/swin-small')
+    with pytest.raises(FileNotFoundError) as e:  # a relative file path is not taken for one
+        SwinTransformer(arch).load_pretrained('work_dirs/epoch_12.pth')
+    assert 'hub model id' not in str(e.value)
+
+
+def test_weights_of_another_size_name_the_checkpoints_architecture():
+    """Swin-S weights given to a Swin-T (CvT-21 to CvT-13, a deeper and wider ViT to a
+    smaller one) were refused with a list of keys and shapes only: the error names the
+    checkpoint's architecture, and its preset where one has it."""
+    from mmvtx.models.backbones.cvt import CvT
+    from mmvtx.models.backbones.swin import SwinTransformer
+    from mmvtx.models.backbones.vit import ViT
+    from mmvtx.utils.checkpoint import CheckpointMismatchError
+    vit = dict(embed_dims=32, num_layers=2, num_heads=2)
+    for src, model, says in (
+            (SwinTransformer('small'), SwinTransformer('tiny'),
+             "SwinTransformer embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24) "
+             "(arch='small'); the model has embed_dims=96, depths=(2, 2, 6, 2)"),
+            (CvT('21'), CvT('13'), "CvT embed_dims=(64, 192, 384), depths=(1, 4, 16) "
+                                   "(arch='21'); the model has"),
+            (ViT(dict(vit, embed_dims=48, num_layers=3)), ViT(vit),
+             'ViT embed_dims=48, num_layers=3; the model has embed_dims=32, num_layers=2')):
+        with pytest.raises(CheckpointMismatchError) as e:
+            model.load_pretrained(src.state_dict())
+        assert f'hint: the checkpoint is {says}' in str(e.value), str(e.value)[-600:]
+    # weights of the model's own architecture say nothing of it
+    with pytest.raises(CheckpointMismatchError) as e:
+        ViT(vit).load_pretrained({k: v for k, v in ViT(vit).state_dict().items()
+                                  if k != 'blocks.0.norm1.weight'})
+    assert 'hint: the checkpoint is' not in str(e.value)
+
+
+def test_a_url_that_gives_a_web_page_is_not_kept_in_the_cache(tmp_path, monkeypatch):
+    """A checkpoint URL that gives a web page (the hub's /blob/ view of a file, a login wall,
+    an expired link) was cached as the checkpoint: every later run read the same page from the
+    cache and was told to fetch the file again, which it never did. The page is refused naming
+    the URL (and /resolve/ for a /blob/ one) and removed, so the next run downloads again."""
+    from safetensors.torch import save_file
+
+    from mmvtx.models.backbones.swin import SwinTransformer
+    from mmvtx.utils.checkpoint import CheckpointReadError, checkpoint_cache_dir
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    arch = dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1))
+    src = SwinTransformer(arch)
+    jitter_(src)
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()},
+              str(tmp_path / 'weights.safetensors'))
+    pages = {'blob': b'<!DOCTYPE html><html>the file\'s page</html>',
+             'login': b'<html>sign in</html>'}
+
+    def download(url, dst, progress=True):  # the server, here: a page, then the file
+        with open(dst, 'wb') as f:
+            f.write(pages.pop('blob' if '/blob/' in url else 'login', None) or
+                    (tmp_path / 'weights.safetensors').read_bytes())
+
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', download)
+    url = 'https://huggingface.co/someone/swin-mini/blob/main/swin_mini.safetensors'
+    with pytest.raises(CheckpointReadError, match=r'(?s)gave no checkpoint file.*DOCTYPE.*'
+                       r'removed from the cache.*/resolve/'):
+        SwinTransformer(arch).load_pretrained(url)
+    assert os.listdir(checkpoint_cache_dir()) == []
+    other = 'https://example.org/files/swin_mini.pth'
+    with pytest.raises(CheckpointReadError, match='sign in'):
+        SwinTransformer(arch).load_pretrained(other)
+    model = SwinTransformer(arch)
+    model.load_pretrained(other)  # the server gives the file now: downloaded again
+    for k, v in src.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k

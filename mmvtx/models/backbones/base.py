@@ -7,6 +7,7 @@ import functools
 import inspect
 import logging
 import numbers
+import os
 import os.path as osp
 from typing import List, Optional, Sequence, Tuple
 
@@ -20,9 +21,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mmvtx.models.layers.compat import is_compiling, register_load_state_dict_pre_hook
 from mmvtx.models.layers.patch_embed import adapt_input_channels
 from mmvtx.utils.checkpoint import (BACKBONE_FAMILIES, CheckpointMismatchError,
-                                    ConvertedCheckpoint, backbone_family, check_finite,
-                                    load_converted, read_checkpoint, resolve_checkpoint_path,
-                                    source_config, strip_prefix)
+                                    ConvertedCheckpoint, UnknownLayoutError, backbone_family,
+                                    check_finite, load_converted, nested_layouts,
+                                    read_checkpoint, resolve_checkpoint_path, source_config,
+                                    strip_prefix, unsupported_family)
 
 
 def forward_block(block: nn.Module, x: torch.Tensor, *args, with_cp: bool = False):
@@ -78,6 +80,8 @@ class VisionBackbone(BaseModule):
     input_conv: str = 'patch_embed.proj.weight'
     # the backbone family whose weights it loads (:data:`BACKBONE_FAMILIES`)
     family: str = ''
+    # the layouts its checkpoints come in (how a backbone kept under another name is found)
+    checkpoint_formats: Tuple = ()
     frozen_stages: int = -1
     norm_eval: bool = False
 
@@ -439,13 +443,48 @@ class VisionBackbone(BaseModule):
         self.check_family(state_dict)
         converted = self.convert_layout(state_dict, source_config)
         self.adapt_rgb_input(converted.state_dict, converted.resized)
+        hint = self.architecture_hint(converted.state_dict)
+        if hint:  # said if the weights do not fit
+            converted.hint = '\n'.join(h for h in (converted.hint, hint) if h)
         return converted
+
+    def checkpoint_architecture(self, sd: dict) -> dict:
+        """The settings of :attr:`arch_settings` that weights in this model's names show (a
+        subset where some, e.g. a ViT's head count, change no shape); {} where none."""
+        return {}
+
+    def architecture_hint(self, sd: dict) -> str:
+        """A line naming the architecture of converted weights ``sd`` where it is not the
+        model's (a Swin-S file given to a Swin-T, a ViT-L to a ViT-B: the mismatch listed keys
+        and shapes only), with the preset that has it; '' otherwise."""
+        try:
+            theirs = self.checkpoint_architecture(sd)
+        except (KeyError, IndexError, ValueError, AttributeError):
+            return ''
+        ours = {k: self.arch_settings[k] for k in theirs}
+        if not theirs or theirs == ours:
+            return ''
+        presets = [name for name, cfg in self.arch_zoo.items()
+                   if all(tuple(cfg[k]) == tuple(v) if isinstance(v, tuple) else cfg[k] == v
+                          for k, v in theirs.items())]
+        what = ', '.join(f'{k}={v!r}' for k, v in theirs.items())
+        mine = ', '.join(f'{k}={v!r}' for k, v in ours.items())
+        return (f'  hint: the checkpoint is {type(self).__name__} {what}' +
+                (f" (arch={presets[0]!r})" if len(presets) == 1 else '') +
+                f'; the model has {mine}: build it as the checkpoint is')
 
     def check_family(self, state_dict: dict):
         """Refuses the weights of another backbone family (a Swin file given to a ViT) naming
         what they are: some layouts of two families share names (the Swin authors' ``layers.*``
         and mmpretrain's ViT), and such a file was converted as the other family's layout and
         refused as a long list of renamed keys that fit nothing, under that layout's name."""
+        other = unsupported_family(state_dict)
+        if other is not None:  # were named another family's, or failed half-way converting
+            what, key, why = other
+            raise CheckpointMismatchError(
+                f'{type(self).__name__}: {what} checkpoint (e.g. {key!r}), which no mmvtx '
+                f'backbone computes: {why}. Its weights cannot give that network\'s features; '
+                'give this backbone a checkpoint of its own architecture.')
         found = backbone_family(state_dict)
         if found is None or not self.family or found[0] == self.family:
             return
@@ -530,6 +569,8 @@ class VisionBackbone(BaseModule):
         :class:`~mmvtx.utils.checkpoint.CheckpointMismatchError` naming every missing,
         unexpected and mis-shaped key, and every tensor with NaN/inf values unless
         ``allow_nonfinite``. Returns what was loaded."""
+        if isinstance(checkpoint, os.PathLike):  # a pathlib.Path, read as its str
+            checkpoint = os.fspath(checkpoint)
         origin = resolve_checkpoint_path(checkpoint) if isinstance(checkpoint, str) else ''
         config = self.check_source_config(origin) if origin else None
         state_dict = strip_prefix(read_checkpoint(origin if origin else checkpoint, prefix),
@@ -537,7 +578,13 @@ class VisionBackbone(BaseModule):
         if not allow_nonfinite:
             check_finite(state_dict, origin)
         # the conversion may read the source's config.json (ViT: its pretraining grid)
-        converted = self.convert_state_dict(state_dict, config)
+        try:
+            converted = self.convert_state_dict(state_dict, config)
+        except UnknownLayoutError as e:
+            if prefix is not None:
+                raise
+            state_dict = self._nested_backbone(state_dict, origin, e)
+            converted = self.convert_state_dict(state_dict, config)
         load_converted(self, converted, strict=strict, origin=origin)
         if origin:
             from mmvtx.utils.standin import is_standin_checkpoint
@@ -547,6 +594,35 @@ class VisionBackbone(BaseModule):
                           'delete it and let the real file be downloaded to fine-tune for real',
                           logger='current', level=logging.WARNING)
         return converted
+
+    def _nested_backbone(self, state_dict: dict, origin: str,
+                         error: UnknownLayoutError) -> dict:
+        """The weights of a model that keeps this backbone under a name of its own (not
+        ``backbone.``: transformers' Mask2Former ``model.pixel_level_module.encoder.``, a PyTorch
+        Lightning module's ``model.``), where exactly one such place holds a layout this
+        backbone knows (:func:`~mmvtx.utils.checkpoint.nested_layouts`), under its own names;
+        ``error`` (the layout's) re-raised otherwise, naming the places found."""
+        found = []
+        for where, layout in nested_layouts(state_dict, self.checkpoint_formats):
+            sub = strip_prefix(state_dict, where)
+            family = backbone_family(sub)  # its keys show this backbone's family's layers
+            # and an image encoder's input embedding (not a text encoder's layers: CLIP's)
+            if family is not None and family[0] == self.family and \
+                    unsupported_family(sub) is None and any('embed' in k for k in sub):
+                found.append((where, layout))
+        if len(found) != 1:
+            if found:
+                places = ', '.join(f'{p!r} ({layout} layout)' for p, layout in found)
+                raise CheckpointMismatchError(
+                    f'{error}\n  it holds weights in known layouts under {places}: name the one '
+                    "to load with init_cfg's prefix (load_pretrained's prefix=), e.g. "
+                    f'prefix={found[0][0]!r}') from error
+            raise error
+        where, layout = found[0]
+        print_log(f'{origin or "the checkpoint"}: loading the weights under {where!r} (the '
+                  f'{layout} layout of {type(self).__name__} there)', logger='current',
+                  level=logging.INFO)
+        return strip_prefix(state_dict, where)
 
     def check_source_config(self, origin: str) -> Optional[dict]:
         """Refuses weights whose ``config.json`` (transformers' ``save_pretrained``) gives
@@ -587,6 +663,8 @@ class VisionBackbone(BaseModule):
                 raise ValueError(f"{type(self).__name__}: init_cfg={cfg!r} names no checkpoint;"
                                  " set checkpoint='a path, URL or released file name'")
             checkpoint = cfg['checkpoint']
+            if isinstance(checkpoint, os.PathLike):
+                checkpoint = os.fspath(checkpoint)
             scheme = checkpoint.split('://')[0] if isinstance(checkpoint, str) and \
                 '://' in checkpoint else None
             if scheme is not None and scheme not in ('http', 'https'):

@@ -298,6 +298,14 @@ class CvT(VisionBackbone):
         init_transformer_weights(self)
         trunc_normal_(self.stages[2].cls_token, std=0.02)
 
+    def checkpoint_architecture(self, sd: dict) -> dict:
+        """(A head count changes no shape: not shown.)"""
+        from .swin import _count_blocks
+        depths = _count_blocks(sd, r'stages\.(\d+)\.blocks\.(\d+)\.')
+        dims = tuple(sd[f'stages.{i}.patch_embed.proj.weight'].shape[0]
+                     for i in range(len(depths)))
+        return dict(embed_dims=dims, depths=depths)
+
     def convert_layout(self, state_dict: dict,
                        source_config: Optional[dict] = None) -> ConvertedCheckpoint:
         converted = convert_cvt(state_dict)
@@ -366,3 +374,4 @@ def convert_cvt(sd: dict) -> ConvertedCheckpoint:
         sd = {'stages.' + k[len('stage'):]: v for k, v in sd.items()
               if k.startswith('stage')}
     return ConvertedCheckpoint(dict(sd), fmt, ('out_norms',))
+CvT.checkpoint_formats = CVT_FORMATS

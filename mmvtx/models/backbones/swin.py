@@ -432,6 +432,13 @@ class SwinTransformer(VisionBackbone):
     def _applied_setting(self, name: str) -> str:
         return SHIFT_RULES[self.shifts_every_block]
 
+    def checkpoint_architecture(self, sd: dict) -> dict:
+        depths = _count_blocks(sd, r'stages\.(\d+)\.blocks\.(\d+)\.')
+        heads = tuple(sd[f'stages.{i}.blocks.0.attn.relative_position_bias_table'].shape[1]
+                      for i in range(len(depths)))
+        return dict(embed_dims=sd['patch_embed.proj.weight'].shape[0], depths=depths,
+                    num_heads=heads)
+
     def convert_layout(self, state_dict: dict,
                        source_config: Optional[dict] = None) -> ConvertedCheckpoint:
         converted = convert_swin(state_dict, self)
@@ -599,3 +606,15 @@ def convert_swin(sd: dict, model: 'SwinTransformer') -> ConvertedCheckpoint:
                 "type='Pretrained', checkpoint=..., strict=False)): the norms of the levels in "
                 'both then load, the others keep their init.')
     return ConvertedCheckpoint(out, fmt, may_miss, hint, resized)
+SwinTransformer.checkpoint_formats = SWIN_FORMATS
+
+
+def _count_blocks(sd: dict, pattern: str) -> tuple:
+    """Blocks per stage of weights whose keys ``pattern`` (stage, block) matches."""
+    found = {}
+    for k in sd:
+        m = re.match(pattern, k)
+        if m:
+            stage, block = int(m.group(1)), int(m.group(2))
+            found[stage] = max(found.get(stage, 0), block + 1)
+    return tuple(found[i] for i in range(len(found)))

@@ -779,6 +779,12 @@ class ViT(VisionBackbone):
                     if p is not None:  # ViTDet zero-initialises the relative positions
                         nn.init.zeros_(p)
 
+    def checkpoint_architecture(self, sd: dict) -> dict:
+        """(A head count changes no shape: not shown.)"""
+        layers = {int(m.group(1)) for m in (re.match(r'blocks\.(\d+)\.', k) for k in sd) if m}
+        return dict(embed_dims=sd['patch_embed.proj.weight'].shape[0],
+                    num_layers=max(layers) + 1)
+
     def convert_layout(self, state_dict: dict,
                        source_config: Optional[dict] = None) -> ConvertedCheckpoint:
         return convert_vit(state_dict, self, source_config)
@@ -977,6 +983,10 @@ def convert_vit(sd: dict, model: 'ViT',
         for k, v in rename_keys(sd, MMSEG_VIT_RULES).items():
             if k.startswith('ln1.'):  # the final norm (final_norm=True)
                 k = 'norm.' + k[len('ln1.'):]
+            elif k.startswith('ln2.'):
+                # mmpretrain's norm of the averaged patch tokens (out_type='avg_featmap', its
+                # MAE/BEiT fine-tuned classifiers), classification's as timm's fc_norm is
+                continue
             out[k] = v
         sd = out
         if 'patch_embed.proj.bias' not in sd and 'patch_embed.proj.weight' in sd:
@@ -1009,6 +1019,7 @@ def convert_vit(sd: dict, model: 'ViT',
         # is not part of this network, its encoder is
         out = {k: v for k, v in out.items() if not k.startswith('pyramid.')}
     hint = _pyramid_by_level(out, model) if fmt == 'mmvtx' and model.pyramid is not None else ''
+    hint = '\n'.join(h for h in (hint, _patch_size_hint(out, model)) if h)
     if isinstance(model.norm, nn.Identity):  # final_norm=False: the release's norm is unused
         out = {k: v for k, v in out.items() if not k.startswith('norm.')}
     if 'cls_token' in out and model.cls_token is None:
@@ -1032,6 +1043,24 @@ def convert_vit(sd: dict, model: 'ViT',
         may_miss += [f'blocks.{i}.attn.rel_pos_{a}' for i in range(len(model.blocks))
                      for a in 'hw']
     return ConvertedCheckpoint(out, fmt_in, may_miss, hint, resized)
+
+
+def _patch_size_hint(out: dict, model: 'ViT') -> str:
+    """What to do where the checkpoint's patch embedding has another kernel than the model's
+    (DINOv2's patch 14 given to a patch-16 ViT: the mismatch named only the tensor's shape):
+    the patch size to build with, or ''."""
+    weight = out.get('patch_embed.proj.weight')
+    own = model.patch_embed.proj.weight
+    if weight is None or weight.dim() != 4 or weight.shape[-2:] == own.shape[-2:]:
+        return ''
+    kh, kw = weight.shape[-2:]
+    theirs = f'  hint: the checkpoint\'s patches are {kh}x{kw} pixels, the model\'s ' \
+        f'{own.shape[-2]}x{own.shape[-1]}'
+    if kh != kw:
+        return f'{theirs}: non-square patches, which this ViT does not build'
+    return (f'{theirs}: build the ViT with patch_size={kh} (DINOv2: arch=\'dinov2-s|b|l|g\'); '
+            'its token map is resampled to the stride-16 grid, so the pyramid stays at strides '
+            '4/8/16/32')
 
 
 def _fold_distillation_token(out: dict, model: 'ViT'):
@@ -1201,3 +1230,4 @@ def _convert_rel_pos(out: dict, model: 'ViT', resized: dict):
 
 
 ViT.presets = _family_presets()
+ViT.checkpoint_formats = VIT_FORMATS

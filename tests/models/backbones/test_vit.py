@@ -72,6 +72,36 @@ def test_non_square_pretraining_grid(tmp_path):
         ViT(arch, img_size=(64, 96, 3))
 
 
+def test_mmpretrain_avg_featmap_classifier_loads_its_encoder():
+    """mmpretrain's ViT classifiers with ``out_type='avg_featmap'`` (its MAE/BEiT fine-tuned
+    ViT-B, final_norm=False) keep the norm of the averaged tokens as the backbone's ``ln2``: the
+    file was refused ('unexpected keys (2): ln2.weight, ln2.bias'). It loads, as timm's fc_norm
+    does, and gives the encoder's last layer (transformers' ViT before its final norm)."""
+    ref = _hf_vit()
+    ours = ViT(**SMALL, out_indices=(2,), drop_path_rate=0.0).eval()
+    load_backbone_checkpoint(ours, ref.state_dict())
+    sd = {}
+    for k, v in ours.state_dict().items():
+        if k.startswith(('pyramid.', 'norm.')):
+            continue
+        k = (k.replace('blocks.', 'layers.').replace('.norm1.', '.ln1.')
+             .replace('.norm2.', '.ln2.').replace('mlp.fc1', 'ffn.layers.0.0')
+             .replace('mlp.fc2', 'ffn.layers.1')
+             .replace('patch_embed.proj', 'patch_embed.projection'))
+        sd['backbone.' + k] = v
+    sd.update({'backbone.ln2.weight': torch.randn(192), 'backbone.ln2.bias': torch.randn(192),
+               'head.layers.head.weight': torch.zeros(1000, 192),
+               'head.layers.head.bias': torch.zeros(1000)})
+    mmpretrain = ViT(**SMALL, out_indices=(2,), final_norm=False, drop_path_rate=0.0).eval()
+    assert load_backbone_checkpoint(mmpretrain, {'state_dict': sd, 'meta': {}}).source == \
+        'mmpretrain'
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        expected = ref(x, interpolate_pos_encoding=True, output_hidden_states=True)
+        feat, = mmpretrain(x)
+    assert (_as_map(expected.hidden_states[-1][:, 1:], (96, 128)) - feat).abs().max() <= TOL
+
+
 def _mmseg_vit(**kw):
     from mmseg.models.backbones import VisionTransformer
     kw.setdefault('out_indices', (1, 3))

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from mmvtx.models.backbones.vit import ViT
-from mmvtx.utils import load_backbone_checkpoint
+from mmvtx.utils import CheckpointMismatchError, load_backbone_checkpoint
 from tests.conftest import jitter_
 
 TOL = 1e-4
@@ -264,6 +264,22 @@ def _hf_dinov2(registers=0, **kw):
                  layer_norm_eps=1e-6, drop_path_rate=0.0, **kw)
     ref = Model(cfg).eval()
     return jitter_(ref)
+
+
+def test_a_checkpoint_of_another_patch_size_says_which_to_build():
+    """DINOv2's patch-14 weights given to a patch-16 ViT were refused naming only the shape of
+    patch_embed.proj.weight: the error says the patch size to build with, and the ViT built
+    with it loads them."""
+    ref = _hf_dinov2()
+    arch = dict(embed_dims=128, num_layers=4, num_heads=4)
+    with pytest.raises(CheckpointMismatchError,
+                       match=r'(?s)patch_embed\.proj\.weight: checkpoint \(128, 3, 14, 14\).*'
+                             r"patches are 14x14 pixels, the model's 16x16: build the ViT with "
+                             r'patch_size=14'):
+        load_backbone_checkpoint(ViT(arch, img_size=112, layer_scale_init=1e-5),
+                                 ref.state_dict())
+    load_backbone_checkpoint(ViT(arch, img_size=112, patch_size=14, layer_scale_init=1e-5),
+                             ref.state_dict())
 
 
 def _dinov2_authors_layout(hf_sd):
