@@ -101,6 +101,13 @@ def _prepare_common(cfg: Config, config_path: str, work_dir: Optional[str], laun
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+    # a work dir that is a file, or under one: mmengine's Runner stopped with a FileExistsError
+    # / NotADirectoryError traceback after the config was built
+    from mmvtx.utils.cli import output_dir_problem
+    problem = output_dir_problem(str(cfg.work_dir))
+    if problem:
+        flag = '--work-dir' if work_dir is not None else "the config's work_dir"
+        raise ValueError(f'{flag} {cfg.work_dir} {problem}')
 
 
 def _checkpoint_hook(cfg: Config):
@@ -245,7 +252,14 @@ def prepare_test_cfg(cfg: Config, config_path: str, checkpoint: str,
     _add_hook(cfg, 'CheckpointFitHook')
     if tta:
         prepare_tta_cfg(cfg)
+    # output places that cannot be written are refused before the test set is run: --out was
+    # written (and failed, a FileExistsError traceback) after every image had been evaluated
+    from mmvtx.utils.cli import output_dir_problem, output_file_problem
     if show_dir is not None:
+        # <work_dir>/<timestamp>/DIR (DIR itself if absolute), made at the first drawing
+        problem = output_dir_problem(osp.join(str(cfg.work_dir), show_dir))
+        if problem:
+            raise ValueError(f'--show-dir {show_dir} {problem}')
         vis = cfg.default_hooks.get('visualization')
         if vis is None:
             raise ValueError('--show-dir needs default_hooks.visualization in the config')
@@ -266,6 +280,10 @@ def prepare_test_cfg(cfg: Config, config_path: str, checkpoint: str,
         vis.test_out_dir = show_dir  # under <work_dir>/<timestamp>/
     if out is not None:
         prepare_test_out(cfg, out)
+        pickle = out.endswith(('.pkl', '.pickle'))  # else (mmseg) a folder of label maps
+        problem = output_file_problem(out) if pickle else output_dir_problem(out)
+        if problem:
+            raise ValueError(f'--out {out}{":" if pickle else ""} {problem}')
     return cfg
 
 

@@ -436,6 +436,37 @@ def test_tools_name_a_missing_checkpoint_in_one_line(tmp_path, script, args, mes
     assert message in out.stderr and 'Traceback' not in out.stderr, out.stderr[-2000:]
 
 
+@pytest.mark.parametrize('script, kind, args, message', [
+    ('train.py', 'det', ['--work-dir', 'afile'], 'error: --work-dir afile is a file, not a folder'),
+    ('train.py', 'seg', ['--cfg-options', 'work_dir=afile/w'],
+     "error: the config's work_dir afile/w cannot be made: {tmp}/afile is a file, not a folder"),
+    ('test.py', 'det', ['--out', 'afile/preds.pkl'],
+     'error: --out afile/preds.pkl: its folder {tmp}/afile is a file, not a folder'),
+    ('test.py', 'seg', ['--out', 'afile'], 'error: --out afile is a file, not a folder'),
+    ('test.py', 'det', ['--show-dir', '{tmp}/afile/vis'],
+     'error: --show-dir {tmp}/afile/vis cannot be made: {tmp}/afile is a file'),
+])
+def test_tools_refuse_an_output_place_that_is_a_file_before_running(tmp_path, script, kind,
+                                                                    args, message):
+    """A work dir, ``--out`` or ``--show-dir`` that is a file, or lies under one, is refused
+    in one ``error:`` line before anything is built or run: the work dir stopped mmengine's
+    Runner with a ``FileExistsError``/``NotADirectoryError`` traceback, and ``--out`` failed
+    so after the whole test set had been evaluated (its predictions lost)."""
+    (tmp_path / 'afile').write_text('not a folder')
+    torch.save({}, tmp_path / 'model.pth')
+    ckpt = [str(tmp_path / 'model.pth')] if script == 'test.py' else []
+    args = [a.replace('{tmp}', str(tmp_path)) for a in args]
+    if '--work-dir' not in args and "work_dir=" not in ' '.join(args):
+        args += ['--work-dir', str(tmp_path / 'w')]
+    out = run_tool([sys.executable, osp.join(ROOT, 'tools', script),
+                    DET_CFG if kind == 'det' else SEG_CFG, *ckpt, *args],
+                   cwd=str(tmp_path), timeout=120)
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    message = message.replace('{tmp}', str(tmp_path))
+    assert message in out.stderr and 'Traceback' not in out.stderr, out.stderr[-2000:]
+    assert not (tmp_path / 'w').exists()  # nothing was started
+
+
 def test_dist_train_on_cpu_runs_a_recipe_with_syncbn_heads(tmp_path):
     """``bash tools/dist_train.sh CONFIG GPUS`` runs gloo where there is no GPU, but the ADE20K
     recipes' heads use SyncBN, which PyTorch's DDP refuses on CPU modules (``ValueError:
