@@ -16,6 +16,7 @@ import mmvtx  # noqa: E402,F401  registers models/datasets/hooks
 from mmvtx.engine.runner import (LauncherError, finish_cpu_distributed,  # noqa: E402
                                  init_cpu_distributed, load_config, parse_tool_args,
                                  prepare_train_cfg, tool_parser)
+from mmvtx.engine.reliability import WorkDirInUseError  # noqa: E402
 from mmvtx.utils.checkpoint import (CheckpointMismatchError,  # noqa: E402
                                     CheckpointReadError)
 
@@ -44,10 +45,11 @@ def main(argv=None):
         prepare_train_cfg(cfg, args.config, work_dir=args.work_dir, amp=args.amp,
                           resume=args.resume, auto_scale_lr=args.auto_scale_lr,
                           launcher=args.launcher, deterministic=args.deterministic,
-                          compile=args.compile)
+                          compile=args.compile, lock=True)
     # a flag the config cannot take (--tta, --out, --amp, ...), a checkpoint that is no file
-    # (missing, a folder, cut off): one line, as argparse refuses a bad flag
-    except (ValueError, FileNotFoundError, IsADirectoryError) as e:
+    # (missing, a folder, cut off), a work dir another training writes into: one line, as
+    # argparse refuses a bad flag
+    except (ValueError, FileNotFoundError, IsADirectoryError, WorkDirInUseError) as e:
         sys.exit(f'error: {e}')
     own_group = init_cpu_distributed(cfg, args.launcher)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)

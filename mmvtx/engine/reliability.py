@@ -276,6 +276,48 @@ def remove_partial_writes(work_dir: str, filename_tmpl: Optional[str] = None) ->
     return stale
 
 
+TRAIN_LOCK_FILE = '.train.lock'  # in the work dir: held (flock) by the training writing there
+_HELD_LOCKS = {}  # lock file -> its descriptor, open (and locked) until the process ends
+
+
+class WorkDirInUseError(RuntimeError):
+    """Another training is writing into the work dir (:func:`lock_work_dir`)."""
+
+
+def lock_work_dir(work_dir: str):
+    """Takes the work dir for this training (an exclusive ``flock`` of ``TRAIN_LOCK_FILE``,
+    released by the OS when the process ends, however it ends: kill -9 included), or raises
+    :class:`WorkDirInUseError` naming the work dir and the process that holds it. Two trainings
+    in one work dir overwrote each other's checkpoints (``iter_N.pth`` of two runs under one
+    name), config dump and ``last_checkpoint``, and a second ``--resume`` deleted the first
+    run's checkpoint being written (its temporary file), which then crashed. A file system
+    without locks is not refused. The main process of a run (rank 0) calls it."""
+    import fcntl
+    import socket
+    import time
+    path = osp.join(osp.abspath(work_dir), TRAIN_LOCK_FILE)
+    if path in _HELD_LOCKS:
+        return
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 1024).decode(errors='replace').strip()
+        os.close(fd)
+        raise WorkDirInUseError(
+            f'work dir {work_dir} is in use by another training ({holder or "its " + path}): '
+            "two runs in one work dir overwrite each other's checkpoints; give this one "
+            'another --work-dir, or stop that one first (then --resume continues it)') from None
+    except OSError:  # no locks on this file system (some network mounts)
+        os.close(fd)
+        return
+    os.ftruncate(fd, 0)
+    os.write(fd, f'pid {os.getpid()} on {socket.gethostname()}, started '
+             f'{time.strftime("%Y-%m-%d %H:%M:%S")}'.encode())
+    _HELD_LOCKS[path] = fd
+
+
 def derived_seed(seed: int, *keys) -> int:
     """A 63-bit seed that depends on ``seed`` and ``keys`` only (stable across runs)."""
     digest = hashlib.sha256(repr((int(seed),) + keys).encode()).digest()

@@ -110,6 +110,17 @@ def _prepare_common(cfg: Config, config_path: str, work_dir: Optional[str], laun
         raise ValueError(f'{flag} {cfg.work_dir} {problem}')
 
 
+def _launcher_rank(launcher: str) -> int:
+    """The global rank of this process as its launcher set it (before the process group is
+    made): torchrun's ``RANK``, slurm's ``SLURM_PROCID``, Open MPI's ``OMPI_COMM_WORLD_RANK``;
+    0 without a launcher."""
+    var = {'pytorch': 'RANK', 'slurm': 'SLURM_PROCID', 'mpi': 'OMPI_COMM_WORLD_RANK'}.get(launcher)
+    try:
+        return int(os.environ.get(var, 0)) if var else 0
+    except ValueError:
+        return 0
+
+
 def _checkpoint_hook(cfg: Config):
     """The config of the run's checkpoint hook: ``default_hooks.checkpoint``, or where that is
     unset, a ``CheckpointHook`` (any scope) of ``custom_hooks``; None if there is none."""
@@ -135,10 +146,16 @@ def _checkpoint_places(cfg: Config) -> tuple:
 def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = None,
                       amp: bool = False, resume: Optional[str] = None,
                       auto_scale_lr: bool = False, launcher: str = 'none',
-                      deterministic: bool = False, compile: Optional[str] = None) -> Config:
+                      deterministic: bool = False, compile: Optional[str] = None,
+                      lock: bool = False) -> Config:
     """``compile``: a ``torch.compile`` backend; compiles the backbone (``--compile``, see
-    :mod:`mmvtx.engine.compile`)."""
+    :mod:`mmvtx.engine.compile`). ``lock``: the main process takes the work dir for this run
+    (:func:`~mmvtx.engine.reliability.lock_work_dir`), before ``--resume`` looks at (and
+    cleans) it; raises ``WorkDirInUseError`` if another training holds it."""
     _prepare_common(cfg, config_path, work_dir, launcher)
+    if lock and _launcher_rank(launcher) == 0:
+        from .reliability import lock_work_dir
+        lock_work_dir(cfg.work_dir)
     if compile:
         from .compile import compile_hook_cfg
         _add_hook(cfg, 'CompileModelHook', compile_hook_cfg(compile), replace=True)

@@ -2,6 +2,7 @@
 a cut-off file, a loss that turns NaN. Each stops with an error that names the bad file or
 value, and the checkpoints saved before are kept."""
 import glob
+import os
 import os.path as osp
 import re
 import sys
@@ -406,3 +407,50 @@ def test_a_nan_stop_names_the_last_checkpoint_where_the_hook_writes(tmp_path):
     with pytest.raises(FloatingPointError, match=f'The last checkpoint is '
                        f'{folder / "ckpt_0002.pth"}: resume from it'):
         NonFiniteCheckHook().before_save_checkpoint(runner, {})
+
+
+HOLD_LOCK = r'''
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+os.write(fd, b'pid %d on the other terminal' % os.getpid())
+print('held', flush=True)
+time.sleep(120)
+'''
+
+
+def test_a_second_training_into_a_busy_work_dir_is_refused_and_harms_nothing(tmp_path):
+    """Two trainings in one work dir (a second ``make demo``, a ``--resume`` started while the
+    first still runs) wrote their ``iter_N.pth`` under the same names, and the second's
+    ``--resume`` deleted the temporary file of the checkpoint the first was writing (it then
+    crashed). The second is refused in one line naming the work dir and the process that holds
+    it, before it touches anything there; once that process is gone, however it ended, the
+    work dir is free again."""
+    import subprocess
+
+    from mmvtx.engine import reliability
+    from mmvtx.engine.reliability import TRAIN_LOCK_FILE, WorkDirInUseError, lock_work_dir
+    work = tmp_path / 'work'
+    work.mkdir()
+    writing = work / '.iter_4.pth.x1y2.tmp'  # the first run's checkpoint being written
+    writing.write_bytes(b'PK\x03\x04 half a checkpoint')
+    holder = subprocess.Popen([sys.executable, '-c', HOLD_LOCK, str(work / TRAIN_LOCK_FILE)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'held'
+        out = run_tool(train_cmd(SEG_CFG, str(work), '--resume'), cwd=str(tmp_path),
+                       timeout=120)
+        assert out.returncode == 1 and 'Traceback' not in out.stderr, out.stderr[-2000:]
+        assert (f'error: work dir {work} is in use by another training (pid {holder.pid} on '
+                'the other terminal)') in out.stderr, out.stderr[-2000:]
+        assert writing.exists()  # the first run's write left alone
+        assert sorted(p.name for p in work.iterdir()) == sorted([writing.name, TRAIN_LOCK_FILE])
+        with pytest.raises(WorkDirInUseError, match='give this one another --work-dir'):
+            lock_work_dir(str(work))
+    finally:
+        holder.kill()
+        holder.wait()
+    lock_work_dir(str(work))  # the lock file stays behind; its process is gone: free
+    with open(work / TRAIN_LOCK_FILE) as f:
+        assert f.read().startswith(f'pid {os.getpid()} on ')
+    os.close(reliability._HELD_LOCKS.pop(str(work / TRAIN_LOCK_FILE)))
