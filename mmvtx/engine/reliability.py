@@ -280,6 +280,21 @@ TRAIN_LOCK_FILE = '.train.lock'  # in the work dir: held (flock) by the training
 _HELD_LOCKS = {}  # lock file -> its descriptor, open (and locked) until the process ends
 
 
+def _drop_inherited_locks():
+    """In a forked child (DataLoader workers, compile workers): its copies of the lock's
+    descriptor are closed, so the lock goes with the training process, not with the last of
+    its children (a DataLoader worker outlives a kill -9 of its parent by seconds)."""
+    for fd in _HELD_LOCKS.values():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
 class WorkDirInUseError(RuntimeError):
     """Another training is writing into the work dir (:func:`lock_work_dir`)."""
 

@@ -5,7 +5,9 @@ import glob
 import os
 import os.path as osp
 import re
+import signal
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -453,4 +455,22 @@ def test_a_second_training_into_a_busy_work_dir_is_refused_and_harms_nothing(tmp
     lock_work_dir(str(work))  # the lock file stays behind; its process is gone: free
     with open(work / TRAIN_LOCK_FILE) as f:
         assert f.read().startswith(f'pid {os.getpid()} on ')
-    os.close(reliability._HELD_LOCKS.pop(str(work / TRAIN_LOCK_FILE)))
+    # a child forked by the training (a DataLoader worker) does not keep the lock after the
+    # training is gone (a worker outlives a kill -9 of its parent by seconds)
+    ready, started = os.pipe()
+    child = os.fork()
+    if child == 0:  # os.fork has returned: the fork handlers have run
+        os.write(started, b'1')
+        time.sleep(60)
+        os._exit(0)
+    try:
+        assert os.read(ready, 1) == b'1'
+        os.close(reliability._HELD_LOCKS.pop(str(work / TRAIN_LOCK_FILE)))  # the training ends
+        import fcntl
+        with open(work / TRAIN_LOCK_FILE) as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        os.close(ready)
+        os.close(started)
