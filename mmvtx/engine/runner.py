@@ -400,6 +400,19 @@ def init_cpu_distributed(cfg: Config, launcher: str) -> bool:
         raise LauncherError(f'--launcher pytorch: {", ".join(unset)} not set; torchrun sets them '
                            '(bash tools/dist_train.sh CONFIG GPUS, tools/dist_test.sh CONFIG '
                            'CHECKPOINT GPUS); without a launcher, leave --launcher out')
+    if launcher == 'pytorch' and torch.cuda.is_available() and not dist.is_initialized():
+        # mmengine's init_dist puts process LOCAL_RANK on GPU LOCAL_RANK: more processes than
+        # GPUs stopped the extra ones with 'CUDA error: invalid device ordinal' tracebacks
+        gpus = torch.cuda.device_count()
+        procs = int(os.environ.get('LOCAL_WORLD_SIZE', int(os.environ.get('LOCAL_RANK', 0)) + 1))
+        if procs > gpus:
+            visible = os.environ.get('CUDA_VISIBLE_DEVICES')
+            raise LauncherError(
+                f'--launcher pytorch: {procs} processes on this machine, one a GPU, but it has '
+                f'{gpus} GPU(s)' + (f' (CUDA_VISIBLE_DEVICES={visible})' if visible is not None
+                                    else '') + f': start at most {gpus} (bash '
+                f'tools/dist_train.sh CONFIG {gpus}, tools/dist_test.sh CONFIG CHECKPOINT '
+                f'{gpus})')
     if launcher != 'pytorch' or torch.cuda.is_available() or dist.is_initialized():
         return False
     dist.init_process_group(backend='gloo', rank=int(os.environ['RANK']),

@@ -243,6 +243,35 @@ def test_launcher_pytorch_without_torchrun_says_how_to_start(monkeypatch, tmp_pa
         assert 'error: --launcher pytorch: RANK, WORLD_SIZE' in out.stderr, out.stderr[-2000:]
 
 
+def test_more_processes_than_gpus_is_named_before_any_process_takes_a_gpu(monkeypatch):
+    """``bash tools/dist_train.sh CONFIG 4`` on a machine with 2 GPUs (or CUDA_VISIBLE_DEVICES
+    naming 2): mmengine puts process LOCAL_RANK on GPU LOCAL_RANK, and processes 2 and 3 stopped
+    with ``CUDA error: invalid device ordinal`` tracebacks. Every process now stops with one
+    line naming the counts and the command that fits."""
+    from mmengine.config import Config
+
+    from mmvtx.engine.runner import LauncherError, init_cpu_distributed
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '0,3')
+    for key, value in dict(WORLD_SIZE='4', MASTER_ADDR='127.0.0.1', MASTER_PORT='29500',
+                           LOCAL_WORLD_SIZE='4').items():
+        monkeypatch.setenv(key, value)
+    for rank in ('0', '3'):  # the first process too: the others would wait for it
+        monkeypatch.setenv('RANK', rank)
+        monkeypatch.setenv('LOCAL_RANK', rank)
+        with pytest.raises(LauncherError, match=re.escape(
+                '--launcher pytorch: 4 processes on this machine, one a GPU, but it has 2 '
+                'GPU(s) (CUDA_VISIBLE_DEVICES=0,3): start at most 2 (bash tools/dist_train.sh '
+                'CONFIG 2')):
+            init_cpu_distributed(Config(), 'pytorch')
+    monkeypatch.setenv('LOCAL_WORLD_SIZE', '2')  # as many as GPUs: left to mmengine's NCCL
+    monkeypatch.setenv('WORLD_SIZE', '2')
+    monkeypatch.setenv('RANK', '1')
+    monkeypatch.setenv('LOCAL_RANK', '1')
+    assert init_cpu_distributed(Config(), 'pytorch') is False
+
+
 def test_a_missing_config_or_checkpoint_is_named_before_anything_is_built(tmp_path, capsys):
     """``tools/train.py configs/swin/typo.py`` stopped with mmengine's traceback; ``tools/test.py
     CONFIG missing.pth`` built the model and the test set first, then stopped with mmengine's
