@@ -13,8 +13,9 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmvtx  # noqa: E402,F401  registers models/datasets/hooks
-from mmvtx.engine.runner import (LauncherError, finish_cpu_distributed,  # noqa: E402
-                                 init_cpu_distributed, load_config, parse_tool_args,
+from mmvtx.engine.runner import (DataFileError, LauncherError,  # noqa: E402
+                                 finish_cpu_distributed, init_cpu_distributed, load_config,
+                                 naming_broken_annotations, parse_tool_args,
                                  prepare_train_cfg, tool_parser)
 from mmvtx.engine.reliability import WorkDirInUseError  # noqa: E402
 from mmvtx.utils.checkpoint import (CheckpointMismatchError,  # noqa: E402
@@ -52,8 +53,9 @@ def main(argv=None):
     except (ValueError, FileNotFoundError, IsADirectoryError, WorkDirInUseError) as e:
         sys.exit(f'error: {e}')
     own_group = init_cpu_distributed(cfg, args.launcher)
-    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
-    runner.train()
+    with naming_broken_annotations(cfg):  # a cut-off annotation file: named
+        runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+        runner.train()
     del runner  # DDP and its process group references go before the group closes
     finish_cpu_distributed(own_group)
 
@@ -63,5 +65,5 @@ if __name__ == '__main__':
         main()
     # --resume with a changed model, an init_cfg checkpoint that cannot be read, --launcher
     # pytorch without torchrun: named, no traceback
-    except (CheckpointMismatchError, CheckpointReadError, LauncherError) as e:
+    except (CheckpointMismatchError, CheckpointReadError, LauncherError, DataFileError) as e:
         sys.exit(f'error: {e}')

@@ -1,7 +1,9 @@
 """What ``tools/train.py`` and ``tools/test.py`` do to a config before building the Runner,
 for detection and segmentation configs alike (mm users' flags keep their meaning)."""
 import argparse
+import contextlib
 import copy
+import json
 import logging
 import os
 import os.path as osp
@@ -378,6 +380,58 @@ def prepare_tta_cfg(cfg: Config) -> Config:
     for data_cfg in innermost_datasets(cfg.test_dataloader.dataset):
         data_cfg.pipeline = copy.deepcopy(cfg.tta_pipeline)
     return cfg
+
+
+class DataFileError(RuntimeError):
+    """A dataset's or an evaluator's annotation file that cannot be read: the tools report it
+    as one ``error:`` line naming the file."""
+
+
+def annotation_files(cfg: Config) -> list:
+    """The annotation files the config's datasets (``ann_file`` joined to ``data_root``, as
+    mmengine's ``BaseDataset`` does) and evaluators (``ann_file``) read, in order, once each."""
+    files = []
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(key)
+        if not isinstance(loader, dict) or not isinstance(loader.get('dataset'), dict):
+            continue
+        for dataset in innermost_datasets(loader['dataset']):
+            ann, root = dataset.get('ann_file'), dataset.get('data_root')
+            if isinstance(ann, str) and ann:
+                files.append(ann if osp.isabs(ann) or not root else osp.join(root, ann))
+    for key in ('val_evaluator', 'test_evaluator'):
+        evaluator = cfg.get(key)
+        for metric in evaluator if isinstance(evaluator, (list, tuple)) else [evaluator]:
+            if isinstance(metric, dict) and isinstance(metric.get('ann_file'), str):
+                files.append(metric['ann_file'])
+    return list(dict.fromkeys(files))
+
+
+@contextlib.contextmanager
+def naming_broken_annotations(cfg: Config):
+    """``with naming_broken_annotations(cfg): runner.train()``: a JSON annotation file that is
+    cut off or damaged stopped the run (once the model was built) with the traceback of
+    pycocotools' or mmengine's ``json.load``, ``JSONDecodeError: Unterminated string starting
+    at: line 1 column 4991``, naming no file. The config's annotation files are then read
+    again, and the one that fails in the same way is named (:class:`DataFileError`)."""
+    try:
+        yield
+    except json.JSONDecodeError as error:
+        for path in annotation_files(cfg):
+            if '://' in path or not osp.isfile(path):
+                continue
+            try:
+                with open(path, 'rb') as f:
+                    json.load(f)
+            except json.JSONDecodeError as e:
+                if (e.msg, e.pos) == (error.msg, error.pos):
+                    raise DataFileError(
+                        f'annotation file {path} is not valid JSON ({e}): cut off by an '
+                        'interrupted download, copy or extraction? Fetch or write it again') \
+                        from error
+            except (OSError, ValueError):
+                continue
+        raise
 
 
 class LauncherError(RuntimeError):

@@ -467,6 +467,41 @@ def test_tools_refuse_an_output_place_that_is_a_file_before_running(tmp_path, sc
     assert not (tmp_path / 'w').exists()  # nothing was started
 
 
+@pytest.mark.parametrize('script, broken', [('train.py', 'train_dataloader'),
+                                            ('test.py', 'test_evaluator')])
+def test_a_cut_off_annotation_file_is_named(tmp_path, script, broken):
+    """A COCO annotation file cut off (an interrupted download or extraction), read by the
+    dataset or by the evaluator: the run stopped with ``json.load``'s traceback,
+    ``JSONDecodeError: Expecting ',' delimiter: line 1 column 46961``, which names no
+    file. It is named in one ``error:`` line."""
+    shapes = osp.join(ROOT, 'data', 'shapes')
+    whole = osp.join(shapes, 'annotations', 'instances_val.json')
+    with open(whole, 'rb') as f:
+        text = f.read()
+    cut = tmp_path / 'annotations' / 'instances.json'
+    cut.parent.mkdir()
+    cut.write_bytes(text[:len(text) // 2])
+    classes = ('circle', 'square', 'triangle')
+    coco = dict(type='CocoDataset', data_root=shapes + '/', metainfo=dict(classes=classes),
+                ann_file=whole, data_prefix=dict(img='images/val/'))
+    lines = [f'_base_ = {DET_CFG!r}',
+             f'train_dataloader = dict(dataset={dict(coco, ann_file=str(cut))!r})'
+             if broken == 'train_dataloader' else
+             f'test_dataloader = dict(dataset={coco!r})\n'
+             f'test_evaluator = dict(ann_file={str(cut)!r})']
+    cfg = tmp_path / 'coco.py'
+    cfg.write_text('\n'.join(lines) + '\n')
+    torch.save({'state_dict': {}}, tmp_path / 'model.pth')
+    ckpt = [str(tmp_path / 'model.pth')] if script == 'test.py' else []
+    out = run_tool([sys.executable, osp.join(ROOT, 'tools', script), str(cfg), *ckpt,
+                    '--work-dir', str(tmp_path / 'w')], cwd=str(tmp_path), timeout=300)
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    with pytest.raises(json.JSONDecodeError) as decoded:  # what json.load says of it
+        json.loads(cut.read_bytes())
+    assert f'error: annotation file {cut} is not valid JSON ({decoded.value})' in out.stderr
+    assert 'Traceback' not in out.stderr, out.stderr[-2000:]
+
+
 def test_dist_train_on_cpu_runs_a_recipe_with_syncbn_heads(tmp_path):
     """``bash tools/dist_train.sh CONFIG GPUS`` runs gloo where there is no GPU, but the ADE20K
     recipes' heads use SyncBN, which PyTorch's DDP refuses on CPU modules (``ValueError:
