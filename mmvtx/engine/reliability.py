@@ -366,6 +366,17 @@ class _ReseedingIterator:
         return getattr(self._iterator, name)
 
 
+class _NoBatches:
+    """The data iterator of a finished iteration-based run: the batches mmengine skips on
+    resume are not loaded (none is trained on)."""
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return None
+
+
 class _ReseedingLoader:
     """Wraps the epoch-based loop's DataLoader: the main process's generators are reseeded
     from (seed, rank, global iteration) before each epoch's iterator starts and before each
@@ -405,9 +416,24 @@ class ExactResumeHook(Hook):
         self._seed, self._rank = runner.seed, get_rank()
         loop = runner.train_loop
         if hasattr(loop, 'dataloader_iterator'):  # iteration-based
+            if runner.iter > 0 and runner.iter >= getattr(loop, 'max_iters', float('inf')):
+                # a finished run resumed (a job that always passes --resume, run again):
+                # mmengine skips the trained batches by loading and augmenting every one of
+                # them (hours for a COCO schedule) before its loop finds nothing to train
+                print_log(f'resumed at iteration {runner.iter}, the end of the schedule '
+                          f'(train_cfg.max_iters={loop.max_iters}): nothing to train; to '
+                          'train longer, raise train_cfg.max_iters and the schedulers\' end',
+                          logger='current', level=logging.WARNING)
+                loop.dataloader_iterator = _NoBatches()
+                return
             loop.dataloader_iterator = _ReseedingIterator(loop.dataloader_iterator,
                                                           self._seed, self._rank)
         else:
+            if runner.epoch > 0 and runner.epoch >= getattr(loop, 'max_epochs', float('inf')):
+                print_log(f'resumed at epoch {runner.epoch}, the end of the schedule '
+                          f'(train_cfg.max_epochs={loop.max_epochs}): nothing to train; to '
+                          'train longer, raise train_cfg.max_epochs and the schedulers\' end',
+                          logger='current', level=logging.WARNING)
             loader = loop.dataloader
             if getattr(loader, 'persistent_workers', False) and runner.iter > 0:
                 print_log('resumed with persistent DataLoader workers in an epoch-based loop: '
