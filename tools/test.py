@@ -20,7 +20,7 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmvtx  # noqa: E402,F401
-from mmvtx.engine.runner import (DataFileError, LauncherError,  # noqa: E402
+from mmvtx.engine.runner import (CfgOptionError, DataFileError, LauncherError,  # noqa: E402
                                  finish_cpu_distributed, init_cpu_distributed, load_config,
                                  naming_broken_annotations, parse_tool_args,
                                  prepare_test_cfg, tool_parser)
@@ -44,7 +44,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_config(args)
+    try:
+        cfg = load_config(args)
+    except CfgOptionError as e:  # a --cfg-options entry that would change nothing
+        sys.exit(f'error: {e}')
     try:
         prepare_test_cfg(cfg, args.config, args.checkpoint, work_dir=args.work_dir,
                          show_dir=args.show_dir, out=args.out, launcher=args.launcher,

@@ -13,7 +13,7 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmvtx  # noqa: E402,F401  registers models/datasets/hooks
-from mmvtx.engine.runner import (DataFileError, LauncherError,  # noqa: E402
+from mmvtx.engine.runner import (CfgOptionError, DataFileError, LauncherError,  # noqa: E402
                                  finish_cpu_distributed, init_cpu_distributed, load_config,
                                  naming_broken_annotations, parse_tool_args,
                                  prepare_train_cfg, tool_parser)
@@ -41,7 +41,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_config(args)
+    try:
+        cfg = load_config(args)
+    except CfgOptionError as e:  # a --cfg-options entry that would change nothing
+        sys.exit(f'error: {e}')
     try:
         prepare_train_cfg(cfg, args.config, work_dir=args.work_dir, amp=args.amp,
                           resume=args.resume, auto_scale_lr=args.auto_scale_lr,

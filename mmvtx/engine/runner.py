@@ -53,10 +53,78 @@ def parse_tool_args(parser: argparse.ArgumentParser,
     return args
 
 
+# the top-level entries of a config that are read once it is loaded: by mmengine's Runner
+# (from_cfg and __init__), by mmdet's/mmseg's/mmvtx's tools (--tta, resume) and hooks. Every
+# other top-level name (max_iters, data_root, num_classes, train_pipeline, ...) is a variable
+# of the config file, used while the file was read
+RUN_ENTRIES = frozenset({
+    'model', 'work_dir', 'train_dataloader', 'val_dataloader', 'test_dataloader', 'train_cfg',
+    'val_cfg', 'test_cfg', 'auto_scale_lr', 'optim_wrapper', 'param_scheduler', 'val_evaluator',
+    'test_evaluator', 'default_hooks', 'custom_hooks', 'data_preprocessor', 'load_from',
+    'resume', 'launcher', 'env_cfg', 'log_processor', 'log_level', 'visualizer',
+    'default_scope', 'randomness', 'experiment_name', 'model_wrapper_cfg',
+    'find_unused_parameters', 'compile', 'activation_checkpointing', 'efficient_conv_bn_eval',
+    'sync_bn', 'fp16', 'runner_type', 'cfg', 'tta_model', 'tta_pipeline', 'custom_imports',
+    'vis_backends'})
+
+
+class CfgOptionError(ValueError):
+    """A ``--cfg-options`` entry that would change nothing (a typo, a config variable)."""
+
+
+def _paths_with_value(node, value, path: str = '') -> list:
+    """The dotted paths (as ``--cfg-options`` names them) under ``node`` whose value is
+    ``value``."""
+    found = []
+    if isinstance(node, dict):
+        for key, sub in node.items():
+            found += _paths_with_value(sub, value, f'{path}.{key}' if path else str(key))
+    elif isinstance(node, (list, tuple)):
+        for i, sub in enumerate(node):
+            found += _paths_with_value(sub, value, f'{path}.{i}')
+    if path and type(node) is type(value) and node == value:
+        found.append(path)
+    return found
+
+
+def check_cfg_options(cfg: Config, options: dict):
+    """Refuses (:class:`CfgOptionError`) a ``--cfg-options`` entry whose first name is not
+    among what is read after the config is loaded (``RUN_ENTRIES``): a typo
+    (``trian_cfg.max_iters=2``: the run went on with the config's 700 iterations), or a
+    variable of the config file (``max_iters=100``: the config had already used its value in
+    ``train_cfg`` and the schedulers, so that nothing changed), with the entries that hold its
+    value or the names it may have meant. A config of a Runner of its own (``runner_type``)
+    may read other names: not checked."""
+    import difflib
+    if 'runner_type' in cfg:
+        return
+    for key, value in options.items():
+        top = str(key).split('.')[0]
+        if top in RUN_ENTRIES:
+            continue
+        if top not in cfg:
+            near = difflib.get_close_matches(top, sorted(RUN_ENTRIES | set(cfg.keys())), n=2)
+            raise CfgOptionError(
+                f'--cfg-options {key}={value}: the config has no {top}, and nothing reads it '
+                'once the config is loaded' + (f' (did you mean {" or ".join(near)}?)'
+                                               if near else ''))
+        old = cfg[top]
+        users = [] if old is None or isinstance(old, bool) else [
+            p for entry in sorted(RUN_ENTRIES & set(cfg.keys()))
+            for p in _paths_with_value(cfg[entry], old, entry)]
+        raise CfgOptionError(
+            f'--cfg-options {key}={value}: {top} is a variable of the config file, used when '
+            'the file was read; setting it here changes nothing' + (
+                f'. Set what it was used for instead; these entries hold its value ({old!r}): '
+                + ', '.join(users[:6]) + (' ...' if len(users) > 6 else '') if users else ''))
+
+
 def load_config(args: argparse.Namespace) -> Config:
-    """The config of ``args.config`` with ``--cfg-options`` merged in."""
+    """The config of ``args.config`` with ``--cfg-options`` merged in; an option that would
+    change nothing is refused (:func:`check_cfg_options`)."""
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
+        check_cfg_options(cfg, args.cfg_options)
         cfg.merge_from_dict(args.cfg_options)
     return cfg
 

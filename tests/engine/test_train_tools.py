@@ -5,6 +5,7 @@ import glob
 import json
 import os
 import os.path as osp
+import re
 import signal
 import subprocess
 import sys
@@ -500,6 +501,35 @@ def test_a_cut_off_annotation_file_is_named(tmp_path, script, broken):
         json.loads(cut.read_bytes())
     assert f'error: annotation file {cut} is not valid JSON ({decoded.value})' in out.stderr
     assert 'Traceback' not in out.stderr, out.stderr[-2000:]
+
+
+def test_cfg_options_that_would_change_nothing_are_refused(tmp_path):
+    """``--cfg-options`` merges into the loaded config: a typo in the first name
+    (``trian_cfg.max_iters=2``) and a variable of the config file (``max_iters=2``, which the
+    file had already used in ``train_cfg`` and the scheduler) were accepted in silence, and
+    the run trained the config's 700 iterations. Both are refused in one line, the variable
+    with the entries that hold its value, before anything is built."""
+    from mmengine.config import Config
+
+    from mmvtx.engine.runner import CfgOptionError, check_cfg_options
+    cfg = Config.fromfile(DET_CFG)
+    merged = Config.fromfile(DET_CFG)
+    merged.merge_from_dict({'max_iters': 2})  # what mmengine makes of it: nothing changes
+    assert merged.train_cfg.max_iters == cfg.train_cfg.max_iters == 700
+    with pytest.raises(CfgOptionError, match=re.escape(
+            'max_iters is a variable of the config file, used when the file was read; setting '
+            'it here changes nothing. Set what it was used for instead; these entries hold its '
+            'value (700): param_scheduler.1.end, train_cfg.max_iters, train_cfg.val_interval')):
+        check_cfg_options(cfg, {'max_iters': 2})
+    check_cfg_options(cfg, {'train_cfg.max_iters': 2, 'randomness.seed': 1, 'compile': False,
+                            'resume': True, 'model.backbone.embed_dims': 24})
+    out = run_tool([sys.executable, osp.join(ROOT, 'tools', 'train.py'), DET_CFG, '--work-dir',
+                    str(tmp_path / 'w'), '--cfg-options', 'trian_cfg.max_iters=2'],
+                   cwd=str(tmp_path), timeout=120)
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    assert ('error: --cfg-options trian_cfg.max_iters=2: the config has no trian_cfg, and '
+            'nothing reads it once the config is loaded (did you mean train_cfg') in out.stderr
+    assert 'Traceback' not in out.stderr and not (tmp_path / 'w').exists()
 
 
 def test_dist_train_on_cpu_runs_a_recipe_with_syncbn_heads(tmp_path):
