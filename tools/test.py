@@ -22,7 +22,7 @@ from mmengine.runner import Runner  # noqa: E402
 import mmvtx  # noqa: E402,F401
 from mmvtx.engine.runner import (CfgOptionError, DataFileError, LauncherError,  # noqa: E402
                                  finish_cpu_distributed, init_cpu_distributed, load_config,
-                                 naming_broken_annotations, parse_tool_args,
+                                 naming_data_errors, parse_tool_args,
                                  prepare_test_cfg, tool_parser)
 from mmvtx.utils.checkpoint import (CheckpointMismatchError,  # noqa: E402
                                     CheckpointReadError)
@@ -57,7 +57,7 @@ def main(argv=None):
     except (ValueError, FileNotFoundError, IsADirectoryError) as e:
         sys.exit(f'error: {e}')
     own_group = init_cpu_distributed(cfg, args.launcher)
-    with naming_broken_annotations(cfg):  # a cut-off annotation file: named
+    with naming_data_errors(cfg):  # a cut-off annotation file, an empty dataset
         runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
         metrics = runner.test()
     del runner  # DDP and its process group references go before the group closes

@@ -15,7 +15,7 @@ from mmengine.runner import Runner  # noqa: E402
 import mmvtx  # noqa: E402,F401  registers models/datasets/hooks
 from mmvtx.engine.runner import (CfgOptionError, DataFileError, LauncherError,  # noqa: E402
                                  finish_cpu_distributed, init_cpu_distributed, load_config,
-                                 naming_broken_annotations, parse_tool_args,
+                                 naming_data_errors, parse_tool_args,
                                  prepare_train_cfg, tool_parser)
 from mmvtx.engine.reliability import WorkDirInUseError  # noqa: E402
 from mmvtx.utils.checkpoint import (CheckpointMismatchError,  # noqa: E402
@@ -56,7 +56,7 @@ def main(argv=None):
     except (ValueError, FileNotFoundError, IsADirectoryError, WorkDirInUseError) as e:
         sys.exit(f'error: {e}')
     own_group = init_cpu_distributed(cfg, args.launcher)
-    with naming_broken_annotations(cfg):  # a cut-off annotation file: named
+    with naming_data_errors(cfg):  # a cut-off annotation file, an empty dataset
         runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
         runner.train()
     del runner  # DDP and its process group references go before the group closes

@@ -475,16 +475,64 @@ def annotation_files(cfg: Config) -> list:
     return list(dict.fromkeys(files))
 
 
+def _empty_dataset_message(dataset) -> str:
+    """What an mmengine ``BaseDataset`` that ended up with no sample read, and why it kept
+    none: the annotation file or folders it read, the filter that dropped what they held, the
+    classes that match none of a COCO file's categories."""
+    name = type(dataset).__name__
+    ann_file = getattr(dataset, 'ann_file', '') or ''
+    prefix = {k: v for k, v in (getattr(dataset, 'data_prefix', None) or {}).items() if v}
+    where = ann_file or ', '.join(f'{k}={v}' for k, v in prefix.items()) or 'its data_root'
+    suffix = getattr(dataset, 'img_suffix', None)
+    if not ann_file and suffix:
+        where += f' (files ending in {suffix!r})'
+    try:  # read again: full_init kept only what the filter left
+        loaded = len(dataset.load_data_list())
+    except Exception:  # noqa: BLE001 - only a count for the message
+        loaded = None
+    if loaded == 0 or loaded is None:
+        text = f'{name} has no samples: none was found in {where}'
+    else:
+        text = (f'{name} has no samples: {loaded} were read from {where} and its filter_cfg '
+                f'{dict(getattr(dataset, "filter_cfg", None) or {})} dropped every one')
+    classes = tuple((getattr(dataset, 'metainfo', None) or {}).get('classes') or ())
+    coco = getattr(dataset, 'coco', None)
+    if coco is not None and classes and not getattr(dataset, 'cat_ids', True):
+        names = [c.get('name') for c in getattr(coco, 'cats', {}).values()]
+        text += (f'; none of its classes {classes} is a category of {ann_file} '
+                 f'({", ".join(map(str, names[:10]))}{" ..." if len(names) > 10 else ""}): '
+                 'set metainfo=dict(classes=(...)) to the names of the file')
+    return text
+
+
 @contextlib.contextmanager
-def naming_broken_annotations(cfg: Config):
-    """``with naming_broken_annotations(cfg): runner.train()``: a JSON annotation file that is
-    cut off or damaged stopped the run (once the model was built) with the traceback of
-    pycocotools' or mmengine's ``json.load``, ``JSONDecodeError: Unterminated string starting
-    at: line 1 column 4991``, naming no file. The config's annotation files are then read
-    again, and the one that fails in the same way is named (:class:`DataFileError`)."""
+def naming_data_errors(cfg: Config):
+    """``with naming_data_errors(cfg): runner.train()``: two data errors that stopped the run
+    (once the model was built) with a traceback naming no file are named in one line
+    (:class:`DataFileError`):
+
+    * a JSON annotation file that is cut off or damaged: pycocotools' or mmengine's
+      ``json.load`` said ``JSONDecodeError: Unterminated string starting at: line 1 column
+      4991``. The config's annotation files are read again, and the one that fails in the same
+      way is named;
+    * a dataset with no sample (an empty folder, a wrong suffix, classes that match none of a
+      COCO file's categories, so that ``filter_empty_gt`` dropped every image): mmengine said
+      ``ValueError: need at least one array to concatenate``."""
     try:
         yield
-    except json.JSONDecodeError as error:
+    except ValueError as error:
+        if not isinstance(error, json.JSONDecodeError):
+            if str(error) == 'need at least one array to concatenate':
+                from mmengine.dataset import BaseDataset
+                tb = error.__traceback__
+                while tb is not None:
+                    frame = tb.tb_frame
+                    if frame.f_code.co_name == '_serialize_data' and isinstance(
+                            frame.f_locals.get('self'), BaseDataset):
+                        raise DataFileError(_empty_dataset_message(
+                            frame.f_locals['self'])) from error
+                    tb = tb.tb_next
+            raise
         for path in annotation_files(cfg):
             if '://' in path or not osp.isfile(path):
                 continue

@@ -532,6 +532,39 @@ def test_cfg_options_that_would_change_nothing_are_refused(tmp_path):
     assert 'Traceback' not in out.stderr and not (tmp_path / 'w').exists()
 
 
+@pytest.mark.parametrize('kind', ['det', 'seg'])
+def test_a_dataset_with_no_samples_is_named_with_what_it_read(tmp_path, kind):
+    """A training set that ends up empty stopped the run, once the model was built, with
+    mmengine's ``ValueError: need at least one array to concatenate``, naming nothing: a COCO
+    file whose images have no objects (``filter_empty_gt`` drops them all), mmseg's
+    ``BaseSegDataset`` (``img_suffix='.jpg'``) on a folder of PNG files. Both now say which
+    dataset read what and why nothing is left."""
+    shapes = osp.join(ROOT, 'data', 'shapes')
+    if kind == 'det':
+        with open(osp.join(shapes, 'annotations', 'instances_train.json')) as f:
+            coco = json.load(f)
+        coco['annotations'] = []
+        ann = tmp_path / 'no_objects.json'
+        ann.write_text(json.dumps(coco))
+        options = ['train_dataloader.dataset.type=CocoDataset', f'train_dataloader.dataset.'
+                   f'ann_file={ann}', "train_dataloader.dataset.metainfo.classes=['circle',"
+                   "'square','triangle']"]
+        message = (f'error: CocoDataset has no samples: {len(coco["images"])} were read from '
+                   f"{ann} and its filter_cfg {{'filter_empty_gt': True, 'min_size': 8}} "
+                   'dropped every one')
+    else:
+        options = ['train_dataloader.dataset.type=BaseSegDataset']
+        message = (f'error: BaseSegDataset has no samples: none was found in img_path='
+                   f'{shapes}/images/train, seg_map_path={shapes}/labels/train (files ending in '
+                   "'.jpg')")
+    out = run_tool([sys.executable, osp.join(ROOT, 'tools', 'train.py'),
+                    DET_CFG if kind == 'det' else SEG_CFG, '--work-dir', str(tmp_path / 'w'),
+                    '--cfg-options', f'train_dataloader.dataset.data_root={shapes}', *options],
+                   cwd=str(tmp_path), timeout=300)
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    assert message in out.stderr and 'Traceback' not in out.stderr, out.stderr[-2000:]
+
+
 def test_dist_train_on_cpu_runs_a_recipe_with_syncbn_heads(tmp_path):
     """``bash tools/dist_train.sh CONFIG GPUS`` runs gloo where there is no GPU, but the ADE20K
     recipes' heads use SyncBN, which PyTorch's DDP refuses on CPU modules (``ValueError:
