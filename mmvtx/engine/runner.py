@@ -87,20 +87,55 @@ def _paths_with_value(node, value, path: str = '') -> list:
     return found
 
 
+_MISSING = object()
+
+
+def _config_value(cfg, key: str):
+    """The value at the dotted ``key`` (list items by index, as ``--cfg-options`` names
+    them), or ``_MISSING``."""
+    node = cfg
+    for part in key.split('.'):
+        if isinstance(node, (dict, Config)) and part in node:
+            node = node[part]
+        elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return _MISSING
+    return node
+
+
+def _check_option_type(cfg, key: str, value):
+    """Refuses text where the config has a number or a boolean (``train_cfg.max_iters=1OO``,
+    ``...with_cp=ture``): ``--cfg-options`` turns numbers and true/false into values, so text
+    there is a typo; it had stopped the run with ``ValueError: invalid literal for int()``
+    naming no option, or (a boolean) been taken as true."""
+    old = _config_value(cfg, key)
+    if old is _MISSING or not isinstance(value, str):
+        return
+    if isinstance(old, bool):
+        raise CfgOptionError(f'--cfg-options {key}={value}: {key} is True or False in the '
+                             f'config ({old}), not text')
+    if isinstance(old, (int, float)):
+        raise CfgOptionError(f'--cfg-options {key}={value}: {key} is a number in the config '
+                             f'({old}), and {value!r} is not one')
+
+
 def check_cfg_options(cfg: Config, options: dict):
     """Refuses (:class:`CfgOptionError`) a ``--cfg-options`` entry whose first name is not
     among what is read after the config is loaded (``RUN_ENTRIES``): a typo
     (``trian_cfg.max_iters=2``: the run went on with the config's 700 iterations), or a
     variable of the config file (``max_iters=100``: the config had already used its value in
     ``train_cfg`` and the schedulers, so that nothing changed), with the entries that hold its
-    value or the names it may have meant. A config of a Runner of its own (``runner_type``)
-    may read other names: not checked."""
+    value or the names it may have meant; text where the config has a number or a boolean
+    (:func:`_check_option_type`). A config of a Runner of its own (``runner_type``) may read
+    other names: not checked."""
     import difflib
     if 'runner_type' in cfg:
         return
     for key, value in options.items():
         top = str(key).split('.')[0]
         if top in RUN_ENTRIES:
+            _check_option_type(cfg, str(key), value)
             continue
         if top not in cfg:
             near = difflib.get_close_matches(top, sorted(RUN_ENTRIES | set(cfg.keys())), n=2)

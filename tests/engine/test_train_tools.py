@@ -1,6 +1,7 @@
 """tools/train.py, tools/test.py and tools/dist_train.sh on the shapes data with small models:
 the loss goes down, mmdet's/mmseg's own evaluators score the result, a killed run resumes
 (torch.load keeps weights_only=True), and DDP runs on gloo with activation checkpointing."""
+import argparse
 import glob
 import json
 import os
@@ -508,7 +509,8 @@ def test_cfg_options_that_would_change_nothing_are_refused(tmp_path):
     (``trian_cfg.max_iters=2``) and a variable of the config file (``max_iters=2``, which the
     file had already used in ``train_cfg`` and the scheduler) were accepted in silence, and
     the run trained the config's 700 iterations. Both are refused in one line, the variable
-    with the entries that hold its value, before anything is built."""
+    with the entries that hold its value, before anything is built; so is text where the config
+    has a number or a boolean."""
     from mmengine.config import Config
 
     from mmvtx.engine.runner import CfgOptionError, check_cfg_options
@@ -523,6 +525,22 @@ def test_cfg_options_that_would_change_nothing_are_refused(tmp_path):
         check_cfg_options(cfg, {'max_iters': 2})
     check_cfg_options(cfg, {'train_cfg.max_iters': 2, 'randomness.seed': 1, 'compile': False,
                             'resume': True, 'model.backbone.embed_dims': 24})
+    # text where the config has a number (mmengine's loop: 'invalid literal for int()', no
+    # option named) or a boolean ('flase' is a non-empty string: true, in silence)
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    for option, message in (
+            ('train_cfg.max_iters=1OO', "train_cfg.max_iters is a number in the config (700), "
+                                        "and '1OO' is not one"),
+            ('train_dataloader.dataset.filter_cfg.filter_empty_gt=flase',
+             'train_dataloader.dataset.filter_cfg.filter_empty_gt is True or False in the '
+             'config (True), not text')):
+        with pytest.raises(CfgOptionError, match=re.escape(f'--cfg-options {option}: {message}')):
+            check_cfg_options(cfg, parser.parse_args(['--cfg-options', option]).cfg_options)
+    check_cfg_options(cfg, parser.parse_args([
+        '--cfg-options', 'train_cfg.max_iters=1e3', 'model.backbone.with_cp=true',
+        'param_scheduler.1.end=5', 'optim_wrapper.clip_grad=None']).cfg_options)
     out = run_tool([sys.executable, osp.join(ROOT, 'tools', 'train.py'), DET_CFG, '--work-dir',
                     str(tmp_path / 'w'), '--cfg-options', 'trian_cfg.max_iters=2'],
                    cwd=str(tmp_path), timeout=120)
