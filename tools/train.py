@@ -16,7 +16,8 @@ import mmvtx  # noqa: E402,F401  registers models/datasets/hooks
 from mmvtx.engine.runner import (CfgOptionError, DataFileError, LauncherError,  # noqa: E402
                                  finish_cpu_distributed, init_cpu_distributed, load_config,
                                  naming_data_errors, parse_tool_args,
-                                 prepare_train_cfg, tool_parser)
+                                 prepare_train_cfg, stop_on_sigterm, Stopped,
+                                 stopped_message, tool_parser)
 from mmvtx.engine.reliability import WorkDirInUseError  # noqa: E402
 from mmvtx.utils.checkpoint import (CheckpointMismatchError,  # noqa: E402
                                     CheckpointReadError)
@@ -56,9 +57,17 @@ def main(argv=None):
     except (ValueError, FileNotFoundError, IsADirectoryError, WorkDirInUseError) as e:
         sys.exit(f'error: {e}')
     own_group = init_cpu_distributed(cfg, args.launcher)
+    stop_on_sigterm()  # a scheduler's stop unwinds as Ctrl-C does, and is reported
     with naming_data_errors(cfg):  # a cut-off annotation file, an empty dataset
         runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
-        runner.train()
+        try:
+            runner.train()
+        except (KeyboardInterrupt, Stopped) as e:
+            # a traceback through whatever ran at that moment had said nothing of what was kept
+            from mmengine.dist import is_main_process
+            if is_main_process():
+                print(stopped_message(cfg, e), file=sys.stderr, flush=True)
+            sys.exit(130 if isinstance(e, KeyboardInterrupt) else 128 + e.signum)
     del runner  # DDP and its process group references go before the group closes
     finish_cpu_distributed(own_group)
 

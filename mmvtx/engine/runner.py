@@ -585,6 +585,50 @@ def naming_data_errors(cfg: Config):
         raise
 
 
+class Stopped(BaseException):
+    """Training stopped by a signal (SIGTERM: a scheduler's stop, ``kill``); like
+    ``KeyboardInterrupt`` (SIGINT, Ctrl-C) it unwinds the run, so files being written are
+    left whole or removed (atomic writes)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def stop_on_sigterm():
+    """SIGTERM raises :class:`Stopped` in this (the training's) process, as SIGINT raises
+    ``KeyboardInterrupt``: it had ended the process on the spot, without a word. Processes
+    forked later (DataLoader workers) keep the default action."""
+    import signal
+    main_pid = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() != main_pid:  # a forked child: die as it would have
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Stopped(signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def stopped_message(cfg: Config, error: BaseException) -> str:
+    """What a training stopped by Ctrl-C or SIGTERM leaves: the newest complete checkpoint
+    (where ``--resume`` continues), or none."""
+    import signal
+    from .reliability import find_resume_checkpoint
+    how = ('by ' + signal.Signals(error.signum).name if isinstance(error, Stopped)
+           else '(Ctrl-C)')
+    folder, tmpl = _checkpoint_places(cfg)
+    last = find_resume_checkpoint(str(cfg.work_dir), folder, tmpl) if osp.isdir(
+        str(cfg.work_dir)) else None
+    if last is None:
+        return (f'training stopped {how} before its first checkpoint was saved: nothing to '
+                'resume from')
+    return (f'training stopped {how}; the newest complete checkpoint is {last}: run the same '
+            'command with --resume to continue from it')
+
+
 class LauncherError(RuntimeError):
     """A ``--launcher`` the process was not started for (``pytorch`` without torchrun): the
     tools report it as one ``error:`` line."""
