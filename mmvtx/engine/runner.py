@@ -598,12 +598,18 @@ class Stopped(BaseException):
 def stop_on_sigterm():
     """SIGTERM raises :class:`Stopped` in this (the training's) process, as SIGINT raises
     ``KeyboardInterrupt``: it had ended the process on the spot, without a word. Processes
-    forked later (DataLoader workers) keep the default action."""
+    forked later (DataLoader workers) and the processes of a distributed run keep the default
+    action."""
     import signal
     main_pid = os.getpid()
 
     def handler(signum, frame):
-        if os.getpid() != main_pid:  # a forked child: die as it would have
+        import torch.distributed as dist
+        # a forked child, and a process of a distributed run (torchrun stops the others with
+        # SIGTERM when one fails; one blocked in a collective would not unwind before torchrun's
+        # SIGKILL): die at once, as they did
+        if os.getpid() != main_pid or (dist.is_available() and dist.is_initialized()
+                                       and dist.get_world_size() > 1):
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
