@@ -23,7 +23,8 @@ from mmengine.runner import Runner  # noqa: E402
 
 import mmvtx  # noqa: E402,F401
 from mmvtx.datasets import prepare_shapes  # noqa: E402
-from mmvtx.engine.reliability import find_resume_checkpoint  # noqa: E402
+from mmvtx.engine.reliability import (WorkDirInUseError, find_resume_checkpoint,  # noqa: E402
+                                       lock_work_dir)
 from mmvtx.engine.runner import innermost_dataset, prepare_train_cfg  # noqa: E402
 
 CONFIGS = {
@@ -148,6 +149,10 @@ def main(argv=None):
              else f'iter_{cfg.train_cfg.max_iters}.pth')
     # the run's newest complete checkpoint (the one last_checkpoint names) decides: the final
     # checkpoint of an earlier run does not make a --retrain interrupted since then finished
+    try:  # a second `make demo` (another terminal) would train into the same checkpoints
+        lock_work_dir(work_dir)
+    except WorkDirInUseError as e:
+        sys.exit(f'error: {e}')
     latest = None
     if not args.retrain and osp.isdir(work_dir):
         latest = find_resume_checkpoint(work_dir)

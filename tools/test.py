@@ -20,8 +20,9 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmvtx  # noqa: E402,F401
-from mmvtx.engine.runner import (LauncherError, finish_cpu_distributed,  # noqa: E402
-                                 init_cpu_distributed, load_config, parse_tool_args,
+from mmvtx.engine.runner import (CfgOptionError, DataFileError, LauncherError,  # noqa: E402
+                                 finish_cpu_distributed, init_cpu_distributed, load_config,
+                                 naming_data_errors, parse_tool_args,
                                  prepare_test_cfg, tool_parser)
 from mmvtx.utils.checkpoint import (CheckpointMismatchError,  # noqa: E402
                                     CheckpointReadError)
@@ -43,7 +44,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_config(args)
+    try:
+        cfg = load_config(args)
+    except CfgOptionError as e:  # a --cfg-options entry that would change nothing
+        sys.exit(f'error: {e}')
     try:
         prepare_test_cfg(cfg, args.config, args.checkpoint, work_dir=args.work_dir,
                          show_dir=args.show_dir, out=args.out, launcher=args.launcher,
@@ -53,8 +57,9 @@ def main(argv=None):
     except (ValueError, FileNotFoundError, IsADirectoryError) as e:
         sys.exit(f'error: {e}')
     own_group = init_cpu_distributed(cfg, args.launcher)
-    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
-    metrics = runner.test()
+    with naming_data_errors(cfg):  # a cut-off annotation file, an empty dataset
+        runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+        metrics = runner.test()
     del runner  # DDP and its process group references go before the group closes
     finish_cpu_distributed(own_group)
     return metrics
@@ -65,5 +70,5 @@ if __name__ == '__main__':
         main()
     # a checkpoint of another model, or one that cannot be read, a --launcher pytorch
     # without torchrun: no metrics, one line
-    except (CheckpointMismatchError, CheckpointReadError, LauncherError) as e:
+    except (CheckpointMismatchError, CheckpointReadError, LauncherError, DataFileError) as e:
         sys.exit(f'error: {e}')

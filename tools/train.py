@@ -13,9 +13,12 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmvtx  # noqa: E402,F401  registers models/datasets/hooks
-from mmvtx.engine.runner import (LauncherError, finish_cpu_distributed,  # noqa: E402
-                                 init_cpu_distributed, load_config, parse_tool_args,
-                                 prepare_train_cfg, tool_parser)
+from mmvtx.engine.runner import (CfgOptionError, DataFileError, LauncherError,  # noqa: E402
+                                 finish_cpu_distributed, init_cpu_distributed, load_config,
+                                 naming_data_errors, parse_tool_args,
+                                 prepare_train_cfg, stop_on_sigterm, Stopped,
+                                 stopped_message, tool_parser)
+from mmvtx.engine.reliability import WorkDirInUseError  # noqa: E402
 from mmvtx.utils.checkpoint import (CheckpointMismatchError,  # noqa: E402
                                     CheckpointReadError)
 
@@ -39,19 +42,32 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_config(args)
+    try:
+        cfg = load_config(args)
+    except CfgOptionError as e:  # a --cfg-options entry that would change nothing
+        sys.exit(f'error: {e}')
     try:
         prepare_train_cfg(cfg, args.config, work_dir=args.work_dir, amp=args.amp,
                           resume=args.resume, auto_scale_lr=args.auto_scale_lr,
                           launcher=args.launcher, deterministic=args.deterministic,
-                          compile=args.compile)
+                          compile=args.compile, lock=True)
     # a flag the config cannot take (--tta, --out, --amp, ...), a checkpoint that is no file
-    # (missing, a folder, cut off): one line, as argparse refuses a bad flag
-    except (ValueError, FileNotFoundError, IsADirectoryError) as e:
+    # (missing, a folder, cut off), a work dir another training writes into: one line, as
+    # argparse refuses a bad flag
+    except (ValueError, FileNotFoundError, IsADirectoryError, WorkDirInUseError) as e:
         sys.exit(f'error: {e}')
     own_group = init_cpu_distributed(cfg, args.launcher)
-    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
-    runner.train()
+    stop_on_sigterm()  # a scheduler's stop unwinds as Ctrl-C does, and is reported
+    with naming_data_errors(cfg):  # a cut-off annotation file, an empty dataset
+        runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+        try:
+            runner.train()
+        except (KeyboardInterrupt, Stopped) as e:
+            # a traceback through whatever ran at that moment had said nothing of what was kept
+            from mmengine.dist import is_main_process
+            if is_main_process():
+                print(stopped_message(cfg, e), file=sys.stderr, flush=True)
+            sys.exit(130 if isinstance(e, KeyboardInterrupt) else 128 + e.signum)
     del runner  # DDP and its process group references go before the group closes
     finish_cpu_distributed(own_group)
 
@@ -61,5 +77,5 @@ if __name__ == '__main__':
         main()
     # --resume with a changed model, an init_cfg checkpoint that cannot be read, --launcher
     # pytorch without torchrun: named, no traceback
-    except (CheckpointMismatchError, CheckpointReadError, LauncherError) as e:
+    except (CheckpointMismatchError, CheckpointReadError, LauncherError, DataFileError) as e:
         sys.exit(f'error: {e}')

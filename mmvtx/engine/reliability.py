@@ -283,6 +283,63 @@ def remove_partial_writes(work_dir: str, filename_tmpl: Optional[str] = None) ->
     return stale
 
 
+TRAIN_LOCK_FILE = '.train.lock'  # in the work dir: held (flock) by the training writing there
+_HELD_LOCKS = {}  # lock file -> its descriptor, open (and locked) until the process ends
+
+
+def _drop_inherited_locks():
+    """In a forked child (DataLoader workers, compile workers): its copies of the lock's
+    descriptor are closed, so the lock goes with the training process, not with the last of
+    its children (a DataLoader worker outlives a kill -9 of its parent by seconds)."""
+    for fd in _HELD_LOCKS.values():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
+class WorkDirInUseError(RuntimeError):
+    """Another training is writing into the work dir (:func:`lock_work_dir`)."""
+
+
+def lock_work_dir(work_dir: str):
+    """Takes the work dir for this training (an exclusive ``flock`` of ``TRAIN_LOCK_FILE``,
+    released by the OS when the process ends, however it ends: kill -9 included), or raises
+    :class:`WorkDirInUseError` naming the work dir and the process that holds it. Two trainings
+    in one work dir overwrote each other's checkpoints (``iter_N.pth`` of two runs under one
+    name), config dump and ``last_checkpoint``, and a second ``--resume`` deleted the first
+    run's checkpoint being written (its temporary file), which then crashed. A file system
+    without locks is not refused. The main process of a run (rank 0) calls it."""
+    import fcntl
+    import socket
+    import time
+    path = osp.join(osp.abspath(work_dir), TRAIN_LOCK_FILE)
+    if path in _HELD_LOCKS:
+        return
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 1024).decode(errors='replace').strip()
+        os.close(fd)
+        raise WorkDirInUseError(
+            f'work dir {work_dir} is in use by another training ({holder or "its " + path}): '
+            "two runs in one work dir overwrite each other's checkpoints; give this one "
+            'another --work-dir, or stop that one first (then --resume continues it)') from None
+    except OSError:  # no locks on this file system (some network mounts)
+        os.close(fd)
+        return
+    os.ftruncate(fd, 0)
+    os.write(fd, f'pid {os.getpid()} on {socket.gethostname()}, started '
+             f'{time.strftime("%Y-%m-%d %H:%M:%S")}'.encode())
+    _HELD_LOCKS[path] = fd
+
+
 def derived_seed(seed: int, *keys) -> int:
     """A 63-bit seed that depends on ``seed`` and ``keys`` only (stable across runs)."""
     digest = hashlib.sha256(repr((int(seed),) + keys).encode()).digest()
@@ -314,6 +371,17 @@ class _ReseedingIterator:
 
     def __getattr__(self, name):
         return getattr(self._iterator, name)
+
+
+class _NoBatches:
+    """The data iterator of a finished iteration-based run: the batches mmengine skips on
+    resume are not loaded (none is trained on)."""
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return None
 
 
 class _ReseedingLoader:
@@ -355,9 +423,24 @@ class ExactResumeHook(Hook):
         self._seed, self._rank = runner.seed, get_rank()
         loop = runner.train_loop
         if hasattr(loop, 'dataloader_iterator'):  # iteration-based
+            if runner.iter > 0 and runner.iter >= getattr(loop, 'max_iters', float('inf')):
+                # a finished run resumed (a job that always passes --resume, run again):
+                # mmengine skips the trained batches by loading and augmenting every one of
+                # them (hours for a COCO schedule) before its loop finds nothing to train
+                print_log(f'resumed at iteration {runner.iter}, the end of the schedule '
+                          f'(train_cfg.max_iters={loop.max_iters}): nothing to train; to '
+                          'train longer, raise train_cfg.max_iters and the schedulers\' end',
+                          logger='current', level=logging.WARNING)
+                loop.dataloader_iterator = _NoBatches()
+                return
             loop.dataloader_iterator = _ReseedingIterator(loop.dataloader_iterator,
                                                           self._seed, self._rank)
         else:
+            if runner.epoch > 0 and runner.epoch >= getattr(loop, 'max_epochs', float('inf')):
+                print_log(f'resumed at epoch {runner.epoch}, the end of the schedule '
+                          f'(train_cfg.max_epochs={loop.max_epochs}): nothing to train; to '
+                          'train longer, raise train_cfg.max_epochs and the schedulers\' end',
+                          logger='current', level=logging.WARNING)
             loader = loop.dataloader
             if getattr(loader, 'persistent_workers', False) and runner.iter > 0:
                 print_log('resumed with persistent DataLoader workers in an epoch-based loop: '

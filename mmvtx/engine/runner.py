@@ -1,7 +1,9 @@
 """What ``tools/train.py`` and ``tools/test.py`` do to a config before building the Runner,
 for detection and segmentation configs alike (mm users' flags keep their meaning)."""
 import argparse
+import contextlib
 import copy
+import json
 import logging
 import os
 import os.path as osp
@@ -51,10 +53,113 @@ def parse_tool_args(parser: argparse.ArgumentParser,
     return args
 
 
+# the top-level entries of a config that are read once it is loaded: by mmengine's Runner
+# (from_cfg and __init__), by mmdet's/mmseg's/mmvtx's tools (--tta, resume) and hooks. Every
+# other top-level name (max_iters, data_root, num_classes, train_pipeline, ...) is a variable
+# of the config file, used while the file was read
+RUN_ENTRIES = frozenset({
+    'model', 'work_dir', 'train_dataloader', 'val_dataloader', 'test_dataloader', 'train_cfg',
+    'val_cfg', 'test_cfg', 'auto_scale_lr', 'optim_wrapper', 'param_scheduler', 'val_evaluator',
+    'test_evaluator', 'default_hooks', 'custom_hooks', 'data_preprocessor', 'load_from',
+    'resume', 'launcher', 'env_cfg', 'log_processor', 'log_level', 'visualizer',
+    'default_scope', 'randomness', 'experiment_name', 'model_wrapper_cfg',
+    'find_unused_parameters', 'compile', 'activation_checkpointing', 'efficient_conv_bn_eval',
+    'sync_bn', 'fp16', 'runner_type', 'cfg', 'tta_model', 'tta_pipeline', 'custom_imports',
+    'vis_backends'})
+
+
+class CfgOptionError(ValueError):
+    """A ``--cfg-options`` entry that would change nothing (a typo, a config variable)."""
+
+
+def _paths_with_value(node, value, path: str = '') -> list:
+    """The dotted paths (as ``--cfg-options`` names them) under ``node`` whose value is
+    ``value``."""
+    found = []
+    if isinstance(node, dict):
+        for key, sub in node.items():
+            found += _paths_with_value(sub, value, f'{path}.{key}' if path else str(key))
+    elif isinstance(node, (list, tuple)):
+        for i, sub in enumerate(node):
+            found += _paths_with_value(sub, value, f'{path}.{i}')
+    if path and type(node) is type(value) and node == value:
+        found.append(path)
+    return found
+
+
+_MISSING = object()
+
+
+def _config_value(cfg, key: str):
+    """The value at the dotted ``key`` (list items by index, as ``--cfg-options`` names
+    them), or ``_MISSING``."""
+    node = cfg
+    for part in key.split('.'):
+        if isinstance(node, (dict, Config)) and part in node:
+            node = node[part]
+        elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return _MISSING
+    return node
+
+
+def _check_option_type(cfg, key: str, value):
+    """Refuses text where the config has a number or a boolean (``train_cfg.max_iters=1OO``,
+    ``...with_cp=ture``): ``--cfg-options`` turns numbers and true/false into values, so text
+    there is a typo; it had stopped the run with ``ValueError: invalid literal for int()``
+    naming no option, or (a boolean) been taken as true."""
+    old = _config_value(cfg, key)
+    if old is _MISSING or not isinstance(value, str):
+        return
+    if isinstance(old, bool):
+        raise CfgOptionError(f'--cfg-options {key}={value}: {key} is True or False in the '
+                             f'config ({old}), not text')
+    if isinstance(old, (int, float)):
+        raise CfgOptionError(f'--cfg-options {key}={value}: {key} is a number in the config '
+                             f'({old}), and {value!r} is not one')
+
+
+def check_cfg_options(cfg: Config, options: dict):
+    """Refuses (:class:`CfgOptionError`) a ``--cfg-options`` entry whose first name is not
+    among what is read after the config is loaded (``RUN_ENTRIES``): a typo
+    (``trian_cfg.max_iters=2``: the run went on with the config's 700 iterations), or a
+    variable of the config file (``max_iters=100``: the config had already used its value in
+    ``train_cfg`` and the schedulers, so that nothing changed), with the entries that hold its
+    value or the names it may have meant; text where the config has a number or a boolean
+    (:func:`_check_option_type`). A config of a Runner of its own (``runner_type``) may read
+    other names: not checked."""
+    import difflib
+    if 'runner_type' in cfg:
+        return
+    for key, value in options.items():
+        top = str(key).split('.')[0]
+        if top in RUN_ENTRIES:
+            _check_option_type(cfg, str(key), value)
+            continue
+        if top not in cfg:
+            near = difflib.get_close_matches(top, sorted(RUN_ENTRIES | set(cfg.keys())), n=2)
+            raise CfgOptionError(
+                f'--cfg-options {key}={value}: the config has no {top}, and nothing reads it '
+                'once the config is loaded' + (f' (did you mean {" or ".join(near)}?)'
+                                               if near else ''))
+        old = cfg[top]
+        users = [] if old is None or isinstance(old, bool) else [
+            p for entry in sorted(RUN_ENTRIES & set(cfg.keys()))
+            for p in _paths_with_value(cfg[entry], old, entry)]
+        raise CfgOptionError(
+            f'--cfg-options {key}={value}: {top} is a variable of the config file, used when '
+            'the file was read; setting it here changes nothing' + (
+                f'. Set what it was used for instead; these entries hold its value ({old!r}): '
+                + ', '.join(users[:6]) + (' ...' if len(users) > 6 else '') if users else ''))
+
+
 def load_config(args: argparse.Namespace) -> Config:
-    """The config of ``args.config`` with ``--cfg-options`` merged in."""
+    """The config of ``args.config`` with ``--cfg-options`` merged in; an option that would
+    change nothing is refused (:func:`check_cfg_options`)."""
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
+        check_cfg_options(cfg, args.cfg_options)
         cfg.merge_from_dict(args.cfg_options)
     return cfg
 
@@ -101,6 +206,24 @@ def _prepare_common(cfg: Config, config_path: str, work_dir: Optional[str], laun
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+    # a work dir that is a file, or under one: mmengine's Runner stopped with a FileExistsError
+    # / NotADirectoryError traceback after the config was built
+    from mmvtx.utils.cli import output_dir_problem
+    problem = output_dir_problem(str(cfg.work_dir))
+    if problem:
+        flag = '--work-dir' if work_dir is not None else "the config's work_dir"
+        raise ValueError(f'{flag} {cfg.work_dir} {problem}')
+
+
+def _launcher_rank(launcher: str) -> int:
+    """The global rank of this process as its launcher set it (before the process group is
+    made): torchrun's ``RANK``, slurm's ``SLURM_PROCID``, Open MPI's ``OMPI_COMM_WORLD_RANK``;
+    0 without a launcher."""
+    var = {'pytorch': 'RANK', 'slurm': 'SLURM_PROCID', 'mpi': 'OMPI_COMM_WORLD_RANK'}.get(launcher)
+    try:
+        return int(os.environ.get(var, 0)) if var else 0
+    except ValueError:
+        return 0
 
 
 def _checkpoint_hook(cfg: Config):
@@ -128,10 +251,16 @@ def _checkpoint_places(cfg: Config) -> tuple:
 def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = None,
                       amp: bool = False, resume: Optional[str] = None,
                       auto_scale_lr: bool = False, launcher: str = 'none',
-                      deterministic: bool = False, compile: Optional[str] = None) -> Config:
+                      deterministic: bool = False, compile: Optional[str] = None,
+                      lock: bool = False) -> Config:
     """``compile``: a ``torch.compile`` backend; compiles the backbone (``--compile``, see
-    :mod:`mmvtx.engine.compile`)."""
+    :mod:`mmvtx.engine.compile`). ``lock``: the main process takes the work dir for this run
+    (:func:`~mmvtx.engine.reliability.lock_work_dir`), before ``--resume`` looks at (and
+    cleans) it; raises ``WorkDirInUseError`` if another training holds it."""
     _prepare_common(cfg, config_path, work_dir, launcher)
+    if lock and _launcher_rank(launcher) == 0:
+        from .reliability import lock_work_dir
+        lock_work_dir(cfg.work_dir)
     if compile:
         from .compile import compile_hook_cfg
         _add_hook(cfg, 'CompileModelHook', compile_hook_cfg(compile), replace=True)
@@ -245,7 +374,14 @@ def prepare_test_cfg(cfg: Config, config_path: str, checkpoint: str,
     _add_hook(cfg, 'CheckpointFitHook')
     if tta:
         prepare_tta_cfg(cfg)
+    # output places that cannot be written are refused before the test set is run: --out was
+    # written (and failed, a FileExistsError traceback) after every image had been evaluated
+    from mmvtx.utils.cli import output_dir_problem, output_file_problem
     if show_dir is not None:
+        # <work_dir>/<timestamp>/DIR (DIR itself if absolute), made at the first drawing
+        problem = output_dir_problem(osp.join(str(cfg.work_dir), show_dir))
+        if problem:
+            raise ValueError(f'--show-dir {show_dir} {problem}')
         vis = cfg.default_hooks.get('visualization')
         if vis is None:
             raise ValueError('--show-dir needs default_hooks.visualization in the config')
@@ -266,6 +402,10 @@ def prepare_test_cfg(cfg: Config, config_path: str, checkpoint: str,
         vis.test_out_dir = show_dir  # under <work_dir>/<timestamp>/
     if out is not None:
         prepare_test_out(cfg, out)
+        pickle = out.endswith(('.pkl', '.pickle'))  # else (mmseg) a folder of label maps
+        problem = output_file_problem(out) if pickle else output_dir_problem(out)
+        if problem:
+            raise ValueError(f'--out {out}{":" if pickle else ""} {problem}')
     return cfg
 
 
@@ -345,6 +485,156 @@ def prepare_tta_cfg(cfg: Config) -> Config:
     return cfg
 
 
+class DataFileError(RuntimeError):
+    """A dataset's or an evaluator's annotation file that cannot be read: the tools report it
+    as one ``error:`` line naming the file."""
+
+
+def annotation_files(cfg: Config) -> list:
+    """The annotation files the config's datasets (``ann_file`` joined to ``data_root``, as
+    mmengine's ``BaseDataset`` does) and evaluators (``ann_file``) read, in order, once each."""
+    files = []
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(key)
+        if not isinstance(loader, dict) or not isinstance(loader.get('dataset'), dict):
+            continue
+        for dataset in innermost_datasets(loader['dataset']):
+            ann, root = dataset.get('ann_file'), dataset.get('data_root')
+            if isinstance(ann, str) and ann:
+                files.append(ann if osp.isabs(ann) or not root else osp.join(root, ann))
+    for key in ('val_evaluator', 'test_evaluator'):
+        evaluator = cfg.get(key)
+        for metric in evaluator if isinstance(evaluator, (list, tuple)) else [evaluator]:
+            if isinstance(metric, dict) and isinstance(metric.get('ann_file'), str):
+                files.append(metric['ann_file'])
+    return list(dict.fromkeys(files))
+
+
+def _empty_dataset_message(dataset) -> str:
+    """What an mmengine ``BaseDataset`` that ended up with no sample read, and why it kept
+    none: the annotation file or folders it read, the filter that dropped what they held, the
+    classes that match none of a COCO file's categories."""
+    name = type(dataset).__name__
+    ann_file = getattr(dataset, 'ann_file', '') or ''
+    prefix = {k: v for k, v in (getattr(dataset, 'data_prefix', None) or {}).items() if v}
+    where = ann_file or ', '.join(f'{k}={v}' for k, v in prefix.items()) or 'its data_root'
+    suffix = getattr(dataset, 'img_suffix', None)
+    if not ann_file and suffix:
+        where += f' (files ending in {suffix!r})'
+    try:  # read again: full_init kept only what the filter left
+        loaded = len(dataset.load_data_list())
+    except Exception:  # noqa: BLE001 - only a count for the message
+        loaded = None
+    if loaded == 0 or loaded is None:
+        text = f'{name} has no samples: none was found in {where}'
+    else:
+        text = (f'{name} has no samples: {loaded} were read from {where} and its filter_cfg '
+                f'{dict(getattr(dataset, "filter_cfg", None) or {})} dropped every one')
+    classes = tuple((getattr(dataset, 'metainfo', None) or {}).get('classes') or ())
+    coco = getattr(dataset, 'coco', None)
+    if coco is not None and classes and not getattr(dataset, 'cat_ids', True):
+        names = [c.get('name') for c in getattr(coco, 'cats', {}).values()]
+        text += (f'; none of its classes {classes} is a category of {ann_file} '
+                 f'({", ".join(map(str, names[:10]))}{" ..." if len(names) > 10 else ""}): '
+                 'set metainfo=dict(classes=(...)) to the names of the file')
+    return text
+
+
+@contextlib.contextmanager
+def naming_data_errors(cfg: Config):
+    """``with naming_data_errors(cfg): runner.train()``: two data errors that stopped the run
+    (once the model was built) with a traceback naming no file are named in one line
+    (:class:`DataFileError`):
+
+    * a JSON annotation file that is cut off or damaged: pycocotools' or mmengine's
+      ``json.load`` said ``JSONDecodeError: Unterminated string starting at: line 1 column
+      4991``. The config's annotation files are read again, and the one that fails in the same
+      way is named;
+    * a dataset with no sample (an empty folder, a wrong suffix, classes that match none of a
+      COCO file's categories, so that ``filter_empty_gt`` dropped every image): mmengine said
+      ``ValueError: need at least one array to concatenate``."""
+    try:
+        yield
+    except ValueError as error:
+        if not isinstance(error, json.JSONDecodeError):
+            if str(error) == 'need at least one array to concatenate':
+                from mmengine.dataset import BaseDataset
+                tb = error.__traceback__
+                while tb is not None:
+                    frame = tb.tb_frame
+                    if frame.f_code.co_name == '_serialize_data' and isinstance(
+                            frame.f_locals.get('self'), BaseDataset):
+                        raise DataFileError(_empty_dataset_message(
+                            frame.f_locals['self'])) from error
+                    tb = tb.tb_next
+            raise
+        for path in annotation_files(cfg):
+            if '://' in path or not osp.isfile(path):
+                continue
+            try:
+                with open(path, 'rb') as f:
+                    json.load(f)
+            except json.JSONDecodeError as e:
+                if (e.msg, e.pos) == (error.msg, error.pos):
+                    raise DataFileError(
+                        f'annotation file {path} is not valid JSON ({e}): cut off by an '
+                        'interrupted download, copy or extraction? Fetch or write it again') \
+                        from error
+            except (OSError, ValueError):
+                continue
+        raise
+
+
+class Stopped(BaseException):
+    """Training stopped by a signal (SIGTERM: a scheduler's stop, ``kill``); like
+    ``KeyboardInterrupt`` (SIGINT, Ctrl-C) it unwinds the run, so files being written are
+    left whole or removed (atomic writes)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def stop_on_sigterm():
+    """SIGTERM raises :class:`Stopped` in this (the training's) process, as SIGINT raises
+    ``KeyboardInterrupt``: it had ended the process on the spot, without a word. Processes
+    forked later (DataLoader workers) and the processes of a distributed run keep the default
+    action."""
+    import signal
+    main_pid = os.getpid()
+
+    def handler(signum, frame):
+        import torch.distributed as dist
+        # a forked child, and a process of a distributed run (torchrun stops the others with
+        # SIGTERM when one fails; one blocked in a collective would not unwind before torchrun's
+        # SIGKILL): die at once, as they did
+        if os.getpid() != main_pid or (dist.is_available() and dist.is_initialized()
+                                       and dist.get_world_size() > 1):
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Stopped(signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def stopped_message(cfg: Config, error: BaseException) -> str:
+    """What a training stopped by Ctrl-C or SIGTERM leaves: the newest complete checkpoint
+    (where ``--resume`` continues), or none."""
+    import signal
+    from .reliability import find_resume_checkpoint
+    how = ('by ' + signal.Signals(error.signum).name if isinstance(error, Stopped)
+           else '(Ctrl-C)')
+    folder, tmpl = _checkpoint_places(cfg)
+    last = find_resume_checkpoint(str(cfg.work_dir), folder, tmpl) if osp.isdir(
+        str(cfg.work_dir)) else None
+    if last is None:
+        return (f'training stopped {how} before its first checkpoint was saved: nothing to '
+                'resume from')
+    return (f'training stopped {how}; the newest complete checkpoint is {last}: run the same '
+            'command with --resume to continue from it')
+
+
 class LauncherError(RuntimeError):
     """A ``--launcher`` the process was not started for (``pytorch`` without torchrun): the
     tools report it as one ``error:`` line."""
@@ -365,6 +655,19 @@ def init_cpu_distributed(cfg: Config, launcher: str) -> bool:
         raise LauncherError(f'--launcher pytorch: {", ".join(unset)} not set; torchrun sets them '
                            '(bash tools/dist_train.sh CONFIG GPUS, tools/dist_test.sh CONFIG '
                            'CHECKPOINT GPUS); without a launcher, leave --launcher out')
+    if launcher == 'pytorch' and torch.cuda.is_available() and not dist.is_initialized():
+        # mmengine's init_dist puts process LOCAL_RANK on GPU LOCAL_RANK: more processes than
+        # GPUs stopped the extra ones with 'CUDA error: invalid device ordinal' tracebacks
+        gpus = torch.cuda.device_count()
+        procs = int(os.environ.get('LOCAL_WORLD_SIZE', int(os.environ.get('LOCAL_RANK', 0)) + 1))
+        if procs > gpus:
+            visible = os.environ.get('CUDA_VISIBLE_DEVICES')
+            raise LauncherError(
+                f'--launcher pytorch: {procs} processes on this machine, one a GPU, but it has '
+                f'{gpus} GPU(s)' + (f' (CUDA_VISIBLE_DEVICES={visible})' if visible is not None
+                                    else '') + f': start at most {gpus} (bash '
+                f'tools/dist_train.sh CONFIG {gpus}, tools/dist_test.sh CONFIG CHECKPOINT '
+                f'{gpus})')
     if launcher != 'pytorch' or torch.cuda.is_available() or dist.is_initialized():
         return False
     dist.init_process_group(backend='gloo', rank=int(os.environ['RANK']),

@@ -249,7 +249,7 @@ def test_demo_takes_an_epoch_based_config(tmp_path, monkeypatch):
 
     cfg = run()  # nothing trained yet: from the start
     assert not cfg.get('resume') and cfg.get('load_from') is None
-    work.mkdir()
+    work.mkdir(exist_ok=True)  # (made by the first run: it holds the work dir's lock)
     torch.save({'meta': {}}, work / 'epoch_1.pth')
     cfg = run()  # interrupted after the first epoch: resumed
     assert cfg.resume is True and cfg.load_from == str(work / 'epoch_1.pth')

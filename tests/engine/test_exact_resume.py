@@ -204,6 +204,51 @@ def test_partial_writes_removed_by_another_rank_first_are_skipped(tmp_path, monk
     assert not (tmp_path / '.iter_4.pth.abc.tmp').exists()
 
 
+@pytest.mark.parametrize('done', [6, 4])
+def test_resuming_a_finished_run_loads_no_data_and_says_so(done, capsys):
+    """``--resume`` of a run that has finished (a job that always passes it, run again): before
+    its loop found nothing to train, mmengine's ``IterBasedTrainLoop`` skipped the trained
+    batches by loading and augmenting each of them (hours for a COCO schedule), and said
+    nothing. Its ``run`` (mmengine's own) now fetches no batch, and the log says why nothing
+    is trained; an unfinished run still skips its batches through the data, as an exact resume
+    needs."""
+    from types import SimpleNamespace
+
+    from mmengine.logging import MMLogger
+    from mmengine.runner import IterBasedTrainLoop
+
+    from mmvtx.engine.reliability import ExactResumeHook
+    MMLogger.get_instance(f'finished_{done}')  # print_log's 'current' logger
+    fetched = []
+
+    def batches():
+        while True:
+            fetched.append(1)
+            yield {'inputs': []}
+
+    loop = object.__new__(IterBasedTrainLoop)  # mmengine's loop, without a real dataloader
+    loop._max_iters, loop._iter, loop._epoch, loop.stop_training = 6, done, 0, False
+    loop.dataloader_iterator = batches()
+    hook = ExactResumeHook()
+    trained = []
+    runner = SimpleNamespace(seed=0, iter=done, train_loop=loop, val_loop=None,
+                             model=SimpleNamespace(train=lambda: None),
+                             call_hook=lambda name, **kw: getattr(hook, name, None) and getattr(
+                                 hook, name)(runner, **kw))
+    loop._runner = runner
+    loop.run_iter = lambda batch: (trained.append(batch), setattr(loop, '_iter', loop._iter + 1))
+    loop._decide_current_val_interval = lambda: None
+    loop.run()
+    log = capsys.readouterr().out
+    if done == 6:
+        assert fetched == [] and trained == []
+        assert ('resumed at iteration 6, the end of the schedule (train_cfg.max_iters=6): '
+                'nothing to train') in log
+    else:  # the 4 trained batches are drawn again and skipped, then 2 trained
+        assert len(fetched) == 6 and len(trained) == 2
+        assert 'nothing to train' not in log
+
+
 def test_resume_looks_only_in_its_own_work_dir(tmp_path):
     """A work dir whose name reads as a glob pattern (``exp[1]`` matches ``exp1``) resumes from
     its own checkpoints only, and only its own partial writes are removed."""

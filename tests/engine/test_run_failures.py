@@ -2,9 +2,12 @@
 a cut-off file, a loss that turns NaN. Each stops with an error that names the bad file or
 value, and the checkpoints saved before are kept."""
 import glob
+import os
 import os.path as osp
 import re
+import signal
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -268,6 +271,35 @@ def test_launcher_pytorch_without_torchrun_says_how_to_start(monkeypatch, tmp_pa
         assert 'error: --launcher pytorch: RANK, WORLD_SIZE' in out.stderr, out.stderr[-2000:]
 
 
+def test_more_processes_than_gpus_is_named_before_any_process_takes_a_gpu(monkeypatch):
+    """``bash tools/dist_train.sh CONFIG 4`` on a machine with 2 GPUs (or CUDA_VISIBLE_DEVICES
+    naming 2): mmengine puts process LOCAL_RANK on GPU LOCAL_RANK, and processes 2 and 3 stopped
+    with ``CUDA error: invalid device ordinal`` tracebacks. Every process now stops with one
+    line naming the counts and the command that fits."""
+    from mmengine.config import Config
+
+    from mmvtx.engine.runner import LauncherError, init_cpu_distributed
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '0,3')
+    for key, value in dict(WORLD_SIZE='4', MASTER_ADDR='127.0.0.1', MASTER_PORT='29500',
+                           LOCAL_WORLD_SIZE='4').items():
+        monkeypatch.setenv(key, value)
+    for rank in ('0', '3'):  # the first process too: the others would wait for it
+        monkeypatch.setenv('RANK', rank)
+        monkeypatch.setenv('LOCAL_RANK', rank)
+        with pytest.raises(LauncherError, match=re.escape(
+                '--launcher pytorch: 4 processes on this machine, one a GPU, but it has 2 '
+                'GPU(s) (CUDA_VISIBLE_DEVICES=0,3): start at most 2 (bash tools/dist_train.sh '
+                'CONFIG 2')):
+            init_cpu_distributed(Config(), 'pytorch')
+    monkeypatch.setenv('LOCAL_WORLD_SIZE', '2')  # as many as GPUs: left to mmengine's NCCL
+    monkeypatch.setenv('WORLD_SIZE', '2')
+    monkeypatch.setenv('RANK', '1')
+    monkeypatch.setenv('LOCAL_RANK', '1')
+    assert init_cpu_distributed(Config(), 'pytorch') is False
+
+
 def test_a_missing_config_or_checkpoint_is_named_before_anything_is_built(tmp_path, capsys):
     """``tools/train.py configs/swin/typo.py`` stopped with mmengine's traceback; ``tools/test.py
     CONFIG missing.pth`` built the model and the test set first, then stopped with mmengine's
@@ -434,3 +466,68 @@ def test_a_nan_stop_names_the_last_checkpoint_where_the_hook_writes(tmp_path):
     with pytest.raises(FloatingPointError, match=f'The last checkpoint is '
                        f'{folder / "ckpt_0002.pth"}: resume from it'):
         NonFiniteCheckHook().before_save_checkpoint(runner, {})
+
+
+HOLD_LOCK = r'''
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+os.write(fd, b'pid %d on the other terminal' % os.getpid())
+print('held', flush=True)
+time.sleep(120)
+'''
+
+
+def test_a_second_training_into_a_busy_work_dir_is_refused_and_harms_nothing(tmp_path):
+    """Two trainings in one work dir (a second ``make demo``, a ``--resume`` started while the
+    first still runs) wrote their ``iter_N.pth`` under the same names, and the second's
+    ``--resume`` deleted the temporary file of the checkpoint the first was writing (it then
+    crashed). The second is refused in one line naming the work dir and the process that holds
+    it, before it touches anything there; once that process is gone, however it ended, the
+    work dir is free again."""
+    import subprocess
+
+    from mmvtx.engine import reliability
+    from mmvtx.engine.reliability import TRAIN_LOCK_FILE, WorkDirInUseError, lock_work_dir
+    work = tmp_path / 'work'
+    work.mkdir()
+    writing = work / '.iter_4.pth.x1y2.tmp'  # the first run's checkpoint being written
+    writing.write_bytes(b'PK\x03\x04 half a checkpoint')
+    holder = subprocess.Popen([sys.executable, '-c', HOLD_LOCK, str(work / TRAIN_LOCK_FILE)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'held'
+        out = run_tool(train_cmd(SEG_CFG, str(work), '--resume'), cwd=str(tmp_path),
+                       timeout=120)
+        assert out.returncode == 1 and 'Traceback' not in out.stderr, out.stderr[-2000:]
+        assert (f'error: work dir {work} is in use by another training (pid {holder.pid} on '
+                'the other terminal)') in out.stderr, out.stderr[-2000:]
+        assert writing.exists()  # the first run's write left alone
+        assert sorted(p.name for p in work.iterdir()) == sorted([writing.name, TRAIN_LOCK_FILE])
+        with pytest.raises(WorkDirInUseError, match='give this one another --work-dir'):
+            lock_work_dir(str(work))
+    finally:
+        holder.kill()
+        holder.wait()
+    lock_work_dir(str(work))  # the lock file stays behind; its process is gone: free
+    with open(work / TRAIN_LOCK_FILE) as f:
+        assert f.read().startswith(f'pid {os.getpid()} on ')
+    # a child forked by the training (a DataLoader worker) does not keep the lock after the
+    # training is gone (a worker outlives a kill -9 of its parent by seconds)
+    ready, started = os.pipe()
+    child = os.fork()
+    if child == 0:  # os.fork has returned: the fork handlers have run
+        os.write(started, b'1')
+        time.sleep(60)
+        os._exit(0)
+    try:
+        assert os.read(ready, 1) == b'1'
+        os.close(reliability._HELD_LOCKS.pop(str(work / TRAIN_LOCK_FILE)))  # the training ends
+        import fcntl
+        with open(work / TRAIN_LOCK_FILE) as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        os.close(ready)
+        os.close(started)

@@ -1,10 +1,12 @@
 """tools/train.py, tools/test.py and tools/dist_train.sh on the shapes data with small models:
 the loss goes down, mmdet's/mmseg's own evaluators score the result, a killed run resumes
 (torch.load keeps weights_only=True), and DDP runs on gloo with activation checkpointing."""
+import argparse
 import glob
 import json
 import os
 import os.path as osp
+import re
 import signal
 import subprocess
 import sys
@@ -139,17 +141,25 @@ def test_mask_rcnn_trains_evaluates_resumes_and_tests(tmp_path):
     cfg = small_config(tmp_path, DET_CFG, 'det', iters=60, ckpt_interval=20)
     work = str(tmp_path / 'work')
     train = [sys.executable, osp.join(ROOT, 'tools/train.py'), cfg, '--work-dir', work]
-    proc = subprocess.Popen(train, cwd=str(tmp_path), env=dict(os.environ, PYTHONPATH=ROOT),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    with open(tmp_path / 'stderr.txt', 'w') as stderr:
+        proc = subprocess.Popen(train, cwd=str(tmp_path), env=dict(os.environ, PYTHONPATH=ROOT),
+                                stdout=subprocess.DEVNULL, stderr=stderr,
+                                start_new_session=True)
     deadline = time.time() + 300
     while not osp.exists(osp.join(work, 'iter_20.pth')) and proc.poll() is None:
         assert time.time() < deadline, 'no checkpoint after 300 s'
         time.sleep(0.5)
     time.sleep(1.0)
     assert proc.poll() is None, 'training ended before it could be interrupted'
-    os.killpg(proc.pid, signal.SIGKILL)  # interrupted after a checkpoint
-    proc.wait()
+    # Ctrl-C after a checkpoint (a kill -9 is test_exact_resume's): a traceback through
+    # whatever ran at that moment had said nothing of what was kept
+    os.kill(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    said = (tmp_path / 'stderr.txt').read_text()
+    assert re.search(r'training stopped \(Ctrl-C\); the newest complete checkpoint is '
+                     + re.escape(work) + r'/iter_(20|40)\.pth: run the same command with '
+                     r'--resume to continue from it\n$', said), said[-3000:]
+    assert 'Traceback' not in said, said[-3000:]
     assert not osp.exists(osp.join(work, 'iter_60.pth'))
 
     out = run_tool(train + ['--resume'], cwd=str(tmp_path))
@@ -178,6 +188,39 @@ def test_mask_rcnn_trains_evaluates_resumes_and_tests(tmp_path):
     drawn = glob.glob(str(tmp_path / 'test' / '*' / 'vis' / '*.png'))
     assert len(drawn) == 12
     assert_inference_apis_load(cfg, osp.join(work, 'iter_60.pth'), 'det', tmp_path)
+
+
+def test_sigterm_stops_training_as_ctrl_c_does_and_names_the_last_checkpoint(tmp_path):
+    """SIGTERM (a scheduler's stop, ``kill``) ended ``tools/train.py`` on the spot without a
+    word. In the training process it now unwinds as Ctrl-C does (files being written are left
+    whole or removed) and the tool names the checkpoint ``--resume`` continues from; a process
+    forked later (a DataLoader worker) still dies of it."""
+    from mmengine.config import Config
+
+    from mmvtx.engine.runner import Stopped, stop_on_sigterm, stopped_message
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        stop_on_sigterm()
+        child = os.fork()
+        if child == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+            os._exit(0)  # not reached: the default action ends the child
+        _, status = os.waitpid(child, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+        with pytest.raises(Stopped) as stopped:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler runs at the next bytecode
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    cfg = Config(dict(work_dir=str(tmp_path), default_hooks=dict(checkpoint=dict(
+        type='CheckpointHook'))))
+    assert stopped_message(cfg, stopped.value) == (
+        'training stopped by SIGTERM before its first checkpoint was saved: nothing to resume '
+        'from')
+    torch.save({'w': torch.ones(1)}, tmp_path / 'iter_4.pth')
+    assert stopped_message(cfg, KeyboardInterrupt()) == (
+        f'training stopped (Ctrl-C); the newest complete checkpoint is {tmp_path}/iter_4.pth: '
+        'run the same command with --resume to continue from it')
 
 
 def test_upernet_trains_and_is_evaluated_by_mmseg(tmp_path):
@@ -432,6 +475,151 @@ def test_tools_name_a_missing_checkpoint_in_one_line(tmp_path, script, args, mes
     (tmp_path / 'cut.pth').write_bytes(legacy.read_bytes()[:-100])
     out = run_tool([sys.executable, osp.join(ROOT, 'tools', script), SEG_CFG, *args,
                     '--work-dir', str(tmp_path / 'w')], cwd=str(tmp_path), timeout=120)
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    assert message in out.stderr and 'Traceback' not in out.stderr, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize('script, kind, args, message', [
+    ('train.py', 'det', ['--work-dir', 'afile'], 'error: --work-dir afile is a file, not a folder'),
+    ('train.py', 'seg', ['--cfg-options', 'work_dir=afile/w'],
+     "error: the config's work_dir afile/w cannot be made: {tmp}/afile is a file, not a folder"),
+    ('test.py', 'det', ['--out', 'afile/preds.pkl'],
+     'error: --out afile/preds.pkl: its folder {tmp}/afile is a file, not a folder'),
+    ('test.py', 'seg', ['--out', 'afile'], 'error: --out afile is a file, not a folder'),
+    ('test.py', 'det', ['--show-dir', '{tmp}/afile/vis'],
+     'error: --show-dir {tmp}/afile/vis cannot be made: {tmp}/afile is a file'),
+])
+def test_tools_refuse_an_output_place_that_is_a_file_before_running(tmp_path, script, kind,
+                                                                    args, message):
+    """A work dir, ``--out`` or ``--show-dir`` that is a file, or lies under one, is refused
+    in one ``error:`` line before anything is built or run: the work dir stopped mmengine's
+    Runner with a ``FileExistsError``/``NotADirectoryError`` traceback, and ``--out`` failed
+    so after the whole test set had been evaluated (its predictions lost)."""
+    (tmp_path / 'afile').write_text('not a folder')
+    torch.save({}, tmp_path / 'model.pth')
+    ckpt = [str(tmp_path / 'model.pth')] if script == 'test.py' else []
+    args = [a.replace('{tmp}', str(tmp_path)) for a in args]
+    if '--work-dir' not in args and "work_dir=" not in ' '.join(args):
+        args += ['--work-dir', str(tmp_path / 'w')]
+    out = run_tool([sys.executable, osp.join(ROOT, 'tools', script),
+                    DET_CFG if kind == 'det' else SEG_CFG, *ckpt, *args],
+                   cwd=str(tmp_path), timeout=120)
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    message = message.replace('{tmp}', str(tmp_path))
+    assert message in out.stderr and 'Traceback' not in out.stderr, out.stderr[-2000:]
+    assert not (tmp_path / 'w').exists()  # nothing was started
+
+
+@pytest.mark.parametrize('script, broken', [('train.py', 'train_dataloader'),
+                                            ('test.py', 'test_evaluator')])
+def test_a_cut_off_annotation_file_is_named(tmp_path, script, broken):
+    """A COCO annotation file cut off (an interrupted download or extraction), read by the
+    dataset or by the evaluator: the run stopped with ``json.load``'s traceback,
+    ``JSONDecodeError: Expecting ',' delimiter: line 1 column 46961``, which names no
+    file. It is named in one ``error:`` line."""
+    shapes = osp.join(ROOT, 'data', 'shapes')
+    whole = osp.join(shapes, 'annotations', 'instances_val.json')
+    with open(whole, 'rb') as f:
+        text = f.read()
+    cut = tmp_path / 'annotations' / 'instances.json'
+    cut.parent.mkdir()
+    cut.write_bytes(text[:len(text) // 2])
+    classes = ('circle', 'square', 'triangle')
+    coco = dict(type='CocoDataset', data_root=shapes + '/', metainfo=dict(classes=classes),
+                ann_file=whole, data_prefix=dict(img='images/val/'))
+    lines = [f'_base_ = {DET_CFG!r}',
+             f'train_dataloader = dict(dataset={dict(coco, ann_file=str(cut))!r})'
+             if broken == 'train_dataloader' else
+             f'test_dataloader = dict(dataset={coco!r})\n'
+             f'test_evaluator = dict(ann_file={str(cut)!r})']
+    cfg = tmp_path / 'coco.py'
+    cfg.write_text('\n'.join(lines) + '\n')
+    torch.save({'state_dict': {}}, tmp_path / 'model.pth')
+    ckpt = [str(tmp_path / 'model.pth')] if script == 'test.py' else []
+    out = run_tool([sys.executable, osp.join(ROOT, 'tools', script), str(cfg), *ckpt,
+                    '--work-dir', str(tmp_path / 'w')], cwd=str(tmp_path), timeout=300)
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    with pytest.raises(json.JSONDecodeError) as decoded:  # what json.load says of it
+        json.loads(cut.read_bytes())
+    assert f'error: annotation file {cut} is not valid JSON ({decoded.value})' in out.stderr
+    assert 'Traceback' not in out.stderr, out.stderr[-2000:]
+
+
+def test_cfg_options_that_would_change_nothing_are_refused(tmp_path):
+    """``--cfg-options`` merges into the loaded config: a typo in the first name
+    (``trian_cfg.max_iters=2``) and a variable of the config file (``max_iters=2``, which the
+    file had already used in ``train_cfg`` and the scheduler) were accepted in silence, and
+    the run trained the config's 700 iterations. Both are refused in one line, the variable
+    with the entries that hold its value, before anything is built; so is text where the config
+    has a number or a boolean."""
+    from mmengine.config import Config
+
+    from mmvtx.engine.runner import CfgOptionError, check_cfg_options
+    cfg = Config.fromfile(DET_CFG)
+    merged = Config.fromfile(DET_CFG)
+    merged.merge_from_dict({'max_iters': 2})  # what mmengine makes of it: nothing changes
+    assert merged.train_cfg.max_iters == cfg.train_cfg.max_iters == 700
+    with pytest.raises(CfgOptionError, match=re.escape(
+            'max_iters is a variable of the config file, used when the file was read; setting '
+            'it here changes nothing. Set what it was used for instead; these entries hold its '
+            'value (700): param_scheduler.1.end, train_cfg.max_iters, train_cfg.val_interval')):
+        check_cfg_options(cfg, {'max_iters': 2})
+    check_cfg_options(cfg, {'train_cfg.max_iters': 2, 'randomness.seed': 1, 'compile': False,
+                            'resume': True, 'model.backbone.embed_dims': 24})
+    # text where the config has a number (mmengine's loop: 'invalid literal for int()', no
+    # option named) or a boolean ('flase' is a non-empty string: true, in silence)
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    for option, message in (
+            ('train_cfg.max_iters=1OO', "train_cfg.max_iters is a number in the config (700), "
+                                        "and '1OO' is not one"),
+            ('train_dataloader.dataset.filter_cfg.filter_empty_gt=flase',
+             'train_dataloader.dataset.filter_cfg.filter_empty_gt is True or False in the '
+             'config (True), not text')):
+        with pytest.raises(CfgOptionError, match=re.escape(f'--cfg-options {option}: {message}')):
+            check_cfg_options(cfg, parser.parse_args(['--cfg-options', option]).cfg_options)
+    check_cfg_options(cfg, parser.parse_args([
+        '--cfg-options', 'train_cfg.max_iters=1e3', 'model.backbone.with_cp=true',
+        'param_scheduler.1.end=5', 'optim_wrapper.clip_grad=None']).cfg_options)
+    out = run_tool([sys.executable, osp.join(ROOT, 'tools', 'train.py'), DET_CFG, '--work-dir',
+                    str(tmp_path / 'w'), '--cfg-options', 'trian_cfg.max_iters=2'],
+                   cwd=str(tmp_path), timeout=120)
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    assert ('error: --cfg-options trian_cfg.max_iters=2: the config has no trian_cfg, and '
+            'nothing reads it once the config is loaded (did you mean train_cfg') in out.stderr
+    assert 'Traceback' not in out.stderr and not (tmp_path / 'w').exists()
+
+
+@pytest.mark.parametrize('kind', ['det', 'seg'])
+def test_a_dataset_with_no_samples_is_named_with_what_it_read(tmp_path, kind):
+    """A training set that ends up empty stopped the run, once the model was built, with
+    mmengine's ``ValueError: need at least one array to concatenate``, naming nothing: a COCO
+    file whose images have no objects (``filter_empty_gt`` drops them all), mmseg's
+    ``BaseSegDataset`` (``img_suffix='.jpg'``) on a folder of PNG files. Both now say which
+    dataset read what and why nothing is left."""
+    shapes = osp.join(ROOT, 'data', 'shapes')
+    if kind == 'det':
+        with open(osp.join(shapes, 'annotations', 'instances_train.json')) as f:
+            coco = json.load(f)
+        coco['annotations'] = []
+        ann = tmp_path / 'no_objects.json'
+        ann.write_text(json.dumps(coco))
+        options = ['train_dataloader.dataset.type=CocoDataset', f'train_dataloader.dataset.'
+                   f'ann_file={ann}', "train_dataloader.dataset.metainfo.classes=['circle',"
+                   "'square','triangle']"]
+        message = (f'error: CocoDataset has no samples: {len(coco["images"])} were read from '
+                   f"{ann} and its filter_cfg {{'filter_empty_gt': True, 'min_size': 8}} "
+                   'dropped every one')
+    else:
+        options = ['train_dataloader.dataset.type=BaseSegDataset']
+        message = (f'error: BaseSegDataset has no samples: none was found in img_path='
+                   f'{shapes}/images/train, seg_map_path={shapes}/labels/train (files ending in '
+                   "'.jpg')")
+    out = run_tool([sys.executable, osp.join(ROOT, 'tools', 'train.py'),
+                    DET_CFG if kind == 'det' else SEG_CFG, '--work-dir', str(tmp_path / 'w'),
+                    '--cfg-options', f'train_dataloader.dataset.data_root={shapes}', *options],
+                   cwd=str(tmp_path), timeout=300)
     assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
     assert message in out.stderr and 'Traceback' not in out.stderr, out.stderr[-2000:]
 
