@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import os.path as osp
+import re
 import sys
 from typing import Optional, Sequence
 
@@ -112,10 +113,17 @@ def _check_option_type(cfg, key: str, value):
     old = _config_value(cfg, key)
     if old is _MISSING or not isinstance(value, str):
         return
-    if isinstance(old, bool):
+    # only text that reads as a slip for the config's kind of value: other text may be a
+    # value the setting also takes (ViT's qkv_bias True, False or 'qv'; 'auto'), which the
+    # module then checks itself
+    import difflib
+    slip_of_bool = difflib.get_close_matches(
+        value.lower(), ('true', 'false', 'yes', 'no', 'on', 'off'), n=1, cutoff=0.6)
+    if isinstance(old, bool) and slip_of_bool:
         raise CfgOptionError(f'--cfg-options {key}={value}: {key} is True or False in the '
-                             f'config ({old}), not text')
-    if isinstance(old, (int, float)):
+                             f'config ({old}), not text (write True or False)')
+    if isinstance(old, (int, float)) and not isinstance(old, bool) and \
+            re.search(r'\d', value):
         raise CfgOptionError(f'--cfg-options {key}={value}: {key} is a number in the config '
                              f'({old}), and {value!r} is not one')
 

@@ -643,3 +643,17 @@ def test_dist_train_on_cpu_runs_a_recipe_with_syncbn_heads(tmp_path):
     assert ('SyncBN is GPU-only in PyTorch, so model.decode_head.norm_cfg, '
             'model.auxiliary_head.norm_cfg run as BN') in log
     assert osp.exists(osp.join(work, 'iter_1.pth'))
+
+
+def test_cfg_options_text_another_value_of_the_setting_may_take_is_passed_on():
+    """Only text that reads as a slip for the config's kind of value is refused: ViT's
+    ``qkv_bias`` is True, False or 'qv', and 'qv' reaches the backbone (which checks it)."""
+    from mmengine.config import Config
+    from mmvtx.engine.runner import CfgOptionError, check_cfg_options
+    cfg = Config(dict(model=dict(backbone=dict(qkv_bias=True, drop_path_rate=0.1)),
+                      train_cfg=dict(max_iters=700)))
+    check_cfg_options(cfg, {'model.backbone.qkv_bias': 'qv'})
+    for key, value in (('model.backbone.qkv_bias', 'ture'), ('train_cfg.max_iters', '7OO'),
+                       ('model.backbone.drop_path_rate', '0.l')):
+        with pytest.raises(CfgOptionError, match=f'{key}={value}'):
+            check_cfg_options(cfg, {key: value})
