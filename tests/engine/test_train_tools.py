@@ -142,9 +142,12 @@ def test_mask_rcnn_trains_evaluates_resumes_and_tests(tmp_path):
     work = str(tmp_path / 'work')
     train = [sys.executable, osp.join(ROOT, 'tools/train.py'), cfg, '--work-dir', work]
     with open(tmp_path / 'stderr.txt', 'w') as stderr:
+        # SIGINT at its default, as in a terminal: a pytest-xdist worker ignores it, and a
+        # child inherits an ignored signal (Python then installs no KeyboardInterrupt)
         proc = subprocess.Popen(train, cwd=str(tmp_path), env=dict(os.environ, PYTHONPATH=ROOT),
                                 stdout=subprocess.DEVNULL, stderr=stderr,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=lambda: signal.signal(
+                                    signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while not osp.exists(osp.join(work, 'iter_20.pth')) and proc.poll() is None:
         assert time.time() < deadline, 'no checkpoint after 300 s'
