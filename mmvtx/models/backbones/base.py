@@ -9,6 +9,7 @@ import logging
 import numbers
 import os
 import os.path as osp
+import re
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -25,6 +26,18 @@ from mmvtx.utils.checkpoint import (BACKBONE_FAMILIES, CheckpointMismatchError,
                                     check_finite, load_converted, nested_layouts,
                                     read_checkpoint, resolve_checkpoint_path, source_config,
                                     strip_prefix, unsupported_family)
+
+
+def stage_depths(sd: dict) -> Tuple[int, ...]:
+    """Blocks per stage of weights in a staged backbone's names (``stages.<i>.blocks.<j>.``:
+    mmvtx's Swin and CvT)."""
+    found = {}
+    for k in sd:
+        m = re.match(r'stages\.(\d+)\.blocks\.(\d+)\.', k)
+        if m:
+            stage, block = int(m.group(1)), int(m.group(2))
+            found[stage] = max(found.get(stage, 0), block + 1)
+    return tuple(found[i] for i in range(len(found)))
 
 
 def forward_block(block: nn.Module, x: torch.Tensor, *args, with_cp: bool = False):

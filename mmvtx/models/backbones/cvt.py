@@ -25,7 +25,7 @@ from ..layers import DropPath, Linear, Mlp, attention, drop_path_rates, pad_hw
 from ..layers.init import init_transformer_weights, trunc_normal_
 from ..layers.mlp import Activation
 from ..layers.norm import LayerNorm, LayerNorm2d
-from .base import VisionBackbone, forward_block
+from .base import VisionBackbone, forward_block, stage_depths
 
 
 class ConvTokenEmbedding(nn.Module):
@@ -300,8 +300,7 @@ class CvT(VisionBackbone):
 
     def checkpoint_architecture(self, sd: dict) -> dict:
         """(A head count changes no shape: not shown.)"""
-        from .swin import _count_blocks
-        depths = _count_blocks(sd, r'stages\.(\d+)\.blocks\.(\d+)\.')
+        depths = stage_depths(sd)
         dims = tuple(sd[f'stages.{i}.patch_embed.proj.weight'].shape[0]
                      for i in range(len(depths)))
         return dict(embed_dims=dims, depths=depths)
@@ -374,4 +373,6 @@ def convert_cvt(sd: dict) -> ConvertedCheckpoint:
         sd = {'stages.' + k[len('stage'):]: v for k, v in sd.items()
               if k.startswith('stage')}
     return ConvertedCheckpoint(dict(sd), fmt, ('out_norms',))
+
+
 CvT.checkpoint_formats = CVT_FORMATS

@@ -28,7 +28,7 @@ from ..layers.norm import LayerNorm
 from ..layers.pos_embed import resize_rel_pos_bias_table
 from ..layers.window import (WindowGeometry, WindowGeometryCache, tokens_to_windows,
                              windows_to_tokens)
-from .base import VisionBackbone, forward_block
+from .base import VisionBackbone, forward_block, stage_depths
 
 # Codebases whose Swin shifts every SW-MSA block, even where a map is no larger than a window
 # (the authors' classification code, timm and transformers SwinModel skip the shift there). The
@@ -433,7 +433,7 @@ class SwinTransformer(VisionBackbone):
         return SHIFT_RULES[self.shifts_every_block]
 
     def checkpoint_architecture(self, sd: dict) -> dict:
-        depths = _count_blocks(sd, r'stages\.(\d+)\.blocks\.(\d+)\.')
+        depths = stage_depths(sd)
         heads = tuple(sd[f'stages.{i}.blocks.0.attn.relative_position_bias_table'].shape[1]
                       for i in range(len(depths)))
         return dict(embed_dims=sd['patch_embed.proj.weight'].shape[0], depths=depths,
@@ -606,15 +606,6 @@ def convert_swin(sd: dict, model: 'SwinTransformer') -> ConvertedCheckpoint:
                 "type='Pretrained', checkpoint=..., strict=False)): the norms of the levels in "
                 'both then load, the others keep their init.')
     return ConvertedCheckpoint(out, fmt, may_miss, hint, resized)
+
+
 SwinTransformer.checkpoint_formats = SWIN_FORMATS
-
-
-def _count_blocks(sd: dict, pattern: str) -> tuple:
-    """Blocks per stage of weights whose keys ``pattern`` (stage, block) matches."""
-    found = {}
-    for k in sd:
-        m = re.match(pattern, k)
-        if m:
-            stage, block = int(m.group(1)), int(m.group(2))
-            found[stage] = max(found.get(stage, 0), block + 1)
-    return tuple(found[i] for i in range(len(found)))

@@ -512,8 +512,8 @@ class ViT(VisionBackbone):
             self.check_int('global_attn_indexes[...]', i, 0, depth - 1)
         # the maps of encoder layers at the patch grid, as mmseg's VisionTransformer returns
         # them (one per layer of its out_indices, in layer order), instead of the pyramid
-        self.layer_maps = twin is not None
-        if self.layer_maps:
+        layer_maps = twin is not None
+        if layer_maps:
             layers = self.check_ints('out_indices', (feature_layers,) if isinstance(
                 feature_layers, numbers.Integral) else feature_layers, low=-depth)
             if any(i >= depth for i in layers):
@@ -531,7 +531,7 @@ class ViT(VisionBackbone):
                      'INFO' if twin['given'] else 'WARNING')
         else:
             self.out_indices = self.check_out_indices(out_indices, 4)
-        if feature_layers is not None and not self.layer_maps:
+        if feature_layers is not None and not layer_maps:
             feature_layers = self.check_ints('feature_layers', feature_layers, low=-depth)
             feature_layers = tuple(i % depth if i < 0 else i for i in feature_layers)
             if len(feature_layers) != len(self.out_indices) or any(
@@ -615,7 +615,7 @@ class ViT(VisionBackbone):
             for i in range(depth)])
         self.norm = LayerNorm(dim, eps=opt['layer_norm_eps']) if opt['final_norm'] \
             else nn.Identity()
-        self.pyramid = None if self.layer_maps else SimpleFeaturePyramid(
+        self.pyramid = None if layer_maps else SimpleFeaturePyramid(
             dim, [(4, 8, 16, 32)[i] for i in self.out_indices])
         self.geometry_cache = WindowGeometryCache()
         self._freeze_stages()
@@ -639,6 +639,12 @@ class ViT(VisionBackbone):
         opt = {k: (given[k] if given.get(k) is not None else preset.get(k, v))
                for k, v in cls.defaults.items()}
         return arch, opt
+
+    @property
+    def layer_maps(self) -> bool:
+        """Whether the ViT returns the maps of encoder layers at the patch grid, as mmseg's
+        VisionTransformer does (built from its config), instead of its pyramid."""
+        return self.pyramid is None
 
     @property
     def out_channels(self) -> Tuple[int, ...]:
@@ -701,7 +707,7 @@ class ViT(VisionBackbone):
             if i in wanted or (i == last and self.feature_layers is None):
                 y = self.norm(x) if self.feature_norm and i != last else x
                 maps[i] = y[:, n_extra:].transpose(1, 2).reshape(B, C, h, w)
-                if self.with_cls_token and n_extra:
+                if self.layer_maps and self.output_cls_token:  # (with_cls_token: checked)
                     cls[i] = y[:, 0]
         if self.layer_maps:  # mmseg's VisionTransformer's outputs: [map, [CLS]] pairs with
             # output_cls_token (DPT's readout)
@@ -747,7 +753,7 @@ class ViT(VisionBackbone):
         return unreached
 
     def output_modules(self, read) -> list:
-        if self.pyramid is None:  # maps of layers: every layer before the deepest is needed
+        if self.layer_maps:  # maps of layers: every layer before the deepest is needed
             return []
         return [m for p, m in enumerate(self.pyramid.scales) if p not in read]
 
@@ -1015,10 +1021,10 @@ def convert_vit(sd: dict, model: 'ViT',
     resized = {}  # the file's tensors that are resampled to the model's grids
     _convert_pos_embed(out, model, resized, _config_grid(source_config))
     _convert_rel_pos(out, model, resized)
-    if model.pyramid is None:  # maps of layers (mmseg's config): an mmvtx file's pyramid
-        # is not part of this network, its encoder is
+    if model.layer_maps:  # maps of layers (mmseg's config): an mmvtx file's pyramid is not
+        # part of this network, its encoder is
         out = {k: v for k, v in out.items() if not k.startswith('pyramid.')}
-    hint = _pyramid_by_level(out, model) if fmt == 'mmvtx' and model.pyramid is not None else ''
+    hint = _pyramid_by_level(out, model) if fmt == 'mmvtx' and not model.layer_maps else ''
     hint = '\n'.join(h for h in (hint, _patch_size_hint(out, model)) if h)
     if isinstance(model.norm, nn.Identity):  # final_norm=False: the release's norm is unused
         out = {k: v for k, v in out.items() if not k.startswith('norm.')}
