@@ -85,13 +85,29 @@ def kill_when(proc, ready, timeout=300.0, poll=0.002):
             return False
         assert time.time() < deadline, 'the run never reached the point to kill it at'
         time.sleep(poll)
-    for pid in [proc.pid] + _descendants(proc.pid):
+    killed = [proc.pid] + _descendants(proc.pid)
+    for pid in killed:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     proc.wait()
+    # the descendants exit (and close their sockets: torchrun's master port) after the
+    # launcher is reaped: a resume started at once found the port still in use
+    deadline = time.time() + 30
+    while any(_alive(pid) for pid in killed[1:]):
+        assert time.time() < deadline, 'killed processes still running after 30 s'
+        time.sleep(0.05)
     return True
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie, exited but not reaped, holds no socket)."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except (OSError, IndexError):
+        return False
 
 
 def losses(work):
