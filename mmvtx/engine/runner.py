@@ -128,6 +128,111 @@ def _check_option_type(cfg, key: str, value):
                              f'({old}), and {value!r} is not one')
 
 
+# where a typed entry of a config is built, by the name of the entry holding it (the last name
+# of its path that is not a list index): the registries its ``type`` is looked up in
+_SECTION_REGISTRIES = (
+    (('train_cfg', 'val_cfg', 'test_cfg'), ('LOOPS',)),
+    (('optim_wrapper',), ('OPTIM_WRAPPERS',)),
+    (('optimizer',), ('OPTIMIZERS',)),
+    (('param_scheduler',), ('PARAM_SCHEDULERS',)),
+    (('default_hooks', 'custom_hooks'), ('HOOKS',)),
+    (('val_evaluator', 'test_evaluator', 'metrics'), ('METRICS',)),
+    (('dataset', 'datasets'), ('DATASETS',)),
+    (('sampler', 'batch_sampler'), ('DATA_SAMPLERS',)),
+    (('pipeline', 'transforms', 'tta_pipeline'), ('TRANSFORMS',)),
+    (('visualizer',), ('VISUALIZERS',)),
+    (('vis_backends',), ('VISBACKENDS',)),
+    (('log_processor',), ('LOG_PROCESSORS',)),
+)
+
+
+def _typed_class(cfg, parts: list, node: dict):
+    """The class the typed entry ``node`` (at the path ``parts``) of ``cfg`` builds, looked up
+    as mmengine's Runner would (the registry of its place, under the config's
+    ``default_scope``); None where it cannot be told."""
+    import mmengine.registry as registries
+    type_ = node.get('type')
+    if isinstance(type_, type):
+        return type_
+    if not isinstance(type_, str):
+        return None
+    names = [p for p in parts if not p.isdigit()]
+    owner = names[-1] if names else ''
+    if names[:1] == ['default_hooks'] and len(names) == 2:  # hooks by names of their own
+        owner = 'default_hooks'
+    if parts and parts[0] == 'model' and owner not in ('pipeline', 'transforms'):
+        wanted = ('MODELS', 'TASK_UTILS')
+    elif owner in ('train_cfg', 'val_cfg', 'test_cfg') and len(names) > 1:
+        wanted = ()  # a loop is built from the top-level entry only
+    else:
+        wanted = next((regs for owners, regs in _SECTION_REGISTRIES if owner in owners), ())
+    scope = cfg.get('default_scope') or 'mmengine'
+    for name in wanted:
+        try:
+            with getattr(registries, name).switch_scope_and_registry(scope) as registry:
+                found = registry.get(type_)
+        except Exception:  # a scope or name the registry cannot resolve here: not ours to judge
+            found = None
+        if isinstance(found, type):
+            return found
+    return None
+
+
+def _accepted_keywords(cls) -> Optional[set]:
+    """The keyword arguments ``cls(...)`` accepts: the parameters of its ``__init__`` and of
+    those of its bases that ``**kwargs`` are passed on to, up to the first ``__init__``
+    without ``**kwargs``; None where a ``**kwargs`` is kept by the class itself (no base
+    closes it: anything may be accepted)."""
+    import inspect
+    accepted = set()
+    for klass in cls.__mro__:
+        if klass is object:
+            return None
+        init = klass.__dict__.get('__init__')
+        if init is None:
+            continue
+        try:
+            params = inspect.signature(init).parameters
+        except (TypeError, ValueError):
+            return None
+        accepted |= {n for n, p in params.items()
+                     if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            return accepted - {'self'}
+    return None
+
+
+def _check_new_key(cfg, key: str, value):
+    """Refuses an option that adds a keyword the class of its entry does not take
+    (``train_cfg.max_iter=2``, ``optim_wrapper.optimizer.weight_decy=0.1``,
+    ``default_hooks.logger.intervall=1``): mmengine stopped with a ``TypeError`` only once the
+    model was built and the loop, optimizer or hook made, or (a class that keeps ``**kwargs``)
+    the value was dropped in silence; named here with the keywords it may have meant."""
+    import difflib
+    parts = str(key).split('.')
+    node, i = cfg, 0
+    while i < len(parts):
+        part = parts[i]
+        if isinstance(node, (dict, Config)) and part in node:
+            node = node[part]
+        elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            break
+        i += 1
+    if i == len(parts) or not isinstance(node, dict) or 'type' not in node:
+        return
+    cls = _typed_class(cfg, parts[:i], node)
+    accepted = _accepted_keywords(cls) if cls is not None else None
+    if accepted is None or parts[i] in accepted:
+        return
+    near = difflib.get_close_matches(parts[i], sorted(accepted), n=1)
+    raise CfgOptionError(
+        f'--cfg-options {key}={value}: {".".join(parts[:i])} builds {cls.__name__}, which takes '
+        f'no {parts[i]}' + (f' (did you mean {" or ".join(near)}?)' if near else
+                            f' (it takes {", ".join(sorted(accepted))})'))
+
+
 def check_cfg_options(cfg: Config, options: dict):
     """Refuses (:class:`CfgOptionError`) a ``--cfg-options`` entry whose first name is not
     among what is read after the config is loaded (``RUN_ENTRIES``): a typo
@@ -144,6 +249,7 @@ def check_cfg_options(cfg: Config, options: dict):
         top = str(key).split('.')[0]
         if top in RUN_ENTRIES:
             _check_option_type(cfg, str(key), value)
+            _check_new_key(cfg, str(key), value)
             continue
         if top not in cfg:
             near = difflib.get_close_matches(top, sorted(RUN_ENTRIES | set(cfg.keys())), n=2)

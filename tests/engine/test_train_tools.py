@@ -594,6 +594,45 @@ def test_cfg_options_that_would_change_nothing_are_refused(tmp_path):
     assert 'Traceback' not in out.stderr and not (tmp_path / 'w').exists()
 
 
+def test_cfg_options_a_class_does_not_take_are_refused_with_its_keywords():
+    """A misspelt keyword inside an entry (``train_cfg.max_iter=2``) stopped the run only once
+    the model was built, in mmengine's ``TypeError``; one that a class keeping ``**kwargs``
+    passes on was dropped or failed later still. Refused now, before anything is built, with
+    the keywords it may have meant; the class is the one mmengine's Runner would build (its
+    registry, the config's scope), and a keyword of a base class that ``**kwargs`` reach is
+    accepted."""
+    import inspect
+
+    from mmengine.config import Config
+    from mmengine.optim import AmpOptimWrapper
+    from mmengine.runner import IterBasedTrainLoop
+
+    from mmvtx.engine.runner import CfgOptionError, check_cfg_options
+    for path, key, cls, near in (
+            (DET_CFG, 'train_cfg.max_iter', IterBasedTrainLoop, 'max_iters'),
+            (DET_CFG, 'optim_wrapper.optimizer.weight_decy', torch.optim.AdamW, 'weight_decay'),
+            (DET_CFG, 'default_hooks.logger.intervall', None, 'interval'),
+            (SEG_CFG, 'val_evaluator.iou_metric', None, 'iou_metrics'),
+            (SEG_CFG, 'train_dataloader.dataset.pipeline.3.cat_max_ration', None,
+             'cat_max_ratio'),
+            (SEG_CFG, 'model.decode_head.channel', None, 'channels')):
+        cfg = Config.fromfile(path)
+        if cls is not None:  # the keyword is indeed not the class's: mmengine would fail
+            assert key.split('.')[-1] not in inspect.signature(cls).parameters
+        with pytest.raises(CfgOptionError, match=re.escape(
+                f'--cfg-options {key}=2: {key.rsplit(".", 1)[0]} builds ') +
+                r'\w+, which takes no ' + key.split('.')[-1] + rf' \(did you mean {near}'):
+            check_cfg_options(cfg, {key: 2})
+    cfg = Config.fromfile(SEG_CFG)
+    # keywords the config does not set but the class (or a base its **kwargs reach) takes
+    assert 'loss_scale' in inspect.signature(AmpOptimWrapper).parameters
+    check_cfg_options(cfg, {'train_cfg.val_begin': 2, 'default_hooks.checkpoint.max_keep_ckpts':
+                            1, 'optim_wrapper.accumulative_counts': 2,
+                            'train_dataloader.dataset.indices': 2, 'val_evaluator.prefix': 'v',
+                            'param_scheduler.0.verbose': True,
+                            'model.backbone.with_cp': True})
+
+
 @pytest.mark.parametrize('kind', ['det', 'seg'])
 def test_a_dataset_with_no_samples_is_named_with_what_it_read(tmp_path, kind):
     """A training set that ends up empty stopped the run, once the model was built, with
