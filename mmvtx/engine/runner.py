@@ -91,18 +91,26 @@ def _paths_with_value(node, value, path: str = '') -> list:
 _MISSING = object()
 
 
-def _config_value(cfg, key: str):
-    """The value at the dotted ``key`` (list items by index, as ``--cfg-options`` names
-    them), or ``_MISSING``."""
+def _deepest(cfg, parts: list) -> tuple:
+    """``(node, i)``: the entry of ``cfg`` that the first ``i`` names of the dotted path
+    ``parts`` reach (list items by index, as ``--cfg-options`` names them), ``i`` as large as
+    the config allows."""
     node = cfg
-    for part in key.split('.'):
+    for i, part in enumerate(parts):
         if isinstance(node, (dict, Config)) and part in node:
             node = node[part]
         elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         else:
-            return _MISSING
-    return node
+            return node, i
+    return node, len(parts)
+
+
+def _config_value(cfg, key: str):
+    """The value at the dotted ``key``, or ``_MISSING``."""
+    parts = key.split('.')
+    node, reached = _deepest(cfg, parts)
+    return node if reached == len(parts) else _MISSING
 
 
 def _check_option_type(cfg, key: str, value):
@@ -210,16 +218,7 @@ def _check_new_key(cfg, key: str, value):
     the value was dropped in silence; named here with the keywords it may have meant."""
     import difflib
     parts = str(key).split('.')
-    node, i = cfg, 0
-    while i < len(parts):
-        part = parts[i]
-        if isinstance(node, (dict, Config)) and part in node:
-            node = node[part]
-        elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            break
-        i += 1
+    node, i = _deepest(cfg, parts)
     if i == len(parts) or not isinstance(node, dict) or 'type' not in node:
         return
     cls = _typed_class(cfg, parts[:i], node)
