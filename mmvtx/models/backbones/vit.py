@@ -818,6 +818,7 @@ VIT_FORMATS = (
     KeyRule('transformers-dinov2', contains=('.layer_scale1.lambda1',)),
     KeyRule('transformers', prefixes=('embeddings.patch_embeddings', 'vit.embeddings')),
     KeyRule('jax', contains=('Transformer/encoderblock_0',)),
+    KeyRule('jax', contains=('Transformer/encoderblock/',)),  # big_vision's scanned blocks
     KeyRule('mmseg', prefixes=('layers.',), contains=('.attn.attn.in_proj_weight',)),
     KeyRule('mmpretrain', prefixes=('layers.',), contains=('.attn.qkv.',)),
     KeyRule('dinov3', prefixes=('storage_tokens',)),
@@ -840,15 +841,42 @@ def detect_vit_format(sd: dict) -> str:
                          'mmseg/mmpretrain VisionTransformer or mmvtx')
 
 
+# where the JAX releases keep the image encoder: the original and AugReg files at the top,
+# flax training states under opt/target/, big_vision under params/ (params/img/: the image
+# tower of a two-tower model)
+_JAX_PREFIXES = ('opt/target/', 'params/img/', 'params/', 'img/', '')
+# a block's modules as the original release (LayerNorm_2, MlpBlock_3,
+# MultiHeadDotProductAttention_1) and big_vision (LayerNorm_1, MlpBlock_0, ..._0) number them
+_JAX_BLOCK = ((re.compile(r'^LayerNorm_0/'), 'norm1'), (re.compile(r'^LayerNorm_[12]/'), 'norm2'),
+              (re.compile(r'^MlpBlock_\d+/Dense_(\d+)/'), 'mlp'),
+              (re.compile(r'^MultiHeadDotProductAttention_\d+/(\w+)/'), 'attn'))
+
+
 def _jax_to_timm(sd: dict) -> dict:
-    """The original JAX (``.npz``) layout -> timm's names and PyTorch layouts."""
+    """The JAX (``.npz``) layouts -> timm's names and PyTorch layouts: the original and AugReg
+    releases (``cls``, ``Transformer/posembed_input``; an i21k file's ``pre_logits`` and
+    ``head`` are dropped), and big_vision's (``params/``, ``pos_embedding`` at the top, blocks
+    numbered from 0, no ``cls`` for a ``gap`` model, the blocks stacked along a first axis
+    where they were scanned: ``Transformer/encoderblock/``)."""
+    prefix = next(p for p in _JAX_PREFIXES if p + 'embedding/kernel' in sd or not p)
+    sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    if 'embedding/kernel' not in sd:
+        raise CheckpointMismatchError(
+            'ViT: a JAX (.npz) checkpoint without a patch embedding (embedding/kernel, also '
+            f'looked for under {", ".join(p for p in _JAX_PREFIXES if p)}): not a ViT image '
+            'encoder; first keys: ' + ', '.join(sorted(sd)[:8]))
+    stacked = 'Transformer/encoderblock/'
+    for k in [k for k in sd if k.startswith(stacked)]:  # scanned blocks: one slice each
+        v = sd.pop(k)
+        for i in range(v.shape[0]):
+            sd[f'Transformer/encoderblock_{i}/{k[len(stacked):]}'] = v[i]
+    dim = sd['embedding/kernel'].shape[-1]
     out = {}
-    dim = sd['cls'].shape[-1]
     for k, v in sd.items():
         v = v.float()
         if k == 'cls':
             out['cls_token'] = v.reshape(1, 1, dim)
-        elif k == 'Transformer/posembed_input/pos_embedding':
+        elif k in ('Transformer/posembed_input/pos_embedding', 'pos_embedding'):
             out['pos_embed'] = v.reshape(1, -1, dim)
         elif k == 'embedding/kernel':
             out['patch_embed.proj.weight'] = v.permute(3, 2, 0, 1)
@@ -861,21 +889,24 @@ def _jax_to_timm(sd: dict) -> dict:
             p = f'blocks.{i}.'
             name = '/'.join(k.split('/')[2:])
             param = 'weight' if name.endswith(('kernel', 'scale')) else 'bias'
-            if name.startswith('LayerNorm_0/'):
-                out[p + 'norm1.' + param] = v
-            elif name.startswith('LayerNorm_2/'):
-                out[p + 'norm2.' + param] = v
-            elif name.startswith('MlpBlock_3/Dense_'):
-                j = int(name.split('/')[1].split('_')[1])
-                out[p + f'mlp.fc{j + 1}.' + param] = v.T if param == 'weight' else v
-            elif name.startswith('MultiHeadDotProductAttention_1/'):
-                part = name.split('/')[1]
-                if part == 'out':
-                    out[p + 'attn.proj.' + param] = v.reshape(-1, dim).T if \
-                        param == 'weight' else v
+            for pattern, module in _JAX_BLOCK:
+                m = pattern.match(name)
+                if m is None:
+                    continue
+                if module == 'mlp':
+                    out[p + f'mlp.fc{int(m.group(1)) + 1}.' + param] = \
+                        v.T if param == 'weight' else v
+                elif module == 'attn':
+                    part = m.group(1)
+                    if part == 'out':
+                        out[p + 'attn.proj.' + param] = v.reshape(-1, dim).T if \
+                            param == 'weight' else v
+                    else:
+                        out.setdefault(p + 'attn.qkv.' + param, {})[part] = \
+                            v.reshape(dim, -1).T if param == 'weight' else v.reshape(-1)
                 else:
-                    out.setdefault(p + 'attn.qkv.' + param, {})[part] = \
-                        v.reshape(dim, -1).T if param == 'weight' else v.reshape(-1)
+                    out[f'{p}{module}.{param}'] = v
+                break
     for k in [k for k, v in out.items() if isinstance(v, dict)]:
         out[k] = torch.cat([out[k]['query'], out[k]['key'], out[k]['value']], 0)
     return out
@@ -894,6 +925,7 @@ HF_VIT_RULES = (
     ('attention.output.dense', 'attn.proj'), ('attention.o_proj', 'attn.proj'),
     ('intermediate.dense', 'mlp.fc1'), ('output.dense', 'mlp.fc2'),
     ('layer_scale1.lambda1', 'ls1.gamma'), ('layer_scale2.lambda1', 'ls2.gamma'),
+    ('.lambda_1', '.ls1.gamma'), ('.lambda_2', '.ls2.gamma'),  # BeitModel's LayerScale
     ('mlp.weights_in', 'mlp.w12'), ('mlp.weights_out', 'mlp.w3'), ('mlp.down_proj', 'mlp.w3'),
 )
 # transformers DINOv3ViTModel (5.x puts the layers under model.)
@@ -964,6 +996,8 @@ def convert_vit(sd: dict, model: 'ViT',
     if fmt == 'transformers' or fmt == 'transformers-dinov2':
         sd = {k[len('vit.'):] if k.startswith('vit.') else k: v for k, v in sd.items()}
         sd = rename_keys(sd, HF_VIT_RULES)
+        sd = _zero_key_bias(sd, ('.attention.attention.query.', '.attention.attention.key.'))
+        sd = _zero_key_bias(sd, ('.attention.q_proj.', '.attention.k_proj.'))
         sd = merge_qkv(sd, ('.mlp.gate_proj.', '.mlp.up_proj.'), '.mlp.w12.')
         sd = merge_qkv(sd, ('.attention.attention.query.', '.attention.attention.key.',
                             '.attention.attention.value.'), '.attn.qkv.')
@@ -1049,6 +1083,19 @@ def convert_vit(sd: dict, model: 'ViT',
         may_miss += [f'blocks.{i}.attn.rel_pos_{a}' for i in range(len(model.blocks))
                      for a in 'hw']
     return ConvertedCheckpoint(out, fmt_in, may_miss, hint, resized)
+
+
+def _zero_key_bias(sd: dict, names: Tuple[str, str]) -> dict:
+    """A zero key bias beside a query bias where the key projection has none (BEiT's and
+    data2vec's attention: biases on queries and values only), so that the three projections
+    merge into one ``qkv`` (the key bias shifts every logit of a query alike: none and zero
+    compute the same)."""
+    query, key = names
+    for k in [k for k in sd if query in k and k.endswith('.bias')]:
+        kb = k.replace(query, key)
+        if kb not in sd and kb[:-len('bias')] + 'weight' in sd:
+            sd[kb] = torch.zeros_like(sd[k])
+    return sd
 
 
 def _patch_size_hint(out: dict, model: 'ViT') -> str:
