@@ -367,7 +367,8 @@ class ViT(VisionBackbone):
     """
     family = 'ViT'
     hf_model_types = ('vit', 'vit_mae', 'vit_msn', 'deit', 'dinov2', 'dinov2_with_registers',
-                      'dinov3_vit', 'vitdet', 'sam_vision_model')
+                      'dinov3_vit', 'vitdet', 'sam_vision_model', 'beit', 'data2vec-vision',
+                      'ijepa')
     arch_zoo = {
         'small': dict(embed_dims=384, num_layers=12, num_heads=6),
         'base': dict(embed_dims=768, num_layers=12, num_heads=12),

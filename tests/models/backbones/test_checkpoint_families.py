@@ -271,3 +271,37 @@ def test_beit_without_relative_position_bias_matches_transformers(kind):
         assert ours.load_pretrained(ref.state_dict()).source == 'transformers'
         with torch.no_grad():
             assert (ours.eval()(x)[0] - expected).abs().max() <= TOL
+
+
+def test_maskformer_swin_loads_its_backbone_norms_and_shift_rule(tmp_path):
+    """transformers' MaskFormer (facebook/maskformer-swin-*; its own copy of Swin, also built
+    from a 'swin' config) keeps MaskFormerSwinModel under ``encoder.model.`` and numbered output
+    norms (``hidden_states_norms.0``): the loader took the inner model, left the four output
+    norms at their init, put the unused final norm on level 3, and followed SwinModel's shift
+    rule where MaskFormer's Swin always shifts: features off by 0.12-0.39 after "loaded 120
+    tensors". The backbone's norms and rule are taken; MaskFormerSwinModel saved on its own
+    (named as SwinModel) is told by its config.json."""
+    import transformers
+    swin = dict(embed_dim=16, depths=[2, 2, 2, 2], num_heads=[1, 1, 2, 2], window_size=4,
+                drop_path_rate=0.0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    ref = jitter_(transformers.MaskFormerForInstanceSegmentation(transformers.MaskFormerConfig(
+        backbone_config=transformers.SwinConfig(**swin, out_features=[
+            'stage1', 'stage2', 'stage3', 'stage4']), fpn_feature_size=32, mask_feature_size=32,
+        decoder_config=dict(model_type='detr', d_model=16, encoder_layers=1, decoder_layers=1,
+                            encoder_attention_heads=1, decoder_attention_heads=1,
+                            encoder_ffn_dim=16, decoder_ffn_dim=16, num_queries=2))).eval())
+    encoder = ref.model.pixel_level_module.encoder
+    arch = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 1, 2, 2))
+    x = torch.randn(1, 3, 61, 83)
+    ours = SwinTransformer(arch, window_size=4, drop_path_rate=0.0).eval()
+    ours.load_pretrained(ref.state_dict())
+    with torch.no_grad():
+        want, got = encoder(x).feature_maps, ours(x)
+    assert max((w - g).abs().max() for w, g in zip(want, got)) <= TOL
+    encoder.model.save_pretrained(str(tmp_path / 'maskformer-swin'))
+    ours = SwinTransformer(arch, window_size=4, drop_path_rate=0.0, out_indices=(3,)).eval()
+    ours.load_pretrained(str(tmp_path / 'maskformer-swin'))
+    with torch.no_grad():
+        want = encoder.model(x).last_hidden_state
+        got = ours(x)[0].flatten(2).transpose(1, 2)
+    assert (want - got).abs().max() <= TOL
