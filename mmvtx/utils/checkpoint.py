@@ -574,9 +574,6 @@ def unwrap_state_dict(ckpt, origin: str = '', prefix: Optional[str] = None
 DISTILLED_PREFIX = 'teacher.backbone.'
 
 
-HYBRID_STEM = re.compile(r'(^|\.)patch_embed(dings)?\.backbone\.')
-
-
 def backbone_prefix(sd: Dict[str, torch.Tensor]) -> str:
     """Where a whole model's checkpoint keeps its backbone: ``backbone.`` (mmdet, mmseg,
     mmpretrain, transformers' UperNet), or the same under a wrapper (PyTorch Lightning's
@@ -585,8 +582,8 @@ def backbone_prefix(sd: Dict[str, torch.Tensor]) -> str:
     beside each other otherwise are refused naming them."""
     if any(k.startswith('backbone.') for k in sd):
         return 'backbone.'
-    # a hybrid ViT's own ResNet stem (timm's patch_embed.backbone., transformers'
-    # embeddings.patch_embeddings.backbone.) is part of the network, not a whole model's backbone
+    # a hybrid ViT's own ResNet stem (:data:`HYBRID_STEM`) is part of the network, not a whole
+    # model's backbone
     found = sorted({k[:k.index('.backbone.') + len('.backbone.')] for k in sd
                     if '.backbone.' in k and not HYBRID_STEM.search(k)})
     if len(found) <= 1:
@@ -739,6 +736,10 @@ BACKBONE_FAMILIES = (
 )
 
 
+# a hybrid ViT's ResNet stem: timm's patch_embed.backbone., transformers ViTHybrid's
+# embeddings.patch_embeddings.backbone. and DPT-hybrid's embeddings.backbone.
+HYBRID_STEM = re.compile(r'(^|\.)(patch_embed|patch_embeddings|embeddings)\.backbone\.')
+
 # architectures that no mmvtx backbone computes, told by layers of their own; checked before
 # :data:`BACKBONE_FAMILIES` (Swin V2's blocks hold no bias table, and its attention is named
 # like a ViT's; BEiT's blocks hold a LayerScale as DeiT-III's and a bias table as Swin's), in
@@ -777,16 +778,19 @@ UNSUPPORTED_FAMILIES = (
      "its MLP computes the tanh approximation of GELU (big_vision's and transformers' "
      "gelu_pytorch_tanh), which mmvtx's ViT does not (exact GELU), and it has no [CLS] token "
      "(a MAP attention-pooling head)"),
-    # EVA-02: the authors' mlp.ffn_ln / attn.inner_attn_ln, timm's fc1_g/fc1_x
-    ('an EVA-02', re.compile(r'(^|\.)(mlp\.(ffn_ln|fc1_g|fc1_x)|attn\.inner_attn_ln)\.'),
+    # EVA-02: the authors' mlp.ffn_ln / attn.inner_attn_ln, timm's fc1_g/fc1_x, the rotary
+    # tables the authors and mmpretrain (ViTEVA02, whose small sizes have no inner norm) keep
+    ('an EVA-02', re.compile(r'(^|\.)(mlp\.(ffn_ln|fc1_g|fc1_x)|attn\.inner_attn_ln)\.|'
+                             r'(^|\.)rope\.freqs_(cos|sin)$'),
      "its SwiGLU with a LayerNorm inside (ffn_ln), the LayerNorm inside its attention "
      "(sub-LN) and its rotary position embedding beside the [CLS] token are not mmvtx's ViT's"),
     # timm/authors blocks.N.proj, transformers encoder.stages.N.layers.M.proj
     ('a Hiera', re.compile(r'(^|\.)(blocks|layers)\.\d+\.proj\.weight$'),
      "a hierarchical ViT: mask-unit attention with pooled queries and a channel projection "
      "(proj) where a stage begins, which mmvtx's ViT and Swin do not compute"),
-    # timm/authors/mmdet ViT-R50: a ResNet (BiT) stem as the patch embedding
-    ('a hybrid ViT (ViT-R50)', re.compile(r'(^|\.)patch_embed(dings)?\.backbone\.'),
+    # timm/authors/mmdet ViT-R50 and transformers ViTHybrid/DPT-hybrid: a ResNet (BiT) stem as
+    # the patch embedding
+    ('a hybrid ViT (ViT-R50)', HYBRID_STEM,
      "its patch embedding is a ResNet (BiT) stem's feature map, not a convolution of the "
      "image's patches as mmvtx's ViT's is"),
     ('a FocalNet', re.compile(r'(^|\.)modulation\.focal_layers\.'),
