@@ -797,7 +797,7 @@ UNSUPPORTED_FAMILIES = (
      "focal modulation takes the place of self-attention: not a network mmvtx computes"),
     # mmdet/mmseg attn.sr, transformers Segformer attention.self.sr, PVT sequence_reduction,
     # PVTv2 spatial_reduction
-    ('a PVT / SegFormer (MiT)', re.compile(
+    ('a spatial-reduction transformer (PVT, SegFormer MiT, Twins)', re.compile(
         r'(^|\.)(attn|attention(\.self)?)\.(sr|sequence_reduction|spatial_reduction)\.weight$'),
      "its spatial-reduction attention (keys and values from a strided convolution of the "
      "map) is not a network mmvtx computes"),
