@@ -769,15 +769,6 @@ UNSUPPORTED_FAMILIES = (
      "not in mmvtx's ViT"),
     ('an AIMv2 image encoder', re.compile(r'(^|\.)(rms_norm1|embeddings\.rms_norm)\.weight$'),
      "its RMSNorm layers and bias-free SwiGLU blocks are not mmvtx's ViT's LayerNorm blocks"),
-    # transformers SiglipVisionModel (position_embedding.weight: an nn.Embedding without a
-    # [CLS] slot; CLIP's, which has one, is told above), its MAP head (transformers head.probe,
-    # big_vision MAPHead_0, timm attn_pool)
-    ('a SigLIP image encoder', re.compile(
-        r'^(?!(.*\.)?text_model\.)(.*\.)?(embeddings\.position_embedding\.weight|head\.probe|'
-        r'attn_pool\.latent)$|(^|/)MAPHead_0/'),
-     "its MLP computes the tanh approximation of GELU (big_vision's and transformers' "
-     "gelu_pytorch_tanh), which mmvtx's ViT does not (exact GELU), and it has no [CLS] token "
-     "(a MAP attention-pooling head)"),
     # EVA-02: the authors' mlp.ffn_ln / attn.inner_attn_ln, timm's fc1_g/fc1_x, the rotary
     # tables the authors and mmpretrain (ViTEVA02, whose small sizes have no inner norm) keep
     ('an EVA-02', re.compile(r'(^|\.)(mlp\.(ffn_ln|fc1_g|fc1_x)|attn\.inner_attn_ln)\.|'

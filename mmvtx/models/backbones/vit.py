@@ -132,7 +132,8 @@ class EncoderLayer(nn.Module):
         self.drop_path = DropPath(drop_path)
         self.norm2 = LayerNorm(dim, eps=layer_norm_eps)
         hidden = mlp_hidden_dims or int(dim * mlp_ratio)
-        self.mlp = SwiGLU(dim, hidden) if mlp_type == 'swiglu' else Mlp(dim, hidden)
+        self.mlp = SwiGLU(dim, hidden) if mlp_type == 'swiglu' else \
+            Mlp(dim, hidden, act='gelu_tanh' if mlp_type == 'gelu_tanh' else 'gelu')
         self.mlp_drop = nn.Dropout(drop_rate)
         self.ls2 = LayerScale(dim, layer_scale_init) if layer_scale_init else nn.Identity()
 
@@ -348,7 +349,9 @@ class ViT(VisionBackbone):
         layer_scale_init: LayerScale on both residual branches, initialised to this value
             (``None``/0: none).
         qkv_bias: ``True``, ``False`` or ``'qv'`` (no key bias).
-        mlp_type: ``'gelu'`` MLP or ``'swiglu'``; ``mlp_hidden_dims`` overrides
+        mlp_type: ``'gelu'`` MLP, ``'gelu_tanh'`` (GELU's tanh approximation: SigLIP's,
+            which loads into ``with_cls_token=False, mlp_type='gelu_tanh'``) or ``'swiglu'``;
+            ``mlp_hidden_dims`` overrides
             ``embed_dims * mlp_ratio``.
         final_norm: LayerNorm on the last layer's output.
         frozen_stages: -1 none; 0 the patch embedding, [CLS], register and position embedding;
@@ -465,7 +468,8 @@ class ViT(VisionBackbone):
             self.check_int('mlp_hidden_dims', opt['mlp_hidden_dims'])
         if opt['layer_scale_init']:
             self.check_positive('layer_scale_init', opt['layer_scale_init'])
-        for name, allowed in (('qkv_bias', (True, False, 'qv')), ('mlp_type', ('gelu', 'swiglu')),
+        for name, allowed in (('qkv_bias', (True, False, 'qv')),
+                              ('mlp_type', ('gelu', 'gelu_tanh', 'swiglu')),
                               ('pos_embed', ('learned', 'rope', 'none'))):
             if not any(opt[name] is a or opt[name] == a and type(opt[name]) is type(a)
                        for a in allowed):
@@ -817,6 +821,7 @@ VIT_FORMATS = (
     KeyRule('transformers-vitdet', prefixes=('embeddings.projection.',)),
     KeyRule('transformers-dinov3', prefixes=('embeddings.patch_embeddings.weight',)),
     KeyRule('transformers-dinov2', contains=('.layer_scale1.lambda1',)),
+    KeyRule('transformers-siglip', prefixes=('embeddings.patch_embedding.',)),
     KeyRule('transformers', prefixes=('embeddings.patch_embeddings', 'vit.embeddings')),
     KeyRule('jax', contains=('Transformer/encoderblock_0',)),
     KeyRule('jax', contains=('Transformer/encoderblock/',)),  # big_vision's scanned blocks
@@ -831,14 +836,15 @@ VIT_FORMATS = (
 # wrappers around a ViT's weights: SAM's whole model (authors', transformers), detectron2's
 # ViTDet backbone (``backbone.net.``, ``backbone.`` already cut), transformers' task models
 _WRAPPERS = ('image_encoder.', 'vision_encoder.', 'net.', 'dinov2.', 'dinov2_with_registers.',
-             'deit.')
+             'deit.', 'vision_model.')
 
 
 def detect_vit_format(sd: dict) -> str:
     return detect_format(sd, VIT_FORMATS, 'ViT', 'timm/the JAX release/DeiT-III/MAE/detectron2 '
                          'ViTDet, SAM (authors, transformers SamVisionModel), DINOv2 (authors, '
                          'transformers Dinov2Model/WithRegisters), DINOv3 (authors, transformers '
-                         'DINOv3ViTModel), transformers ViTModel/VitDetBackbone, '
+                         'DINOv3ViTModel), SigLIP (big_vision, transformers '
+                         'SiglipVisionModel, timm), transformers ViTModel/VitDetBackbone, '
                          'mmseg/mmpretrain VisionTransformer or mmvtx')
 
 
@@ -955,6 +961,7 @@ LAYER_SCALE_RULES = (('.gamma_1', '.ls1.gamma'), ('.gamma_2', '.ls2.gamma'),
 # objectives, SAM's neck (the pyramid replaces it), DINOv3's RoPE periods (computed),
 # detectron2's simple feature pyramid
 _DROPPED = ('head', 'fc_norm', 'pre_logits', 'decoder', 'mask_token', 'embeddings.mask_token',
+            'attn_pool.',
             'neck.', 'rope_embed.',
             'rope_embeddings.', 'local_cls_norm', 'simfp_', 'pooler.', 'classifier.',
             'cls_classifier.', 'distillation_classifier.')
@@ -966,6 +973,34 @@ def _unwrap(sd: dict) -> dict:
                 k.startswith(('blocks.', 'layers.', 'encoder.', 'embeddings.')) for k in sd):
             sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
     return sd
+
+
+# transformers SiglipVisionModel (its MAP head, head., is dropped as classifiers are)
+HF_SIGLIP_RULES = (
+    ('embeddings.patch_embedding', 'patch_embed.proj'),
+    ('embeddings.position_embedding.weight', 'pos_embed'), ('encoder.layers.', 'blocks.'),
+    ('layer_norm1', 'norm1'), ('layer_norm2', 'norm2'), ('self_attn.out_proj', 'attn.proj'),
+    ('post_layernorm', 'norm'),
+)
+# SigLIP's image encoder (transformers' position_embedding.weight: an embedding table without
+# a [CLS] slot; its MAP head: transformers head.probe, big_vision MAPHead_0, timm attn_pool)
+SIGLIP_KEYS = re.compile(r'(^|\.)(embeddings\.position_embedding\.weight|head\.probe|'
+                         r'attn_pool\.latent)$|(^|/)MAPHead_0/')
+
+
+def _check_siglip(model: 'ViT'):
+    """SigLIP's image encoder has no [CLS] token and computes GELU's tanh approximation (as
+    big_vision and transformers do): built otherwise, the model would load its weights and
+    compute other features."""
+    mlp = model.blocks[0].mlp
+    tanh = isinstance(mlp, Mlp) and mlp.act.name == 'gelu_tanh'
+    if model.cls_token is None and tanh:
+        return
+    want = ', '.join(w for w, ok in (('with_cls_token=False', model.cls_token is None),
+                                     ("mlp_type='gelu_tanh'", tanh)) if not ok)
+    raise CheckpointMismatchError(
+        f'ViT: a SigLIP image encoder checkpoint: it has no [CLS] token and its MLP computes '
+        f'GELU\'s tanh approximation; build the ViT with {want} to compute its features')
 
 
 # mmseg/mmpretrain VisionTransformer names (mmseg: nn.MultiheadAttention's in_proj/out_proj;
@@ -989,6 +1024,8 @@ def convert_vit(sd: dict, model: 'ViT',
     model's grids."""
     sd = _unwrap(sd)
     fmt = detect_vit_format(sd)
+    if any(SIGLIP_KEYS.search(k) for k in sd):
+        _check_siglip(model)
     if fmt == 'jax':
         sd, fmt_in = _jax_to_timm(sd), 'jax'
         fmt = 'timm'
@@ -1017,6 +1054,11 @@ def convert_vit(sd: dict, model: 'ViT',
                           '.attn.qkv.')
     elif fmt == 'transformers-vitdet':
         sd = rename_keys(sd, HF_VITDET_RULES)
+    elif fmt == 'transformers-siglip':
+        sd = merge_qkv(rename_keys(sd, HF_SIGLIP_RULES), (
+            '.self_attn.q_proj.', '.self_attn.k_proj.', '.self_attn.v_proj.'), '.attn.qkv.')
+        if 'pos_embed' in sd and sd['pos_embed'].dim() == 2:  # N x C (an nn.Embedding)
+            sd['pos_embed'] = sd['pos_embed'][None]
     elif fmt in ('sam', 'transformers-sam'):
         sd = rename_keys(sd, SAM_RULES)
     elif fmt in ('mmseg', 'mmpretrain'):

@@ -72,11 +72,6 @@ FAMILIES = [
     ('a CLIP image encoder', 'timm vit_*_clip_*',
      lambda: _keys('cls_token', 'pos_embed', 'patch_embed.proj.weight', 'norm_pre.weight',
                    'blocks.0.attn.qkv.weight', 'norm.weight', 'head.weight')),
-    ('a SigLIP image encoder', 'transformers SiglipVisionModel',
-     lambda: _hf('SiglipVisionModel', 'SiglipVisionConfig', **HF_VIT)),
-    ('a SigLIP image encoder', 'timm vit_*_siglip_* (MAP head)',
-     lambda: _keys('pos_embed', 'patch_embed.proj.weight', 'blocks.0.attn.qkv.weight',
-                   'norm.weight', 'attn_pool.latent', 'attn_pool.q.weight')),
     ('an AIMv2 image encoder', 'transformers Aimv2VisionModel',
      lambda: _hf('Aimv2VisionModel', 'Aimv2VisionConfig', **{
          k: v for k, v in HF_VIT.items() if 'dropout' not in k and k != 'layer_norm_eps'})),
@@ -140,7 +135,7 @@ FAMILIES = [
 @pytest.mark.parametrize('what,layout,make', FAMILIES, ids=[f[1] for f in FAMILIES])
 def test_other_families_are_named_in_one_line(what, layout, make):
     """Each file was refused as another family's ('it holds the weights of a ViT ... Load it
-    into a ViT' for a BEiT, CLIP, Hiera or SigLIP given to a Swin), under another layout's
+    into a ViT' for a BEiT, CLIP or Hiera given to a Swin), under another layout's
     name ('the deit3 checkpoint does not fit' for a timm BEiT), as a missing key projection
     (transformers' BEiT, data2vec) or as long lists of keys. Every backbone now names the
     family and what differs, in one line."""
@@ -238,28 +233,62 @@ def test_jax_releases_of_other_layouts_load(layout, tmp_path):
         assert (_map(expected) - ours.eval()(x)[0]).abs().max() <= TOL
 
 
-def test_a_big_vision_siglip_npz_is_named_not_a_key_error(tmp_path, capsys):
-    """big_vision's SigLIP release (``params/img/`` image tower with a MAP head beside the text
-    tower) failed with ``KeyError: 'cls'`` in the JAX conversion, a traceback from
-    init_cfg and from tools/model_converters/vit2mmvtx.py. It is named in one line."""
+def test_siglip_loads_from_transformers_big_vision_and_timm(tmp_path, capsys):
+    """SigLIP's image encoder (no [CLS] token, GELU's tanh approximation, a MAP head): the
+    transformers layout was refused as no known format, big_vision's ``.npz`` (``params/img/``
+    beside the text tower) failed with ``KeyError: 'cls'`` (a traceback from init_cfg and from
+    tools/model_converters/vit2mmvtx.py), timm's as unexpected ``attn_pool`` keys. A ViT with
+    ``with_cls_token=False, mlp_type='gelu_tanh'`` loads each (the head dropped) and gives
+    transformers' SiglipVisionModel features, at the pretraining size and another; built
+    otherwise, the load says in one line what to build."""
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
     from mmvtx.utils.convert_cli import convert_main
-    npz = _jax_layout(ViT(ARCH, img_size=64, with_cls_token=False).state_dict(), heads=2,
-                      big_vision=True, prefix='params/img/')
+    ref = jitter_(SiglipVisionModel(SiglipVisionConfig(**{
+        k: v for k, v in HF_VIT.items() if 'dropout' not in k})).eval())
+    build = dict(arch=ARCH, img_size=64, with_cls_token=False, mlp_type='gelu_tanh',
+                 out_indices=(2,), drop_path_rate=0.0)
+    ours = ViT(**build).eval()
+    assert ours.load_pretrained(ref.state_dict()).source == 'transformers-siglip'
+    timm = {k: v for k, v in ours.state_dict().items() if not k.startswith('pyramid.')}
+    timm.update({'attn_pool.latent': _t(1, 1, 32), 'attn_pool.q.weight': _t(32, 32)})
+    npz = _jax_layout(timm, heads=2, big_vision=True, prefix='params/img/')
     npz.update({'params/img/MAPHead_0/probe': np.zeros((1, 1, 32), np.float32),
                 'params/img/MAPHead_0/MultiHeadDotProductAttention_0/query/kernel':
                     np.zeros((32, 2, 16), np.float32),
                 'params/txt/Encoder_0/encoder_norm/scale': np.ones(32, np.float32),
                 'params/t': np.ones(1, np.float32)})
     np.savez(tmp_path / 'siglip.npz', **npz)
-    with pytest.raises(CheckpointMismatchError, match=r'^ViT: a SigLIP image encoder .*MAPHead_0'):
-        ViT(ARCH, img_size=64, with_cls_token=False).load_pretrained(str(tmp_path / 'siglip.npz'))
+    for ckpt in (timm, str(tmp_path / 'siglip.npz')):
+        model = ViT(**build)
+        model.load_pretrained(ckpt)
+        for size in ((64, 64), (96, 80)):
+            x = torch.randn(1, 3, *size)
+            with torch.no_grad():
+                want = ref(x, interpolate_pos_encoding=True).last_hidden_state
+                want = want.transpose(1, 2).reshape(1, 32, size[0] // 16, size[1] // 16)
+                assert (model.eval()(x)[0] - want).abs().max() <= TOL
+    for ckpt in (ref.state_dict(), str(tmp_path / 'siglip.npz')):
+        with pytest.raises(CheckpointMismatchError, match=r"^ViT: a SigLIP image encoder .*"
+                           r"build the ViT with with_cls_token=False, mlp_type='gelu_tanh'"):
+            ViT(ARCH, img_size=64).load_pretrained(ckpt)
+    options = '{"embed_dims": 32, "num_layers": 2, "num_heads": 2, "img_size": 64'
     with pytest.raises(SystemExit) as e:
         convert_main('ViT', 'base', [str(tmp_path / 'siglip.npz'), str(tmp_path / 'out.pth'),
-                                     '--options', '{"embed_dims": 32, "num_layers": 2, '
-                                     '"num_heads": 2}'])
+                                     '--options', options + '}'])
     err = capsys.readouterr().err
     assert e.value.code == 1 and 'a SigLIP image encoder' in err and 'Traceback' not in err
     assert len(err.strip().splitlines()) == 1
+    convert_main('ViT', 'base', [str(tmp_path / 'siglip.npz'), str(tmp_path / 'out.pth'),
+                                 '--options', options + ', "with_cls_token": false, '
+                                 '"mlp_type": "gelu_tanh"}'])
+    model = ViT(**dict(build, out_indices=(0, 1, 2, 3)),  # as converted
+                init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'out.pth')))
+    model.init_weights()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        want = ref(x).last_hidden_state.transpose(1, 2).reshape(1, 32, 4, 4)
+        assert (model.eval()(x)[2] - want).abs().max() <= TOL
 
 
 @pytest.mark.parametrize('kind', ['BeitModel', 'Data2VecVisionModel'])
