@@ -326,19 +326,20 @@ def test_maskformer_swin_loads_its_backbone_norms_and_shift_rule(tmp_path):
     tensors". The backbone's norms and rule are taken; MaskFormerSwinModel saved on its own
     (named as SwinModel) is told by its config.json."""
     import transformers
-    swin = dict(embed_dim=16, depths=[2, 2, 2, 2], num_heads=[1, 1, 2, 2], window_size=4,
-                drop_path_rate=0.0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    ref = jitter_(transformers.MaskFormerForInstanceSegmentation(transformers.MaskFormerConfig(
-        backbone_config=transformers.SwinConfig(**swin, out_features=[
-            'stage1', 'stage2', 'stage3', 'stage4']), fpn_feature_size=32, mask_feature_size=32,
-        decoder_config=dict(model_type='detr', d_model=16, encoder_layers=1, decoder_layers=1,
-                            encoder_attention_heads=1, decoder_attention_heads=1,
-                            encoder_ffn_dim=16, decoder_ffn_dim=16, num_queries=2))).eval())
-    encoder = ref.model.pixel_level_module.encoder
+    config = transformers.MaskFormerSwinConfig(
+        embed_dim=16, depths=[2, 2, 2, 2], num_heads=[1, 1, 2, 2], window_size=4,
+        drop_path_rate=0.0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        out_features=['stage1', 'stage2', 'stage3', 'stage4'])
+    encoder = jitter_(transformers.MaskFormerSwinBackbone(config).eval())
+    # as MaskFormerForInstanceSegmentation keeps it, beside its pixel and transformer decoders
+    whole = {f'model.pixel_level_module.encoder.{k}': v for k, v in encoder.state_dict().items()}
+    whole.update({'model.pixel_level_module.decoder.mask_projection.weight': _t(16, 16, 3, 3),
+                  'model.transformer_module.decoder.layers.0.self_attn.k_proj.weight': _t(8, 8),
+                  'class_predictor.weight': _t(3, 8)})
     arch = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 1, 2, 2))
     x = torch.randn(1, 3, 61, 83)
     ours = SwinTransformer(arch, window_size=4, drop_path_rate=0.0).eval()
-    ours.load_pretrained(ref.state_dict())
+    ours.load_pretrained(whole)
     with torch.no_grad():
         want, got = encoder(x).feature_maps, ours(x)
     assert max((w - g).abs().max() for w, g in zip(want, got)) <= TOL
