@@ -1024,6 +1024,16 @@ def convert_vit(sd: dict, model: 'ViT',
     model's grids."""
     sd = _unwrap(sd)
     fmt = detect_vit_format(sd)
+    if fmt == 'transformers-siglip':
+        patch = sd.get('embeddings.patch_embedding.weight')
+        if patch is not None and patch.dim() == 2:
+            raise CheckpointMismatchError(
+                'ViT: a SigLIP 2 NaFlex image encoder checkpoint (transformers '
+                f'Siglip2VisionModel: embeddings.patch_embedding.weight {tuple(patch.shape)}, a '
+                'linear map of flattened patches), whose position table is resampled bilinearly '
+                'with antialiasing to each image\'s patch grid; mmvtx\'s ViT does not compute '
+                'that. The fixed-resolution SigLIP 2 releases (model_type siglip) load into '
+                "ViT(with_cls_token=False, mlp_type='gelu_tanh')")
     if any(SIGLIP_KEYS.search(k) for k in sd):
         _check_siglip(model)
     if fmt == 'jax':

@@ -272,6 +272,15 @@ def test_siglip_loads_from_transformers_big_vision_and_timm(tmp_path, capsys):
         with pytest.raises(CheckpointMismatchError, match=r"^ViT: a SigLIP image encoder .*"
                            r"build the ViT with with_cls_token=False, mlp_type='gelu_tanh'"):
             ViT(ARCH, img_size=64).load_pretrained(ckpt)
+    # SigLIP 2's NaFlex encoder (a linear patch embedding, positions resampled per image
+    # bilinearly with antialiasing) is named, not refused as a shape mismatch
+    naflex = _hf('Siglip2VisionModel', 'Siglip2VisionConfig', hidden_size=32,
+                 num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+                 patch_size=16, num_patches=16)
+    with pytest.raises(CheckpointMismatchError) as e:
+        ViT(**build).load_pretrained(naflex)
+    assert str(e.value).startswith('ViT: a SigLIP 2 NaFlex image encoder') and \
+        '\n' not in str(e.value)
     options = '{"embed_dims": 32, "num_layers": 2, "num_heads": 2, "img_size": 64'
     with pytest.raises(SystemExit) as e:
         convert_main('ViT', 'base', [str(tmp_path / 'siglip.npz'), str(tmp_path / 'out.pth'),
