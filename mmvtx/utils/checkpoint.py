@@ -582,8 +582,10 @@ def backbone_prefix(sd: Dict[str, torch.Tensor]) -> str:
     beside each other otherwise are refused naming them."""
     if any(k.startswith('backbone.') for k in sd):
         return 'backbone.'
+    # a hybrid ViT's own ResNet stem (:data:`HYBRID_STEM`) is part of the network, not a whole
+    # model's backbone
     found = sorted({k[:k.index('.backbone.') + len('.backbone.')] for k in sd
-                    if '.backbone.' in k})
+                    if '.backbone.' in k and not HYBRID_STEM.search(k)})
     if len(found) <= 1:
         return found[0] if found else ''
     if DISTILLED_PREFIX in found:
@@ -734,14 +736,72 @@ BACKBONE_FAMILIES = (
 )
 
 
+# a hybrid ViT's ResNet stem: timm's patch_embed.backbone., transformers ViTHybrid's
+# embeddings.patch_embeddings.backbone. and DPT-hybrid's embeddings.backbone.
+HYBRID_STEM = re.compile(r'(^|\.)(patch_embed|patch_embeddings|embeddings)\.backbone\.')
+
 # architectures that no mmvtx backbone computes, told by layers of their own; checked before
 # :data:`BACKBONE_FAMILIES` (Swin V2's blocks hold no bias table, and its attention is named
-# like a ViT's): ``(what it is, a pattern of its keys, what differs)``
+# like a ViT's; BEiT's blocks hold a LayerScale as DeiT-III's and a bias table as Swin's), in
+# this order, in every layout the family is released in (the authors', timm, transformers 4.x
+# as on the hub and 5.x, mmpretrain/mmseg/mmdet, big_vision/open_clip): ``(what it is, a
+# pattern of its keys, what differs)``
+# a key outside Swin's stage.block nesting
+_NOT_SWIN = r'^(?!.*(layers|stages)\.\d+\.blocks\.\d+\.)'
 UNSUPPORTED_FAMILIES = (
     ('a Swin Transformer V2', re.compile(r'\.(cpb_mlp|continuous_position_bias_mlp)\.'),
      "its scaled cosine attention (a learned logit_scale), continuous relative position bias "
      "(an MLP, cpb_mlp, where Swin V1 learns a table) and post-norm blocks are not Swin V1's, "
      "which mmvtx's SwinTransformer is"),
+    # timm/authors blocks.N.attn., mmpretrain/mmseg layers.N.attn., shared rel_pos_bias.;
+    # transformers 4.x ...attention.attention.relative_position_bias. and encoder.relative_
+    # position_bias. (shared), 5.x layers.N.relative_position_bias. and shared_position_bias.
+    ('a BEiT (BEiT, BEiT v2 or data2vec vision)', re.compile(
+        _NOT_SWIN + r'(.*\.)?((blocks|layers)\.\d+\.attn\.|(rel_pos_bias|relative_position_bias|'
+        r'shared_position_bias)\.)relative_position_bias_table$'),
+     "its attention adds a learned relative position bias table over the whole token grid "
+     "(relative_position_bias_table, per block or shared by all), which mmvtx's ViT does not "
+     "compute (ViTDet's decomposed relative positions are another parametrisation)"),
+    ('a CLIP image encoder', re.compile(
+        r'(^|\.)(ln_pre|pre_layrnorm|pre_layernorm|norm_pre)\.weight$'),
+     "its LayerNorm on the embedded tokens before the first block (ln_pre / pre_layrnorm / "
+     "norm_pre; OpenAI's release also computes QuickGELU and has no patch-embedding bias) is "
+     "not in mmvtx's ViT"),
+    ('an AIMv2 image encoder', re.compile(r'(^|\.)(rms_norm1|embeddings\.rms_norm)\.weight$'),
+     "its RMSNorm layers and bias-free SwiGLU blocks are not mmvtx's ViT's LayerNorm blocks"),
+    # EVA-02: the authors' mlp.ffn_ln / attn.inner_attn_ln, timm's fc1_g/fc1_x, the rotary
+    # tables the authors and mmpretrain (ViTEVA02, whose small sizes have no inner norm) keep
+    ('an EVA-02', re.compile(r'(^|\.)(mlp\.(ffn_ln|fc1_g|fc1_x)|attn\.inner_attn_ln)\.|'
+                             r'(^|\.)rope\.freqs_(cos|sin)$'),
+     "its SwiGLU with a LayerNorm inside (ffn_ln), the LayerNorm inside its attention "
+     "(sub-LN) and its rotary position embedding beside the [CLS] token are not mmvtx's ViT's"),
+    # timm/authors blocks.N.proj, transformers encoder.stages.N.layers.M.proj
+    ('a Hiera', re.compile(r'(^|\.)(blocks|layers)\.\d+\.proj\.weight$'),
+     "a hierarchical ViT: mask-unit attention with pooled queries and a channel projection "
+     "(proj) where a stage begins, which mmvtx's ViT and Swin do not compute"),
+    # timm/authors/mmdet ViT-R50 and transformers ViTHybrid/DPT-hybrid: a ResNet (BiT) stem as
+    # the patch embedding
+    ('a hybrid ViT (ViT-R50)', HYBRID_STEM,
+     "its patch embedding is a ResNet (BiT) stem's feature map, not a convolution of the "
+     "image's patches as mmvtx's ViT's is"),
+    ('a FocalNet', re.compile(r'(^|\.)modulation\.focal_layers\.'),
+     "focal modulation takes the place of self-attention: not a network mmvtx computes"),
+    # mmdet/mmseg attn.sr, transformers Segformer attention.self.sr, PVT sequence_reduction,
+    # PVTv2 spatial_reduction
+    ('a spatial-reduction transformer (PVT, SegFormer MiT, Twins)', re.compile(
+        r'(^|\.)(attn|attention(\.self)?)\.(sr|sequence_reduction|spatial_reduction)\.weight$'),
+     "its spatial-reduction attention (keys and values from a strided convolution of the "
+     "map) is not a network mmvtx computes"),
+    # the authors' stages.N.M.dwconv, timm stages.N.blocks.M.conv_dw, mmpretrain/mmdet
+    # stages.N.M.depthwise_conv, transformers encoder.stages.N.layers.M.dwconv
+    ('a ConvNeXt', re.compile(r'(^|\.)stages\.\d+\.((blocks|layers)\.)?\d+\.'
+                              r'(dwconv|conv_dw|depthwise_conv)\.weight$'),
+     "a convolutional network (depthwise 7x7 convolutions, no attention), not a vision "
+     "transformer"),
+    # torchvision/mmdet/timm layer1..4, transformers ResNetModel's stages
+    ('a ResNet', re.compile(r'(^|\.)layer[1-4]\.\d+\.conv1\.weight$|(^|\.)encoder\.stages\.'
+                            r'\d+\.layers\.\d+\.layer\.\d+\.convolution\.weight$'),
+     "a convolutional network, not a vision transformer"),
 )
 
 

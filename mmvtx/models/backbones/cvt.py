@@ -155,6 +155,10 @@ class CvtStage(nn.Module):
         return x[:, num_cls:].transpose(1, 2).reshape(B, C, H, W), cls
 
 
+# the MLP activations of CvT's releases: transformers' GELU, the authors' QuickGELU
+CVT_ACTS = ('gelu', 'quick_gelu')
+
+
 @MODELS.register_module()
 class CvT(VisionBackbone):
     """CvT backbone: NCHW maps at strides 4, 8, 16 (the three stages) and 32 (max-pool).
@@ -217,7 +221,7 @@ class CvT(VisionBackbone):
         self.check_bools(qkv_bias=qkv_bias, output_cls_token=output_cls_token,
                          out_norms=out_norms, with_cp=with_cp, norm_eval=norm_eval)
         self.check_hidden(dims, mlp_ratio)
-        if act not in ('auto',) + Activation.NAMES:
+        if act not in ('auto',) + CVT_ACTS:
             raise ValueError(f"CvT: act must be 'auto', 'gelu' or 'quick_gelu', not {act!r}")
         self.check_frozen_stages(frozen_stages, 3)
         self.arch_settings = dict(embed_dims=dims, depths=depths, num_heads=heads)
@@ -240,7 +244,7 @@ class CvT(VisionBackbone):
         # optional LayerNorm on each returned map (as Swin's outputs), not in the released models
         self.out_norms = nn.ModuleList([LayerNorm2d(self.num_features[i]) for i in range(3)]) \
             if out_norms else None
-        self._register_setting('mlp_act', Activation.NAMES,
+        self._register_setting('mlp_act', CVT_ACTS,
                                'quick_gelu' if act == 'quick_gelu' else 'gelu',
                                explicit=act != 'auto')
         self._freeze_stages()

@@ -37,7 +37,11 @@ from .base import VisionBackbone, forward_block, stage_depths
 # (their block pads the map and has no size test); their backbones carry an output norm per
 # level (``norm0``..``norm3``), the classification releases one final ``norm``.
 AUTHORS_DENSE = "the authors' Swin-Transformer-Object-Detection/Semantic-Segmentation"
-ALWAYS_SHIFTING_SOURCES = ('mmdet/mmseg/mmpretrain', 'transformers SwinBackbone', AUTHORS_DENSE)
+# transformers' MaskFormer (v1) keeps its own copy of Swin (MaskFormerSwinModel/-Backbone, also
+# with a 'swin' config): it pads and shifts at every size, as mmdet does
+MASKFORMER_SWIN = 'transformers MaskFormerSwin'
+ALWAYS_SHIFTING_SOURCES = ('mmdet/mmseg/mmpretrain', 'transformers SwinBackbone', AUTHORS_DENSE,
+                           MASKFORMER_SWIN)
 # values of the ``shift_rule`` setting: the authors' (no shift where a stage's map is no larger
 # than a window) and "every SW-MSA block shifts"
 SHIFT_RULES = ('authors', 'always')
@@ -299,7 +303,7 @@ class SwinTransformer(VisionBackbone):
             An unknown keyword is refused naming its nearest argument.
     """
     family = 'SwinTransformer'
-    hf_model_types = ('swin',)
+    hf_model_types = ('swin', 'maskformer-swin', 'donut-swin')
     arch_zoo = {
         'tiny': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
         'small': dict(embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
@@ -445,6 +449,11 @@ class SwinTransformer(VisionBackbone):
         source = converted.source
         if source == 'mmdet':  # mmdet, mmseg and mmpretrain share one layout and one rule
             source = 'mmdet/mmseg/mmpretrain'
+        elif source == 'transformers-maskformer' or (source == 'transformers' and (
+                source_config or {}).get('model_type') == 'maskformer-swin'):
+            # its backbone's per-stage norms are numbered (hidden_states_norms.0); its
+            # MaskFormerSwinModel alone is named as SwinModel, told by its config.json
+            source = MASKFORMER_SWIN
         elif source == 'transformers':
             backbone = any(k.startswith('hidden_states_norms.') for k in state_dict)
             source = 'transformers SwinBackbone' if backbone else 'transformers SwinModel'
@@ -486,6 +495,9 @@ def _unfold_to_official(w: torch.Tensor) -> torch.Tensor:
 
 
 SWIN_FORMATS = (
+    # transformers' MaskFormerSwinBackbone: MaskFormerSwinModel under model., the output norms
+    # numbered from 0 (SwinBackbone's are hidden_states_norms.stage1..4)
+    KeyRule('transformers-maskformer', prefixes=('hidden_states_norms.0.',)),
     KeyRule('transformers', prefixes=('embeddings.patch_embeddings', 'swin.embeddings')),
     KeyRule('mmdet', contains=('.attn.w_msa.',)),
     KeyRule('mmvtx', prefixes=('stages.',), contains=('.attn.qkv.',)),
@@ -498,8 +510,8 @@ SWIN_FORMATS = (
 
 def detect_swin_format(sd: dict) -> str:
     return detect_format(sd, SWIN_FORMATS, 'Swin Transformer',
-                         "the authors' release, timm, transformers SwinModel/SwinBackbone, "
-                         'mmdet/mmseg/mmpretrain or mmvtx')
+                         "the authors' release, timm, transformers SwinModel/SwinBackbone/"
+                         'MaskFormerSwin, mmdet/mmseg/mmpretrain or mmvtx')
 
 
 # transformers SwinModel/SwinBackbone names, as on the hub (4.x) and as in transformers 5.x
@@ -534,7 +546,12 @@ def convert_swin(sd: dict, model: 'SwinTransformer') -> ConvertedCheckpoint:
     fmt = detect_swin_format(sd)
     last = len(model.stages) - 1
     out = {}
-    if fmt == 'transformers':
+    if fmt == 'transformers-maskformer':  # as SwinBackbone names them
+        sd = {re.sub(r'^hidden_states_norms\.(\d+)\.',
+                     lambda m: f'hidden_states_norms.stage{int(m.group(1)) + 1}.',
+                     k[len('model.'):] if k.startswith('model.') else k): v
+              for k, v in sd.items()}
+    if fmt in ('transformers', 'transformers-maskformer'):
         # without the heads: classification's, SimMIM's pixel decoder and its mask token
         sd = {k[len('swin.'):] if k.startswith('swin.') else k: v for k, v in sd.items()
               if not k.startswith(('classifier.', 'pooler.', 'decoder.'))}

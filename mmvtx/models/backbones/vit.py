@@ -132,7 +132,8 @@ class EncoderLayer(nn.Module):
         self.drop_path = DropPath(drop_path)
         self.norm2 = LayerNorm(dim, eps=layer_norm_eps)
         hidden = mlp_hidden_dims or int(dim * mlp_ratio)
-        self.mlp = SwiGLU(dim, hidden) if mlp_type == 'swiglu' else Mlp(dim, hidden)
+        self.mlp = SwiGLU(dim, hidden) if mlp_type == 'swiglu' else \
+            Mlp(dim, hidden, act='gelu_tanh' if mlp_type == 'gelu_tanh' else 'gelu')
         self.mlp_drop = nn.Dropout(drop_rate)
         self.ls2 = LayerScale(dim, layer_scale_init) if layer_scale_init else nn.Identity()
 
@@ -348,7 +349,9 @@ class ViT(VisionBackbone):
         layer_scale_init: LayerScale on both residual branches, initialised to this value
             (``None``/0: none).
         qkv_bias: ``True``, ``False`` or ``'qv'`` (no key bias).
-        mlp_type: ``'gelu'`` MLP or ``'swiglu'``; ``mlp_hidden_dims`` overrides
+        mlp_type: ``'gelu'`` MLP, ``'gelu_tanh'`` (GELU's tanh approximation: SigLIP's,
+            which loads into ``with_cls_token=False, mlp_type='gelu_tanh'``) or ``'swiglu'``;
+            ``mlp_hidden_dims`` overrides
             ``embed_dims * mlp_ratio``.
         final_norm: LayerNorm on the last layer's output.
         frozen_stages: -1 none; 0 the patch embedding, [CLS], register and position embedding;
@@ -367,7 +370,8 @@ class ViT(VisionBackbone):
     """
     family = 'ViT'
     hf_model_types = ('vit', 'vit_mae', 'vit_msn', 'deit', 'dinov2', 'dinov2_with_registers',
-                      'dinov3_vit', 'vitdet', 'sam_vision_model')
+                      'dinov3_vit', 'vitdet', 'sam_vision_model', 'beit', 'data2vec-vision',
+                      'ijepa')
     arch_zoo = {
         'small': dict(embed_dims=384, num_layers=12, num_heads=6),
         'base': dict(embed_dims=768, num_layers=12, num_heads=12),
@@ -464,7 +468,8 @@ class ViT(VisionBackbone):
             self.check_int('mlp_hidden_dims', opt['mlp_hidden_dims'])
         if opt['layer_scale_init']:
             self.check_positive('layer_scale_init', opt['layer_scale_init'])
-        for name, allowed in (('qkv_bias', (True, False, 'qv')), ('mlp_type', ('gelu', 'swiglu')),
+        for name, allowed in (('qkv_bias', (True, False, 'qv')),
+                              ('mlp_type', ('gelu', 'gelu_tanh', 'swiglu')),
                               ('pos_embed', ('learned', 'rope', 'none'))):
             if not any(opt[name] is a or opt[name] == a and type(opt[name]) is type(a)
                        for a in allowed):
@@ -816,8 +821,10 @@ VIT_FORMATS = (
     KeyRule('transformers-vitdet', prefixes=('embeddings.projection.',)),
     KeyRule('transformers-dinov3', prefixes=('embeddings.patch_embeddings.weight',)),
     KeyRule('transformers-dinov2', contains=('.layer_scale1.lambda1',)),
+    KeyRule('transformers-siglip', prefixes=('embeddings.patch_embedding.',)),
     KeyRule('transformers', prefixes=('embeddings.patch_embeddings', 'vit.embeddings')),
     KeyRule('jax', contains=('Transformer/encoderblock_0',)),
+    KeyRule('jax', contains=('Transformer/encoderblock/',)),  # big_vision's scanned blocks
     KeyRule('mmseg', prefixes=('layers.',), contains=('.attn.attn.in_proj_weight',)),
     KeyRule('mmpretrain', prefixes=('layers.',), contains=('.attn.qkv.',)),
     KeyRule('dinov3', prefixes=('storage_tokens',)),
@@ -829,26 +836,54 @@ VIT_FORMATS = (
 # wrappers around a ViT's weights: SAM's whole model (authors', transformers), detectron2's
 # ViTDet backbone (``backbone.net.``, ``backbone.`` already cut), transformers' task models
 _WRAPPERS = ('image_encoder.', 'vision_encoder.', 'net.', 'dinov2.', 'dinov2_with_registers.',
-             'deit.')
+             'deit.', 'vision_model.')
 
 
 def detect_vit_format(sd: dict) -> str:
     return detect_format(sd, VIT_FORMATS, 'ViT', 'timm/the JAX release/DeiT-III/MAE/detectron2 '
                          'ViTDet, SAM (authors, transformers SamVisionModel), DINOv2 (authors, '
                          'transformers Dinov2Model/WithRegisters), DINOv3 (authors, transformers '
-                         'DINOv3ViTModel), transformers ViTModel/VitDetBackbone, '
+                         'DINOv3ViTModel), SigLIP (big_vision, transformers '
+                         'SiglipVisionModel, timm), transformers ViTModel/VitDetBackbone, '
                          'mmseg/mmpretrain VisionTransformer or mmvtx')
 
 
+# where the JAX releases keep the image encoder: the original and AugReg files at the top,
+# flax training states under opt/target/, big_vision under params/ (params/img/: the image
+# tower of a two-tower model)
+_JAX_PREFIXES = ('opt/target/', 'params/img/', 'params/', 'img/', '')
+# a block's modules as the original release (LayerNorm_2, MlpBlock_3,
+# MultiHeadDotProductAttention_1) and big_vision (LayerNorm_1, MlpBlock_0, ..._0) number them
+_JAX_BLOCK = ((re.compile(r'^LayerNorm_0/'), 'norm1'), (re.compile(r'^LayerNorm_[12]/'), 'norm2'),
+              (re.compile(r'^MlpBlock_\d+/Dense_(\d+)/'), 'mlp'),
+              (re.compile(r'^MultiHeadDotProductAttention_\d+/(\w+)/'), 'attn'))
+
+
 def _jax_to_timm(sd: dict) -> dict:
-    """The original JAX (``.npz``) layout -> timm's names and PyTorch layouts."""
+    """The JAX (``.npz``) layouts -> timm's names and PyTorch layouts: the original and AugReg
+    releases (``cls``, ``Transformer/posembed_input``; an i21k file's ``pre_logits`` and
+    ``head`` are dropped), and big_vision's (``params/``, ``pos_embedding`` at the top, blocks
+    numbered from 0, no ``cls`` for a ``gap`` model, the blocks stacked along a first axis
+    where they were scanned: ``Transformer/encoderblock/``)."""
+    prefix = next(p for p in _JAX_PREFIXES if p + 'embedding/kernel' in sd or not p)
+    sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    if 'embedding/kernel' not in sd:
+        raise CheckpointMismatchError(
+            'ViT: a JAX (.npz) checkpoint without a patch embedding (embedding/kernel, also '
+            f'looked for under {", ".join(p for p in _JAX_PREFIXES if p)}): not a ViT image '
+            'encoder; first keys: ' + ', '.join(sorted(sd)[:8]))
+    stacked = 'Transformer/encoderblock/'
+    for k in [k for k in sd if k.startswith(stacked)]:  # scanned blocks: one slice each
+        v = sd.pop(k)
+        for i in range(v.shape[0]):
+            sd[f'Transformer/encoderblock_{i}/{k[len(stacked):]}'] = v[i]
+    dim = sd['embedding/kernel'].shape[-1]
     out = {}
-    dim = sd['cls'].shape[-1]
     for k, v in sd.items():
         v = v.float()
         if k == 'cls':
             out['cls_token'] = v.reshape(1, 1, dim)
-        elif k == 'Transformer/posembed_input/pos_embedding':
+        elif k in ('Transformer/posembed_input/pos_embedding', 'pos_embedding'):
             out['pos_embed'] = v.reshape(1, -1, dim)
         elif k == 'embedding/kernel':
             out['patch_embed.proj.weight'] = v.permute(3, 2, 0, 1)
@@ -861,21 +896,24 @@ def _jax_to_timm(sd: dict) -> dict:
             p = f'blocks.{i}.'
             name = '/'.join(k.split('/')[2:])
             param = 'weight' if name.endswith(('kernel', 'scale')) else 'bias'
-            if name.startswith('LayerNorm_0/'):
-                out[p + 'norm1.' + param] = v
-            elif name.startswith('LayerNorm_2/'):
-                out[p + 'norm2.' + param] = v
-            elif name.startswith('MlpBlock_3/Dense_'):
-                j = int(name.split('/')[1].split('_')[1])
-                out[p + f'mlp.fc{j + 1}.' + param] = v.T if param == 'weight' else v
-            elif name.startswith('MultiHeadDotProductAttention_1/'):
-                part = name.split('/')[1]
-                if part == 'out':
-                    out[p + 'attn.proj.' + param] = v.reshape(-1, dim).T if \
-                        param == 'weight' else v
+            for pattern, module in _JAX_BLOCK:
+                m = pattern.match(name)
+                if m is None:
+                    continue
+                if module == 'mlp':
+                    out[p + f'mlp.fc{int(m.group(1)) + 1}.' + param] = \
+                        v.T if param == 'weight' else v
+                elif module == 'attn':
+                    part = m.group(1)
+                    if part == 'out':
+                        out[p + 'attn.proj.' + param] = v.reshape(-1, dim).T if \
+                            param == 'weight' else v
+                    else:
+                        out.setdefault(p + 'attn.qkv.' + param, {})[part] = \
+                            v.reshape(dim, -1).T if param == 'weight' else v.reshape(-1)
                 else:
-                    out.setdefault(p + 'attn.qkv.' + param, {})[part] = \
-                        v.reshape(dim, -1).T if param == 'weight' else v.reshape(-1)
+                    out[f'{p}{module}.{param}'] = v
+                break
     for k in [k for k, v in out.items() if isinstance(v, dict)]:
         out[k] = torch.cat([out[k]['query'], out[k]['key'], out[k]['value']], 0)
     return out
@@ -894,6 +932,7 @@ HF_VIT_RULES = (
     ('attention.output.dense', 'attn.proj'), ('attention.o_proj', 'attn.proj'),
     ('intermediate.dense', 'mlp.fc1'), ('output.dense', 'mlp.fc2'),
     ('layer_scale1.lambda1', 'ls1.gamma'), ('layer_scale2.lambda1', 'ls2.gamma'),
+    ('.lambda_1', '.ls1.gamma'), ('.lambda_2', '.ls2.gamma'),  # BeitModel's LayerScale
     ('mlp.weights_in', 'mlp.w12'), ('mlp.weights_out', 'mlp.w3'), ('mlp.down_proj', 'mlp.w3'),
 )
 # transformers DINOv3ViTModel (5.x puts the layers under model.)
@@ -922,6 +961,7 @@ LAYER_SCALE_RULES = (('.gamma_1', '.ls1.gamma'), ('.gamma_2', '.ls2.gamma'),
 # objectives, SAM's neck (the pyramid replaces it), DINOv3's RoPE periods (computed),
 # detectron2's simple feature pyramid
 _DROPPED = ('head', 'fc_norm', 'pre_logits', 'decoder', 'mask_token', 'embeddings.mask_token',
+            'attn_pool.',
             'neck.', 'rope_embed.',
             'rope_embeddings.', 'local_cls_norm', 'simfp_', 'pooler.', 'classifier.',
             'cls_classifier.', 'distillation_classifier.')
@@ -933,6 +973,34 @@ def _unwrap(sd: dict) -> dict:
                 k.startswith(('blocks.', 'layers.', 'encoder.', 'embeddings.')) for k in sd):
             sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
     return sd
+
+
+# transformers SiglipVisionModel (its MAP head, head., is dropped as classifiers are)
+HF_SIGLIP_RULES = (
+    ('embeddings.patch_embedding', 'patch_embed.proj'),
+    ('embeddings.position_embedding.weight', 'pos_embed'), ('encoder.layers.', 'blocks.'),
+    ('layer_norm1', 'norm1'), ('layer_norm2', 'norm2'), ('self_attn.out_proj', 'attn.proj'),
+    ('post_layernorm', 'norm'),
+)
+# SigLIP's image encoder (transformers' position_embedding.weight: an embedding table without
+# a [CLS] slot; its MAP head: transformers head.probe, big_vision MAPHead_0, timm attn_pool)
+SIGLIP_KEYS = re.compile(r'(^|\.)(embeddings\.position_embedding\.weight|head\.probe|'
+                         r'attn_pool\.latent)$|(^|/)MAPHead_0/')
+
+
+def _check_siglip(model: 'ViT'):
+    """SigLIP's image encoder has no [CLS] token and computes GELU's tanh approximation (as
+    big_vision and transformers do): built otherwise, the model would load its weights and
+    compute other features."""
+    mlp = model.blocks[0].mlp
+    tanh = isinstance(mlp, Mlp) and mlp.act.name == 'gelu_tanh'
+    if model.cls_token is None and tanh:
+        return
+    want = ', '.join(w for w, ok in (('with_cls_token=False', model.cls_token is None),
+                                     ("mlp_type='gelu_tanh'", tanh)) if not ok)
+    raise CheckpointMismatchError(
+        f'ViT: a SigLIP image encoder checkpoint: it has no [CLS] token and its MLP computes '
+        f'GELU\'s tanh approximation; build the ViT with {want} to compute its features')
 
 
 # mmseg/mmpretrain VisionTransformer names (mmseg: nn.MultiheadAttention's in_proj/out_proj;
@@ -956,6 +1024,18 @@ def convert_vit(sd: dict, model: 'ViT',
     model's grids."""
     sd = _unwrap(sd)
     fmt = detect_vit_format(sd)
+    if fmt == 'transformers-siglip':
+        patch = sd.get('embeddings.patch_embedding.weight')
+        if patch is not None and patch.dim() == 2:
+            raise CheckpointMismatchError(
+                'ViT: a SigLIP 2 NaFlex image encoder checkpoint (transformers '
+                f'Siglip2VisionModel: embeddings.patch_embedding.weight {tuple(patch.shape)}, a '
+                'linear map of flattened patches), whose position table is resampled bilinearly '
+                'with antialiasing to each image\'s patch grid; mmvtx\'s ViT does not compute '
+                'that. The fixed-resolution SigLIP 2 releases (model_type siglip) load into '
+                "ViT(with_cls_token=False, mlp_type='gelu_tanh')")
+    if any(SIGLIP_KEYS.search(k) for k in sd):
+        _check_siglip(model)
     if fmt == 'jax':
         sd, fmt_in = _jax_to_timm(sd), 'jax'
         fmt = 'timm'
@@ -964,6 +1044,8 @@ def convert_vit(sd: dict, model: 'ViT',
     if fmt == 'transformers' or fmt == 'transformers-dinov2':
         sd = {k[len('vit.'):] if k.startswith('vit.') else k: v for k, v in sd.items()}
         sd = rename_keys(sd, HF_VIT_RULES)
+        sd = _zero_key_bias(sd, ('.attention.attention.query.', '.attention.attention.key.'))
+        sd = _zero_key_bias(sd, ('.attention.q_proj.', '.attention.k_proj.'))
         sd = merge_qkv(sd, ('.mlp.gate_proj.', '.mlp.up_proj.'), '.mlp.w12.')
         sd = merge_qkv(sd, ('.attention.attention.query.', '.attention.attention.key.',
                             '.attention.attention.value.'), '.attn.qkv.')
@@ -982,6 +1064,11 @@ def convert_vit(sd: dict, model: 'ViT',
                           '.attn.qkv.')
     elif fmt == 'transformers-vitdet':
         sd = rename_keys(sd, HF_VITDET_RULES)
+    elif fmt == 'transformers-siglip':
+        sd = merge_qkv(rename_keys(sd, HF_SIGLIP_RULES), (
+            '.self_attn.q_proj.', '.self_attn.k_proj.', '.self_attn.v_proj.'), '.attn.qkv.')
+        if 'pos_embed' in sd and sd['pos_embed'].dim() == 2:  # N x C (an nn.Embedding)
+            sd['pos_embed'] = sd['pos_embed'][None]
     elif fmt in ('sam', 'transformers-sam'):
         sd = rename_keys(sd, SAM_RULES)
     elif fmt in ('mmseg', 'mmpretrain'):
@@ -1049,6 +1136,19 @@ def convert_vit(sd: dict, model: 'ViT',
         may_miss += [f'blocks.{i}.attn.rel_pos_{a}' for i in range(len(model.blocks))
                      for a in 'hw']
     return ConvertedCheckpoint(out, fmt_in, may_miss, hint, resized)
+
+
+def _zero_key_bias(sd: dict, names: Tuple[str, str]) -> dict:
+    """A zero key bias beside a query bias where the key projection has none (BEiT's and
+    data2vec's attention: biases on queries and values only), so that the three projections
+    merge into one ``qkv`` (the key bias shifts every logit of a query alike: none and zero
+    compute the same)."""
+    query, key = names
+    for k in [k for k in sd if query in k and k.endswith('.bias')]:
+        kb = k.replace(query, key)
+        if kb not in sd and kb[:-len('bias')] + 'weight' in sd:
+            sd[kb] = torch.zeros_like(sd[k])
+    return sd
 
 
 def _patch_size_hint(out: dict, model: 'ViT') -> str:

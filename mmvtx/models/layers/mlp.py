@@ -12,12 +12,13 @@ def quick_gelu(x: torch.Tensor) -> torch.Tensor:
 
 
 class Activation(nn.Module):
-    """The MLP's activation by name: ``gelu`` (exact) or ``quick_gelu``.
+    """The MLP's activation by name: ``gelu`` (exact), ``quick_gelu`` or ``gelu_tanh`` (GELU's
+    tanh approximation: SigLIP, as big_vision and transformers compute it).
 
     The name is an attribute, not a choice of module class, so a backbone can follow the
     checkpoint it loads (CvT: the authors' release computes QuickGELU) by setting
     ``act.name`` without replacing modules."""
-    NAMES = ('gelu', 'quick_gelu')
+    NAMES = ('gelu', 'quick_gelu', 'gelu_tanh')
 
     def __init__(self, name: str = 'gelu'):
         super().__init__()
@@ -26,7 +27,10 @@ class Activation(nn.Module):
         self.name = name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return quick_gelu(x) if self.name == 'quick_gelu' else torch.nn.functional.gelu(x)
+        if self.name == 'quick_gelu':
+            return quick_gelu(x)
+        return torch.nn.functional.gelu(x, approximate='tanh' if self.name == 'gelu_tanh'
+                                        else 'none')
 
     def extra_repr(self) -> str:
         return self.name
