@@ -829,8 +829,10 @@ VIT_FORMATS = (
     KeyRule('mmpretrain', prefixes=('layers.',), contains=('.attn.qkv.',)),
     KeyRule('dinov3', prefixes=('storage_tokens',)),
     KeyRule('dinov3', contains=('.attn.qkv.bias_mask',)),
-    KeyRule('deit3', prefixes=('blocks.',), contains=('.gamma_1',)),
     KeyRule('mmvtx', prefixes=('pyramid.',)),  # timm's names and mmvtx's feature pyramid
+    # timm's BEiT names: separate query and value biases (DeiT-III's LayerScale names beside)
+    KeyRule('beit', prefixes=('blocks.',), contains=('.attn.q_bias',)),
+    KeyRule('deit3', prefixes=('blocks.',), contains=('.gamma_1',)),
     KeyRule('timm', prefixes=('blocks.',)),
 )
 # wrappers around a ViT's weights: SAM's whole model (authors', transformers), detectron2's

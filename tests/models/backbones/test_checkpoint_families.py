@@ -326,6 +326,29 @@ def test_beit_without_relative_position_bias_matches_transformers(kind):
             assert (ours.eval()(x)[0] - expected).abs().max() <= TOL
 
 
+def test_a_timm_beit_without_relative_bias_is_named_beit_and_loads():
+    """timm's BEiT names (``blocks.N.attn.q_bias``/``v_bias``, LayerScale ``gamma_1``/``gamma_2``)
+    loaded, but the load line called the file "a deit3 checkpoint" (DeiT-III's LayerScale
+    names, checked first): a user reading it thought the wrong file was given. Named BEiT now,
+    DeiT-III's own names still deit3."""
+    src = jitter_(ViT(ARCH, img_size=64, layer_scale_init=0.1, qkv_bias='qv', out_indices=(2,),
+                      drop_path_rate=0.0).eval())
+    timm_beit = {k.replace('.ls1.gamma', '.gamma_1').replace('.ls2.gamma', '.gamma_2'): v
+                 for k, v in src.state_dict().items() if not k.startswith('pyramid.')}
+    assert any('.attn.q_bias' in k for k in timm_beit) and any('.gamma_1' in k for k in timm_beit)
+    ours = ViT(ARCH, img_size=64, layer_scale_init=0.1, qkv_bias='qv', out_indices=(2,),
+               drop_path_rate=0.0).eval()
+    assert ours.load_pretrained(timm_beit).source == 'beit'
+    x = torch.randn(1, 3, 48, 80)
+    with torch.no_grad():
+        assert (ours(x)[0] - src(x)[0]).abs().max() <= TOL
+    deit3 = {k.replace('.attn.q_bias', '.attn.qkv.bias'): (torch.cat([v, torch.zeros_like(v),
+             timm_beit[k.replace('q_bias', 'v_bias')]]) if k.endswith('q_bias') else v)
+             for k, v in timm_beit.items() if not k.endswith('v_bias')}
+    plain = ViT(ARCH, img_size=64, layer_scale_init=0.1, out_indices=(2,), drop_path_rate=0.0)
+    assert plain.load_pretrained(deit3).source == 'deit3'
+
+
 def test_maskformer_swin_loads_its_backbone_norms_and_shift_rule(tmp_path):
     """transformers' MaskFormer (facebook/maskformer-swin-*; its own copy of Swin, also built
     from a 'swin' config) keeps MaskFormerSwinModel under ``encoder.model.`` and numbered output
