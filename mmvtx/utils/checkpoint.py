@@ -521,6 +521,11 @@ def _count_tensors(obj) -> int:
     return 0
 
 
+# entries of a training checkpoint that hold the averaged (EMA) network a method's authors
+# evaluate beside the one they train: I-JEPA's and ViT-MSN's target encoder, DINO's teacher
+EVALUATED_ENTRIES = ('target_encoder', 'teacher', 'model_ema', 'ema', 'state_dict_ema')
+
+
 def unwrap_state_dict(ckpt, origin: str = '', prefix: Optional[str] = None
                       ) -> Dict[str, torch.Tensor]:
     """Takes the weights out of training checkpoints (``{'state_dict': ...}``, ``{'model': ...}``)
@@ -553,9 +558,14 @@ def unwrap_state_dict(ckpt, origin: str = '', prefix: Optional[str] = None
         inside = f' under {"/".join(where)}' if where else ''
         example = ''
         if holders:  # an entry (DINOv2's 'teacher') holds them: its backbone if it has one
+            # the averaged network the authors evaluate first (I-JEPA's and MSN's
+            # target_encoder beside the encoder they train, DINO's teacher, an EMA)
+            holders.sort(key=lambda k: k not in EVALUATED_ENTRIES)
             backbone = any(str(k).startswith('backbone.') for k in ckpt[holders[0]])
             example = (", or name the entry with init_cfg's prefix (load_pretrained's "
-                       f"prefix=), e.g. prefix='{holders[0]}.{'backbone.' if backbone else ''}'")
+                       f"prefix=), e.g. prefix='{holders[0]}.{'backbone.' if backbone else ''}'"
+                       + (' (the averaged network its authors evaluate)'
+                          if holders[0] in EVALUATED_ENTRIES else ''))
         raise CheckpointMismatchError(
             f'{origin or "the checkpoint"} holds no tensors{inside}, so no weights to load; '
             f'its entries: {", ".join(entries) or "none"}. Save the weights on their own '

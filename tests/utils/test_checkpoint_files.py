@@ -113,6 +113,30 @@ def test_a_file_without_weights_where_they_are_looked_for_names_its_entries(tmp_
             load_state_dict_file(str(path))
 
 
+def test_a_training_checkpoint_of_two_encoders_suggests_the_one_its_authors_evaluate(tmp_path):
+    """I-JEPA's and ViT-MSN's training checkpoints hold the encoder they train and its averaged
+    target encoder, which their authors evaluate and release: the error suggested
+    ``prefix='encoder.'`` (the first entry), and the weights a user then loaded were not the
+    published network's. The averaged one is suggested, and loads through that prefix."""
+    from mmvtx.models.backbones.vit import ViT
+    from mmvtx.utils.checkpoint import CheckpointMismatchError
+    arch = dict(embed_dims=16, num_layers=1, num_heads=1)
+    own = {k: v for k, v in ViT(arch, img_size=32, with_cls_token=False).state_dict().items()
+           if not k.startswith('pyramid.')}
+    target = {k: v + 1 for k, v in own.items()}
+    path = tmp_path / 'ijepa.pth'
+    torch.save({'encoder': {'module.' + k: v for k, v in own.items()},
+                'predictor': {'module.predictor_embed.weight': torch.zeros(4, 16)},
+                'target_encoder': {'module.' + k: v for k, v in target.items()},
+                'epoch': 300}, path)
+    model = ViT(arch, img_size=32, with_cls_token=False)
+    with pytest.raises(CheckpointMismatchError, match=re.escape(
+            "e.g. prefix='target_encoder.' (the averaged network its authors evaluate)")):
+        model.load_pretrained(str(path))
+    model.load_pretrained(str(path), prefix='target_encoder.')
+    assert torch.equal(model.patch_embed.proj.weight, target['patch_embed.proj.weight'])
+
+
 def test_a_training_checkpoint_is_read_without_changing_torchs_allow_list(tmp_path):
     """An mmengine training checkpoint (message hub: HistoryBuffer, numpy values) as
     init_cfg=dict(type='Pretrained') or load_backbone_checkpoint outside a run was refused
