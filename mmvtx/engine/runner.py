@@ -309,7 +309,10 @@ def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = N
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
-            raise ValueError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
+            # (mmseg's configs state none: its tools/train.py has no --auto-scale-lr)
+            raise ValueError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config, '
+                             'the total batch (GPUs x images a GPU) its lr was set for, e.g. '
+                             '--cfg-options auto_scale_lr.base_batch_size=16')
         cfg.auto_scale_lr.enable = True
     flag = '--resume'
     if resume is None and cfg.get('resume', False):
