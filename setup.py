@@ -20,6 +20,7 @@ setup(
     python_requires='>=3.10',
     install_requires=['torch>=2.1', 'mmengine==0.10.7', 'mmcv>=2.0.0rc4,<2.2.0', 'mmdet==3.3.0',
                       'mmsegmentation==1.2.2', 'safetensors'],
-    extras_require={'tests': ['pytest', 'transformers']},
+    # what requirements/tests.txt installs for `make test` (hypothesis: test_arguments.py)
+    extras_require={'tests': ['pytest', 'pytest-xdist', 'transformers', 'hypothesis']},
     zip_safe=False,
 )

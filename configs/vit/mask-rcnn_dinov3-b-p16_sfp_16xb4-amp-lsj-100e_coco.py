@@ -2,7 +2,8 @@
 # (rotary positions, 4 storage tokens, global attention in every block). Published anchors: none
 # (DINOv3's paper reports ViT-7B with Plain-DETR, 66.1 box AP). Not reproduced.
 # The weights are sent per user after Meta's request form (no public URL): put the file into
-# torch's hub cache ($TORCH_HOME/hub/checkpoints) or next to the config under this name.
+# torch's hub cache ($TORCH_HOME/hub/checkpoints) or the directory you train from, under
+# this name (a bare file name is looked up in those two places only).
 _base_ = ['./mask-rcnn_dinov2-reg-b-p14_sfp_16xb4-amp-lsj-100e_coco.py']
 model = dict(
     backbone=dict(

@@ -3,7 +3,8 @@
 # UPerNet with ViT-B (DINOv3's paper reports ViT-7B with Mask2Former, 63.0 mIoU, and linear
 # probes). This recipe is the DINOv2 one of this folder with the DINOv3 backbone. Not reproduced.
 # The weights are sent per user after Meta's request form (no public URL): put the file into
-# torch's hub cache ($TORCH_HOME/hub/checkpoints) or next to the config under this name.
+# torch's hub cache ($TORCH_HOME/hub/checkpoints) or the directory you train from, under
+# this name (a bare file name is looked up in those two places only).
 _base_ = ['./upernet_dinov2-reg-b-p14_4xb4-160k_ade20k-512x512.py']
 model = dict(
     backbone=dict(

@@ -414,7 +414,10 @@ def prepare_train_cfg(cfg: Config, config_path: str, work_dir: Optional[str] = N
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
-            raise ValueError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
+            # (mmseg's configs state none: its tools/train.py has no --auto-scale-lr)
+            raise ValueError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config, '
+                             'the total batch (GPUs x images a GPU) its lr was set for, e.g. '
+                             '--cfg-options auto_scale_lr.base_batch_size=16')
         cfg.auto_scale_lr.enable = True
     flag = '--resume'
     if resume is None and cfg.get('resume', False):
@@ -753,6 +756,37 @@ class LauncherError(RuntimeError):
     tools report it as one ``error:`` line."""
 
 
+# what each of mmengine's launchers reads from the environment (mmengine.dist.init_dist), and
+# what sets it
+LAUNCHER_ENV = {
+    'pytorch': (('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'),
+                'torchrun sets them (bash tools/dist_train.sh CONFIG GPUS, tools/dist_test.sh '
+                'CONFIG CHECKPOINT GPUS)'),
+    'slurm': (('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'),
+              'slurm\'s srun sets them (bash tools/slurm_train.sh PARTITION JOB_NAME CONFIG '
+              'WORK_DIR)'),
+    'mpi': (('OMPI_COMM_WORLD_LOCAL_RANK', 'OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_SIZE',
+             'MASTER_ADDR'),
+            'Open MPI\'s mpirun sets the OMPI_ ones; MASTER_ADDR is the address of the machine '
+            'of rank 0'),
+}
+
+
+def check_launcher_env(launcher: str):
+    """Raises :class:`LauncherError` naming the variables ``--launcher`` reads that are not set
+    and what sets them: mmengine's ``init_dist`` stopped with ``KeyError: 'RANK'`` (pytorch),
+    ``KeyError: 'SLURM_PROCID'`` (slurm) or ``KeyError: 'OMPI_COMM_WORLD_LOCAL_RANK'`` (mpi)
+    when the tool was started without that launcher."""
+    import os
+
+    import torch.distributed as dist
+    names, how = LAUNCHER_ENV.get(launcher, ((), ''))
+    unset = [k for k in names if k not in os.environ]
+    if unset and not dist.is_initialized():
+        raise LauncherError(f'--launcher {launcher}: {", ".join(unset)} not set; {how}; '
+                            'without a launcher, leave --launcher out')
+
+
 def init_cpu_distributed(cfg: Config, launcher: str) -> bool:
     """mmengine's ``init_dist`` calls ``torch.cuda.set_device``, which fails without a GPU.
     On a CPU-only machine started by torchrun (``--launcher pytorch``) the process group is set
@@ -762,12 +796,8 @@ def init_cpu_distributed(cfg: Config, launcher: str) -> bool:
 
     import torch
     import torch.distributed as dist
-    unset = [k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT') if k not in os.environ]
-    if launcher == 'pytorch' and unset and not dist.is_initialized():
-        # mmengine's init_dist (and the group below) failed with KeyError: 'RANK'
-        raise LauncherError(f'--launcher pytorch: {", ".join(unset)} not set; torchrun sets them '
-                           '(bash tools/dist_train.sh CONFIG GPUS, tools/dist_test.sh CONFIG '
-                           'CHECKPOINT GPUS); without a launcher, leave --launcher out')
+    # mmengine's init_dist (and the group below) failed with KeyError: 'RANK'
+    check_launcher_env(launcher)
     if launcher == 'pytorch' and torch.cuda.is_available() and not dist.is_initialized():
         # mmengine's init_dist puts process LOCAL_RANK on GPU LOCAL_RANK: more processes than
         # GPUs stopped the extra ones with 'CUDA error: invalid device ordinal' tracebacks

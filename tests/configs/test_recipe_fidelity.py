@@ -297,6 +297,22 @@ def test_images_a_step_match_the_twin(folder, ours, twin, layout, twin_layout):
             assert base == gpus * images, (path, base, gpus, images)
 
 
+RECIPES = [p for p in PAIRS if not re.search(r'_shapes(-[\dx]+)?\.py$', p[1])]
+
+
+@pytest.mark.parametrize('folder, ours, twin, layout, twin_layout', RECIPES,
+                         ids=[p[1] for p in RECIPES])
+def test_auto_scale_lr_takes_every_recipe(folder, ours, twin, layout, twin_layout, tmp_path):
+    """The README's way to train a COCO/ADE20K recipe on fewer GPUs, ``--auto-scale-lr``, works
+    for each of them (the UPerNet recipes had no ``auto_scale_lr``: the flag was refused), and
+    scales from the total batch the recipe's lr is for (its GPUs x images)."""
+    from mmvtx.engine.runner import prepare_train_cfg
+    path = osp.join(ROOT, 'configs', folder, ours)
+    cfg = prepare_train_cfg(read_config(path), path, work_dir=str(tmp_path), auto_scale_lr=True)
+    assert cfg.auto_scale_lr.enable is True
+    assert cfg.auto_scale_lr.base_batch_size == layout[0] * layout[1], (ours, layout)
+
+
 def test_every_recipe_has_a_twin_and_every_row_a_recipe():
     """Each COCO/ADE20K recipe of the three folders is in its README's pairs table (the shapes
     configs are CPU demos), and each difference row applies to at least one pair."""

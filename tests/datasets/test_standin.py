@@ -273,5 +273,11 @@ def test_cli(tmp_path, capsys):
             cli.main(['ade20k', '--root', str(tmp_path / 'ade')] + flags)
         assert exit_info.value.code == code and message in capsys.readouterr().err
     assert not osp.exists(tmp_path / 'ade')
+    # --max-side sizes the COCO layout only: with ade20k it had been ignored without a word
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(['ade20k', '--root', str(tmp_path / 'ade'), '--max-side', '1333'])
+    assert exit_info.value.code == 2
+    assert '--max-side 1333: sizes the COCO stand-in only' in capsys.readouterr().err
+    assert not osp.exists(tmp_path / 'ade')
     with pytest.raises(ValueError, match='num_val must be an int >= 0'):
         write_coco_standin(str(tmp_path / 'coco2'), 1, -1)

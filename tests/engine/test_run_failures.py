@@ -271,6 +271,32 @@ def test_launcher_pytorch_without_torchrun_says_how_to_start(monkeypatch, tmp_pa
         assert 'error: --launcher pytorch: RANK, WORLD_SIZE' in out.stderr, out.stderr[-2000:]
 
 
+@pytest.mark.parametrize('launcher, names, how', [
+    ('slurm', 'SLURM_PROCID, SLURM_NTASKS, SLURM_NODELIST', "slurm's srun sets them"),
+    ('mpi', 'OMPI_COMM_WORLD_LOCAL_RANK, OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_SIZE, '
+            'MASTER_ADDR', "Open MPI's mpirun sets"),
+])
+def test_launcher_slurm_or_mpi_outside_it_says_what_is_missing(monkeypatch, launcher, names,
+                                                               how):
+    """``--launcher slurm`` (or ``mpi``), which the tools' --help offers, in a process that srun
+    (mpirun) did not start stopped with mmengine's ``KeyError: 'SLURM_PROCID'``
+    (``'OMPI_COMM_WORLD_LOCAL_RANK'``) traceback; now one error naming every variable that
+    launcher reads and is not set, and what sets them, as ``--launcher pytorch`` without
+    torchrun (whose test runs the tools: they print a LauncherError as one error: line)."""
+    from mmengine.config import Config
+
+    from mmvtx.engine.runner import LauncherError, init_cpu_distributed
+    for key in names.split(', '):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(LauncherError) as error:
+        init_cpu_distributed(Config(), launcher)
+    assert str(error.value).startswith(f'--launcher {launcher}: {names} not set; {how}')
+    monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')  # only what is missing is named
+    with pytest.raises(LauncherError) as error:
+        init_cpu_distributed(Config(), launcher)
+    assert f': {names.replace(", MASTER_ADDR", "")} not set' in str(error.value)
+
+
 def test_more_processes_than_gpus_is_named_before_any_process_takes_a_gpu(monkeypatch):
     """``bash tools/dist_train.sh CONFIG 4`` on a machine with 2 GPUs (or CUDA_VISIBLE_DEVICES
     naming 2): mmengine puts process LOCAL_RANK on GPU LOCAL_RANK, and processes 2 and 3 stopped

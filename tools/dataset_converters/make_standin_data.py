@@ -56,8 +56,8 @@ def main(argv=None):
                         'data/ade/ADEChallengeData2016); not with "all"')
     parser.add_argument('--num-train', type=int, default=8, help='training images')
     parser.add_argument('--num-val', type=int, default=4, help='validation images')
-    parser.add_argument('--max-side', type=int, default=640,
-                        help='COCO only: long side of the largest images (640 gives COCO\'s '
+    parser.add_argument('--max-side', type=int, default=None,
+                        help='COCO only: long side of the largest images (default 640, COCO\'s '
                              'own sizes; up to 1333 scales them up)')
     parser.add_argument('--seed', type=int, default=0,
                         help='seed of the scenes (default 0; the same seed writes the same files)')
@@ -68,6 +68,10 @@ def main(argv=None):
         parser.error(f'--num-val {args.num_val}: must be >= 1 (the recipes validate on it)')
     if args.dataset == 'all' and args.root:
         parser.error('--root names one data set\'s folder: give coco or ade20k with it')
+    if args.dataset == 'ade20k' and args.max_side is not None:
+        # it had been dropped without a word: the ADE20K stand-in kept its own sizes
+        parser.error(f'--max-side {args.max_side}: sizes the COCO stand-in only (the ADE20K '
+                     'one has the sizes of the shapes scenes); give coco or all with it')
     # importing mmvtx registers everything (seconds): not before --help and the flags' checks
     from mmvtx.datasets.standin import write_ade20k_standin, write_coco_standin
     from mmvtx.utils.cli import check_output_dir
@@ -79,7 +83,8 @@ def main(argv=None):
     try:
         if args.dataset in ('coco', 'all'):
             root = write_coco_standin(args.root or DEFAULT_ROOTS['coco'],
-                                      max_side=args.max_side, **common)
+                                      max_side=640 if args.max_side is None else args.max_side,
+                                      **common)
             print(describe_coco(root))
         if args.dataset in ('ade20k', 'all'):
             root = write_ade20k_standin(args.root or DEFAULT_ROOTS['ade20k'], **common)

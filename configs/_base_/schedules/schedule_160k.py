@@ -14,3 +14,7 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=16000),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))
+# the total batch the recipes' lr is set for (4 GPUs x 4 images, as mmseg's 8 x 2): what
+# `tools/train.py --auto-scale-lr` scales the lr from when fewer GPUs train (mmseg's configs have
+# none, as mmseg's tools/train.py has no --auto-scale-lr; mmdet's recipes have base_batch_size=16)
+auto_scale_lr = dict(enable=False, base_batch_size=16)
