@@ -184,7 +184,8 @@ def main(argv=None):
           f'segm mAP {m.get("coco/segm_mAP", float("nan")):.3f}   '
           f'(bbox mAP@50 {m.get("coco/bbox_mAP_50", float("nan")):.3f}, '
           f'segm mAP@50 {m.get("coco/segm_mAP_50", float("nan")):.3f})')
-    print(f'[demo] {time.time() - start:.0f} s in all ({train_time:.0f} s train + eval); '
+    print(f'[demo] {time.time() - start:.0f} s in all ({train_time:.0f} s '
+          f'{"evaluating the existing checkpoint" if done else "train + eval"}); '
           f'checkpoint and logs in {work_dir}')
     print(f'[demo] predictions drawn: {files[-1] if files else "none"}')
     print('=' * 72)
