@@ -351,8 +351,11 @@ class ViT(VisionBackbone):
         qkv_bias: ``True``, ``False`` or ``'qv'`` (no key bias).
         mlp_type: ``'gelu'`` MLP, ``'gelu_tanh'`` (GELU's tanh approximation: SigLIP's,
             which loads into ``with_cls_token=False, mlp_type='gelu_tanh'``) or ``'swiglu'``;
-            ``mlp_hidden_dims`` overrides
-            ``embed_dims * mlp_ratio``.
+            ``mlp_hidden_dims`` overrides ``embed_dims * mlp_ratio``. Not set (None), a GELU
+            MLP follows the checkpoint it loads (a SigLIP file: the tanh approximation); the
+            activation in use is kept in the ``mlp_act`` buffer, so converted files and the
+            run's own checkpoints bring it back (set explicitly, it is kept, with a warning
+            where a checkpoint records the other).
         final_norm: LayerNorm on the last layer's output.
         frozen_stages: -1 none; 0 the patch embedding, [CLS], register and position embedding;
             k also the first k encoder layers.
@@ -623,6 +626,11 @@ class ViT(VisionBackbone):
         self.pyramid = None if layer_maps else SimpleFeaturePyramid(
             dim, [(4, 8, 16, 32)[i] for i in self.out_indices])
         self.geometry_cache = WindowGeometryCache()
+        if isinstance(self.blocks[0].mlp, Mlp):
+            # the activation in use is kept in the mlp_act buffer: a converted or trained
+            # checkpoint brings it back (a SigLIP file computes GELU's tanh approximation)
+            self._register_setting('mlp_act', VIT_ACTS, opt['mlp_type'],
+                                   explicit=given['mlp_type'] is not None)
         self._freeze_stages()
 
     @classmethod
@@ -796,9 +804,37 @@ class ViT(VisionBackbone):
         return dict(embed_dims=sd['patch_embed.proj.weight'].shape[0],
                     num_layers=max(layers) + 1)
 
+    def _apply_setting(self, name: str, value: str):
+        for block in self.blocks:
+            block.mlp.act.name = value
+
+    def _applied_setting(self, name: str) -> str:
+        return self.blocks[0].mlp.act.name
+
     def convert_layout(self, state_dict: dict,
                        source_config: Optional[dict] = None) -> ConvertedCheckpoint:
-        return convert_vit(state_dict, self, source_config)
+        converted = convert_vit(state_dict, self, source_config)
+        if 'mlp_act' not in self.__dict__.get('_settings', {}):  # SwiGLU: no activation to set
+            converted.state_dict.pop('mlp_act', None)
+            return converted
+        recorded = self.recorded_setting('mlp_act', converted)
+        siglip = any(SIGLIP_KEYS.search(k) for k in _unwrap(state_dict))
+        act = recorded or ('gelu_tanh' if siglip else 'gelu')
+        origin = 'as the checkpoint records' if recorded else "SigLIP's" if siglip else ''
+        applied = self._applied_setting('mlp_act')
+        if self.setting_explicit('mlp_act'):
+            if recorded is not None and act != applied:
+                log_once(f"ViT: mlp_type={applied!r} set explicitly, unlike the "
+                         f"{converted.source} checkpoint, whose MLP computes {act!r} "
+                         f"({origin}): the features are not the ones it was trained with",
+                         'WARNING')
+            act = applied
+        elif act != applied:
+            log_once(f"ViT: {converted.source} checkpoint: the MLP computes {act!r} ({origin}; "
+                     'mlp_type not set)')
+        # the activation travels in the converted weights; loading them applies it
+        converted.state_dict['mlp_act'] = self.setting_record('mlp_act', act)
+        return converted
 
 
 def _resample_linear(x: torch.Tensor, dim: int, size: int, step: float) -> torch.Tensor:
@@ -812,6 +848,10 @@ def _resample_linear(x: torch.Tensor, dim: int, size: int, step: float) -> torch
     i1 = (i0 + 1).clamp(max=n - 1)
     lam = (src - i0).clamp(0, 1).to(x.dtype).view([size] + [1] * (-dim - 1))
     return x.index_select(dim, i0) * (1 - lam) + x.index_select(dim, i1) * lam
+
+
+# values of the mlp_act setting (a ViT with a GELU MLP; SwiGLU has none)
+VIT_ACTS = ('gelu', 'gelu_tanh')
 
 
 # ------------------------------------------------------------------------- checkpoint formats
@@ -993,11 +1033,14 @@ def _check_siglip(model: 'ViT'):
     big_vision and transformers do): built otherwise, the model would load its weights and
     compute other features."""
     mlp = model.blocks[0].mlp
-    tanh = isinstance(mlp, Mlp) and mlp.act.name == 'gelu_tanh'
+    # mlp_type not set: the activation follows the checkpoint (ViT.convert_layout)
+    tanh = isinstance(mlp, Mlp) and (mlp.act.name == 'gelu_tanh' or
+                                     not model.setting_explicit('mlp_act'))
     if model.cls_token is None and tanh:
         return
     want = ', '.join(w for w, ok in (('with_cls_token=False', model.cls_token is None),
-                                     ("mlp_type='gelu_tanh'", tanh)) if not ok)
+                                     ("mlp_type='gelu_tanh'", isinstance(mlp, Mlp) and
+                                      mlp.act.name == 'gelu_tanh')) if not ok)
     raise CheckpointMismatchError(
         f'ViT: a SigLIP image encoder checkpoint: it has no [CLS] token and its MLP computes '
         f'GELU\'s tanh approximation; build the ViT with {want} to compute its features')

@@ -268,6 +268,13 @@ def test_siglip_loads_from_transformers_big_vision_and_timm(tmp_path, capsys):
                 want = ref(x, interpolate_pos_encoding=True).last_hidden_state
                 want = want.transpose(1, 2).reshape(1, 32, size[0] // 16, size[1] // 16)
                 assert (model.eval()(x)[0] - want).abs().max() <= TOL
+    # mlp_type not set: the activation follows the SigLIP file (GELU's tanh approximation)
+    auto = ViT(**{k: v for k, v in build.items() if k != 'mlp_type'}).eval()
+    auto.load_pretrained(ref.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        want = ref(x).last_hidden_state.transpose(1, 2).reshape(1, 32, 4, 4)
+        assert (auto(x)[0] - want).abs().max() <= TOL
     for ckpt in (ref.state_dict(), str(tmp_path / 'siglip.npz')):
         with pytest.raises(CheckpointMismatchError, match=r"^ViT: a SigLIP image encoder .*"
                            r"build the ViT with with_cls_token=False, mlp_type='gelu_tanh'"):
@@ -291,7 +298,9 @@ def test_siglip_loads_from_transformers_big_vision_and_timm(tmp_path, capsys):
     convert_main('ViT', 'base', [str(tmp_path / 'siglip.npz'), str(tmp_path / 'out.pth'),
                                  '--options', options + ', "with_cls_token": false, '
                                  '"mlp_type": "gelu_tanh"}'])
-    model = ViT(**dict(build, out_indices=(0, 1, 2, 3)),  # as converted
+    # as converted, but for mlp_type: the file records the activation
+    model = ViT(**dict({k: v for k, v in build.items() if k != 'mlp_type'},
+                       out_indices=(0, 1, 2, 3)),
                 init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'out.pth')))
     model.init_weights()
     x = torch.randn(1, 3, 64, 64)
