@@ -267,9 +267,13 @@ def mmseg_vit_kwargs(kwargs: dict, out_indices) -> Optional[dict]:
         refuse('frozen_exclude', "freezes parameters by name (SAN): mmvtx's ViT freezes by "
                "frozen_stages; it takes frozen_exclude=['all'] (mmseg's default: none frozen)")
     act = given.get('act_cfg', dict(type='GELU'))
-    if not (isinstance(act, dict) and dict(act) == dict(type='GELU')):
+    # mmcv's GELU is torch's nn.GELU: approximate='tanh' is SigLIP's MLP (mlp_type='gelu_tanh')
+    approximate = act.get('approximate', 'none') if isinstance(act, dict) else None
+    if not (isinstance(act, dict) and act.get('type') == 'GELU' and set(act) <= {
+            'type', 'approximate'} and approximate in ('none', 'tanh')):
         refuse('act_cfg', clip if isinstance(act, dict) and act.get('type') == 'QuickGELU' else
-               "asks for a network mmvtx's ViT does not build; it takes dict(type='GELU')")
+               "asks for a network mmvtx's ViT does not build; it takes dict(type='GELU') or "
+               "dict(type='GELU', approximate='tanh') (mlp_type='gelu_tanh')")
     norm = given.get('norm_cfg', dict(type='LN'))
     eps = norm.get('eps', 1e-5) if isinstance(norm, dict) else None
     if not (isinstance(norm, dict) and norm.get('type') == 'LN' and set(norm) <= {
@@ -284,7 +288,10 @@ def mmseg_vit_kwargs(kwargs: dict, out_indices) -> Optional[dict]:
     if out_indices is None:
         out_indices = -1  # mmseg's default: the last layer
     return dict(given=sorted(given), layers=out_indices, interpolate_mode=mode,
-                layer_norm_eps=float(eps))
+                layer_norm_eps=float(eps), act_cfg=act,
+                # act_cfg given with approximate: that MLP, as mlp_type would set it
+                mlp_type=None if 'approximate' not in act else
+                'gelu_tanh' if approximate == 'tanh' else 'gelu')
 
 
 @MODELS.register_module()
@@ -428,6 +435,13 @@ class ViT(VisionBackbone):
                     f'whose out_indices={out_indices!r} already name the layers whose maps are '
                     'returned')
             feature_layers = twin['layers']
+            if twin['mlp_type'] is not None:
+                if mlp_type is not None and mlp_type != twin['mlp_type']:
+                    raise ValueError(
+                        f"ViT: mlp_type={mlp_type!r} with act_cfg="
+                        f"{twin['act_cfg']!r}, which asks for "
+                        f"mlp_type={twin['mlp_type']!r}: give one")
+                mlp_type = twin['mlp_type']
             if not (isinstance(arch, str) and arch.lower() in self.presets):
                 # mmseg's network; a family preset (arch='dinov2-b' put in mmseg's config)
                 # keeps the norms its weights were trained with
