@@ -1169,7 +1169,8 @@ def convert_vit(sd: dict, model: 'ViT',
         # part of this network, its encoder is
         out = {k: v for k, v in out.items() if not k.startswith('pyramid.')}
     hint = _pyramid_by_level(out, model) if fmt == 'mmvtx' and not model.layer_maps else ''
-    hint = '\n'.join(h for h in (hint, _patch_size_hint(out, model)) if h)
+    hint = '\n'.join(h for h in (hint, _patch_size_hint(out, model), _structure_hint(out, model))
+                     if h)
     if isinstance(model.norm, nn.Identity):  # final_norm=False: the release's norm is unused
         out = {k: v for k, v in out.items() if not k.startswith('norm.')}
     if 'cls_token' in out and model.cls_token is None:
@@ -1224,6 +1225,29 @@ def _patch_size_hint(out: dict, model: 'ViT') -> str:
     return (f'{theirs}: build the ViT with patch_size={kh} (DINOv2: arch=\'dinov2-s|b|l|g\'); '
             'its token map is resampled to the stride-16 grid, so the pyramid stays at strides '
             '4/8/16/32')
+
+
+def _structure_hint(out: dict, model: 'ViT') -> str:
+    """The constructor arguments that give the model the checkpoint's structure where it
+    differs (a BEiT / data2vec / DeiT-III file's LayerScale given to a default ViT: the mismatch
+    listed ``blocks.N.ls1.gamma`` keys, naming no argument), or ''."""
+    want = []
+    has_ls = any(re.search(r'\.ls[12]\.gamma$', k) for k in out)
+    if has_ls != isinstance(model.blocks[0].ls1, LayerScale):
+        want.append('layer_scale_init=0.1 (any value: the checkpoint\'s LayerScale replaces it)'
+                    if has_ls else 'layer_scale_init=None (the checkpoint has no LayerScale)')
+    if 'cls_token' not in out and model.cls_token is not None and 'pos_embed' in out:
+        want.append('with_cls_token=False (the checkpoint has no [CLS] token)')
+    attn = model.blocks[0].attn
+    biases = [k for k in out if re.match(r'blocks\.\d+\.attn\.(qkv\.bias|[qv]_bias)$', k)]
+    own_bias = attn.qkv.bias is not None or attn.q_bias is not None
+    if biases and not own_bias:
+        want.append("qkv_bias=True (or 'qv': the checkpoint's attention has biases)")
+    elif not biases and own_bias and any(k.endswith('.attn.qkv.weight') for k in out):
+        want.append('qkv_bias=False (the checkpoint\'s attention has no biases)')
+    if not want:
+        return ''
+    return '  hint: build the ViT with ' + '; '.join(want)
 
 
 def _fold_distillation_token(out: dict, model: 'ViT'):
