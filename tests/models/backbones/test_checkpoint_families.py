@@ -373,8 +373,8 @@ def test_maskformer_swin_loads_its_backbone_norms_and_shift_rule(tmp_path):
 def test_a_structure_mismatch_names_the_argument_to_build_with():
     """A BEiT / data2vec file (LayerScale, query and value biases) given to a default ViT was
     refused listing ``blocks.N.ls1.gamma`` as unexpected keys, and a converted SigLIP file (no
-    [CLS]) given to one with it as ``missing keys (1): cls_token``, naming no argument: the error now
-    says what to build the ViT with; built so, each loads."""
+    [CLS]) given to one with it as ``missing keys (1): cls_token``, naming no argument: the
+    error now says what to build the ViT with; built so, each loads."""
     import transformers
     config = transformers.BeitConfig(
         **HF_VIT, use_absolute_position_embeddings=True, use_relative_position_bias=False,
