@@ -21,8 +21,8 @@ mis-shaped keys.
 Allowed differences, all of which the model fills in itself:
 
 * the int8 buffers of checkpoint-chosen settings (a backbone's ``_settings``: Swin's
-  ``shift_rule``, CvT's ``mlp_act``) may be missing: checkpoints written before they existed
-  lack them, and a checkpoint without the record leaves the setting as built;
+  ``shift_rule``, CvT's and ViT's ``mlp_act``) may be missing: checkpoints written before
+  they existed lack them, and a checkpoint without the record leaves the setting as built;
 * BatchNorm's ``num_batches_tracked`` may be missing (torch fills it in on load).
 
 Any other missing parameter or buffer would keep its random init, so it is refused.

@@ -37,7 +37,8 @@ def _check(model, state_dict, path='some.pth'):
 
 
 @pytest.mark.parametrize('arch,setting', [('swin', 'backbone.shift_rule'),
-                                          ('cvt', 'backbone.mlp_act')])
+                                          ('cvt', 'backbone.mlp_act'),
+                                          ('vit', 'backbone.mlp_act')])
 def test_the_models_own_checkpoint_fits(arch, setting):
     """Its own weights fit, with DataParallel's ``module.`` prefix too, and so do checkpoints
     written before the settings' int8 buffers existed (the setting stays as built)."""

@@ -214,8 +214,8 @@ def test_a_mismatch_says_how_the_backbone_was_read():
                              **{k: v for k, v in deeper.state_dict().items()
                                 if not k.startswith('backbone.')}}}
     with pytest.raises(CheckpointMismatchError,
-                       match=r'backbone\.\*: not a Swin Transformer checkpoint in a known '
-                             r'format .*first keys: conv1\.weight'):
+                       match=r'backbone\.\*: SwinTransformer: a ResNet checkpoint \(e\.g\. '
+                             r"'layer1\.0\.conv1\.weight'\), which no mmvtx backbone computes"):
         _load_as_the_tools_do(model, resnet)
 
 

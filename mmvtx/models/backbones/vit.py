@@ -267,9 +267,13 @@ def mmseg_vit_kwargs(kwargs: dict, out_indices) -> Optional[dict]:
         refuse('frozen_exclude', "freezes parameters by name (SAN): mmvtx's ViT freezes by "
                "frozen_stages; it takes frozen_exclude=['all'] (mmseg's default: none frozen)")
     act = given.get('act_cfg', dict(type='GELU'))
-    if not (isinstance(act, dict) and dict(act) == dict(type='GELU')):
+    # mmcv's GELU is torch's nn.GELU: approximate='tanh' is SigLIP's MLP (mlp_type='gelu_tanh')
+    approximate = act.get('approximate', 'none') if isinstance(act, dict) else None
+    if not (isinstance(act, dict) and act.get('type') == 'GELU' and set(act) <= {
+            'type', 'approximate'} and approximate in ('none', 'tanh')):
         refuse('act_cfg', clip if isinstance(act, dict) and act.get('type') == 'QuickGELU' else
-               "asks for a network mmvtx's ViT does not build; it takes dict(type='GELU')")
+               "asks for a network mmvtx's ViT does not build; it takes dict(type='GELU') or "
+               "dict(type='GELU', approximate='tanh') (mlp_type='gelu_tanh')")
     norm = given.get('norm_cfg', dict(type='LN'))
     eps = norm.get('eps', 1e-5) if isinstance(norm, dict) else None
     if not (isinstance(norm, dict) and norm.get('type') == 'LN' and set(norm) <= {
@@ -284,7 +288,10 @@ def mmseg_vit_kwargs(kwargs: dict, out_indices) -> Optional[dict]:
     if out_indices is None:
         out_indices = -1  # mmseg's default: the last layer
     return dict(given=sorted(given), layers=out_indices, interpolate_mode=mode,
-                layer_norm_eps=float(eps))
+                layer_norm_eps=float(eps), act_cfg=act,
+                # act_cfg given with approximate: that MLP, as mlp_type would set it
+                mlp_type=None if 'approximate' not in act else
+                'gelu_tanh' if approximate == 'tanh' else 'gelu')
 
 
 @MODELS.register_module()
@@ -351,8 +358,11 @@ class ViT(VisionBackbone):
         qkv_bias: ``True``, ``False`` or ``'qv'`` (no key bias).
         mlp_type: ``'gelu'`` MLP, ``'gelu_tanh'`` (GELU's tanh approximation: SigLIP's,
             which loads into ``with_cls_token=False, mlp_type='gelu_tanh'``) or ``'swiglu'``;
-            ``mlp_hidden_dims`` overrides
-            ``embed_dims * mlp_ratio``.
+            ``mlp_hidden_dims`` overrides ``embed_dims * mlp_ratio``. Not set (None), a GELU
+            MLP follows the checkpoint it loads (a SigLIP file: the tanh approximation); the
+            activation in use is kept in the ``mlp_act`` buffer, so converted files and the
+            run's own checkpoints bring it back (set explicitly, it is kept, with a warning
+            where a checkpoint records the other).
         final_norm: LayerNorm on the last layer's output.
         frozen_stages: -1 none; 0 the patch embedding, [CLS], register and position embedding;
             k also the first k encoder layers.
@@ -425,6 +435,13 @@ class ViT(VisionBackbone):
                     f'whose out_indices={out_indices!r} already name the layers whose maps are '
                     'returned')
             feature_layers = twin['layers']
+            if twin['mlp_type'] is not None:
+                if mlp_type is not None and mlp_type != twin['mlp_type']:
+                    raise ValueError(
+                        f"ViT: mlp_type={mlp_type!r} with act_cfg="
+                        f"{twin['act_cfg']!r}, which asks for "
+                        f"mlp_type={twin['mlp_type']!r}: give one")
+                mlp_type = twin['mlp_type']
             if not (isinstance(arch, str) and arch.lower() in self.presets):
                 # mmseg's network; a family preset (arch='dinov2-b' put in mmseg's config)
                 # keeps the norms its weights were trained with
@@ -623,6 +640,11 @@ class ViT(VisionBackbone):
         self.pyramid = None if layer_maps else SimpleFeaturePyramid(
             dim, [(4, 8, 16, 32)[i] for i in self.out_indices])
         self.geometry_cache = WindowGeometryCache()
+        if isinstance(self.blocks[0].mlp, Mlp):
+            # the activation in use is kept in the mlp_act buffer: a converted or trained
+            # checkpoint brings it back (a SigLIP file computes GELU's tanh approximation)
+            self._register_setting('mlp_act', VIT_ACTS, opt['mlp_type'],
+                                   explicit=given['mlp_type'] is not None)
         self._freeze_stages()
 
     @classmethod
@@ -796,9 +818,37 @@ class ViT(VisionBackbone):
         return dict(embed_dims=sd['patch_embed.proj.weight'].shape[0],
                     num_layers=max(layers) + 1)
 
+    def _apply_setting(self, name: str, value: str):
+        for block in self.blocks:
+            block.mlp.act.name = value
+
+    def _applied_setting(self, name: str) -> str:
+        return self.blocks[0].mlp.act.name
+
     def convert_layout(self, state_dict: dict,
                        source_config: Optional[dict] = None) -> ConvertedCheckpoint:
-        return convert_vit(state_dict, self, source_config)
+        converted = convert_vit(state_dict, self, source_config)
+        if 'mlp_act' not in self.__dict__.get('_settings', {}):  # SwiGLU: no activation to set
+            converted.state_dict.pop('mlp_act', None)
+            return converted
+        recorded = self.recorded_setting('mlp_act', converted)
+        siglip = any(SIGLIP_KEYS.search(k) for k in _unwrap(state_dict))
+        act = recorded or ('gelu_tanh' if siglip else 'gelu')
+        origin = 'as the checkpoint records' if recorded else "SigLIP's" if siglip else ''
+        applied = self._applied_setting('mlp_act')
+        if self.setting_explicit('mlp_act'):
+            if recorded is not None and act != applied:
+                log_once(f"ViT: mlp_type={applied!r} set explicitly, unlike the "
+                         f"{converted.source} checkpoint, whose MLP computes {act!r} "
+                         f"({origin}): the features are not the ones it was trained with",
+                         'WARNING')
+            act = applied
+        elif act != applied:
+            log_once(f"ViT: {converted.source} checkpoint: the MLP computes {act!r} ({origin}; "
+                     'mlp_type not set)')
+        # the activation travels in the converted weights; loading them applies it
+        converted.state_dict['mlp_act'] = self.setting_record('mlp_act', act)
+        return converted
 
 
 def _resample_linear(x: torch.Tensor, dim: int, size: int, step: float) -> torch.Tensor:
@@ -812,6 +862,10 @@ def _resample_linear(x: torch.Tensor, dim: int, size: int, step: float) -> torch
     i1 = (i0 + 1).clamp(max=n - 1)
     lam = (src - i0).clamp(0, 1).to(x.dtype).view([size] + [1] * (-dim - 1))
     return x.index_select(dim, i0) * (1 - lam) + x.index_select(dim, i1) * lam
+
+
+# values of the mlp_act setting (a ViT with a GELU MLP; SwiGLU has none)
+VIT_ACTS = ('gelu', 'gelu_tanh')
 
 
 # ------------------------------------------------------------------------- checkpoint formats
@@ -995,11 +1049,14 @@ def _check_siglip(model: 'ViT'):
     big_vision and transformers do): built otherwise, the model would load its weights and
     compute other features."""
     mlp = model.blocks[0].mlp
-    tanh = isinstance(mlp, Mlp) and mlp.act.name == 'gelu_tanh'
+    # mlp_type not set: the activation follows the checkpoint (ViT.convert_layout)
+    tanh = isinstance(mlp, Mlp) and (mlp.act.name == 'gelu_tanh' or
+                                     not model.setting_explicit('mlp_act'))
     if model.cls_token is None and tanh:
         return
     want = ', '.join(w for w, ok in (('with_cls_token=False', model.cls_token is None),
-                                     ("mlp_type='gelu_tanh'", tanh)) if not ok)
+                                     ("mlp_type='gelu_tanh'", isinstance(mlp, Mlp) and
+                                      mlp.act.name == 'gelu_tanh')) if not ok)
     raise CheckpointMismatchError(
         f'ViT: a SigLIP image encoder checkpoint: it has no [CLS] token and its MLP computes '
         f'GELU\'s tanh approximation; build the ViT with {want} to compute its features')
@@ -1114,7 +1171,8 @@ def convert_vit(sd: dict, model: 'ViT',
         # part of this network, its encoder is
         out = {k: v for k, v in out.items() if not k.startswith('pyramid.')}
     hint = _pyramid_by_level(out, model) if fmt == 'mmvtx' and not model.layer_maps else ''
-    hint = '\n'.join(h for h in (hint, _patch_size_hint(out, model)) if h)
+    hint = '\n'.join(h for h in (hint, _patch_size_hint(out, model), _structure_hint(out, model))
+                     if h)
     if isinstance(model.norm, nn.Identity):  # final_norm=False: the release's norm is unused
         out = {k: v for k, v in out.items() if not k.startswith('norm.')}
     if 'cls_token' in out and model.cls_token is None:
@@ -1169,6 +1227,29 @@ def _patch_size_hint(out: dict, model: 'ViT') -> str:
     return (f'{theirs}: build the ViT with patch_size={kh} (DINOv2: arch=\'dinov2-s|b|l|g\'); '
             'its token map is resampled to the stride-16 grid, so the pyramid stays at strides '
             '4/8/16/32')
+
+
+def _structure_hint(out: dict, model: 'ViT') -> str:
+    """The constructor arguments that give the model the checkpoint's structure where it
+    differs (a BEiT / data2vec / DeiT-III file's LayerScale given to a default ViT: the mismatch
+    listed ``blocks.N.ls1.gamma`` keys, naming no argument), or ''."""
+    want = []
+    has_ls = any(re.search(r'\.ls[12]\.gamma$', k) for k in out)
+    if has_ls != isinstance(model.blocks[0].ls1, LayerScale):
+        want.append('layer_scale_init=0.1 (any value: the checkpoint\'s LayerScale replaces it)'
+                    if has_ls else 'layer_scale_init=None (the checkpoint has no LayerScale)')
+    if 'cls_token' not in out and model.cls_token is not None and 'pos_embed' in out:
+        want.append('with_cls_token=False (the checkpoint has no [CLS] token)')
+    attn = model.blocks[0].attn
+    biases = [k for k in out if re.match(r'blocks\.\d+\.attn\.(qkv\.bias|[qv]_bias)$', k)]
+    own_bias = attn.qkv.bias is not None or attn.q_bias is not None
+    if biases and not own_bias:
+        want.append("qkv_bias=True (or 'qv': the checkpoint's attention has biases)")
+    elif not biases and own_bias and any(k.endswith('.attn.qkv.weight') for k in out):
+        want.append('qkv_bias=False (the checkpoint\'s attention has no biases)')
+    if not want:
+        return ''
+    return '  hint: build the ViT with ' + '; '.join(want)
 
 
 def _fold_distillation_token(out: dict, model: 'ViT'):

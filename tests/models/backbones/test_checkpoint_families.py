@@ -268,6 +268,13 @@ def test_siglip_loads_from_transformers_big_vision_and_timm(tmp_path, capsys):
                 want = ref(x, interpolate_pos_encoding=True).last_hidden_state
                 want = want.transpose(1, 2).reshape(1, 32, size[0] // 16, size[1] // 16)
                 assert (model.eval()(x)[0] - want).abs().max() <= TOL
+    # mlp_type not set: the activation follows the SigLIP file (GELU's tanh approximation)
+    auto = ViT(**{k: v for k, v in build.items() if k != 'mlp_type'}).eval()
+    auto.load_pretrained(ref.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        want = ref(x).last_hidden_state.transpose(1, 2).reshape(1, 32, 4, 4)
+        assert (auto(x)[0] - want).abs().max() <= TOL
     for ckpt in (ref.state_dict(), str(tmp_path / 'siglip.npz')):
         with pytest.raises(CheckpointMismatchError, match=r"^ViT: a SigLIP image encoder .*"
                            r"build the ViT with with_cls_token=False, mlp_type='gelu_tanh'"):
@@ -291,7 +298,9 @@ def test_siglip_loads_from_transformers_big_vision_and_timm(tmp_path, capsys):
     convert_main('ViT', 'base', [str(tmp_path / 'siglip.npz'), str(tmp_path / 'out.pth'),
                                  '--options', options + ', "with_cls_token": false, '
                                  '"mlp_type": "gelu_tanh"}'])
-    model = ViT(**dict(build, out_indices=(0, 1, 2, 3)),  # as converted
+    # as converted, but for mlp_type: the file records the activation
+    model = ViT(**dict({k: v for k, v in build.items() if k != 'mlp_type'},
+                       out_indices=(0, 1, 2, 3)),
                 init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'out.pth')))
     model.init_weights()
     x = torch.randn(1, 3, 64, 64)
@@ -382,3 +391,30 @@ def test_maskformer_swin_loads_its_backbone_norms_and_shift_rule(tmp_path):
         want = encoder.model(x).last_hidden_state
         got = ours(x)[0].flatten(2).transpose(1, 2)
     assert (want - got).abs().max() <= TOL
+
+
+def test_a_structure_mismatch_names_the_argument_to_build_with():
+    """A BEiT / data2vec file (LayerScale, query and value biases) given to a default ViT was
+    refused listing ``blocks.N.ls1.gamma`` as unexpected keys, and a converted SigLIP file (no
+    [CLS]) given to one with it as ``missing keys (1): cls_token``, naming no argument: the
+    error now says what to build the ViT with; built so, each loads."""
+    import transformers
+    config = transformers.BeitConfig(
+        **HF_VIT, use_absolute_position_embeddings=True, use_relative_position_bias=False,
+        use_shared_relative_position_bias=False, layer_scale_init_value=0.1,
+        use_mean_pooling=False)
+    beit = transformers.BeitModel(config).state_dict()
+    # a SigLIP file as tools/model_converters/vit2mmvtx.py writes it
+    siglip = ViT(ARCH, img_size=64, with_cls_token=False, mlp_type='gelu_tanh').state_dict()
+    no_bias = ViT(ARCH, img_size=64, qkv_bias=False).state_dict()
+    for ckpt, build, want in (
+            (beit, {}, 'layer_scale_init=0.1'),
+            (siglip, {}, 'with_cls_token=False'),
+            (beit, {'layer_scale_init': 0.1, 'qkv_bias': False}, 'qkv_bias=True'),
+            (no_bias, {}, 'qkv_bias=False')):
+        with pytest.raises(CheckpointMismatchError) as e:
+            ViT(ARCH, img_size=64, **build).load_pretrained(ckpt)
+        hint = str(e.value).splitlines()[-1]
+        assert hint.startswith('  hint: build the ViT with ') and want in hint, str(e.value)
+        arg, value = want.split('=')
+        ViT(ARCH, img_size=64, **dict(build, **{arg: eval(value)})).load_pretrained(ckpt)

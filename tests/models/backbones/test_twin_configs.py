@@ -222,6 +222,33 @@ def test_mmseg_vit_keywords_train_as_mmsegs_network():
     assert ViT(embed_dims=48, num_layers=3, num_heads=3).blocks[-1].drop_path.p == 0.1  # ours
 
 
+def test_mmseg_vit_act_cfg_with_tanh_approximation_builds_that_mlp():
+    """``act_cfg=dict(type='GELU', approximate='tanh')`` (mmcv's GELU is torch's: SigLIP's MLP in
+    mmseg's VisionTransformer) was refused as 'a network mmvtx's ViT does not build', which
+    builds it as ``mlp_type='gelu_tanh'``: mmseg's network's maps now, and an ``mlp_type``
+    saying otherwise beside it is refused naming both."""
+    from mmvtx.utils.checkpoint import load_backbone_checkpoint
+    cfg = dict(type='VisionTransformer', img_size=64, embed_dims=48, num_layers=3, num_heads=3,
+               out_indices=(1, 2), with_cls_token=False,
+               act_cfg=dict(type='GELU', approximate='tanh'))
+    twin = jitter_(build('mmseg', cfg), std=0.5)
+    twin.eval()  # (mmseg's train() returns None)
+    ours = build('mmseg', dict(cfg, type='mmvtx.ViT')).eval()
+    assert ours.blocks[0].mlp.act.name == 'gelu_tanh'
+    load_backbone_checkpoint(ours, twin.state_dict())
+    x = torch.randn(1, 3, 48, 80)
+    with torch.no_grad():
+        want, got = twin(x), ours(x)
+        exact = build('mmseg', dict(cfg, type='mmvtx.ViT', act_cfg=dict(type='GELU'))).eval()
+        load_backbone_checkpoint(exact, twin.state_dict())
+        scale = max(w.abs().max() for w in want)
+        assert max((w - e).abs().max() for w, e in zip(want, exact(x))) > 1e-4 * scale
+    assert max((w - g).abs().max() for w, g in zip(want, got)) <= 1e-6 * scale
+    with pytest.raises(ValueError, match=r"mlp_type='gelu' with act_cfg=.*'tanh'.*give one"):
+        ViT(embed_dims=48, num_layers=3, num_heads=3, mlp_type='gelu',
+            act_cfg=dict(type='GELU', approximate='tanh'))
+
+
 def test_a_family_preset_in_an_mmseg_vit_config_keeps_its_norms():
     """``arch='dinov3-s'`` written into mmseg's UPerNet-ViT config (LayerNorm eps 1e-6, mmseg's
     final_norm=False): the layers' maps as mmseg's, with the norms DINOv3's weights were
