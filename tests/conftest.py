@@ -65,3 +65,20 @@ def jitter_(module: torch.nn.Module, std: float = 0.02) -> torch.nn.Module:
         for p in module.parameters():
             p.add_(torch.randn_like(p) * std)
     return module
+
+
+@pytest.fixture(autouse=True)
+def _log_streams_open():
+    """mmengine's loggers write to the ``sys.stdout`` of the moment they were made: made during
+    an earlier test, that is pytest's capture of it, closed since, and a message logged now
+    ends in logging's '--- Logging error --- Traceback' on this test's stderr (a test asserting
+    a tool's one-line error then failed only in the whole suite). Their handlers on a closed
+    stream are pointed at the current ``sys.stdout``."""
+    import logging
+
+    from mmengine.logging import MMLogger
+    for logger in list(MMLogger._instance_dict.values()):
+        for handler in logger.handlers:
+            if type(handler) is logging.StreamHandler and \
+                    getattr(handler.stream, 'closed', False):
+                handler.stream = sys.stdout  # setStream would flush the closed one first
