@@ -46,7 +46,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         cfg = load_config(args)
-    except CfgOptionError as e:  # a --cfg-options entry that would change nothing
+    except CfgOptionError as e:  # a --cfg-options entry that is a slip
         sys.exit(f'error: {e}')
     try:
         prepare_test_cfg(cfg, args.config, args.checkpoint, work_dir=args.work_dir,

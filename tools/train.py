@@ -44,7 +44,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         cfg = load_config(args)
-    except CfgOptionError as e:  # a --cfg-options entry that would change nothing
+    except CfgOptionError as e:  # a --cfg-options entry that is a slip
         sys.exit(f'error: {e}')
     try:
         prepare_train_cfg(cfg, args.config, work_dir=args.work_dir, amp=args.amp,

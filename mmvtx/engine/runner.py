@@ -70,7 +70,9 @@ RUN_ENTRIES = frozenset({
 
 
 class CfgOptionError(ValueError):
-    """A ``--cfg-options`` entry that would change nothing (a typo, a config variable)."""
+    """A ``--cfg-options`` entry refused before the config is used: one that would change
+    nothing (a misspelt first name, a variable of the config file), text where the config has
+    a number or a boolean, a keyword the class of its entry does not take."""
 
 
 def _paths_with_value(node, value, path: str = '') -> list:
@@ -228,7 +230,7 @@ def _check_new_key(cfg, key: str, value):
     near = difflib.get_close_matches(parts[i], sorted(accepted), n=1)
     raise CfgOptionError(
         f'--cfg-options {key}={value}: {".".join(parts[:i])} builds {cls.__name__}, which takes '
-        f'no {parts[i]}' + (f' (did you mean {" or ".join(near)}?)' if near else
+        f'no {parts[i]}' + (f' (did you mean {near[0]}?)' if near else
                             f' (it takes {", ".join(sorted(accepted))})'))
 
 
@@ -239,8 +241,9 @@ def check_cfg_options(cfg: Config, options: dict):
     variable of the config file (``max_iters=100``: the config had already used its value in
     ``train_cfg`` and the schedulers, so that nothing changed), with the entries that hold its
     value or the names it may have meant; text where the config has a number or a boolean
-    (:func:`_check_option_type`). A config of a Runner of its own (``runner_type``) may read
-    other names: not checked."""
+    (:func:`_check_option_type`); a keyword the class of its entry does not take
+    (:func:`_check_new_key`). A config of a Runner of its own (``runner_type``) may read other
+    names: not checked."""
     import difflib
     if 'runner_type' in cfg:
         return
@@ -269,7 +272,7 @@ def check_cfg_options(cfg: Config, options: dict):
 
 def load_config(args: argparse.Namespace) -> Config:
     """The config of ``args.config`` with ``--cfg-options`` merged in; an option that would
-    change nothing is refused (:func:`check_cfg_options`)."""
+    change nothing or cannot be meant is refused (:func:`check_cfg_options`)."""
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         check_cfg_options(cfg, args.cfg_options)
@@ -777,8 +780,6 @@ def check_launcher_env(launcher: str):
     and what sets them: mmengine's ``init_dist`` stopped with ``KeyError: 'RANK'`` (pytorch),
     ``KeyError: 'SLURM_PROCID'`` (slurm) or ``KeyError: 'OMPI_COMM_WORLD_LOCAL_RANK'`` (mpi)
     when the tool was started without that launcher."""
-    import os
-
     import torch.distributed as dist
     names, how = LAUNCHER_ENV.get(launcher, ((), ''))
     unset = [k for k in names if k not in os.environ]
@@ -792,8 +793,6 @@ def init_cpu_distributed(cfg: Config, launcher: str) -> bool:
     On a CPU-only machine started by torchrun (``--launcher pytorch``) the process group is set
     up here with gloo, so that the Runner finds it ready, and DDP is told to use no device ids.
     Returns whether it did so."""
-    import os
-
     import torch
     import torch.distributed as dist
     # mmengine's init_dist (and the group below) failed with KeyError: 'RANK'

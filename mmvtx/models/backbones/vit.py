@@ -329,8 +329,9 @@ class ViT(VisionBackbone):
             (1280/32/16), ``giant`` (1536/40/24), a family preset above, or a dict with
             ``embed_dims``, ``num_layers``, ``num_heads``.
         img_size: the pretraining size (a side or ``(h, w)``); the position embedding covers its
-            patch grid (``ceil(side / patch)``, the grid of an input of that size; a checkpoint's table of another grid is resampled to it at load) and is
-            resized (bicubic, with ``interpolate_*``) to the grid of each input.
+            patch grid (``ceil(side / patch)``, the grid of an input of that size; a
+            checkpoint's table of another grid is resampled to it at load) and is resized
+            (bicubic, with ``interpolate_*``) to the grid of each input.
         patch_size: kernel and stride of the patch embedding (16).
         out_indices: which of the pyramid levels (strides 4, 8, 16, 32) to return (default
             all four). In a config for mmseg's VisionTransformer (below): encoder layers.
@@ -828,7 +829,7 @@ class ViT(VisionBackbone):
     def convert_layout(self, state_dict: dict,
                        source_config: Optional[dict] = None) -> ConvertedCheckpoint:
         converted = convert_vit(state_dict, self, source_config)
-        if 'mlp_act' not in self.__dict__.get('_settings', {}):  # SwiGLU: no activation to set
+        if not isinstance(self.blocks[0].mlp, Mlp):  # SwiGLU: no activation to set
             converted.state_dict.pop('mlp_act', None)
             return converted
         recorded = self.recorded_setting('mlp_act', converted)
